@@ -1,0 +1,58 @@
+"""`posttrain <command>`: one entry point for every recipe and tool.
+
+Each command parses its own typed config (`posttrain COMMAND --help` prints every
+option's documentation) and calls one plain function. User mistakes (bad data,
+bad config, missing model) print one line naming what to fix and exit with 2,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from posttrain.errors import UserError
+
+USAGE = """usage: posttrain COMMAND [OPTIONS]   (posttrain COMMAND --help for every option)
+
+commands:
+  demo       run the whole loop on the built-in tiny model and arithmetic task
+  sft        supervised fine-tuning on demonstrations (chat, prompt-completion or text)
+  generate   sample completions for prompts with the built-in batched sampler
+  models     make the built-in tiny model, prepare SmolLM2, list known short names
+"""
+
+
+def _sft(argv: list[str]) -> int:
+    from posttrain.config import parse_config
+    from posttrain.recipes.sft import SFTConfig, train
+
+    train(parse_config(SFTConfig, argv, prog="posttrain sft"))
+    return 0
+
+
+COMMANDS = {
+    "sft": _sft,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    cmd, rest = argv[0], argv[1:]
+    if cmd not in COMMANDS:
+        print(f"posttrain: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    try:
+        return COMMANDS[cmd](rest)
+    except UserError as e:
+        print(f"posttrain {cmd}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"posttrain {cmd}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

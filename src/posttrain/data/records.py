@@ -1,0 +1,315 @@
+"""The canonical records every part of posttrain speaks.
+
+A record is a small frozen dataclass that knows how to build itself from a raw
+dict (`from_dict`, accepting TRL's standard field names as they are) and how to
+check itself (`from_dict` raises `RecordError` naming the field and what was
+expected). The loader adds `file:line` to those errors; nothing else in the code
+base parses raw rows.
+
+Kinds (TRL names in brackets):
+- `Text`            plain text                      [language modeling: "text"]
+- `Conversation`    a chat, assistant turns trained [conversational: "messages"]
+- `PromptCompletion` a prompt and its completion    [prompt-completion]
+- `Prompt`          a prompt plus reference fields  [prompt-only; extra keys such as "answer"]
+- `PreferencePair`  prompt, chosen, rejected        [preference, explicit or implicit prompt]
+- `Ranking`         prompt, K responses, best-first order
+
+Prompts and completions are always stored as message lists, so a plain-string
+prompt becomes `[{"role": "user", "content": ...}]` and a plain-string
+completion becomes one assistant message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+ROLES = ("system", "user", "assistant", "tool")
+
+
+class RecordError(ValueError):
+    """A raw row does not form a valid record. `field` names the offending key."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f'field "{field}": {message}')
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str
+    content: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+Messages = tuple[Message, ...]
+
+
+def _messages(value: Any, field_name: str, *, default_role: str | None = None) -> Messages:
+    """Parse a message list (or, when `default_role` is given, a plain string)."""
+    if isinstance(value, str):
+        if default_role is None:
+            raise RecordError(field_name, "expected a list of messages, got a string")
+        if not value.strip():
+            raise RecordError(field_name, "is empty")
+        return (Message(default_role, value),)
+    if not isinstance(value, list):
+        expected = "a string or a list of messages" if default_role else "a list of messages"
+        raise RecordError(field_name, f"expected {expected}, got {type(value).__name__}")
+    if not value:
+        raise RecordError(field_name, "is an empty list (at least one message is needed)")
+    out = []
+    for i, m in enumerate(value):
+        where = f"{field_name}[{i}]"
+        if not isinstance(m, dict):
+            raise RecordError(where, f"expected a message object with role and content, got {type(m).__name__}")
+        if "role" not in m:
+            raise RecordError(f"{where}.role", "is missing")
+        if "content" not in m:
+            raise RecordError(f"{where}.content", "is missing")
+        role, content = m["role"], m["content"]
+        if role not in ROLES:
+            raise RecordError(f"{where}.role", f"unknown role {role!r} (expected one of {', '.join(ROLES)})")
+        if not isinstance(content, str):
+            raise RecordError(f"{where}.content", f"expected a string, got {type(content).__name__}")
+        out.append(Message(role, content))
+    return tuple(out)
+
+
+def _string(d: dict, key: str) -> str:
+    if key not in d:
+        raise RecordError(key, "is missing")
+    v = d[key]
+    if not isinstance(v, str):
+        raise RecordError(key, f"expected a string, got {type(v).__name__}")
+    if not v.strip():
+        raise RecordError(key, "is empty")
+    return v
+
+
+def _require(d: dict, key: str, needs: str) -> Any:
+    if key not in d:
+        raise RecordError(key, f"is missing ({needs})")
+    return d[key]
+
+
+def _text_of(messages: Messages) -> str:
+    return "\n".join(m.content for m in messages)
+
+
+@dataclass(frozen=True)
+class Text:
+    text: str
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Text":
+        return cls(_string(d, "text"))
+
+
+@dataclass(frozen=True)
+class Conversation:
+    messages: Messages
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Conversation":
+        msgs = _messages(_require(d, "messages", "conversation records need a list of messages"), "messages")
+        if not any(m.role == "assistant" for m in msgs):
+            raise RecordError("messages", "has no assistant turn (there is nothing to train on)")
+        return cls(msgs)
+
+
+@dataclass(frozen=True)
+class PromptCompletion:
+    prompt: Messages
+    completion: Messages
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PromptCompletion":
+        needs = "prompt-completion records need prompt and completion"
+        prompt = _messages(_require(d, "prompt", needs), "prompt", default_role="user")
+        completion = _messages(_require(d, "completion", needs), "completion", default_role="assistant")
+        return cls(prompt, completion)
+
+    @property
+    def messages(self) -> Messages:
+        return self.prompt + self.completion
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A prompt with optional reference fields (e.g. `answer`) used by verifiers."""
+
+    prompt: Messages
+    reference: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Prompt":
+        prompt = _messages(_require(d, "prompt", "prompt records need a prompt"), "prompt", default_role="user")
+        return cls(prompt, {k: v for k, v in d.items() if k != "prompt"})
+
+    @property
+    def text(self) -> str:
+        """The last user message: what a verifier or a rater reads as the question."""
+        users = [m.content for m in self.prompt if m.role == "user"]
+        return users[-1] if users else _text_of(self.prompt)
+
+
+def _split_common_prefix(chosen: Messages, rejected: Messages) -> tuple[Messages, Messages, Messages]:
+    """Implicit-prompt preference rows hold two whole conversations; the prompt is their shared prefix."""
+    n = 0
+    while n < min(len(chosen), len(rejected)) - 1 and chosen[n] == rejected[n]:
+        n += 1
+    return chosen[:n], chosen[n:], rejected[n:]
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    prompt: Messages
+    chosen: Messages
+    rejected: Messages
+    margin: float | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PreferencePair":
+        needs = "preference records need prompt, chosen, rejected (or chosen and rejected as whole conversations)"
+        raw_c, raw_r = _require(d, "chosen", needs), _require(d, "rejected", needs)
+        if "prompt" in d:
+            prompt = _messages(d["prompt"], "prompt", default_role="user")
+            chosen = _messages(raw_c, "chosen", default_role="assistant")
+            rejected = _messages(raw_r, "rejected", default_role="assistant")
+        else:
+            full_c = _messages(raw_c, "chosen")
+            full_r = _messages(raw_r, "rejected")
+            prompt, chosen, rejected = _split_common_prefix(full_c, full_r)
+            if not prompt:
+                raise RecordError("prompt", f"is missing and chosen/rejected share no leading turns ({needs})")
+        if chosen == rejected:
+            raise RecordError("rejected", "is identical to chosen (a preference needs two different responses)")
+        margin = d.get("margin")
+        if margin is not None and not isinstance(margin, (int, float)):
+            raise RecordError("margin", f"expected a number, got {type(margin).__name__}")
+        return cls(prompt, chosen, rejected, None if margin is None else float(margin))
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """K responses to one prompt; `order` lists response indices best first."""
+
+    prompt: Messages
+    responses: tuple[Messages, ...]
+    order: tuple[int, ...]
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Ranking":
+        needs = "ranking records need prompt, responses and order (indices of responses, best first)"
+        prompt = _messages(_require(d, "prompt", needs), "prompt", default_role="user")
+        raw = _require(d, "responses", needs)
+        if not isinstance(raw, list) or len(raw) < 2:
+            raise RecordError("responses", "expected a list of at least 2 responses")
+        responses = tuple(
+            _messages(r, f"responses[{i}]", default_role="assistant") for i, r in enumerate(raw)
+        )
+        order = _require(d, "order", needs)
+        if not isinstance(order, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in order):
+            raise RecordError("order", "expected a list of integer response indices, best first")
+        k = len(responses)
+        if sorted(order) != list(range(k)):
+            dupes = sorted({i for i in order if order.count(i) > 1})
+            missing = sorted(set(range(k)) - set(order))
+            bad = [i for i in order if not 0 <= i < k]
+            parts = []
+            if dupes:
+                parts.append(f"duplicate positions {dupes}")
+            if missing:
+                parts.append(f"missing positions {missing}")
+            if bad:
+                parts.append(f"out-of-range indices {bad}")
+            raise RecordError("order", f"must be a permutation of 0..{k - 1}: " + "; ".join(parts))
+        if len(set(responses)) != k:
+            raise RecordError("responses", "contains identical responses (each must differ to be ranked)")
+        return cls(prompt, responses, tuple(order))
+
+    def pairs(self) -> list[PreferencePair]:
+        """All C(K,2) (better, worse) pairs (InstructGPT, arXiv:2203.02155 §3.5)."""
+        ranked = [self.responses[i] for i in self.order]
+        return [
+            PreferencePair(self.prompt, ranked[i], ranked[j])
+            for i in range(len(ranked))
+            for j in range(i + 1, len(ranked))
+        ]
+
+
+Record = Union[Text, Conversation, PromptCompletion, Prompt, PreferencePair, Ranking]
+
+# Which record kinds each consumer accepts, in the order a row's keys are tried.
+KINDS: dict[str, type] = {
+    "text": Text,
+    "conversation": Conversation,
+    "prompt_completion": PromptCompletion,
+    "prompt": Prompt,
+    "preference": PreferencePair,
+    "ranking": Ranking,
+}
+
+
+def detect_kind(d: dict) -> type:
+    """Pick the record class a raw row is meant to be, from its keys (TRL's conventions)."""
+    if "messages" in d:
+        return Conversation
+    if "chosen" in d or "rejected" in d:
+        return PreferencePair
+    if "responses" in d or "order" in d:
+        return Ranking
+    if "completion" in d:
+        return PromptCompletion
+    if "prompt" in d:
+        return Prompt
+    if "text" in d:
+        return Text
+    raise RecordError(
+        "(row)",
+        f"keys {sorted(d)} match no record kind (expected one of: messages | prompt+completion | "
+        "text | prompt[+answer] | prompt+chosen+rejected | prompt+responses+order)",
+    )
+
+
+def parse_record(d: Any, accept: tuple[type, ...] | None = None) -> Record:
+    """Build the record a raw row describes; `accept` limits the kinds a consumer can use."""
+    if not isinstance(d, dict):
+        raise RecordError("(row)", f"expected a JSON object, got {type(d).__name__}")
+    kind = detect_kind(d)
+    if accept is not None and kind not in accept and Prompt in accept and "prompt" in d:
+        # A prompt-only consumer (evaluation, RL) reads any prompt row; the other fields
+        # (completion, chosen, answer, ...) become its reference.
+        kind = Prompt
+    if accept is not None and kind not in accept:
+        names = ", ".join(k for k, v in KINDS.items() if v in accept)
+        got = next(k for k, v in KINDS.items() if v is kind)
+        raise RecordError("(row)", f"is a {got} record, but this command needs: {names}")
+    return kind.from_dict(d)
+
+
+def to_dict(record: Record) -> dict[str, Any]:
+    """The JSON form of a record, in TRL's field names (the inverse of `parse_record`)."""
+    def msgs(m: Messages) -> list[dict[str, str]]:
+        return [x.to_dict() for x in m]
+
+    if isinstance(record, Text):
+        return {"text": record.text}
+    if isinstance(record, Conversation):
+        return {"messages": msgs(record.messages)}
+    if isinstance(record, PromptCompletion):
+        return {"prompt": msgs(record.prompt), "completion": msgs(record.completion)}
+    if isinstance(record, Prompt):
+        return {"prompt": msgs(record.prompt), **record.reference}
+    if isinstance(record, PreferencePair):
+        d = {"prompt": msgs(record.prompt), "chosen": msgs(record.chosen), "rejected": msgs(record.rejected)}
+        if record.margin is not None:
+            d["margin"] = record.margin
+        return d
+    if isinstance(record, Ranking):
+        return {"prompt": msgs(record.prompt), "responses": [msgs(r) for r in record.responses], "order": list(record.order)}
+    raise TypeError(f"not a record: {record!r}")
