@@ -1,0 +1,54 @@
+"""Log-probabilities of given tokens under a causal LM's logits, per token and per sequence.
+
+Every preference and RL loss starts here: `token_logps` turns logits into log p(token) without
+building a full (B, T, V) log-softmax, and `sequence_logps` / `average_sequence_logps` reduce
+over the completion mask (sums for DPO, length-averages for SimPO and IPO).
+"""
+
+from __future__ import annotations
+
+import torch
+
+IGNORE_INDEX = -100  # label value for positions that carry no loss (prompt, padding)
+# Rows of logits handled at once: bounds the float32 temporaries to about 256 MB.
+_CHUNK_ELEMENTS = 2**26
+
+
+def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """log p(labels[b, t] | logits[b, t]) for each position; 0 where the label is IGNORE_INDEX.
+
+    Labels are already aligned with the logits (see `shifted_token_logps` for the causal shift).
+    Computed as logit[label] - logsumexp(logits) in float32, a chunk of rows at a time, so that
+    bf16 logits never become a whole (B, T, V) float32 tensor in the forward pass.
+    """
+    if logits.shape[:-1] != labels.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} disagree")
+    keep_mask = labels != IGNORE_INDEX  # (B, T)
+    safe_labels = torch.where(keep_mask, labels, 0)  # (B, T): -100 would index out of range
+    flat_logits = logits.reshape(-1, logits.shape[-1])  # (B*T, V)
+    chosen_logits = flat_logits.gather(-1, safe_labels.reshape(-1, 1)).squeeze(-1).float()  # (B*T,)
+    rows_per_chunk = max(1, _CHUNK_ELEMENTS // logits.shape[-1])
+    log_normalizers = torch.cat(
+        [torch.logsumexp(chunk.float(), dim=-1) for chunk in flat_logits.split(rows_per_chunk)]
+    )  # (B*T,)
+    logps = (chosen_logits - log_normalizers).reshape(labels.shape)  # (B, T)
+    return torch.where(keep_mask, logps, 0.0)
+
+
+def shifted_token_logps(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """Causal-LM log-probs: logits[:, t] predicts input_ids[:, t + 1]. Returns (B, T - 1)."""
+    return token_logps(logits[:, :-1], input_ids[:, 1:])  # (B, T-1, V), (B, T-1)
+
+
+def sequence_logps(token_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sum of token log-probs over the positions where `mask` is nonzero: (B, T) -> (B,)."""
+    if token_logps.shape != mask.shape:
+        raise ValueError(f"token_logps {tuple(token_logps.shape)} and mask {tuple(mask.shape)} disagree")
+    return (token_logps * mask.to(token_logps.dtype)).sum(-1)  # (B,)
+
+
+def average_sequence_logps(token_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean token log-prob over the masked positions, (B, T) -> (B,): SimPO's length-normalized
+    log-likelihood (arXiv:2405.14734 eq. 4). An empty mask gives 0 rather than NaN."""
+    token_counts = mask.to(token_logps.dtype).sum(-1).clamp(min=1)  # (B,)
+    return sequence_logps(token_logps, mask) / token_counts
