@@ -1,0 +1,333 @@
+"""Load records from files, `datasets` folders and built-in tasks: the one way rows enter posttrain.
+
+A source is one of:
+- a file: `.jsonl` (one JSON object a line), `.json` (a JSON array of objects), `.csv` (a header
+  row; a cell starting with `[` or `{` is read as JSON, so a message list fits in a cell) or
+  `.parquet`;
+- a folder written by `datasets.Dataset.save_to_disk`, or by `DatasetDict.save_to_disk` (its
+  "train" split, or the split named after `#`: `data/hh#test`);
+- a built-in task: `builtin:NAME`, `builtin:NAME/SPLIT`, `builtin:NAME/SPLIT?key=value&key=value`.
+
+Every row goes through `records.parse_record`, and the whole source is checked before anything is
+returned. Each problem is a `DataError` whose first line names the place: `file:LINE` for JSONL and
+CSV (1-based, blank lines counted), `SOURCE row N` (0-based, as in `dataset[N]`) for JSON arrays,
+parquet, `datasets` folders and built-in tasks. A null field counts as absent, as `datasets` and
+pandas write missing values.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Iterator
+from urllib.parse import unquote
+
+from posttrain.data.records import Record, RecordError, parse_record
+from posttrain.errors import ConfigError, DataError
+
+BUILTIN_PREFIX = "builtin:"
+SHOWN_ERRORS = 3  # row errors quoted when several rows are invalid
+
+# (where, read): read() returns the raw row or raises ValueError when the row cannot be read.
+Rows = Iterator[tuple[str, Callable[[], Any]]]
+
+
+def _arithmetic(split: str = "train", **options: str) -> list[dict]:
+    from posttrain.tasks import arithmetic  # imported on use: loading a file never imports the tasks
+
+    return arithmetic.rows(split, **options)
+
+
+BUILTINS: dict[str, Callable[..., list[dict]]] = {"arithmetic": _arithmetic}
+"""Built-in tasks: `NAME -> rows(split="train", **options)`; options arrive as strings, bad ones raise ValueError."""
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What a load read: rows seen (blank lines not counted), rows dropped as invalid, the first errors."""
+
+    source: str
+    n_rows: int
+    n_skipped: int
+    first_errors: tuple[str, ...]
+
+
+def load_records(
+    source: str, accept: tuple[type, ...] | None = None, *, limit: int | None = None, skip_invalid: bool = False
+) -> list[Record]:
+    """The records of `source`, checked; `accept` limits the record kinds, `limit` stops after that many."""
+    return load_records_with_report(source, accept, limit=limit, skip_invalid=skip_invalid)[0]
+
+
+def load_records_with_report(
+    source: str, accept: tuple[type, ...] | None = None, *, limit: int | None = None, skip_invalid: bool = False
+) -> tuple[list[Record], LoadReport]:
+    """Like `load_records`, plus a report; with `skip_invalid` bad rows are dropped and counted, not raised."""
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit must be at least 1, got {limit}")
+    source = str(source)
+    records: list[Record] = []
+    errors: list[str] = []
+    n_rows = n_bad = 0
+    for where, read in _rows(source):
+        n_rows += 1
+        try:
+            records.append(parse_record(_without_nulls(read()), accept))
+        except ValueError as e:
+            n_bad += 1
+            if len(errors) < SHOWN_ERRORS:
+                errors.append(_explain(where, e))
+        if limit is not None and len(records) == limit:
+            break
+    if n_bad == 1 and not skip_invalid:
+        raise DataError(errors[0])
+    if n_bad and (not skip_invalid or not records):
+        head = f"{source}: {n_bad} of {n_rows} rows are invalid; first {len(errors)}:"
+        raise DataError("\n".join([head, *(f"  {m}" for m in errors)]))
+    return records, LoadReport(source, n_rows, n_bad, tuple(errors))
+
+
+def _without_nulls(row: Any) -> Any:
+    return {k: v for k, v in row.items() if v is not None} if isinstance(row, dict) else row
+
+
+def _explain(where: str, e: ValueError) -> str:
+    if isinstance(e, RecordError):
+        subject = "row" if e.field == "(row)" else f'field "{e.field}"'
+        return f"{where}: {subject} {e.message}"
+    if isinstance(e, json.JSONDecodeError):
+        return f"{where}: invalid JSON: {e.msg} (column {e.colno})"
+    if isinstance(e, UnicodeDecodeError):
+        return f"{where}: is not valid UTF-8 (byte 0x{e.object[e.start]:02x}); save the file as UTF-8"
+    return f"{where}: {e}"
+
+
+def _rows(source: str) -> Rows:
+    if source.startswith(BUILTIN_PREFIX):
+        return _builtin_rows(source)
+    path, split = _path_and_split(source)
+    if path.is_dir():
+        return _dataset_rows(source, path, split)
+    if not path.exists():
+        raise DataError(_not_found(source))
+    if split is not None:
+        raise DataError(f"{source}: '#{split}' picks a split of a datasets folder, but {path} is a file")
+    readers = {".jsonl": _jsonl_rows, ".json": _json_rows, ".csv": _csv_rows, ".parquet": _parquet_rows}
+    reader = readers.get(path.suffix.lower())
+    if reader is None:
+        raise DataError(
+            f"{source}: unsupported file type {path.suffix or '(none)'!r} "
+            f"(expected {', '.join(readers)}, a datasets folder, or builtin:NAME)"
+        )
+    if path.stat().st_size == 0:
+        raise DataError(f"{source}: is empty (0 bytes, no rows)")
+    return reader(source, path)
+
+
+def _path_and_split(source: str) -> tuple[Path, str | None]:
+    """`folder#split` names a split of a DatasetDict folder; a path that exists as written wins."""
+    if "#" in source and not os.path.exists(source):
+        path, _, split = source.rpartition("#")
+        return Path(path), split
+    return Path(source), None
+
+
+def _not_found(source: str) -> str:
+    head = source.replace("\\", "/").split("/")[0].split(":")[0].lower()
+    message = f"{source}: no such file or folder"
+    if head in BUILTINS:
+        return f"{message} (did you mean builtin:{source}?)"
+    if difflib.get_close_matches(head, ["builtin", *BUILTINS], n=1):
+        return f"{message} (built-in tasks are written builtin:NAME; known: {', '.join(sorted(BUILTINS))})"
+    return message
+
+
+def _jsonl_rows(source: str, path: Path) -> Rows:
+    n = 0
+    with open(path, "rb") as f:  # bytes, so a bad encoding is reported on its own line
+        for lineno, raw in enumerate(f, 1):
+            if raw.strip():
+                n += 1
+                yield f"{source}:{lineno}", partial(_json_line, raw, lineno == 1)
+    if n == 0:
+        raise DataError(f"{source}: has only blank lines (no rows)")
+
+
+def _json_line(raw: bytes, first: bool) -> Any:
+    return json.loads(raw.decode("utf-8-sig" if first else "utf-8").strip())
+
+
+def _json_rows(source: str, path: Path) -> Rows:
+    data = path.read_bytes()
+    try:
+        rows = json.loads(data.decode("utf-8-sig"))
+    except UnicodeDecodeError as e:
+        lineno = data[: e.start].count(b"\n") + 1
+        raise DataError(_explain(f"{source}:{lineno}", e)) from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"{source}:{e.lineno}: invalid JSON: {e.msg} (column {e.colno})") from None
+    if not isinstance(rows, list):
+        kind = "an object" if isinstance(rows, dict) else f"a {type(rows).__name__}"
+        raise DataError(f"{source}: the top level is {kind}, expected an array of rows (or use .jsonl, one row a line)")
+    if not rows:
+        raise DataError(f"{source}: is an empty JSON array (no rows)")
+    yield from _listed_rows(source, rows)
+
+
+def _listed_rows(source: str, rows: Any) -> Rows:
+    for i, row in enumerate(rows):
+        yield f"{source} row {i}", partial(_same, row)
+
+
+def _same(row: Any) -> Any:
+    return row
+
+
+def _decoded_lines(source: str, path: Path) -> Iterator[str]:
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                yield raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(_explain(f"{source}:{lineno}", e)) from None
+
+
+def _csv_rows(source: str, path: Path) -> Rows:
+    reader = csv.reader(_decoded_lines(source, path))
+    header = next((cells for cells in reader if _has_text(cells)), None)
+    if header is None:
+        raise DataError(f"{source}: has only blank lines (no header, no rows)")
+    n = 0
+    for cells in reader:
+        if _has_text(cells):
+            n += 1
+            yield f"{source}:{reader.line_num}", partial(_csv_row, header, cells)
+    if n == 0:
+        raise DataError(f"{source}: has a header row but no data rows")
+
+
+def _has_text(cells: list[str]) -> bool:
+    return any(cell.strip() for cell in cells)
+
+
+def _csv_row(header: list[str], cells: list[str]) -> dict[str, Any]:
+    if len(cells) != len(header):
+        raise ValueError(f"has {len(cells)} cells but the header has {len(header)} columns")
+    return {name: _csv_cell(name, cell) for name, cell in zip(header, cells)}
+
+
+def _csv_cell(name: str, cell: str) -> Any:
+    text = cell.lstrip()
+    if not text.startswith(("[", "{")):
+        return cell
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(
+            f'column "{name}" starts with "{text[0]}" but is not valid JSON ({e.msg} at character {e.pos + 1})'
+        ) from None
+
+
+def _parquet_rows(source: str, path: Path) -> Rows:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.ParquetFile(path)
+        if table.metadata.num_rows == 0:
+            raise DataError(f"{source}: has 0 rows")
+        yield from _listed_rows(source, (row for batch in table.iter_batches() for row in batch.to_pylist()))
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"{source}: cannot be read as parquet ({str(e).splitlines()[0]})") from None
+
+
+def _dataset_rows(source: str, path: Path, split: str | None) -> Rows:
+    is_dict = (path / "dataset_dict.json").exists()
+    if not is_dict and not (path / "dataset_info.json").exists():
+        raise DataError(
+            f"{source}: is a folder but not one written by datasets' save_to_disk "
+            "(no dataset_info.json or dataset_dict.json); pass a .jsonl, .json, .csv or .parquet file"
+        )
+    import datasets
+
+    ds = datasets.load_from_disk(str(path))
+    if is_dict:
+        split = split or "train"
+        if split not in ds:
+            raise DataError(f"{source}: has no split {split!r} (splits: {', '.join(ds)}; pick one with {path}#SPLIT)")
+        ds = ds[split]
+    elif split is not None:
+        raise DataError(f"{source}: is a single dataset without splits; drop '#{split}'")
+    if len(ds) == 0:
+        raise DataError(f"{source}: has 0 rows")
+    yield from _listed_rows(source, ds)
+
+
+def _builtin_rows(source: str) -> Rows:
+    name, split, options = _parse_builtin(source)
+    task = BUILTINS.get(name)
+    if task is None:
+        close = difflib.get_close_matches(name, BUILTINS, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise DataError(f"{source}: unknown built-in task {name!r} ({hint}known: {', '.join(sorted(BUILTINS))})")
+    try:
+        rows = task(split, **options)
+    except (ValueError, TypeError) as e:  # TypeError: an option the task does not take
+        raise DataError(f"{source}: {e}") from None
+    if not rows:
+        raise DataError(f"{source}: the task made no rows")
+    yield from _listed_rows(source, rows)
+
+
+def _parse_builtin(source: str) -> tuple[str, str, dict[str, str]]:
+    """`builtin:NAME/SPLIT?k=v&k=v` -> (NAME, SPLIT or "train", {k: v})."""
+    spec, _, query = source[len(BUILTIN_PREFIX) :].partition("?")
+    name, _, split = spec.partition("/")
+    options: dict[str, str] = {}
+    for pair in filter(None, query.split("&")):
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise DataError(f"{source}: option {pair!r} should be written key=value")
+        if key in options:
+            raise DataError(f"{source}: option {key!r} is given twice")
+        options[unquote(key)] = unquote(value)  # unquote, not unquote_plus: "ops=+-" keeps its "+"
+    return name, split or "train", options
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 hex digest of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    _hash_into(digest, Path(path))
+    return digest.hexdigest()
+
+
+def _hash_into(digest: Any, path: Path) -> None:
+    with open(path, "rb") as f:
+        for chunk in iter(partial(f.read, 1 << 20), b""):
+            digest.update(chunk)
+
+
+def source_sha256(source: str) -> str | None:
+    """The digest of a source's bytes (a folder's files in sorted order); None for a built-in task."""
+    source = str(source)
+    if source.startswith(BUILTIN_PREFIX):
+        return None
+    path, _ = _path_and_split(source)
+    if not path.is_dir():
+        return file_sha256(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        _hash_into(digest, file)
+    return digest.hexdigest()
+
+
+def describe_source(source: str) -> dict[str, Any]:
+    """`{"source", "sha256", "rows"}` for lineage.json; rows counts the valid records."""
+    records, _ = load_records_with_report(source, skip_invalid=True)
+    return {"source": str(source), "sha256": source_sha256(source), "rows": len(records)}
