@@ -189,7 +189,7 @@ class PreferencePair:
         if chosen == rejected:
             raise RecordError("rejected", "is identical to chosen (a preference needs two different responses)")
         margin = d.get("margin")
-        if margin is not None and not isinstance(margin, (int, float)):
+        if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float))):
             raise RecordError("margin", f"expected a number, got {type(margin).__name__}")
         return cls(prompt, chosen, rejected, None if margin is None else float(margin))
 
