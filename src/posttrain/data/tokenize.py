@@ -1,0 +1,208 @@
+"""Records to token ids and loss masks. The chat template is applied here and nowhere else.
+
+Which tokens are trained
+    Every token of an assistant turn's text as the model's own chat template renders it
+    after the turn's header: the content, the end-of-turn marker and whatever separator
+    the template writes right after it (ChatML: `Hello!<|im_end|>\\n`). Not trained: the
+    header (`<|im_start|>assistant\\n`), system and user turns, and any system prompt the
+    template injects by itself (SmolLM2's does when the conversation has none). The
+    separator is kept so that `prompt_ids + completion_ids` of `tokenize_completion` is
+    exactly the tokenized conversation, with the same tokens trained by SFT and scored by DPO.
+
+How they are found (any template, no `{% generation %}` markers needed)
+    For assistant turn i the template renders `messages[:i]` with the generation prompt
+    and `messages[:i + 1]` without it; the turn's text is the difference. Both renders
+    must be prefixes of the whole conversation's render (true of ChatML, Llama 3, Gemma,
+    ...; false of templates that rewrite earlier turns, e.g. ones dropping past reasoning),
+    otherwise a ModelError names the template. The whole conversation is tokenized once
+    and a token is trained when its character span overlaps a trained turn, so
+    `input_ids` always equal `tokenizer.apply_chat_template(messages)`.
+
+Plain text (`Text`) is tokenized with the tokenizer's own special tokens plus eos, and
+every token but the first (nothing precedes it) is trained.
+
+Examples longer than max_length (`truncation`)
+    "error"    raise `TooLong` (a DataError); `tokenize_dataset` adds the source and row.
+    "skip"     return None.
+    "truncate" keep the first max_length tokens; None when no trained token is left.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from posttrain.data.records import Conversation, Messages, PromptCompletion, Text
+from posttrain.errors import DataError, ModelError
+
+if TYPE_CHECKING:
+    from posttrain.config import DataConfig
+
+log = logging.getLogger(__name__)
+
+TRUNCATION = ("error", "skip", "truncate")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training sequence: token ids and, per token, whether the loss predicts it."""
+
+    input_ids: list[int]
+    loss_mask: list[bool]
+
+    def __post_init__(self) -> None:
+        if len(self.input_ids) != len(self.loss_mask):
+            raise ValueError(f"input_ids ({len(self.input_ids)}) and loss_mask ({len(self.loss_mask)}) differ in length")
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def n_target_tokens(self) -> int:
+        return sum(self.loss_mask)
+
+
+class TooLong(DataError):
+    """An example has more tokens than max_length (the caller adds where it comes from)."""
+
+    def __init__(self, length: int, max_length: int):
+        super().__init__(
+            f"{length} tokens, more than data.max_length={max_length} "
+            "(raise --data.max-length, or set --data.truncation to skip or truncate)"
+        )
+        self.length = length
+        self.max_length = max_length
+
+
+def _template_name(tokenizer) -> str:
+    return f"the chat template of {tokenizer.name_or_path or type(tokenizer).__name__}"
+
+
+def _render(tokenizer, messages: Messages, *, add_generation_prompt: bool) -> str:
+    return tokenizer.apply_chat_template(
+        [m.to_dict() for m in messages], tokenize=False, add_generation_prompt=add_generation_prompt
+    )
+
+
+def _check_prefix(prefix: str, whole: str, tokenizer, turn: int) -> None:
+    if not whole.startswith(prefix):
+        raise ModelError(
+            f"{_template_name(tokenizer)} renders the conversation up to turn {turn} differently from the start "
+            "of the whole conversation (it rewrites earlier turns), so assistant turns cannot be located; "
+            "use a model whose template only appends, or set tokenizer.chat_template to one that does"
+        )
+
+
+def assistant_spans(messages: Messages, tokenizer, *, first_trained: int = 0) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the character spans of its assistant turns from `first_trained` on."""
+    full = _render(tokenizer, messages, add_generation_prompt=False)
+    spans = []
+    for i, message in enumerate(messages):
+        if message.role != "assistant" or i < first_trained:
+            continue
+        if i == 0:
+            raise DataError("messages[0] is an assistant turn: a conversation must open with a system or user turn")
+        before = _render(tokenizer, messages[:i], add_generation_prompt=True)
+        if before == _render(tokenizer, messages[:i], add_generation_prompt=False):
+            raise ModelError(
+                f"{_template_name(tokenizer)} ignores add_generation_prompt, so an assistant turn's header cannot "
+                "be told from its content; set tokenizer.chat_template to a chat template"
+            )
+        after = _render(tokenizer, messages[: i + 1], add_generation_prompt=False)
+        _check_prefix(before, after, tokenizer, i)
+        _check_prefix(after, full, tokenizer, i)
+        spans.append((len(before), len(after)))
+    return full, spans
+
+
+def _encode_with_spans(tokenizer, text: str, spans: list[tuple[int, int]]) -> tuple[list[int], list[bool]]:
+    """Tokenize `text` once; a token is trained when its characters overlap one of `spans`."""
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    mask = [any(start < end and stop > begin for begin, end in spans) for start, stop in enc["offset_mapping"]]
+    return list(enc["input_ids"]), mask
+
+
+def _fit(input_ids: list[int], loss_mask: list[bool], max_length: int, truncation: str) -> Example | None:
+    """Apply the truncation policy (see the module docstring)."""
+    if truncation not in TRUNCATION:
+        raise ValueError(f"truncation must be one of {TRUNCATION}, got {truncation!r}")
+    if len(input_ids) <= max_length:
+        return Example(input_ids, loss_mask)
+    if truncation == "error":
+        raise TooLong(len(input_ids), max_length)
+    if truncation == "skip":
+        return None
+    example = Example(input_ids[:max_length], loss_mask[:max_length])
+    return example if example.n_target_tokens else None
+
+
+def _chat_example(messages: Messages, tokenizer, first_trained: int, max_length: int, truncation: str) -> Example | None:
+    text, spans = assistant_spans(messages, tokenizer, first_trained=first_trained)
+    if not spans:
+        raise DataError("has no assistant turn to train on")
+    return _fit(*_encode_with_spans(tokenizer, text, spans), max_length, truncation)
+
+
+def tokenize_messages(messages: Messages, tokenizer, *, max_length: int, truncation: str = "error") -> Example | None:
+    """A conversation with every assistant turn trained."""
+    return _chat_example(messages, tokenizer, 0, max_length, truncation)
+
+
+def tokenize_text(text: str, tokenizer, *, max_length: int, truncation: str = "error") -> Example | None:
+    """Plain text plus eos, every token but the first trained."""
+    input_ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])
+    if not input_ids or input_ids[-1] != tokenizer.eos_token_id:
+        input_ids.append(tokenizer.eos_token_id)
+    return _fit(input_ids, [False] + [True] * (len(input_ids) - 1), max_length, truncation)
+
+
+def tokenize_record(record, tokenizer, *, max_length: int, truncation: str = "error") -> Example | None:
+    """An SFT example from a Conversation, a PromptCompletion (only the completion's assistant turns
+    are trained) or a Text record."""
+    if isinstance(record, Conversation):
+        return _chat_example(record.messages, tokenizer, 0, max_length, truncation)
+    if isinstance(record, PromptCompletion):
+        return _chat_example(record.messages, tokenizer, len(record.prompt), max_length, truncation)
+    if isinstance(record, Text):
+        return tokenize_text(record.text, tokenizer, max_length=max_length, truncation=truncation)
+    raise TypeError(f"cannot make a training example from a {type(record).__name__} record")
+
+
+def tokenize_dataset(records: list, tokenizer, data: DataConfig, *, source: str) -> list[Example]:
+    """Tokenize every record under data.max_length / data.truncation; errors name `source` and the row."""
+    examples, dropped = [], 0
+    for row, record in enumerate(records, start=1):
+        try:
+            example = tokenize_record(record, tokenizer, max_length=data.max_length, truncation=data.truncation)
+        except DataError as e:
+            raise DataError(f"{source}: row {row}: {e}") from None
+        if example is None:
+            dropped += 1
+        else:
+            examples.append(example)
+    if dropped:
+        log.warning("%s: dropped %d of %d examples longer than data.max_length=%d (data.truncation=%s)",
+                    source, dropped, len(records), data.max_length, data.truncation)
+    if records and not examples:
+        raise DataError(f"{source}: every example was dropped by data.truncation={data.truncation}; "
+                        f"raise --data.max-length (now {data.max_length})")
+    return examples
+
+
+def tokenize_prompt(prompt: Messages, tokenizer) -> list[int]:
+    """The prompt rendered with the generation prompt (the assistant header): what a sampler continues."""
+    return list(tokenizer(_render(tokenizer, prompt, add_generation_prompt=True), add_special_tokens=False)["input_ids"])
+
+
+def tokenize_completion(prompt: Messages, completion: Messages, tokenizer) -> tuple[list[int], list[int]]:
+    """(prompt_ids, completion_ids): the tokenized conversation prompt + completion, split where the
+    prompt's render (with generation prompt) ends. A token straddling that point goes to the completion;
+    with ChatML-style templates none does, and prompt_ids == tokenize_prompt(prompt)."""
+    before = _render(tokenizer, prompt, add_generation_prompt=True)
+    full = _render(tokenizer, prompt + completion, add_generation_prompt=False)
+    _check_prefix(before, full, tokenizer, len(prompt))
+    enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    ids = list(enc["input_ids"])
+    split = sum(1 for _, stop in enc["offset_mapping"] if stop <= len(before))
+    return ids[:split], ids[split:]
