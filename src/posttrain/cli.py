@@ -30,8 +30,15 @@ def _sft(argv: list[str]) -> int:
     return 0
 
 
+def _models(argv: list[str]) -> int:
+    from posttrain.models.cli import main as models_main
+
+    return models_main(argv)
+
+
 COMMANDS = {
     "sft": _sft,
+    "models": _models,
 }
 
 

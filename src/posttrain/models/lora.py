@@ -1,0 +1,68 @@
+"""LoRA adapters (arXiv:2106.09685) through peft: add them, switch them off, merge them for saving.
+
+With LoRA the frozen base weights are the initial policy, so switching the adapters off gives the
+reference model of DPO or the KL penalty for free, without a second copy of the weights.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+from posttrain.config import ModelConfig
+
+
+def is_lora(model: torch.nn.Module) -> bool:
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
+
+
+def apply_lora(model: torch.nn.Module, cfg: ModelConfig) -> torch.nn.Module:
+    """Wrap `model` with trainable LoRA adapters of rank `cfg.lora_r`; every base weight is frozen.
+
+    peft initialises B to zero, so the wrapped model starts out computing exactly the base model.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    targets = cfg.lora_target_modules.strip()
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        # "all-linear" is peft's keyword for every linear layer except the output head.
+        target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()],
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+@contextmanager
+def reference_context(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Inside the block, `model` computes the frozen base model: its LoRA adapters are switched off.
+
+    Only for LoRA (peft) models; a full fine-tune has no frozen base inside it, so the recipe must keep a
+    separate frozen copy as the reference, and this raises TypeError to say so. Pass the unwrapped model
+    (not DDP). Gradients are not disabled here: wrap the forward in `torch.no_grad()` as usual.
+    """
+    if not is_lora(model):
+        raise TypeError(
+            f"reference_context needs a LoRA (peft) model, got {type(model).__name__}; "
+            "without LoRA keep a separate frozen copy of the initial model as the reference"
+        )
+    with model.disable_adapter():
+        yield model
+
+
+def merged_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A plain transformers model with the LoRA updates folded into its weights (W + alpha/r * B A).
+
+    Merges into a deep copy, so `model` keeps its adapters and can go on training (one extra copy of the
+    weights for as long as the result lives). A model without LoRA is returned as is.
+    """
+    if not is_lora(model):
+        return model
+    return copy.deepcopy(model).merge_and_unload()
