@@ -1,0 +1,280 @@
+"""The one sampler that evaluation, preference-pair generation and RL all use.
+
+`ModelSampler.sample(prompts, n, params)` draws `n` completions for each tokenized prompt
+from any Hugging Face causal LM and returns a `Rollout`: token ids, texts, per-token
+log-probs and why each completion ended. Its loop, in order:
+
+1. Prompts are sorted by length and cut into chunks of about `batch_size` rows (prompts x n),
+   so that prompts of similar length share a chunk and little compute goes to padding.
+2. One prefill forward over the chunk's prompts, left-padded, with position ids counted from
+   each prompt's first real token. Each prompt's KV cache is then repeated `n` times along the
+   batch: the prompt is encoded once, not once per sample.
+3. Decoding, one token per step, with the cache. A row leaves the batch (its cache rows are
+   dropped) as soon as it ends: on an end-of-sequence token ("eos", the token is kept), on a
+   stop string in its decoded text ("stop") or at `max_new_tokens` ("length"). Which rows are
+   finished is a boolean tensor, never a comparison with the pad id, so models whose pad token
+   is their eos token (SmolLM2) work.
+
+Log-probs are those of the raw model, `log_softmax(logits)` at temperature 1 with no top-k or
+top-p, whatever the sampling settings: these are the old-policy log-probs RL ratios need
+(arXiv:1707.06347 eq. 6), not the log-probs of the filtered distribution tokens were drawn from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import torch
+
+from posttrain.data.records import Messages
+from posttrain.data.tokenize import tokenize_prompt
+from posttrain.errors import ConfigError, DataError
+
+FinishReason = Literal["eos", "stop", "length"]
+
+
+def _check(ok: bool, name: str, rule: str, value: object) -> None:
+    if not ok:
+        raise ConfigError(f"{name}={value!r}: {rule}")
+
+
+@dataclass
+class SamplingParams:
+    """How completions are drawn."""
+
+    max_new_tokens: int = 64
+    """Most tokens generated per completion; a completion cut here ends with finish reason `length`."""
+    temperature: float = 1.0
+    """Divides the logits before sampling; 0 means greedy (always the most likely token)."""
+    top_p: float = 1.0
+    """Nucleus sampling (arXiv:1904.09751): draw only from the most likely tokens whose total probability
+    reaches top_p. 1 turns it off."""
+    top_k: int = 0
+    """Draw only from the top_k most likely tokens; 0 turns it off."""
+    stop: tuple[str, ...] = ()
+    """Stop a completion when its text contains one of these strings; the text is cut before the string
+    (its tokens stay in the token ids). Matched in the text without special tokens."""
+    seed: int | None = None
+    """Seed of the sampler's own random generator, for results that do not depend on other random draws.
+    Unset: a seed is drawn from torch's global generator (so `torch.manual_seed` still governs it)."""
+
+    def __post_init__(self) -> None:
+        self.stop = tuple(self.stop)  # a config file or a caller may pass a list
+        _check(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1", self.max_new_tokens)
+        _check(self.temperature >= 0, "temperature", "must be >= 0 (0 is greedy)", self.temperature)
+        _check(0 < self.top_p <= 1, "top_p", "must be in (0, 1] (1 turns nucleus sampling off)", self.top_p)
+        _check(self.top_k >= 0, "top_k", "must be >= 0 (0 turns top-k off)", self.top_k)
+        _check(all(isinstance(s, str) and s for s in self.stop), "stop", "must be non-empty strings", self.stop)
+
+
+@dataclass
+class Rollout:
+    """`n` samples per prompt, flattened: sample i answers prompt `group[i]`; a group's samples are adjacent.
+
+    `logps[i]` (float32, CPU, one value per completion token) holds log p(token) under the model's raw
+    softmax at temperature 1, not under the temperature/top-k/top-p distribution it was drawn from: the
+    old-policy log-probs of PPO/GRPO. The eos token, when generated, is the last completion token.
+    """
+
+    prompt_ids: list[list[int]]
+    completion_ids: list[list[int]]
+    texts: list[str]
+    logps: list[torch.Tensor]
+    group: list[int]
+    finish_reasons: list[FinishReason]
+
+    def __len__(self) -> int:
+        return len(self.completion_ids)
+
+
+class Sampler(Protocol):
+    def sample(self, prompts: list[list[int]], n: int, params: SamplingParams) -> Rollout: ...
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Set to -inf every logit outside the top_k and outside the top_p nucleus: (B, V) -> (B, V).
+
+    The most likely token always survives. Ties at the k-th value are all kept.
+    """
+    if 0 < top_k < logits.shape[-1]:
+        kth_largest = logits.topk(top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth_largest, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)  # (B, V)
+        sorted_probs = sorted_logits.softmax(dim=-1)
+        mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs  # (B, V): mass of the more likely tokens
+        # Keep the smallest set of most likely tokens whose mass reaches top_p (arXiv:1904.09751 eq. 2).
+        remove_sorted_mask = mass_before >= top_p
+        remove_mask = remove_sorted_mask.scatter(-1, order, remove_sorted_mask)
+        logits = logits.masked_fill(remove_mask, float("-inf"))
+    return logits
+
+
+def choose_tokens(
+    logits: torch.Tensor, params: SamplingParams, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pick one token per row from float32 logits (B, V); return tokens (B,) and their raw logps (B,)."""
+    raw_logps = torch.log_softmax(logits, dim=-1)  # (B, V), temperature 1: the policy's own log-probs
+    if params.temperature == 0:
+        tokens = logits.argmax(dim=-1)
+    else:
+        filtered = filter_logits(logits / params.temperature, params.top_k, params.top_p)
+        tokens = torch.multinomial(filtered.softmax(dim=-1), 1, generator=generator).squeeze(-1)
+    return tokens, raw_logps.gather(-1, tokens[:, None]).squeeze(-1)
+
+
+def left_pad(prompts: list[list[int]], pad_token_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token lists into input_ids (B, T) and attention_mask (B, T) (1 on real tokens)."""
+    width = max(len(p) for p in prompts)
+    input_ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        input_ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+        attention_mask[row, width - len(prompt) :] = 1
+    return input_ids.to(device), attention_mask.to(device)
+
+
+def _eos_token_ids(model, tokenizer) -> list[int]:
+    """The ids that end a completion: the model's generation config (what `generate` uses), else the tokenizer's."""
+    generation_config = getattr(model, "generation_config", None)
+    ids = getattr(generation_config, "eos_token_id", None)
+    if ids is None:
+        ids = tokenizer.eos_token_id
+    if ids is None:
+        return []
+    return [ids] if isinstance(ids, int) else list(ids)
+
+
+def _cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
+    """The text before the earliest stop string."""
+    cuts = [text.find(s) for s in stop if s in text]
+    return text[: min(cuts)] if cuts else text
+
+
+@dataclass
+class _Sample:
+    completion_ids: list[int]
+    logps: list[float]
+    finish_reason: FinishReason = "length"
+
+
+class ModelSampler:
+    """`Sampler` for any Hugging Face causal LM and its tokenizer (see the module docstring for the loop).
+
+    `batch_size` bounds the rows (prompts x n) decoded together; a chunk always holds whole groups,
+    so with n > batch_size one prompt's n samples still run together. `progress` shows a bar over chunks.
+    """
+
+    def __init__(self, model, tokenizer, batch_size: int = 64, progress: bool = False):
+        _check(batch_size >= 1, "batch_size", "must be >= 1", batch_size)
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.progress = progress
+        self.eos_token_ids = _eos_token_ids(model, tokenizer)
+        pad = tokenizer.pad_token_id
+        # Padding is masked out, so any id works; prefer the tokenizer's pad, then eos.
+        self.pad_token_id = pad if pad is not None else (self.eos_token_ids or [0])[0]
+
+    def sample(self, prompts: list[list[int]], n: int, params: SamplingParams) -> Rollout:
+        _check(n >= 1, "n", "must be >= 1 (samples per prompt)", n)
+        for i, prompt in enumerate(prompts):
+            if len(prompt) == 0:
+                raise DataError(f"prompt {i}: has no tokens (a prompt needs at least one token to condition on)")
+        device = self.model.device
+        seed = params.seed if params.seed is not None else int(torch.randint(0, 2**62, ()).item())
+        generator = torch.Generator(device=device).manual_seed(seed)
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # longest first: OOM shows early
+        per_chunk = max(1, self.batch_size // n)
+        chunks = [order[i : i + per_chunk] for i in range(0, len(order), per_chunk)]
+        samples: list[_Sample | None] = [None] * (len(prompts) * n)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                for chunk in self._maybe_progress(chunks):
+                    chunk_samples = self._sample_chunk([prompts[i] for i in chunk], n, params, generator)
+                    for k, prompt_index in enumerate(chunk):
+                        samples[prompt_index * n : (prompt_index + 1) * n] = chunk_samples[k * n : (k + 1) * n]
+        finally:
+            self.model.train(was_training)
+        return self._rollout(prompts, n, samples, params.stop)
+
+    def _maybe_progress(self, chunks: list[list[int]]):
+        if not self.progress:
+            return chunks
+        from rich.progress import track
+
+        return track(chunks, description="sampling", transient=True)
+
+    def _prefill(self, prompts: list[list[int]], n: int):
+        """Encode each prompt once and repeat its cache n times: -> logits (R, V), cache, attention_mask (R, T)."""
+        input_ids, attention_mask = left_pad(prompts, self.pad_token_id, self.model.device)  # (U, T)
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (U, T): 0 at each prompt's first token
+        out = self.model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True, logits_to_keep=1
+        )
+        expand = torch.arange(len(prompts), device=input_ids.device).repeat_interleave(n)  # (R,) = (U*n,)
+        # reorder_cache is an index_select on every layer kind (full, sliding, linear attention).
+        out.cache.reorder_cache(expand)
+        return out.logits[:, -1].float()[expand], out.cache, attention_mask[expand]
+
+    def _sample_chunk(
+        self, prompts: list[list[int]], n: int, params: SamplingParams, generator: torch.Generator
+    ) -> list[_Sample]:
+        logits, cache, attention_mask = self._prefill(prompts, n)  # (R, V), R rows, (R, T)
+        next_positions = attention_mask.sum(-1)  # (R,): a prompt of L tokens continues at position L
+        samples = [_Sample([], []) for _ in range(logits.shape[0])]
+        active = list(samples)  # the sample each batch row writes to; rows leave as they finish
+        eos_ids = torch.tensor(self.eos_token_ids, dtype=torch.long, device=logits.device)
+        for step in range(params.max_new_tokens):
+            tokens, logps = choose_tokens(logits, params, generator)  # (B,), (B,)
+            for sample, token, logp in zip(active, tokens.tolist(), logps.tolist()):
+                sample.completion_ids.append(token)
+                sample.logps.append(logp)
+            eos_mask = torch.isin(tokens, eos_ids)  # (B,)
+            stop_mask = self._stop_mask(active, params.stop).to(tokens.device)  # (B,)
+            finished_mask = eos_mask | stop_mask | (step + 1 == params.max_new_tokens)
+            for sample, is_eos, is_stop in zip(active, eos_mask.tolist(), stop_mask.tolist()):
+                sample.finish_reason = "eos" if is_eos else "stop" if is_stop else "length"
+            keep = (~finished_mask).nonzero().squeeze(-1)  # (B',)
+            if keep.numel() == 0:
+                break
+            if keep.numel() < len(active):  # drop finished rows so no compute goes to them
+                cache.reorder_cache(keep)
+                attention_mask, next_positions, tokens = attention_mask[keep], next_positions[keep], tokens[keep]
+                active = [active[i] for i in keep.tolist()]
+            attention_mask = torch.nn.functional.pad(attention_mask, (0, 1), value=1)  # (B', T + step + 1)
+            out = self.model(
+                input_ids=tokens[:, None], attention_mask=attention_mask, position_ids=next_positions[:, None],
+                cache=cache, use_cache=True,
+            )
+            logits = out.logits[:, -1].float()  # (B', V)
+            next_positions = next_positions + 1
+        return samples
+
+    def _stop_mask(self, active: list[_Sample], stop: tuple[str, ...]) -> torch.Tensor:
+        """(B,) True where the decoded completion so far contains a stop string."""
+        if not stop:
+            return torch.zeros(len(active), dtype=torch.bool)
+        texts = self.tokenizer.batch_decode([s.completion_ids for s in active], skip_special_tokens=True)
+        return torch.tensor([any(s in text for s in stop) for text in texts], dtype=torch.bool)
+
+    def _rollout(self, prompts: list[list[int]], n: int, samples: list[_Sample], stop: tuple[str, ...]) -> Rollout:
+        texts = self.tokenizer.batch_decode([s.completion_ids for s in samples], skip_special_tokens=True)
+        return Rollout(
+            prompt_ids=[list(prompts[i // n]) for i in range(len(samples))],
+            completion_ids=[s.completion_ids for s in samples],
+            texts=[_cut_at_stop(t, stop) if s.finish_reason == "stop" else t for t, s in zip(texts, samples)],
+            logps=[torch.tensor(s.logps, dtype=torch.float32) for s in samples],
+            group=[i // n for i in range(len(samples))],
+            finish_reasons=[s.finish_reason for s in samples],
+        )
+
+
+def sample_messages(
+    sampler: Sampler, prompts: list[Messages], tokenizer, n: int, params: SamplingParams
+) -> Rollout:
+    """Apply the chat template (with the assistant turn opened) to each prompt, then sample."""
+    return sampler.sample([tokenize_prompt(p, tokenizer) for p in prompts], n, params)

@@ -1,0 +1,307 @@
+"""The sampler against transformers' own `generate` and against teacher-forced log-probs.
+
+The tiny model at random init only ever repeats its last token under greedy decoding, which
+a sampler with wrong positions or masks would reproduce just as well. The tests therefore
+re-draw its weights with a larger scale (`scrambled`): greedy outputs then vary with every
+token of context, and distributions are peaked enough (top log-prob around -1) that argmax
+ties do not occur.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from posttrain.data.records import Message
+from posttrain.errors import ConfigError, DataError
+from posttrain.rl.rollout import ModelSampler, SamplingParams, choose_tokens, filter_logits, left_pad, sample_messages
+
+PROMPTS = ["What is 12 + 7?", "hello", "The capital of france is paris. Yes it is", "1"]
+
+
+def scrambled(model_dir):
+    """The tiny model with weights re-drawn: embeddings N(0, 0.3), other matrices N(0, 0.1)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 2:
+                p.copy_(torch.randn(p.shape, generator=generator) * (0.3 if "embed" in name else 0.1))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from posttrain.models.tiny import build_tiny
+
+    return build_tiny(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def model(model_dir):
+    return scrambled(model_dir)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)
+
+
+@pytest.fixture(scope="module")
+def prompts(tokenizer):
+    return [tokenizer(p)["input_ids"] for p in PROMPTS]
+
+
+def greedy(max_new_tokens=12, **kw):
+    return SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, **kw)
+
+
+def hf_generate(model, tokenizer, prompts, max_new_tokens):
+    """transformers' greedy completions, each cut after its first eos (generate pads finished rows)."""
+    input_ids, attention_mask = left_pad(prompts, tokenizer.pad_token_id, torch.device("cpu"))
+    out = model.generate(
+        input_ids=input_ids, attention_mask=attention_mask, do_sample=False, max_new_tokens=max_new_tokens
+    )
+    eos = model.generation_config.eos_token_id
+    completions = []
+    for row in out[:, input_ids.shape[1] :].tolist():
+        completions.append(row[: row.index(eos) + 1] if eos in row else row)
+    return completions
+
+
+def cut_after(ids, token):
+    return ids[: ids.index(token) + 1] if token in ids else ids
+
+
+# ---------------------------------------------------------------------------------------------
+# Math tier: parameters, filtering, token choice.
+
+
+@pytest.mark.parametrize(
+    "kw", [{"max_new_tokens": 0}, {"temperature": -0.1}, {"top_p": 0.0}, {"top_p": 1.5}, {"top_k": -1}, {"stop": ("",)}]
+)
+def test_sampling_params_reject_bad_values(kw):
+    with pytest.raises(ConfigError, match=next(iter(kw))):
+        SamplingParams(**kw)
+
+
+def test_sampling_params_stop_list_becomes_tuple():
+    assert SamplingParams(stop=["\n", "###"]).stop == ("\n", "###")
+
+
+def test_filter_logits_top_k_and_top_p():
+    """probs [.5, .3, .15, .05]. top_k=3 drops token 3. top_p=0.7: mass before each token is
+    [0, .5, .8, .95], kept while < 0.7 -> tokens {0, 1}. top_p=0.85 -> {0, 1, 2}. top_k=2 then
+    top_p=0.9: renormalized [.625, .375], mass before [0, .625] -> both kept."""
+    logits = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
+    kept = lambda **kw: torch.isfinite(filter_logits(logits, **kw))[0].tolist()  # noqa: E731
+    assert kept(top_k=3) == [True, True, True, False]
+    assert kept(top_k=1) == [True, False, False, False]
+    assert kept(top_p=0.7) == [True, True, False, False]
+    assert kept(top_p=0.85) == [True, True, True, False]
+    assert kept(top_k=2, top_p=0.9) == [True, True, False, False]
+    assert kept(top_p=0.01) == [True, False, False, False]
+    assert kept() == [True] * 4
+
+
+def test_choose_tokens_frequencies_and_raw_logps():
+    """probs p = [.5, .3, .15, .05]. temperature 0.5 samples from p^2 / sum(p^2) =
+    [.25, .09, .0225, .0025] / .365 = [.685, .247, .062, .007]; top_k=2 at temperature 1 from
+    [.625, .375, 0, 0]. The returned logps are always log p (temperature 1, unfiltered)."""
+    p = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    logits = p.log().expand(40_000, 4)
+    generator = torch.Generator().manual_seed(0)
+    for params, expected in [
+        (SamplingParams(temperature=0.5), [0.685, 0.247, 0.062, 0.007]),
+        (SamplingParams(top_k=2), [0.625, 0.375, 0.0, 0.0]),
+    ]:
+        tokens, logps = choose_tokens(logits, params, generator)
+        freq = torch.bincount(tokens, minlength=4).float() / len(tokens)
+        assert torch.allclose(freq, torch.tensor(expected), atol=0.01), freq
+        assert torch.allclose(logps, p.log()[tokens])
+
+
+def test_left_pad():
+    input_ids, attention_mask = left_pad([[5, 6, 7], [8]], pad_token_id=0, device=torch.device("cpu"))
+    assert input_ids.tolist() == [[5, 6, 7], [0, 0, 8]]
+    assert attention_mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Recipe tier: the tiny model.
+
+
+def test_greedy_matches_generate(model, tokenizer, prompts):
+    assert len({len(p) for p in prompts}) == len(prompts)  # different lengths: left padding is exercised
+    rollout = ModelSampler(model, tokenizer).sample(prompts, 1, greedy(12))
+    assert rollout.completion_ids == hf_generate(model, tokenizer, prompts, 12)
+    assert all(len(ids) == 12 for ids in rollout.completion_ids)  # eos is never the greedy choice here
+    assert rollout.finish_reasons == ["length"] * len(prompts)
+    assert len({tuple(ids) for ids in rollout.completion_ids}) == len(prompts)
+    assert rollout.texts == tokenizer.batch_decode(rollout.completion_ids, skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("params", [SamplingParams(max_new_tokens=10, seed=1), greedy(10), SamplingParams(
+    max_new_tokens=10, temperature=0.7, top_k=20, top_p=0.9, seed=2)])
+def test_logps_equal_teacher_forcing(model, tokenizer, prompts, params):
+    """Whatever the sampling settings, logps[t] = log_softmax(logits at temperature 1)[token t]."""
+    rollout = ModelSampler(model, tokenizer).sample(prompts, 2, params)
+    for prompt, completion, logps in zip(rollout.prompt_ids, rollout.completion_ids, rollout.logps):
+        assert logps.shape == (len(completion),) and logps.dtype == torch.float32
+        with torch.no_grad():
+            logits = model(torch.tensor([prompt + completion])).logits[0]  # (T, V)
+        positions = torch.arange(len(prompt) - 1, len(prompt) + len(completion) - 1)
+        expected = torch.log_softmax(logits.float(), -1)[positions, torch.tensor(completion)]
+        torch.testing.assert_close(logps, expected, atol=1e-4, rtol=0)
+
+
+def test_seeded_sampling_is_reproducible(model, tokenizer, prompts):
+    sampler = ModelSampler(model, tokenizer)
+    params = SamplingParams(max_new_tokens=10, seed=7)
+    torch.manual_seed(1)
+    first = sampler.sample(prompts, 2, params)
+    torch.manual_seed(2)  # the global generator does not matter when a seed is set
+    again = sampler.sample(prompts, 2, params)
+    other = sampler.sample(prompts, 2, SamplingParams(max_new_tokens=10, seed=8))
+    assert first.completion_ids == again.completion_ids
+    assert first.completion_ids != other.completion_ids
+    torch.manual_seed(3)
+    unseeded = sampler.sample(prompts, 2, SamplingParams(max_new_tokens=10))
+    torch.manual_seed(3)
+    assert sampler.sample(prompts, 2, SamplingParams(max_new_tokens=10)).completion_ids == unseeded.completion_ids
+
+
+def test_top_k_one_and_tiny_top_p_equal_greedy(model, tokenizer, prompts):
+    sampler = ModelSampler(model, tokenizer)
+    expected = sampler.sample(prompts, 1, greedy(10)).completion_ids
+    assert sampler.sample(prompts, 1, SamplingParams(max_new_tokens=10, top_k=1, seed=0)).completion_ids == expected
+    assert sampler.sample(prompts, 1, SamplingParams(max_new_tokens=10, top_p=1e-6, seed=0)).completion_ids == expected
+
+
+def test_eos_ends_rows_and_pad_equal_to_eos(model_dir, prompts):
+    """Make a token the greedy run emits at step 4 of prompt 0 both eos and pad (as in SmolLM2),
+    and put it inside a prompt too. Each completion is then the unforced greedy completion cut
+    after that token's first occurrence, finishing "eos" where it occurs and "length" elsewhere."""
+    from transformers import AutoTokenizer
+
+    model, tokenizer = scrambled(model_dir), AutoTokenizer.from_pretrained(model_dir)
+    plain = ModelSampler(model, tokenizer).sample(prompts, 1, greedy(12)).completion_ids
+    eos = plain[0][3]
+    tokenizer.pad_token = tokenizer.convert_ids_to_tokens(eos)
+    model.generation_config.eos_token_id = model.generation_config.pad_token_id = eos
+    prompts = prompts[:-1] + [[eos] + prompts[-1]]  # a real prompt token equal to pad must not be masked
+    plain = ModelSampler(model, tokenizer).sample(prompts, 1, greedy(12)).completion_ids
+    rollout = ModelSampler(model, tokenizer).sample(prompts, 1, greedy(12))
+    assert rollout.completion_ids == [cut_after(ids, eos) for ids in plain]
+    assert rollout.finish_reasons == ["eos" if eos in ids else "length" for ids in plain]
+    assert rollout.finish_reasons[0] == "eos" and "length" in rollout.finish_reasons
+    assert rollout.completion_ids == hf_generate(model, tokenizer, prompts, 12)
+    assert all(math.isfinite(v) for logps in rollout.logps for v in logps.tolist())
+
+
+def test_finished_rows_leave_the_batch(model_dir, prompts):
+    """Decode forward k runs only the rows still going: those whose completion is longer than k."""
+    from transformers import AutoTokenizer
+
+    model, tokenizer = scrambled(model_dir), AutoTokenizer.from_pretrained(model_dir)
+    model.generation_config.eos_token_id = ModelSampler(model, tokenizer).sample(prompts, 1, greedy(12)).completion_ids[1][2]
+    batch_sizes = []
+    model.register_forward_pre_hook(lambda m, args, kw: batch_sizes.append(kw["input_ids"].shape[0]), with_kwargs=True)
+    rollout = ModelSampler(model, tokenizer).sample(prompts, 2, greedy(12))
+    lengths = [len(ids) for ids in rollout.completion_ids]
+    still_going = [sum(n > k for n in lengths) for k in range(1, 12)]
+    assert batch_sizes == [len(prompts)] + [b for b in still_going if b > 0]  # one prefill per prompt, not per sample
+    assert min(lengths) < max(lengths) == 12
+
+
+def test_stop_strings(model, tokenizer, prompts):
+    """The completion ends at the first token whose prefix decodes to text containing the stop
+    string; the text is cut before the stop string."""
+    sampler = ModelSampler(model, tokenizer)
+    plain = sampler.sample(prompts, 1, greedy(12))
+    stop = plain.texts[0][4:6]
+    rollout = sampler.sample(prompts, 1, greedy(12, stop=(stop, "never-appears")))
+    for ids, text, completion, reason in zip(plain.completion_ids, plain.texts, rollout.completion_ids, rollout.finish_reasons):
+        prefixes = [ids[:k] for k in range(1, len(ids) + 1) if stop in tokenizer.decode(ids[:k], skip_special_tokens=True)]
+        assert completion == (prefixes[0] if prefixes else ids)
+        assert reason == ("stop" if prefixes else "length")
+    assert rollout.finish_reasons[0] == "stop"
+    assert rollout.texts[0] == plain.texts[0][: plain.texts[0].index(stop)]
+    assert len(rollout.completion_ids[0]) < 12
+
+
+def test_length_finish_reason(model, tokenizer, prompts):
+    rollout = ModelSampler(model, tokenizer).sample(prompts, 2, SamplingParams(max_new_tokens=5, seed=0))
+    assert [len(ids) for ids in rollout.completion_ids] == [5] * 8
+    assert rollout.finish_reasons == ["length"] * 8
+
+
+def test_groups_share_their_prompt(model, tokenizer, prompts):
+    sampler = ModelSampler(model, tokenizer)
+    rollout = sampler.sample(prompts, 3, greedy(8))
+    assert len(rollout) == 12 and rollout.group == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert rollout.prompt_ids == [prompts[g] for g in rollout.group]
+    for g in range(4):
+        assert len({tuple(rollout.completion_ids[i]) for i in range(3 * g, 3 * g + 3)}) == 1
+    sampled = sampler.sample(prompts, 3, SamplingParams(max_new_tokens=8, seed=0))
+    for g in range(4):
+        assert len({tuple(sampled.completion_ids[i]) for i in range(3 * g, 3 * g + 3)}) > 1
+
+
+def test_chunking_does_not_change_greedy_results(model, tokenizer, prompts):
+    """batch_size=2 with n=3 puts one prompt per chunk (a chunk holds whole groups)."""
+    whole = ModelSampler(model, tokenizer, batch_size=64).sample(prompts, 3, greedy(8))
+    chunked = ModelSampler(model, tokenizer, batch_size=2, progress=True).sample(prompts, 3, greedy(8))
+    assert chunked.completion_ids == whole.completion_ids and chunked.group == whole.group
+    for a, b in zip(chunked.logps, whole.logps):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+
+
+def test_training_mode_is_restored(model, tokenizer, prompts):
+    model.train()
+    try:
+        ModelSampler(model, tokenizer).sample(prompts[:1], 1, greedy(2))
+        assert model.training
+    finally:
+        model.eval()
+
+
+def test_bad_inputs(model, tokenizer, prompts):
+    sampler = ModelSampler(model, tokenizer)
+    with pytest.raises(DataError, match="prompt 1"):
+        sampler.sample([prompts[0], []], 1, greedy(2))
+    with pytest.raises(ConfigError, match="n=0"):
+        sampler.sample(prompts, 0, greedy(2))
+    assert len(sampler.sample([], 2, greedy(2))) == 0
+
+
+def test_sample_messages_applies_the_chat_template(model, tokenizer):
+    prompt = (Message("user", "What is 2 + 2?"),)
+    rollout = sample_messages(ModelSampler(model, tokenizer), [prompt], tokenizer, 2, greedy(4))
+    expected = tokenizer.apply_chat_template([{"role": "user", "content": "What is 2 + 2?"}], tokenize=False, add_generation_prompt=True)
+    assert tokenizer.decode(rollout.prompt_ids[0]) == expected
+    assert rollout.group == [0, 0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Slow tier: a real model.
+
+
+@pytest.mark.slow
+def test_smollm2_greedy_matches_generate():
+    from posttrain.config import ModelConfig
+    from posttrain.data.tokenize import tokenize_prompt
+    from posttrain.models.load import load_model
+
+    model, tokenizer = load_model(ModelConfig(name="smollm2"), "cpu")
+    questions = ["What is the capital of France?", "Name three colors.", "What is 2 + 3?"]
+    prompts = [tokenize_prompt((Message("user", q),), tokenizer) for q in questions]
+    rollout = ModelSampler(model, tokenizer).sample(prompts, 1, greedy(24))
+    assert rollout.completion_ids == hf_generate(model, tokenizer, prompts, 24)
+    assert "Paris" in rollout.texts[0]
