@@ -36,8 +36,17 @@ def _models(argv: list[str]) -> int:
     return models_main(argv)
 
 
+def _generate(argv: list[str]) -> int:
+    from posttrain.config import parse_config
+    from posttrain.generate import GenerateConfig, generate
+
+    generate(parse_config(GenerateConfig, argv, prog="posttrain generate"))
+    return 0
+
+
 COMMANDS = {
     "sft": _sft,
+    "generate": _generate,
     "models": _models,
 }
 

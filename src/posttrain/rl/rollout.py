@@ -227,18 +227,20 @@ class ModelSampler:
         next_positions = attention_mask.sum(-1)  # (R,): a prompt of L tokens continues at position L
         samples = [_Sample([], []) for _ in range(logits.shape[0])]
         active = list(samples)  # the sample each batch row writes to; rows leave as they finish
-        eos_ids = torch.tensor(self.eos_token_ids, dtype=torch.long, device=logits.device)
+        eos_ids = torch.tensor(self.eos_token_ids, dtype=torch.long)
         for step in range(params.max_new_tokens):
             tokens, logps = choose_tokens(logits, params, generator)  # (B,), (B,)
-            for sample, token, logp in zip(active, tokens.tolist(), logps.tolist()):
+            # Bookkeeping on the CPU: one device sync per step.
+            cpu_tokens, cpu_logps = tokens.cpu(), logps.cpu()
+            for sample, token, logp in zip(active, cpu_tokens.tolist(), cpu_logps.tolist()):
                 sample.completion_ids.append(token)
                 sample.logps.append(logp)
-            eos_mask = torch.isin(tokens, eos_ids)  # (B,)
-            stop_mask = self._stop_mask(active, params.stop).to(tokens.device)  # (B,)
+            eos_mask = torch.isin(cpu_tokens, eos_ids)  # (B,)
+            stop_mask = self._stop_mask(active, params.stop)  # (B,)
             finished_mask = eos_mask | stop_mask | (step + 1 == params.max_new_tokens)
             for sample, is_eos, is_stop in zip(active, eos_mask.tolist(), stop_mask.tolist()):
                 sample.finish_reason = "eos" if is_eos else "stop" if is_stop else "length"
-            keep = (~finished_mask).nonzero().squeeze(-1)  # (B',)
+            keep = (~finished_mask).nonzero().squeeze(-1).to(tokens.device)  # (B',)
             if keep.numel() == 0:
                 break
             if keep.numel() < len(active):  # drop finished rows so no compute goes to them

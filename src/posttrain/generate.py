@@ -1,0 +1,120 @@
+"""`posttrain generate`: sample completions for prompts with the built-in sampler.
+
+Reads any prompt source `load_records` understands (a row with a `prompt` field is enough), samples
+`n` completions per prompt with `ModelSampler`, and prints a table or writes JSONL. Each JSONL line
+is a prompt-completion record (TRL field names, so `posttrain sft` can train on it) plus
+`finish_reason`, `num_tokens`, `sample` (0..n-1) and the prompt's other fields under `reference`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from posttrain.config import ModelConfig
+from posttrain.data.records import Prompt
+from posttrain.errors import ConfigError
+from posttrain.rl.rollout import Rollout, SamplingParams
+
+
+@dataclass
+class GenerateConfig:
+    """Sample completions for prompts with the built-in batched sampler; print them or write JSONL."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    prompts: str = "builtin:arithmetic/heldout"
+    """Prompts: a JSONL/JSON/CSV/Parquet file, a `datasets.save_to_disk` directory or `builtin:NAME`. Any
+    row with a `prompt` field works; its other fields are kept as the reference."""
+    n: int = 1
+    """Completions per prompt."""
+    limit: int | None = 8
+    """Use only the first N prompts (unset: all of them)."""
+    batch_size: int = 64
+    """Rows (prompts x n) decoded together; lower it if memory runs out."""
+    output: str | None = None
+    """Write one JSON line per completion to this file; unset: print a table."""
+    device: str = "auto"
+    """`auto` (CUDA when available, else CPU), `cpu`, `cuda` or `cuda:N`."""
+    progress: bool = True
+    """Show a progress bar over batches."""
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ConfigError(f"n={self.n!r}: must be >= 1 (completions per prompt)")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"limit={self.limit!r}: must be >= 1 when set")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size={self.batch_size!r}: must be >= 1")
+
+
+def generate(cfg: GenerateConfig) -> list[dict[str, Any]]:
+    """Load prompts and model, sample, then print a table or write `cfg.output`. Returns the JSONL rows."""
+    from posttrain.data.load import load_records
+    from posttrain.models.load import load_model
+    from posttrain.rl.rollout import ModelSampler, sample_messages
+    from posttrain.training.distributed import resolve_device
+
+    records = load_records(cfg.prompts, accept=(Prompt,), limit=cfg.limit)
+    model, tokenizer = load_model(cfg.model, resolve_device(cfg.device))
+    sampler = ModelSampler(model, tokenizer, batch_size=cfg.batch_size, progress=cfg.progress)
+    rollout = sample_messages(sampler, [r.prompt for r in records], tokenizer, cfg.n, cfg.sampling)
+    rows = completion_rows(records, rollout)
+    if cfg.output is None:
+        print_table(records, rows)
+    else:
+        write_jsonl(rows, cfg.output)
+        print(f"wrote {len(rows)} completions to {cfg.output}", file=sys.stderr)
+    return rows
+
+
+def completion_rows(records: list[Prompt], rollout: Rollout) -> list[dict[str, Any]]:
+    """One prompt-completion row per sample, in rollout order (a prompt's n samples are adjacent)."""
+    n = len(rollout) // max(1, len(records))
+    rows = []
+    for i, (group, text) in enumerate(zip(rollout.group, rollout.texts)):
+        record = records[group]
+        row = {
+            "prompt": [m.to_dict() for m in record.prompt],
+            "completion": [{"role": "assistant", "content": text}],
+            "finish_reason": rollout.finish_reasons[i],
+            "num_tokens": len(rollout.completion_ids[i]),
+            "sample": i % n,
+        }
+        if record.reference:
+            row["reference"] = record.reference
+        rows.append(row)
+    return rows
+
+
+def write_jsonl(rows: list[dict[str, Any]], path: str | Path) -> None:
+    """Write rows as JSON lines through a temporary sibling and a rename: readers never see half a file."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def print_table(records: list[Prompt], rows: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    n = len(rows) // max(1, len(records))
+    table = Table(show_lines=True)
+    for name in ("#", "prompt", "completion", "end"):
+        table.add_column(name, overflow="fold")
+    for i, row in enumerate(rows):
+        label = f"{i // n}" if n == 1 else f"{i // n}.{row['sample']}"
+        table.add_row(label, records[i // n].text, row["completion"][0]["content"], row["finish_reason"])
+    Console().print(table)
