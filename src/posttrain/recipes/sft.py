@@ -1,0 +1,123 @@
+"""Supervised fine-tuning (SFT) on demonstrations: chat, prompt-completion or plain text.
+
+The loss is next-token negative log-likelihood on assistant tokens only (every token
+for plain text), normalised by the number of trained tokens in the whole optimizer
+step, across micro-batches and processes. Reads top to bottom:
+config -> check inputs -> set up -> loop -> save.
+
+    posttrain sft --data.train chats.jsonl --model.name smollm2 --model.lora-r 8
+    torchrun --nproc-per-node 2 -m posttrain sft ...      # DDP: same global batch, same update
+
+Docs: docs/algorithms/sft.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from posttrain.config import DataConfig, ModelConfig, OptimConfig, RunConfig
+from posttrain.data.load import default_heldout, describe_source, load_records
+from posttrain.data.records import Conversation, PromptCompletion, Text
+from posttrain.data.tokenize import Example, tokenize_dataset
+from posttrain.losses.sft import sft_loss
+from posttrain.models.load import load_model, load_tokenizer
+from posttrain.training.batches import make_micro_batch
+from posttrain.training.checkpoint import seed_everything, unwrap
+from posttrain.training.distributed import Dist, all_reduce_sum, setup_distributed, teardown
+from posttrain.training.loop import Schedule, accumulate, end_step, finish_run, optimizer_step, start_run
+from posttrain.training.optim import build_optimizer, build_scheduler
+from posttrain.training.rundir import check_run_dir
+
+SFT_KINDS = (Conversation, PromptCompletion, Text)
+
+
+@dataclass
+class SFTConfig:
+    """Supervised fine-tuning: next-token loss on the assistant turns of demonstrations."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, warmup_steps=20))
+    run: RunConfig = field(default_factory=lambda: RunConfig(name="sft"))
+
+
+def prepare_data(cfg: SFTConfig, tokenizer) -> tuple[list[Example], list[Example], list[dict]]:
+    """Load, validate and tokenize train and held-out data. Returns train, eval, lineage entries."""
+    train_records = load_records(cfg.data.train, accept=SFT_KINDS, limit=cfg.data.limit)
+    eval_source = cfg.data.eval or default_heldout(cfg.data.train)
+    train = tokenize_dataset(train_records, tokenizer, cfg.data, source=cfg.data.train)
+    if not eval_source:
+        return train, [], [describe_source(cfg.data.train)]
+    evals = tokenize_dataset(load_records(eval_source, accept=SFT_KINDS), tokenizer, cfg.data, source=eval_source)
+    return train, evals, [describe_source(cfg.data.train), describe_source(eval_source)]
+
+
+def sft_step_loss(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+    loss_sum, _ = sft_loss(model(**batch["inputs"]).logits, batch["labels"])
+    return loss_sum, {}
+
+
+def train(cfg: SFTConfig) -> Path:
+    d = setup_distributed(cfg.run.device)
+    try:
+        return _train(cfg, d)
+    finally:
+        teardown(d)
+
+
+def _train(cfg: SFTConfig, d: Dist) -> Path:
+    # -- check every input before anything is written ----------------------------------------
+    check_run_dir(cfg.run)
+    tokenizer = load_tokenizer(cfg.model.name)
+    train_examples, eval_examples, data_lineage = prepare_data(cfg, tokenizer)
+
+    # -- set up ------------------------------------------------------------------------------
+    seed_everything(cfg.run.seed)
+    model, tokenizer = load_model(cfg.model, d.device)
+    model.train()
+    if d.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(model)
+    optimizer = build_optimizer(model, cfg.optim)
+    schedule = Schedule([len(e) for e in train_examples], cfg.optim.batch_size * d.world_size,
+                        cfg.optim.grad_accum, cfg.run.seed, cfg.data.bucket_by_length)
+    total_steps = schedule.total_steps(cfg.optim.max_steps, cfg.optim.epochs)
+    scheduler = build_scheduler(optimizer, total_steps, cfg.optim)
+    run = start_run(cfg.run, cfg, d, model, optimizer, scheduler, total_steps, data_lineage, cfg.model.name, "sft")
+    pad_id = tokenizer.pad_token_id
+
+    def batch(indices: list[int]) -> dict:
+        m = make_micro_batch(train_examples, indices, pad_id, cfg.data.packing, d.device, cfg.data.max_length)
+        return {**m, "count": m["n_target"]}
+
+    def evaluate() -> dict[str, float]:
+        return {"eval/loss": evaluate_loss(model, eval_examples, cfg.optim.batch_size, pad_id, d)}
+
+    # -- loop --------------------------------------------------------------------------------
+    for step in range(run.start_step, total_steps):
+        micro = [batch(b[d.rank :: d.world_size]) for b in schedule.step_batches(step)]
+        loss, _ = accumulate(model, micro, sft_step_loss, d)
+        grad_norm = optimizer_step(model, optimizer, scheduler, cfg.optim.max_grad_norm, loss, run, step + 1)
+        metrics = {"train/loss": loss, "train/grad_norm": grad_norm, "train/lr": scheduler.get_last_lr()[0],
+                   "train/epoch": (step + 1) / schedule.steps_per_epoch}
+        end_step(run, step + 1, metrics, sum(m["n_input"] for m in micro), evaluate if eval_examples else None,
+                 model, optimizer, scheduler)
+
+    # -- save --------------------------------------------------------------------------------
+    return finish_run(run, model, tokenizer)
+
+
+@torch.no_grad()
+def evaluate_loss(model: torch.nn.Module, examples: list[Example], batch_size: int, pad_id: int, d: Dist) -> float:
+    """Token-mean NLL of held-out examples, over all processes."""
+    model.eval()
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i]))
+    total, count = 0.0, 0
+    for j in range(d.rank * batch_size, len(order), batch_size * d.world_size):
+        m = make_micro_batch(examples, order[j : j + batch_size], pad_id, False, d.device)
+        s, n = sft_loss(unwrap(model)(**m["inputs"]).logits, m["labels"])
+        total, count = total + s.item(), count + int(n)
+    model.train()
+    return all_reduce_sum(total, d).item() / max(1.0, all_reduce_sum(count, d).item())

@@ -1,0 +1,129 @@
+"""Seeding, RNG capture and checkpoints that resume exactly.
+
+A checkpoint is a directory `checkpoints/step-N/` holding the trainable weights
+(`trainable.safetensors`: all weights for full fine-tuning, only adapters for
+LoRA), `optimizer.pt`, `scheduler.pt`, `rng.pt` (Python, NumPy, torch and CUDA
+generators, per process) and `state.json` (step and anything the recipe adds,
+e.g. its data position). It is written to a temporary directory and renamed into
+place, so a run killed mid-write never leaves a half checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module under a DDP wrapper."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().contiguous() for n, p in unwrap(model).named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(
+    checkpoints_dir: Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    state: dict[str, Any],
+    rank: int = 0,
+    keep: int = 2,
+) -> Path:
+    """Write `step-N/` atomically. Rank 0 writes weights and optimizer; every rank writes its RNG file.
+
+    Under DDP every rank must call this (weights and optimizer state are identical across ranks,
+    RNG streams are not).
+    """
+    final = checkpoints_dir / f"step-{step}"
+    tmp = checkpoints_dir / f".tmp-step-{step}"
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        # tied weights appear once in named_parameters, so no shared storage reaches safetensors
+        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=2))
+    _barrier()
+    torch.save(rng_state(), tmp / f"rng-{rank}.pt")
+    _barrier()
+    if rank == 0:
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        _prune(checkpoints_dir, keep)
+    _barrier()
+    return final
+
+
+def _barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def _prune(checkpoints_dir: Path, keep: int) -> None:
+    steps = sorted(checkpoint_steps(checkpoints_dir))
+    for s in steps[:-keep]:
+        shutil.rmtree(checkpoints_dir / f"step-{s}", ignore_errors=True)
+
+
+def checkpoint_steps(checkpoints_dir: Path) -> list[int]:
+    if not checkpoints_dir.is_dir():
+        return []
+    return sorted(
+        int(p.name.split("-", 1)[1])
+        for p in checkpoints_dir.iterdir()
+        if p.is_dir() and p.name.startswith("step-") and (p / "state.json").exists()
+    )
+
+
+def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
+    steps = checkpoint_steps(checkpoints_dir)
+    return checkpoints_dir / f"step-{steps[-1]}" if steps else None
+
+
+def load_checkpoint(
+    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, rank: int = 0
+) -> dict[str, Any]:
+    """Restore weights, optimizer, scheduler and this rank's RNGs; return the saved state dict."""
+    weights = load_file(str(path / "trainable.safetensors"))
+    params = dict(unwrap(model).named_parameters())
+    with torch.no_grad():
+        for name, value in weights.items():
+            params[name].copy_(value)
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
+    set_rng_state(torch.load(path / f"rng-{rank}.pt", weights_only=False))
+    return json.loads((path / "state.json").read_text())

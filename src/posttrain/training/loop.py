@@ -1,0 +1,186 @@
+"""The pieces of a training loop that every recipe shares, as plain functions.
+
+A recipe's loop reads:
+
+    run = start_run(cfg.run, cfg, d, model, optimizer, scheduler, total_steps, lineage)
+    for step in range(run.start_step, run.total_steps):
+        micro = [...]                                   # the recipe's own batches
+        loss, metrics = accumulate(model, micro, loss_fn, d)
+        grad_norm = optimizer_step(model, optimizer, scheduler, cfg.optim.max_grad_norm, loss, run)
+        end_step(run, step + 1, {...metrics...}, tokens, eval_fn, model, optimizer, scheduler)
+    finish_run(run, model, tokenizer)
+
+`loss_fn(model, batch)` returns the loss SUMMED over the batch's units (trained tokens for
+SFT, pairs for DPO and reward models) and metric sums over the same units; `batch["count"]`
+says how many units the batch has. Dividing by the count over all micro-batches and
+processes of the step makes gradient accumulation and DDP give the same update as one
+big batch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from posttrain.config import RunConfig, to_jsonable
+from posttrain.errors import TrainingDiverged
+from posttrain.data.collate import length_batches
+from posttrain.models.load import count_parameters, save_pretrained_merged
+from posttrain.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, unwrap
+from posttrain.training.distributed import Dist, all_reduce_sum
+from posttrain.training.metrics import MetricsSink, TrainProgress
+from posttrain.training.rundir import prepare_run_dir, write_lineage
+
+LossFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict[str, float]]]
+
+
+@dataclass
+class Schedule:
+    """The data order, a pure function of (seed, epoch, step): resuming needs no sampler state.
+
+    Each epoch is shuffled into groups of one optimizer step's examples (micro-batch size x
+    processes x grad_accum). A group is split into grad_accum micro-batches (by length when
+    bucketing, to waste less on padding) and each process takes every world_size-th example
+    of a micro-batch. So 1x8, 4x2 and 2 processes x 4 all see the same examples in a step.
+    """
+
+    lengths: list[int]
+    micro_batch: int  # examples per micro-batch, summed over processes
+    grad_accum: int
+    seed: int
+    bucket: bool
+    _cache: dict[int, list[list[int]]] = field(default_factory=dict, repr=False)
+
+    def epoch(self, e: int) -> list[list[int]]:
+        if e not in self._cache:
+            groups = length_batches(self.lengths, self.micro_batch * self.grad_accum, shuffle=True,
+                                    seed=self.seed + e, bucket=self.bucket)
+            self._cache = {e: [g for g in groups if len(g) == self.micro_batch * self.grad_accum] or groups}
+        return self._cache[e]
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.epoch(0))
+
+    def total_steps(self, max_steps: int, epochs: float) -> int:
+        return max_steps or max(1, math.floor(epochs * self.steps_per_epoch))
+
+    def step_batches(self, step: int) -> list[list[int]]:
+        """The grad_accum global micro-batches of optimizer step `step` (0-based)."""
+        e, i = divmod(step, self.steps_per_epoch)
+        group = self.epoch(e)[i]
+        if self.bucket:
+            group = sorted(group, key=lambda j: (self.lengths[j], j))
+        size = -(-len(group) // self.grad_accum)
+        return [group[k : k + size] for k in range(0, len(group), size)]
+
+
+@dataclass
+class Run:
+    """What a recipe holds while it trains."""
+
+    dir: Path
+    cfg: RunConfig
+    d: Dist
+    start_step: int
+    total_steps: int
+    sink: MetricsSink
+    bar: TrainProgress
+    t0: float = field(default_factory=time.perf_counter)
+    tokens: int = 0  # input tokens processed since this process started, all ranks
+
+
+def start_run(
+    run_cfg: RunConfig, full_cfg: Any, d: Dist, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+    scheduler: Any, total_steps: int, data_lineage: list[dict], base_model: str, label: str, **lineage_extra: Any,
+) -> Run:
+    """Create the run directory, resume from its last checkpoint when asked, open metrics and progress."""
+    run_dir = prepare_run_dir(run_cfg, to_jsonable(full_cfg), d.is_main)
+    start = 0
+    if run_cfg.resume and (ckpt := latest_checkpoint(run_dir / "checkpoints")):
+        start = load_checkpoint(ckpt, model, optimizer, scheduler, d.rank)["step"]
+    trainable, total = count_parameters(unwrap(model))
+    if d.is_main:
+        base = {"name": base_model, "parameters": total, "trainable": trainable}
+        write_lineage(run_dir, base, data_lineage, **lineage_extra)
+    sink = MetricsSink(run_dir, d.is_main, run_cfg.wandb, to_jsonable(full_cfg), resume_step=start)
+    bar = TrainProgress(total_steps, start, run_cfg.progress and d.is_main, label)
+    return Run(run_dir, run_cfg, d, start, total_steps, sink, bar)
+
+
+def accumulate(model: torch.nn.Module, micro: list[dict], loss_fn: LossFn, d: Dist) -> tuple[float, dict[str, float]]:
+    """Forward and backward over a step's micro-batches; returns the step's mean loss and metrics.
+
+    Each micro-batch's summed loss is divided by the unit count of the whole step (all
+    micro-batches, all processes), so the accumulated gradient is the mean over the step.
+    """
+    count = all_reduce_sum(sum(m["count"] for m in micro), d).item()
+    loss_sum = 0.0
+    sums: dict[str, float] = {}
+    for i, m in enumerate(micro):
+        last = i == len(micro) - 1
+        with model.no_sync() if d.enabled and not last else nullcontext():
+            loss, metric_sums = loss_fn(model, m)
+            # DDP averages gradients over processes: multiply by world size to get sum / count
+            (loss * d.world_size / max(count, 1)).backward()
+        loss_sum += float(loss.detach())
+        for k, v in metric_sums.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+    keys = sorted(sums)
+    totals = all_reduce_sum(torch.tensor([loss_sum] + [sums[k] for k in keys], dtype=torch.float64), d)
+    mean = (totals / max(count, 1)).tolist()
+    return mean[0], dict(zip(keys, mean[1:]))
+
+
+def optimizer_step(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, max_grad_norm: float, loss: float, run: Run,
+    step: int,
+) -> float:
+    """Clip, then step, unless the loss or the gradient is not finite: then stop, keeping the last checkpoint."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else float("inf")))
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+        last = latest_checkpoint(run.dir / "checkpoints")
+        raise TrainingDiverged(
+            f"loss={loss} grad_norm={grad_norm} at step {step}; no update was applied. The last good checkpoint is "
+            f"{last or 'none (none written yet)'}; lower --optim.lr, raise --run.save-every frequency, or check the data."
+        )
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm
+
+
+def end_step(
+    run: Run, step: int, metrics: dict[str, float], tokens: int, eval_fn: Callable[[], dict[str, float]] | None,
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+) -> None:
+    """After optimizer step `step` (1-based): progress, metrics, periodic evaluation and checkpoint."""
+    tokens = int(all_reduce_sum(tokens, run.d).item())
+    run.tokens += tokens
+    run.bar.update(tokens, loss=metrics.get("train/loss", float("nan")))
+    last = step == run.total_steps
+    if step % run.cfg.log_every == 0 or last:
+        rate = run.tokens / max(1e-9, time.perf_counter() - run.t0)
+        run.sink.log(step, {**metrics, "perf/tokens_per_second": rate})
+    if eval_fn is not None and ((run.cfg.eval_every and step % run.cfg.eval_every == 0) or last):
+        run.sink.log(step, eval_fn())
+    if run.cfg.save_every and step % run.cfg.save_every == 0 and not last:
+        save_checkpoint(run.dir / "checkpoints", step, model, optimizer, scheduler,
+                        {"world_size": run.d.world_size}, run.d.rank, run.cfg.keep_checkpoints)
+
+
+def finish_run(run: Run, model: torch.nn.Module, tokenizer: Any, save: Callable[[Path], Any] | None = None) -> Path:
+    """Close metrics and progress; write final/ (merged LoRA, loadable by plain transformers)."""
+    run.bar.close()
+    run.sink.log(run.total_steps, {"time/train_seconds": time.perf_counter() - run.t0})
+    run.sink.close()
+    if run.d.is_main:
+        (save or (lambda out: save_pretrained_merged(unwrap(model), tokenizer, out)))(run.dir / "final")
+    return run.dir
