@@ -19,6 +19,7 @@ commands:
   sft        supervised fine-tuning on demonstrations (chat, prompt-completion or text)
   generate   sample completions for prompts with the built-in batched sampler
   models     make the built-in tiny model, prepare SmolLM2, list known short names
+  data       data tools: `data pairs` samples a policy and lets a simulated rater make preference pairs
 """
 
 
@@ -44,7 +45,21 @@ def _generate(argv: list[str]) -> int:
     return 0
 
 
+def _data(argv: list[str]) -> int:
+    from posttrain.data import pairs
+
+    actions = {"pairs": pairs.main}  # posttrain data ACTION [OPTIONS]
+    if argv[:1] in (["-h"], ["--help"]):
+        print(f"usage: posttrain data {{{','.join(actions)}}} [OPTIONS]   (posttrain data ACTION --help for every option)")
+        return 0
+    if not argv or argv[0] not in actions:
+        got = f"got {argv[0]!r}" if argv else "none given"
+        raise UserError(f"expected an action, one of: {', '.join(actions)} ({got}); e.g. posttrain data pairs --help")
+    return actions[argv[0]](argv[1:])
+
+
 COMMANDS = {
+    "data": _data,
     "sft": _sft,
     "generate": _generate,
     "models": _models,

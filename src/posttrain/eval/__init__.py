@@ -1,0 +1,7 @@
+"""Evaluation: how good a policy is, alone or against another.
+
+- `accuracy`  task accuracy on held-out prompts, scored by the task's verifier.
+- `run`       `posttrain eval`, the command around `accuracy`.
+- `winrate`   win rate of one policy's responses over another's, judged by a simulated rater
+  (`tasks.raters`), with a Wilson score interval.
+"""

@@ -1,0 +1,81 @@
+"""Win rates: the Wilson interval by hand, paired comparisons by a rater, and sampling two tiny models."""
+
+from __future__ import annotations
+
+import pytest
+
+from posttrain.data.records import Message, Prompt
+from posttrain.eval.winrate import compare_policies, sample_and_compare, wilson_interval, win_rate
+from posttrain.tasks.raters import make_rater
+
+
+def test_win_rate_eight_of_ten():
+    """p̂ = 0.8, n = 10, z = 1.959964, z² = 3.841459, 1 + z²/n = 1.384146.
+    center = (0.8 + 3.841459/20) / 1.384146 = 0.992073 / 1.384146 = 0.716740
+    half = 1.959964 / 1.384146 * sqrt(0.8 * 0.2 / 10 + 3.841459 / 400) = 1.416003 * 0.160012 = 0.226577
+    -> (0.490163, 0.943317)."""
+    rate, low, high = win_rate([1.0] * 8 + [0.0] * 2)
+    assert rate == 0.8
+    assert low == pytest.approx(0.490163, abs=1e-5) and high == pytest.approx(0.943317, abs=1e-5)
+
+
+def test_ties_count_half_and_the_interval_stays_in_bounds():
+    """6 wins, 4 ties, 0 losses -> 8 of 10, the same rate and interval as 8 wins of 10."""
+    assert win_rate([1.0] * 6 + [0.5] * 4) == win_rate([1.0] * 8 + [0.0] * 2)
+    rate, low, high = win_rate([1.0] * 5)
+    assert rate == 1.0 and high == 1.0 and 0.5 < low < 1.0
+    rate, low, high = win_rate([0.0])
+    assert rate == 0.0 and low == 0.0 and 0.5 < high < 1.0
+    low, high = wilson_interval(50, 100)
+    assert low == pytest.approx(1 - high)  # symmetric around one half
+
+
+def test_win_rate_rejects_bad_outcomes():
+    with pytest.raises(ValueError, match="at least one"):
+        win_rate([])
+    with pytest.raises(ValueError, match="got \\[0.7\\]"):
+        win_rate([1.0, 0.7])
+
+
+def _prompt(a: int, b: int) -> Prompt:
+    return Prompt((Message("user", f"What is {a} + {b}?"),), {"answer": str(a + b)})
+
+
+def test_compare_policies_counts_wins_losses_ties():
+    prompts = [_prompt(1, 1), _prompt(2, 2), _prompt(3, 3), _prompt(4, 4)]
+    a = ["2", "5", "6", "8"]  # right, wrong, right, right
+    b = ["3", "4", "6", "9"]  # wrong, right, right (identical), wrong
+    result = compare_policies(prompts, a, b, make_rater("correctness"))
+    assert {k: result[k] for k in ("n", "wins", "losses", "ties")} == {"n": 4, "wins": 2, "losses": 1, "ties": 1}
+    assert result["win_rate"] == 0.625 and result["ci_low"] < 0.625 < result["ci_high"]
+    flipped = compare_policies(prompts, b, a, make_rater("correctness"))
+    assert (flipped["wins"], flipped["losses"], flipped["win_rate"]) == (1, 2, 0.375)
+    with pytest.raises(ValueError, match="one response of each policy"):
+        compare_policies(prompts, a, b[:3], make_rater("correctness"))
+
+
+def test_sample_and_compare_puts_each_model_in_its_slot(tiny_dir):
+    """A model against itself (greedy) ties everywhere. Against a copy with re-drawn weights, whose
+    answers differ, swapping the two models swaps wins and losses."""
+    import copy
+
+    import torch
+
+    from posttrain.config import ModelConfig
+    from posttrain.models.load import load_model
+    from posttrain.rl.rollout import SamplingParams
+
+    model, tokenizer = load_model(ModelConfig(name=str(tiny_dir)))
+    other = copy.deepcopy(model)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in other.parameters():
+            parameter.normal_(0.0, 0.1, generator=generator)
+    prompts = [_prompt(i, 2 * i) for i in range(6)]
+    rater, params = make_rater("concise"), SamplingParams(max_new_tokens=6, temperature=0.0)
+    itself = sample_and_compare(model, model, tokenizer, prompts, rater, params)
+    assert (itself["n"], itself["ties"], itself["win_rate"]) == (6, 6, 0.5)
+    forward = sample_and_compare(model, other, tokenizer, prompts, rater, params)
+    backward = sample_and_compare(other, model, tokenizer, prompts, rater, params)
+    assert forward["wins"] + forward["losses"] > 0
+    assert (forward["wins"], forward["losses"], forward["ties"]) == (backward["losses"], backward["wins"], backward["ties"])
