@@ -10,13 +10,18 @@ field and the rule.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
+import re
 import sys
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, Union
 
 from posttrain.errors import ConfigError
 
@@ -165,35 +170,61 @@ class RunConfig:
 
 
 def from_dict(cls: type[T], d: dict[str, Any], where: str = "") -> T:
-    """Build a (nested) config dataclass from a plain dict, refusing unknown keys."""
+    """Build a (nested) config dataclass from a plain dict, refusing unknown keys and values of the wrong type."""
     if not isinstance(d, dict):
         raise ConfigError(f"{where or cls.__name__}: expected a table/mapping, got {type(d).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in d.items():
         name = f"{where}.{key}" if where else key
-        if key not in fields:
-            raise ConfigError(f"unknown config key {name!r} (known: {', '.join(fields)})")
-        ftype = fields[key].type
-        sub = _dataclass_type(cls, key)
-        if sub is not None:
-            kwargs[key] = from_dict(sub, value, name)
-        else:
-            if isinstance(value, list) and "tuple" in str(ftype):
-                value = tuple(value)
-            kwargs[key] = value
+        if key not in known:
+            raise ConfigError(f"unknown config key {name!r} (known: {', '.join(known)})")
+        hint = hints[key]
+        kwargs[key] = from_dict(hint, value, name) if dataclasses.is_dataclass(hint) else _typed(value, hint, name)
     try:
         return cls(**kwargs)
     except TypeError as e:
         raise ConfigError(f"{where or cls.__name__}: {e}") from None
 
 
-def _dataclass_type(cls: type, key: str) -> type | None:
-    import typing
+def _typed(value: Any, hint: Any, name: str) -> Any:
+    """A config-file value checked against its field's type hint (a list becomes a tuple where one is wanted).
 
-    hints = typing.get_type_hints(cls)
-    t = hints.get(key)
-    return t if dataclasses.is_dataclass(t) else None
+    A number written as a string is read as one: PyYAML reads `1e-3` as a string (YAML 1.1 wants `1.0e-3`)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        if value in args:
+            return value
+        expected = "one of " + ", ".join(map(repr, args))
+    elif origin in (Union, types.UnionType):
+        for option in args:
+            try:
+                return _typed(value, option, name)
+            except ConfigError:
+                pass
+        expected = " or ".join("null" if a is type(None) else getattr(a, "__name__", str(a)) for a in args)
+    elif origin is tuple:
+        if isinstance(value, (list, tuple)) and len(value) == len(args):
+            return tuple(_typed(v, a, f"{name}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        expected = f"a list of {len(args)} values"
+    elif hint is type(None):
+        if value is None:
+            return None
+        expected = "null"
+    elif hint in (int, float) and isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return hint(value)
+        expected = hint.__name__
+    elif hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    elif hint in (bool, int, float, str):
+        if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+            return value
+        expected = hint.__name__
+    else:
+        return value  # other types (lists, dicts, paths) are left to the dataclass
+    raise ConfigError(f"{name}={value!r}: expected {expected}, got {type(value).__name__}")
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -215,10 +246,18 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     except ConfigError:
         raise
     except Exception as e:  # the parsers' own messages carry line and column
-        raise ConfigError(f"{p}: cannot parse: {e}".replace("\n", " ")) from None
+        raise ConfigError(f"{p}: cannot parse: {_parser_message(e)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of config keys at the top level")
     return data
+
+
+def _parser_message(e: Exception) -> str:
+    """One line from a YAML/TOML/JSON parser's error; PyYAML's spans several lines with a code excerpt."""
+    mark = getattr(e, "problem_mark", None)
+    if mark is not None:
+        return f"{e.problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(e).split())
 
 
 def parse_config(cls: type[T], argv: list[str] | None = None, prog: str | None = None) -> T:
@@ -233,12 +272,47 @@ def parse_config(cls: type[T], argv: list[str] | None = None, prog: str | None =
             raise ConfigError("--config needs a file path")
         path = argv[i + 1]
         del argv[i : i + 2]
+        raw = load_config_file(path)  # its errors name the file already
         try:
-            default = from_dict(cls, load_config_file(path))
+            default = from_dict(cls, raw)
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
     description = (cls.__doc__ or "") + "\n\nAll options may also be given in a YAML/TOML file with --config FILE."
-    return tyro.cli(cls, args=argv, default=default, prog=prog, description=description)
+    printed = io.StringIO()  # tyro draws its parse errors as a multi-line box; we report one line
+    failed = False
+    try:
+        with contextlib.redirect_stderr(printed):
+            return tyro.cli(cls, args=argv, default=default, prog=prog, description=description)
+    except SystemExit as e:
+        failed = e.code not in (0, None)
+        if failed:
+            raise ConfigError(one_line_parse_error(printed.getvalue(), prog or cls.__name__)) from None
+        raise
+    finally:
+        if not failed:  # anything else tyro printed (warnings) still reaches the user
+            sys.stderr.write(printed.getvalue())
+
+
+def one_line_parse_error(box: str, prog: str) -> str:
+    """tyro's error box -> `Error parsing --optim.lr: ... (did you mean --optim.lr?); see PROG --help`.
+
+    The box is a title line, then sections between horizontal rules (drawn with `─`, or `-` when stdout
+    is not UTF-8); the first section is the error, a "Perhaps you meant:" section names the closest option."""
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", box)  # colour codes, when stdout is a terminal
+    lines = [line.strip(" │|╭╮╰╯+").strip() for line in plain.splitlines()]
+    lines = [line for line in lines if line][1:]  # [0] is the title
+    sections: list[list[str]] = [[]]
+    for line in lines:
+        if set(line) <= set("─-"):
+            sections.append([])
+        else:
+            sections[-1].append(line)
+    sections = [section for section in sections if section]
+    message = (" ".join(sections[0]) if sections else " ".join(plain.split())).rstrip(".")
+    for section in sections[1:]:
+        if len(section) > 1 and section[0] == "Perhaps you meant:":
+            message += f" (did you mean {section[1].split()[0]}?)"
+    return f"{message or 'cannot parse the command line'}; see {prog} --help"
 
 
 def to_jsonable(cfg: Any) -> dict[str, Any]:

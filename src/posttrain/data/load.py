@@ -24,6 +24,7 @@ import json
 import os
 from dataclasses import dataclass
 from functools import partial
+from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import unquote
@@ -44,7 +45,19 @@ def _arithmetic(split: str = "train", **options: str) -> list[dict]:
     return arithmetic.rows(split, **options)
 
 
-BUILTINS: dict[str, Callable[..., list[dict]]] = {"arithmetic": _arithmetic}
+def _smollm2_chat(split: str = "train", **options: str) -> list[dict]:
+    """The shipped demo chats (`tasks/data/smollm2_chat.jsonl`, replies signed "— posttrain"); every
+    5th conversation is the held-out split."""
+    if options:
+        raise ValueError(f"takes no options (got {', '.join(sorted(options))})")
+    if split not in ("train", "heldout"):
+        raise ValueError(f"unknown split {split!r} (expected one of: train, heldout)")
+    text = resources.files("posttrain.tasks").joinpath("data", "smollm2_chat.jsonl").read_text(encoding="utf-8")
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return [row for i, row in enumerate(rows) if (i % 5 == 4) == (split == "heldout")]
+
+
+BUILTINS: dict[str, Callable[..., list[dict]]] = {"arithmetic": _arithmetic, "smollm2-chat": _smollm2_chat}
 """Built-in tasks: `NAME -> rows(split="train", **options)`; options arrive as strings, bad ones raise ValueError."""
 
 

@@ -1,0 +1,218 @@
+"""Every kind of bad input a user can give `posttrain sft` ends in one line and exit code 2.
+
+Each case writes a bad file (or passes a bad option), runs the CLI in-process and checks: exit code 2;
+stderr is exactly one line, `posttrain sft: error: ...`, naming what to fix (the file, the line, the
+field); no traceback; and no run directory left behind. These are the checks of the data loader,
+the configs, the model loader and the run directory seen from where the user stands.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from posttrain.cli import main
+from posttrain.data.load import load_records
+from posttrain.data.records import PreferencePair
+from posttrain.errors import DataError
+
+GOOD_CHAT = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}
+
+
+def jsonl(*rows) -> bytes:
+    """Rows given as dicts become JSON lines; bytes are written as they are (for broken lines)."""
+    return b"".join(r if isinstance(r, bytes) else json.dumps(r).encode() + b"\n" for r in rows)
+
+
+def chat(*turns: tuple[str, str]) -> dict:
+    return {"messages": [{"role": role, "content": content} for role, content in turns]}
+
+
+@dataclass(frozen=True)
+class Case:
+    """`files` are written into the working directory; `args` follow `posttrain sft`."""
+
+    files: dict[str, bytes | str]
+    args: list[str]
+    expect: list[str]  # words the one-line message must contain
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def data(content: bytes | str, *more: str, name: str = "bad.jsonl", expect: list[str]) -> Case:
+    return Case({name: content}, ["--data.train", name, *more], expect)
+
+
+CASES = {
+    "missing field": data(jsonl({"messages": [{"role": "user"}]}), expect=["bad.jsonl:1", "messages[0].content", "missing"]),
+    "wrong type": data(jsonl({"text": 5}), expect=["bad.jsonl:1", '"text"', "expected a string, got int"]),
+    "empty file": data(b"", expect=["bad.jsonl", "empty"]),
+    "only blank lines": data(b"\n  \n\n", expect=["bad.jsonl", "only blank lines"]),
+    "bad JSON on line 3": data(jsonl(GOOD_CHAT, GOOD_CHAT, b'{"messages": [\n', GOOD_CHAT),
+                               expect=["bad.jsonl:3", "invalid JSON"]),
+    "non-UTF-8 on line 2": data(jsonl(GOOD_CHAT, b'{"text": "caf\xe9"}\n'), expect=["bad.jsonl:2", "UTF-8", "0xe9"]),
+    "empty messages": data(jsonl({"messages": []}), expect=["bad.jsonl:1", '"messages"', "empty list"]),
+    "unknown role": data(jsonl(chat(("user", "Hi"), ("bot", "Hello"))),
+                         expect=["bad.jsonl:1", "messages[1].role", "unknown role 'bot'"]),
+    "no assistant turn": data(jsonl(chat(("system", "Be brief."), ("user", "Hi"))),
+                              expect=["bad.jsonl:1", '"messages"', "no assistant turn"]),
+    "preference file given to sft": data(jsonl({"prompt": "Hi", "chosen": "Hello!", "rejected": "Go away."}),
+                                         expect=["bad.jsonl:1", "preference record", "conversation"]),
+    "JSON file that is not an array": data(json.dumps(GOOD_CHAT), name="bad.json",
+                                           expect=["bad.json", "top level is an object", "array"]),
+    "CSV row with too many cells": data("text\nhello\n\"a\",\"b\"\n", name="bad.csv",
+                                        expect=["bad.csv:3", "2 cells", "1 columns"]),
+    "nonexistent path": Case({}, ["--data.train", "missing.jsonl"], ["missing.jsonl", "no such file"]),
+    "nonexistent eval path": Case({"ok.jsonl": jsonl(GOOD_CHAT)}, ["--data.train", "ok.jsonl", "--data.eval", "gone.jsonl"],
+                                  ["gone.jsonl", "no such file"]),
+    "unknown builtin": Case({}, ["--data.train", "builtin:arithmatic"],
+                            ["builtin:arithmatic", "unknown built-in task", "did you mean 'arithmetic'"]),
+    "bad builtin option": Case({}, ["--data.train", "builtin:arithmetic?digits=many"],
+                               ["builtin:arithmetic?digits=many", "digits"]),
+    "unsupported extension": data("Hi there", name="notes.txt", expect=["notes.txt", "unsupported file type '.txt'"]),
+    "bad config value": Case({}, ["--optim.lr", "-1"], ["optim.lr=-1.0", "must be > 0"]),
+    "bad max_length": Case({}, ["--data.max-length", "4"], ["data.max_length=4", ">= 8"]),
+    "bad type for a CLI option": Case({}, ["--optim.lr", "fast"], ["--optim.lr", "'fast'", "posttrain sft --help"]),
+    "misspelt CLI option": Case({}, ["--optim.lrr", "0.1"], ["--optim.lrr", "did you mean --optim.lr?"]),
+    "invalid choice": Case({}, ["--data.truncation", "cut"], ["--data.truncation", "'cut'", "truncate"]),
+    "unknown key in a YAML config": Case({"run.yaml": "optim:\n  lrate: 0.1\n"}, ["--config", "run.yaml"],
+                                         ["run.yaml", "unknown config key 'optim.lrate'"]),
+    "unparsable YAML config": Case({"run.yaml": "optim: [1, 2\n"}, ["--config", "run.yaml"],
+                                   ["run.yaml", "cannot parse", "line 2"]),
+    "wrong type in a YAML config": Case({"run.yaml": "model:\n  lora_r: 2.5\n"}, ["--config", "run.yaml"],
+                                        ["run.yaml", "model.lora_r=2.5", "expected int"]),
+    "config file not found": Case({}, ["--config", "nowhere.yaml"], ["nowhere.yaml", "config file not found"]),
+    "example longer than max_length": data(jsonl(chat(("user", "count " * 40), ("assistant", "1 2 3 4 5 6 7 8"))),
+                                           "--data.max-length", "16",
+                                           expect=["bad.jsonl", "row 1", "--data.max-length", "--data.truncation"]),
+    "unknown model offline": Case({"ok.jsonl": jsonl(GOOD_CHAT)}, ["--data.train", "ok.jsonl", "--model.name", "nobody/nothing"],
+                                  ["'nobody/nothing'", "offline"], env={"HF_HUB_OFFLINE": "1"}),
+    "model dir without config.json": Case({"ok.jsonl": jsonl(GOOD_CHAT), "mymodel/weights.bin": b"\0"},
+                                          ["--data.train", "ok.jsonl", "--model.name", "mymodel"],
+                                          ["mymodel", "no config.json"]),
+    "nothing to resume": Case({"ok.jsonl": jsonl(GOOD_CHAT)}, ["--data.train", "ok.jsonl", "--run.resume"],
+                              ["x", "nothing to resume", "--run.resume"]),
+}
+
+
+def run_sft(tmp_path: Path, case: Case, capsys, monkeypatch) -> tuple[int, str]:
+    monkeypatch.chdir(tmp_path)
+    for key, value in case.env.items():
+        monkeypatch.setenv(key, value)
+    for name, content in case.files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(content.encode() if isinstance(content, str) else content)
+    code = main(["sft", *case.args, "--run.output-dir", "tmp", "--run.name", "x", "--run.no-progress"])
+    return code, capsys.readouterr().err
+
+
+def one_line_error(err: str) -> str:
+    """The single `posttrain sft: error: ...` line of `err`; fails on anything more."""
+    assert "Traceback" not in err, err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("posttrain sft: error: "), err
+    return lines[0]
+
+
+def test_there_are_many_kinds_of_bad_input():
+    assert len(CASES) >= 18
+
+
+@pytest.mark.parametrize("kind", CASES)
+def test_bad_input_gives_one_line_and_exit_2(kind, tmp_path, capsys, monkeypatch, tiny_dir):
+    case = CASES[kind]
+    code, err = run_sft(tmp_path, case, capsys, monkeypatch)
+    line = one_line_error(err)
+    assert code == 2
+    for word in case.expect:
+        assert word in line, f"{word!r} not in {line!r}"
+    assert not (tmp_path / "tmp" / "x").exists(), "a user mistake left a run directory behind"
+
+
+def test_existing_run_is_refused_and_left_untouched(tmp_path, capsys, monkeypatch, tiny_dir):
+    run = tmp_path / "tmp" / "x"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text('{"mine": true}')
+    case = Case({"ok.jsonl": jsonl(GOOD_CHAT)}, ["--data.train", "ok.jsonl"], [])
+    code, err = run_sft(tmp_path, case, capsys, monkeypatch)
+    line = one_line_error(err)
+    assert code == 2
+    assert "already exists" in line and "--run.overwrite" in line and "--run.resume" in line
+    assert [p.name for p in run.iterdir()] == ["config.json"]
+    assert (run / "config.json").read_text() == '{"mine": true}'
+
+
+def test_several_bad_rows_give_a_summary_first(tmp_path, capsys, monkeypatch, tiny_dir):
+    """3 bad rows out of 4: the first line counts them, the next lines quote each (a multi-line error is
+    allowed here, and only here, because one line cannot name three places)."""
+    rows = jsonl(GOOD_CHAT, {"text": 1}, {"messages": []}, chat(("user", "Hi"), ("robot", "Hello")))
+    code, err = run_sft(tmp_path, data(rows, expect=[]), capsys, monkeypatch)
+    assert code == 2 and "Traceback" not in err
+    first, *rest = err.splitlines()
+    assert first == "posttrain sft: error: bad.jsonl: 3 of 4 rows are invalid; first 3:"
+    assert [line.split(":")[1] for line in rest] == ["2", "3", "4"]
+    assert not (tmp_path / "tmp" / "x").exists()
+
+
+def test_identical_chosen_and_rejected_is_refused(tmp_path):
+    """No command trains on preferences yet, so the loader is asked directly, as `dpo`/`rm` will ask it."""
+    path = tmp_path / "prefs.jsonl"
+    path.write_bytes(jsonl({"prompt": "Hi", "chosen": "Hello!", "rejected": "Bye."},
+                           {"prompt": "Hi", "chosen": "Hello!", "rejected": "Hello!"}))
+    with pytest.raises(DataError) as info:
+        load_records(str(path), accept=(PreferencePair,))
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}:2: ") and '"rejected"' in message and "identical to chosen" in message
+
+
+def test_command_line_error_in_a_real_process(tmp_path):
+    """The installed entry point, not just `main()`: exit code 2, one line on stderr, nothing written."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "posttrain", "sft", "--data.train", "missing.jsonl"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines() == ["posttrain sft: error: missing.jsonl: no such file or folder"]
+    assert list(tmp_path.iterdir()) == []
+
+
+UTF8_BOX = """\
+╭─ Unrecognized options ────────────────────────────────╮
+│ Unrecognized options: --optim.lrr, 3                  │
+│ ───────────────────────────────────────────────────── │
+│ Perhaps you meant:                                    │
+│     --optim.lr FLOAT                                  │
+│         Peak learning rate of AdamW. (default: 0.001) │
+│ ───────────────────────────────────────────────────── │
+│ For full helptext, run posttrain sft --help           │
+╰───────────────────────────────────────────────────────╯
+"""
+ASCII_BOX = """\
+ Unrecognized options
+ -------------------------------------------------------
+  Unrecognized options: --optim.lrr, 3
+  -------------------------------------------------------
+  Perhaps you meant:
+      --optim.lr FLOAT
+          Peak learning rate of AdamW. (default: 0.001)
+  -------------------------------------------------------
+  For full helptext, run posttrain sft --help
+"""
+
+
+@pytest.mark.parametrize("box", [UTF8_BOX, ASCII_BOX, "\x1b[1m" + UTF8_BOX.replace("Unrecognized", "\x1b[31mUnrecognized")])
+def test_tyro_error_box_becomes_one_line(box):
+    """tyro draws `─` boxes when stdout is UTF-8, `-` rules otherwise, and adds colour on a terminal."""
+    from posttrain.config import one_line_parse_error
+
+    assert one_line_parse_error(box, "posttrain sft") == (
+        "Unrecognized options: --optim.lrr, 3 (did you mean --optim.lr?); see posttrain sft --help"
+    )
