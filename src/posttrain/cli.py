@@ -17,6 +17,7 @@ USAGE = """usage: posttrain COMMAND [OPTIONS]   (posttrain COMMAND --help for ev
 commands:
   demo       run the whole loop on the built-in tiny model and arithmetic task
   sft        supervised fine-tuning on demonstrations (chat, prompt-completion or text)
+  dpo        preference optimization (DPO, IPO, SimPO) on prompt/chosen/rejected pairs
   generate   sample completions for prompts with the built-in batched sampler
   models     make the built-in tiny model, prepare SmolLM2, list known short names
   data       data tools: `data pairs` samples a policy and lets a simulated rater make preference pairs
@@ -28,6 +29,14 @@ def _sft(argv: list[str]) -> int:
     from posttrain.recipes.sft import SFTConfig, train
 
     train(parse_config(SFTConfig, argv, prog="posttrain sft"))
+    return 0
+
+
+def _dpo(argv: list[str]) -> int:
+    from posttrain.config import parse_config
+    from posttrain.recipes.dpo import DPOConfig, train
+
+    train(parse_config(DPOConfig, argv, prog="posttrain dpo"))
     return 0
 
 
@@ -61,6 +70,7 @@ def _data(argv: list[str]) -> int:
 COMMANDS = {
     "data": _data,
     "sft": _sft,
+    "dpo": _dpo,
     "generate": _generate,
     "models": _models,
 }

@@ -1,0 +1,184 @@
+"""Preference pairs to token ids, batches of 2B sequences, and the cache of reference log-probs.
+
+A `PreferenceExample` is one (prompt, chosen, rejected) triple as token ids. The prompt is
+rendered with the chat template's generation prompt; chosen and rejected are the tokens the
+model is scored on (`tokenize_completion`), so prompt_ids + chosen_ids is exactly the tokenized
+conversation prompt + chosen. A `Ranking` of K responses counts as its C(K, 2) pairs (better,
+worse), all carrying the ranking's row number.
+
+Batches put the B chosen sequences first and the B rejected ones after them, right-padded into
+one (2B, T) tensor, so both sides of every pair go through the model in ONE forward pass.
+
+Sequences longer than data.max_length (prompt + response; each side is checked):
+    "error"    stop before training with a DataError naming the source and row.
+    "skip"     drop the pair and report the count.
+    "truncate" keep the first max_length tokens of each side; a pair with nothing left to
+               compare (an empty side, or both sides cut to the same tokens) is dropped and counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from posttrain.data.collate import IGNORE_INDEX, pad_batch
+from posttrain.data.records import PreferencePair, Ranking
+from posttrain.data.tokenize import Example, TooLong, tokenize_completion
+from posttrain.errors import DataError, ModelError
+
+if TYPE_CHECKING:
+    from posttrain.config import DataConfig
+
+log = logging.getLogger(__name__)
+
+PREFERENCE_KINDS = (PreferencePair, Ranking)
+
+
+@dataclass(frozen=True)
+class PreferenceExample:
+    """One pair as token ids; `row` is the 1-based record it came from in its source."""
+
+    prompt_ids: tuple[int, ...]
+    chosen_ids: tuple[int, ...]
+    rejected_ids: tuple[int, ...]
+    row: int
+
+    @property
+    def chosen(self) -> Example:
+        """prompt + chosen, only the chosen tokens scored."""
+        return _scored(self.prompt_ids, self.chosen_ids)
+
+    @property
+    def rejected(self) -> Example:
+        """prompt + rejected, only the rejected tokens scored."""
+        return _scored(self.prompt_ids, self.rejected_ids)
+
+    def __len__(self) -> int:
+        """The longer side: the width this pair needs in a padded batch."""
+        return len(self.prompt_ids) + max(len(self.chosen_ids), len(self.rejected_ids))
+
+
+def _scored(prompt_ids: tuple[int, ...], response_ids: tuple[int, ...]) -> Example:
+    return Example(list(prompt_ids + response_ids), [False] * len(prompt_ids) + [True] * len(response_ids))
+
+
+def pairs_of(record: PreferencePair | Ranking) -> list[PreferencePair]:
+    """A pair as itself; a ranking as its C(K, 2) (better, worse) pairs."""
+    return record.pairs() if isinstance(record, Ranking) else [record]
+
+
+def tokenize_pair(pair: PreferencePair, tokenizer, *, row: int, max_length: int, truncation: str = "error"
+                  ) -> PreferenceExample | None:
+    """Token ids of one pair under the truncation policy (see the module docstring); None when dropped."""
+    prompt_ids, chosen_ids = tokenize_completion(pair.prompt, pair.chosen, tokenizer)
+    rejected_prompt_ids, rejected_ids = tokenize_completion(pair.prompt, pair.rejected, tokenizer)
+    if rejected_prompt_ids != prompt_ids:
+        raise ModelError(
+            f"{tokenizer.name_or_path}: the prompt tokenizes differently before the chosen and the rejected "
+            "response (a token spans the end of the prompt), so the two cannot share one prompt"
+        )
+    longest = len(prompt_ids) + max(len(chosen_ids), len(rejected_ids))
+    if longest > max_length:
+        if truncation == "error":
+            raise TooLong(longest, max_length)
+        if truncation == "skip":
+            return None
+        room = max_length - len(prompt_ids)
+        chosen_ids, rejected_ids = chosen_ids[: max(room, 0)], rejected_ids[: max(room, 0)]
+        if not chosen_ids or not rejected_ids or chosen_ids == rejected_ids:
+            return None
+    return PreferenceExample(tuple(prompt_ids), tuple(chosen_ids), tuple(rejected_ids), row)
+
+
+def tokenize_preferences(records: list, tokenizer, data: DataConfig, *, source: str) -> list[PreferenceExample]:
+    """Tokenize every pair (rankings expanded) under data.max_length / data.truncation; errors name
+    `source` and the row."""
+    examples, dropped, total = [], 0, 0
+    for row, record in enumerate(records, start=1):
+        for pair in pairs_of(record):
+            total += 1
+            try:
+                example = tokenize_pair(pair, tokenizer, row=row, max_length=data.max_length,
+                                        truncation=data.truncation)
+            except DataError as e:
+                raise DataError(f"{source}: row {row}: {e}") from None
+            if example is None:
+                dropped += 1
+            else:
+                examples.append(example)
+    if dropped:
+        log.warning("%s: dropped %d of %d pairs longer than data.max_length=%d (data.truncation=%s)",
+                    source, dropped, total, data.max_length, data.truncation)
+    if total and not examples:
+        raise DataError(f"{source}: every pair was dropped by data.truncation={data.truncation}; "
+                        f"raise --data.max-length (now {data.max_length})")
+    return examples
+
+
+def collate_pairs(examples: list[PreferenceExample], pad_id: int) -> dict[str, torch.Tensor]:
+    """B pairs -> 2B right-padded sequences, chosen first: input_ids and attention_mask (2B, T), and
+    completion_mask (2B, T-1), aligned with `shifted_token_logps`: True where a response token is predicted."""
+    batch = pad_batch([e.chosen for e in examples] + [e.rejected for e in examples], pad_id, "right")
+    completion_mask = batch["labels"][:, 1:] != IGNORE_INDEX  # (2B, T-1): prompt, padding and BOS excluded
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+            "completion_mask": completion_mask}
+
+
+def split_heldout(examples: list[PreferenceExample], fraction: float, seed: int
+                  ) -> tuple[list[PreferenceExample], list[PreferenceExample]]:
+    """(train, held-out): a seeded `fraction` of the source ROWS is held out, so the pairs of one
+    ranking never straddle the split. At least one row stays for training."""
+    rows = sorted({e.row for e in examples})
+    n_heldout = min(round(fraction * len(rows)), len(rows) - 1)
+    if n_heldout <= 0:
+        return examples, []
+    heldout = set(random.Random(seed).sample(rows, n_heldout))
+    return [e for e in examples if e.row not in heldout], [e for e in examples if e.row in heldout]
+
+
+# -- the reference log-probs cache --------------------------------------------------------------
+
+REFERENCE_CACHE = "reference_logps.safetensors"
+
+
+def fingerprint(examples: dict[str, list[PreferenceExample]], **what: str) -> str:
+    """sha256 of the token ids of every split and of what else decides the log-probs (model, reduction)."""
+    digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode())
+    for split in sorted(examples):
+        digest.update(split.encode())
+        for e in examples[split]:
+            digest.update(json.dumps([e.prompt_ids, e.chosen_ids, e.rejected_ids]).encode())
+    return digest.hexdigest()
+
+
+def save_reference_logps(path: Path, logps: dict[str, torch.Tensor], key: str) -> None:
+    """Write `{split.chosen, split.rejected: (N,)}` with its fingerprint, through a temporary file and a rename."""
+    from safetensors.torch import save_file
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    save_file({k: v.detach().float().cpu().contiguous() for k, v in logps.items()}, tmp, metadata={"fingerprint": key})
+    os.replace(tmp, path)
+
+
+def load_reference_logps(path: Path, key: str) -> dict[str, torch.Tensor] | None:
+    """The cached log-probs when `path` exists and was made from the same examples and model, else None."""
+    if not path.is_file():
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        if (f.metadata() or {}).get("fingerprint") != key:
+            log.warning("%s was made from other data or another model; computing the reference log-probs again", path)
+            return None
+        return {k: f.get_tensor(k) for k in f.keys()}
+
