@@ -18,6 +18,7 @@ commands:
   demo       run the whole loop on the built-in tiny model and arithmetic task
   sft        supervised fine-tuning on demonstrations (chat, prompt-completion or text)
   dpo        preference optimization (DPO, IPO, SimPO) on prompt/chosen/rejected pairs
+  rm         reward model (Bradley-Terry) on preference pairs and rankings
   generate   sample completions for prompts with the built-in batched sampler
   models     make the built-in tiny model, prepare SmolLM2, list known short names
   data       data tools: `data pairs` samples a policy and lets a simulated rater make preference pairs
@@ -37,6 +38,14 @@ def _dpo(argv: list[str]) -> int:
     from posttrain.recipes.dpo import DPOConfig, train
 
     train(parse_config(DPOConfig, argv, prog="posttrain dpo"))
+    return 0
+
+
+def _rm(argv: list[str]) -> int:
+    from posttrain.config import parse_config
+    from posttrain.recipes.reward_model import RewardModelConfig, train
+
+    train(parse_config(RewardModelConfig, argv, prog="posttrain rm"))
     return 0
 
 
@@ -71,6 +80,7 @@ COMMANDS = {
     "data": _data,
     "sft": _sft,
     "dpo": _dpo,
+    "rm": _rm,
     "generate": _generate,
     "models": _models,
 }

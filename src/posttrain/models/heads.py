@@ -1,0 +1,170 @@
+"""Reward models: a causal-LM body with a scalar head, read at each sequence's last real token.
+
+Saved format
+    A plain transformers `AutoModelForSequenceClassification` directory with `num_labels=1`
+    (for Llama: `LlamaForSequenceClassification`, the body plus `score = Linear(hidden, 1,
+    bias=False)`), the tokenizer, and `reward_model.json` saying how it was trained and read
+    (`{"kind": "bradley_terry", "pooling": "last_token"}`). Any transformers user can load it.
+
+Reading a reward
+    We run the body, apply `score` at every position (B, T, 1) and take the value at the last
+    token whose attention_mask is 1 (`losses.reward.last_token_rewards`), for right and left
+    padding alike. We do not use the model's own forward: transformers pools at the last token
+    that is not `pad_token_id`, which is wrong when pad == eos (SmolLM2: the real eos at the end
+    of every completion would look like padding) and wrong for left padding.
+
+Starting from a causal LM
+    Loading a causal-LM directory (e.g. an SFT run's final/) as a sequence classifier leaves
+    `score` missing; we initialise it from N(0, 1/(hidden+1)) with a seeded generator, so the
+    initial rewards are small and the same in every process.
+
+LoRA
+    Adapters on the body (arXiv:2106.09685), the `score` head fully trained (peft
+    `modules_to_save`), merged into plain weights on save.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from posttrain.config import ModelConfig
+from posttrain.errors import ModelError
+from posttrain.losses.reward import last_token_rewards
+from posttrain.models.load import load_tokenizer, resolve_dtype, resolve_model_dir, write_atomically
+from posttrain.models.lora import is_lora, merged_copy
+
+MARKER_FILE = "reward_model.json"
+HEAD = "score"  # transformers' name for the scalar head of *ForSequenceClassification models
+
+
+class RewardModel(torch.nn.Module):
+    """`rm(input_ids, attention_mask) -> rewards (B,)`: a sequence classifier read at the last real token.
+
+    A module (not a bare function) so that DistributedDataParallel can wrap it: DDP synchronises
+    gradients only for forwards that go through its own `__call__`.
+    """
+
+    def __init__(self, classifier: torch.nn.Module):
+        super().__init__()
+        self.classifier = classifier  # a transformers *ForSequenceClassification, maybe inside peft
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return sequence_rewards(self.classifier, input_ids, attention_mask)
+
+
+def sequence_rewards(classifier: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The scalar reward of each sequence (B,), read at its last real token; any padding side."""
+    if input_ids.shape != attention_mask.shape or input_ids.dim() != 2:
+        raise ValueError(f"expected input_ids and attention_mask of one shape (B, T), got "
+                         f"{tuple(input_ids.shape)} and {tuple(attention_mask.shape)}")
+    model = classifier.get_base_model() if is_lora(classifier) else classifier
+    body = getattr(model, model.base_model_prefix)
+    # (B, T): positions from 0 at the first real token under left padding too (RoPE only sees differences,
+    # but absolute-position models such as GPT-2 would shift)
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    hidden = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                  use_cache=False).last_hidden_state  # (B, T, H)
+    values = getattr(model, HEAD)(hidden).squeeze(-1)  # (B, T)
+    return last_token_rewards(values.float(), attention_mask)  # (B,)
+
+
+@contextmanager
+def _quiet_load_report() -> Iterator[None]:
+    """transformers logs a table of missing keys; a missing `score` is expected and handled here."""
+    logger = logging.getLogger("transformers.modeling_utils")
+
+    def drop_report(record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in record.getMessage()
+
+    # a filter, not a level: transformers runs extra checks (and logs more) when this logger's level is raised
+    logger.addFilter(drop_report)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop_report)
+
+
+def load_classifier(path: Path, dtype: torch.dtype, seed: int = 0) -> tuple[torch.nn.Module, bool]:
+    """`(classifier, new_head)`: a num_labels=1 sequence classifier from `path`; new_head is True when
+    `path` had no score head (a causal LM) and one was initialised here."""
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        with _quiet_load_report():
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                path, num_labels=1, dtype=dtype, output_loading_info=True)
+    except (OSError, ValueError, KeyError) as e:
+        raise ModelError(f"{path}: cannot load as a sequence classifier: {e}".replace("\n", " ")) from None
+    missing = set(info["missing_keys"])
+    head_keys = {k for k in missing if k.split(".")[0] == HEAD}
+    if missing - head_keys:
+        raise ModelError(f"{path}: weights missing from the checkpoint: {sorted(missing - head_keys)[:5]}")
+    if not hasattr(model, HEAD):
+        raise ModelError(f"{path}: {type(model).__name__} has no `{HEAD}` head; posttrain reads rewards from it")
+    if head_keys:
+        _init_head(getattr(model, HEAD), seed)
+    return model, bool(head_keys)
+
+
+@torch.no_grad()
+def _init_head(head: torch.nn.Linear, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    weight = torch.randn(head.weight.shape, generator=generator) / math.sqrt(head.in_features + 1)
+    head.weight.copy_(weight)
+    if head.bias is not None:
+        head.bias.zero_()
+
+
+def apply_reward_lora(classifier: torch.nn.Module, cfg: ModelConfig) -> torch.nn.Module:
+    """LoRA adapters of rank cfg.lora_r on the body; the score head is trained in full.
+
+    Like models.lora.apply_lora, but with peft's SEQ_CLS task (its CAUSAL_LM wrapper needs
+    generation methods a classifier does not have) and the head in modules_to_save.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    targets = cfg.lora_target_modules.strip()
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()],
+        modules_to_save=[HEAD],
+        task_type="SEQ_CLS",
+    )
+    return get_peft_model(classifier, lora)
+
+
+def load_reward_model(cfg: ModelConfig, device: torch.device | str = "cpu", seed: int = 0) -> tuple[RewardModel, Any]:
+    """`(RewardModel, tokenizer)` from a reward-model or causal-LM directory or name; LoRA when cfg.lora_r > 0.
+
+    Left in eval mode, as from_pretrained leaves it; the caller chooses.
+    """
+    device = torch.device(device)
+    path = resolve_model_dir(cfg.name)
+    tokenizer = load_tokenizer(str(path))
+    classifier, _ = load_classifier(path, resolve_dtype(cfg.dtype, device), seed)
+    if classifier.config.pad_token_id is None:  # transformers' own pooling needs it to batch
+        classifier.config.pad_token_id = tokenizer.pad_token_id
+    if cfg.lora_r > 0:
+        classifier = apply_reward_lora(classifier, cfg)
+    return RewardModel(classifier).to(device), tokenizer
+
+
+def save_reward_model(model: RewardModel, tokenizer, out_dir: str | Path, marker: dict[str, Any]) -> Path:
+    """Write the saved format above (LoRA merged into a copy), atomically; pass the unwrapped model."""
+    plain = merged_copy(model.classifier)
+
+    def write(tmp: Path) -> None:
+        plain.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
+
+    return write_atomically(Path(out_dir), write)
