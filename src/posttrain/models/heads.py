@@ -38,7 +38,7 @@ from posttrain.config import ModelConfig
 from posttrain.errors import ModelError
 from posttrain.losses.reward import last_token_rewards
 from posttrain.models.load import load_tokenizer, resolve_dtype, resolve_model_dir, write_atomically
-from posttrain.models.lora import is_lora, merged_copy
+from posttrain.models.lora import apply_lora, is_lora, merged_copy
 
 MARKER_FILE = "reward_model.json"
 HEAD = "score"  # transformers' name for the scalar head of *ForSequenceClassification models
@@ -123,23 +123,8 @@ def _init_head(head: torch.nn.Linear, seed: int) -> None:
 
 
 def apply_reward_lora(classifier: torch.nn.Module, cfg: ModelConfig) -> torch.nn.Module:
-    """LoRA adapters of rank cfg.lora_r on the body; the score head is trained in full.
-
-    Like models.lora.apply_lora, but with peft's SEQ_CLS task (its CAUSAL_LM wrapper needs
-    generation methods a classifier does not have) and the head in modules_to_save.
-    """
-    from peft import LoraConfig, get_peft_model
-
-    targets = cfg.lora_target_modules.strip()
-    lora = LoraConfig(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()],
-        modules_to_save=[HEAD],
-        task_type="SEQ_CLS",
-    )
-    return get_peft_model(classifier, lora)
+    """LoRA adapters of rank cfg.lora_r on the body; the score head is trained in full."""
+    return apply_lora(classifier, cfg, task_type="SEQ_CLS", modules_to_save=[HEAD])
 
 
 def load_reward_model(cfg: ModelConfig, device: torch.device | str = "cpu", seed: int = 0) -> tuple[RewardModel, Any]:

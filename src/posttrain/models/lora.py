@@ -21,10 +21,14 @@ def is_lora(model: torch.nn.Module) -> bool:
     return isinstance(model, PeftModel)
 
 
-def apply_lora(model: torch.nn.Module, cfg: ModelConfig) -> torch.nn.Module:
+def apply_lora(
+    model: torch.nn.Module, cfg: ModelConfig, task_type: str = "CAUSAL_LM", modules_to_save: list[str] | None = None
+) -> torch.nn.Module:
     """Wrap `model` with trainable LoRA adapters of rank `cfg.lora_r`; every base weight is frozen.
 
     peft initialises B to zero, so the wrapped model starts out computing exactly the base model.
+    A reward model passes task_type="SEQ_CLS" (peft's causal-LM wrapper needs generation methods a
+    classifier lacks) and its score head in `modules_to_save`, which is then trained in full.
     """
     from peft import LoraConfig, get_peft_model
 
@@ -35,7 +39,8 @@ def apply_lora(model: torch.nn.Module, cfg: ModelConfig) -> torch.nn.Module:
         lora_dropout=cfg.lora_dropout,
         # "all-linear" is peft's keyword for every linear layer except the output head.
         target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()],
-        task_type="CAUSAL_LM",
+        modules_to_save=modules_to_save,
+        task_type=task_type,
     )
     return get_peft_model(model, lora)
 
