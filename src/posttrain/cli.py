@@ -63,6 +63,23 @@ def _generate(argv: list[str]) -> int:
     return 0
 
 
+def _eval(argv: list[str]) -> int:
+    from posttrain.config import parse_config
+    from posttrain.eval.run import EvalConfig, print_result, run_eval
+
+    cfg = parse_config(EvalConfig, argv, prog="posttrain eval")
+    print_result(cfg, run_eval(cfg))
+    return 0
+
+
+def _demo(argv: list[str]) -> int:
+    from posttrain.config import parse_config
+    from posttrain.demo import DemoConfig, run_demo
+
+    run_demo(parse_config(DemoConfig, argv, prog="posttrain demo"))
+    return 0
+
+
 def _data(argv: list[str]) -> int:
     from posttrain.data import pairs
 
@@ -78,6 +95,8 @@ def _data(argv: list[str]) -> int:
 
 COMMANDS = {
     "data": _data,
+    "demo": _demo,
+    "eval": _eval,
     "sft": _sft,
     "dpo": _dpo,
     "rm": _rm,
