@@ -154,7 +154,8 @@ def test_options_convert_from_strings():
     [
         ({"size": "3"}, r"unknown arithmetic option\(s\) size \(known: ops, digits, steps, n, seed\)"),
         ({"digits": "two"}, "option digits: expected a whole number, got 'two'"),
-        ({"steps": "maybe"}, "option steps: expected 1/0"),
+        ({"steps": "maybe"}, "option steps: expected a share from 0 to 1"),
+        ({"steps": "1.5"}, "option steps: expected a share from 0 to 1"),
         ({"ops": "/"}, 'ops must be distinct characters from "\\+-\\*"'),
         ({"ops": "++"}, "ops must be distinct"),
         ({"ops": ""}, "ops must be distinct"),
@@ -183,3 +184,14 @@ def test_unknown_split():
 def test_spec_validation(field, value, message):
     with pytest.raises(ValueError, match=message):
         ArithmeticSpec(**{field: value})
+
+
+def test_a_share_of_worked_answers_is_stable_per_problem():
+    """steps=0.2: about a fifth of the rows are worked; a problem keeps its format when n changes."""
+    from posttrain.tasks import arithmetic
+
+    rows = arithmetic.rows("train", steps="0.2")
+    worked = {r["prompt"][0]["content"] for r in rows if "####" in r["completion"][0]["content"]}
+    assert 0.17 < len(worked) / len(rows) < 0.23
+    fewer = arithmetic.rows("train", steps="0.2", n="500")
+    assert all(("####" in r["completion"][0]["content"]) == (r["prompt"][0]["content"] in worked) for r in fewer)

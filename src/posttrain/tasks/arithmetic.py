@@ -9,8 +9,8 @@ The problem space is every `a op b` whose operands have exactly `digits` digits
 gives the held-out problems first and the training problems after them, so the
 two never share a problem, and the held-out set does not change with `n_train`.
 
-With `worked_steps` the answer shows short column-by-column working before the
-final answer in GSM8K style (arXiv:2110.14168), e.g.
+With `worked_steps` (a share of the rows, 0 to 1) the answer shows short column-by-column
+working before the final answer in GSM8K style (arXiv:2110.14168), e.g.
 "57 + 68: ones 7 + 8 = 15, tens 5 + 6 + 1 = 12. #### 125".
 With the tiny model's tokenizer a 2-digit prompt plus worked answer is at most
 ~70 tokens; 6-digit multiplication reaches ~290, past the tiny model's 256 positions.
@@ -39,8 +39,10 @@ class ArithmeticSpec:
     """Operations to mix, any of "+-*" (e.g. "+-")."""
     digits: int = 2
     """Digits in each operand, 1 to 6 (2 means 10..99)."""
-    worked_steps: bool = False
-    """Answers show short column-by-column working before "#### <answer>"."""
+    worked_steps: float = 0.0
+    """Share of the rows (0 to 1) whose answer shows short column-by-column working before "#### <answer>";
+    the others answer with the bare number. Which rows is a fixed, seeded choice per problem. A mix
+    (e.g. 0.2) gives a policy whose samples differ in format, which a rater can then prefer."""
     n_train: int | None = None
     """Training problems; None takes every problem not held out, at most 20000."""
     heldout_fraction: float = 0.1
@@ -59,6 +61,8 @@ class ArithmeticSpec:
             raise ValueError(f"n_train must be at least 1 (or None for all), got {self.n_train}")
         if not 0.0 <= self.heldout_fraction < 1.0:
             raise ValueError(f"heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
+        if not 0.0 <= float(self.worked_steps) <= 1.0:
+            raise ValueError(f"worked_steps must be a share between 0 and 1, got {self.worked_steps}")
         if self.heldout_size < 0:
             raise ValueError(f"heldout_size must be at least 0, got {self.heldout_size}")
 
@@ -178,6 +182,13 @@ def answer_text(problem: Problem, worked_steps: bool) -> str:
     return f"{steps(problem.a, problem.b)}. #### {problem.answer}"
 
 
+def shows_steps(problem: Problem, share: float, seed: int) -> bool:
+    """Whether this problem's answer is worked: a per-problem seeded draw, stable across n_train."""
+    if share >= 1.0 or share <= 0.0:
+        return share >= 1.0
+    return random.Random(f"{seed}:{problem.a}{problem.op}{problem.b}").random() < share
+
+
 def to_row(problem: Problem, worked_steps: bool) -> dict:
     """A row that parses as a PromptCompletion (SFT) and as a Prompt with reference answer (eval, RL)."""
     return {
@@ -194,20 +205,26 @@ def _parse_int(name: str, value: str) -> int:
         raise ValueError(f"option {name}: expected a whole number, got {value!r}") from None
 
 
-def _parse_bool(name: str, value: str) -> bool:
+def _parse_share(name: str, value: str) -> float:
     lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"option {name}: expected 1/0, true/false or yes/no, got {value!r}")
+    if lowered in ("true", "yes", "on"):
+        return 1.0
+    if lowered in ("false", "no", "off"):
+        return 0.0
+    try:
+        share = float(lowered)
+    except ValueError:
+        share = -1.0
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"option {name}: expected a share from 0 to 1 (1 = every answer worked), got {value!r}")
+    return share
 
 
 # Query-string option -> (ArithmeticSpec field, parser).
 OPTIONS = {
     "ops": ("ops", lambda name, value: value),
     "digits": ("digits", _parse_int),
-    "steps": ("worked_steps", _parse_bool),
+    "steps": ("worked_steps", _parse_share),
     "n": ("n_train", _parse_int),
     "seed": ("seed", _parse_int),
 }
@@ -228,7 +245,8 @@ def rows(split: str = "train", **options: str) -> list[dict]:
         raise ValueError(f"unknown split {split!r} (expected one of: {', '.join(SPLITS)})")
     spec = spec_from_options(**options)
     train, heldout = problems(spec)
-    return [to_row(p, spec.worked_steps) for p in (train if split == "train" else heldout)]
+    chosen = train if split == "train" else heldout
+    return [to_row(p, shows_steps(p, spec.worked_steps, spec.seed)) for p in chosen]
 
 
 def verify(completion: str, reference: dict) -> float:
