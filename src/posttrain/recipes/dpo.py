@@ -11,8 +11,9 @@ Reads top to bottom: config -> check inputs -> set up -> reference -> loop -> sa
     posttrain dpo --data.train pairs.jsonl --model.name smollm2 --model.lora-r 8
     posttrain dpo --data.train pairs.jsonl --dpo.loss simpo --dpo.beta 2.0
 
-Departures from the papers, all as in TRL: IPO on length-averaged log-probs (the paper sums them);
-the RPO term normalised per pair by the chosen length. Docs: docs/algorithms/dpo.md.
+Departures: IPO on length-averaged log-probs, as TRL (the paper sums them). Differences from TRL:
+RPO's NLL term is normalised per pair by the chosen length, as in the paper (TRL takes a token mean
+over the micro-batch, which changes with how a step is split); the reference is precomputed by default.
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ class DPOConfig:
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: PreferenceDataConfig = field(default_factory=PreferenceDataConfig)
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-4, warmup_steps=10, batch_size=16))
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, warmup_steps=10, batch_size=16))
     run: RunConfig = field(default_factory=lambda: RunConfig(name="dpo"))
     dpo: PreferenceConfig = field(default_factory=PreferenceConfig)
 
@@ -172,7 +173,8 @@ def pair_logps(model: torch.nn.Module, batch: dict, average: bool) -> tuple[torc
 
 
 def preference_loss(pref: PreferenceConfig, chosen_logps: torch.Tensor, rejected_logps: torch.Tensor,
-                    ref_chosen_logps: torch.Tensor | None, ref_rejected_logps: torch.Tensor | None):
+                    ref_chosen_logps: torch.Tensor | None, ref_rejected_logps: torch.Tensor | None
+                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The configured objective: (mean loss over the B pairs, metric means)."""
     if pref.loss == "dpo":
         return dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, pref.beta,
