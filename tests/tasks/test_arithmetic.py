@@ -152,7 +152,7 @@ def test_options_convert_from_strings():
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"size": "3"}, r"unknown arithmetic option\(s\) size \(known: ops, digits, steps, n, seed\)"),
+        ({"size": "3"}, r"unknown arithmetic option\(s\) size \(known: ops, digits, steps, pad, n, seed\)"),
         ({"digits": "two"}, "option digits: expected a whole number, got 'two'"),
         ({"steps": "maybe"}, "option steps: expected a share from 0 to 1"),
         ({"steps": "1.5"}, "option steps: expected a share from 0 to 1"),
@@ -195,3 +195,13 @@ def test_a_share_of_worked_answers_is_stable_per_problem():
     assert 0.17 < len(worked) / len(rows) < 0.23
     fewer = arithmetic.rows("train", steps="0.2", n="500")
     assert all(("####" in r["completion"][0]["content"]) == (r["prompt"][0]["content"] in worked) for r in fewer)
+
+
+def test_padded_answers_keep_their_final_number():
+    """pad=0.7: about 70% of answers are wrapped in filler with no digits, and every row still verifies."""
+    from posttrain.tasks import arithmetic
+
+    rows = arithmetic.rows("train", pad="0.7", n="1000")
+    padded = [r for r in rows if "The answer is" in r["completion"][0]["content"]]
+    assert 0.65 < len(padded) / len(rows) < 0.75
+    assert all(arithmetic.verify(r["completion"][0]["content"], r) == 1.0 for r in rows)

@@ -43,6 +43,11 @@ class ArithmeticSpec:
     """Share of the rows (0 to 1) whose answer shows short column-by-column working before "#### <answer>";
     the others answer with the bare number. Which rows is a fixed, seeded choice per problem. A mix
     (e.g. 0.2) gives a policy whose samples differ in format, which a rater can then prefer."""
+    padded: float = 0.0
+    """Share of the rows (0 to 1) whose answer is wrapped in chatty filler ("Good question! The answer is
+    68. I hope this helps!"), as verbose demonstrations often are; the final number is unchanged. A policy
+    that learned from such data pads its answers, which a rater that prefers concise answers can then
+    train away (the demo's DPO stage)."""
     n_train: int | None = None
     """Training problems; None takes every problem not held out, at most 20000."""
     heldout_fraction: float = 0.1
@@ -61,6 +66,8 @@ class ArithmeticSpec:
             raise ValueError(f"n_train must be at least 1 (or None for all), got {self.n_train}")
         if not 0.0 <= self.heldout_fraction < 1.0:
             raise ValueError(f"heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
+        if not 0.0 <= float(self.padded) <= 1.0:
+            raise ValueError(f"padded must be a share between 0 and 1, got {self.padded}")
         if not 0.0 <= float(self.worked_steps) <= 1.0:
             raise ValueError(f"worked_steps must be a share between 0 and 1, got {self.worked_steps}")
         if self.heldout_size < 0:
@@ -182,18 +189,29 @@ def answer_text(problem: Problem, worked_steps: bool) -> str:
     return f"{steps(problem.a, problem.b)}. #### {problem.answer}"
 
 
-def shows_steps(problem: Problem, share: float, seed: int) -> bool:
-    """Whether this problem's answer is worked: a per-problem seeded draw, stable across n_train."""
+def _draw(problem: Problem, share: float, seed: int, what: str) -> bool:
+    """A per-problem seeded draw with probability `share`, stable across n_train."""
     if share >= 1.0 or share <= 0.0:
         return share >= 1.0
-    return random.Random(f"{seed}:{problem.a}{problem.op}{problem.b}").random() < share
+    return random.Random(f"{seed}:{what}:{problem.a}{problem.op}{problem.b}").random() < share
 
 
-def to_row(problem: Problem, worked_steps: bool) -> dict:
+FILLER_OPENINGS = ("Good question! ", "Sure, happy to help. ", "Let me think about this. ")
+FILLER_CLOSINGS = (" I hope this helps!", " Let me know if you have any other questions.", " Thanks for asking!")
+
+
+def pad_answer(problem: Problem, text: str, seed: int) -> str:
+    """Wrap an answer in filler without numbers, so its final number stays the answer."""
+    rng = random.Random(f"{seed}:filler:{problem.a}{problem.op}{problem.b}")
+    return f"{rng.choice(FILLER_OPENINGS)}The answer is {text}.{rng.choice(FILLER_CLOSINGS)}"
+
+
+def to_row(problem: Problem, worked_steps: bool, padded: bool = False, seed: int = 0) -> dict:
     """A row that parses as a PromptCompletion (SFT) and as a Prompt with reference answer (eval, RL)."""
     return {
         "prompt": [{"role": "user", "content": problem.question}],
-        "completion": [{"role": "assistant", "content": answer_text(problem, worked_steps)}],
+        "completion": [{"role": "assistant", "content": answer_text(problem, worked_steps) if not padded
+                        else pad_answer(problem, answer_text(problem, worked_steps), seed)}],
         "answer": str(problem.answer),
     }
 
@@ -225,6 +243,7 @@ OPTIONS = {
     "ops": ("ops", lambda name, value: value),
     "digits": ("digits", _parse_int),
     "steps": ("worked_steps", _parse_share),
+    "pad": ("padded", _parse_share),
     "n": ("n_train", _parse_int),
     "seed": ("seed", _parse_int),
 }
@@ -246,7 +265,10 @@ def rows(split: str = "train", **options: str) -> list[dict]:
     spec = spec_from_options(**options)
     train, heldout = problems(spec)
     chosen = train if split == "train" else heldout
-    return [to_row(p, shows_steps(p, spec.worked_steps, spec.seed)) for p in chosen]
+    return [
+        to_row(p, _draw(p, spec.worked_steps, spec.seed, "steps"), _draw(p, spec.padded, spec.seed, "pad"), spec.seed)
+        for p in chosen
+    ]
 
 
 def verify(completion: str, reference: dict) -> float:
