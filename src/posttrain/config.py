@@ -16,12 +16,13 @@ import io
 import json
 import re
 import sys
-import tomllib
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
+
+import tomllib
 
 from posttrain.errors import ConfigError
 
@@ -341,3 +342,22 @@ def reference_markdown(classes: list[type]) -> str:
             lines.append(f"| `{f.name}` | `{ftype}` | {default} | {doc} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _all_config_classes() -> list[type]:
+    """Every config a command parses, with its nested sub-configs, in the order the reference lists them."""
+    from posttrain.data.pairs import PairsConfig
+    from posttrain.demo import DemoConfig
+    from posttrain.eval.run import EvalConfig
+    from posttrain.generate import GenerateConfig
+    from posttrain.recipes.dpo import DPOConfig, PreferenceConfig, PreferenceDataConfig
+    from posttrain.recipes.reward_model import RewardModelConfig
+    from posttrain.recipes.sft import SFTConfig
+    from posttrain.rl.rollout import SamplingParams
+
+    return [ModelConfig, DataConfig, OptimConfig, RunConfig, SFTConfig, RewardModelConfig, DPOConfig,
+            PreferenceConfig, PreferenceDataConfig, SamplingParams, GenerateConfig, EvalConfig, PairsConfig, DemoConfig]
+
+
+if __name__ == "__main__":
+    print(reference_markdown(_all_config_classes()))

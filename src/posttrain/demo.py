@@ -4,8 +4,16 @@ Each stage is a real command's function called with the embedded defaults, so wh
 shows is what a user gets from the same commands:
 
 1. SFT: the tiny random-init Llama learns 2-digit addition from demonstrations
-   (`posttrain sft`), then held-out exact-match accuracy is measured with the sampler
-   (`posttrain eval`).
+   (`posttrain sft`). Like many real demonstrations, 70% of them are chatty ("Good question! The
+   answer is 68. I hope this helps!"), the rest give the bare number. Held-out exact-match
+   accuracy is measured with the sampler (`posttrain eval`).
+2. Preferences: the SFT policy samples 4 answers per training prompt and a simulated rater that
+   prefers correct, concise answers judges them (`posttrain data pairs`): best vs worst.
+3. Reward model: a Bradley-Terry model from the SFT weights learns those preferences
+   (`posttrain rm`); its held-out pairwise accuracy is printed.
+4. DPO: the SFT policy is tuned on the same pairs (`posttrain dpo`).
+5. Win rate: DPO policy vs SFT policy on held-out prompts, greedy, judged by the same rater,
+   with a 95% interval.
 
 Every stage writes a normal run directory under `output_dir`; the summary table at the end
 says where.
@@ -16,10 +24,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from posttrain.config import DataConfig, ModelConfig, OptimConfig, RunConfig
 
-TASK = "builtin:arithmetic?ops=+&digits=2"
+TASK = "builtin:arithmetic?ops=+&digits=2&pad=0.7"
+HELDOUT = "builtin:arithmetic/heldout?ops=+&digits=2&pad=0.7"
+RATER = "concise"
 
 
 @dataclass
@@ -28,10 +39,19 @@ class DemoConfig:
 
     output_dir: str = "runs/demo"
     """Where the stages' run directories go. A new demo replaces the previous demo's runs there."""
-    sft_steps: int = 800
-    """SFT optimizer steps (batch 64). ~800 reach >= 95% held-out accuracy on 2-digit addition."""
+    sft_steps: int = 1200
+    """SFT optimizer steps (batch 64). The tiny model sits on a plateau (same answer for every question)
+    for a few hundred steps before it learns to add; ~1200 steps reach >= 95% held-out accuracy."""
     eval_prompts: int = 500
-    """Held-out prompts for the accuracy measurement."""
+    """Held-out prompts for the accuracy and win-rate measurements."""
+    pair_prompts: int = 1000
+    """Training prompts the SFT policy answers 4 times each to make preference pairs."""
+    rm_steps: int = 150
+    """Reward-model optimizer steps (batch 16 pairs)."""
+    dpo_steps: int = 150
+    """DPO optimizer steps (batch 16 pairs)."""
+    stages: Literal["all", "sft"] = "all"
+    """`sft` runs only the SFT and accuracy stages."""
     seed: int = 0
     """Seed of every stage."""
     progress: bool = True
@@ -53,7 +73,9 @@ def sft_stage(cfg: DemoConfig) -> tuple[StageResult, Path]:
     sft_cfg = SFTConfig(
         model=ModelConfig(name="tiny"),
         data=DataConfig(train=TASK, max_length=64),
-        optim=OptimConfig(lr=3e-3, weight_decay=0.01, warmup_steps=50, batch_size=64, max_steps=cfg.sft_steps),
+        # lr 3e-3 left some seeds on the plateau for 1500 steps; 1e-3 with beta2 0.95 escaped on every seed tried
+        optim=OptimConfig(lr=1e-3, betas=(0.9, 0.95), weight_decay=0.01, warmup_steps=50, min_lr_ratio=0.1,
+                          batch_size=64, max_steps=cfg.sft_steps),
         run=RunConfig(name="sft", output_dir=cfg.output_dir, seed=cfg.seed, overwrite=True, log_every=50,
                       eval_every=0, progress=cfg.progress),
     )
@@ -70,12 +92,82 @@ def accuracy_stage(cfg: DemoConfig, model_dir: Path, label: str) -> StageResult:
     from posttrain.generate import write_jsonl
 
     t0 = time.perf_counter()
-    eval_cfg = EvalConfig(model=ModelConfig(name=str(model_dir)), task=TASK.replace("arithmetic", "arithmetic/heldout"),
-                          limit=cfg.eval_prompts)
+    from posttrain.rl.rollout import SamplingParams
+
+    eval_cfg = EvalConfig(model=ModelConfig(name=str(model_dir)), task=HELDOUT, limit=cfg.eval_prompts,
+                          sampling=SamplingParams(temperature=0.0, max_new_tokens=48))
     result = run_eval(eval_cfg)
     write_jsonl(result.samples, model_dir.parent / "samples.jsonl")
     text = f"{result.accuracy:.1%} exact match (95% CI {result.ci_low:.1%}-{result.ci_high:.1%}, n={result.n})"
     return StageResult(label, text, time.perf_counter() - t0, model_dir.parent)
+
+
+def pairs_stage(cfg: DemoConfig, sft_model: Path) -> tuple[StageResult, Path]:
+    from posttrain.data.pairs import PairsConfig, make_pairs
+    from posttrain.rl.rollout import SamplingParams
+
+    t0 = time.perf_counter()
+    out = Path(cfg.output_dir) / "pairs" / "pairs.jsonl"
+    stats = make_pairs(PairsConfig(
+        output=str(out), model=ModelConfig(name=str(sft_model)), prompts=TASK, k=4, rater=RATER, noise=0.0,
+        limit=cfg.pair_prompts, seed=cfg.seed, overwrite=True, progress=cfg.progress,
+        sampling=SamplingParams(temperature=1.0, max_new_tokens=48),
+    ))
+    text = f"{stats.written} pairs from {stats.prompts} prompts (rater '{RATER}'; {stats.ties + stats.identical} tied)"
+    return StageResult("Preferences: 4 samples/prompt, simulated rater", text, time.perf_counter() - t0, out.parent), out
+
+
+def rm_stage(cfg: DemoConfig, sft_model: Path, pairs: Path) -> StageResult:
+    from posttrain.recipes.reward_model import RewardModelConfig, train
+    from posttrain.training.metrics import read_metrics
+
+    t0 = time.perf_counter()
+    run_dir = train(RewardModelConfig(
+        model=ModelConfig(name=str(sft_model)), data=DataConfig(train=str(pairs), max_length=64),
+        optim=OptimConfig(lr=3e-4, warmup_steps=10, batch_size=16, max_steps=cfg.rm_steps),
+        run=RunConfig(name="rm", output_dir=cfg.output_dir, seed=cfg.seed, overwrite=True, log_every=25,
+                      progress=cfg.progress),
+    ))
+    acc = [m["eval/accuracy"] for m in read_metrics(run_dir) if "eval/accuracy" in m][-1]
+    return StageResult("Reward model (Bradley-Terry)", f"held-out pair accuracy {acc:.1%}", time.perf_counter() - t0,
+                       run_dir)
+
+
+def dpo_stage(cfg: DemoConfig, sft_model: Path, pairs: Path) -> tuple[StageResult, Path]:
+    from posttrain.recipes.dpo import DPOConfig, PreferenceConfig, PreferenceDataConfig, train
+    from posttrain.training.metrics import read_metrics
+
+    t0 = time.perf_counter()
+    run_dir = train(DPOConfig(
+        model=ModelConfig(name=str(sft_model)), data=PreferenceDataConfig(train=str(pairs), max_length=64),
+        optim=OptimConfig(lr=3e-4, warmup_steps=10, batch_size=16, max_steps=cfg.dpo_steps),
+        run=RunConfig(name="dpo", output_dir=cfg.output_dir, seed=cfg.seed, overwrite=True, log_every=25,
+                      progress=cfg.progress),
+        # the NLL term on chosen answers (RPO) keeps their likelihood from sinking while margins grow
+        dpo=PreferenceConfig(beta=0.1, nll_coef=1.0),
+    ))
+    acc = [m["eval/rewards/accuracies"] for m in read_metrics(run_dir) if "eval/rewards/accuracies" in m][-1]
+    return StageResult("DPO from the SFT policy", f"held-out implicit-reward accuracy {acc:.1%}",
+                       time.perf_counter() - t0, run_dir), run_dir / "final"
+
+
+def winrate_stage(cfg: DemoConfig, policy: Path, baseline: Path) -> StageResult:
+    from posttrain.data.load import load_records
+    from posttrain.data.records import Prompt
+    from posttrain.eval.winrate import sample_and_compare
+    from posttrain.models.load import load_model
+    from posttrain.rl.rollout import SamplingParams
+    from posttrain.tasks.raters import make_rater
+
+    t0 = time.perf_counter()
+    prompts = load_records(HELDOUT, accept=(Prompt,), limit=cfg.eval_prompts)
+    model_a, tokenizer = load_model(ModelConfig(name=str(policy)))
+    model_b, _ = load_model(ModelConfig(name=str(baseline)))
+    r = sample_and_compare(model_a, model_b, tokenizer, prompts, make_rater(RATER),
+                           SamplingParams(temperature=0.0, max_new_tokens=48))
+    text = (f"DPO wins {r['win_rate']:.1%} (95% CI {r['ci_low']:.1%}-{r['ci_high']:.1%}; "
+            f"{r['wins']} wins, {r['ties']} ties, {r['losses']} losses)")
+    return StageResult("Win rate: DPO vs SFT, same rater", text, time.perf_counter() - t0, None)
 
 
 def run_demo(cfg: DemoConfig) -> list[StageResult]:
@@ -88,6 +180,14 @@ def run_demo(cfg: DemoConfig) -> list[StageResult]:
     sft, sft_model = sft_stage(cfg)
     results.append(sft)
     results.append(accuracy_stage(cfg, sft_model, "Eval: SFT policy, held-out accuracy"))
+    if cfg.stages == "all":
+        pairs_result, pairs = pairs_stage(cfg, sft_model)
+        results.append(pairs_result)
+        results.append(rm_stage(cfg, sft_model, pairs))
+        dpo_result, dpo_model = dpo_stage(cfg, sft_model, pairs)
+        results.append(dpo_result)
+        results.append(accuracy_stage(cfg, dpo_model, "Eval: DPO policy, held-out accuracy"))
+        results.append(winrate_stage(cfg, dpo_model, sft_model))
 
     table = Table(title="posttrain demo summary")
     for col in ("stage", "result", "time", "run directory"):

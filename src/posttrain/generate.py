@@ -9,9 +9,7 @@ is a prompt-completion record (TRL field names, so `posttrain sft` can train on 
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 from posttrain.config import ModelConfig
 from posttrain.data.records import Prompt
 from posttrain.errors import ConfigError
+from posttrain.files import write_text_atomic
 from posttrain.rl.rollout import Rollout, SamplingParams
 
 
@@ -93,17 +92,8 @@ def completion_rows(records: list[Prompt], rollout: Rollout) -> list[dict[str, A
 
 
 def write_jsonl(rows: list[dict[str, Any]], path: str | Path) -> None:
-    """Write rows as JSON lines through a temporary sibling and a rename: readers never see half a file."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write rows as JSON lines atomically: readers never see half a file."""
+    write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
 def print_table(records: list[Prompt], rows: list[dict[str, Any]]) -> None:

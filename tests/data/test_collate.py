@@ -6,14 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from posttrain.data.collate import (
-    IGNORE_INDEX as X,
-    collate_packed,
-    length_batches,
-    pack_examples,
-    pack_lengths,
-    pad_batch,
-)
+from posttrain.data.collate import IGNORE_INDEX as X
+from posttrain.data.collate import collate_packed, length_batches, pack_examples, pack_lengths, pad_batch
 from posttrain.data.tokenize import Example
 
 PAD = 0

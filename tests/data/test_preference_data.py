@@ -7,8 +7,15 @@ import torch
 
 from posttrain.config import DataConfig
 from posttrain.data.preference import (
-    REFERENCE_CACHE, PreferenceExample, collate_pairs, fingerprint, load_reference_logps, save_reference_logps,
-    split_heldout, tokenize_pair, tokenize_preferences,
+    REFERENCE_CACHE,
+    PreferenceExample,
+    collate_pairs,
+    fingerprint,
+    load_reference_logps,
+    save_reference_logps,
+    split_heldout,
+    tokenize_pair,
+    tokenize_preferences,
 )
 from posttrain.data.records import PreferencePair, Ranking, parse_record
 from posttrain.data.tokenize import tokenize_prompt

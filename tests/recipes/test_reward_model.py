@@ -16,7 +16,13 @@ from posttrain.data.records import Message, Prompt
 from posttrain.errors import ConfigError, DataError
 from posttrain.losses.reward import ranking_loss
 from posttrain.recipes.reward_model import (
-    RankedGroup, RewardModelConfig, group_loss, make_group_batch, rm_step_loss, split_by_prompt, train,
+    RankedGroup,
+    RewardModelConfig,
+    group_loss,
+    make_group_batch,
+    rm_step_loss,
+    split_by_prompt,
+    train,
 )
 from posttrain.rewards.model import RewardFunction
 

@@ -4,13 +4,7 @@ import re
 
 import pytest
 
-from posttrain.rewards.verifiers import (
-    exact_match,
-    extract_final_number,
-    length_penalty,
-    numeric_match,
-    regex_format,
-)
+from posttrain.rewards.verifiers import exact_match, extract_final_number, length_penalty, numeric_match, regex_format
 
 
 @pytest.mark.parametrize(

@@ -5,15 +5,7 @@ import re
 import pytest
 
 from posttrain.data.records import Prompt, PromptCompletion, parse_record
-from posttrain.tasks.arithmetic import (
-    ArithmeticSpec,
-    Problem,
-    answer_text,
-    problems,
-    rows,
-    spec_from_options,
-    verify,
-)
+from posttrain.tasks.arithmetic import ArithmeticSpec, Problem, answer_text, problems, rows, spec_from_options, verify
 
 
 def triples(ps):

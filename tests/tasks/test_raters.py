@@ -8,9 +8,7 @@ import pytest
 
 from posttrain.data.records import Message, Prompt
 from posttrain.errors import DataError
-from posttrain.tasks.raters import (
-    Rater, check_references, concise_utility, is_worked, make_rater, padding_penalty,
-)
+from posttrain.tasks.raters import Rater, check_references, concise_utility, is_worked, make_rater, padding_penalty
 
 PROMPT = Prompt((Message("user", "What is 23 + 45?"),), {"answer": "68"})
 WORKED = "23 + 45: ones 3 + 5 = 8, tens 2 + 4 = 6. #### 68"

@@ -96,6 +96,7 @@ def write_atomically(target: Path, write: Callable[[Path], object]) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f"{target.name}.tmp-"))
     try:
         write(tmp)
+        os.chmod(tmp, 0o755)  # mkdtemp makes the folder private; a model folder is meant to be shared
         old = None
         if target.exists():
             old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f"{target.name}.old-"))

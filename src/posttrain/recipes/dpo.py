@@ -31,8 +31,15 @@ import torch
 from posttrain.config import DataConfig, ModelConfig, OptimConfig, RunConfig, _check
 from posttrain.data.load import describe_source, load_records
 from posttrain.data.preference import (
-    PREFERENCE_KINDS, REFERENCE_CACHE, PreferenceExample, collate_pairs, fingerprint, load_reference_logps,
-    save_reference_logps, split_heldout, tokenize_preferences,
+    PREFERENCE_KINDS,
+    REFERENCE_CACHE,
+    PreferenceExample,
+    collate_pairs,
+    fingerprint,
+    load_reference_logps,
+    save_reference_logps,
+    split_heldout,
+    tokenize_preferences,
 )
 from posttrain.errors import ConfigError
 from posttrain.losses.preference import dpo_loss, ipo_loss, simpo_loss

@@ -29,8 +29,8 @@ from typing import Any, Callable
 import torch
 
 from posttrain.config import RunConfig, to_jsonable
-from posttrain.errors import TrainingDiverged
 from posttrain.data.collate import length_batches
+from posttrain.errors import TrainingDiverged
 from posttrain.models.load import count_parameters, save_pretrained_merged
 from posttrain.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, unwrap
 from posttrain.training.distributed import Dist, all_reduce_sum

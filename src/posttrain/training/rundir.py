@@ -9,10 +9,8 @@ an existing run is never overwritten unless asked (`--run.overwrite`) or resumed
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from typing import Any
 from posttrain import __version__
 from posttrain.config import RunConfig
 from posttrain.errors import UserError
+from posttrain.files import write_text_atomic
 
 
 def run_path(cfg: RunConfig) -> Path:
@@ -53,12 +52,7 @@ def prepare_run_dir(cfg: RunConfig, config: dict[str, Any], is_main: bool = True
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON through a temporary file and a rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def code_version() -> dict[str, str]:
