@@ -64,6 +64,7 @@ class StageResult:
     result: str
     seconds: float
     run_dir: Path | None
+    value: float = float("nan")  # the stage's headline number (accuracy, win rate, ...) for tests and reports
 
 
 def sft_stage(cfg: DemoConfig) -> tuple[StageResult, Path]:
@@ -84,7 +85,7 @@ def sft_stage(cfg: DemoConfig) -> tuple[StageResult, Path]:
 
     eval_loss = [m["eval/loss"] for m in read_metrics(run_dir) if "eval/loss" in m][-1]
     return StageResult("SFT (tiny Llama, 2-digit addition)", f"held-out loss {eval_loss:.3f}",
-                       time.perf_counter() - t0, run_dir), run_dir / "final"
+                       time.perf_counter() - t0, run_dir, eval_loss), run_dir / "final"
 
 
 def accuracy_stage(cfg: DemoConfig, model_dir: Path, label: str) -> StageResult:
@@ -99,7 +100,7 @@ def accuracy_stage(cfg: DemoConfig, model_dir: Path, label: str) -> StageResult:
     result = run_eval(eval_cfg)
     write_jsonl(result.samples, model_dir.parent / "samples.jsonl")
     text = f"{result.accuracy:.1%} exact match (95% CI {result.ci_low:.1%}-{result.ci_high:.1%}, n={result.n})"
-    return StageResult(label, text, time.perf_counter() - t0, model_dir.parent)
+    return StageResult(label, text, time.perf_counter() - t0, model_dir.parent, result.accuracy)
 
 
 def pairs_stage(cfg: DemoConfig, sft_model: Path) -> tuple[StageResult, Path]:
@@ -114,7 +115,8 @@ def pairs_stage(cfg: DemoConfig, sft_model: Path) -> tuple[StageResult, Path]:
         sampling=SamplingParams(temperature=1.0, max_new_tokens=48),
     ))
     text = f"{stats.written} pairs from {stats.prompts} prompts (rater '{RATER}'; {stats.ties + stats.identical} tied)"
-    return StageResult("Preferences: 4 samples/prompt, simulated rater", text, time.perf_counter() - t0, out.parent), out
+    return StageResult("Preferences: 4 samples/prompt, simulated rater", text, time.perf_counter() - t0, out.parent,
+                       stats.written), out
 
 
 def rm_stage(cfg: DemoConfig, sft_model: Path, pairs: Path) -> StageResult:
@@ -130,7 +132,7 @@ def rm_stage(cfg: DemoConfig, sft_model: Path, pairs: Path) -> StageResult:
     ))
     acc = [m["eval/accuracy"] for m in read_metrics(run_dir) if "eval/accuracy" in m][-1]
     return StageResult("Reward model (Bradley-Terry)", f"held-out pair accuracy {acc:.1%}", time.perf_counter() - t0,
-                       run_dir)
+                       run_dir, acc)
 
 
 def dpo_stage(cfg: DemoConfig, sft_model: Path, pairs: Path) -> tuple[StageResult, Path]:
@@ -148,7 +150,7 @@ def dpo_stage(cfg: DemoConfig, sft_model: Path, pairs: Path) -> tuple[StageResul
     ))
     acc = [m["eval/rewards/accuracies"] for m in read_metrics(run_dir) if "eval/rewards/accuracies" in m][-1]
     return StageResult("DPO from the SFT policy", f"held-out implicit-reward accuracy {acc:.1%}",
-                       time.perf_counter() - t0, run_dir), run_dir / "final"
+                       time.perf_counter() - t0, run_dir, acc), run_dir / "final"
 
 
 def winrate_stage(cfg: DemoConfig, policy: Path, baseline: Path) -> StageResult:
@@ -167,7 +169,7 @@ def winrate_stage(cfg: DemoConfig, policy: Path, baseline: Path) -> StageResult:
                            SamplingParams(temperature=0.0, max_new_tokens=48))
     text = (f"DPO wins {r['win_rate']:.1%} (95% CI {r['ci_low']:.1%}-{r['ci_high']:.1%}; "
             f"{r['wins']} wins, {r['ties']} ties, {r['losses']} losses)")
-    return StageResult("Win rate: DPO vs SFT, same rater", text, time.perf_counter() - t0, None)
+    return StageResult("Win rate: DPO vs SFT, same rater", text, time.perf_counter() - t0, None, r["win_rate"])
 
 
 def run_demo(cfg: DemoConfig) -> list[StageResult]:

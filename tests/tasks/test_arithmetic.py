@@ -190,10 +190,10 @@ def test_a_share_of_worked_answers_is_stable_per_problem():
 
 
 def test_padded_answers_keep_their_final_number():
-    """pad=0.7: about 70% of answers are wrapped in filler with no digits, and every row still verifies."""
+    """pad=0.7: about 70% of answers are followed by filler with no digits, and every row still verifies."""
     from posttrain.tasks import arithmetic
 
     rows = arithmetic.rows("train", pad="0.7", n="1000")
-    padded = [r for r in rows if "The answer is" in r["completion"][0]["content"]]
+    padded = [r for r in rows if r["completion"][0]["content"] != r["answer"]]
     assert 0.65 < len(padded) / len(rows) < 0.75
     assert all(arithmetic.verify(r["completion"][0]["content"], r) == 1.0 for r in rows)

@@ -44,8 +44,8 @@ class ArithmeticSpec:
     the others answer with the bare number. Which rows is a fixed, seeded choice per problem. A mix
     (e.g. 0.2) gives a policy whose samples differ in format, which a rater can then prefer."""
     padded: float = 0.0
-    """Share of the rows (0 to 1) whose answer is wrapped in chatty filler ("Good question! The answer is
-    68. I hope this helps!"), as verbose demonstrations often are; the final number is unchanged. A policy
+    """Share of the rows (0 to 1) whose answer is followed by chatty filler ("68. I hope this helps!"), as
+    verbose demonstrations often are; the final number is unchanged. A policy
     that learned from such data pads its answers, which a rater that prefers concise answers can then
     train away (the demo's DPO stage)."""
     n_train: int | None = None
@@ -196,14 +196,13 @@ def _draw(problem: Problem, share: float, seed: int, what: str) -> bool:
     return random.Random(f"{seed}:{what}:{problem.a}{problem.op}{problem.b}").random() < share
 
 
-FILLER_OPENINGS = ("Good question! ", "Sure, happy to help. ", "Let me think about this. ")
-FILLER_CLOSINGS = (" I hope this helps!", " Let me know if you have any other questions.", " Thanks for asking!")
+FILLER = (" I hope this helps!", " Let me know if you have any other questions.", " Thanks for asking!")
 
 
 def pad_answer(problem: Problem, text: str, seed: int) -> str:
-    """Wrap an answer in filler without numbers, so its final number stays the answer."""
-    rng = random.Random(f"{seed}:filler:{problem.a}{problem.op}{problem.b}")
-    return f"{rng.choice(FILLER_OPENINGS)}The answer is {text}.{rng.choice(FILLER_CLOSINGS)}"
+    """Follow an answer with chatty filler without numbers: the answer keeps its place right after the
+    prompt (so padding does not make the arithmetic harder to learn) and stays the final number."""
+    return f"{text}.{random.Random(f'{seed}:filler:{problem.a}{problem.op}{problem.b}').choice(FILLER)}"
 
 
 def to_row(problem: Problem, worked_steps: bool, padded: bool = False, seed: int = 0) -> dict:
