@@ -28,7 +28,7 @@ test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not slow"
 
 bench: $(VENV)/.installed
-	$(PY) bench/sft.py
+	$(PY) bench/sft.py && $(PY) bench/dpo.py
 
 docs: $(VENV)/.installed
 	$(PY) -m posttrain.config > docs/config.md
