@@ -19,6 +19,7 @@ commands:
   sft        supervised fine-tuning on demonstrations (chat, prompt-completion or text)
   dpo        preference optimization (DPO, IPO, SimPO) on prompt/chosen/rejected pairs
   rm         reward model (Bradley-Terry) on preference pairs and rankings
+  eval       task accuracy of a model on held-out prompts, with a 95% interval
   generate   sample completions for prompts with the built-in batched sampler
   models     make the built-in tiny model, prepare SmolLM2, list known short names
   data       data tools: `data pairs` samples a policy and lets a simulated rater make preference pairs

@@ -39,9 +39,9 @@ class DemoConfig:
 
     output_dir: str = "runs/demo"
     """Where the stages' run directories go. A new demo replaces the previous demo's runs there."""
-    sft_steps: int = 1200
+    sft_steps: int = 1500
     """SFT optimizer steps (batch 64). The tiny model sits on a plateau (same answer for every question)
-    for a few hundred steps before it learns to add; ~1200 steps reach >= 95% held-out accuracy."""
+    for several hundred steps before it learns to add; 1500 steps reached 100% on every seed tried."""
     eval_prompts: int = 500
     """Held-out prompts for the accuracy and win-rate measurements."""
     pair_prompts: int = 1000
