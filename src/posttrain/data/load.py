@@ -57,7 +57,21 @@ def _smollm2_chat(split: str = "train", **options: str) -> list[dict]:
     return [row for i, row in enumerate(rows) if (i % 5 == 4) == (split == "heldout")]
 
 
-BUILTINS: dict[str, Callable[..., list[dict]]] = {"arithmetic": _arithmetic, "smollm2-chat": _smollm2_chat}
+def _smollm2_prefs(split: str = "train", **options: str) -> list[dict]:
+    """The shipped instruction-following pairs (`tasks/data/smollm2_prefs.jsonl`, made by
+    `python -m posttrain.tasks.smollm2_prefs`): chosen follows the prompt's instruction, rejected ignores
+    it; every 5th pair is the held-out split."""
+    if options:
+        raise ValueError(f"takes no options (got {', '.join(sorted(options))})")
+    if split not in ("train", "heldout"):
+        raise ValueError(f"unknown split {split!r} (expected one of: train, heldout)")
+    text = resources.files("posttrain.tasks").joinpath("data", "smollm2_prefs.jsonl").read_text(encoding="utf-8")
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return [row for i, row in enumerate(rows) if (i % 5 == 4) == (split == "heldout")]
+
+
+BUILTINS: dict[str, Callable[..., list[dict]]] = {"arithmetic": _arithmetic, "smollm2-chat": _smollm2_chat,
+                                                  "smollm2-prefs": _smollm2_prefs}
 """Built-in tasks: `NAME -> rows(split="train", **options)`; options arrive as strings, bad ones raise ValueError."""
 
 
