@@ -164,3 +164,18 @@ def test_two_process_torchrun_matches_one_process(tmp_path):
     la = [m["train/loss"] for m in metrics(tmp_path / "one") if "train/loss" in m]
     lb = [m["train/loss"] for m in metrics(tmp_path / "two") if "train/loss" in m]
     assert la == pytest.approx(lb, rel=1e-5)
+
+
+def test_nan_guard_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_path):
+    """A huge learning rate blows the weights up; the run stops before applying a non-finite update,
+    names the last good checkpoint, and that checkpoint is still complete on disk."""
+    from posttrain.errors import TrainingDiverged
+
+    data = chats(tmp_path / "chats.jsonl")
+    cfg = cfg_for(tmp_path, data, "nan", lr=1e6, max_steps=30, max_grad_norm=0.0, batch_size=4)
+    cfg.run.save_every = 1
+    with pytest.raises(TrainingDiverged, match=r"no update was applied.*last good checkpoint is .*step-\d+") as e:
+        train(cfg)
+    step_dir = Path(str(e.value).split("last good checkpoint is ")[1].split(";")[0])
+    assert (step_dir / "trainable.safetensors").is_file() and (step_dir / "state.json").is_file()
+    assert not (tmp_path / "nan" / "final").exists()
