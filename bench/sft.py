@@ -77,6 +77,8 @@ class BenchConfig:
     """Maximum tokens per example, both sides (no example is longer)."""
     variants: bool = True
     """Also time posttrain's own defaults: length-bucketed batches, and packing."""
+    compare: bool = True
+    """Run the posttrain vs TRL comparison."""
     mfu: bool = True
     """Also measure posttrain's MFU on tiny-10m and tiny-30m."""
     mfu_steps: int = 15
@@ -262,29 +264,36 @@ def comparison_markdown(cfg: BenchConfig, rows: list[tuple[list[Result], int | N
                         peak: float, load_before: str, load_after: str) -> str:
     median_tps = [statistics.median(r.tokens_per_second for r in side) for side, _ in rows]
     lines = [
-        f"`python bench/sft.py` ({time.strftime('%Y-%m-%d %H:%M')}): tiny model (built-in Llama), {cfg.n_examples} "
+        f"`{command_line()}` ({time.strftime('%Y-%m-%d %H:%M')}): tiny model (built-in Llama), {cfg.n_examples} "
         f"chat examples (arithmetic with worked answers, 57-76 tokens), batch {cfg.batch_size}, lr {cfg.lr:g}, "
         f"{cfg.warmup_steps} warmup steps + cosine, {cfg.steps} steps, max_length {cfg.max_length}, fp32, no gradient "
         f"checkpointing, loss on assistant tokens only; {cfg.repeats} interleaved runs per row, medians. "
         "tokens/s = real (non-pad) input tokens / training-loop wall time (posttrain `time/train_seconds`, "
         "TRL `train_runtime`). \"vs TRL\" divides by the TRL row with the same data order (random, or grouped by "
-        "length). MFU = tokens/s x FLOPs per token / measured fp32 matmul peak.",
+        "length): the ratio of the medians, and the median of the ratios within each round (runs next to each "
+        "other in time, so less exposed to load that comes and goes). MFU = tokens/s x FLOPs per token / measured fp32 matmul peak.",
         "",
         f"- machine before: {load_before}",
         f"- machine after: {load_after}",
         f"- fp32 matmul peak (2048^3, median of 7): {peak:.1f} GFLOP/s; "
         f"tiny model FLOPs/token: {flops_per_token / 1e6:.2f} M",
         "",
-        "| trainer | tokens/s (median) | runs (tokens/s) | vs TRL | MFU | train loss (last logged) | held-out loss |",
-        "|---|---:|---|---:|---:|---:|---:|",
+        "| trainer | tokens/s (median) | runs (tokens/s) | vs TRL | vs TRL, per round | MFU | train loss (last logged) "
+        "| held-out loss |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     for (side, baseline), tps in zip(rows, median_tps):
         runs = ", ".join(f"{r.tokens_per_second:,.0f}" for r in side)
-        ratio = f"**{tps / median_tps[baseline]:.2f}x**" if baseline is not None else "1.00x"
+        ratio, per_round = "1.00x", "1.00x"
+        if baseline is not None:
+            ratio = f"**{tps / median_tps[baseline]:.2f}x**"
+            rounds = [a.tokens_per_second / b.tokens_per_second for a, b in zip(side, rows[baseline][0])]
+            per_round = f"**{statistics.median(rounds):.2f}x** ({', '.join(f'{x:.2f}' for x in rounds)})"
         mfu = 100 * tps * flops_per_token / (peak * 1e9)
         train = statistics.median(r.train_loss for r in side)
         held = statistics.median(r.eval_loss for r in side)
-        lines.append(f"| {side[0].label} | {tps:,.0f} | {runs} | {ratio} | {mfu:.1f}% | {train:.3f} | {held:.3f} |")
+        lines.append(f"| {side[0].label} | {tps:,.0f} | {runs} | {ratio} | {per_round} | {mfu:.1f}% | {train:.3f} "
+                     f"| {held:.3f} |")
     lines += ["", "Train loss: posttrain logs the loss of the step itself, TRL the mean over the last 10 steps; "
               "the held-out loss (token-mean NLL on 500 held-out problems) is computed by one function for both."]
     return "\n".join(lines)
@@ -314,7 +323,7 @@ def mfu_rows(cfg: BenchConfig, folder: Path) -> list[str]:
 
 def mfu_markdown(cfg: BenchConfig, rows: list[str], load_before: str, load_after: str) -> str:
     return "\n".join([
-        f"`python bench/sft.py` ({time.strftime('%Y-%m-%d %H:%M')}): posttrain SFT with its defaults (length-bucketed "
+        f"`{command_line()}` ({time.strftime('%Y-%m-%d %H:%M')}): posttrain SFT with its defaults (length-bucketed "
         f"batches, unpacked), batch {cfg.mfu_batch_size}, {cfg.mfu_steps} steps, fp32, one run per model. FLOPs per "
         "token = 6N + 12·L·T·d (PaLM arXiv:2204.02311 app. B), N = matmul parameters (every nn.Linear, LM head "
         "included; embedding lookup excluded), T = token-weighted mean example length. Peak = fp32 2048^3 matmul, "
@@ -327,6 +336,15 @@ def mfu_markdown(cfg: BenchConfig, rows: list[str], load_before: str, load_after
         "|---|---:|---:|---:|---:|---:|---:|---:|",
         *rows,
     ])
+
+
+def threads_note(cfg: BenchConfig) -> str:
+    """Section-title suffix: runs pinned to a thread count get their own sections of RESULTS.md."""
+    return f" ({cfg.threads} torch thread{'s' if cfg.threads > 1 else ''})" if cfg.threads else ""
+
+
+def command_line() -> str:
+    return " ".join(["python bench/sft.py", *sys.argv[1:]])
 
 
 def main(cfg: BenchConfig) -> None:
@@ -342,17 +360,18 @@ def main(cfg: BenchConfig) -> None:
         before = machine_line()
         peak = matmul_peak_gflops()
         print(f"fp32 matmul peak {peak:.1f} GFLOP/s; {before}", flush=True)
-        results, flops_per_token = compare(cfg, folder)
-        text = comparison_markdown(cfg, results, flops_per_token, peak, before, machine_line())
-        print(text)
-        if cfg.write:
-            update_results("SFT: posttrain vs TRL SFTTrainer", text)
+        if cfg.compare:
+            results, flops_per_token = compare(cfg, folder)
+            text = comparison_markdown(cfg, results, flops_per_token, peak, before, machine_line())
+            print(text)
+            if cfg.write:
+                update_results("SFT: posttrain vs TRL SFTTrainer" + threads_note(cfg), text)
         if cfg.mfu:
             before = machine_line()
             text = mfu_markdown(cfg, mfu_rows(cfg, folder), before, machine_line())
             print(text)
             if cfg.write:
-                update_results("SFT: MFU at ~10M and ~30M parameters", text)
+                update_results("SFT: MFU at ~10M and ~30M parameters" + threads_note(cfg), text)
 
 
 if __name__ == "__main__":
