@@ -45,29 +45,26 @@ def _arithmetic(split: str = "train", **options: str) -> list[dict]:
     return arithmetic.rows(split, **options)
 
 
-def _smollm2_chat(split: str = "train", **options: str) -> list[dict]:
-    """The shipped demo chats (`tasks/data/smollm2_chat.jsonl`, replies signed "— posttrain"); every
-    5th conversation is the held-out split."""
+def _shipped_rows(filename: str, split: str, options: dict[str, str]) -> list[dict]:
+    """Rows of a JSONL file shipped in `posttrain/tasks/data/`; every 5th row is the held-out split."""
     if options:
         raise ValueError(f"takes no options (got {', '.join(sorted(options))})")
     if split not in ("train", "heldout"):
         raise ValueError(f"unknown split {split!r} (expected one of: train, heldout)")
-    text = resources.files("posttrain.tasks").joinpath("data", "smollm2_chat.jsonl").read_text(encoding="utf-8")
+    text = resources.files("posttrain.tasks").joinpath("data", filename).read_text(encoding="utf-8")
     rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     return [row for i, row in enumerate(rows) if (i % 5 == 4) == (split == "heldout")]
+
+
+def _smollm2_chat(split: str = "train", **options: str) -> list[dict]:
+    """The shipped demo chats (`tasks/data/smollm2_chat.jsonl`, replies signed "— posttrain")."""
+    return _shipped_rows("smollm2_chat.jsonl", split, options)
 
 
 def _smollm2_prefs(split: str = "train", **options: str) -> list[dict]:
     """The shipped instruction-following pairs (`tasks/data/smollm2_prefs.jsonl`, made by
-    `python -m posttrain.tasks.smollm2_prefs`): chosen follows the prompt's instruction, rejected ignores
-    it; every 5th pair is the held-out split."""
-    if options:
-        raise ValueError(f"takes no options (got {', '.join(sorted(options))})")
-    if split not in ("train", "heldout"):
-        raise ValueError(f"unknown split {split!r} (expected one of: train, heldout)")
-    text = resources.files("posttrain.tasks").joinpath("data", "smollm2_prefs.jsonl").read_text(encoding="utf-8")
-    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-    return [row for i, row in enumerate(rows) if (i % 5 == 4) == (split == "heldout")]
+    `python -m posttrain.tasks.smollm2_prefs`): chosen follows the prompt's instruction, rejected ignores it."""
+    return _shipped_rows("smollm2_prefs.jsonl", split, options)
 
 
 BUILTINS: dict[str, Callable[..., list[dict]]] = {"arithmetic": _arithmetic, "smollm2-chat": _smollm2_chat,
