@@ -30,7 +30,8 @@ def test_smollm2_lora_dpo_learns_to_prefer_following_the_instruction(tmp_path):
     """10 steps x 4 pairs (the first 40 training pairs, one epoch) at lr 5e-4, LoRA r=8, beta 0.1, judged
     on the first 30 held-out pairs (fewer pairs, less time: the reference pass covers train and eval).
     Step 1: policy = reference (adapters start at zero), so h = 0 and the loss is -log σ(0) = log 2.
-    Measured with 12 steps on all 58 held-out pairs: accuracy 0 -> 0.98, margin 0.49, loss 0.49."""
+    Measured here: held-out accuracy 0 -> 0.90, margin 0.44, loss 0.51 (12 steps, all 58 held-out pairs:
+    0.98, 0.49, 0.49); ~110 s of CPU time, most of it the reference pass and evaluation."""
     heldout = tmp_path / "heldout.jsonl"
     heldout.write_text("".join(json.dumps(row) + "\n" for row in BUILTINS["smollm2-prefs"]("heldout")[:HELDOUT_PAIRS]))
     cfg = DPOConfig(
