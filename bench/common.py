@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 RESULTS_TITLE = "# Benchmark results"
@@ -36,6 +37,36 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> f
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+class StepTimes:
+    """Wall-clock seconds between consecutive optimizer steps of any torch optimizer in this process.
+
+    A global step hook (torch.optim.optimizer.register_optimizer_step_post_hook) sees every trainer's
+    optimizer, ours or a library's, without touching its code. Each interval covers one whole loop
+    iteration (batch, forward, backward, clip, step, logging); the median interval shrugs off bursts
+    of load from other processes that a whole-run wall time absorbs.
+
+        with StepTimes() as steps:
+            trainer.train()
+        steps.median()
+    """
+
+    def __enter__(self) -> "StepTimes":
+        self.stamps: list[float] = []
+        hook = lambda optimizer, args, kwargs: self.stamps.append(time.perf_counter())  # noqa: E731
+        self._handle = register_optimizer_step_post_hook(hook)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._handle.remove()
+
+    def median(self) -> float:
+        """Median seconds per step, the first step (warm-up, allocations) left out."""
+        intervals = [b - a for a, b in zip(self.stamps, self.stamps[1:])]
+        if not intervals:
+            raise ValueError("fewer than two optimizer steps were timed")
+        return statistics.median(intervals)
 
 
 def matmul_peak_gflops(n: int = 2048, dtype: torch.dtype = torch.float32, repeats: int = 7) -> float:

@@ -44,7 +44,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from common import flop_params, machine_line, matmul_peak_gflops, train_flops_per_token, update_results  # noqa: E402
+from common import (  # noqa: E402
+    StepTimes, flop_params, machine_line, matmul_peak_gflops, train_flops_per_token, update_results,
+)
 
 from posttrain.config import DataConfig, ModelConfig, OptimConfig, RunConfig  # noqa: E402
 from posttrain.data.load import load_records  # noqa: E402
@@ -97,13 +99,21 @@ class Result:
 
     label: str
     tokens: int
-    seconds: float
+    seconds: float  # the whole training loop
+    steps: int
+    step_seconds: float  # the median optimizer step
     train_loss: float
     eval_loss: float
 
     @property
     def tokens_per_second(self) -> float:
+        """Tokens / whole-loop wall time."""
         return self.tokens / self.seconds
+
+    @property
+    def steady_tokens_per_second(self) -> float:
+        """Mean tokens per step / median step time: the rate without bursts of outside load."""
+        return self.tokens / self.steps / self.step_seconds
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -154,7 +164,8 @@ def run_posttrain(cfg: BenchConfig, model: str, data: Path, out: Path, name: str
                           max_steps=steps, max_grad_norm=1.0),
         run=RunConfig(name=name, output_dir=str(out), device="cpu", progress=False, log_every=min(10, steps), seed=0),
     )
-    run_dir = sft.train(sft_cfg)
+    with StepTimes() as step_times:
+        run_dir = sft.train(sft_cfg)
     metrics = read_metrics(run_dir)
     seconds = next(m["time/train_seconds"] for m in metrics if "time/train_seconds" in m)
     train_loss = [m["train/loss"] for m in metrics if "train/loss" in m][-1]
@@ -162,7 +173,7 @@ def run_posttrain(cfg: BenchConfig, model: str, data: Path, out: Path, name: str
     tokens = sum(len(examples[i]) for s in range(steps) for b in schedule.step_batches(s) for i in b)
     label = "posttrain" + (", packed" if packing else ", length-bucketed" if bucket else "")
     held = heldout_loss(run_dir / "final", heldout) if heldout else float("nan")
-    return Result(label, tokens, seconds, train_loss, held)
+    return Result(label, tokens, seconds, steps, step_times.median(), train_loss, held)
 
 
 def run_trl(cfg: BenchConfig, model_dir: Path, tokenizer, train_rows: list[dict], out: Path,
@@ -189,10 +200,12 @@ def run_trl(cfg: BenchConfig, model_dir: Path, tokenizer, train_rows: list[dict]
     if args.gradient_checkpointing or trainer.model.is_gradient_checkpointing or trainer.model.dtype != torch.float32:
         raise SystemExit("TRL would train with gradient checkpointing or not in fp32; the comparison would be unfair")
     with contextlib.redirect_stdout(io.StringIO()):  # its per-log-step dict printing
-        output = trainer.train()
+        with StepTimes() as step_times:
+            output = trainer.train()
     logs = [h for h in trainer.state.log_history if "loss" in h]
     label = "TRL SFTTrainer" + (", group_by_length" if group_by_length else "")
-    return Result(label, int(logs[-1]["num_tokens"]), output.metrics["train_runtime"], logs[-1]["loss"],
+    return Result(label, int(logs[-1]["num_tokens"]), output.metrics["train_runtime"], cfg.steps,
+                  step_times.median(), logs[-1]["loss"],
                   heldout_loss(trainer.model, heldout))
 
 
@@ -262,38 +275,39 @@ def weighted_length(examples: list[Example]) -> float:
 
 def comparison_markdown(cfg: BenchConfig, rows: list[tuple[list[Result], int | None]], flops_per_token: float,
                         peak: float, load_before: str, load_after: str) -> str:
-    median_tps = [statistics.median(r.tokens_per_second for r in side) for side, _ in rows]
     lines = [
         f"`{command_line()}` ({time.strftime('%Y-%m-%d %H:%M')}): tiny model (built-in Llama), {cfg.n_examples} "
         f"chat examples (arithmetic with worked answers, 57-76 tokens), batch {cfg.batch_size}, lr {cfg.lr:g}, "
         f"{cfg.warmup_steps} warmup steps + cosine, {cfg.steps} steps, max_length {cfg.max_length}, fp32, no gradient "
-        f"checkpointing, loss on assistant tokens only; {cfg.repeats} interleaved runs per row, medians. "
-        "tokens/s = real (non-pad) input tokens / training-loop wall time (posttrain `time/train_seconds`, "
-        "TRL `train_runtime`). \"vs TRL\" divides by the TRL row with the same data order (random, or grouped by "
-        "length): the ratio of the medians, and the median of the ratios within each round (runs next to each "
-        "other in time, so less exposed to load that comes and goes). MFU = tokens/s x FLOPs per token / measured fp32 matmul peak.",
+        f"checkpointing, loss on assistant tokens only; {cfg.repeats} interleaved runs per row, medians.",
+        "",
+        "tokens/s counts real (non-pad) input tokens. *Whole loop*: tokens / training-loop wall time (posttrain "
+        "`time/train_seconds`, TRL `train_runtime`). *Median step*: tokens per step / the median time between "
+        "optimizer steps (first step left out), which bursts of load from other processes barely move. \"vs TRL\" "
+        "divides medians by those of the TRL row with the same data order (random, or grouped by length). "
+        "MFU = median-step tokens/s x FLOPs per token / fp32 matmul peak.",
         "",
         f"- machine before: {load_before}",
         f"- machine after: {load_after}",
-        f"- fp32 matmul peak (2048^3, median of 7): {peak:.1f} GFLOP/s; "
+        f"- fp32 matmul peak (2048^3, the higher of the medians of 7 before and after): {peak:.1f} GFLOP/s; "
         f"tiny model FLOPs/token: {flops_per_token / 1e6:.2f} M",
         "",
-        "| trainer | tokens/s (median) | runs (tokens/s) | vs TRL | vs TRL, per round | MFU | train loss (last logged) "
-        "| held-out loss |",
-        "|---|---:|---|---:|---:|---:|---:|---:|",
+        "| trainer | whole loop tokens/s | runs | vs TRL | median-step tokens/s | runs | vs TRL | MFU "
+        "| train loss (last logged) | held-out loss |",
+        "|---|---:|---|---:|---:|---|---:|---:|---:|---:|",
     ]
-    for (side, baseline), tps in zip(rows, median_tps):
-        runs = ", ".join(f"{r.tokens_per_second:,.0f}" for r in side)
-        ratio, per_round = "1.00x", "1.00x"
-        if baseline is not None:
-            ratio = f"**{tps / median_tps[baseline]:.2f}x**"
-            rounds = [a.tokens_per_second / b.tokens_per_second for a, b in zip(side, rows[baseline][0])]
-            per_round = f"**{statistics.median(rounds):.2f}x** ({', '.join(f'{x:.2f}' for x in rounds)})"
-        mfu = 100 * tps * flops_per_token / (peak * 1e9)
+    loop = [statistics.median(r.tokens_per_second for r in side) for side, _ in rows]
+    steady = [statistics.median(r.steady_tokens_per_second for r in side) for side, _ in rows]
+    for i, (side, baseline) in enumerate(rows):
+        vs = lambda rates: "1.00x" if baseline is None else f"**{rates[i] / rates[baseline]:.2f}x**"  # noqa: E731
+        mfu = 100 * steady[i] * flops_per_token / (peak * 1e9)
         train = statistics.median(r.train_loss for r in side)
         held = statistics.median(r.eval_loss for r in side)
-        lines.append(f"| {side[0].label} | {tps:,.0f} | {runs} | {ratio} | {per_round} | {mfu:.1f}% | {train:.3f} "
-                     f"| {held:.3f} |")
+        lines.append(
+            f"| {side[0].label} | {loop[i]:,.0f} | {', '.join(f'{r.tokens_per_second:,.0f}' for r in side)} | {vs(loop)} "
+            f"| {steady[i]:,.0f} | {', '.join(f'{r.steady_tokens_per_second:,.0f}' for r in side)} | {vs(steady)} "
+            f"| {mfu:.1f}% | {train:.3f} | {held:.3f} |"
+        )
     lines += ["", "Train loss: posttrain logs the loss of the step itself, TRL the mean over the last 10 steps; "
               "the held-out loss (token-mean NLL on 500 held-out problems) is computed by one function for both."]
     return "\n".join(lines)
@@ -309,14 +323,15 @@ def mfu_rows(cfg: BenchConfig, folder: Path) -> list[str]:
     for name in ("tiny-10m", "tiny-30m"):
         examples = tokenize(str(data), load_tokenizer(name), cfg.max_length)
         total, n, per_token = model_flops(resolve_model_dir(name), examples)
-        peak = matmul_peak_gflops()
+        peak_before = matmul_peak_gflops()
         res = run_posttrain(cfg, name, data, folder, f"mfu-{name}", examples, [], steps=cfg.mfu_steps,
                             batch_size=cfg.mfu_batch_size, lr=1e-3, bucket=True)
-        achieved = res.tokens_per_second * per_token / 1e9
-        print(f"  {name}: {res.tokens_per_second:,.0f} tok/s, {achieved:.1f} GFLOP/s of {peak:.1f} "
-              f"({100 * achieved / peak:.1f}% MFU)", flush=True)
+        peak = max(peak_before, matmul_peak_gflops())
+        achieved = res.steady_tokens_per_second * per_token / 1e9
+        print(f"  {name}: {res.steady_tokens_per_second:,.0f} tok/s at the median step, {achieved:.1f} GFLOP/s of "
+              f"{peak:.1f} ({100 * achieved / peak:.1f}% MFU)", flush=True)
         rows.append(f"| {name} | {total / 1e6:.1f} M | {n / 1e6:.1f} M | {per_token / 1e6:.1f} M | "
-                    f"{res.tokens_per_second:,.0f} | "
+                    f"{res.tokens_per_second:,.0f} | {res.steady_tokens_per_second:,.0f} | "
                     f"{achieved:.1f} | {peak:.1f} | {100 * achieved / peak:.1f}% |")
     return rows
 
@@ -326,14 +341,16 @@ def mfu_markdown(cfg: BenchConfig, rows: list[str], load_before: str, load_after
         f"`{command_line()}` ({time.strftime('%Y-%m-%d %H:%M')}): posttrain SFT with its defaults (length-bucketed "
         f"batches, unpacked), batch {cfg.mfu_batch_size}, {cfg.mfu_steps} steps, fp32, one run per model. FLOPs per "
         "token = 6N + 12·L·T·d (PaLM arXiv:2204.02311 app. B), N = matmul parameters (every nn.Linear, LM head "
-        "included; embedding lookup excluded), T = token-weighted mean example length. Peak = fp32 2048^3 matmul, "
-        "measured just before each run.",
+        "included; embedding lookup excluded), T = token-weighted mean example length. Achieved FLOP/s uses the "
+        "median-step tokens/s (tokens per step / median time between optimizer steps, first step left out). Peak = "
+        "fp32 2048^3 matmul, the higher of the medians of 7 measured just before and just after each run.",
         "",
         f"- machine before: {load_before}",
         f"- machine after: {load_after}",
         "",
-        "| model | parameters | N (matmul params) | FLOPs/token | tokens/s | achieved GFLOP/s | peak GFLOP/s | MFU |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | parameters | N (matmul params) | FLOPs/token | whole-loop tokens/s | median-step tokens/s "
+        "| achieved GFLOP/s | peak GFLOP/s | MFU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         *rows,
     ])
 
@@ -362,6 +379,7 @@ def main(cfg: BenchConfig) -> None:
         print(f"fp32 matmul peak {peak:.1f} GFLOP/s; {before}", flush=True)
         if cfg.compare:
             results, flops_per_token = compare(cfg, folder)
+            peak = max(peak, matmul_peak_gflops())  # load that came and went during the first measurement
             text = comparison_markdown(cfg, results, flops_per_token, peak, before, machine_line())
             print(text)
             if cfg.write:
