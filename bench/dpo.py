@@ -14,9 +14,11 @@ at lr/warmup_steps, so none is used), gradient clipping at 1 and max_length; fp3
 checkpointing, no torch.compile, one process, each run in a fresh process. Before timing, the bench
 checks that TRL tokenized every pair to exactly posttrain's prompt, chosen and rejected token ids.
 
-Rows: posttrain (reference log-probs precomputed once, its default); TRL's default (a second copy
-of the model, loaded by TRL, runs a no-grad forward every step); TRL with precompute_ref_log_probs;
-and TRL with its default random batches. The first three train on the SAME batches, step by step:
+Rows: posttrain with its defaults (reference log-probs precomputed once; each prompt encoded once
+for both responses, prefix sharing arXiv:2410.20305); posttrain with two rows per pair, as TRL does
+(--data.no-share-prompt); TRL's default (a second copy of the model, loaded by TRL, runs a no-grad
+forward every step); TRL with precompute_ref_log_probs; and TRL with its default random batches.
+The first four train on the SAME batches, step by step:
 TRL reads the rows in posttrain's (length-bucketed) batch order with a sequential sampler, so their
 loss curves must agree at every step. The last row shows what TRL does on its own: its DPOTrainer
 cannot group by length out of the box (`train_sampling_strategy="group_by_length"` stops with "Can
@@ -58,14 +60,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_line, update_results  # noqa: E402
 
 LOG2 = math.log(2)
-SIDES = ("posttrain", "trl", "trl-precompute", "trl-random-order")
+SIDES = ("posttrain", "posttrain-two-rows", "trl", "trl-precompute", "trl-random-order")
 LABELS = {
-    "posttrain": "posttrain (reference precomputed once)",
+    "posttrain": "posttrain (reference precomputed once, prompt shared)",
+    "posttrain-two-rows": "posttrain, two rows per pair (--data.no-share-prompt)",
     "trl": "TRL DPOTrainer (reference model forward each step)",
     "trl-precompute": "TRL DPOTrainer, precompute_ref_log_probs=True",
     "trl-random-order": "TRL DPOTrainer, its own random batches",
 }
-SAME_BATCHES = ("posttrain", "trl", "trl-precompute")  # rows that train on identical batches, step by step
+SAME_BATCHES = ("posttrain", "posttrain-two-rows", "trl", "trl-precompute")  # rows that train on identical batches, step by step
 
 
 @dataclass
@@ -170,7 +173,14 @@ def prepare(cfg: BenchConfig, folder: Path) -> dict:
     return {"pairs": str(path), "trl_rows": str(trl_rows), "expected": str(expected), "n_pairs": len(pairs),
             "longest": max(len(e) for e in examples),
             "slots": sum(2 * len(b) * max(len(e) for e in b) for b in batches),  # 2B sequences padded to the longest
-            "real": sum(2 * len(e.prompt_ids) + len(e.chosen_ids) + len(e.rejected_ids) for b in batches for e in b)}
+            "real": sum(2 * len(e.prompt_ids) + len(e.chosen_ids) + len(e.rejected_ids) for b in batches for e in b),
+            # prefix sharing: B rows [prompt, chosen, rejected] padded to the longest
+            "shared_slots": sum(len(b) * max(_shared_length(e) for e in b) for b in batches),
+            "shared_real": sum(_shared_length(e) for b in batches for e in b)}
+
+
+def _shared_length(e) -> int:
+    return len(e.prompt_ids) + len(e.chosen_ids) + len(e.rejected_ids)
 
 
 # -- one run per process -----------------------------------------------------------------------
@@ -186,7 +196,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def run_posttrain(cfg: BenchConfig, data: dict, out: Path) -> Result:
+def run_posttrain(cfg: BenchConfig, data: dict, out: Path, share_prompt: bool = True) -> Result:
     """One posttrain DPO run; its reference pass is timed by the recipe itself (log record args)."""
     import torch
 
@@ -199,7 +209,8 @@ def run_posttrain(cfg: BenchConfig, data: dict, out: Path) -> Result:
     ref_records = _capture_log_records("posttrain.recipes.dpo")
     dpo_cfg = dpo.DPOConfig(
         model=ModelConfig(name=str(resolve_model_dir("tiny")), dtype="float32"),
-        data=dpo.PreferenceDataConfig(train=data["pairs"], eval_fraction=0.0, max_length=cfg.max_length),
+        data=dpo.PreferenceDataConfig(train=data["pairs"], eval_fraction=0.0, max_length=cfg.max_length,
+                                      share_prompt=share_prompt),
         optim=OptimConfig(lr=cfg.lr, warmup_steps=0, schedule="cosine", batch_size=cfg.batch_size,
                           max_steps=cfg.steps, max_grad_norm=1.0),
         run=RunConfig(name="dpo", output_dir=str(out), device="cpu", progress=False, log_every=1, seed=0),
@@ -215,7 +226,8 @@ def run_posttrain(cfg: BenchConfig, data: dict, out: Path) -> Result:
     return Result("posttrain", cfg.steps * cfg.batch_size, computed[0],
                   next(m["time/train_seconds"] for m in metrics if "time/train_seconds" in m), end_to_end,
                   [m["train/loss"] for m in metrics if "train/loss" in m], after_imports, peak_rss_mb(),
-                  {"threads": torch.get_num_threads(), "slots": data["slots"], "real": data["real"]})
+                  {"threads": torch.get_num_threads(), "slots": data["shared_slots" if share_prompt else "slots"],
+                   "real": data["shared_real" if share_prompt else "real"]})
 
 
 def _capture_log_records(logger_name: str) -> list[logging.LogRecord]:
@@ -321,8 +333,8 @@ def run_side(side: str, cfg: BenchConfig, data: dict, out: str) -> dict:
     transformers.logging.set_verbosity_error()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if side == "posttrain":
-        return asdict(run_posttrain(cfg, data, Path(out)))
+    if side.startswith("posttrain"):
+        return asdict(run_posttrain(cfg, data, Path(out), share_prompt=side == "posttrain"))
     return asdict(run_trl(cfg, data, Path(out), side))
 
 
@@ -391,7 +403,8 @@ def results_markdown(cfg: BenchConfig, results: dict[str, list[Result]], data: d
         "timed reference pass + `time/train_seconds`; TRL's `_precompute_ref_logps` (it runs in the trainer's "
         "constructor) + `train_runtime`. The first three rows train on identical batches (TRL reads the rows in "
         "posttrain's length-bucketed batch order with a sequential sampler); the last lets TRL shuffle as it does by "
-        "default. Tokens = sequence slots in the training batches (2B x padded length, summed over steps) and the "
+        "default. Tokens = sequence slots in the training batches (2B x padded length, or with the prompt shared "
+        "B x padded [prompt, chosen, rejected], summed over steps) and the "
         "share of them that are real tokens. End-to-end adds tokenization, model loading and (posttrain) saving "
         "final/. Peak RSS = `ru_maxrss` of the run's own process; \"after imports\" is its RSS once the run's "
         "libraries were imported.",
@@ -436,18 +449,24 @@ def where_time_goes(results: dict[str, list[Result]]) -> str:
     def med(side: str, key) -> float:
         return _median(results[side], key)
 
+    pps = {side: med(side, lambda r: r.pairs_per_second) for side in results}
     pt_ref, pt_loop = med("posttrain", lambda r: r.ref_seconds), med("posttrain", lambda r: r.loop_seconds)
+    two_ref, two_loop = (med("posttrain-two-rows", lambda r: r.ref_seconds),
+                         med("posttrain-two-rows", lambda r: r.loop_seconds))
     slots = {side: runs[0].extra["slots"] for side, runs in results.items()}
     return (
         f"Where the time goes: posttrain spends {100 * pt_ref / (pt_ref + pt_loop):.0f}% of its time on the "
-        f"reference pass. On identical batches TRL's training loop with precomputed reference log-probs takes "
-        f"{med('trl-precompute', lambda r: r.loop_seconds) / pt_loop:.2f}x posttrain's loop and its reference pass "
-        f"{med('trl-precompute', lambda r: r.ref_seconds) / pt_ref:.2f}x posttrain's; TRL's default loop (reference "
-        f"forward inside each step) takes {med('trl', lambda r: r.loop_seconds) / (pt_ref + pt_loop):.2f}x posttrain's "
-        "reference pass + loop. Both sides run the same model matmuls per pair (one policy forward and backward, one "
-        "reference forward), so at identical batches the gap is the work each trainer adds around them. With its "
-        f"own random batches TRL pushes {slots['trl-random-order'] / slots['posttrain']:.2f}x the sequence slots "
-        "through the model (more padding), which is most of that row's gap."
+        f"reference pass. Prefix sharing (arXiv:2410.20305) puts {slots['posttrain']:,} sequence slots through the "
+        f"model instead of {slots['posttrain-two-rows']:,} ({slots['posttrain'] / slots['posttrain-two-rows']:.2f}x; "
+        f"each prompt is encoded once, and the LM head runs only from the last prompt token on in both posttrain "
+        f"rows): it makes posttrain {pps['posttrain'] / pps['posttrain-two-rows']:.2f}x faster than with two rows per "
+        f"pair. With two rows, posttrain does the same model matmuls per pair as TRL (one policy forward and "
+        f"backward, one reference forward) and is {pps['posttrain-two-rows'] / pps['trl']:.2f}x TRL's default and "
+        f"{pps['posttrain-two-rows'] / pps['trl-precompute']:.2f}x TRL with precomputed reference log-probs: "
+        f"TRL's precompute-row loop takes {med('trl-precompute', lambda r: r.loop_seconds) / two_loop:.2f}x the "
+        f"two-row loop and its reference pass {med('trl-precompute', lambda r: r.ref_seconds) / two_ref:.2f}x. With "
+        f"its own random batches TRL pushes {slots['trl-random-order'] / slots['trl']:.2f}x the sequence slots of "
+        "the bucketed two-row batches through the model (more padding), which is most of that row's gap."
     )
 
 

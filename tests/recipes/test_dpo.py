@@ -88,7 +88,8 @@ def test_online_reference_is_exactly_the_policy_at_start_and_trains_like_precomp
     assert not (online / REFERENCE_CACHE).exists()
     pre = final_weights(train(cfg_for(tmp_path, data, "pre")))
     for name, value in final_weights(online).items():
-        torch.testing.assert_close(value, pre[name], atol=1e-5, rtol=1e-4)
+        # Adam turns float noise in a near-zero gradient into up to lr-sized steps: a few 1e-5 differences
+        torch.testing.assert_close(value, pre[name], atol=1e-4, rtol=1e-4)
 
 
 def test_reference_logps_are_computed_once_and_reused_on_resume(tmp_path, caplog):
@@ -182,7 +183,7 @@ def test_accumulated_gradient_equals_the_full_batch_gradient(tmp_path, tiny_dir)
     from posttrain.data.preference import PREFERENCE_KINDS, tokenize_preferences
     from posttrain.losses.preference import nll_loss
     from posttrain.models.load import load_tokenizer
-    from posttrain.recipes.dpo import make_pair_batch, pair_logps, preference_step_loss, reference_fn
+    from posttrain.recipes.dpo import make_pair_batch, pair_layout, preference_step_loss, reference_fn, response_logps
     from posttrain.training.distributed import Dist
     from posttrain.training.loop import Schedule, accumulate
 
@@ -200,15 +201,14 @@ def test_accumulated_gradient_equals_the_full_batch_gradient(tmp_path, tiny_dir)
 
     def token_mean_nll_step_loss(model, batch):
         loss_sum, sums = preference_step_loss(PreferenceConfig(), model, batch)
-        _, _, token_logps = pair_logps(model, batch, average=False)
-        n = batch["count"]
-        return loss_sum + nll_loss(token_logps[:n], batch["completion_mask"][:n])[0] * n, sums
+        token_logps, chosen_mask, _ = response_logps(model, batch)  # (B, N)
+        return loss_sum + nll_loss(token_logps, chosen_mask)[0] * batch["count"], sums
 
     def grads(micro_size: int, accum: int, step_loss) -> torch.Tensor:
         model.zero_grad()
         micro = []
         for b in Schedule([len(e) for e in examples], micro_size, accum, seed=0, bucket=False).step_batches(0):
-            m = make_pair_batch(examples, b, tok.pad_token_id, d.device)
+            m = make_pair_batch(examples, b, tok.pad_token_id, d.device, pair_layout(model, share_prompt=True))
             m["ref_chosen_logps"], m["ref_rejected_logps"] = reference(m)
             micro.append(m)
         accumulate(model, micro, step_loss, d)
@@ -250,3 +250,46 @@ def test_bad_data_settings_are_refused_before_anything_is_written(tmp_path):
     with pytest.raises(DataError, match=r"long\.jsonl: row 3: \d+ tokens, more than data.max_length=64"):
         train(cfg_for(tmp_path, data, "long"))
     assert not (tmp_path / "long").exists() and not (tmp_path / "dpo").exists()
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_shared_prompt_rows_give_the_two_row_log_probs_and_gradients(tmp_path, tiny_dir, attention):
+    """Prefix sharing (one row [prompt, chosen, rejected] per pair, arXiv:2410.20305) is exact: per-pair
+    log-probs and the gradient of the DPO loss equal those of two padded rows per pair, with prompts of
+    different lengths in one batch, for sdpa's bool mask and eager's additive one, with the LM head run
+    only from the last prompt token (logits_to_keep) and on every position. A mask that let rejected
+    tokens see the chosen ones would change the rejected log-probs."""
+    from posttrain.data.load import load_records
+    from posttrain.data.preference import PREFERENCE_KINDS, tokenize_preferences
+    from posttrain.models.load import load_tokenizer
+    from posttrain.recipes.dpo import PairLayout, make_pair_batch, pair_layout, pair_logps
+
+    rows = [{"prompt": "What is 1 + 2?", "chosen": "3", "rejected": "It is surely a rather big number"},
+            {"prompt": "Please tell me, what is 12 + 30 in digits?", "chosen": "The sum is 42.", "rejected": "41"},
+            {"prompt": "Say hi", "chosen": "hi", "rejected": "no"}]
+    data = tmp_path / "p.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tok = load_tokenizer("tiny")
+    examples = tokenize_preferences(load_records(str(data), accept=PREFERENCE_KINDS), tok,
+                                    PreferenceDataConfig(train=str(data)), source="p")
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir, attn_implementation=attention).eval()
+    auto = pair_layout(model, share_prompt=True)
+    assert auto.share_prompt and auto.trim_logits and (auto.mask_dtype == torch.bool) == (attention == "sdpa")
+    assert not pair_layout(model, share_prompt=False).share_prompt
+
+    def logps_and_grad(layout: PairLayout) -> tuple[torch.Tensor, ...]:
+        model.zero_grad()
+        batch = make_pair_batch(examples, [0, 1, 2], tok.pad_token_id, torch.device("cpu"), layout)
+        chosen, rejected, chosen_mean = pair_logps(model, batch, average=False)
+        (chosen - 2 * rejected).sum().backward()
+        grad = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        return chosen.detach(), rejected.detach(), chosen_mean.detach(), grad
+
+    two_rows = logps_and_grad(PairLayout())
+    for layout in (auto, PairLayout(True, auto.mask_dtype, False), PairLayout(False, torch.bool, True)):
+        for got, want in zip(logps_and_grad(layout), two_rows):
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    # the shared rows really are shorter: each prompt is in the batch once
+    shared = make_pair_batch(examples, [0, 1, 2], tok.pad_token_id, torch.device("cpu"), auto)
+    assert shared["inputs"]["input_ids"].numel() < make_pair_batch(
+        examples, [0, 1, 2], tok.pad_token_id, torch.device("cpu"))["inputs"]["input_ids"].numel()

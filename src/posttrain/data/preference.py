@@ -6,8 +6,14 @@ model is scored on (`tokenize_completion`), so prompt_ids + chosen_ids is exactl
 conversation prompt + chosen. A `Ranking` of K responses counts as its C(K, 2) pairs (better,
 worse), all carrying the ranking's row number.
 
-Batches put the B chosen sequences first and the B rejected ones after them, right-padded into
-one (2B, T) tensor, so both sides of every pair go through the model in ONE forward pass.
+Two batch layouts, both one forward pass for both sides of every pair:
+    `collate_pairs`          2B right-padded rows, the B chosen sequences first, then the B rejected
+                             ones; every prompt is encoded twice. Works with any model.
+    `collate_shared_prompt`  B rows [prompt, chosen, rejected] (prefix sharing, arXiv:2410.20305):
+                             each prompt is encoded once; a block mask keeps chosen and rejected from
+                             seeing each other and the rejected positions restart after the prompt, so
+                             every log-prob equals the two-row layout's. Needs a 4D attention mask
+                             (transformers' sdpa and eager attention).
 
 Sequences longer than data.max_length (prompt + response; each side is checked):
     "error"    stop before training with a DataError naming the source and row.
@@ -28,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from posttrain.data.collate import IGNORE_INDEX, pad_batch
@@ -131,6 +138,48 @@ def collate_pairs(examples: list[PreferenceExample], pad_id: int) -> dict[str, t
     completion_mask = batch["labels"][:, 1:] != IGNORE_INDEX  # (2B, T-1): prompt, padding and BOS excluded
     return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
             "completion_mask": completion_mask}
+
+
+# segment ids of collate_shared_prompt
+PROMPT, CHOSEN, REJECTED, PADDING = 0, 1, 2, 3
+
+
+def collate_shared_prompt(examples: list[PreferenceExample], pad_id: int) -> dict[str, torch.Tensor]:
+    """B pairs -> B right-padded rows [prompt, chosen, rejected] (prefix sharing, arXiv:2410.20305).
+
+    Returns input_ids, position_ids and segment (B, T); attention (B, 1, T, T) bool, True where query
+    i may attend to key j: j <= i and j is in the prompt or in i's own segment, so chosen and rejected
+    never see each other. Rejected positions restart at len(prompt), as if it followed the prompt alone.
+    For the scored tokens (B, N), N = the longest chosen + rejected: `targets` (token ids, -100 where
+    none), `predictors` (the position whose logits predict each target: the previous position, and for
+    the first rejected token the last prompt token) and `target_segment` (CHOSEN, REJECTED or PADDING).
+    """
+    if any(not e.prompt_ids for e in examples):
+        raise ValueError("collate_shared_prompt needs a non-empty prompt: its last token predicts both responses")
+    width = max(len(e.prompt_ids) + len(e.chosen_ids) + len(e.rejected_ids) for e in examples)
+    n_scored = max(len(e.chosen_ids) + len(e.rejected_ids) for e in examples)
+    rows = len(examples)
+    input_ids = np.full((rows, width), pad_id, dtype=np.int64)  # (B, T)
+    position_ids = np.zeros((rows, width), dtype=np.int64)  # (B, T)
+    segment = np.full((rows, width), PADDING, dtype=np.int64)  # (B, T)
+    targets = np.full((rows, n_scored), IGNORE_INDEX, dtype=np.int64)  # (B, N)
+    predictors = np.zeros((rows, n_scored), dtype=np.int64)  # (B, N)
+    target_segment = np.full((rows, n_scored), PADDING, dtype=np.int64)  # (B, N)
+    for b, e in enumerate(examples):
+        p, c, r = len(e.prompt_ids), len(e.chosen_ids), len(e.rejected_ids)
+        input_ids[b, : p + c + r] = e.prompt_ids + e.chosen_ids + e.rejected_ids
+        position_ids[b] = np.concatenate([np.arange(p + c), np.arange(p, p + r), np.arange(p + r, p + r + width - p - c - r)])
+        segment[b, :p], segment[b, p : p + c], segment[b, p + c : p + c + r] = PROMPT, CHOSEN, REJECTED
+        targets[b, : c + r] = e.chosen_ids + e.rejected_ids
+        predictors[b, :c] = np.arange(p - 1, p + c - 1)
+        predictors[b, c : c + r] = np.concatenate([[p - 1], np.arange(p + c, p + c + r - 1)])
+        target_segment[b, :c], target_segment[b, c : c + r] = CHOSEN, REJECTED
+    seg = torch.from_numpy(segment)
+    visible = (seg[:, None, :] == PROMPT) | (seg[:, None, :] == seg[:, :, None])  # (B, T, T): [query, key]
+    attention = (visible & torch.ones(width, width, dtype=torch.bool).tril())[:, None]  # (B, 1, T, T)
+    return {"input_ids": torch.from_numpy(input_ids), "position_ids": torch.from_numpy(position_ids),
+            "segment": seg, "attention": attention, "targets": torch.from_numpy(targets),
+            "predictors": torch.from_numpy(predictors), "target_segment": torch.from_numpy(target_segment)}
 
 
 def split_heldout(examples: list[PreferenceExample], fraction: float, seed: int

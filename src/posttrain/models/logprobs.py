@@ -40,6 +40,14 @@ def shifted_token_logps(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.
     return token_logps(logits[:, :-1], input_ids[:, 1:])  # (B, T-1, V), (B, T-1)
 
 
+def gathered_token_logps(logits: torch.Tensor, predictors: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(targets[b, n] | logits[b, predictors[b, n]]): (B, T, V), (B, N), (B, N) -> (B, N); 0 where the
+    target is IGNORE_INDEX. For layouts where a token is not predicted by the position just before it
+    (the shared-prompt pair rows of data/preference.py)."""
+    rows = logits.gather(1, predictors[..., None].expand(-1, -1, logits.shape[-1]))  # (B, N, V)
+    return token_logps(rows, targets)
+
+
 def sequence_logps(token_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Sum of token log-probs over the positions where `mask` is nonzero: (B, T) -> (B,)."""
     if token_logps.shape != mask.shape:

@@ -1,9 +1,11 @@
 """Direct preference optimization on (prompt, chosen, rejected) pairs: DPO, conservative DPO, IPO,
 SimPO, each optionally with RPO's NLL term on the chosen responses.
 
-Per pair the policy's log-probs of both responses come from ONE forward pass over 2B right-padded
-sequences (chosen first, then rejected), summed over response tokens for DPO and averaged per token
-for IPO and SimPO, as TRL does. The reference log-probs (DPO, IPO) are those of the starting model:
+Per pair the policy's log-probs of both responses come from ONE forward pass, summed over response
+tokens for DPO and averaged per token for IPO and SimPO, as TRL does. By default each prompt is
+encoded once, in one row [prompt, chosen, rejected] with a block attention mask (prefix sharing,
+arXiv:2410.20305); otherwise 2B right-padded rows (chosen first, then rejected). Logits are computed
+only from the last prompt token on (transformers' logits_to_keep), where the model supports it. The reference log-probs (DPO, IPO) are those of the starting model:
 by default computed once before training and cached in the run directory (see PreferenceConfig.reference).
 The loss is averaged over every pair of the optimizer step, across micro-batches and processes.
 Reads top to bottom: config -> check inputs -> set up -> reference -> loop -> save.
@@ -19,6 +21,7 @@ over the micro-batch, which changes with how a step is split); the reference is 
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import time
 from dataclasses import dataclass, field
@@ -31,10 +34,13 @@ import torch
 from posttrain.config import DataConfig, ModelConfig, OptimConfig, RunConfig, _check
 from posttrain.data.load import describe_source, load_records
 from posttrain.data.preference import (
+    CHOSEN,
     PREFERENCE_KINDS,
     REFERENCE_CACHE,
+    REJECTED,
     PreferenceExample,
     collate_pairs,
+    collate_shared_prompt,
     fingerprint,
     load_reference_logps,
     save_reference_logps,
@@ -44,7 +50,8 @@ from posttrain.data.preference import (
 from posttrain.errors import ConfigError
 from posttrain.losses.preference import dpo_loss, ipo_loss, simpo_loss
 from posttrain.models.load import load_model, load_tokenizer, reference_context
-from posttrain.models.logprobs import average_sequence_logps, sequence_logps, shifted_token_logps
+from posttrain.models.logprobs import average_sequence_logps, gathered_token_logps, sequence_logps
+from posttrain.models.logprobs import token_logps as token_logps_of
 from posttrain.models.lora import is_lora
 from posttrain.training.checkpoint import seed_everything, unwrap
 from posttrain.training.distributed import Dist, all_reduce_sum, setup_distributed, teardown
@@ -126,6 +133,11 @@ class PreferenceDataConfig(DataConfig):
     """Held-out preference data, same forms as `train`. When unset, eval_fraction of the train rows are held out."""
     eval_fraction: float = 0.1
     """Fraction of train rows held out for evaluation when `eval` is unset (seeded by run.seed); 0 disables."""
+    share_prompt: bool = True
+    """Encode each prompt once for both of its responses: one row [prompt, chosen, rejected] with a block
+    attention mask (prefix sharing, arXiv:2410.20305) instead of two rows that both hold the prompt. The
+    log-probs are the same; fewer tokens go through the model (the prompt's share of each pair). Applies when
+    the model's attention takes a 4D mask (sdpa, eager; not flash-attention), else two rows are used."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -160,23 +172,81 @@ def prepare_data(cfg: DPOConfig, tokenizer) -> tuple[list[PreferenceExample], li
     return train, evals, lineage + [describe_source(cfg.data.eval)]
 
 
-def make_pair_batch(examples: list[PreferenceExample], indices: list[int], pad_id: int, device: torch.device) -> dict:
-    """Model inputs for the 2B sequences of `indices` (chosen first), their response mask, and counts."""
+@dataclass(frozen=True)
+class PairLayout:
+    """How pairs go through a given model: see `pair_layout`."""
+
+    share_prompt: bool = False
+    """One row [prompt, chosen, rejected] per pair (else two rows)."""
+    mask_dtype: torch.dtype = torch.bool
+    """The 4D mask's form: bool for sdpa, an additive float mask for eager attention."""
+    trim_logits: bool = False
+    """Pass `logits_to_keep` so the LM head runs only from the last prompt token on."""
+
+
+def pair_layout(model: torch.nn.Module, share_prompt: bool) -> PairLayout:
+    """The fastest layout `model` supports exactly; `share_prompt=False` forces two rows."""
+    base = unwrap(model)
+    base = base.get_base_model() if hasattr(base, "get_base_model") else base  # peft
+    attention = getattr(base.config, "_attn_implementation", None)
+    share = share_prompt and attention in ("sdpa", "eager")
+    if share_prompt and not share:
+        log.info("data.share_prompt: %s attention takes no 4D mask; each pair is two rows", attention)
+    trim = "logits_to_keep" in inspect.signature(base.forward).parameters
+    return PairLayout(share, torch.bool if attention == "sdpa" else base.dtype, trim)
+
+
+def make_pair_batch(examples: list[PreferenceExample], indices: list[int], pad_id: int, device: torch.device,
+                    layout: PairLayout = PairLayout()) -> dict:
+    """Model inputs for the pairs of `indices` in `layout`, what `response_logps` needs to score them, and counts."""
     if not indices:
         raise ValueError("a micro-batch needs at least one pair (batch size x processes > dataset?)")
-    b = collate_pairs([examples[i] for i in indices], pad_id)
-    inputs = {"input_ids": b["input_ids"].to(device), "attention_mask": b["attention_mask"].to(device),
-              "use_cache": False}
-    return {"inputs": inputs, "completion_mask": b["completion_mask"].to(device), "count": len(indices),
-            "n_input": int(b["attention_mask"].sum())}
+    pairs = [examples[i] for i in indices]
+    n_input = sum(2 * len(e.prompt_ids) + len(e.chosen_ids) + len(e.rejected_ids) for e in pairs)
+    shortest_prompt = min(len(e.prompt_ids) for e in pairs)
+    # logits are needed from the shortest prompt's last token on; earlier ones only when the model cannot skip them
+    first = max(shortest_prompt - 1, 0) if layout.trim_logits else 0
+    if layout.share_prompt and shortest_prompt > 0:
+        b = collate_shared_prompt(pairs, pad_id)
+        mask = b["attention"]  # (B, 1, T, T)
+        if layout.mask_dtype != torch.bool:  # eager attention adds the mask to its scores
+            mask = torch.zeros(mask.shape, dtype=layout.mask_dtype).masked_fill_(~mask, torch.finfo(layout.mask_dtype).min)
+        inputs = {"input_ids": b["input_ids"], "position_ids": b["position_ids"], "attention_mask": mask}
+        score = {"predictors": (b["predictors"] - first).clamp(min=0),  # padding targets read position 0
+                 "targets": b["targets"], "target_segment": b["target_segment"]}
+    else:
+        b = collate_pairs(pairs, pad_id)
+        inputs = {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]}
+        score = {"completion_mask": b["completion_mask"][:, first:], "targets": b["input_ids"][:, first + 1 :]}
+    width = inputs["input_ids"].shape[1]
+    inputs = {k: v.to(device) for k, v in inputs.items()} | {"use_cache": False}
+    if layout.trim_logits:
+        inputs["logits_to_keep"] = width - first  # logits for positions first .. T-1 only
+    return {"inputs": inputs, **{k: v.to(device) for k, v in score.items()}, "count": len(indices),
+            "n_input": n_input}
+
+
+def response_logps(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token log-probs of the batch's responses and where they are: (B, N) log-probs, chosen mask, rejected mask."""
+    logits = model(**batch["inputs"]).logits  # (rows, T - first, V)
+    if "predictors" in batch:  # shared prompt: one row per pair
+        token_logps = gathered_token_logps(logits, batch["predictors"], batch["targets"])  # (B, N)
+        return token_logps, batch["target_segment"] == CHOSEN, batch["target_segment"] == REJECTED
+    token_logps = token_logps_of(logits[:, :-1], batch["targets"])  # (2B, T - first - 1)
+    mask = batch["completion_mask"]  # (2B, T - first - 1)
+    chosen, rejected = token_logps.chunk(2)  # (B, T - first - 1) each
+    none = torch.zeros_like(mask[: len(chosen)])
+    return (torch.cat([chosen, rejected], 1), torch.cat([mask[: len(chosen)], none], 1),
+            torch.cat([none, mask[len(chosen) :]], 1))  # (B, 2(T - first - 1)) each
 
 
 def pair_logps(model: torch.nn.Module, batch: dict, average: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(chosen (B,), rejected (B,), token log-probs (2B, T-1)) from one forward over the 2B sequences."""
-    token_logps = shifted_token_logps(model(**batch["inputs"]).logits, batch["inputs"]["input_ids"])  # (2B, T-1)
+    """(chosen, rejected, chosen per-token mean), each (B,), from one forward over the batch's pairs.
+    `average`: chosen and rejected are per-token means (IPO, SimPO), else sums (DPO)."""
+    token_logps, chosen_mask, rejected_mask = response_logps(model, batch)  # (B, N) each
     reduce = average_sequence_logps if average else sequence_logps
-    chosen, rejected = reduce(token_logps, batch["completion_mask"]).chunk(2)  # (B,), (B,)
-    return chosen, rejected, token_logps
+    chosen_mean = average_sequence_logps(token_logps, chosen_mask)
+    return reduce(token_logps, chosen_mask), reduce(token_logps, rejected_mask), chosen_mean
 
 
 def preference_loss(pref: PreferenceConfig, chosen_logps: torch.Tensor, rejected_logps: torch.Tensor,
@@ -193,7 +263,7 @@ def preference_loss(pref: PreferenceConfig, chosen_logps: torch.Tensor, rejected
 
 def preference_step_loss(pref: PreferenceConfig, model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
     """Loss SUMMED over the batch's pairs and metric sums, as the training engine wants."""
-    chosen, rejected, token_logps = pair_logps(model, batch, pref.length_normalized)
+    chosen, rejected, chosen_mean = pair_logps(model, batch, pref.length_normalized)
     loss, metrics = preference_loss(pref, chosen, rejected, batch.get("ref_chosen_logps"),
                                     batch.get("ref_rejected_logps"))
     n = batch["count"]
@@ -202,7 +272,7 @@ def preference_step_loss(pref: PreferenceConfig, model: torch.nn.Module, batch: 
     if pref.nll_coef > 0:
         # RPO's NLL is per pair, over the chosen tokens (arXiv:2404.19733 eq. 3): nll_loss taken one row at a
         # time. A token mean over the micro-batch would change with how a step is split into micro-batches.
-        nll = -average_sequence_logps(token_logps[:n], batch["completion_mask"][:n])  # (B,)
+        nll = -chosen_mean  # (B,)
         loss_sum = loss_sum + pref.nll_coef * nll.sum()
         sums["nll_loss"] = float(nll.detach().sum())
     return loss_sum, sums
@@ -244,13 +314,13 @@ def eval_order(examples: list[PreferenceExample], batch_size: int, d: Dist) -> l
 
 
 def compute_reference_logps(splits: dict[str, list[PreferenceExample]], reference: ReferenceFn, batch_size: int,
-                            pad_id: int, d: Dist) -> dict[str, torch.Tensor]:
+                            pad_id: int, d: Dist, layout: PairLayout = PairLayout()) -> dict[str, torch.Tensor]:
     """`{split.chosen, split.rejected: (N,)}` for every split, each process doing its share."""
     out = {}
     for split, examples in splits.items():
         chosen, rejected = (torch.zeros(len(examples), dtype=torch.float64) for _ in range(2))
         for indices in eval_order(examples, batch_size, d):
-            c, r = reference(make_pair_batch(examples, indices, pad_id, d.device))
+            c, r = reference(make_pair_batch(examples, indices, pad_id, d.device, layout))
             chosen[indices], rejected[indices] = c.double().cpu(), r.double().cpu()
         out[f"{split}.chosen"] = all_reduce_sum(chosen, d).float().cpu()
         out[f"{split}.rejected"] = all_reduce_sum(rejected, d).float().cpu()
@@ -258,7 +328,7 @@ def compute_reference_logps(splits: dict[str, list[PreferenceExample]], referenc
 
 
 def reference_logps_for_run(cfg: DPOConfig, splits: dict[str, list[PreferenceExample]], reference: ReferenceFn,
-                            pad_id: int, d: Dist) -> tuple[dict[str, torch.Tensor], str, bool]:
+                            pad_id: int, d: Dist, layout: PairLayout) -> tuple[dict[str, torch.Tensor], str, bool]:
     """(log-probs, fingerprint, computed now?): the run directory's cache when resuming with the same data and
     model, else one pass over the data."""
     key = fingerprint(splits, model=cfg.model.name, dtype=cfg.model.dtype, average=str(cfg.dpo.length_normalized))
@@ -267,7 +337,7 @@ def reference_logps_for_run(cfg: DPOConfig, splits: dict[str, list[PreferenceExa
         log.info("reference log-probs: reused %s", cache)
         return cached, key, False
     t0 = time.perf_counter()
-    logps = compute_reference_logps(splits, reference, cfg.optim.batch_size, pad_id, d)
+    logps = compute_reference_logps(splits, reference, cfg.optim.batch_size, pad_id, d, layout)
     log.info("reference log-probs: computed for %d pairs in %.1f s", sum(len(s) for s in splits.values()),
              time.perf_counter() - t0)
     return logps, key, True
@@ -309,12 +379,13 @@ def _train(cfg: DPOConfig, d: Dist) -> Path:
     seed_everything(cfg.run.seed)
     model, tokenizer = load_model(cfg.model, d.device)
     pad_id = tokenizer.pad_token_id
+    layout = pair_layout(model, cfg.data.share_prompt)
 
     # -- reference log-probs, from the starting weights: before any update or checkpoint load --
     reference = reference_fn(cfg.dpo, model)
     ref_logps = None
     if reference is not None and cfg.dpo.reference == "precompute":
-        ref_logps, ref_key, ref_computed = reference_logps_for_run(cfg, splits, reference, pad_id, d)
+        ref_logps, ref_key, ref_computed = reference_logps_for_run(cfg, splits, reference, pad_id, d, layout)
         reference = None  # from here on the live model trains and is no reference
 
     model.train()
@@ -332,7 +403,7 @@ def _train(cfg: DPOConfig, d: Dist) -> Path:
     step_loss = partial(preference_step_loss, cfg.dpo)
 
     def batch(split: str, indices: list[int]) -> dict:
-        m = make_pair_batch(splits[split], indices, pad_id, d.device)
+        m = make_pair_batch(splits[split], indices, pad_id, d.device, layout)
         if ref_logps is not None:
             m["ref_chosen_logps"] = ref_logps[f"{split}.chosen"][indices].to(d.device)
             m["ref_rejected_logps"] = ref_logps[f"{split}.rejected"][indices].to(d.device)
