@@ -19,10 +19,13 @@ from other processes hits both sides alike; the table gives medians and the rati
 Equal final loss is checked on held-out data: both final models are scored by the same function
 (token-mean NLL on the task's 500 held-out problems).
 
-Rows: posttrain and TRL with random batches (the like-for-like pair); posttrain's default
-length-bucketed batches against TRL's `train_sampling_strategy="group_by_length"`; posttrain
-packed. Known differences that remain: TRL's linear warmup starts at lr 0 on the first step,
-posttrain's at lr/warmup_steps; TRL uses fused AdamW, posttrain the per-tensor AdamW.
+Rows: posttrain and TRL with random batches, each with its defaults (the main pair: posttrain runs
+padding-free, every example of a batch in one row with per-example attention, and the LM head only
+where the loss reads logits; TRL pads each batch to its longest example); posttrain with padded rows
+(--data.no-padding-free: the same layout as TRL); posttrain length-bucketed against TRL's
+`train_sampling_strategy="group_by_length"`; posttrain packed. Both use fused AdamW. A known
+difference that remains: TRL's linear warmup starts at lr 0 on the first step, posttrain's at
+lr/warmup_steps.
 """
 
 from __future__ import annotations
@@ -44,9 +47,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from common import (  # noqa: E402
-    StepTimes, flop_params, machine_line, matmul_peak_gflops, train_flops_per_token, update_results,
-)
+from common import StepTimes, flop_params, machine_line, matmul_peak_gflops, train_flops_per_token, update_results  # noqa: E402
 
 from posttrain.config import DataConfig, ModelConfig, OptimConfig, RunConfig  # noqa: E402
 from posttrain.data.load import load_records  # noqa: E402
@@ -155,11 +156,12 @@ def check_same_tokens(trl_dataset, examples: list[Example]) -> None:
 
 def run_posttrain(cfg: BenchConfig, model: str, data: Path, out: Path, name: str, examples: list[Example],
                   heldout: list[Example], *, steps: int, batch_size: int, lr: float, bucket: bool = False,
-                  packing: bool = False) -> Result:
+                  packing: bool = False, padding_free: bool = True) -> Result:
     """One posttrain SFT run; tokens counted from the recipe's own data order (Schedule)."""
     sft_cfg = sft.SFTConfig(
         model=ModelConfig(name=model, dtype="float32"),
-        data=DataConfig(train=str(data), max_length=cfg.max_length, packing=packing, bucket_by_length=bucket),
+        data=sft.SFTDataConfig(train=str(data), max_length=cfg.max_length, packing=packing, bucket_by_length=bucket,
+                               padding_free=padding_free),
         optim=OptimConfig(lr=lr, warmup_steps=cfg.warmup_steps, schedule="cosine", batch_size=batch_size,
                           max_steps=steps, max_grad_norm=1.0),
         run=RunConfig(name=name, output_dir=str(out), device="cpu", progress=False, log_every=min(10, steps), seed=0),
@@ -171,7 +173,8 @@ def run_posttrain(cfg: BenchConfig, model: str, data: Path, out: Path, name: str
     train_loss = [m["train/loss"] for m in metrics if "train/loss" in m][-1]
     schedule = Schedule([len(e) for e in examples], batch_size, 1, 0, bucket)
     tokens = sum(len(examples[i]) for s in range(steps) for b in schedule.step_batches(s) for i in b)
-    label = "posttrain" + (", packed" if packing else ", length-bucketed" if bucket else "")
+    label = "posttrain" + (", packed" if packing else ", length-bucketed" if bucket else "") + (
+        "" if packing or padding_free else ", padded rows (--data.no-padding-free)")
     held = heldout_loss(run_dir / "final", heldout) if heldout else float("nan")
     return Result(label, tokens, seconds, steps, step_times.median(), train_loss, held)
 
@@ -241,7 +244,9 @@ def compare(cfg: BenchConfig, folder: Path) -> tuple[list[tuple[list[Result], in
     ]
     if cfg.variants:
         rows += [
-            (lambda r: run_posttrain(cfg, "tiny", data, folder, f"ptb{r}", examples, heldout, bucket=True, **same), 3),
+            (lambda r: run_posttrain(cfg, "tiny", data, folder, f"ptr{r}", examples, heldout, padding_free=False,
+                                     **same), 1),
+            (lambda r: run_posttrain(cfg, "tiny", data, folder, f"ptb{r}", examples, heldout, bucket=True, **same), 4),
             (lambda r: run_trl(cfg, model_dir, tokenizer, train_rows, folder / f"trlg{r}", examples, heldout,
                                group_by_length=True), None),
             (lambda r: run_posttrain(cfg, "tiny", data, folder, f"ptp{r}", examples, heldout, packing=True, **same), 1),
@@ -265,7 +270,18 @@ def model_flops(model_dir: Path, examples: list[Example]) -> tuple[int, int, flo
     model = AutoModelForCausalLM.from_config(config)
     n = flop_params(model)
     per_token = train_flops_per_token(n, config.num_hidden_layers, weighted_length(examples), config.hidden_size)
+    # posttrain runs the LM head only where the loss reads logits (logits_to_keep): count its FLOPs there only,
+    # so that skipped work does not inflate MFU
+    head = model.get_output_embeddings().weight.numel()
+    per_token -= 6 * head * (1 - logit_share(examples))
     return count_parameters(model)[1], n, per_token
+
+
+def logit_share(examples: list[Example]) -> float:
+    """Share of positions whose logits the SFT loss reads: a trained token, or the one just before it."""
+    kept = sum(sum(1 for t in range(len(e)) if e.loss_mask[t] or (t + 1 < len(e) and e.loss_mask[t + 1]))
+               for e in examples)
+    return kept / sum(len(e) for e in examples)
 
 
 def weighted_length(examples: list[Example]) -> float:
@@ -339,9 +355,10 @@ def mfu_rows(cfg: BenchConfig, folder: Path) -> list[str]:
 def mfu_markdown(cfg: BenchConfig, rows: list[str], load_before: str, load_after: str) -> str:
     return "\n".join([
         f"`{command_line()}` ({time.strftime('%Y-%m-%d %H:%M')}): posttrain SFT with its defaults (length-bucketed "
-        f"batches, unpacked), batch {cfg.mfu_batch_size}, {cfg.mfu_steps} steps, fp32, one run per model. FLOPs per "
-        "token = 6N + 12·L·T·d (PaLM arXiv:2204.02311 app. B), N = matmul parameters (every nn.Linear, LM head "
-        "included; embedding lookup excluded), T = token-weighted mean example length. Achieved FLOP/s uses the "
+        f"batches, padding-free), batch {cfg.mfu_batch_size}, {cfg.mfu_steps} steps, fp32, one run per model. FLOPs "
+        "per token = 6N + 12·L·T·d (PaLM arXiv:2204.02311 app. B), N = matmul parameters (every nn.Linear, LM head "
+        "included; embedding lookup excluded), T = token-weighted mean example length, less the LM head's 6·V·d on "
+        "the positions whose logits posttrain does not compute (before each answer). Achieved FLOP/s uses the "
         "median-step tokens/s (tokens per step / median time between optimizer steps, first step left out). Peak = "
         "fp32 2048^3 matmul, the higher of the medians of 7 measured just before and just after each run.",
         "",

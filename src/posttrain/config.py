@@ -352,10 +352,10 @@ def _all_config_classes() -> list[type]:
     from posttrain.generate import GenerateConfig
     from posttrain.recipes.dpo import DPOConfig, PreferenceConfig, PreferenceDataConfig
     from posttrain.recipes.reward_model import RewardModelConfig
-    from posttrain.recipes.sft import SFTConfig
+    from posttrain.recipes.sft import SFTConfig, SFTDataConfig
     from posttrain.rl.rollout import SamplingParams
 
-    return [ModelConfig, DataConfig, OptimConfig, RunConfig, SFTConfig, RewardModelConfig, DPOConfig,
+    return [ModelConfig, DataConfig, OptimConfig, RunConfig, SFTConfig, SFTDataConfig, RewardModelConfig, DPOConfig,
             PreferenceConfig, PreferenceDataConfig, SamplingParams, GenerateConfig, EvalConfig, PairsConfig, DemoConfig]
 
 

@@ -68,12 +68,12 @@ class StageResult:
 
 
 def sft_stage(cfg: DemoConfig) -> tuple[StageResult, Path]:
-    from posttrain.recipes.sft import SFTConfig, train
+    from posttrain.recipes.sft import SFTConfig, SFTDataConfig, train
 
     t0 = time.perf_counter()
     sft_cfg = SFTConfig(
         model=ModelConfig(name="tiny"),
-        data=DataConfig(train=TASK, max_length=64),
+        data=SFTDataConfig(train=TASK, max_length=64),
         # lr 3e-3 left some seeds on the plateau for 1500 steps; 1e-3 with beta2 0.95 escaped on every seed tried
         optim=OptimConfig(lr=1e-3, betas=(0.9, 0.95), weight_decay=0.01, warmup_steps=50, min_lr_ratio=0.1,
                           batch_size=64, max_steps=cfg.sft_steps),

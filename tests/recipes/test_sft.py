@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from posttrain.config import DataConfig, ModelConfig, OptimConfig, RunConfig
-from posttrain.recipes.sft import SFTConfig, train
+from posttrain.recipes.sft import SFTConfig, SFTDataConfig, train
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,7 +34,7 @@ def chats(path: Path, n: int = 24) -> Path:
 def cfg_for(tmp: Path, data: Path, name: str, **optim) -> SFTConfig:
     return SFTConfig(
         model=ModelConfig(name="tiny"),
-        data=DataConfig(train=str(data), max_length=64),
+        data=SFTDataConfig(train=str(data), max_length=64),
         optim=OptimConfig(**{"lr": 3e-3, "warmup_steps": 1, "max_steps": 3, "batch_size": 8, **optim}),
         run=RunConfig(name=name, output_dir=str(tmp), progress=False, log_every=1),
     )
@@ -108,6 +108,39 @@ def test_accumulated_gradient_equals_the_full_batch_gradient(tmp_path, tiny_dir)
     full = grads(8, 1)
     torch.testing.assert_close(grads(2, 4), full, atol=1e-6, rtol=1e-5)
     assert not torch.allclose(grads(2, 4, per_micro_mean=True), full, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_trimmed_logits_give_the_same_loss_and_gradient(tmp_path, tiny_dir, packing):
+    """With trim_logits the LM head runs only from the position before the batch's first trained token
+    (logits_to_keep): the summed loss, the trained-token count and the gradient are those of the full
+    logits, padded or packed, and the logits really are fewer."""
+    from posttrain.data.load import load_records
+    from posttrain.data.tokenize import tokenize_dataset
+    from posttrain.models.load import load_tokenizer
+    from posttrain.models.logprobs import accepts_logits_to_keep
+    from posttrain.recipes.sft import SFT_KINDS, sft_step_loss
+    from posttrain.training.batches import make_micro_batch
+
+    tok = load_tokenizer("tiny")
+    ex = tokenize_dataset(load_records(str(chats(tmp_path / "c.jsonl")), accept=SFT_KINDS), tok,
+                          DataConfig(max_length=64), source="c")
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    assert accepts_logits_to_keep(model)
+
+    def loss_and_grad(trim: bool) -> tuple[torch.Tensor, int, torch.Tensor, int]:
+        model.zero_grad()
+        m = make_micro_batch(ex, list(range(6)), tok.pad_token_id, packing, torch.device("cpu"), 128, trim)
+        loss, _ = sft_step_loss(model, m)
+        loss.backward()
+        return (loss.detach(), m["n_target"], torch.cat([p.grad.flatten() for p in model.parameters()]),
+                m["labels"].numel())
+
+    full, trimmed = loss_and_grad(False), loss_and_grad(True)
+    torch.testing.assert_close(trimmed[0], full[0], atol=1e-4, rtol=1e-5)
+    assert trimmed[1] == full[1]
+    torch.testing.assert_close(trimmed[2], full[2], atol=1e-6, rtol=1e-5)
+    assert trimmed[3] < full[3]
 
 
 def run_cli(args: list[str], env_extra: dict | None = None) -> subprocess.Popen:

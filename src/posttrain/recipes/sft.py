@@ -23,7 +23,9 @@ from posttrain.data.load import default_heldout, describe_source, load_records
 from posttrain.data.records import Conversation, PromptCompletion, Text
 from posttrain.data.tokenize import Example, tokenize_dataset
 from posttrain.losses.sft import sft_loss
+from posttrain.models.attention import use_varlen_attention
 from posttrain.models.load import load_model, load_tokenizer
+from posttrain.models.logprobs import accepts_logits_to_keep
 from posttrain.training.batches import make_micro_batch
 from posttrain.training.checkpoint import seed_everything, unwrap
 from posttrain.training.distributed import Dist, all_reduce_sum, setup_distributed, teardown
@@ -35,11 +37,22 @@ SFT_KINDS = (Conversation, PromptCompletion, Text)
 
 
 @dataclass
+class SFTDataConfig(DataConfig):
+    """Demonstrations (conversations, prompt-completion pairs or plain text) and how they are cut into batches."""
+
+    padding_free: bool = True
+    """Put all examples of a micro-batch in ONE row, back to back, so that no pad token is computed; attention
+    stays inside each example (models/attention.py: varlen attention on position_ids, no (N, N) mask). The
+    loss is the same as with padded rows. Used when the model runs sdpa attention (the default), else padded
+    rows. With `packing`, rows of max_length are used instead, with the same attention."""
+
+
+@dataclass
 class SFTConfig:
     """Supervised fine-tuning: next-token loss on the assistant turns of demonstrations."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+    data: SFTDataConfig = field(default_factory=SFTDataConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, warmup_steps=20))
     run: RunConfig = field(default_factory=lambda: RunConfig(name="sft"))
 
@@ -87,13 +100,18 @@ def _train(cfg: SFTConfig, d: Dist) -> Path:
     scheduler = build_scheduler(optimizer, total_steps, cfg.optim)
     run = start_run(cfg.run, cfg, d, model, optimizer, scheduler, total_steps, data_lineage, cfg.model.name, "sft")
     pad_id = tokenizer.pad_token_id
+    trim = accepts_logits_to_keep(model)  # the LM head then runs only where the loss reads logits
+    # padding-free rows and packed rows need attention that keeps to each document without an (N, N) mask
+    varlen = (cfg.data.padding_free or cfg.data.packing) and use_varlen_attention(model)
+    padding_free = cfg.data.padding_free and varlen
 
     def batch(indices: list[int]) -> dict:
-        m = make_micro_batch(train_examples, indices, pad_id, cfg.data.packing, d.device, cfg.data.max_length)
+        m = make_micro_batch(train_examples, indices, pad_id, cfg.data.packing, d.device, cfg.data.max_length, trim,
+                             padding_free)
         return {**m, "count": m["n_target"]}
 
     def evaluate() -> dict[str, float]:
-        return {"eval/loss": evaluate_loss(model, eval_examples, cfg.optim.batch_size, pad_id, d)}
+        return {"eval/loss": evaluate_loss(model, eval_examples, cfg.optim.batch_size, pad_id, d, trim, padding_free)}
 
     # -- loop --------------------------------------------------------------------------------
     for step in range(run.start_step, total_steps):
@@ -110,13 +128,15 @@ def _train(cfg: SFTConfig, d: Dist) -> Path:
 
 
 @torch.no_grad()
-def evaluate_loss(model: torch.nn.Module, examples: list[Example], batch_size: int, pad_id: int, d: Dist) -> float:
+def evaluate_loss(model: torch.nn.Module, examples: list[Example], batch_size: int, pad_id: int, d: Dist,
+                  trim_logits: bool = False, padding_free: bool = False) -> float:
     """Token-mean NLL of held-out examples, over all processes."""
     model.eval()
     order = sorted(range(len(examples)), key=lambda i: len(examples[i]))
     total, count = 0.0, 0
     for j in range(d.rank * batch_size, len(order), batch_size * d.world_size):
-        m = make_micro_batch(examples, order[j : j + batch_size], pad_id, False, d.device)
+        m = make_micro_batch(examples, order[j : j + batch_size], pad_id, False, d.device, trim_logits=trim_logits,
+                             padding_free=padding_free)
         s, n = sft_loss(unwrap(model)(**m["inputs"]).logits, m["labels"])
         total, count = total + s.item(), count + int(n)
     model.train()
