@@ -136,3 +136,8 @@ def _split_sections(text: str) -> tuple[str, dict[str, str]]:
     parts = re.split(r"^## (.+)$", text, flags=re.MULTILINE)
     sections = {title.strip(): content.strip("\n") + "\n" for title, content in zip(parts[1::2], parts[2::2])}
     return parts[0], sections
+
+
+def threads_note(threads: int) -> str:
+    """Section-title suffix: runs pinned to a thread count get their own sections of RESULTS.md."""
+    return f" ({threads} torch thread{'s' if threads > 1 else ''})" if threads else ""

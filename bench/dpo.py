@@ -57,7 +57,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import machine_line, update_results  # noqa: E402
+from common import machine_line, threads_note, update_results  # noqa: E402
 
 LOG2 = math.log(2)
 SIDES = ("posttrain", "posttrain-two-rows", "trl", "trl-precompute", "trl-random-order")
@@ -495,7 +495,7 @@ def main(cfg: BenchConfig) -> None:
         text = results_markdown(cfg, results, data, before, machine_line())
     print(text)
     if cfg.write:
-        update_results("DPO: posttrain vs TRL DPOTrainer", text)
+        update_results("DPO: posttrain vs TRL DPOTrainer" + threads_note(cfg.threads), text)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from common import StepTimes, flop_params, machine_line, matmul_peak_gflops, train_flops_per_token, update_results  # noqa: E402
+from common import (  # noqa: E402
+    StepTimes,
+    flop_params,
+    machine_line,
+    matmul_peak_gflops,
+    threads_note,
+    train_flops_per_token,
+    update_results,
+)
 
 from posttrain.config import DataConfig, ModelConfig, OptimConfig, RunConfig  # noqa: E402
 from posttrain.data.load import load_records  # noqa: E402
@@ -372,11 +380,6 @@ def mfu_markdown(cfg: BenchConfig, rows: list[str], load_before: str, load_after
     ])
 
 
-def threads_note(cfg: BenchConfig) -> str:
-    """Section-title suffix: runs pinned to a thread count get their own sections of RESULTS.md."""
-    return f" ({cfg.threads} torch thread{'s' if cfg.threads > 1 else ''})" if cfg.threads else ""
-
-
 def command_line() -> str:
     return " ".join(["python bench/sft.py", *sys.argv[1:]])
 
@@ -400,13 +403,13 @@ def main(cfg: BenchConfig) -> None:
             text = comparison_markdown(cfg, results, flops_per_token, peak, before, machine_line())
             print(text)
             if cfg.write:
-                update_results("SFT: posttrain vs TRL SFTTrainer" + threads_note(cfg), text)
+                update_results("SFT: posttrain vs TRL SFTTrainer" + threads_note(cfg.threads), text)
         if cfg.mfu:
             before = machine_line()
             text = mfu_markdown(cfg, mfu_rows(cfg, folder), before, machine_line())
             print(text)
             if cfg.write:
-                update_results("SFT: MFU at ~10M and ~30M parameters" + threads_note(cfg), text)
+                update_results("SFT: MFU at ~10M and ~30M parameters" + threads_note(cfg.threads), text)
 
 
 if __name__ == "__main__":

@@ -5,13 +5,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from posttrain.models.attention import NAME, document_index, use_varlen_attention
+from posttrain.models.attention import NAME, document_slots, use_varlen_attention
 
 
-def test_document_index_lays_out_each_document_from_its_first_position():
-    index, valid = document_index(torch.tensor([0, 1, 2, 0, 0, 1]))
-    assert index.tolist() == [[0, 1, 2], [3, 0, 0], [4, 5, 0]]
-    assert valid.tolist() == [[True, True, True], [True, False, False], [True, True, False]]
+def test_document_slots_lay_out_each_document_from_its_first_position():
+    slots, docs, longest = document_slots(torch.tensor([0, 1, 2, 0, 0, 1]))
+    assert (docs, longest) == (3, 3) and slots.tolist() == [0, 1, 2, 3, 6, 7]
+    slots, docs, longest = document_slots(torch.tensor([3, 4, 0, 1]))  # a row may start mid-document
+    assert (docs, longest) == (2, 2) and slots.tolist() == [0, 1, 2, 3]
 
 
 def packed(docs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,17 +26,18 @@ import torch.nn.functional as F
 NAME = "posttrain_varlen_sdpa"
 
 
-def document_index(position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(index (docs, L), valid (docs, L)) for a row whose position_ids (N,) restart at 0 at each document:
-    index[d, j] is the row position of document d's j-th token (0 where valid is False)."""
+def document_slots(position_ids: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+    """(slots (N,), docs, L) for a row whose position_ids (N,) restart at 0 at each document: token i goes to
+    slot d·L + j of a (docs, L) grid when it is document d's j-th token, L the longest document."""
     starts = (position_ids == 0).nonzero().squeeze(1)  # (docs,)
     if len(starts) == 0 or starts[0] != 0:
         starts = torch.cat([starts.new_zeros(1), starts])
-    lengths = torch.diff(starts, append=starts.new_tensor([len(position_ids)]))  # (docs,)
-    offsets = torch.arange(int(lengths.max()), device=position_ids.device)  # (L,)
-    valid = offsets[None, :] < lengths[:, None]  # (docs, L)
-    index = torch.where(valid, starts[:, None] + offsets[None, :], 0)  # (docs, L)
-    return index, valid
+    n = len(position_ids)
+    lengths = torch.diff(starts, append=starts.new_tensor([n]))  # (docs,)
+    doc = torch.repeat_interleave(torch.arange(len(starts), device=position_ids.device), lengths, output_size=n)
+    offset = torch.arange(n, device=position_ids.device) - starts[doc]  # (N,): j within its document
+    longest = int(lengths.max())
+    return doc * longest + offset, len(starts), longest
 
 
 def varlen_sdpa(
@@ -53,17 +54,21 @@ def varlen_sdpa(
     if not packed:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       position_ids=position_ids, **kwargs)
-    index, valid = document_index(position_ids.reshape(-1))  # (docs, L) each
+    slots, docs, longest = document_slots(position_ids.reshape(-1))
 
     def by_document(x: torch.Tensor) -> torch.Tensor:  # (1, H, N, D) -> (docs, H, L, D)
-        # gathered along tokens as (docs, L, H, D), the memory layout transformers itself hands SDPA
-        return x[0].transpose(0, 1)[index].transpose(1, 2)
+        tokens = x[0].transpose(0, 1)  # (N, H, D)
+        # written into a zero grid rather than gathered: each slot has at most one token, so the backward pass
+        # is a plain gather (a gather's backward would have to accumulate); the empty slots trail each document
+        grid = tokens.new_zeros(docs * longest, *tokens.shape[1:]).index_put((slots,), tokens)
+        return grid.view(docs, longest, *tokens.shape[1:]).transpose(1, 2)
 
     out = F.scaled_dot_product_attention(
         by_document(query), by_document(key), by_document(value), dropout_p=dropout, is_causal=True, scale=scaling,
         enable_gqa=query.shape[1] != key.shape[1],
     )  # (docs, H, L, D)
-    return out.transpose(1, 2)[valid][None], None  # (1, N, H, D), in row order
+    out = out.transpose(1, 2).reshape(docs * longest, query.shape[1], query.shape[3])  # (docs·L, H, D)
+    return out.index_select(0, slots)[None], None  # (1, N, H, D), in row order
 
 
 def varlen_mask(batch_size: int, q_length: int, kv_length: int, attention_mask: torch.Tensor | None = None,
