@@ -89,7 +89,7 @@ CASES = {
     "config file not found": Case({}, ["--config", "nowhere.yaml"], ["nowhere.yaml", "config file not found"]),
     "example longer than max_length": data(jsonl(chat(("user", "count " * 40), ("assistant", "1 2 3 4 5 6 7 8"))),
                                            "--data.max-length", "16",
-                                           expect=["bad.jsonl", "row 1", "--data.max-length", "--data.truncation"]),
+                                           expect=["bad.jsonl:1:", "--data.max-length", "--data.truncation"]),
     "unknown model offline": Case({"ok.jsonl": jsonl(GOOD_CHAT)}, ["--data.train", "ok.jsonl", "--model.name", "nobody/nothing"],
                                   ["'nobody/nothing'", "offline"], env={"HF_HUB_OFFLINE": "1"}),
     "model dir without config.json": Case({"ok.jsonl": jsonl(GOOD_CHAT), "mymodel/weights.bin": b"\0"},

@@ -246,8 +246,9 @@ def test_bad_data_settings_are_refused_before_anything_is_written(tmp_path):
     rows = [{"prompt": "What is 1 + 1?", "chosen": "2", "rejected": "3"}] * 2
     rows.append({"prompt": "What is " + " + ".join(["1"] * 60) + "?", "chosen": "60", "rejected": "61"})
     data = tmp_path / "long.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    with pytest.raises(DataError, match=r"long\.jsonl: row 3: \d+ tokens, more than data.max_length=64"):
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows[:2]) + "\n" + json.dumps(rows[2]) + "\n")
+    # the third row stands on line 4, after a blank line: the error names the line
+    with pytest.raises(DataError, match=r"long\.jsonl:4: \d+ tokens, more than data.max_length=64"):
         train(cfg_for(tmp_path, data, "long"))
     assert not (tmp_path / "long").exists() and not (tmp_path / "dpo").exists()
 

@@ -201,7 +201,7 @@ def test_a_row_longer_than_max_length_is_named_or_skipped(tmp_path):
     rows = pair_rows(20)
     rows[4]["prompt"] = "What is " + " plus ".join(str(i) for i in range(30)) + "?"
     data = write_jsonl(tmp_path / "pairs.jsonl", rows)
-    with pytest.raises(DataError, match=r"pairs.jsonl: row 5: .* more than data.max_length=48"):
+    with pytest.raises(DataError, match=r"pairs.jsonl:5: .* more than data.max_length=48"):
         train(cfg_for(tmp_path, data, "bad"))
     run = train(cfg_for(tmp_path, data, "skip", data={"truncation": "skip"}, eval_fraction=0.0,
                         optim={"max_steps": 1, "batch_size": 19}))

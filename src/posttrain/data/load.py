@@ -117,6 +117,19 @@ def load_records_with_report(
     return records, LoadReport(source, n_rows, n_bad, tuple(errors))
 
 
+def row_location(source: str, row: int) -> str:
+    """Where the `row`-th row (1-based, in reading order) of `source` is: `file.jsonl:LINE`, `file.csv:LINE`,
+    `file.parquet row N`, ... as the loader names it, for errors found after loading (tokenization).
+    Reads the source again up to that row; only called on the error path."""
+    try:
+        for i, (where, _) in enumerate(_rows(source), start=1):
+            if i == row:
+                return where
+    except DataError:
+        pass
+    return f"{source}: row {row}"
+
+
 def _without_nulls(row: Any) -> Any:
     return {k: v for k, v in row.items() if v is not None} if isinstance(row, dict) else row
 

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from posttrain.data.collate import IGNORE_INDEX, pad_batch
+from posttrain.data.load import row_location
 from posttrain.data.records import PreferencePair, Ranking
 from posttrain.data.tokenize import Example, TooLong, tokenize_completion
 from posttrain.errors import DataError, ModelError
@@ -117,7 +118,7 @@ def tokenize_preferences(records: list, tokenizer, data: DataConfig, *, source: 
                 example = tokenize_pair(pair, tokenizer, row=row, max_length=data.max_length,
                                         truncation=data.truncation)
             except DataError as e:
-                raise DataError(f"{source}: row {row}: {e}") from None
+                raise DataError(f"{row_location(source, row)}: {e}") from None
             if example is None:
                 dropped += 1
             else:

@@ -22,7 +22,7 @@ Plain text (`Text`) is tokenized with the tokenizer's own special tokens plus eo
 every token but the first (nothing precedes it) is trained.
 
 Examples longer than max_length (`truncation`)
-    "error"    raise `TooLong` (a DataError); `tokenize_dataset` adds the source and row.
+    "error"    raise `TooLong` (a DataError); `tokenize_dataset` adds where the row is (file:LINE).
     "skip"     return None.
     "truncate" keep the first max_length tokens; None when no trained token is left.
 """
@@ -33,6 +33,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from posttrain.data.load import row_location
 from posttrain.data.records import Conversation, Messages, PromptCompletion, Text
 from posttrain.errors import DataError, ModelError
 
@@ -170,13 +171,13 @@ def tokenize_record(record, tokenizer, *, max_length: int, truncation: str = "er
 
 
 def tokenize_dataset(records: list, tokenizer, data: DataConfig, *, source: str) -> list[Example]:
-    """Tokenize every record under data.max_length / data.truncation; errors name `source` and the row."""
+    """Tokenize every record under data.max_length / data.truncation; errors name the row's place (file:LINE)."""
     examples, dropped = [], 0
     for row, record in enumerate(records, start=1):
         try:
             example = tokenize_record(record, tokenizer, max_length=data.max_length, truncation=data.truncation)
         except DataError as e:
-            raise DataError(f"{source}: row {row}: {e}") from None
+            raise DataError(f"{row_location(source, row)}: {e}") from None
         if example is None:
             dropped += 1
         else:

@@ -28,7 +28,7 @@ import torch
 
 from posttrain.config import DataConfig, ModelConfig, OptimConfig, RunConfig
 from posttrain.data.collate import pad_batch
-from posttrain.data.load import default_heldout, describe_source, load_records
+from posttrain.data.load import default_heldout, describe_source, load_records, row_location
 from posttrain.data.records import Messages, PreferencePair, Ranking
 from posttrain.data.tokenize import Example
 from posttrain.errors import ConfigError, DataError
@@ -121,7 +121,7 @@ def tokenize_groups(records: list, tokenizer, data: DataConfig, *, source: str) 
         try:
             group = tokenize_group(record, tokenizer, data.max_length, data.truncation)
         except DataError as e:
-            raise DataError(f"{source}: row {row}: {e}") from None
+            raise DataError(f"{row_location(source, row)}: {e}") from None
         if group is not None:
             groups.append(group)
     if len(groups) < len(records):
