@@ -35,7 +35,8 @@ def test_tiny_resolves_and_loads(isolated_cache):
     assert isinstance(model, LlamaForCausalLM)
     assert model.dtype == torch.float32
     assert tokenizer.pad_token == "<|endoftext|>" and tokenizer.eos_token == "<|im_end|>"
-    assert resolve_model_dir("tiny") == isolated_cache / "models" / "tiny-tiny-seed0"
+    path = resolve_model_dir("tiny")
+    assert path.parent == isolated_cache / "models" and path.name.startswith("tiny-tiny-seed0-")
     ids = tokenizer("What is 2 + 3?", return_tensors="pt")
     logits = model(**ids).logits  # (1, T, V)
     assert logits.shape == (1, ids["input_ids"].shape[1], len(tokenizer))
@@ -176,3 +177,15 @@ def test_smollm2_prepare_and_answer(capsys):
     with torch.no_grad():
         answer = model.generate(**ids, max_new_tokens=8, do_sample=False)[0, ids["input_ids"].shape[1] :]
     assert "Paris" in tokenizer.decode(answer)
+
+
+def test_the_tiny_cache_entry_changes_with_the_factory_code(isolated_cache, monkeypatch, tmp_path):
+    """A model built by older tiny.py code is not reused once the factory changes."""
+    from posttrain.models import tiny
+    from posttrain.models.load import _tiny_cache_path
+
+    before = _tiny_cache_path("tiny")
+    edited = tmp_path / "tiny.py"
+    edited.write_text(Path(tiny.__file__).read_text() + "\n# a change\n")
+    monkeypatch.setattr(tiny, "__file__", str(edited))
+    assert _tiny_cache_path("tiny") != before and _tiny_cache_path("tiny").parent == before.parent

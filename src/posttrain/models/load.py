@@ -69,7 +69,12 @@ def _tiny_names() -> dict[str, str]:
 
 
 def _tiny_cache_path(size: str) -> Path:
-    return cache_dir() / "models" / f"tiny-{size}-seed0"  # built-in names always use seed 0
+    """Built-in names always use seed 0. The name carries a hash of tiny.py, so a change to the factory (the
+    tokenizer's corpus, a size) builds a new model instead of reusing one that older code made."""
+    from posttrain.models import tiny
+
+    code = hashlib.sha256(Path(tiny.__file__).read_bytes()).hexdigest()[:10]
+    return cache_dir() / "models" / f"tiny-{size}-seed0-{code}"
 
 
 def known_models() -> dict[str, tuple[str, Path]]:
