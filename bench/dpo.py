@@ -488,6 +488,10 @@ def loss_curve_markdown(cfg: BenchConfig, results: dict[str, list[Result]]) -> s
 
 
 def main(cfg: BenchConfig) -> None:
+    if cfg.threads:  # the runs pin themselves; pinned here too so that machine_line reports the runs' setting
+        import torch
+
+        torch.set_num_threads(cfg.threads)
     with tempfile.TemporaryDirectory(prefix="posttrain-bench-dpo-") as tmp:
         before = machine_line()
         print(before, flush=True)
