@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import resource
 import statistics
 import time
 from pathlib import Path
@@ -141,3 +142,15 @@ def _split_sections(text: str) -> tuple[str, dict[str, str]]:
 def threads_note(threads: int) -> str:
     """Section-title suffix: runs pinned to a thread count get their own sections of RESULTS.md."""
     return f" ({threads} torch thread{'s' if threads > 1 else ''})" if threads else ""
+
+
+def rss_mb() -> float:
+    """This process's resident memory now, MB."""
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB

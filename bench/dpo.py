@@ -43,7 +43,6 @@ import logging
 import math
 import os
 import random
-import resource
 import statistics
 import sys
 import tempfile
@@ -57,7 +56,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import machine_line, threads_note, update_results  # noqa: E402
+from common import machine_line, peak_rss_mb, rss_mb, threads_note, update_results  # noqa: E402
 
 LOG2 = math.log(2)
 SIDES = ("posttrain", "posttrain-two-rows", "trl", "trl-precompute", "trl-random-order")
@@ -184,16 +183,6 @@ def _shared_length(e) -> int:
 
 
 # -- one run per process -----------------------------------------------------------------------
-
-
-def rss_mb() -> float:
-    import psutil
-
-    return psutil.Process().memory_info().rss / 2**20
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def run_posttrain(cfg: BenchConfig, data: dict, out: Path, share_prompt: bool = True) -> Result:

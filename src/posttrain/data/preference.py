@@ -148,7 +148,7 @@ PROMPT, CHOSEN, REJECTED, PADDING = 0, 1, 2, 3
 def collate_shared_prompt(examples: list[PreferenceExample], pad_id: int) -> dict[str, torch.Tensor]:
     """B pairs -> B right-padded rows [prompt, chosen, rejected] (prefix sharing, arXiv:2410.20305).
 
-    Returns input_ids, position_ids and segment (B, T); attention (B, 1, T, T) bool, True where query
+    Returns input_ids and position_ids (B, T); attention (B, 1, T, T) bool, True where query
     i may attend to key j: j <= i and j is in the prompt or in i's own segment, so chosen and rejected
     never see each other. Rejected positions restart at len(prompt), as if it followed the prompt alone.
     For the scored tokens (B, N), N = the longest chosen + rejected: `targets` (token ids, -100 where
@@ -169,7 +169,8 @@ def collate_shared_prompt(examples: list[PreferenceExample], pad_id: int) -> dic
     for b, e in enumerate(examples):
         p, c, r = len(e.prompt_ids), len(e.chosen_ids), len(e.rejected_ids)
         input_ids[b, : p + c + r] = e.prompt_ids + e.chosen_ids + e.rejected_ids
-        position_ids[b] = np.concatenate([np.arange(p + c), np.arange(p, p + r), np.arange(p + r, p + r + width - p - c - r)])
+        # rejected restarts after the prompt; the padding just counts on
+        position_ids[b] = np.concatenate([np.arange(p + c), np.arange(p, p + r + width - p - c - r)])
         segment[b, :p], segment[b, p : p + c], segment[b, p + c : p + c + r] = PROMPT, CHOSEN, REJECTED
         targets[b, : c + r] = e.chosen_ids + e.rejected_ids
         predictors[b, :c] = np.arange(p - 1, p + c - 1)
@@ -179,7 +180,7 @@ def collate_shared_prompt(examples: list[PreferenceExample], pad_id: int) -> dic
     visible = (seg[:, None, :] == PROMPT) | (seg[:, None, :] == seg[:, :, None])  # (B, T, T): [query, key]
     attention = (visible & torch.ones(width, width, dtype=torch.bool).tril())[:, None]  # (B, 1, T, T)
     return {"input_ids": torch.from_numpy(input_ids), "position_ids": torch.from_numpy(position_ids),
-            "segment": seg, "attention": attention, "targets": torch.from_numpy(targets),
+            "attention": attention, "targets": torch.from_numpy(targets),
             "predictors": torch.from_numpy(predictors), "target_segment": torch.from_numpy(target_segment)}
 
 

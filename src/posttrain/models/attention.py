@@ -90,8 +90,9 @@ def use_varlen_attention(model: torch.nn.Module) -> bool:
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface
 
-    base = getattr(model, "module", model)  # DDP
-    base = base.get_base_model() if hasattr(base, "get_base_model") else base  # peft
+    from posttrain.models.lora import transformers_model
+
+    base = transformers_model(model)
     if getattr(base.config, "_attn_implementation", None) not in ("sdpa", NAME):
         return False
     AttentionInterface.register(NAME, varlen_sdpa)

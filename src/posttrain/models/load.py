@@ -18,6 +18,7 @@ lock, so several processes (e.g. under torchrun) can ask for the same model at o
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -33,6 +34,7 @@ from filelock import FileLock
 
 from posttrain.config import ModelConfig
 from posttrain.errors import ConfigError, ModelError
+from posttrain.models import tiny
 from posttrain.models.lora import apply_lora, merged_copy, reference_context
 from posttrain.models.tiny import SIZES, build_tiny
 
@@ -71,10 +73,12 @@ def _tiny_names() -> dict[str, str]:
 def _tiny_cache_path(size: str) -> Path:
     """Built-in names always use seed 0. The name carries a hash of tiny.py, so a change to the factory (the
     tokenizer's corpus, a size) builds a new model instead of reusing one that older code made."""
-    from posttrain.models import tiny
+    return cache_dir() / "models" / f"tiny-{size}-seed0-{_file_hash(tiny.__file__)}"
 
-    code = hashlib.sha256(Path(tiny.__file__).read_bytes()).hexdigest()[:10]
-    return cache_dir() / "models" / f"tiny-{size}-seed0-{code}"
+
+@functools.lru_cache
+def _file_hash(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:10]
 
 
 def known_models() -> dict[str, tuple[str, Path]]:

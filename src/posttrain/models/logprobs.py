@@ -19,9 +19,9 @@ _CHUNK_ELEMENTS = 2**26
 def accepts_logits_to_keep(model: torch.nn.Module) -> bool:
     """Whether the causal LM's forward takes `logits_to_keep` (transformers' Llama, Qwen, Mistral, ... do): then
     the LM head can run on the last positions only, where the loss needs logits. Looks through DDP and peft."""
-    base = getattr(model, "module", model)  # DDP
-    base = base.get_base_model() if hasattr(base, "get_base_model") else base  # peft
-    return "logits_to_keep" in inspect.signature(base.forward).parameters
+    from posttrain.models.lora import transformers_model
+
+    return "logits_to_keep" in inspect.signature(transformers_model(model).forward).parameters
 
 
 def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,12 @@ def is_lora(model: torch.nn.Module) -> bool:
     return isinstance(model, PeftModel)
 
 
+def transformers_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model under a DDP wrapper and peft's adapters (its config, forward, attention)."""
+    model = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    return model.get_base_model() if is_lora(model) else model
+
+
 def apply_lora(
     model: torch.nn.Module, cfg: ModelConfig, task_type: str = "CAUSAL_LM", modules_to_save: list[str] | None = None
 ) -> torch.nn.Module:

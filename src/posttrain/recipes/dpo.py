@@ -5,8 +5,9 @@ Per pair the policy's log-probs of both responses come from ONE forward pass, su
 tokens for DPO and averaged per token for IPO and SimPO, as TRL does. By default each prompt is
 encoded once, in one row [prompt, chosen, rejected] with a block attention mask (prefix sharing,
 arXiv:2410.20305); otherwise 2B right-padded rows (chosen first, then rejected). Logits are computed
-only from the last prompt token on (transformers' logits_to_keep), where the model supports it. The reference log-probs (DPO, IPO) are those of the starting model:
-by default computed once before training and cached in the run directory (see PreferenceConfig.reference).
+only from the last prompt token on (transformers' logits_to_keep), where the model supports it.
+The reference log-probs (DPO, IPO) are those of the starting model: by default computed once
+before training and cached in the run directory (see PreferenceConfig.reference).
 The loss is averaged over every pair of the optimizer step, across micro-batches and processes.
 Reads top to bottom: config -> check inputs -> set up -> reference -> loop -> save.
 
@@ -56,7 +57,7 @@ from posttrain.models.logprobs import (
     sequence_logps,
 )
 from posttrain.models.logprobs import token_logps as token_logps_of
-from posttrain.models.lora import is_lora
+from posttrain.models.lora import is_lora, transformers_model
 from posttrain.training.checkpoint import seed_everything, unwrap
 from posttrain.training.distributed import Dist, all_reduce_sum, setup_distributed, teardown
 from posttrain.training.loop import Schedule, accumulate, end_step, finish_run, optimizer_step, start_run
@@ -190,12 +191,12 @@ class PairLayout:
 
 def pair_layout(model: torch.nn.Module, share_prompt: bool) -> PairLayout:
     """The fastest layout `model` supports exactly; `share_prompt=False` forces two rows."""
-    config = unwrap(model).config
-    attention = getattr(config, "_attn_implementation", None)
+    base = transformers_model(model)
+    attention = getattr(base.config, "_attn_implementation", None)
     share = share_prompt and attention in ("sdpa", "eager")
     if share_prompt and not share:
         log.info("data.share_prompt: %s attention takes no 4D mask; each pair is two rows", attention)
-    return PairLayout(share, torch.bool if attention == "sdpa" else unwrap(model).dtype, accepts_logits_to_keep(model))
+    return PairLayout(share, torch.bool if attention == "sdpa" else base.dtype, accepts_logits_to_keep(model))
 
 
 def make_pair_batch(examples: list[PreferenceExample], indices: list[int], pad_id: int, device: torch.device,
@@ -212,7 +213,8 @@ def make_pair_batch(examples: list[PreferenceExample], indices: list[int], pad_i
         b = collate_shared_prompt(pairs, pad_id)
         mask = b["attention"]  # (B, 1, T, T)
         if layout.mask_dtype != torch.bool:  # eager attention adds the mask to its scores
-            mask = torch.zeros(mask.shape, dtype=layout.mask_dtype).masked_fill_(~mask, torch.finfo(layout.mask_dtype).min)
+            lowest = torch.finfo(layout.mask_dtype).min
+            mask = torch.zeros(mask.shape, dtype=layout.mask_dtype).masked_fill_(~mask, lowest)
         inputs = {"input_ids": b["input_ids"], "position_ids": b["position_ids"], "attention_mask": mask}
         score = {"predictors": (b["predictors"] - first).clamp(min=0),  # padding targets read position 0
                  "targets": b["targets"], "target_segment": b["target_segment"]}
