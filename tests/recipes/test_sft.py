@@ -187,8 +187,9 @@ def test_two_process_torchrun_matches_one_process(tmp_path):
     one = subprocess.run([sys.executable, "-m", "posttrain", "sft", *common, "--optim.batch-size", "8",
                           "--run.name", "one"], env=env, capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                          "--master-port", "29611", "-m", "posttrain", "sft", *common, "--optim.batch-size", "4",
+    # --standalone: the rendezvous store takes a free port (a fixed one can still be held by an earlier run)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "-m", "posttrain", "sft", *common, "--optim.batch-size", "4",
                           "--run.name", "two"], env=env, capture_output=True, text=True, timeout=600)
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
