@@ -29,7 +29,7 @@ test-fast: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) -m pip install -q -e ".[bench]"   # TRL, the yardstick; never a runtime dependency
-	$(PY) bench/sft.py && $(PY) bench/dpo.py
+	$(PY) bench/sft.py && $(PY) bench/sft.py --worked-share 1 --no-mfu && $(PY) bench/dpo.py
 
 docs: $(VENV)/.installed
 	$(PY) -m posttrain.config > docs/config.md

@@ -50,7 +50,7 @@ class StepTimes:
 
         with StepTimes() as steps:
             trainer.train()
-        steps.median()
+        steps.median_rate(tokens_of_each_step)
     """
 
     def __enter__(self) -> "StepTimes":
@@ -62,12 +62,17 @@ class StepTimes:
     def __exit__(self, *exc: object) -> None:
         self._handle.remove()
 
-    def median(self) -> float:
-        """Median seconds per step, the first step (warm-up, allocations) left out."""
+    def median_rate(self, step_tokens: list[int]) -> float:
+        """Median over optimizer steps (the first, warm-up and allocations, left out) of the step's tokens / its
+        seconds. step_tokens[i] counts step i; the interval after step i's optimizer step covers step i + 1.
+        A per-step rate, not mean tokens / median seconds: steps of very different sizes (length-bucketed
+        batches) would skew that."""
         intervals = [b - a for a, b in zip(self.stamps, self.stamps[1:])]
         if not intervals:
             raise ValueError("fewer than two optimizer steps were timed")
-        return statistics.median(intervals)
+        if len(step_tokens) != len(self.stamps):
+            raise ValueError(f"{len(step_tokens)} token counts for {len(self.stamps)} optimizer steps")
+        return statistics.median(n / t for n, t in zip(step_tokens[1:], intervals))
 
 
 def matmul_peak_gflops(n: int = 2048, dtype: torch.dtype = torch.float32, repeats: int = 7) -> float:

@@ -306,7 +306,7 @@ def check_trl_setup(trainer, expected: list[list[list[int]]], precompute: bool) 
     for i, (row, (prompt, chosen, rejected)) in enumerate(zip(dataset, expected)):
         if (row["prompt_ids"], row["chosen_ids"], row["rejected_ids"]) != (prompt, chosen, rejected):
             raise SystemExit(f"pair {i}: TRL and posttrain tokenize differently; the comparison would be unfair")
-    if trainer.args.gradient_checkpointing or trainer.model.is_gradient_checkpointing:
+    if trainer.args.gradient_checkpointing or trainer.model.is_activation_checkpointing:
         raise SystemExit("TRL would train with gradient checkpointing; the comparison would be unfair")
     if trainer.model.dtype != torch.float32 or (trainer.ref_model is None) != precompute:
         raise SystemExit("TRL would train in another dtype or without the reference set-up asked for")

@@ -1,11 +1,15 @@
 """posttrain SFT against TRL's SFTTrainer on the same model, data and settings; then MFU at ~10M and ~30M.
 
-    python bench/sft.py                 # ~4-6 min on 2 quiet cores; writes two sections of bench/RESULTS.md
+    python bench/sft.py                 # ~6 min on 2 quiet cores; writes two sections of bench/RESULTS.md
+    python bench/sft.py --worked-share 1 --no-mfu    # near-uniform lengths: where padding costs TRL least
     python bench/sft.py --steps 20 --repeats 1 --no-mfu --no-write      # a quick look
 
 Both sides train the built-in tiny Llama from the same initial weights on the same chat examples
-(arithmetic with worked answers, `builtin:arithmetic?steps=1&ops=+-`, 57-76 tokens each, loss on
-the assistant turn only) with the same batch size, learning rate, warmup + cosine schedule, steps,
+(2-digit + and - problems, `builtin:arithmetic?steps=<share>&ops=+-`, loss on the assistant turn
+only). By default half the answers show worked steps (57-76 tokens) and half are the bare number
+(23-30 tokens), so a batch mixes short and long examples as chat SFT data does; `--worked-share 1`
+makes every answer worked, lengths nearly uniform, the case where padding costs TRL least. Both
+sides use the same batch size, learning rate, warmup + cosine schedule, steps,
 max_length and gradient clipping; fp32, no gradient checkpointing, no torch.compile, no packing,
 one process. Before timing, the bench checks that TRL tokenized every example to exactly the
 token ids and trained positions posttrain uses.
@@ -83,7 +87,10 @@ class BenchConfig:
     warmup_steps: int = 10
     """Linear warmup steps before the cosine decay, both sides."""
     n_examples: int = 3000
-    """Training examples (2-digit + and - problems with worked answers)."""
+    """Training examples (2-digit + and - problems)."""
+    worked_share: float = 0.5
+    """Share of the answers (0 to 1) that show worked steps (57-76 tokens); the others are the bare number (23-30
+    tokens). 0.5 mixes short and long examples in each batch; 1 makes lengths nearly uniform."""
     max_length: int = 256
     """Maximum tokens per example, both sides (no example is longer)."""
     variants: bool = True
@@ -110,7 +117,7 @@ class Result:
     tokens: int
     seconds: float  # the whole training loop
     steps: int
-    step_seconds: float  # the median optimizer step
+    steady_tokens_per_second: float  # the median over steps of a step's tokens / its seconds
     train_loss: float
     eval_loss: float
 
@@ -119,18 +126,13 @@ class Result:
         """Tokens / whole-loop wall time."""
         return self.tokens / self.seconds
 
-    @property
-    def steady_tokens_per_second(self) -> float:
-        """Mean tokens per step / median step time: the rate without bursts of outside load."""
-        return self.tokens / self.steps / self.step_seconds
-
 
 # -- data ------------------------------------------------------------------------------------
 
 
 def write_data(cfg: BenchConfig, folder: Path) -> tuple[Path, list[dict], list[dict]]:
     """The training rows as a chat JSONL file (prompt/completion messages) and as dicts, plus held-out rows."""
-    opts = {"steps": "1", "ops": "+-"}
+    opts = {"steps": f"{cfg.worked_share:g}", "ops": "+-"}
     train = _messages_only(arithmetic.rows("train", n=str(cfg.n_examples), **opts))
     heldout = _messages_only(arithmetic.rows("heldout", **opts))
     path = folder / "train.jsonl"
@@ -180,11 +182,11 @@ def run_posttrain(cfg: BenchConfig, model: str, data: Path, out: Path, name: str
     seconds = next(m["time/train_seconds"] for m in metrics if "time/train_seconds" in m)
     train_loss = [m["train/loss"] for m in metrics if "train/loss" in m][-1]
     schedule = Schedule([len(e) for e in examples], batch_size, 1, 0, bucket)
-    tokens = sum(len(examples[i]) for s in range(steps) for b in schedule.step_batches(s) for i in b)
+    step_tokens = [sum(len(examples[i]) for b in schedule.step_batches(s) for i in b) for s in range(steps)]
     label = "posttrain" + (", packed" if packing else ", length-bucketed" if bucket else "") + (
         "" if packing or padding_free else ", padded rows (--data.no-padding-free)")
     held = heldout_loss(run_dir / "final", heldout) if heldout else float("nan")
-    return Result(label, tokens, seconds, steps, step_times.median(), train_loss, held)
+    return Result(label, sum(step_tokens), seconds, steps, step_times.median_rate(step_tokens), train_loss, held)
 
 
 def run_trl(cfg: BenchConfig, model_dir: Path, tokenizer, train_rows: list[dict], out: Path,
@@ -208,16 +210,27 @@ def run_trl(cfg: BenchConfig, model_dir: Path, tokenizer, train_rows: list[dict]
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(train_rows),
                          processing_class=tokenizer)
     check_same_tokens(trainer.train_dataset, examples)
-    if args.gradient_checkpointing or trainer.model.is_gradient_checkpointing or trainer.model.dtype != torch.float32:
+    if args.gradient_checkpointing or trainer.model.is_activation_checkpointing or trainer.model.dtype != torch.float32:
         raise SystemExit("TRL would train with gradient checkpointing or not in fp32; the comparison would be unfair")
+    step_tokens: list[int] = []  # real tokens of each training forward (one per step: no gradient accumulation)
+
+    def count(module, args, kwargs) -> None:
+        if module.training:
+            step_tokens.append(int(kwargs["attention_mask"].sum()))
+
+    hook = model.register_forward_pre_hook(count, with_kwargs=True)
     with contextlib.redirect_stdout(io.StringIO()):  # its per-log-step dict printing
         with StepTimes() as step_times:
             output = trainer.train()
+    hook.remove()
     logs = [h for h in trainer.state.log_history if "loss" in h]
+    seen = sum(step_tokens[: logs[-1]["step"]])
+    if len(step_tokens) != cfg.steps or seen != logs[-1]["num_tokens"]:
+        raise SystemExit(f"TRL logged {logs[-1]['num_tokens']:.0f} tokens by step {logs[-1]['step']}, its "
+                         f"{len(step_tokens)} training forward passes saw {seen}; the token count would be wrong")
     label = "TRL SFTTrainer" + (", group_by_length" if group_by_length else "")
-    return Result(label, int(logs[-1]["num_tokens"]), output.metrics["train_runtime"], cfg.steps,
-                  step_times.median(), logs[-1]["loss"],
-                  heldout_loss(trainer.model, heldout))
+    return Result(label, sum(step_tokens), output.metrics["train_runtime"], cfg.steps,
+                  step_times.median_rate(step_tokens), logs[-1]["loss"], heldout_loss(trainer.model, heldout))
 
 
 def heldout_loss(model_or_dir, heldout: list[Example]) -> float:
@@ -234,9 +247,9 @@ def heldout_loss(model_or_dir, heldout: list[Example]) -> float:
 # -- the comparison ----------------------------------------------------------------------------
 
 
-def compare(cfg: BenchConfig, folder: Path) -> tuple[list[tuple[list[Result], int | None]], float]:
+def compare(cfg: BenchConfig, folder: Path) -> tuple[list[tuple[list[Result], int | None]], float, str]:
     """Interleaved runs of every row. Returns each row's results with the index of the TRL row it is
-    compared with (the one with the same data order), and the tiny model's FLOPs per token."""
+    compared with (the one with the same data order), the tiny model's FLOPs per token, and the workload."""
     data, train_rows, heldout_rows = write_data(cfg, folder)
     heldout_path = folder / "heldout.jsonl"
     heldout_path.write_text("".join(json.dumps(r) + "\n" for r in heldout_rows))
@@ -267,7 +280,19 @@ def compare(cfg: BenchConfig, folder: Path) -> tuple[list[tuple[list[Result], in
             print(f"  [{r + 1}/{cfg.repeats}] {res.label}: {res.tokens_per_second:,.0f} tok/s "
                   f"({res.tokens} tokens / {res.seconds:.2f} s), train loss {res.train_loss:.3f}, "
                   f"held-out loss {res.eval_loss:.3f}", flush=True)
-    return [(side, baseline) for side, (_, baseline) in zip(results, rows)], model_flops(model_dir, examples)[2]
+    return ([(side, baseline) for side, (_, baseline) in zip(results, rows)], model_flops(model_dir, examples)[2],
+            workload(cfg, examples))
+
+
+def workload(cfg: BenchConfig, examples: list[Example]) -> str:
+    """The training examples in words: lengths, and what padding each random batch to its longest example costs."""
+    lengths = [len(e) for e in examples]
+    schedule = Schedule(lengths, cfg.batch_size, 1, 0, False)
+    batches = [b for s in range(cfg.steps) for b in schedule.step_batches(s)]
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in batches) / sum(lengths[i] for b in batches for i in b)
+    return (f"2-digit + and - arithmetic, {cfg.worked_share:.0%} of the answers with worked steps; "
+            f"{min(lengths)}-{max(lengths)} tokens, mean {statistics.mean(lengths):.0f}; padded to its longest "
+            f"example, a random batch of {cfg.batch_size} holds {padded:.2f}x its real tokens")
 
 
 def model_flops(model_dir: Path, examples: list[Example]) -> tuple[int, int, float]:
@@ -298,16 +323,16 @@ def weighted_length(examples: list[Example]) -> float:
 
 
 def comparison_markdown(cfg: BenchConfig, rows: list[tuple[list[Result], int | None]], flops_per_token: float,
-                        peak: float, load_before: str, load_after: str) -> str:
+                        workload_text: str, peak: float, load_before: str, load_after: str) -> str:
     lines = [
         f"`{command_line()}` ({time.strftime('%Y-%m-%d %H:%M')}): tiny model (built-in Llama), {cfg.n_examples} "
-        f"chat examples (arithmetic with worked answers, 57-76 tokens), batch {cfg.batch_size}, lr {cfg.lr:g}, "
+        f"chat examples ({workload_text}), batch {cfg.batch_size}, lr {cfg.lr:g}, "
         f"{cfg.warmup_steps} warmup steps + cosine, {cfg.steps} steps, max_length {cfg.max_length}, fp32, no gradient "
         f"checkpointing, loss on assistant tokens only; {cfg.repeats} interleaved runs per row, medians.",
         "",
         "tokens/s counts real (non-pad) input tokens. *Whole loop*: tokens / training-loop wall time (posttrain "
-        "`time/train_seconds`, TRL `train_runtime`). *Median step*: tokens per step / the median time between "
-        "optimizer steps (first step left out), which bursts of load from other processes barely move. \"vs TRL\" "
+        "`time/train_seconds`, TRL `train_runtime`). *Median step*: the median over optimizer steps of a step's tokens / "
+        "its time (first step left out), which bursts of load from other processes barely move. \"vs TRL\" "
         "divides medians by those of the TRL row with the same data order (random, or grouped by length). "
         "MFU = median-step tokens/s x FLOPs per token / fp32 matmul peak.",
         "",
@@ -367,7 +392,7 @@ def mfu_markdown(cfg: BenchConfig, rows: list[str], load_before: str, load_after
         "per token = 6N + 12·L·T·d (PaLM arXiv:2204.02311 app. B), N = matmul parameters (every nn.Linear, LM head "
         "included; embedding lookup excluded), T = token-weighted mean example length, less the LM head's 6·V·d on "
         "the positions whose logits posttrain does not compute (before each answer). Achieved FLOP/s uses the "
-        "median-step tokens/s (tokens per step / median time between optimizer steps, first step left out). Peak = "
+        "median-step tokens/s (the median over optimizer steps of a step's tokens / its time, first step left out). Peak = "
         "fp32 2048^3 matmul, the higher of the medians of 7 measured just before and just after each run.",
         "",
         f"- machine before: {load_before}",
@@ -398,12 +423,14 @@ def main(cfg: BenchConfig) -> None:
         peak = matmul_peak_gflops()
         print(f"fp32 matmul peak {peak:.1f} GFLOP/s; {before}", flush=True)
         if cfg.compare:
-            results, flops_per_token = compare(cfg, folder)
+            results, flops_per_token, workload_text = compare(cfg, folder)
             peak = max(peak, matmul_peak_gflops())  # load that came and went during the first measurement
-            text = comparison_markdown(cfg, results, flops_per_token, peak, before, machine_line())
+            text = comparison_markdown(cfg, results, flops_per_token, workload_text, peak, before, machine_line())
             print(text)
             if cfg.write:
-                update_results("SFT: posttrain vs TRL SFTTrainer" + threads_note(cfg.threads), text)
+                lengths = "mixed lengths" if 0 < cfg.worked_share < 1 else "near-uniform lengths"
+                title = f"SFT: posttrain vs TRL SFTTrainer, {lengths} ({cfg.worked_share:.0%} of answers worked)"
+                update_results(title + threads_note(cfg.threads), text)
         if cfg.mfu:
             before = machine_line()
             text = mfu_markdown(cfg, mfu_rows(cfg, folder), before, machine_line())
