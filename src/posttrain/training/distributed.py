@@ -8,6 +8,7 @@ on a laptop and on many nodes.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 import torch
@@ -64,5 +65,11 @@ def barrier(d: Dist) -> None:
 
 
 def teardown(d: Dist) -> None:
+    """Leave the process group. Then release the GIL for a moment: a gloo worker thread drops its last reference
+    to a finished collective (and so to the Python tensor in it) only after the caller has been woken, and it
+    needs the GIL to do so; a process that went straight on into interpreter shutdown aborted there ("terminate
+    called without an active exception", 1 run in ~10 of tests/recipes/test_sft.py's torchrun test; the race is
+    pytorch/pytorch#179291's)."""
     if d.enabled and dist.is_initialized():
         dist.destroy_process_group()
+        time.sleep(0.05)
