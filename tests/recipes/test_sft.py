@@ -182,7 +182,8 @@ def test_two_process_torchrun_matches_one_process(tmp_path):
     """DDP on CPU (gloo): 2 processes x 4 examples equal 1 process x 8 within float tolerance."""
     data = chats(tmp_path / "chats.jsonl", n=32)
     common = ["--data.train", str(data), "--data.max-length", "64", "--optim.max-steps", "4",
-              "--optim.warmup-steps", "1", "--optim.lr", "3e-3", "--run.output-dir", str(tmp_path), "--run.no-progress"]
+              "--optim.warmup-steps", "1", "--optim.lr", "3e-3", "--run.output-dir", str(tmp_path), "--run.no-progress",
+              "--run.log-every", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.run([sys.executable, "-m", "posttrain", "sft", *common, "--optim.batch-size", "8",
                           "--run.name", "one"], env=env, capture_output=True, text=True, timeout=600)
@@ -194,10 +195,15 @@ def test_two_process_torchrun_matches_one_process(tmp_path):
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
     for name in a:
-        torch.testing.assert_close(b[name], a[name], atol=1e-5, rtol=1e-4)
-    la = [m["train/loss"] for m in metrics(tmp_path / "one") if "train/loss" in m]
-    lb = [m["train/loss"] for m in metrics(tmp_path / "two") if "train/loss" in m]
-    assert la == pytest.approx(lb, rel=1e-5)
+        # the two runs sum gradients in a different order; where a gradient is ~0 that rounding noise is all Adam
+        # sees, and its normalised step turns it into up to ~1e-5 after 4 steps (measured 1.25e-5). Unsynchronised
+        # gradients move weights by ~lr = 3e-3 (measured 0.016 with DDP left out).
+        torch.testing.assert_close(b[name], a[name], atol=5e-5, rtol=1e-4)
+    for key, rel in (("train/loss", 1e-5), ("train/grad_norm", 1e-4)):
+        # Adam and clipping hide the gradient's scale from the weights; the logged norm (before clipping) shows it
+        one_run = [m[key] for m in metrics(tmp_path / "one") if key in m]
+        two_runs = [m[key] for m in metrics(tmp_path / "two") if key in m]
+        assert len(one_run) == 4 and one_run == pytest.approx(two_runs, rel=rel), key
 
 
 def test_nan_guard_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_path):
