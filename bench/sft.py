@@ -331,8 +331,8 @@ def comparison_markdown(cfg: BenchConfig, rows: list[tuple[list[Result], int | N
         f"checkpointing, loss on assistant tokens only; {cfg.repeats} interleaved runs per row, medians.",
         "",
         "tokens/s counts real (non-pad) input tokens. *Whole loop*: tokens / training-loop wall time (posttrain "
-        "`time/train_seconds`, TRL `train_runtime`). *Median step*: the median over optimizer steps of a step's tokens / "
-        "its time (first step left out), which bursts of load from other processes barely move. \"vs TRL\" "
+        "`time/train_seconds`, TRL `train_runtime`). *Median step*: the median over optimizer steps of a step's "
+        "tokens / its time (first step left out), which bursts of load from other processes barely move. \"vs TRL\" "
         "divides medians by those of the TRL row with the same data order (random, or grouped by length). "
         "MFU = median-step tokens/s x FLOPs per token / fp32 matmul peak.",
         "",
@@ -366,7 +366,7 @@ def comparison_markdown(cfg: BenchConfig, rows: list[tuple[list[Result], int | N
 
 
 def mfu_rows(cfg: BenchConfig, folder: Path) -> list[str]:
-    """posttrain SFT on tiny-10m and tiny-30m (posttrain defaults: length-bucketed batches), one run each."""
+    """posttrain SFT on tiny-10m and tiny-30m (padding-free, length-bucketed batches), one run each."""
     data, _, _ = write_data(cfg, folder)
     rows = []
     for name in ("tiny-10m", "tiny-30m"):
@@ -387,12 +387,13 @@ def mfu_rows(cfg: BenchConfig, folder: Path) -> list[str]:
 
 def mfu_markdown(cfg: BenchConfig, rows: list[str], load_before: str, load_after: str) -> str:
     return "\n".join([
-        f"`{command_line()}` ({time.strftime('%Y-%m-%d %H:%M')}): posttrain SFT with its defaults (length-bucketed "
-        f"batches, padding-free), batch {cfg.mfu_batch_size}, {cfg.mfu_steps} steps, fp32, one run per model. FLOPs "
-        "per token = 6N + 12·L·T·d (PaLM arXiv:2204.02311 app. B), N = matmul parameters (every nn.Linear, LM head "
-        "included; embedding lookup excluded), T = token-weighted mean example length, less the LM head's 6·V·d on "
-        "the positions whose logits posttrain does not compute (before each answer). Achieved FLOP/s uses the "
-        "median-step tokens/s (the median over optimizer steps of a step's tokens / its time, first step left out). Peak = "
+        f"`{command_line()}` ({time.strftime('%Y-%m-%d %H:%M')}): posttrain SFT, padding-free, on "
+        f"length-bucketed batches (`--data.bucket-by-length`), batch {cfg.mfu_batch_size}, {cfg.mfu_steps} steps, "
+        "fp32, one run per model. FLOPs per token = 6N + 12·L·T·d (PaLM arXiv:2204.02311 app. B), N = matmul "
+        "parameters (every nn.Linear, LM head included; embedding lookup excluded), T = token-weighted mean example "
+        "length, less the LM head's 6·V·d on the positions whose logits posttrain does not compute (before each "
+        "answer). Achieved FLOP/s uses the median-step tokens/s (the median over optimizer steps of a step's tokens / "
+        "its time, first step left out). Peak = "
         "fp32 2048^3 matmul, the higher of the medians of 7 measured just before and just after each run.",
         "",
         f"- machine before: {load_before}",

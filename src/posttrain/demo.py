@@ -73,7 +73,9 @@ def sft_stage(cfg: DemoConfig) -> tuple[StageResult, Path]:
     t0 = time.perf_counter()
     sft_cfg = SFTConfig(
         model=ModelConfig(name="tiny"),
-        data=SFTDataConfig(train=TASK, max_length=64),
+        # length-bucketed steps, as when the figures in README.md and docs/ were measured; with random steps (the SFT
+        # default) seeds 0 and 1 also reached 100% held-out exact match, at held-out loss 0.083
+        data=SFTDataConfig(train=TASK, max_length=64, bucket_by_length=True),
         # lr 3e-3 left some seeds on the plateau for 1500 steps; 1e-3 with beta2 0.95 escaped on every seed tried
         optim=OptimConfig(lr=1e-3, betas=(0.9, 0.95), weight_decay=0.01, warmup_steps=50, min_lr_ratio=0.1,
                           batch_size=64, max_steps=cfg.sft_steps),
