@@ -7,7 +7,7 @@
 Both sides train the built-in tiny Llama from the same initial weights on the same chat examples
 (2-digit + and - problems, `builtin:arithmetic?steps=<share>&ops=+-`, loss on the assistant turn
 only). By default half the answers show worked steps (57-76 tokens) and half are the bare number
-(23-30 tokens), so a batch mixes short and long examples as chat SFT data does; `--worked-share 1`
+(23-25 tokens), so a batch mixes short and long examples as chat SFT data does; `--worked-share 1`
 makes every answer worked, lengths nearly uniform, the case where padding costs TRL least. Both
 sides use the same batch size, learning rate, warmup + cosine schedule, steps,
 max_length and gradient clipping; fp32, no gradient checkpointing, no torch.compile, no packing,
@@ -89,7 +89,7 @@ class BenchConfig:
     n_examples: int = 3000
     """Training examples (2-digit + and - problems)."""
     worked_share: float = 0.5
-    """Share of the answers (0 to 1) that show worked steps (57-76 tokens); the others are the bare number (23-30
+    """Share of the answers (0 to 1) that show worked steps (57-76 tokens); the others are the bare number (23-25
     tokens). 0.5 mixes short and long examples in each batch; 1 makes lengths nearly uniform."""
     max_length: int = 256
     """Maximum tokens per example, both sides (no example is longer)."""
