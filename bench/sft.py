@@ -219,10 +219,12 @@ def run_trl(cfg: BenchConfig, model_dir: Path, tokenizer, train_rows: list[dict]
             step_tokens.append(int(kwargs["attention_mask"].sum()))
 
     hook = model.register_forward_pre_hook(count, with_kwargs=True)
-    with contextlib.redirect_stdout(io.StringIO()):  # its per-log-step dict printing
-        with StepTimes() as step_times:
-            output = trainer.train()
-    hook.remove()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # its per-log-step dict printing
+            with StepTimes() as step_times:
+                output = trainer.train()
+    finally:
+        hook.remove()  # the held-out loss below runs the same model in eval mode; no count either way
     logs = [h for h in trainer.state.log_history if "loss" in h]
     seen = sum(step_tokens[: logs[-1]["step"]])
     if len(step_tokens) != cfg.steps or seen != logs[-1]["num_tokens"]:
