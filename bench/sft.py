@@ -224,7 +224,7 @@ def run_trl(cfg: BenchConfig, model_dir: Path, tokenizer, train_rows: list[dict]
             with StepTimes() as step_times:
                 output = trainer.train()
     finally:
-        hook.remove()  # the held-out loss below runs the same model in eval mode; no count either way
+        hook.remove()
     logs = [h for h in trainer.state.log_history if "loss" in h]
     seen = sum(step_tokens[: logs[-1]["step"]])
     if len(step_tokens) != cfg.steps or seen != logs[-1]["num_tokens"]:
