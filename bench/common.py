@@ -45,7 +45,7 @@ class StepTimes:
 
     A global step hook (torch.optim.optimizer.register_optimizer_step_post_hook) sees every trainer's
     optimizer, ours or a library's, without touching its code. Each interval covers one whole loop
-    iteration (batch, forward, backward, clip, step, logging); the median interval shrugs off bursts
+    iteration (batch, forward, backward, clip, step, logging); the median per-step rate shrugs off bursts
     of load from other processes that a whole-run wall time absorbs.
 
         with StepTimes() as steps:

@@ -116,7 +116,6 @@ class Result:
     label: str
     tokens: int
     seconds: float  # the whole training loop
-    steps: int
     steady_tokens_per_second: float  # the median over steps of a step's tokens / its seconds
     train_loss: float
     eval_loss: float
@@ -186,7 +185,7 @@ def run_posttrain(cfg: BenchConfig, model: str, data: Path, out: Path, name: str
     label = "posttrain" + (", packed" if packing else ", length-bucketed" if bucket else "") + (
         "" if packing or padding_free else ", padded rows (--data.no-padding-free)")
     held = heldout_loss(run_dir / "final", heldout) if heldout else float("nan")
-    return Result(label, sum(step_tokens), seconds, steps, step_times.median_rate(step_tokens), train_loss, held)
+    return Result(label, sum(step_tokens), seconds, step_times.median_rate(step_tokens), train_loss, held)
 
 
 def run_trl(cfg: BenchConfig, model_dir: Path, tokenizer, train_rows: list[dict], out: Path,
@@ -231,8 +230,8 @@ def run_trl(cfg: BenchConfig, model_dir: Path, tokenizer, train_rows: list[dict]
         raise SystemExit(f"TRL logged {logs[-1]['num_tokens']:.0f} tokens by step {logs[-1]['step']}, its "
                          f"{len(step_tokens)} training forward passes saw {seen}; the token count would be wrong")
     label = "TRL SFTTrainer" + (", group_by_length" if group_by_length else "")
-    return Result(label, sum(step_tokens), output.metrics["train_runtime"], cfg.steps,
-                  step_times.median_rate(step_tokens), logs[-1]["loss"], heldout_loss(trainer.model, heldout))
+    return Result(label, sum(step_tokens), output.metrics["train_runtime"], step_times.median_rate(step_tokens),
+                  logs[-1]["loss"], heldout_loss(trainer.model, heldout))
 
 
 def heldout_loss(model_or_dir, heldout: list[Example]) -> float:
