@@ -32,7 +32,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/sft.py && $(PY) bench/sft.py --worked-share 1 --no-mfu && $(PY) bench/dpo.py
 
 docs: $(VENV)/.installed
-	$(PY) -m posttrain.config > docs/config.md
+	$(PY) -c 'from posttrain.cli import config_reference; print(config_reference())' > docs/config.md
 
 clean:
 	rm -rf $(VENV) runs .cache .pytest_cache

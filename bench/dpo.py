@@ -147,11 +147,11 @@ def posttrain_examples(path: Path, max_length: int) -> list:
 
 
 def posttrain_order(examples: list, cfg: BenchConfig) -> list[int]:
-    """The pair indices posttrain trains on, step after step (its own Schedule, default bucketing, seed 0)."""
-    from posttrain.training.loop import Schedule
+    """The pair indices posttrain trains on, step after step (its own DataOrder, default bucketing, seed 0)."""
+    from posttrain.training.loop import DataOrder
 
-    schedule = Schedule([len(e) for e in examples], cfg.batch_size, 1, 0, True)
-    return [i for step in range(cfg.steps) for batch in schedule.step_batches(step) for i in batch]
+    order = DataOrder([len(e) for e in examples], cfg.batch_size, 1, 0, True)
+    return [i for step in range(cfg.steps) for batch in order.step_batches(step) for i in batch]
 
 
 def prepare(cfg: BenchConfig, folder: Path) -> dict:

@@ -68,7 +68,7 @@ from posttrain.models.load import count_parameters, load_tokenizer, resolve_mode
 from posttrain.recipes import sft  # noqa: E402
 from posttrain.tasks import arithmetic  # noqa: E402
 from posttrain.training.distributed import setup_distributed  # noqa: E402
-from posttrain.training.loop import Schedule  # noqa: E402
+from posttrain.training.loop import DataOrder  # noqa: E402
 from posttrain.training.metrics import read_metrics  # noqa: E402
 
 
@@ -166,7 +166,7 @@ def check_same_tokens(trl_dataset, examples: list[Example]) -> None:
 def run_posttrain(cfg: BenchConfig, model: str, data: Path, out: Path, name: str, examples: list[Example],
                   heldout: list[Example], *, steps: int, batch_size: int, lr: float, bucket: bool = False,
                   packing: bool = False, padding_free: bool = True) -> Result:
-    """One posttrain SFT run; tokens counted from the recipe's own data order (Schedule)."""
+    """One posttrain SFT run; tokens counted from the recipe's own data order (DataOrder)."""
     sft_cfg = sft.SFTConfig(
         model=ModelConfig(name=model, dtype="float32"),
         data=sft.SFTDataConfig(train=str(data), max_length=cfg.max_length, packing=packing, bucket_by_length=bucket,
@@ -180,8 +180,8 @@ def run_posttrain(cfg: BenchConfig, model: str, data: Path, out: Path, name: str
     metrics = read_metrics(run_dir)
     seconds = next(m["time/train_seconds"] for m in metrics if "time/train_seconds" in m)
     train_loss = [m["train/loss"] for m in metrics if "train/loss" in m][-1]
-    schedule = Schedule([len(e) for e in examples], batch_size, 1, 0, bucket)
-    step_tokens = [sum(len(examples[i]) for b in schedule.step_batches(s) for i in b) for s in range(steps)]
+    order = DataOrder([len(e) for e in examples], batch_size, 1, 0, bucket)
+    step_tokens = [sum(len(examples[i]) for b in order.step_batches(s) for i in b) for s in range(steps)]
     label = "posttrain" + (", packed" if packing else ", length-bucketed" if bucket else "") + (
         "" if packing or padding_free else ", padded rows (--data.no-padding-free)")
     held = heldout_loss(run_dir / "final", heldout) if heldout else float("nan")
@@ -288,8 +288,8 @@ def compare(cfg: BenchConfig, folder: Path) -> tuple[list[tuple[list[Result], in
 def workload(cfg: BenchConfig, examples: list[Example]) -> str:
     """The training examples in words: lengths, and what padding each random batch to its longest example costs."""
     lengths = [len(e) for e in examples]
-    schedule = Schedule(lengths, cfg.batch_size, 1, 0, False)
-    batches = [b for s in range(cfg.steps) for b in schedule.step_batches(s)]
+    order = DataOrder(lengths, cfg.batch_size, 1, 0, False)
+    batches = [b for s in range(cfg.steps) for b in order.step_batches(s)]
     padded = sum(len(b) * max(lengths[i] for i in b) for b in batches) / sum(lengths[i] for b in batches for i in b)
     return (f"2-digit + and - arithmetic, {cfg.worked_share:.0%} of the answers with worked steps; "
             f"{min(lengths)}-{max(lengths)} tokens, mean {statistics.mean(lengths):.0f}; padded to its longest "

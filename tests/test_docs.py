@@ -3,13 +3,13 @@
 import re
 from pathlib import Path
 
-from posttrain.config import _all_config_classes, reference_markdown
+from posttrain.cli import config_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_config_reference_is_regenerated():
-    expected = reference_markdown(_all_config_classes()) + "\n"
+    expected = config_reference() + "\n"
     assert (ROOT / "docs" / "config.md").read_text() == expected, "run `make docs` to regenerate docs/config.md"
 
 

@@ -82,7 +82,7 @@ def _demo(argv: list[str]) -> int:
 
 
 def _data(argv: list[str]) -> int:
-    from posttrain.data import pairs
+    from posttrain import pairs
 
     actions = {"pairs": pairs.main}  # posttrain data ACTION [OPTIONS]
     if argv[:1] in (["-h"], ["--help"]):
@@ -92,6 +92,28 @@ def _data(argv: list[str]) -> int:
         got = f"got {argv[0]!r}" if argv else "none given"
         raise UserError(f"expected an action, one of: {', '.join(actions)} ({got}); e.g. posttrain data pairs --help")
     return actions[argv[0]](argv[1:])
+
+
+def config_classes() -> list[type]:
+    """Every config a command parses, with its nested sub-configs, in the order docs/config.md lists them."""
+    from posttrain.config import DataConfig, ModelConfig, OptimConfig, RunConfig, SamplingParams
+    from posttrain.demo import DemoConfig
+    from posttrain.eval.run import EvalConfig
+    from posttrain.generate import GenerateConfig
+    from posttrain.pairs import PairsConfig
+    from posttrain.recipes.dpo import DPOConfig, PreferenceConfig, PreferenceDataConfig
+    from posttrain.recipes.reward_model import RewardModelConfig
+    from posttrain.recipes.sft import SFTConfig, SFTDataConfig
+
+    return [ModelConfig, DataConfig, OptimConfig, RunConfig, SFTConfig, SFTDataConfig, RewardModelConfig, DPOConfig,
+            PreferenceConfig, PreferenceDataConfig, SamplingParams, GenerateConfig, EvalConfig, PairsConfig, DemoConfig]
+
+
+def config_reference() -> str:
+    """docs/config.md (`make docs` writes it): every field of every command's config, from its docstring."""
+    from posttrain.config import reference_markdown
+
+    return reference_markdown(config_classes())
 
 
 COMMANDS = {

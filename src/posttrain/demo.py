@@ -92,10 +92,10 @@ def sft_stage(cfg: DemoConfig) -> tuple[StageResult, Path]:
 
 def accuracy_stage(cfg: DemoConfig, model_dir: Path, label: str) -> StageResult:
     from posttrain.eval.run import EvalConfig, run_eval
-    from posttrain.generate import write_jsonl
+    from posttrain.files import write_jsonl
 
     t0 = time.perf_counter()
-    from posttrain.rl.rollout import SamplingParams
+    from posttrain.config import SamplingParams
 
     eval_cfg = EvalConfig(model=ModelConfig(name=str(model_dir)), task=HELDOUT, limit=cfg.eval_prompts,
                           sampling=SamplingParams(temperature=0.0, max_new_tokens=48))
@@ -106,8 +106,8 @@ def accuracy_stage(cfg: DemoConfig, model_dir: Path, label: str) -> StageResult:
 
 
 def pairs_stage(cfg: DemoConfig, sft_model: Path) -> tuple[StageResult, Path]:
-    from posttrain.data.pairs import PairsConfig, make_pairs
-    from posttrain.rl.rollout import SamplingParams
+    from posttrain.config import SamplingParams
+    from posttrain.pairs import PairsConfig, make_pairs
 
     t0 = time.perf_counter()
     out = Path(cfg.output_dir) / "pairs" / "pairs.jsonl"
@@ -156,11 +156,11 @@ def dpo_stage(cfg: DemoConfig, sft_model: Path, pairs: Path) -> tuple[StageResul
 
 
 def winrate_stage(cfg: DemoConfig, policy: Path, baseline: Path) -> StageResult:
+    from posttrain.config import SamplingParams
     from posttrain.data.load import load_records
     from posttrain.data.records import Prompt
     from posttrain.eval.winrate import sample_and_compare
     from posttrain.models.load import load_model
-    from posttrain.rl.rollout import SamplingParams
     from posttrain.tasks.raters import make_rater
 
     t0 = time.perf_counter()

@@ -1,23 +1,71 @@
-"""Writing files so that readers never see half of one: a temporary sibling, then a rename."""
+"""Writing files and folders so that readers never see half of one: a temporary sibling, then a rename.
+
+Every output posttrain writes goes through these: JSON and JSONL results, cached tensors, model folders.
+(Checkpoints, written by several processes at once, do the same dance in `training/checkpoint.py`.)
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write `text` to `path` through a temporary file in the same folder and `os.replace`."""
+def write_file_atomic(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """Run `write(tmp_path)` on a temporary file beside `path`, then rename it onto `path`."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        write(Path(tmp))
         os.chmod(tmp, 0o644)  # mkstemp makes the file private; outputs are meant to be shared
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return target
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write `text` (UTF-8) to `path` atomically."""
+    return write_file_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_json_atomic(path: str | Path, data: Any) -> Path:
+    """Write `data` as indented JSON atomically."""
+    return write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def write_jsonl(rows: Iterable[dict[str, Any]], path: str | Path) -> Path:
+    """Write one JSON object a line, atomically."""
+    return write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+def write_dir_atomic(target: Path, write: Callable[[Path], object]) -> Path:
+    """Run `write(tmp_dir)` and rename the result onto `target`, so readers never see a half-written folder.
+
+    An existing `target` is first renamed aside and deleted afterwards (a folder cannot be renamed onto
+    a non-empty one), so there is a moment where `target` is missing, but never one where it is partial.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f"{target.name}.tmp-"))
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o755)  # mkdtemp makes the folder private; a model folder is meant to be shared
+        old = None
+        if target.exists():
+            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f"{target.name}.old-"))
+            os.replace(target, old)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return target

@@ -8,56 +8,40 @@ is a prompt-completion record (TRL field names, so `posttrain sft` can train on 
 
 from __future__ import annotations
 
-import json
 import sys
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-from posttrain.config import ModelConfig
+from posttrain.config import SamplingCommandConfig, check
 from posttrain.data.records import Prompt
-from posttrain.errors import ConfigError
-from posttrain.files import write_text_atomic
-from posttrain.rl.rollout import Rollout, SamplingParams
+from posttrain.files import write_jsonl
+from posttrain.sampling.sampler import Rollout
 
 
 @dataclass
-class GenerateConfig:
-    """Sample completions for prompts with the built-in batched sampler; print them or write JSONL."""
+class GenerateConfig(SamplingCommandConfig):
+    """Sample completions for prompts with the built-in batched sampler; print them or write JSONL. Sampling
+    is at temperature 1 unless `--sampling.temperature` says otherwise (`posttrain eval` decodes greedily)."""
 
-    model: ModelConfig = field(default_factory=ModelConfig)
-    sampling: SamplingParams = field(default_factory=SamplingParams)
     prompts: str = "builtin:arithmetic/heldout"
     """Prompts: a JSONL/JSON/CSV/Parquet file, a `datasets.save_to_disk` directory or `builtin:NAME`. Any
     row with a `prompt` field works; its other fields are kept as the reference."""
     n: int = 1
     """Completions per prompt."""
     limit: int | None = 8
-    """Use only the first N prompts (unset: all of them)."""
-    batch_size: int = 64
-    """Rows (prompts x n) decoded together; lower it if memory runs out."""
     output: str | None = None
     """Write one JSON line per completion to this file; unset: print a table."""
-    device: str = "auto"
-    """`auto` (CUDA when available, else CPU), `cpu`, `cuda` or `cuda:N`."""
-    progress: bool = True
-    """Show a progress bar over batches."""
 
     def __post_init__(self) -> None:
-        if self.n < 1:
-            raise ConfigError(f"n={self.n!r}: must be >= 1 (completions per prompt)")
-        if self.limit is not None and self.limit < 1:
-            raise ConfigError(f"limit={self.limit!r}: must be >= 1 when set")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size={self.batch_size!r}: must be >= 1")
+        super().__post_init__()
+        check(self.n >= 1, "n", "must be >= 1 (completions per prompt)", self.n)
 
 
 def generate(cfg: GenerateConfig) -> list[dict[str, Any]]:
     """Load prompts and model, sample, then print a table or write `cfg.output`. Returns the JSONL rows."""
     from posttrain.data.load import load_records
-    from posttrain.models.load import load_model
-    from posttrain.rl.rollout import ModelSampler, sample_messages
-    from posttrain.training.distributed import resolve_device
+    from posttrain.models.load import load_model, resolve_device
+    from posttrain.sampling.sampler import ModelSampler, sample_messages
 
     records = load_records(cfg.prompts, accept=(Prompt,), limit=cfg.limit)
     model, tokenizer = load_model(cfg.model, resolve_device(cfg.device))
@@ -89,11 +73,6 @@ def completion_rows(records: list[Prompt], rollout: Rollout) -> list[dict[str, A
             row["reference"] = record.reference
         rows.append(row)
     return rows
-
-
-def write_jsonl(rows: list[dict[str, Any]], path: str | Path) -> None:
-    """Write rows as JSON lines atomically: readers never see half a file."""
-    write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
 def print_table(records: list[Prompt], rows: list[dict[str, Any]]) -> None:

@@ -1,4 +1,4 @@
-"""Preference pairs to token ids and batches, the held-out split, and the reference log-probs cache."""
+"""Preference pairs to token ids and batches."""
 
 import logging
 
@@ -6,17 +6,7 @@ import pytest
 import torch
 
 from posttrain.config import DataConfig
-from posttrain.data.preference import (
-    REFERENCE_CACHE,
-    PreferenceExample,
-    collate_pairs,
-    fingerprint,
-    load_reference_logps,
-    save_reference_logps,
-    split_heldout,
-    tokenize_pair,
-    tokenize_preferences,
-)
+from posttrain.data.preference import PreferenceExample, collate_pairs, tokenize_pair, tokenize_preferences
 from posttrain.data.records import PreferencePair, Ranking, parse_record
 from posttrain.data.tokenize import tokenize_prompt
 from posttrain.errors import DataError
@@ -90,38 +80,3 @@ def test_collate_puts_chosen_then_rejected_and_masks_only_response_tokens(tok):
         assert predicted.tolist() == list(ids)
     assert int(b["attention_mask"].sum()) == sum(len(e.prompt_ids) * 2 + len(e.chosen_ids) + len(e.rejected_ids)
                                                  for e in examples)
-
-
-def fake(row: int) -> PreferenceExample:
-    return PreferenceExample((1, 2), (3,), (4, row), row)
-
-
-def test_heldout_split_is_by_row_seeded_and_leaves_training_data():
-    """20 rows of which rows 1-5 hold 2 pairs each: 10% of 20 rows = 2 held-out rows, never split."""
-    examples = [fake(r) for r in range(1, 21)] + [fake(r) for r in range(1, 6)]
-    train, heldout = split_heldout(examples, 0.1, seed=0)
-    assert len({e.row for e in heldout}) == 2 and not {e.row for e in heldout} & {e.row for e in train}
-    assert len(train) + len(heldout) == len(examples)
-    assert split_heldout(examples, 0.1, seed=0) == (train, heldout)
-    assert split_heldout(examples, 0.1, seed=1)[1] != heldout
-    assert split_heldout(examples, 0.0, seed=0) == (examples, [])
-    assert split_heldout([fake(1)], 0.9, seed=0) == ([fake(1)], [])
-
-
-def test_reference_cache_round_trips_and_refuses_other_data(tmp_path, caplog):
-    splits = {"train": [fake(1), fake(2)], "eval": [fake(3)]}
-    key = fingerprint(splits, model="tiny", average="False")
-    logps = {"train.chosen": torch.tensor([-1.5, -2.25]), "train.rejected": torch.tensor([-3.0, -4.0]),
-             "eval.chosen": torch.tensor([-0.5]), "eval.rejected": torch.tensor([-9.0])}
-    path = tmp_path / REFERENCE_CACHE
-    save_reference_logps(path, logps, key)
-    loaded = load_reference_logps(path, key)
-    assert loaded.keys() == logps.keys() and all(torch.equal(loaded[k], logps[k]) for k in logps)
-    assert [p.name for p in tmp_path.iterdir()] == [REFERENCE_CACHE]  # no temporary file left
-    other = fingerprint({"train": [fake(1), fake(5)], "eval": [fake(3)]}, model="tiny", average="False")
-    assert other != key and fingerprint(splits, model="tiny", average="True") != key
-    with caplog.at_level(logging.WARNING, logger="posttrain.data.preference"):
-        assert load_reference_logps(path, other) is None
-    assert "other data or another model" in caplog.text
-    assert load_reference_logps(tmp_path / "missing.safetensors", key) is None
-

@@ -61,9 +61,8 @@ def test_sample_and_compare_puts_each_model_in_its_slot(tiny_dir):
 
     import torch
 
-    from posttrain.config import ModelConfig
+    from posttrain.config import ModelConfig, SamplingParams
     from posttrain.models.load import load_model
-    from posttrain.rl.rollout import SamplingParams
 
     model, tokenizer = load_model(ModelConfig(name=str(tiny_dir)))
     other = copy.deepcopy(model)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from posttrain.losses import bradley_terry_loss, last_token_rewards, ranking_loss, ranking_pairs
+from posttrain.losses import bradley_terry_loss, ranking_loss, ranking_pairs
 
 
 def test_bradley_terry_worked_example_and_metrics():
@@ -82,23 +82,3 @@ def test_ranking_loss_with_two_completions_is_bradley_terry():
     expected, _ = bradley_terry_loss(torch.tensor([0.3]), torch.tensor([1.2]))
     assert loss.item() == pytest.approx(expected.item())
     assert loss.item() == pytest.approx(math.log(1 + math.exp(0.9)), abs=1e-6)
-
-
-def test_last_token_rewards_right_padding():
-    """Real lengths 3 and 1 (then pad): read positions 2 and 0."""
-    values = torch.tensor([[10.0, 11.0, 12.0, 13.0], [20.0, 21.0, 22.0, 23.0]])
-    mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0]])
-    assert last_token_rewards(values, mask).tolist() == [12.0, 20.0]
-
-
-def test_last_token_rewards_left_padding():
-    """Left padding ends every row at T - 1 = 3; a full row also ends there."""
-    values = torch.tensor([[10.0, 11.0, 12.0, 13.0], [20.0, 21.0, 22.0, 23.0]])
-    mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
-    assert last_token_rewards(values, mask).tolist() == [13.0, 23.0]
-
-
-def test_last_token_rewards_gradient_reaches_only_the_read_position():
-    values = torch.zeros(1, 4, requires_grad=True)
-    last_token_rewards(values, torch.tensor([[1, 1, 0, 0]])).sum().backward()
-    assert values.grad.tolist() == [[0.0, 1.0, 0.0, 0.0]]

@@ -11,7 +11,13 @@ from posttrain.config import ModelConfig
 from posttrain.data.collate import pad_batch
 from posttrain.data.tokenize import Example
 from posttrain.errors import ModelError
-from posttrain.models.heads import MARKER_FILE, load_classifier, load_reward_model, save_reward_model
+from posttrain.models.heads import (
+    MARKER_FILE,
+    last_token_rewards,
+    load_classifier,
+    load_reward_model,
+    save_reward_model,
+)
 
 SEQUENCES = [[1, 40, 41, 42, 43, 44, 2], [1, 50, 51, 2], [1, 60, 61, 62, 63, 2, 10, 11, 12, 2]]
 
@@ -88,3 +94,23 @@ def test_a_directory_without_the_body_weights_is_refused(tmp_path, tiny_dir):
     (tmp_path / "empty" / "config.json").write_text((tiny_dir / "config.json").read_text())
     with pytest.raises(ModelError, match="cannot load|missing"):
         load_classifier(tmp_path / "empty", torch.float32)
+
+
+def test_last_token_rewards_right_padding():
+    """Real lengths 3 and 1 (then pad): read positions 2 and 0."""
+    values = torch.tensor([[10.0, 11.0, 12.0, 13.0], [20.0, 21.0, 22.0, 23.0]])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0]])
+    assert last_token_rewards(values, mask).tolist() == [12.0, 20.0]
+
+
+def test_last_token_rewards_left_padding():
+    """Left padding ends every row at T - 1 = 3; a full row also ends there."""
+    values = torch.tensor([[10.0, 11.0, 12.0, 13.0], [20.0, 21.0, 22.0, 23.0]])
+    mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
+    assert last_token_rewards(values, mask).tolist() == [13.0, 23.0]
+
+
+def test_last_token_rewards_gradient_reaches_only_the_read_position():
+    values = torch.zeros(1, 4, requires_grad=True)
+    last_token_rewards(values, torch.tensor([[1, 1, 0, 0]])).sum().backward()
+    assert values.grad.tolist() == [[0.0, 1.0, 0.0, 0.0]]

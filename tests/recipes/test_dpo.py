@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from posttrain.config import ModelConfig, OptimConfig, RunConfig
-from posttrain.data.preference import REFERENCE_CACHE
+from posttrain.models.reference import REFERENCE_CACHE
 from posttrain.errors import ConfigError, DataError
 from posttrain.recipes.dpo import DPOConfig, PreferenceConfig, PreferenceDataConfig, train
 
@@ -146,7 +146,9 @@ def test_lora_reference_is_the_base_model_and_final_merges(tmp_path, tiny_dir):
     from posttrain.data.load import load_records
     from posttrain.data.preference import PREFERENCE_KINDS, tokenize_preferences
     from posttrain.models.load import load_model
-    from posttrain.recipes.dpo import make_pair_batch, pair_logps, reference_fn
+    from posttrain.data.preference import pair_batch
+    from posttrain.models.logprobs import pair_logps
+    from posttrain.models.reference import Reference
 
     data = pairs_file(tmp_path / "p.jsonl", n=8)
     policy, tok = load_model(ModelConfig(name="tiny", lora_r=4))
@@ -156,8 +158,8 @@ def test_lora_reference_is_the_base_model_and_final_merges(tmp_path, tiny_dir):
                 p.normal_(std=0.1)
     examples = tokenize_preferences(load_records(str(data), accept=PREFERENCE_KINDS), tok,
                                     PreferenceDataConfig(train=str(data)), source="p")
-    batch = make_pair_batch(examples, list(range(8)), tok.pad_token_id, torch.device("cpu"))
-    ref_chosen, ref_rejected = reference_fn(PreferenceConfig(), policy)(batch)
+    batch = pair_batch(examples, list(range(8)), tok.pad_token_id, torch.device("cpu"))
+    ref_chosen, ref_rejected, _ = Reference(policy, keep_copy=False)(lambda m: pair_logps(m, batch, average=False))
     with torch.no_grad():
         base = AutoModelForCausalLM.from_pretrained(tiny_dir).eval()
         base_chosen, base_rejected, _ = pair_logps(base, batch, average=False)
@@ -183,9 +185,13 @@ def test_accumulated_gradient_equals_the_full_batch_gradient(tmp_path, tiny_dir)
     from posttrain.data.preference import PREFERENCE_KINDS, tokenize_preferences
     from posttrain.losses.preference import nll_loss
     from posttrain.models.load import load_tokenizer
-    from posttrain.recipes.dpo import make_pair_batch, pair_layout, preference_step_loss, reference_fn, response_logps
+    from posttrain.data.preference import pair_batch
+    from posttrain.models.attention import pair_layout
+    from posttrain.models.logprobs import pair_logps, response_logps
+    from posttrain.models.reference import Reference
+    from posttrain.recipes.dpo import preference_step_loss
     from posttrain.training.distributed import Dist
-    from posttrain.training.loop import Schedule, accumulate
+    from posttrain.training.loop import DataOrder, accumulate
 
     data = pairs_file(tmp_path / "p.jsonl", n=16)
     tok = load_tokenizer("tiny")
@@ -194,7 +200,7 @@ def test_accumulated_gradient_equals_the_full_batch_gradient(tmp_path, tiny_dir)
     d = Dist(0, 1, 0, torch.device("cpu"))
     pref = PreferenceConfig(nll_coef=1.0)
     model = AutoModelForCausalLM.from_pretrained(tiny_dir)
-    reference = reference_fn(pref, AutoModelForCausalLM.from_pretrained(tiny_dir))
+    reference = Reference(AutoModelForCausalLM.from_pretrained(tiny_dir), keep_copy=False)
     with torch.no_grad():  # move the policy off the reference so that h != 0
         for p in model.parameters():
             p.add_(0.02 * torch.randn_like(p))
@@ -202,14 +208,14 @@ def test_accumulated_gradient_equals_the_full_batch_gradient(tmp_path, tiny_dir)
     def token_mean_nll_step_loss(model, batch):
         loss_sum, sums = preference_step_loss(PreferenceConfig(), model, batch)
         token_logps, chosen_mask, _ = response_logps(model, batch)  # (B, N)
-        return loss_sum + nll_loss(token_logps, chosen_mask)[0] * batch["count"], sums
+        return loss_sum + nll_loss(token_logps, chosen_mask)[0] * batch.count, sums
 
     def grads(micro_size: int, accum: int, step_loss) -> torch.Tensor:
         model.zero_grad()
         micro = []
-        for b in Schedule([len(e) for e in examples], micro_size, accum, seed=0, bucket=False).step_batches(0):
-            m = make_pair_batch(examples, b, tok.pad_token_id, d.device, pair_layout(model, share_prompt=True))
-            m["ref_chosen_logps"], m["ref_rejected_logps"] = reference(m)
+        for b in DataOrder([len(e) for e in examples], micro_size, accum, seed=0, bucket=False).step_batches(0):
+            m = pair_batch(examples, b, tok.pad_token_id, d.device, pair_layout(model, share_prompt=True))
+            m.ref_chosen_logps, m.ref_rejected_logps, _ = reference(lambda r: pair_logps(r, m, average=False))
             micro.append(m)
         accumulate(model, micro, step_loss, d)
         return torch.cat([p.grad.flatten() for p in model.parameters()])
@@ -263,7 +269,9 @@ def test_shared_prompt_rows_give_the_two_row_log_probs_and_gradients(tmp_path, t
     from posttrain.data.load import load_records
     from posttrain.data.preference import PREFERENCE_KINDS, tokenize_preferences
     from posttrain.models.load import load_tokenizer
-    from posttrain.recipes.dpo import PairLayout, make_pair_batch, pair_layout, pair_logps
+    from posttrain.data.preference import PairLayout, pair_batch
+    from posttrain.models.attention import pair_layout
+    from posttrain.models.logprobs import pair_logps
 
     rows = [{"prompt": "What is 1 + 2?", "chosen": "3", "rejected": "It is surely a rather big number"},
             {"prompt": "Please tell me, what is 12 + 30 in digits?", "chosen": "The sum is 42.", "rejected": "41"},
@@ -280,7 +288,7 @@ def test_shared_prompt_rows_give_the_two_row_log_probs_and_gradients(tmp_path, t
 
     def logps_and_grad(layout: PairLayout) -> tuple[torch.Tensor, ...]:
         model.zero_grad()
-        batch = make_pair_batch(examples, [0, 1, 2], tok.pad_token_id, torch.device("cpu"), layout)
+        batch = pair_batch(examples, [0, 1, 2], tok.pad_token_id, torch.device("cpu"), layout)
         chosen, rejected, chosen_mean = pair_logps(model, batch, average=False)
         (chosen - 2 * rejected).sum().backward()
         grad = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
@@ -291,6 +299,6 @@ def test_shared_prompt_rows_give_the_two_row_log_probs_and_gradients(tmp_path, t
         for got, want in zip(logps_and_grad(layout), two_rows):
             torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     # the shared rows really are shorter: each prompt is in the batch once
-    shared = make_pair_batch(examples, [0, 1, 2], tok.pad_token_id, torch.device("cpu"), auto)
-    assert shared["inputs"]["input_ids"].numel() < make_pair_batch(
-        examples, [0, 1, 2], tok.pad_token_id, torch.device("cpu"))["inputs"]["input_ids"].numel()
+    shared = pair_batch(examples, [0, 1, 2], tok.pad_token_id, torch.device("cpu"), auto)
+    assert shared.inputs["input_ids"].numel() < pair_batch(
+        examples, [0, 1, 2], tok.pad_token_id, torch.device("cpu")).inputs["input_ids"].numel()

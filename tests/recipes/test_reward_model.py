@@ -15,15 +15,9 @@ from posttrain.config import DataConfig, ModelConfig, OptimConfig, RunConfig
 from posttrain.data.records import Message, Prompt
 from posttrain.errors import ConfigError, DataError
 from posttrain.losses.reward import ranking_loss
-from posttrain.recipes.reward_model import (
-    RankedGroup,
-    RewardModelConfig,
-    group_loss,
-    make_group_batch,
-    rm_step_loss,
-    split_by_prompt,
-    train,
-)
+from posttrain.data.rankings import RankedGroup, group_batch
+from posttrain.data.splits import split_by_key
+from posttrain.recipes.reward_model import RewardModelConfig, group_loss, rm_step_loss, train
 from posttrain.rewards.model import RewardFunction
 
 WORDS = "the a is of and so then because good bad yes no hello thanks".split()
@@ -56,7 +50,8 @@ def cfg_for(tmp: Path, train_file: Path, name: str, **overrides) -> RewardModelC
     optim = {"lr": 1e-3, "warmup_steps": 1, "max_steps": 8, "batch_size": 8, **overrides.pop("optim", {})}
     return RewardModelConfig(
         model=overrides.pop("model", ModelConfig(name="tiny")),
-        data=DataConfig(train=str(train_file), max_length=48, **overrides.pop("data", {})),
+        data=DataConfig(train=str(train_file), max_length=48, eval_fraction=overrides.pop("eval_fraction", 0.1),
+                        **overrides.pop("data", {})),
         optim=OptimConfig(**optim),
         run=RunConfig(name=name, output_dir=str(tmp), progress=False, log_every=1),
         **overrides,
@@ -91,8 +86,8 @@ def test_step_loss_sums_over_groups_and_counts_pairs():
             return torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0])
 
     groups = [RankedGroup((), ((1, 2), (1, 3)), (0, 1)), RankedGroup((), ((1,), (2,), (3, 4)), (2, 0, 1))]
-    batch = make_group_batch(groups, [0, 1], 0, torch.device("cpu"), use_margin=False)
-    assert batch["input_ids"].shape == (5, 2) and batch["count"] == 2
+    batch = group_batch(groups, [0, 1], 0, torch.device("cpu"), use_margin=False)
+    assert batch.input_ids.shape == (5, 2) and batch.count == 2
     loss, sums = rm_step_loss(Fixed(), batch)
     assert loss.item() == pytest.approx(0.31326 + 0.69315, abs=1e-4)
     assert sums["pairs"] == 4 and float(sums["correct"]) == 1.0 and sums["responses"] == 5
@@ -100,10 +95,11 @@ def test_step_loss_sums_over_groups_and_counts_pairs():
 
 def test_held_out_prompts_never_appear_in_training():
     groups = [RankedGroup((Message("user", str(i % 10)),), ((1,), (2,)), (0, 1)) for i in range(40)]
-    train_part, held = split_by_prompt(groups, 0.2, seed=0)
+    keys = [g.prompt for g in groups]
+    train_part, held = split_by_key(groups, keys, 0.2, seed=0)
     assert {g.prompt for g in held} & {g.prompt for g in train_part} == set()
     assert len({g.prompt for g in held}) == 2 and len(held) == 8  # 20% of 10 prompts, 4 groups each
-    assert split_by_prompt(groups, 0.2, seed=0) == (train_part, held)
+    assert split_by_key(groups, keys, 0.2, seed=0) == (train_part, held)
 
 
 # -- recipe tier ---------------------------------------------------------------------------------

@@ -76,13 +76,13 @@ def test_gradient_accumulation_gives_the_same_update(tmp_path):
 def test_accumulated_gradient_equals_the_full_batch_gradient(tmp_path, tiny_dir):
     """The engine's gradient for one step is the same whether the 8 examples come as 1x8 or 4x2;
     a per-micro-batch mean (the classic accumulation bug) gives a different gradient on the same data."""
+    from posttrain.data.batches import sft_batch
     from posttrain.data.load import load_records
     from posttrain.data.tokenize import tokenize_dataset
     from posttrain.models.load import load_tokenizer
     from posttrain.recipes.sft import SFT_KINDS, sft_step_loss
-    from posttrain.training.batches import make_micro_batch
     from posttrain.training.distributed import Dist
-    from posttrain.training.loop import Schedule, accumulate
+    from posttrain.training.loop import DataOrder, accumulate
 
     tok = load_tokenizer("tiny")
     ex = tokenize_dataset(load_records(str(chats(tmp_path / "c.jsonl")), accept=SFT_KINDS), tok,
@@ -92,15 +92,14 @@ def test_accumulated_gradient_equals_the_full_batch_gradient(tmp_path, tiny_dir)
 
     def grads(micro_size: int, accum: int, per_micro_mean: bool = False) -> torch.Tensor:
         model.zero_grad()
-        step = Schedule([len(e) for e in ex], micro_size, accum, seed=0, bucket=False).step_batches(0)
+        step = DataOrder([len(e) for e in ex], micro_size, accum, seed=0, bucket=False).step_batches(0)
         micro = []
         for b in step:
-            m = make_micro_batch(ex, b, tok.pad_token_id, False, d.device)
-            micro.append({**m, "count": m["n_target"]})
+            micro.append(sft_batch(ex, b, tok.pad_token_id, False, d.device))
         if per_micro_mean:
             for m in micro:
                 loss, _ = sft_step_loss(model, m)
-                (loss / m["count"] / len(micro)).backward()
+                (loss / m.count / len(micro)).backward()
         else:
             accumulate(model, micro, sft_step_loss, d)
         return torch.cat([p.grad.flatten() for p in model.parameters()])
@@ -115,12 +114,12 @@ def test_trimmed_logits_give_the_same_loss_and_gradient(tmp_path, tiny_dir, pack
     """With trim_logits the LM head runs only from the position before the batch's first trained token
     (logits_to_keep): the summed loss, the trained-token count and the gradient are those of the full
     logits, padded or packed, and the logits really are fewer."""
+    from posttrain.data.batches import sft_batch
     from posttrain.data.load import load_records
     from posttrain.data.tokenize import tokenize_dataset
     from posttrain.models.load import load_tokenizer
     from posttrain.models.logprobs import accepts_logits_to_keep
     from posttrain.recipes.sft import SFT_KINDS, sft_step_loss
-    from posttrain.training.batches import make_micro_batch
 
     tok = load_tokenizer("tiny")
     ex = tokenize_dataset(load_records(str(chats(tmp_path / "c.jsonl")), accept=SFT_KINDS), tok,
@@ -130,11 +129,11 @@ def test_trimmed_logits_give_the_same_loss_and_gradient(tmp_path, tiny_dir, pack
 
     def loss_and_grad(trim: bool) -> tuple[torch.Tensor, int, torch.Tensor, int]:
         model.zero_grad()
-        m = make_micro_batch(ex, list(range(6)), tok.pad_token_id, packing, torch.device("cpu"), 128, trim)
+        m = sft_batch(ex, list(range(6)), tok.pad_token_id, packing, torch.device("cpu"), 128, trim)
         loss, _ = sft_step_loss(model, m)
         loss.backward()
-        return (loss.detach(), m["n_target"], torch.cat([p.grad.flatten() for p in model.parameters()]),
-                m["labels"].numel())
+        return (loss.detach(), m.count, torch.cat([p.grad.flatten() for p in model.parameters()]),
+                m.labels.numel())
 
     full, trimmed = loss_and_grad(False), loss_and_grad(True)
     torch.testing.assert_close(trimmed[0], full[0], atol=1e-4, rtol=1e-5)

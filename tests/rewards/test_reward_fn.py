@@ -6,10 +6,10 @@ import torch
 
 from posttrain.config import ModelConfig
 from posttrain.data.records import Message, Prompt
-from posttrain.data.tokenize import tokenize_completion
+from posttrain.data.tokenize import reward_input_ids, tokenize_completion
 from posttrain.errors import ModelError
 from posttrain.models.heads import load_reward_model, save_reward_model
-from posttrain.rewards.model import RewardFunction, reward_input_ids
+from posttrain.rewards.model import RewardFunction
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,15 @@ tests/data/test_collate.py checks packed logits against each document run alone.
 from __future__ import annotations
 
 import random
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from posttrain.data.tokenize import Example
+if TYPE_CHECKING:  # a type only: importing collate (as losses and models do) pulls in no tokenization
+    from posttrain.data.tokenize import Example
 
-IGNORE_INDEX = -100  # label of positions that carry no loss
+IGNORE_INDEX = -100  # the label of positions that carry no loss; every module that masks labels imports this one
 
 
 def example_labels(example: Example) -> list[int]:

@@ -1,4 +1,4 @@
-"""Preference pairs to token ids, batches of 2B sequences, and the cache of reference log-probs.
+"""Preference pairs to token ids and to batches (`PairBatch`) in either of two layouts.
 
 A `PreferenceExample` is one (prompt, chosen, rejected) triple as token ids. The prompt is
 rendered with the chat template's generation prompt; chosen and rejected are the tokens the
@@ -24,15 +24,9 @@ Sequences longer than data.max_length (prompt + response; each side is checked):
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-import random
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -184,52 +178,70 @@ def collate_shared_prompt(examples: list[PreferenceExample], pad_id: int) -> dic
             "predictors": torch.from_numpy(predictors), "target_segment": torch.from_numpy(target_segment)}
 
 
-def split_heldout(examples: list[PreferenceExample], fraction: float, seed: int
-                  ) -> tuple[list[PreferenceExample], list[PreferenceExample]]:
-    """(train, held-out): a seeded `fraction` of the source ROWS is held out, so the pairs of one
-    ranking never straddle the split. At least one row stays for training."""
-    rows = sorted({e.row for e in examples})
-    n_heldout = min(round(fraction * len(rows)), len(rows) - 1)
-    if n_heldout <= 0:
-        return examples, []
-    heldout = set(random.Random(seed).sample(rows, n_heldout))
-    return [e for e in examples if e.row not in heldout], [e for e in examples if e.row in heldout]
+@dataclass(frozen=True)
+class PairLayout:
+    """How pairs go through a given model (`models.attention.pair_layout` picks the fastest it supports)."""
+
+    share_prompt: bool = False
+    """One row [prompt, chosen, rejected] per pair (else two rows)."""
+    mask_dtype: torch.dtype = torch.bool
+    """The 4D mask's form: bool for sdpa, an additive float mask for eager attention."""
+    trim_logits: bool = False
+    """Pass `logits_to_keep` so the LM head runs only from the last prompt token on."""
 
 
-# -- the reference log-probs cache --------------------------------------------------------------
+@dataclass
+class PairBatch:
+    """B preference pairs as model inputs, and where their response tokens are.
 
-REFERENCE_CACHE = "reference_logps.safetensors"
+    Shared prompt (`share_prompt`): one row per pair; `targets`, `predictors`, `target_segment` are (B, N)
+    (see `collate_shared_prompt`). Two rows: 2B rows, chosen first; `targets` and `completion_mask` are
+    (2B, T - first - 1), aligned with the logits of positions first .. T - 2. `models.logprobs.pair_logps`
+    reads either. The reference log-probs (B,) are filled in by the recipe when it has them.
+    """
+
+    inputs: dict[str, Any]
+    targets: torch.Tensor
+    predictors: torch.Tensor | None  # (B, N), shared prompt only
+    target_segment: torch.Tensor | None  # (B, N), shared prompt only
+    completion_mask: torch.Tensor | None  # (2B, T'), two rows only
+    count: int  # pairs: what the loss is summed over
+    n_input: int  # input tokens, as if every prompt were encoded twice (the two-row count, for tokens/s)
+    ref_chosen_logps: torch.Tensor | None = None  # (B,)
+    ref_rejected_logps: torch.Tensor | None = None  # (B,)
+
+    @property
+    def shared_prompt(self) -> bool:
+        return self.predictors is not None
 
 
-def fingerprint(examples: dict[str, list[PreferenceExample]], **what: str) -> str:
-    """sha256 of the token ids of every split and of what else decides the log-probs (model, reduction)."""
-    digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode())
-    for split in sorted(examples):
-        digest.update(split.encode())
-        for e in examples[split]:
-            digest.update(json.dumps([e.prompt_ids, e.chosen_ids, e.rejected_ids]).encode())
-    return digest.hexdigest()
-
-
-def save_reference_logps(path: Path, logps: dict[str, torch.Tensor], key: str) -> None:
-    """Write `{split.chosen, split.rejected: (N,)}` with its fingerprint, through a temporary file and a rename."""
-    from safetensors.torch import save_file
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    save_file({k: v.detach().float().cpu().contiguous() for k, v in logps.items()}, tmp, metadata={"fingerprint": key})
-    os.replace(tmp, path)
-
-
-def load_reference_logps(path: Path, key: str) -> dict[str, torch.Tensor] | None:
-    """The cached log-probs when `path` exists and was made from the same examples and model, else None."""
-    if not path.is_file():
-        return None
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        if (f.metadata() or {}).get("fingerprint") != key:
-            log.warning("%s was made from other data or another model; computing the reference log-probs again", path)
-            return None
-        return {k: f.get_tensor(k) for k in f.keys()}
-
+def pair_batch(examples: list[PreferenceExample], indices: list[int], pad_id: int, device: torch.device,
+               layout: PairLayout = PairLayout()) -> PairBatch:
+    """The pairs at `indices` as one `PairBatch` in `layout`."""
+    if not indices:
+        raise ValueError("a micro-batch needs at least one pair (batch size x processes > dataset?)")
+    pairs = [examples[i] for i in indices]
+    n_input = sum(2 * len(e.prompt_ids) + len(e.chosen_ids) + len(e.rejected_ids) for e in pairs)
+    shortest_prompt = min(len(e.prompt_ids) for e in pairs)
+    # logits are needed from the shortest prompt's last token on; earlier ones only when the model cannot skip them
+    first = max(shortest_prompt - 1, 0) if layout.trim_logits else 0
+    if layout.share_prompt and shortest_prompt > 0:
+        b = collate_shared_prompt(pairs, pad_id)
+        mask = b["attention"]  # (B, 1, T, T)
+        if layout.mask_dtype != torch.bool:  # eager attention adds the mask to its scores
+            lowest = torch.finfo(layout.mask_dtype).min
+            mask = torch.zeros(mask.shape, dtype=layout.mask_dtype).masked_fill_(~mask, lowest)
+        inputs = {"input_ids": b["input_ids"], "position_ids": b["position_ids"], "attention_mask": mask}
+        predictors = (b["predictors"] - first).clamp(min=0).to(device)  # padding targets read position 0
+        targets, segment, completion_mask = b["targets"].to(device), b["target_segment"].to(device), None
+    else:
+        b = collate_pairs(pairs, pad_id)
+        inputs = {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]}
+        predictors = segment = None
+        completion_mask = b["completion_mask"][:, first:].to(device)
+        targets = b["input_ids"][:, first + 1 :].to(device)
+    width = inputs["input_ids"].shape[1]
+    inputs = {k: v.to(device) for k, v in inputs.items()} | {"use_cache": False}
+    if layout.trim_logits:
+        inputs["logits_to_keep"] = width - first  # logits for positions first .. T-1 only
+    return PairBatch(inputs, targets, predictors, segment, completion_mask, len(indices), n_input)

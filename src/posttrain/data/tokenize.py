@@ -207,3 +207,10 @@ def tokenize_completion(prompt: Messages, completion: Messages, tokenizer) -> tu
     ids = list(enc["input_ids"])
     split = sum(1 for _, stop in enc["offset_mapping"] if stop <= len(before))
     return ids[:split], ids[split:]
+
+
+def reward_input_ids(prompt: Messages, response: Messages, tokenizer) -> list[int]:
+    """The tokens a reward model reads for `response` to `prompt`, in training and in scoring alike:
+    the conversation through the chat template, as `tokenize_completion` splits it."""
+    prompt_ids, completion_ids = tokenize_completion(prompt, response, tokenizer)
+    return prompt_ids + completion_ids

@@ -12,11 +12,12 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from posttrain.config import SamplingParams
 from posttrain.data.records import Prompt
 from posttrain.errors import ConfigError
 from posttrain.eval.winrate import wilson_interval
 from posttrain.rewards.verifiers import exact_match, numeric_match
-from posttrain.rl.rollout import ModelSampler, SamplingParams, sample_messages
+from posttrain.sampling.sampler import ModelSampler, sample_messages
 
 Verify = Callable[[str, dict], float]
 
@@ -63,10 +64,12 @@ class AccuracyResult:
 
 def evaluate_accuracy(
     model, tokenizer, prompts: list[Prompt], verify: Verify, params: SamplingParams | None = None, batch_size: int = 64,
+    progress: bool = False,
 ) -> AccuracyResult:
     """Greedy (by default) completions for `prompts`, scored by `verify`; mean score with a 95% CI."""
     params = params or SamplingParams(temperature=0.0, max_new_tokens=32)
-    rollout = sample_messages(ModelSampler(model, tokenizer, batch_size=batch_size), [p.prompt for p in prompts],
+    sampler = ModelSampler(model, tokenizer, batch_size=batch_size, progress=progress)
+    rollout = sample_messages(sampler, [p.prompt for p in prompts],
                               tokenizer, 1, params)
     scores = [float(verify(text, p.reference)) for p, text in zip(prompts, rollout.texts)]
     n = len(scores)

@@ -4,43 +4,35 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from posttrain.config import ModelConfig
+from posttrain.config import SamplingCommandConfig, SamplingParams
 from posttrain.data.load import load_records
 from posttrain.data.records import Prompt
 from posttrain.eval.accuracy import AccuracyResult, evaluate_accuracy, resolve_verifier
-from posttrain.rl.rollout import SamplingParams
 
 
 @dataclass
-class EvalConfig:
-    """Accuracy of a model on prompts with reference answers, scored by the task's verifier."""
+class EvalConfig(SamplingCommandConfig):
+    """Accuracy of a model on prompts with reference answers, scored by the task's verifier; greedy decoding
+    unless `--sampling.temperature` says otherwise."""
 
-    model: ModelConfig = field(default_factory=ModelConfig)
     task: str = "builtin:arithmetic/heldout"
     """Prompts with reference fields (e.g. `answer`): a file or `builtin:NAME/heldout`."""
     verifier: str | None = None
     """How a completion is scored: unset uses a built-in task's own verifier (else `numeric`); `numeric`,
     `exact`, or `module:function` taking (completion, reference_dict) -> float."""
-    limit: int | None = None
-    """Evaluate only the first N prompts."""
     sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.0, max_new_tokens=32))
-    batch_size: int = 64
-    """Rows (prompts x samples) per generation batch."""
     output: str | None = None
     """Write every prompt, completion and score to this JSONL file."""
-    device: str = "auto"
-    """`auto`, `cpu`, `cuda` or `cuda:N`."""
 
 
 def run_eval(cfg: EvalConfig) -> AccuracyResult:
-    from posttrain.generate import write_jsonl
-    from posttrain.models.load import load_model
-    from posttrain.training.distributed import resolve_device
+    from posttrain.files import write_jsonl
+    from posttrain.models.load import load_model, resolve_device
 
     verify = resolve_verifier(cfg.task, cfg.verifier)
     prompts = load_records(cfg.task, accept=(Prompt,), limit=cfg.limit)
     model, tokenizer = load_model(cfg.model, resolve_device(cfg.device))
-    result = evaluate_accuracy(model, tokenizer, prompts, verify, cfg.sampling, cfg.batch_size)
+    result = evaluate_accuracy(model, tokenizer, prompts, verify, cfg.sampling, cfg.batch_size, cfg.progress)
     if cfg.output:
         write_jsonl(result.samples, cfg.output)
     return result

@@ -84,7 +84,7 @@ def sample_and_compare(
 ) -> dict[str, Any]:
     """Sample one response per prompt from each model (greedy, 32 new tokens unless `params` says otherwise),
     then `compare_policies`. Both models must share `tokenizer`, as a policy and its starting point do."""
-    from posttrain.rl.rollout import ModelSampler, SamplingParams, sample_messages
+    from posttrain.sampling.sampler import ModelSampler, SamplingParams, sample_messages
 
     params = params if params is not None else SamplingParams(max_new_tokens=32, temperature=0.0)
     messages = [p.prompt for p in prompts]

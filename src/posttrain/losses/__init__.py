@@ -5,13 +5,12 @@
 """
 
 from posttrain.losses.preference import dpo_loss, ipo_loss, nll_loss, simpo_loss
-from posttrain.losses.reward import bradley_terry_loss, last_token_rewards, ranking_loss, ranking_pairs
+from posttrain.losses.reward import bradley_terry_loss, ranking_loss, ranking_pairs
 
 __all__ = [
     "bradley_terry_loss",
     "dpo_loss",
     "ipo_loss",
-    "last_token_rewards",
     "nll_loss",
     "ranking_loss",
     "ranking_pairs",

@@ -78,18 +78,3 @@ def ranking_loss(
     better_index = torch.tensor([better for better, _ in pairs], device=rewards.device)  # (C(K,2),)
     worse_index = torch.tensor([worse for _, worse in pairs], device=rewards.device)  # (C(K,2),)
     return bradley_terry_loss(rewards[better_index], rewards[worse_index])
-
-
-def last_token_rewards(values: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """The value head's output at each sequence's last real token: values (B, T) -> (B,).
-
-    The index is that of the last nonzero in the mask, so it is right for both right padding
-    ([1, 1, 1, 0] -> 2) and left padding ([0, 1, 1, 1] -> T - 1).
-    """
-    if values.shape != attention_mask.shape:
-        raise ValueError(
-            f"values {tuple(values.shape)} and attention_mask {tuple(attention_mask.shape)} disagree"
-        )
-    positions = torch.arange(values.shape[1], device=values.device)  # (T,)
-    last_index = (attention_mask.long() * positions).argmax(dim=-1)  # (B,): first max wins ties
-    return values.gather(-1, last_index.unsqueeze(-1)).squeeze(-1)  # (B,)

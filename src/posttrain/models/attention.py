@@ -8,20 +8,27 @@ PyTorch alone: it cuts the row into its documents, lays them out as a (docs, hea
 batch, L the longest document, runs causal SDPA and puts the outputs back in row order. A
 document's padding comes after its tokens, so causal attention never lets a real token see it.
 
-This is what makes padding-free batches pay off (`make_micro_batch(..., padding_free=True)`):
+This is what makes padding-free batches pay off (`data.batches.sft_batch(..., padding_free=True)`):
 every example of a micro-batch goes into ONE row with no pad tokens, so the linear layers and the
 LM head, most of the model's work, run on real tokens only.
 
 Any other call (more than one row, a mask, no position_ids, a KV cache during generation) goes to
 transformers' own sdpa attention unchanged, so a model can keep this implementation for evaluation.
 `use_varlen_attention(model)` switches a model to it; tests/models/test_attention.py checks a packed
-row against each document run alone.
+row against each document run alone. `pair_layout(model)` says how preference pairs can go through a
+model's attention (one row per pair with a block mask, or two rows).
 """
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn.functional as F
+
+from posttrain.data.preference import PairLayout
+
+log = logging.getLogger(__name__)
 
 NAME = "posttrain_varlen_sdpa"
 
@@ -99,3 +106,17 @@ def use_varlen_attention(model: torch.nn.Module) -> bool:
     AttentionMaskInterface.register(NAME, varlen_mask)
     base.set_attn_implementation(NAME)
     return True
+
+
+def pair_layout(model: torch.nn.Module, share_prompt: bool) -> PairLayout:
+    """The fastest preference-pair layout `model` supports exactly; `share_prompt=False` forces two rows. One row
+    per pair needs a 4D attention mask (sdpa, eager; not flash-attention)."""
+    from posttrain.models.logprobs import accepts_logits_to_keep
+    from posttrain.models.lora import transformers_model
+
+    base = transformers_model(model)
+    attention = getattr(base.config, "_attn_implementation", None)
+    share = share_prompt and attention in ("sdpa", "eager")
+    if share_prompt and not share:
+        log.info("data.share_prompt: %s attention takes no 4D mask; each pair is two rows", attention)
+    return PairLayout(share, torch.bool if attention == "sdpa" else base.dtype, accepts_logits_to_keep(model))

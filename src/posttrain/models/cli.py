@@ -24,14 +24,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def init_tiny(out: Path, size: str, seed: int) -> Path:
     """Write a tiny model to `out`, refusing to mix it into a non-empty directory."""
-    from posttrain.models.load import write_atomically
+    from posttrain.files import write_dir_atomic
     from posttrain.models.tiny import build_tiny
 
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ModelError(
             f"--out {str(out)!r} already exists and is not an empty directory; choose another or remove it"
         )
-    return write_atomically(out, lambda tmp: build_tiny(tmp, size, seed))
+    return write_dir_atomic(out, lambda tmp: build_tiny(tmp, size, seed))
 
 
 def prepare(name: str) -> tuple[Path, int]:

@@ -8,7 +8,7 @@ Saved format
 
 Reading a reward
     We run the body, apply `score` at every position (B, T, 1) and take the value at the last
-    token whose attention_mask is 1 (`losses.reward.last_token_rewards`), for right and left
+    token whose attention_mask is 1 (`last_token_rewards`), for right and left
     padding alike. We do not use the model's own forward: transformers pools at the last token
     that is not `pad_token_id`, which is wrong when pad == eos (SmolLM2: the real eos at the end
     of every completion would look like padding) and wrong for left padding.
@@ -36,8 +36,8 @@ import torch
 
 from posttrain.config import ModelConfig
 from posttrain.errors import ModelError
-from posttrain.losses.reward import last_token_rewards
-from posttrain.models.load import load_tokenizer, resolve_dtype, resolve_model_dir, write_atomically
+from posttrain.files import write_dir_atomic
+from posttrain.models.load import load_tokenizer, resolve_dtype, resolve_model_dir
 from posttrain.models.lora import apply_lora, is_lora, merged_copy
 
 MARKER_FILE = "reward_model.json"
@@ -73,6 +73,21 @@ def sequence_rewards(classifier: torch.nn.Module, input_ids: torch.Tensor, atten
                   use_cache=False).last_hidden_state  # (B, T, H)
     values = getattr(model, HEAD)(hidden).squeeze(-1)  # (B, T)
     return last_token_rewards(values.float(), attention_mask)  # (B,)
+
+
+def last_token_rewards(values: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The value head's output at each sequence's last real token: values (B, T) -> (B,).
+
+    The index is that of the last nonzero in the mask, so it is right for both right padding
+    ([1, 1, 1, 0] -> 2) and left padding ([0, 1, 1, 1] -> T - 1).
+    """
+    if values.shape != attention_mask.shape:
+        raise ValueError(
+            f"values {tuple(values.shape)} and attention_mask {tuple(attention_mask.shape)} disagree"
+        )
+    positions = torch.arange(values.shape[1], device=values.device)  # (T,)
+    last_index = (attention_mask.long() * positions).argmax(dim=-1)  # (B,): first max wins ties
+    return values.gather(-1, last_index.unsqueeze(-1)).squeeze(-1)  # (B,)
 
 
 @contextmanager
@@ -152,4 +167,4 @@ def save_reward_model(model: RewardModel, tokenizer, out_dir: str | Path, marker
         tokenizer.save_pretrained(tmp)
         (tmp / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
 
-    return write_atomically(Path(out_dir), write)
+    return write_dir_atomic(Path(out_dir), write)

@@ -23,9 +23,7 @@ import hashlib
 import importlib.util
 import os
 import re
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,6 +32,7 @@ from filelock import FileLock
 
 from posttrain.config import ModelConfig
 from posttrain.errors import ConfigError, ModelError
+from posttrain.files import write_dir_atomic
 from posttrain.models import tiny
 from posttrain.models.lora import apply_lora, merged_copy, reference_context
 from posttrain.models.tiny import SIZES, build_tiny
@@ -48,6 +47,7 @@ __all__ = [
     "load_model",
     "load_tokenizer",
     "reference_context",
+    "resolve_device",
     "resolve_dtype",
     "resolve_model_dir",
     "save_pretrained_merged",
@@ -95,30 +95,6 @@ def known_models() -> dict[str, tuple[str, Path]]:
     return out
 
 
-def write_atomically(target: Path, write: Callable[[Path], object]) -> Path:
-    """Run `write(tmp_dir)` and rename the result onto `target`, so readers never see a half-written dir.
-
-    An existing `target` is first renamed aside and deleted afterwards (a directory cannot be renamed onto
-    a non-empty one), so there is a moment where `target` is missing, but never one where it is partial.
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f"{target.name}.tmp-"))
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o755)  # mkdtemp makes the folder private; a model folder is meant to be shared
-        old = None
-        if target.exists():
-            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f"{target.name}.old-"))
-            os.replace(target, old)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    return target
-
-
 def _build_once(target: Path, write: Callable[[Path], object]) -> Path:
     """Return `target` if it was built before, else build it (one process at a time, atomically)."""
     if (target / "config.json").is_file():
@@ -126,7 +102,7 @@ def _build_once(target: Path, write: Callable[[Path], object]) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target.parent / f"{target.name}.lock")):
         if not (target / "config.json").is_file():  # another process may have built it while we waited
-            write_atomically(target, write)
+            write_dir_atomic(target, write)
     return target
 
 
@@ -234,6 +210,15 @@ def resolve_model_dir(name: str) -> Path:
     return _hub_dir(name)
 
 
+def resolve_device(device: str, local_rank: int = 0) -> torch.device:
+    """`auto`: this process's CUDA device when there is one, else the CPU; `cuda` means this process's GPU."""
+    if device == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    if device == "cuda" and torch.cuda.is_available():
+        return torch.device(f"cuda:{local_rank}")
+    return torch.device(device)
+
+
 def resolve_dtype(dtype: str, device: torch.device | str) -> torch.dtype:
     """`auto` is float32 on CPU (bf16 training is ~10x slower on CPUs without AMX) and bfloat16 on CUDA."""
     if dtype == "auto":
@@ -301,7 +286,7 @@ def save_pretrained_merged(model, tokenizer, out_dir: str | Path) -> Path:
         plain.save_pretrained(tmp, safe_serialization=True)  # writes generation_config.json too
         tokenizer.save_pretrained(tmp)
 
-    return write_atomically(Path(out_dir), write)
+    return write_dir_atomic(Path(out_dir), write)
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:

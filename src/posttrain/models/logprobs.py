@@ -2,7 +2,8 @@
 
 Every preference and RL loss starts here: `token_logps` turns logits into log p(token) without
 building a full (B, T, V) log-softmax, and `sequence_logps` / `average_sequence_logps` reduce
-over the completion mask (sums for DPO, length-averages for SimPO and IPO).
+over the completion mask (sums for DPO, length-averages for SimPO and IPO). `pair_logps` runs a
+model over a `PairBatch` (either layout) and returns both responses' log-probs.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import inspect
 
 import torch
 
-IGNORE_INDEX = -100  # label value for positions that carry no loss (prompt, padding)
+from posttrain.data.collate import IGNORE_INDEX
+from posttrain.data.preference import CHOSEN, REJECTED, PairBatch
+
 # Rows of logits handled at once: bounds the float32 temporaries to about 256 MB.
 _CHUNK_ELEMENTS = 2**26
 
@@ -70,3 +73,27 @@ def average_sequence_logps(token_logps: torch.Tensor, mask: torch.Tensor) -> tor
     log-likelihood (arXiv:2405.14734 eq. 4). An empty mask gives 0 rather than NaN."""
     token_counts = mask.to(token_logps.dtype).sum(-1).clamp(min=1)  # (B,)
     return sequence_logps(token_logps, mask) / token_counts
+
+
+def response_logps(model: torch.nn.Module, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token log-probs of the batch's responses and where they are: (B, N) log-probs, chosen mask, rejected mask."""
+    logits = model(**batch.inputs).logits  # (rows, T - first, V)
+    if batch.shared_prompt:  # one row per pair
+        logps = gathered_token_logps(logits, batch.predictors, batch.targets)  # (B, N)
+        return logps, batch.target_segment == CHOSEN, batch.target_segment == REJECTED
+    logps = token_logps(logits[:, :-1], batch.targets)  # (2B, T - first - 1)
+    mask = batch.completion_mask  # (2B, T - first - 1)
+    chosen, rejected = logps.chunk(2)  # (B, T - first - 1) each
+    none = torch.zeros_like(mask[: len(chosen)])
+    return (torch.cat([chosen, rejected], 1), torch.cat([mask[: len(chosen)], none], 1),
+            torch.cat([none, mask[len(chosen) :]], 1))  # (B, 2(T - first - 1)) each
+
+
+def pair_logps(model: torch.nn.Module, batch: PairBatch, average: bool
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(chosen, rejected, chosen per-token mean), each (B,), from one forward over the batch's pairs.
+    `average`: chosen and rejected are per-token means (IPO, SimPO), else sums (DPO)."""
+    logps, chosen_mask, rejected_mask = response_logps(model, batch)  # (B, N) each
+    reduce = average_sequence_logps if average else sequence_logps
+    chosen_mean = average_sequence_logps(logps, chosen_mask)
+    return reduce(logps, chosen_mask), reduce(logps, rejected_mask), chosen_mean

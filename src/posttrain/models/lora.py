@@ -1,4 +1,5 @@
-"""LoRA adapters (arXiv:2106.09685) through peft: add them, switch them off, merge them for saving.
+"""LoRA adapters (arXiv:2106.09685) through peft: add them, switch them off, merge them for saving; and
+the two unwrappers that see through DDP (`unwrap`) and through peft as well (`transformers_model`).
 
 With LoRA the frozen base weights are the initial policy, so switching the adapters off gives the
 reference model of DPO or the KL penalty for free, without a second copy of the weights.
@@ -21,9 +22,14 @@ def is_lora(model: torch.nn.Module) -> bool:
     return isinstance(model, PeftModel)
 
 
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module under a DDP wrapper (peft's adapters, if any, stay on)."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
 def transformers_model(model: torch.nn.Module) -> torch.nn.Module:
     """The transformers model under a DDP wrapper and peft's adapters (its config, forward, attention)."""
-    model = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    model = unwrap(model)
     return model.get_base_model() if is_lora(model) else model
 
 

@@ -19,17 +19,26 @@ from pathlib import Path
 import torch
 
 from posttrain.config import DataConfig, ModelConfig, OptimConfig, RunConfig
-from posttrain.data.load import default_heldout, describe_source, load_records
+from posttrain.data.batches import SFTBatch, sft_batch
 from posttrain.data.records import Conversation, PromptCompletion, Text
+from posttrain.data.splits import train_and_heldout
 from posttrain.data.tokenize import Example, tokenize_dataset
 from posttrain.losses.sft import sft_loss
 from posttrain.models.attention import use_varlen_attention
 from posttrain.models.load import load_model, load_tokenizer
 from posttrain.models.logprobs import accepts_logits_to_keep
-from posttrain.training.batches import make_micro_batch
-from posttrain.training.checkpoint import seed_everything, unwrap
-from posttrain.training.distributed import Dist, all_reduce_sum, setup_distributed, teardown
-from posttrain.training.loop import Schedule, accumulate, end_step, finish_run, optimizer_step, start_run
+from posttrain.training.checkpoint import seed_everything
+from posttrain.training.distributed import Dist, setup_distributed, teardown
+from posttrain.training.loop import (
+    DataOrder,
+    accumulate,
+    end_step,
+    eval_order,
+    evaluate,
+    finish_run,
+    optimizer_step,
+    start_run,
+)
 from posttrain.training.optim import build_optimizer, build_scheduler
 from posttrain.training.rundir import check_run_dir
 
@@ -40,6 +49,7 @@ SFT_KINDS = (Conversation, PromptCompletion, Text)
 class SFTDataConfig(DataConfig):
     """Demonstrations (conversations, prompt-completion pairs or plain text) and how they are cut into batches."""
 
+    eval_fraction: float = 0.0
     bucket_by_length: bool = False
     """Group examples of similar length into the same optimizer step. Off for SFT: padding-free rows compute no
     pad token, so grouping gains little (0-12% tokens/s in bench/sft.py's runs), and where length goes with the
@@ -63,18 +73,16 @@ class SFTConfig:
 
 
 def prepare_data(cfg: SFTConfig, tokenizer) -> tuple[list[Example], list[Example], list[dict]]:
-    """Load, validate and tokenize train and held-out data. Returns train, eval, lineage entries."""
-    train_records = load_records(cfg.data.train, accept=SFT_KINDS, limit=cfg.data.limit)
-    eval_source = cfg.data.eval or default_heldout(cfg.data.train)
-    train = tokenize_dataset(train_records, tokenizer, cfg.data, source=cfg.data.train)
-    if not eval_source:
-        return train, [], [describe_source(cfg.data.train)]
-    evals = tokenize_dataset(load_records(eval_source, accept=SFT_KINDS), tokenizer, cfg.data, source=eval_source)
-    return train, evals, [describe_source(cfg.data.train), describe_source(eval_source)]
+    """Load, validate and tokenize train and held-out data (data/splits.py's held-out policy; a fraction is held
+    out by example, as SFT rows carry no prompt key). Returns train, eval, lineage entries."""
+    return train_and_heldout(cfg.data, SFT_KINDS,
+                             lambda records, source: tokenize_dataset(records, tokenizer, cfg.data, source=source),
+                             key=id, seed=cfg.run.seed)
 
 
-def sft_step_loss(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-    loss_sum, _ = sft_loss(model(**batch["inputs"]).logits, batch["labels"])
+def sft_step_loss(model: torch.nn.Module, batch: SFTBatch) -> tuple[torch.Tensor, dict[str, float]]:
+    """Next-token NLL SUMMED over the batch's trained tokens (`batch.count` of them)."""
+    loss_sum, _ = sft_loss(model(**batch.inputs).logits, batch.labels)
     return loss_sum, {}
 
 
@@ -99,9 +107,9 @@ def _train(cfg: SFTConfig, d: Dist) -> Path:
     if d.enabled:
         model = torch.nn.parallel.DistributedDataParallel(model)
     optimizer = build_optimizer(model, cfg.optim)
-    schedule = Schedule([len(e) for e in train_examples], cfg.optim.batch_size * d.world_size,
-                        cfg.optim.grad_accum, cfg.run.seed, cfg.data.bucket_by_length)
-    total_steps = schedule.total_steps(cfg.optim.max_steps, cfg.optim.epochs)
+    order = DataOrder([len(e) for e in train_examples], cfg.optim.batch_size * d.world_size,
+                      cfg.optim.grad_accum, cfg.run.seed, cfg.data.bucket_by_length)
+    total_steps = order.total_steps(cfg.optim.max_steps, cfg.optim.epochs)
     scheduler = build_scheduler(optimizer, total_steps, cfg.optim)
     run = start_run(cfg.run, cfg, d, model, optimizer, scheduler, total_steps, data_lineage, cfg.model.name, "sft")
     pad_id = tokenizer.pad_token_id
@@ -110,39 +118,30 @@ def _train(cfg: SFTConfig, d: Dist) -> Path:
     varlen = (cfg.data.padding_free or cfg.data.packing) and use_varlen_attention(model)
     padding_free = cfg.data.padding_free and varlen
 
-    def batch(indices: list[int]) -> dict:
-        m = make_micro_batch(train_examples, indices, pad_id, cfg.data.packing, d.device, cfg.data.max_length, trim,
-                             padding_free)
-        return {**m, "count": m["n_target"]}
+    def make_batch(indices: list[int]) -> SFTBatch:
+        return sft_batch(train_examples, indices, pad_id, cfg.data.packing, d.device, cfg.data.max_length, trim,
+                         padding_free)
 
-    def evaluate() -> dict[str, float]:
+    def evaluate_heldout() -> dict[str, float]:
         return {"eval/loss": evaluate_loss(model, eval_examples, cfg.optim.batch_size, pad_id, d, trim, padding_free)}
 
     # -- loop --------------------------------------------------------------------------------
     for step in range(run.start_step, total_steps):
-        micro = [batch(b[d.rank :: d.world_size]) for b in schedule.step_batches(step)]
+        micro = [make_batch(b[d.rank :: d.world_size]) for b in order.step_batches(step)]
         loss, _ = accumulate(model, micro, sft_step_loss, d)
         grad_norm = optimizer_step(model, optimizer, scheduler, cfg.optim.max_grad_norm, loss, run, step + 1)
         metrics = {"train/loss": loss, "train/grad_norm": grad_norm, "train/lr": scheduler.get_last_lr()[0],
-                   "train/epoch": (step + 1) / schedule.steps_per_epoch}
-        end_step(run, step + 1, metrics, sum(m["n_input"] for m in micro), evaluate if eval_examples else None,
+                   "train/epoch": (step + 1) / order.steps_per_epoch}
+        end_step(run, step + 1, metrics, sum(m.n_input for m in micro), evaluate_heldout if eval_examples else None,
                  model, optimizer, scheduler)
 
     # -- save --------------------------------------------------------------------------------
     return finish_run(run, model, tokenizer)
 
 
-@torch.no_grad()
 def evaluate_loss(model: torch.nn.Module, examples: list[Example], batch_size: int, pad_id: int, d: Dist,
                   trim_logits: bool = False, padding_free: bool = False) -> float:
-    """Token-mean NLL of held-out examples, over all processes."""
-    model.eval()
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i]))
-    total, count = 0.0, 0
-    for j in range(d.rank * batch_size, len(order), batch_size * d.world_size):
-        m = make_micro_batch(examples, order[j : j + batch_size], pad_id, False, d.device, trim_logits=trim_logits,
-                             padding_free=padding_free)
-        s, n = sft_loss(unwrap(model)(**m["inputs"]).logits, m["labels"])
-        total, count = total + s.item(), count + int(n)
-    model.train()
-    return all_reduce_sum(total, d).item() / max(1.0, all_reduce_sum(count, d).item())
+    """Token-mean NLL of held-out examples, over all processes (padded or padding-free rows, never packed)."""
+    batches = (sft_batch(examples, b, pad_id, False, d.device, trim_logits=trim_logits, padding_free=padding_free)
+               for b in eval_order([len(e) for e in examples], batch_size, d))
+    return evaluate(model, batches, sft_step_loss, (), d)["loss"]

@@ -19,8 +19,8 @@ from typing import Any
 import torch
 
 from posttrain.data.collate import pad_batch
-from posttrain.data.records import Message, Messages, Prompt
-from posttrain.data.tokenize import Example, tokenize_completion
+from posttrain.data.records import Message, Prompt
+from posttrain.data.tokenize import Example, reward_input_ids
 from posttrain.errors import ModelError
 from posttrain.models.heads import MARKER_FILE, RewardModel, load_classifier
 from posttrain.models.load import load_tokenizer, resolve_dtype, resolve_model_dir
@@ -72,10 +72,3 @@ class RewardFunction:
     def tokenize(self, prompt_record: Prompt, completion: str) -> Example:
         ids = reward_input_ids(prompt_record.prompt, (Message("assistant", completion),), self.tokenizer)
         return Example(ids, [False] * len(ids))  # the loss mask is unused here
-
-
-def reward_input_ids(prompt: Messages, response: Messages, tokenizer) -> list[int]:
-    """The tokens a reward model reads for `response` to `prompt`, in training and in scoring alike:
-    the conversation through the chat template, as `tokenize_completion` splits it."""
-    prompt_ids, completion_ids = tokenize_completion(prompt, response, tokenizer)
-    return prompt_ids + completion_ids

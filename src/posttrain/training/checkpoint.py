@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from posttrain.models.lora import unwrap
+
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -41,11 +43,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The module under a DDP wrapper."""
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

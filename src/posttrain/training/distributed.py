@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from posttrain.models.load import resolve_device
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -29,14 +31,6 @@ class Dist:
     @property
     def enabled(self) -> bool:
         return self.world_size > 1
-
-
-def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    if device == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    if device == "cuda" and torch.cuda.is_available():
-        return torch.device(f"cuda:{local_rank}")
-    return torch.device(device)
 
 
 def setup_distributed(device: str = "auto") -> Dist:

@@ -2,19 +2,23 @@
 
 A recipe's loop reads:
 
-    run = start_run(cfg.run, cfg, d, model, optimizer, scheduler, total_steps, lineage)
+    order = DataOrder(lengths, cfg.optim.batch_size * d.world_size, cfg.optim.grad_accum, seed, bucket)
+    run = start_run(cfg.run, cfg, d, model, optimizer, scheduler, total_steps, lineage, base_model, label)
     for step in range(run.start_step, run.total_steps):
-        micro = [...]                                   # the recipe's own batches
+        micro = [make_batch(b[d.rank :: d.world_size]) for b in order.step_batches(step)]  # the recipe's batches
         loss, metrics = accumulate(model, micro, loss_fn, d)
-        grad_norm = optimizer_step(model, optimizer, scheduler, cfg.optim.max_grad_norm, loss, run)
+        grad_norm = optimizer_step(model, optimizer, scheduler, cfg.optim.max_grad_norm, loss, run, step + 1)
         end_step(run, step + 1, {...metrics...}, tokens, eval_fn, model, optimizer, scheduler)
     finish_run(run, model, tokenizer)
 
+and its held-out evaluation is `evaluate(model, [make_batch(b) for b in eval_order(...)], loss_fn, keys, d)`.
+
 `loss_fn(model, batch)` returns the loss SUMMED over the batch's units (trained tokens for
-SFT, pairs for DPO and reward models) and metric sums over the same units; `batch["count"]`
-says how many units the batch has. Dividing by the count over all micro-batches and
+SFT, pairs for DPO, prompt groups for reward models) and metric sums over the same units;
+`batch.count` says how many units the batch has and `batch.n_input` how many tokens went in
+(the batch dataclasses of `data/`). Dividing by the count over all micro-batches and
 processes of the step makes gradient accumulation and DDP give the same update as one
-big batch.
+big batch; held-out figures are the same sums divided by the held-out count.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import torch
 
@@ -32,16 +36,25 @@ from posttrain.config import RunConfig, to_jsonable
 from posttrain.data.collate import length_batches
 from posttrain.errors import TrainingDiverged
 from posttrain.models.load import count_parameters, save_pretrained_merged
-from posttrain.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, unwrap
+from posttrain.models.lora import unwrap
+from posttrain.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from posttrain.training.distributed import Dist, all_reduce_sum
 from posttrain.training.metrics import MetricsSink, TrainProgress
 from posttrain.training.rundir import prepare_run_dir, write_lineage
 
-LossFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict[str, float]]]
+
+class Batch(Protocol):
+    """What the engine reads of a recipe's batch (SFTBatch, PairBatch, GroupBatch)."""
+
+    count: int  # units the loss is summed over
+    n_input: int  # tokens that went through the model
+
+
+LossFn = Callable[[torch.nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]
 
 
 @dataclass
-class Schedule:
+class DataOrder:
     """The data order, a pure function of (seed, epoch, step): resuming needs no sampler state.
 
     Each epoch is shuffled into groups of one optimizer step's examples (micro-batch size x
@@ -114,13 +127,13 @@ def start_run(
     return Run(run_dir, run_cfg, d, start, total_steps, sink, bar)
 
 
-def accumulate(model: torch.nn.Module, micro: list[dict], loss_fn: LossFn, d: Dist) -> tuple[float, dict[str, float]]:
+def accumulate(model: torch.nn.Module, micro: list[Batch], loss_fn: LossFn, d: Dist) -> tuple[float, dict[str, float]]:
     """Forward and backward over a step's micro-batches; returns the step's mean loss and metrics.
 
     Each micro-batch's summed loss is divided by the unit count of the whole step (all
     micro-batches, all processes), so the accumulated gradient is the mean over the step.
     """
-    count = all_reduce_sum(sum(m["count"] for m in micro), d).item()
+    count = all_reduce_sum(sum(m.count for m in micro), d).item()
     loss_sum = 0.0
     sums: dict[str, float] = {}
     for i, m in enumerate(micro):
@@ -136,6 +149,34 @@ def accumulate(model: torch.nn.Module, micro: list[dict], loss_fn: LossFn, d: Di
     totals = all_reduce_sum(torch.tensor([loss_sum] + [sums[k] for k in keys], dtype=torch.float64), d)
     mean = (totals / max(count, 1)).tolist()
     return mean[0], dict(zip(keys, mean[1:]))
+
+
+def eval_order(lengths: list[int], batch_size: int, d: Dist) -> list[list[int]]:
+    """This process's share of the held-out examples, in batches of similar length (every world_size-th
+    batch of the length-sorted order)."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    return [order[j : j + batch_size] for j in range(d.rank * batch_size, len(order), batch_size * d.world_size)]
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, batches: Iterable[Batch], loss_fn: LossFn, keys: Sequence[str], d: Dist
+             ) -> dict[str, float]:
+    """Held-out `loss` and the metrics `keys`, each its sum over every process's batches divided by their total
+    count: the same per-unit means that `accumulate` gives for a training step. `keys` is fixed up front
+    because a process may have no held-out batch at all, and every process must reduce the same tensor."""
+    model.eval()
+    count, loss_sum = 0, 0.0
+    sums = dict.fromkeys(keys, 0.0)
+    for batch in batches:
+        loss, metric_sums = loss_fn(unwrap(model), batch)  # unwrapped: no gradient sync to wait for
+        loss_sum += float(loss)
+        for k in keys:
+            sums[k] += float(metric_sums[k])
+        count += batch.count
+    model.train()
+    totals = all_reduce_sum(torch.tensor([count, loss_sum, *sums.values()], dtype=torch.float64), d).tolist()
+    n = max(totals[0], 1.0)
+    return {"loss": totals[1] / n, **{k: v / n for k, v in zip(keys, totals[2:])}}
 
 
 def optimizer_step(

@@ -8,7 +8,6 @@ an existing run is never overwritten unless asked (`--run.overwrite`) or resumed
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import time
@@ -18,7 +17,7 @@ from typing import Any
 from posttrain import __version__
 from posttrain.config import RunConfig
 from posttrain.errors import UserError
-from posttrain.files import write_text_atomic
+from posttrain.files import write_json_atomic
 
 
 def run_path(cfg: RunConfig) -> Path:
@@ -48,11 +47,6 @@ def prepare_run_dir(cfg: RunConfig, config: dict[str, Any], is_main: bool = True
         (path / "checkpoints").mkdir(parents=True, exist_ok=True)
         write_json_atomic(path / "config.json", config)
     return path
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON through a temporary file and a rename, so readers never see half a file."""
-    write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def code_version() -> dict[str, str]:

@@ -16,7 +16,14 @@ import torch
 
 from posttrain.data.records import Message
 from posttrain.errors import ConfigError, DataError
-from posttrain.rl.rollout import ModelSampler, SamplingParams, choose_tokens, filter_logits, left_pad, sample_messages
+from posttrain.sampling.sampler import (
+    ModelSampler,
+    SamplingParams,
+    choose_tokens,
+    filter_logits,
+    left_pad,
+    sample_messages,
+)
 
 PROMPTS = ["What is 12 + 7?", "hello", "The capital of france is paris. Yes it is", "1"]
 

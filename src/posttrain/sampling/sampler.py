@@ -27,45 +27,12 @@ from typing import Literal, Protocol
 
 import torch
 
+from posttrain.config import SamplingParams, check
 from posttrain.data.records import Messages
 from posttrain.data.tokenize import tokenize_prompt
-from posttrain.errors import ConfigError, DataError
+from posttrain.errors import DataError
 
 FinishReason = Literal["eos", "stop", "length"]
-
-
-def _check(ok: bool, name: str, rule: str, value: object) -> None:
-    if not ok:
-        raise ConfigError(f"{name}={value!r}: {rule}")
-
-
-@dataclass
-class SamplingParams:
-    """How completions are drawn."""
-
-    max_new_tokens: int = 64
-    """Most tokens generated per completion; a completion cut here ends with finish reason `length`."""
-    temperature: float = 1.0
-    """Divides the logits before sampling; 0 means greedy (always the most likely token)."""
-    top_p: float = 1.0
-    """Nucleus sampling (arXiv:1904.09751): draw only from the most likely tokens whose total probability
-    reaches top_p. 1 turns it off."""
-    top_k: int = 0
-    """Draw only from the top_k most likely tokens; 0 turns it off."""
-    stop: tuple[str, ...] = ()
-    """Stop a completion when its text contains one of these strings; the text is cut before the string
-    (its tokens stay in the token ids). Matched in the text without special tokens."""
-    seed: int | None = None
-    """Seed of the sampler's own random generator, for results that do not depend on other random draws.
-    Unset: a seed is drawn from torch's global generator (so `torch.manual_seed` still governs it)."""
-
-    def __post_init__(self) -> None:
-        self.stop = tuple(self.stop)  # a config file or a caller may pass a list
-        _check(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1", self.max_new_tokens)
-        _check(self.temperature >= 0, "temperature", "must be >= 0 (0 is greedy)", self.temperature)
-        _check(0 < self.top_p <= 1, "top_p", "must be in (0, 1] (1 turns nucleus sampling off)", self.top_p)
-        _check(self.top_k >= 0, "top_k", "must be >= 0 (0 turns top-k off)", self.top_k)
-        _check(all(isinstance(s, str) and s for s in self.stop), "stop", "must be non-empty strings", self.stop)
 
 
 @dataclass
@@ -167,7 +134,7 @@ class ModelSampler:
     """
 
     def __init__(self, model, tokenizer, batch_size: int = 64, progress: bool = False):
-        _check(batch_size >= 1, "batch_size", "must be >= 1", batch_size)
+        check(batch_size >= 1, "batch_size", "must be >= 1", batch_size)
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
@@ -178,7 +145,7 @@ class ModelSampler:
         self.pad_token_id = pad if pad is not None else (self.eos_token_ids or [0])[0]
 
     def sample(self, prompts: list[list[int]], n: int, params: SamplingParams) -> Rollout:
-        _check(n >= 1, "n", "must be >= 1 (samples per prompt)", n)
+        check(n >= 1, "n", "must be >= 1 (samples per prompt)", n)
         for i, prompt in enumerate(prompts):
             if len(prompt) == 0:
                 raise DataError(f"prompt {i}: has no tokens (a prompt needs at least one token to condition on)")

@@ -22,20 +22,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from posttrain.config import ModelConfig
+from posttrain.config import SamplingCommandConfig, SamplingParams, check
 from posttrain.data.records import Message, PreferencePair, Prompt, Ranking, to_dict
 from posttrain.errors import ConfigError, DataError
-from posttrain.rl.rollout import SamplingParams
 from posttrain.tasks.raters import Rater, check_references, is_correct, make_rater
 
 
-@dataclass
-class PairsConfig:
+@dataclass(kw_only=True)
+class PairsConfig(SamplingCommandConfig):
     """Sample k responses per prompt from a policy, judge them with a simulated rater, write preference JSONL."""
 
     output: str
     """The JSONL file to write (PreferencePair or Ranking records in TRL field names)."""
-    model: ModelConfig = field(default_factory=ModelConfig)
     sampling: SamplingParams = field(default_factory=lambda: SamplingParams(max_new_tokens=32))
     prompts: str = "builtin:arithmetic"
     """Prompts: a JSONL/JSON/CSV/Parquet file, a `datasets.save_to_disk` directory or `builtin:NAME`. Each row
@@ -51,29 +49,17 @@ class PairsConfig:
     """`pairs`: one (chosen, rejected) pair per prompt, best vs worst of the k samples. `rankings`: the
     distinct samples of each prompt, best first."""
     limit: int | None = 2000
-    """Use only the first N prompts (unset: all of them)."""
     seed: int = 0
     """Seed of the rater's noise, and of sampling when `sampling.seed` is unset."""
-    batch_size: int = 64
-    """Rows (prompts x k) decoded together; lower it if memory runs out."""
     overwrite: bool = False
     """Replace `output` if it exists instead of refusing."""
-    device: str = "auto"
-    """`auto` (CUDA when available, else CPU), `cpu`, `cuda` or `cuda:N`."""
-    progress: bool = True
-    """Show a progress bar over sampling batches."""
 
     def __post_init__(self) -> None:
-        rules = [
-            (self.k >= 2, "k", "must be >= 2 (a preference needs two responses)"),
-            (0.0 <= self.noise < 0.5, "noise", "must be in [0, 0.5) (0.5 makes every judgment a coin flip)"),
-            (self.limit is None or self.limit >= 1, "limit", "must be >= 1 when set"),
-            (self.batch_size >= 1, "batch_size", "must be >= 1"),
-            (Path(self.output).suffix == ".jsonl", "output", "must be a .jsonl file (one record a line)"),
-        ]
-        for ok, name, rule in rules:
-            if not ok:
-                raise ConfigError(f"{name}={getattr(self, name)!r}: {rule}")
+        super().__post_init__()
+        check(self.k >= 2, "k", "must be >= 2 (a preference needs two responses)", self.k)
+        check(0.0 <= self.noise < 0.5, "noise", "must be in [0, 0.5) (0.5 makes every judgment a coin flip)",
+              self.noise)
+        check(Path(self.output).suffix == ".jsonl", "output", "must be a .jsonl file (one record a line)", self.output)
 
 
 @dataclass
@@ -173,10 +159,9 @@ def check_output(output: str, overwrite: bool) -> None:
 def make_pairs(cfg: PairsConfig) -> PairStats:
     """Load prompts and policy, sample k responses each, judge, write `cfg.output`; return the counts."""
     from posttrain.data.load import load_records
-    from posttrain.generate import write_jsonl
-    from posttrain.models.load import load_model
-    from posttrain.rl.rollout import ModelSampler, sample_messages
-    from posttrain.training.distributed import resolve_device
+    from posttrain.files import write_jsonl
+    from posttrain.models.load import load_model, resolve_device
+    from posttrain.sampling.sampler import ModelSampler, sample_messages
 
     check_output(cfg.output, cfg.overwrite)
     prompts = load_records(cfg.prompts, accept=(Prompt,), limit=cfg.limit)

@@ -8,9 +8,9 @@ import pytest
 
 from posttrain.cli import main
 from posttrain.data.load import load_records
-from posttrain.data.pairs import judge_samples
 from posttrain.data.records import Message, PreferencePair, Prompt, Ranking, parse_record, to_dict
 from posttrain.errors import DataError
+from posttrain.pairs import judge_samples
 from posttrain.tasks.raters import make_rater
 
 

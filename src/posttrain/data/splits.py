@@ -1,0 +1,51 @@
+"""The one held-out policy every recipe uses: which examples train and which are held out for evaluation.
+
+In this order:
+1. `data.eval` when it is set: that source, tokenized like the training data;
+2. else, for a built-in task, its own held-out split (`builtin:NAME/heldout`, never the training problems);
+3. else a seeded `data.eval_fraction` of the training examples, chosen by key (the prompt), so that one
+   prompt's examples never straddle the split; 0 trains on everything and evaluates nothing.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Hashable, Sequence
+from typing import TYPE_CHECKING, TypeVar
+
+from posttrain.data.load import default_heldout, describe_source, load_records
+
+if TYPE_CHECKING:
+    from posttrain.config import DataConfig
+
+T = TypeVar("T")
+
+
+def split_by_key(items: Sequence[T], keys: Sequence[Hashable], fraction: float, seed: int) -> tuple[list[T], list[T]]:
+    """(train, held_out): about `fraction` of the distinct keys, with all their items, held out (a seeded
+    shuffle of the keys in first-appearance order); at least one key on each side when fraction > 0 and there
+    are two or more keys."""
+    distinct = list(dict.fromkeys(keys))
+    random.Random(seed).shuffle(distinct)
+    n_held = min(len(distinct) - 1, max(1, round(fraction * len(distinct)))) if fraction > 0 else 0
+    held = set(distinct[:n_held])
+    return [x for x, k in zip(items, keys) if k not in held], [x for x, k in zip(items, keys) if k in held]
+
+
+def train_and_heldout(
+    data: DataConfig, accept: tuple[type, ...], tokenize: Callable[[list, str], list[T]],
+    key: Callable[[T], Hashable], seed: int,
+) -> tuple[list[T], list[T], list[dict]]:
+    """Load and tokenize the training data and the held-out data of the policy above.
+
+    `tokenize(records, source)` makes a recipe's examples; `key(example)` is what must not straddle the split.
+    Returns train, held-out, and the lineage entries of the sources read.
+    """
+    train = tokenize(load_records(data.train, accept=accept, limit=data.limit), data.train)
+    lineage = [describe_source(data.train)]
+    heldout_source = data.eval or default_heldout(data.train)
+    if heldout_source:
+        held = tokenize(load_records(heldout_source, accept=accept), heldout_source)
+        return train, held, lineage + [describe_source(heldout_source)]
+    train, held = split_by_key(train, [key(x) for x in train], data.eval_fraction, seed)
+    return train, held, lineage

@@ -1,0 +1,52 @@
+"""The one held-out policy: an eval file, else a built-in task's held-out split, else a seeded fraction by key."""
+
+import json
+
+from posttrain.config import DataConfig
+from posttrain.data.splits import split_by_key, train_and_heldout
+
+
+def test_fraction_split_is_by_key_seeded_and_keeps_every_item():
+    """20 keys of which keys 1-5 hold 2 items each: 10% of 20 keys = 2 held-out keys, never split."""
+    items = [(k, i) for i, k in enumerate(list(range(1, 21)) + list(range(1, 6)))]
+    keys = [k for k, _ in items]
+    train, held = split_by_key(items, keys, 0.1, seed=0)
+    assert len({k for k, _ in held}) == 2 and not {k for k, _ in held} & {k for k, _ in train}
+    assert sorted(train + held) == sorted(items)
+    assert split_by_key(items, keys, 0.1, seed=0) == (train, held)
+    assert split_by_key(items, keys, 0.1, seed=1)[1] != held
+    assert split_by_key(items, keys, 0.0, seed=0) == (items, [])
+    assert split_by_key(items[:1], keys[:1], 0.9, seed=0) == (items[:1], [])  # one key: it trains
+    assert len({k for k, _ in split_by_key(items, keys, 0.01, seed=0)[1]}) == 1  # a fraction > 0 holds one out
+
+
+def tokens(records, source):
+    return [(source, r.text) for r in records]
+
+
+def test_eval_file_then_builtin_split_then_fraction(tmp_path):
+    train_file, eval_file = tmp_path / "t.jsonl", tmp_path / "e.jsonl"
+    train_file.write_text("".join(json.dumps({"text": f"row {i}"}) + "\n" for i in range(10)))
+    eval_file.write_text(json.dumps({"text": "held"}) + "\n")
+    from posttrain.data.records import Text
+
+    train, held, lineage = train_and_heldout(DataConfig(train=str(train_file), eval=str(eval_file)), (Text,),
+                                             tokens, key=lambda x: x[1], seed=0)
+    assert len(train) == 10 and held == [(str(eval_file), "held")] and len(lineage) == 2
+    train, held, lineage = train_and_heldout(DataConfig(train=str(train_file), eval_fraction=0.2), (Text,),
+                                             tokens, key=lambda x: x[1], seed=0)
+    assert len(train) == 8 and len(held) == 2 and len(lineage) == 1
+    train, held, _ = train_and_heldout(DataConfig(train=str(train_file), eval_fraction=0.0), (Text,), tokens,
+                                       key=lambda x: x[1], seed=0)
+    assert len(train) == 10 and held == []
+
+
+def test_a_builtin_task_holds_out_its_own_split():
+    from posttrain.data.records import Prompt, PromptCompletion
+
+    data = DataConfig(train="builtin:arithmetic?ops=+&digits=1", eval_fraction=0.5)
+    train, held, lineage = train_and_heldout(data, (PromptCompletion, Prompt),
+                                             lambda rs, src: [(src, r.prompt) for r in rs], key=lambda x: x[1], seed=0)
+    assert {src for src, _ in held} == {"builtin:arithmetic/heldout?ops=+&digits=1"}
+    assert not {p for _, p in held} & {p for _, p in train}  # the task's split never shares a problem
+    assert [entry["source"] for entry in lineage] == [data.train, "builtin:arithmetic/heldout?ops=+&digits=1"]
