@@ -19,3 +19,7 @@ class ModelError(UserError):
 
 class TrainingDiverged(UserError):
     """The loss or gradients became NaN/inf; the last good checkpoint is kept."""
+
+
+class MissingExtra(UserError):
+    """An optional dependency is not installed; the message names the extra that installs it."""

@@ -83,8 +83,8 @@ def test_csv_row_with_missing_cells(tmp_path):
 
 def test_parquet_with_nested_messages_and_nulls(tmp_path):
     """Arrow unifies the schema, so the text row gets messages=None; a null counts as absent."""
-    pq = pytest.importorskip("pyarrow.parquet")
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
     path = tmp_path / "d.parquet"
     pq.write_table(pa.Table.from_pydict({"messages": [CHAT, None], "text": [None, "plain"]}), path)
@@ -95,7 +95,7 @@ def test_parquet_with_nested_messages_and_nulls(tmp_path):
 
 
 def test_datasets_folders_and_splits(tmp_path):
-    datasets = pytest.importorskip("datasets")
+    import datasets
     one = datasets.Dataset.from_list([{"text": "a"}, {"text": "b"}])
     one.save_to_disk(str(tmp_path / "one"))
     assert load_records(str(tmp_path / "one")) == [Text("a"), Text("b")]

@@ -3,10 +3,9 @@
 import logging
 
 import pytest
-import torch
 
 from posttrain.config import DataConfig
-from posttrain.data.preference import PreferenceExample, collate_pairs, tokenize_pair, tokenize_preferences
+from posttrain.data.preference import collate_pairs, tokenize_pair, tokenize_preferences
 from posttrain.data.records import PreferencePair, Ranking, parse_record
 from posttrain.data.tokenize import tokenize_prompt
 from posttrain.errors import DataError

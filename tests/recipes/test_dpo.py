@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from posttrain.config import ModelConfig, OptimConfig, RunConfig
-from posttrain.models.reference import REFERENCE_CACHE
 from posttrain.errors import ConfigError, DataError
+from posttrain.models.reference import REFERENCE_CACHE
 from posttrain.recipes.dpo import DPOConfig, PreferenceConfig, PreferenceDataConfig, train
 
 LOG2 = math.log(2)
@@ -144,9 +144,8 @@ def test_lora_reference_is_the_base_model_and_final_merges(tmp_path, tiny_dir):
     """With adapters that are not zero, the reference (adapters off) still scores pairs exactly like a
     separately loaded base model, while the adapted policy does not. The run's final/ is a plain model."""
     from posttrain.data.load import load_records
-    from posttrain.data.preference import PREFERENCE_KINDS, tokenize_preferences
+    from posttrain.data.preference import PREFERENCE_KINDS, pair_batch, tokenize_preferences
     from posttrain.models.load import load_model
-    from posttrain.data.preference import pair_batch
     from posttrain.models.logprobs import pair_logps
     from posttrain.models.reference import Reference
 
@@ -182,11 +181,10 @@ def test_accumulated_gradient_equals_the_full_batch_gradient(tmp_path, tiny_dir)
     from functools import partial
 
     from posttrain.data.load import load_records
-    from posttrain.data.preference import PREFERENCE_KINDS, tokenize_preferences
+    from posttrain.data.preference import PREFERENCE_KINDS, pair_batch, tokenize_preferences
     from posttrain.losses.preference import nll_loss
-    from posttrain.models.load import load_tokenizer
-    from posttrain.data.preference import pair_batch
     from posttrain.models.attention import pair_layout
+    from posttrain.models.load import load_tokenizer
     from posttrain.models.logprobs import pair_logps, response_logps
     from posttrain.models.reference import Reference
     from posttrain.recipes.dpo import preference_step_loss
@@ -267,10 +265,9 @@ def test_shared_prompt_rows_give_the_two_row_log_probs_and_gradients(tmp_path, t
     only from the last prompt token (logits_to_keep) and on every position. A mask that let rejected
     tokens see the chosen ones would change the rejected log-probs."""
     from posttrain.data.load import load_records
-    from posttrain.data.preference import PREFERENCE_KINDS, tokenize_preferences
-    from posttrain.models.load import load_tokenizer
-    from posttrain.data.preference import PairLayout, pair_batch
+    from posttrain.data.preference import PREFERENCE_KINDS, PairLayout, pair_batch, tokenize_preferences
     from posttrain.models.attention import pair_layout
+    from posttrain.models.load import load_tokenizer
     from posttrain.models.logprobs import pair_logps
 
     rows = [{"prompt": "What is 1 + 2?", "chosen": "3", "rejected": "It is surely a rather big number"},

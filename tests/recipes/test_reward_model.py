@@ -12,11 +12,11 @@ from safetensors.torch import load_file
 
 from posttrain.cli import main as cli_main
 from posttrain.config import DataConfig, ModelConfig, OptimConfig, RunConfig
+from posttrain.data.rankings import RankedGroup, group_batch
 from posttrain.data.records import Message, Prompt
+from posttrain.data.splits import split_by_key
 from posttrain.errors import ConfigError, DataError
 from posttrain.losses.reward import ranking_loss
-from posttrain.data.rankings import RankedGroup, group_batch
-from posttrain.data.splits import split_by_key
 from posttrain.recipes.reward_model import RewardModelConfig, group_loss, rm_step_loss, train
 from posttrain.rewards.model import RewardFunction
 

