@@ -1,7 +1,22 @@
 """posttrain: an open post-training system for language models.
 
-SFT, reward models, DPO, PPO/GRPO/RLOO and evaluation as readable recipes over
-one set of records, one model loader, one sampler and one training engine.
+SFT, reward models and the DPO family as readable recipes over one set of records, one model loader,
+one sampler and one training engine; online RL (GRPO, RLOO, PPO) is being built on the same engine.
+
+Layers, bottom to top. A module imports only from its own layer or the ones below it
+(tests/test_layers.py reads this list and checks every import, lazy ones included):
+
+1. `__init__, errors, files, extras, config` — user-facing errors, atomic writers, optional dependencies,
+   the typed configs every command shares
+2. `data.records, tasks` — the records everything speaks; the built-in tasks' rows (the one registry of
+   built-in data, `tasks.TASKS`)
+3. `data` — loading any source, chat-template tokenization, batches for every recipe, the held-out split
+4. `models` — the model loader, LoRA, reward heads, log-probs, attention layouts, the reference model
+5. `losses, sampling, rewards, tasks.raters, tasks.arithmetic_raters` — pure losses, the sampler, reward
+   functions, raters (simulated ones judge with the task's rewards)
+6. `training` — the engine: data order, accumulation, evaluation, checkpoints, metrics, DDP
+7. `recipes, eval` — one file per algorithm; evaluation and its statistics
+8. `cli, __main__, demo, generate, pairs, models.cli` — the commands
 """
 
 __version__ = "0.1.0"

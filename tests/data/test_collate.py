@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from posttrain.data.collate import IGNORE_INDEX as X
-from posttrain.data.collate import collate_packed, length_batches, pack_examples, pack_lengths, pad_batch
+from posttrain.data.collate import collate_packed, length_batches, pack_lengths, pad_batch
 from posttrain.data.tokenize import Example
 
 PAD = 0
@@ -45,10 +45,10 @@ def test_collate_packed_positions_and_boundary_labels():
     assert batch["labels"].tolist() == [[X, X, 7, 8, X, 10], [X, 10, X, X, X, X]]
 
 
-def test_pack_examples_rows_fit_and_cover_everything():
+def test_packed_rows_fit_and_cover_everything():
     rng = random.Random(0)
     examples = [Example(list(range(1, n + 1)), [True] * n) for n in (rng.randint(1, 30) for _ in range(40))]
-    rows = pack_examples(examples, 64, PAD)
+    rows = [collate_packed([[examples[i] for i in row]], PAD) for row in pack_lengths([len(e) for e in examples], 64)]
     assert all(r["input_ids"].shape[0] == 1 and r["input_ids"].shape[1] <= 64 for r in rows)
     assert sum(int((r["position_ids"] == 0).sum()) for r in rows) == len(examples)  # no padding in (1, T) rows
     assert sum(r["input_ids"].numel() for r in rows) == sum(len(e) for e in examples)

@@ -12,7 +12,6 @@ from posttrain.data.tokenize import (
     TooLong,
     tokenize_completion,
     tokenize_dataset,
-    tokenize_messages,
     tokenize_prompt,
     tokenize_record,
 )
@@ -61,7 +60,7 @@ def tiny_tok():
 
 @pytest.mark.parametrize("messages", [MULTI_TURN, WITH_SYSTEM], ids=["no-system", "system"])
 def test_tiny_multi_turn_trains_exactly_the_assistant_turns(tiny_tok, messages):
-    ex = tokenize_messages(messages, tiny_tok, max_length=512)
+    ex = tokenize_record(Conversation(messages), tiny_tok, max_length=512)
     assert trained_runs(ex, tiny_tok) == ["The answer is 5." + END, "It is 8." + END]
     assert ex.input_ids == chat_ids(tiny_tok, messages)
     assert len(ex) == len(ex.loss_mask) and ex.n_target_tokens == sum(ex.loss_mask)
@@ -131,19 +130,19 @@ def test_template_that_rewrites_earlier_turns_is_refused():
         "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
     )
     with pytest.raises(ModelError, match="rewrites earlier turns"):
-        tokenize_messages(MULTI_TURN, tok, max_length=512)
+        tokenize_record(Conversation(MULTI_TURN), tok, max_length=512)
 
 
 def test_template_without_generation_prompt_is_refused():
     tok = build_tokenizer()
     tok.chat_template = "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}"
     with pytest.raises(ModelError, match="ignores add_generation_prompt"):
-        tokenize_messages(MULTI_TURN, tok, max_length=512)
+        tokenize_record(Conversation(MULTI_TURN), tok, max_length=512)
 
 
 def test_conversation_opening_with_assistant_is_a_data_error(tiny_tok):
     with pytest.raises(DataError, match=r"messages\[0\] is an assistant turn"):
-        tokenize_messages(MULTI_TURN[1:], tiny_tok, max_length=512)
+        tokenize_record(Conversation(MULTI_TURN[1:]), tiny_tok, max_length=512)
 
 
 # -- SmolLM2's real template: injects a default system prompt when the conversation has none ----------------
@@ -165,7 +164,7 @@ def smol_tok():
 
 @pytest.mark.slow
 def test_smollm2_injected_system_prompt_is_not_trained(smol_tok):
-    ex = tokenize_messages(MULTI_TURN, smol_tok, max_length=512)
+    ex = tokenize_record(Conversation(MULTI_TURN), smol_tok, max_length=512)
     assert "You are a helpful AI assistant named SmolLM" in smol_tok.decode(ex.input_ids)  # injected...
     assert trained_runs(ex, smol_tok) == ["The answer is 5." + END, "It is 8." + END]  # ...and not trained
     assert ex.input_ids == chat_ids(smol_tok, MULTI_TURN)
@@ -173,7 +172,7 @@ def test_smollm2_injected_system_prompt_is_not_trained(smol_tok):
 
 @pytest.mark.slow
 def test_smollm2_explicit_system_prompt(smol_tok):
-    ex = tokenize_messages(WITH_SYSTEM, smol_tok, max_length=512)
+    ex = tokenize_record(Conversation(WITH_SYSTEM), smol_tok, max_length=512)
     text = smol_tok.decode(ex.input_ids)
     assert "You are a teacher." in text and "named SmolLM" not in text
     assert trained_runs(ex, smol_tok) == ["The answer is 5." + END, "It is 8." + END]

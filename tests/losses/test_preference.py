@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from posttrain.losses import dpo_loss, ipo_loss, nll_loss, simpo_loss
+from posttrain.losses import dpo_loss, ipo_loss, simpo_loss
 
 
 def worked_example():
@@ -126,16 +126,6 @@ def test_simpo_margin_shifts_the_equal_case():
     """Equal averages: the argument is -γ = -1, so loss = log(1 + e) = 1.313262 > log 2."""
     loss, _ = simpo_loss(torch.tensor([-1.5]), torch.tensor([-1.5]))
     assert loss.item() == pytest.approx(1.3132617, abs=1e-6)
-
-
-def test_nll_is_the_mean_over_masked_tokens():
-    """Masked tokens: -1, -2 (row 0) and -3 (row 1); the -100s are masked out.
-    NLL = (1 + 2 + 3) / 3 = 2 — a token mean, not a mean of row means ((1.5 + 3)/2 = 2.25)."""
-    token_logps = torch.tensor([[-1.0, -2.0, -100.0], [-3.0, -100.0, -100.0]])
-    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
-    loss, metrics = nll_loss(token_logps, mask)
-    assert loss.item() == pytest.approx(2.0)
-    assert metrics["nll"].item() == pytest.approx(2.0)
 
 
 def test_shape_mismatch_is_refused():

@@ -6,13 +6,7 @@ import pytest
 import torch
 
 from posttrain.models import logprobs
-from posttrain.models.logprobs import (
-    IGNORE_INDEX,
-    average_sequence_logps,
-    sequence_logps,
-    shifted_token_logps,
-    token_logps,
-)
+from posttrain.models.logprobs import IGNORE_INDEX, average_sequence_logps, sequence_logps, token_logps
 
 
 def naive_token_logps(logits, labels):
@@ -65,18 +59,6 @@ def test_ignored_labels_give_zero_without_indexing():
     logits = torch.zeros(1, 3, 3)
     labels = torch.tensor([[IGNORE_INDEX, 2, IGNORE_INDEX]])
     assert token_logps(logits, labels)[0].tolist() == pytest.approx([0.0, -math.log(3), 0.0])
-
-
-def test_shifted_token_logps_predicts_the_next_token():
-    """Position t's logits put all mass (logit 100 vs 0) on token t + 1 of input_ids = [0, 2, 1],
-    so the two shifted log-probs are ~0; scoring the unshifted ids would give ~-100."""
-    input_ids = torch.tensor([[0, 2, 1]])
-    logits = torch.zeros(1, 3, 3)
-    logits[0, 0, 2] = 100.0  # predicts input_ids[0, 1] = 2
-    logits[0, 1, 1] = 100.0  # predicts input_ids[0, 2] = 1
-    shifted = shifted_token_logps(logits, input_ids)
-    assert shifted.shape == (1, 2)
-    assert shifted[0].tolist() == pytest.approx([0.0, 0.0], abs=1e-6)
 
 
 def test_sequence_sum_and_average_over_the_mask():

@@ -177,12 +177,11 @@ def test_lora_reference_is_the_base_model_and_final_merges(tmp_path, tiny_dir):
 def test_accumulated_gradient_equals_the_full_batch_gradient(tmp_path, tiny_dir):
     """One step's gradient is the same for 8 pairs as 1x8 or 4x2, DPO and RPO terms together, because each
     pair's loss is summed and divided by the step's pair count. RPO's NLL as a token mean over each
-    micro-batch (nll_loss on the whole batch) would make the gradient depend on the split."""
+    micro-batch (the NLL's token mean over the whole micro-batch) would make the gradient depend on the split."""
     from functools import partial
 
     from posttrain.data.load import load_records
     from posttrain.data.preference import PREFERENCE_KINDS, pair_batch, tokenize_preferences
-    from posttrain.losses.preference import nll_loss
     from posttrain.models.attention import pair_layout
     from posttrain.models.load import load_tokenizer
     from posttrain.models.logprobs import pair_logps, response_logps
@@ -206,7 +205,8 @@ def test_accumulated_gradient_equals_the_full_batch_gradient(tmp_path, tiny_dir)
     def token_mean_nll_step_loss(model, batch):
         loss_sum, sums = preference_step_loss(PreferenceConfig(), model, batch)
         token_logps, chosen_mask, _ = response_logps(model, batch)  # (B, N)
-        return loss_sum + nll_loss(token_logps, chosen_mask)[0] * batch.count, sums
+        token_mean_nll = -(token_logps * chosen_mask).sum() / chosen_mask.sum()  # over the micro-batch's tokens
+        return loss_sum + token_mean_nll * batch.count, sums
 
     def grads(micro_size: int, accum: int, step_loss) -> torch.Tensor:
         model.zero_grad()

@@ -17,7 +17,7 @@ from posttrain.data.records import Message, Prompt
 from posttrain.data.splits import split_by_key
 from posttrain.errors import ConfigError, DataError
 from posttrain.losses.reward import ranking_loss
-from posttrain.recipes.reward_model import RewardModelConfig, group_loss, rm_step_loss, train
+from posttrain.recipes.reward_model import RewardModelConfig, rm_step_loss, train
 from posttrain.rewards.model import RewardFunction
 
 WORDS = "the a is of and so then because good bad yes no hello thanks".split()
@@ -66,14 +66,15 @@ def logged(run_dir: Path, key: str) -> list[float]:
 # -- math tier -----------------------------------------------------------------------------------
 
 
-def test_group_loss_is_the_ranking_loss_and_subtracts_the_margin():
+def test_group_loss_averages_its_pairs_and_subtracts_the_margin():
     """rewards [0, 2, 1] ranked [1, 2, 0]: pairs (1,2),(1,0),(2,0) with gaps 1, 2, 1 -> the mean of
-    -log σ over them is ranking_loss. A pair with margin 1 and gap 2 costs -log σ(2 - 1) = 0.3133."""
+    -log σ over them, (2·0.313262 + 0.126928) / 3 = 0.251151. A pair with margin 1 and gap 2 costs
+    -log σ(2 - 1) = 0.3133."""
     rewards = torch.tensor([0.0, 2.0, 1.0])
-    loss, m = group_loss(rewards, (1, 2, 0), None, 0.0)
-    torch.testing.assert_close(loss, ranking_loss(rewards, [1, 2, 0])[0])
+    loss, m = ranking_loss(rewards, (1, 2, 0), None, 0.0)
+    assert loss.item() == pytest.approx(0.251151, abs=1e-6)
     assert m["accuracy"] == 1.0 and m["margin"].item() == pytest.approx(4 / 3)
-    loss, _ = group_loss(torch.tensor([2.0, 0.0]), (0, 1), 1.0, 0.0)
+    loss, _ = ranking_loss(torch.tensor([2.0, 0.0]), (0, 1), 1.0, 0.0)
     assert loss.item() == pytest.approx(-math.log(1 / (1 + math.exp(-1.0))), abs=1e-6)
 
 

@@ -96,12 +96,6 @@ def collate_packed(rows: list[list[Example]], pad_id: int) -> dict[str, torch.Te
     }
 
 
-def pack_examples(examples: list[Example], max_length: int, pad_id: int) -> list[dict[str, torch.Tensor]]:
-    """Pack `examples` into rows of at most max_length tokens; one (1, T) batch per row."""
-    rows = pack_lengths([len(e) for e in examples], max_length)
-    return [collate_packed([[examples[i] for i in row]], pad_id) for row in rows]
-
-
 def length_batches(
     lengths: list[int], batch_size: int, *, shuffle: bool, seed: int, bucket: bool, chunk_batches: int = 50
 ) -> list[list[int]]:

@@ -128,7 +128,7 @@ def tokenize_preferences(records: list, tokenizer, data: DataConfig, *, source: 
 
 def collate_pairs(examples: list[PreferenceExample], pad_id: int) -> dict[str, torch.Tensor]:
     """B pairs -> 2B right-padded sequences, chosen first: input_ids and attention_mask (2B, T), and
-    completion_mask (2B, T-1), aligned with `shifted_token_logps`: True where a response token is predicted."""
+    completion_mask (2B, T-1), aligned with logits[:, :-1] (position t predicts token t+1): True where a response token is predicted."""
     batch = pad_batch([e.chosen for e in examples] + [e.rejected for e in examples], pad_id, "right")
     completion_mask = batch["labels"][:, 1:] != IGNORE_INDEX  # (2B, T-1): prompt, padding and BOS excluded
     return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],

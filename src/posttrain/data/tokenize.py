@@ -145,11 +145,6 @@ def _chat_example(messages: Messages, tokenizer, first_trained: int, max_length:
     return _fit(*_encode_with_spans(tokenizer, text, spans), max_length, truncation)
 
 
-def tokenize_messages(messages: Messages, tokenizer, *, max_length: int, truncation: str = "error") -> Example | None:
-    """A conversation with every assistant turn trained."""
-    return _chat_example(messages, tokenizer, 0, max_length, truncation)
-
-
 def tokenize_text(text: str, tokenizer, *, max_length: int, truncation: str = "error") -> Example | None:
     """Plain text plus eos, every token but the first trained."""
     input_ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])

@@ -1,5 +1,4 @@
-"""Direct preference losses on sequence log-probs: DPO, conservative DPO, IPO, SimPO, and the
-chosen-NLL term of RPO.
+"""Direct preference losses on sequence log-probs: DPO, conservative DPO, IPO and SimPO.
 
 Symbols used throughout, per preference pair (x, y_c chosen, y_r rejected):
     πc, πr      log π_θ(y_c | x), log π_θ(y_r | x): policy log-probs (summed over tokens for DPO;
@@ -133,22 +132,3 @@ def simpo_loss(
         chosen_rewards, rejected_rewards, policy_chosen_avg_logps, policy_rejected_avg_logps
     )
     return losses.mean(), metrics
-
-
-def nll_loss(
-    chosen_token_logps: torch.Tensor, chosen_mask: torch.Tensor
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Mean negative log-likelihood per chosen token, over all masked tokens of the batch.
-
-    Added to DPO with a weight α it gives RPO (arXiv:2404.19733 eq. 3), which keeps the chosen
-    responses' likelihood from falling while their margin over the rejected ones grows.
-    chosen_token_logps and chosen_mask are (B, T); the mask marks completion tokens.
-    """
-    if chosen_token_logps.shape != chosen_mask.shape:
-        raise ValueError(
-            f"chosen_token_logps {tuple(chosen_token_logps.shape)} and chosen_mask "
-            f"{tuple(chosen_mask.shape)} disagree"
-        )
-    weights = chosen_mask.to(chosen_token_logps.dtype)  # (B, T)
-    loss = -(chosen_token_logps * weights).sum() / weights.sum().clamp(min=1)
-    return loss, {"nll": loss.detach()}

@@ -1,5 +1,4 @@
-"""Reward-model losses: the Bradley-Terry pairwise loss, the InstructGPT K-wise ranking loss,
-and reading a sequence's scalar reward off the value head at its last real token.
+"""Reward-model losses: the Bradley-Terry pairwise loss and the InstructGPT K-wise ranking loss.
 
 A reward model r(x, y) scores a prompt x with a completion y. Comparisons of K completions
 are turned into pairs (better, worse) and trained so that σ(r_better - r_worse) is the
@@ -61,20 +60,22 @@ def ranking_pairs(k: int, order: list[int]) -> list[tuple[int, int]]:
 
 
 def ranking_loss(
-    rewards: torch.Tensor, order: list[int]
+    rewards: torch.Tensor, order: list[int] | tuple[int, ...], margin: float | None = None, center_coef: float = 0.0
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """InstructGPT K-wise loss for one prompt: rewards (K,) of its K completions, ranked by
     `order` (best first).
 
-    loss = 1/C(K,2) · Σ over pairs (b, w) of -log σ(r_b - r_w)   (arXiv:2203.02155 eq. 1)
+    loss = 1/C(K,2) · Σ over pairs (b, w) of -log σ(r_b - r_w - m)   (arXiv:2203.02155 eq. 1)
 
     All C(K, 2) pairs of a prompt stay in one batch element with weight 1/C(K, 2), rather than
     being shuffled into the dataset as separate pairs, which overfits (arXiv:2203.02155 §3.5).
-    Average this loss over the prompts of a batch.
+    Average this loss over the prompts of a batch. `margin` (one number for every pair, as a rated
+    pair has) and `center_coef` are `bradley_terry_loss`'s; a pair (K = 2) is just the Bradley-Terry loss.
     """
     if rewards.dim() != 1:
         raise ValueError(f"expected rewards of shape (K,), got {tuple(rewards.shape)}")
-    pairs = ranking_pairs(rewards.shape[0], order)
+    pairs = ranking_pairs(rewards.shape[0], list(order))
     better_index = torch.tensor([better for better, _ in pairs], device=rewards.device)  # (C(K,2),)
     worse_index = torch.tensor([worse for _, worse in pairs], device=rewards.device)  # (C(K,2),)
-    return bradley_terry_loss(rewards[better_index], rewards[worse_index])
+    margins = None if margin is None else torch.full((len(pairs),), margin, device=rewards.device)  # (C(K,2),)
+    return bradley_terry_loss(rewards[better_index], rewards[worse_index], margins, center_coef)

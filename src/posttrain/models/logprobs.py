@@ -30,7 +30,7 @@ def accepts_logits_to_keep(model: torch.nn.Module) -> bool:
 def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """log p(labels[b, t] | logits[b, t]) for each position; 0 where the label is IGNORE_INDEX.
 
-    Labels are already aligned with the logits (see `shifted_token_logps` for the causal shift).
+    Labels are already aligned with the logits: for a causal LM pass logits[:, :-1] and input_ids[:, 1:].
     Computed as logit[label] - logsumexp(logits) in float32, a chunk of rows at a time, so that
     bf16 logits never become a whole (B, T, V) float32 tensor in the forward pass.
     """
@@ -46,11 +46,6 @@ def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     )  # (B*T,)
     logps = (chosen_logits - log_normalizers).reshape(labels.shape)  # (B, T)
     return torch.where(keep_mask, logps, 0.0)
-
-
-def shifted_token_logps(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-    """Causal-LM log-probs: logits[:, t] predicts input_ids[:, t + 1]. Returns (B, T - 1)."""
-    return token_logps(logits[:, :-1], input_ids[:, 1:])  # (B, T-1, V), (B, T-1)
 
 
 def gathered_token_logps(logits: torch.Tensor, predictors: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

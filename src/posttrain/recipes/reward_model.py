@@ -29,7 +29,7 @@ from posttrain.config import DataConfig, ModelConfig, OptimConfig, RunConfig, ch
 from posttrain.data.rankings import RANKING_KINDS, GroupBatch, RankedGroup, group_batch, tokenize_groups
 from posttrain.data.splits import train_and_heldout
 from posttrain.errors import ConfigError
-from posttrain.losses.reward import bradley_terry_loss, ranking_pairs
+from posttrain.losses.reward import ranking_loss
 from posttrain.models.heads import load_reward_model, save_reward_model
 from posttrain.models.load import load_tokenizer
 from posttrain.models.lora import unwrap
@@ -91,24 +91,13 @@ def prepare_data(cfg: RewardModelConfig, tokenizer) -> tuple[list[RankedGroup], 
 # -- loss ---------------------------------------------------------------------------------------
 
 
-def group_loss(rewards: torch.Tensor, order: tuple[int, ...], margin: float | None, center_coef: float
-               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One prompt's loss over its C(K,2) pairs, rewards (K,). Without margin and centering this is exactly
-    losses.reward.ranking_loss (arXiv:2203.02155 eq. 1); with them, bradley_terry_loss adds both."""
-    pairs = ranking_pairs(rewards.shape[0], list(order))
-    better = torch.tensor([b for b, _ in pairs], device=rewards.device)  # (C(K,2),)
-    worse = torch.tensor([w for _, w in pairs], device=rewards.device)  # (C(K,2),)
-    margins = None if margin is None else torch.full((len(pairs),), margin, device=rewards.device)
-    return bradley_terry_loss(rewards[better], rewards[worse], margins, center_coef)
-
-
 def rm_step_loss(model: torch.nn.Module, batch: GroupBatch, center_coef: float = 0.0) -> tuple[torch.Tensor, dict]:
     """The loss SUMMED over the batch's prompt groups and the metric sums of SUM_KEYS."""
     rewards = model(batch.input_ids, batch.attention_mask)  # (N,)
     loss_sum = rewards.new_zeros(())
     sums = dict.fromkeys(SUM_KEYS[:3], 0.0)
     for group_rewards, order, margin in zip(rewards.split(batch.sizes), batch.orders, batch.margins):
-        loss, m = group_loss(group_rewards, order, margin, center_coef)
+        loss, m = ranking_loss(group_rewards, order, margin, center_coef)
         n_pairs = math.comb(len(order), 2)
         loss_sum = loss_sum + loss
         sums = {"pairs": sums["pairs"] + n_pairs, "correct": sums["correct"] + m["accuracy"] * n_pairs,

@@ -53,11 +53,6 @@ def all_reduce_sum(value: float | torch.Tensor, d: Dist) -> torch.Tensor:
     return t
 
 
-def barrier(d: Dist) -> None:
-    if d.enabled:
-        dist.barrier()
-
-
 def teardown(d: Dist) -> None:
     """Leave the process group. Then release the GIL for a moment: a gloo worker thread drops its last reference
     to a finished collective (and so to the Python tensor in it) only after the caller has been woken, and it
