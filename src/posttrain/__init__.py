@@ -1,7 +1,7 @@
 """posttrain: an open post-training system for language models.
 
 SFT, reward models and the DPO family as readable recipes over one set of records, one model loader,
-one sampler and one training engine; online RL (GRPO, RLOO, PPO) is being built on the same engine.
+one sampler and one training engine.
 
 Layers, bottom to top. A module imports only from its own layer or the ones below it
 (tests/test_layers.py reads this list and checks every import, lazy ones included):

@@ -72,7 +72,7 @@ class DataConfig:
     `eval_fraction` of the training rows (data/splits.py)."""
     eval_fraction: float = 0.1
     """When `eval` is unset and `train` is not a built-in task: the fraction of training prompts held out
-    for evaluation (chosen by run.seed; every row of a held-out prompt is held out). 0 trains on every row
+    for evaluation (picked by run.seed; every row of a held-out prompt is held out). 0 trains on every row
     and evaluates nothing."""
     max_length: int = 256
     """Maximum tokens per example (prompt + response)."""

@@ -3,7 +3,7 @@
 In this order:
 1. `data.eval` when it is set: that source, tokenized like the training data;
 2. else, for a built-in task, its own held-out split (`builtin:NAME/heldout`, never the training problems);
-3. else a seeded `data.eval_fraction` of the training examples, chosen by key (the prompt), so that one
+3. else a seeded `data.eval_fraction` of the training examples, picked by key (the prompt), so that one
    prompt's examples never straddle the split; 0 trains on everything and evaluates nothing.
 """
 

@@ -263,10 +263,10 @@ def rows(split: str = "train", **options: str) -> list[dict]:
         raise ValueError(f"unknown split {split!r} (expected one of: {', '.join(SPLITS)})")
     spec = spec_from_options(**options)
     train, heldout = problems(spec)
-    chosen = train if split == "train" else heldout
+    split_problems = train if split == "train" else heldout
     return [
         to_row(p, _draw(p, spec.worked_steps, spec.seed, "steps"), _draw(p, spec.padded, spec.seed, "pad"), spec.seed)
-        for p in chosen
+        for p in split_problems
     ]
 
 
