@@ -50,7 +50,7 @@ def test_too_long_pairs_error_with_source_and_row_or_are_skipped_and_counted(tok
     rows = [pair(), pair(prompt="What is " + " + ".join(["1"] * 40) + "?"), pair()]
     with pytest.raises(DataError, match=r"^p\.jsonl: row 2: \d+ tokens, more than data.max_length=40"):
         tokenize_preferences(rows, tok, DataConfig(max_length=40), source="p.jsonl")
-    with caplog.at_level(logging.WARNING, logger="posttrain.data.preference"):
+    with caplog.at_level(logging.WARNING, logger="posttrain.data.tokenize"):
         kept = tokenize_preferences(rows, tok, DataConfig(max_length=40, truncation="skip"), source="p.jsonl")
     assert [e.row for e in kept] == [1, 3]
     assert "dropped 1 of 3 pairs" in caplog.text

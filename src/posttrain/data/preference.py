@@ -24,7 +24,6 @@ Sequences longer than data.max_length (prompt + response; each side is checked):
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -32,15 +31,12 @@ import numpy as np
 import torch
 
 from posttrain.data.collate import IGNORE_INDEX, pad_batch
-from posttrain.data.load import row_location
 from posttrain.data.records import PreferencePair, Ranking
-from posttrain.data.tokenize import Example, TooLong, tokenize_completion
-from posttrain.errors import DataError, ModelError
+from posttrain.data.tokenize import Example, TooLong, tokenize_all, tokenize_completion
+from posttrain.errors import ModelError
 
 if TYPE_CHECKING:
     from posttrain.config import DataConfig
-
-log = logging.getLogger(__name__)
 
 PREFERENCE_KINDS = (PreferencePair, Ranking)
 
@@ -102,28 +98,12 @@ def tokenize_pair(pair: PreferencePair, tokenizer, *, row: int, max_length: int,
 
 
 def tokenize_preferences(records: list, tokenizer, data: DataConfig, *, source: str) -> list[PreferenceExample]:
-    """Tokenize every pair (rankings expanded) under data.max_length / data.truncation; errors name
-    `source` and the row."""
-    examples, dropped, total = [], 0, 0
-    for row, record in enumerate(records, start=1):
-        for pair in pairs_of(record):
-            total += 1
-            try:
-                example = tokenize_pair(pair, tokenizer, row=row, max_length=data.max_length,
-                                        truncation=data.truncation)
-            except DataError as e:
-                raise DataError(f"{row_location(source, row)}: {e}") from None
-            if example is None:
-                dropped += 1
-            else:
-                examples.append(example)
-    if dropped:
-        log.warning("%s: dropped %d of %d pairs longer than data.max_length=%d (data.truncation=%s)",
-                    source, dropped, total, data.max_length, data.truncation)
-    if total and not examples:
-        raise DataError(f"{source}: every pair was dropped by data.truncation={data.truncation}; "
-                        f"raise --data.max-length (now {data.max_length})")
-    return examples
+    """Tokenize every pair (rankings expanded) under data.max_length / data.truncation (see `tokenize_all`)."""
+    def make(record, row: int) -> list[PreferenceExample | None]:
+        return [tokenize_pair(pair, tokenizer, row=row, max_length=data.max_length, truncation=data.truncation)
+                for pair in pairs_of(record)]
+
+    return tokenize_all(records, make, data, source=source, unit="pairs")
 
 
 def collate_pairs(examples: list[PreferenceExample], pad_id: int) -> dict[str, torch.Tensor]:

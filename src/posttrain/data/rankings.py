@@ -8,22 +8,18 @@ forward (InstructGPT, arXiv:2203.02155 §3.5: shuffling them into separate examp
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
 from posttrain.data.collate import pad_batch
-from posttrain.data.load import row_location
 from posttrain.data.records import Messages, PreferencePair, Ranking
-from posttrain.data.tokenize import Example, reward_input_ids
+from posttrain.data.tokenize import Example, reward_input_ids, tokenize_all
 from posttrain.errors import DataError
 
 if TYPE_CHECKING:
     from posttrain.config import DataConfig
-
-log = logging.getLogger(__name__)
 
 RANKING_KINDS = (PreferencePair, Ranking)
 
@@ -60,21 +56,11 @@ def tokenize_group(record: PreferencePair | Ranking, tokenizer, max_length: int,
 
 
 def tokenize_groups(records: list, tokenizer, data: DataConfig, *, source: str) -> list[RankedGroup]:
-    """Tokenize every record; errors name `source` and the row, skipped rows are counted."""
-    groups = []
-    for row, record in enumerate(records, start=1):
-        try:
-            group = tokenize_group(record, tokenizer, data.max_length, data.truncation)
-        except DataError as e:
-            raise DataError(f"{row_location(source, row)}: {e}") from None
-        if group is not None:
-            groups.append(group)
-    if len(groups) < len(records):
-        log.warning("%s: skipped %d of %d rows longer than data.max_length=%d", source,
-                    len(records) - len(groups), len(records), data.max_length)
-    if records and not groups:
-        raise DataError(f"{source}: every row is longer than data.max_length={data.max_length}; raise --data.max-length")
-    return groups
+    """Tokenize every record under data.max_length / data.truncation (see `data.tokenize.tokenize_all`)."""
+    def make(record, row: int) -> list[RankedGroup | None]:
+        return [tokenize_group(record, tokenizer, data.max_length, data.truncation)]
+
+    return tokenize_all(records, make, data, source=source, unit="groups")
 
 
 @dataclass

@@ -30,8 +30,9 @@ Examples longer than max_length (`truncation`)
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from posttrain.data.load import row_location
 from posttrain.data.records import Conversation, Messages, PromptCompletion, Text
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
     from posttrain.config import DataConfig
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 TRUNCATION = ("error", "skip", "truncate")
 
@@ -165,25 +168,39 @@ def tokenize_record(record, tokenizer, *, max_length: int, truncation: str = "er
     raise TypeError(f"cannot make a training example from a {type(record).__name__} record")
 
 
-def tokenize_dataset(records: list, tokenizer, data: DataConfig, *, source: str) -> list[Example]:
-    """Tokenize every record under data.max_length / data.truncation; errors name the row's place (file:LINE)."""
-    examples, dropped = [], 0
+def tokenize_all(records: list, make: Callable[[Any, int], Iterable[T | None]], data: DataConfig, *, source: str,
+                 unit: str) -> list[T]:
+    """Every record through `make(record, row)`, which gives the record's tokenized items (`unit`s: examples,
+    pairs, groups), None for each one data.truncation drops. An error names the row's place (file:LINE); the
+    dropped ones are counted and reported, and a source that keeps none is refused."""
+    items: list[T] = []
+    dropped = total = 0
     for row, record in enumerate(records, start=1):
         try:
-            example = tokenize_record(record, tokenizer, max_length=data.max_length, truncation=data.truncation)
+            made = list(make(record, row))
         except DataError as e:
             raise DataError(f"{row_location(source, row)}: {e}") from None
-        if example is None:
-            dropped += 1
-        else:
-            examples.append(example)
+        total += len(made)
+        for item in made:
+            if item is None:
+                dropped += 1
+            else:
+                items.append(item)
     if dropped:
-        log.warning("%s: dropped %d of %d examples longer than data.max_length=%d (data.truncation=%s)",
-                    source, dropped, len(records), data.max_length, data.truncation)
-    if records and not examples:
-        raise DataError(f"{source}: every example was dropped by data.truncation={data.truncation}; "
+        log.warning("%s: dropped %d of %d %s longer than data.max_length=%d (data.truncation=%s)",
+                    source, dropped, total, unit, data.max_length, data.truncation)
+    if total and not items:
+        raise DataError(f"{source}: every {unit.rstrip('s')} was dropped by data.truncation={data.truncation}; "
                         f"raise --data.max-length (now {data.max_length})")
-    return examples
+    return items
+
+
+def tokenize_dataset(records: list, tokenizer, data: DataConfig, *, source: str) -> list[Example]:
+    """Tokenize every SFT record under data.max_length / data.truncation (see `tokenize_all`)."""
+    def make(record, row: int) -> list[Example | None]:
+        return [tokenize_record(record, tokenizer, max_length=data.max_length, truncation=data.truncation)]
+
+    return tokenize_all(records, make, data, source=source, unit="examples")
 
 
 def tokenize_prompt(prompt: Messages, tokenizer) -> list[int]:

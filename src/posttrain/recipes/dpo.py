@@ -40,7 +40,7 @@ from posttrain.models.load import load_model, load_tokenizer
 from posttrain.models.logprobs import pair_logps
 from posttrain.models.reference import REFERENCE_CACHE, Reference, fingerprint, load_logps, precompute_logps, save_logps
 from posttrain.training.checkpoint import seed_everything
-from posttrain.training.distributed import Dist, all_reduce_sum, setup_distributed, teardown
+from posttrain.training.distributed import Dist, all_reduce_sum, distributed
 from posttrain.training.loop import (
     DataOrder,
     accumulate,
@@ -214,11 +214,8 @@ def reference_logps_for_run(cfg: DPOConfig, splits: dict[str, list[PreferenceExa
 
 
 def train(cfg: DPOConfig) -> Path:
-    d = setup_distributed(cfg.run.device)
-    try:
+    with distributed(cfg.run.device) as d:
         return _train(cfg, d)
-    finally:
-        teardown(d)
 
 
 def _train(cfg: DPOConfig, d: Dist) -> Path:

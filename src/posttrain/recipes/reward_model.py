@@ -34,7 +34,7 @@ from posttrain.models.heads import load_reward_model, save_reward_model
 from posttrain.models.load import load_tokenizer
 from posttrain.models.lora import unwrap
 from posttrain.training.checkpoint import seed_everything
-from posttrain.training.distributed import Dist, setup_distributed, teardown
+from posttrain.training.distributed import Dist, distributed
 from posttrain.training.loop import (
     DataOrder,
     accumulate,
@@ -122,11 +122,8 @@ def rm_metrics(per_group: dict[str, float], prefix: str) -> dict[str, float]:
 
 
 def train(cfg: RewardModelConfig) -> Path:
-    d = setup_distributed(cfg.run.device)
-    try:
+    with distributed(cfg.run.device) as d:
         return _train(cfg, d)
-    finally:
-        teardown(d)
 
 
 def _train(cfg: RewardModelConfig, d: Dist) -> Path:

@@ -28,7 +28,7 @@ from posttrain.models.attention import use_varlen_attention
 from posttrain.models.load import load_model, load_tokenizer
 from posttrain.models.logprobs import accepts_logits_to_keep
 from posttrain.training.checkpoint import seed_everything
-from posttrain.training.distributed import Dist, setup_distributed, teardown
+from posttrain.training.distributed import Dist, distributed
 from posttrain.training.loop import (
     DataOrder,
     accumulate,
@@ -87,11 +87,8 @@ def sft_step_loss(model: torch.nn.Module, batch: SFTBatch) -> tuple[torch.Tensor
 
 
 def train(cfg: SFTConfig) -> Path:
-    d = setup_distributed(cfg.run.device)
-    try:
+    with distributed(cfg.run.device) as d:
         return _train(cfg, d)
-    finally:
-        teardown(d)
 
 
 def _train(cfg: SFTConfig, d: Dist) -> Path:

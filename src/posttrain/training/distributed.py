@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -51,6 +53,17 @@ def all_reduce_sum(value: float | torch.Tensor, d: Dist) -> torch.Tensor:
     if d.enabled:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+@contextmanager
+def distributed(device: str = "auto") -> Iterator[Dist]:
+    """`setup_distributed(device)` for the block, and `teardown` however it ends: a recipe's `train` is
+    `with distributed(cfg.run.device) as d: return _train(cfg, d)`."""
+    d = setup_distributed(device)
+    try:
+        yield d
+    finally:
+        teardown(d)
 
 
 def teardown(d: Dist) -> None:
