@@ -13,14 +13,14 @@ from posttrain.rl.rollout import SamplingParams
 
 @dataclass
 class EvalConfig:
-    """Accuracy of a model on prompts with reference answers, scored by the task's verifier."""
+    """Accuracy of a model on prompts with reference answers, scored by the task's reward."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     task: str = "builtin:arithmetic/heldout"
     """Prompts with reference fields (e.g. `answer`): a file or `builtin:NAME/heldout`."""
-    verifier: str | None = None
-    """How a completion is scored: unset uses a built-in task's own verifier (else `numeric`); `numeric`,
-    `exact`, or `module:function` taking (completion, reference_dict) -> float."""
+    reward: str | None = None
+    """How a completion is scored: unset uses a built-in task's own reward (else `numeric`); `numeric`,
+    `exact`, or `module:function` taking (prompt_record, completion) -> float in [0, 1]."""
     limit: int | None = None
     """Evaluate only the first N prompts."""
     sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.0, max_new_tokens=32))
@@ -37,10 +37,10 @@ def run_eval(cfg: EvalConfig) -> AccuracyResult:
     from posttrain.models.load import load_model
     from posttrain.training.distributed import resolve_device
 
-    verify = resolve_verifier(cfg.task, cfg.verifier)
+    reward = resolve_verifier(cfg.task, cfg.reward)
     prompts = load_records(cfg.task, accept=(Prompt,), limit=cfg.limit)
     model, tokenizer = load_model(cfg.model, resolve_device(cfg.device))
-    result = evaluate_accuracy(model, tokenizer, prompts, verify, cfg.sampling, cfg.batch_size)
+    result = evaluate_accuracy(model, tokenizer, prompts, reward, cfg.sampling, cfg.batch_size)
     if cfg.output:
         write_jsonl(result.samples, cfg.output)
     return result

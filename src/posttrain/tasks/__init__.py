@@ -1,14 +1,12 @@
-"""Built-in tasks: data made on the fly, with a verifier that is both evaluation and reward.
+"""Built-in tasks: data made on the fly, with a reward that is both evaluation and RL reward.
 
-A task is a module with two functions:
-- `rows(split="train", **options: str) -> list[dict]`: rows in TRL's prompt-completion
-  format plus an "answer" field; `split` is "train" or "heldout" and the options
-  come as strings from a query string (e.g. `ops=+-&digits=2`).
-- `verify(completion: str, reference: dict) -> float`: 1.0 when a completion is right.
-
-`TASKS` maps each task's name to its module.
+A task is a module with `rows(split="train", **options: str) -> list[dict]`: rows in TRL's
+prompt-completion format plus reference fields (e.g. "answer"); `split` is "train" or "heldout" and
+the options come as strings from a query string (e.g. `ops=+-&digits=2`). `TASKS` maps each task's
+name to its reward, a `RewardFn` (`rewards.functions`): `reward(prompt_record, completion) -> float`.
 """
 
-from posttrain.tasks import arithmetic
+from posttrain.rewards.functions import RewardFn, numeric_reward
 
-TASKS = {"arithmetic": arithmetic}
+TASKS: dict[str, RewardFn] = {"arithmetic": numeric_reward}
+"""Each built-in task's reward by name (`builtin:NAME`): arithmetic is right when its final number is."""

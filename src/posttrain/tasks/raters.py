@@ -6,7 +6,7 @@ AlpacaFarm's simulated annotators (arXiv:2305.14387 §3). Each flip is decided b
 hashed from (seed, prompt, the pair), not drawn from a running generator, so the same pair always
 gets the same judgment, whatever the call order, and `compare(a, b)` is always `1 - compare(b, a)`.
 
-Utilities are lexicographic: 10 points for a correct final answer (the task's own `verify`) outweigh
+Utilities are lexicographic: 10 points for a correct final answer (the task's own reward) outweigh
 any format bonus (at most 1) or length penalty (under 5).
 
 | rater         | utility                                                        |
@@ -29,7 +29,7 @@ from typing import Callable
 from posttrain.data.records import Prompt
 from posttrain.errors import DataError
 from posttrain.rewards.verifiers import extract_final_number
-from posttrain.tasks.arithmetic import verify
+from posttrain.tasks import TASKS
 
 CORRECT_POINTS = 10.0
 WORKED_BONUS = 1.0
@@ -43,7 +43,7 @@ _NUMBER_RE = re.compile(r"\d+")
 
 def is_correct(prompt: Prompt, response: str) -> bool:
     """The response's final number equals the prompt's reference answer."""
-    return verify(response, prompt.reference) == 1.0
+    return TASKS["arithmetic"](prompt, response) == 1.0
 
 
 def is_worked(response: str) -> bool:
