@@ -4,6 +4,9 @@ A task is a module with `rows(split="train", **options: str) -> list[dict]`: row
 prompt-completion format plus reference fields (e.g. "answer"); `split` is "train" or "heldout" and
 the options come as strings from a query string (e.g. `ops=+-&digits=2`). `TASKS` maps each task's
 name to its reward, a `RewardFn` (`rewards.functions`): `reward(prompt_record, completion) -> float`.
+
+Simulated raters: the generic `Rater` protocol and `SimulatedRater` in `raters`, the arithmetic
+task's raters in `arithmetic_raters`.
 """
 
 from posttrain.rewards.functions import RewardFn, numeric_reward
