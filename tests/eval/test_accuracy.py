@@ -8,7 +8,7 @@ import pytest
 from posttrain.cli import main
 from posttrain.data.records import Message, Prompt
 from posttrain.eval.accuracy import evaluate_accuracy, resolve_verifier
-from posttrain.rewards.functions import exact_reward, numeric_reward
+from posttrain.rewards.functions import exact_reward, numeric_reward, resolve_reward
 from posttrain.tasks import TASKS
 
 
@@ -18,7 +18,8 @@ def answer_is_even(prompt: Prompt, completion: str) -> float:
 
 
 def test_unset_reward_is_the_tasks_own_else_numeric():
-    assert resolve_verifier("builtin:arithmetic/heldout?ops=+&digits=2", None) is TASKS["arithmetic"]
+    own = resolve_reward(TASKS["arithmetic"].REWARD)
+    assert resolve_verifier("builtin:arithmetic/heldout?ops=+&digits=2", None) is own is numeric_reward
     assert resolve_verifier("builtin:smollm2-chat", None) is numeric_reward  # a built-in without a reward
     assert resolve_verifier("prompts.jsonl", None) is numeric_reward
     assert resolve_verifier("builtin:arithmetic", "exact") is exact_reward  # a set reward wins

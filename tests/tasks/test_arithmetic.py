@@ -6,11 +6,10 @@ import pytest
 
 from posttrain.data.records import Message, Prompt, PromptCompletion, parse_record
 from posttrain.errors import DataError
-from posttrain.rewards.functions import numeric_reward
-from posttrain.tasks import TASKS
-from posttrain.tasks.arithmetic import ArithmeticSpec, Problem, answer_text, problems, rows, spec_from_options
+from posttrain.rewards.functions import numeric_reward, resolve_reward
+from posttrain.tasks.arithmetic import REWARD, ArithmeticSpec, Problem, answer_text, problems, rows, spec_from_options
 
-reward = TASKS["arithmetic"]  # the task's reward: what eval scores with and RL rewards
+reward = resolve_reward(REWARD)  # the task's reward: what eval scores with and RL rewards
 
 
 def row_reward(row: dict, completion: str) -> float:

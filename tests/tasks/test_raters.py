@@ -150,10 +150,18 @@ def test_simulated_and_hand_written_raters_fit_the_protocol():
 
 
 def test_the_rater_protocol_does_not_import_the_arithmetic_task():
-    """`tasks.raters` is the generic layer: importing it loads neither the task nor its raters."""
+    """`tasks/raters.py` is the generic layer: run on its own, it loads nothing of `posttrain.tasks`. It is run
+    from its file because importing it by name runs `posttrain/tasks/__init__.py` first, whose TASKS table
+    imports the arithmetic task whoever asks."""
     src = Path(__file__).resolve().parents[2] / "src"
-    code = ("import sys, posttrain.tasks.raters; "
-            "print(sorted(m for m in sys.modules if m.startswith('posttrain.tasks.arithmetic')))")
+    code = f"""
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("raters_alone", {str(src / "posttrain" / "tasks" / "raters.py")!r})
+sys.modules["raters_alone"] = module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+assert isinstance(module.SimulatedRater("r", lambda prompt, response: 0.0), module.Rater)
+print(sorted(m for m in sys.modules if m.startswith("posttrain.tasks")))
+"""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr

@@ -2,7 +2,7 @@
 
 The scorer is a `RewardFn`, `reward(prompt_record, completion) -> float`, the same function RL uses
 as a reward, so "accuracy" and "reward" can never drift apart. Built-in tasks bring their own reward
-(`tasks.TASKS`); for files, pick a built-in reward (`numeric`, `exact`) or pass `module:function`.
+(`tasks.TASKS[name].REWARD`); for files, pick a built-in reward (`numeric`, `exact`) or pass `module:function`.
 Accuracy is the mean score with a Wilson interval, so scores must lie in [0, 1].
 """
 
@@ -15,16 +15,17 @@ from posttrain.data.records import Prompt
 from posttrain.eval.winrate import wilson_interval
 from posttrain.rewards.functions import RewardFn, resolve_reward
 from posttrain.rl.rollout import ModelSampler, SamplingParams, sample_messages
-from posttrain.tasks import TASKS
 
 
 def resolve_verifier(source: str, reward: str | None) -> RewardFn:
     """What eval scores `source`'s prompts with: with `reward` unset, the task's own reward for
-    `builtin:NAME...` (`tasks.TASKS`), else `numeric`; otherwise `resolve_reward(reward)`."""
+    `builtin:NAME...` (`tasks.TASKS[NAME].REWARD`), else `numeric`; otherwise `resolve_reward(reward)`."""
+    from posttrain.tasks import TASKS
+
     if reward is None and source.startswith("builtin:"):
         name = source[len("builtin:") :].split("/")[0].split("?")[0]
         if name in TASKS:
-            return TASKS[name]
+            return resolve_reward(TASKS[name].REWARD)
     return resolve_reward(reward or "numeric")
 
 

@@ -1,15 +1,18 @@
 """Built-in tasks: data made on the fly, with a reward that is both evaluation and RL reward.
 
-A task is a module with `rows(split="train", **options: str) -> list[dict]`: rows in TRL's
-prompt-completion format plus reference fields (e.g. "answer"); `split` is "train" or "heldout" and
-the options come as strings from a query string (e.g. `ops=+-&digits=2`). `TASKS` maps each task's
-name to its reward, a `RewardFn` (`rewards.functions`): `reward(prompt_record, completion) -> float`.
+A task is a module with:
+- `rows(split="train", **options: str) -> list[dict]`: rows in TRL's prompt-completion
+  format plus an "answer" field; `split` is "train" or "heldout" and the options
+  come as strings from a query string (e.g. `ops=+-&digits=2`).
+- `REWARD: str`: its reward as a config names one (`numeric`, `exact` or `module:function`), made a
+  `RewardFn` by `rewards.functions.resolve_reward`. A name, not the function: tasks sit below rewards.
+
+`TASKS` maps each task's name to its module.
 
 Simulated raters: the generic `Rater` protocol and `SimulatedRater` in `raters`, the arithmetic
 task's raters in `arithmetic_raters`.
 """
 
-from posttrain.rewards.functions import RewardFn, numeric_reward
+from posttrain.tasks import arithmetic
 
-TASKS: dict[str, RewardFn] = {"arithmetic": numeric_reward}
-"""Each built-in task's reward by name (`builtin:NAME`): arithmetic is right when its final number is."""
+TASKS = {"arithmetic": arithmetic}

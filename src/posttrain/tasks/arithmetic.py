@@ -2,8 +2,7 @@
 
 Small enough for the tiny model to learn in minutes on a CPU, and checkable
 exactly, so the same task serves SFT (prompt + completion), evaluation and RL
-(prompt + reference answer, scored by the task's reward `rewards.functions.numeric_reward`,
-registered in `tasks.TASKS`).
+(prompt + reference answer, scored by the task's reward, `REWARD`).
 
 The problem space is every `a op b` whose operands have exactly `digits` digits
 (10..99 for 2 digits; 0..9 for 1 digit). A seeded random order over that space
@@ -27,6 +26,9 @@ from typing import Iterator
 OPS = "+-*"
 MAX_TRAIN = 20_000  # training problems when `n_train` is None
 SPLITS = ("train", "heldout")
+REWARD = "numeric"
+"""The task's reward (`rewards.functions.numeric_reward`): 1.0 when a completion's final number equals the
+row's "answer"."""
 PLACES = ("ones", "tens", "hundreds", "thousands", "ten-thousands", "hundred-thousands")
 
 

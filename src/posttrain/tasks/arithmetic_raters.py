@@ -2,7 +2,7 @@
 
 Each rater is a `tasks.raters.SimulatedRater` (a hidden utility, seeded label noise) built by
 `make_rater(name, noise, seed)`. Utilities are lexicographic: 10 points for a correct final answer
-(the task's own reward, `tasks.TASKS["arithmetic"]`) outweigh any format bonus (at most 1) or
+(the task's own reward, `arithmetic.REWARD`) outweigh any format bonus (at most 1) or
 length penalty (under 5).
 
 | rater         | utility                                                        |
@@ -22,8 +22,9 @@ from typing import Callable
 
 from posttrain.data.records import Prompt
 from posttrain.errors import DataError
+from posttrain.rewards.functions import resolve_reward
 from posttrain.rewards.verifiers import extract_final_number
-from posttrain.tasks import TASKS
+from posttrain.tasks import arithmetic
 from posttrain.tasks.raters import SimulatedRater
 
 CORRECT_POINTS = 10.0
@@ -34,11 +35,12 @@ REPEAT_COST = 10.0  # a repeated word counts as this many padding characters
 
 _HASHES_RE = re.compile(r"####\s*-?\d")
 _NUMBER_RE = re.compile(r"\d+")
+_TASK_REWARD = resolve_reward(arithmetic.REWARD)
 
 
 def is_correct(prompt: Prompt, response: str) -> bool:
     """The response's final number equals the prompt's reference answer (the task's reward is 1)."""
-    return TASKS["arithmetic"](prompt, response) == 1.0
+    return _TASK_REWARD(prompt, response) == 1.0
 
 
 def is_worked(response: str) -> bool:
