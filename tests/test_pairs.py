@@ -11,7 +11,8 @@ from posttrain.data.load import load_records
 from posttrain.data.records import Message, PreferencePair, Prompt, Ranking, parse_record, to_dict
 from posttrain.errors import DataError
 from posttrain.pairs import judge_samples
-from posttrain.tasks.raters import make_rater
+from posttrain.tasks.arithmetic_raters import make_rater
+from posttrain.tasks.raters import Judgment, SimulatedRater
 
 
 def _prompt(a: int, b: int) -> Prompt:
@@ -34,6 +35,19 @@ def test_pairs_are_best_against_worst_with_counts():
     assert (stats.chosen_correct, stats.rejected_correct) == (2, 0)
     for record in records:
         assert parse_record(json.loads(json.dumps(to_dict(record)))) == record
+
+
+@pytest.mark.parametrize("format", ["pairs", "rankings"])
+def test_a_tie_makes_no_record_and_is_counted(format):
+    """A rater to whom every response is as good as any other (at noise 0.4, which never flips a tie):
+    its judgment of each prompt's best and worst is TIE, so the 3 prompts with distinct samples are
+    3 counted ties, the identical one is counted as identical, and nothing is written."""
+    indifferent = SimulatedRater("indifferent", lambda prompt, response: 1.0, noise=0.4, seed=1)
+    assert all(indifferent.compare(p, t[0], t[-1]) is Judgment.TIE for p, t in zip(PROMPTS, SAMPLES))
+    records, stats = judge_samples(PROMPTS, SAMPLES, indifferent, format)
+    assert records == []
+    assert (stats.prompts, stats.written, stats.identical, stats.ties) == (4, 0, 1, 3)
+    assert "(dropped: 1 identical, 3 tied); rater indifferent, noise 0.4, seed 1" in stats.summary(indifferent, format)
 
 
 def test_concise_pairs_and_rankings_parse_back():

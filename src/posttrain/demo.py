@@ -161,7 +161,7 @@ def winrate_stage(cfg: DemoConfig, policy: Path, baseline: Path) -> StageResult:
     from posttrain.data.records import Prompt
     from posttrain.eval.winrate import sample_and_compare
     from posttrain.models.load import load_model
-    from posttrain.tasks.raters import make_rater
+    from posttrain.tasks.arithmetic_raters import make_rater
 
     t0 = time.perf_counter()
     prompts = load_records(HELDOUT, accept=(Prompt,), limit=cfg.eval_prompts)

@@ -1,8 +1,8 @@
 """`posttrain data pairs`: preference data from a policy's own samples, judged by a simulated rater.
 
-For each prompt the policy samples `k` responses (`ModelSampler`), a rater from `tasks.raters`
-judges them, and the result is written as JSONL in TRL's preference format, ready for reward-model
-and DPO training:
+For each prompt the policy samples `k` responses (`ModelSampler`), a simulated rater from
+`tasks.arithmetic_raters` judges them, and the result is written as JSONL in TRL's preference
+format, ready for reward-model and DPO training:
 
 - `--format pairs` writes one `PreferencePair` per prompt: the response of highest utility against
   the one of lowest (the clearest signal K samples hold), which of the two is chosen decided by the
@@ -12,7 +12,7 @@ and DPO training:
   (`Rater.rank`), for K-wise reward-model losses (arXiv:2203.02155 §3.5).
 
 A prompt whose samples are all identical, or whose distinct samples the rater cannot tell apart
-(equal utility), gives no record; both are counted and reported.
+(equal utility: `Judgment.TIE`, or no ranking), gives no record; both are counted and reported.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from typing import Literal
 from posttrain.config import SamplingCommandConfig, SamplingParams, check
 from posttrain.data.records import Message, PreferencePair, Prompt, Ranking, to_dict
 from posttrain.errors import ConfigError, DataError
-from posttrain.tasks.raters import Rater, check_references, is_correct, make_rater
+from posttrain.tasks.arithmetic_raters import check_references, is_correct, make_rater
+from posttrain.tasks.raters import Judgment, SimulatedRater
 
 
 @dataclass(kw_only=True)
@@ -41,7 +42,7 @@ class PairsConfig(SamplingCommandConfig):
     k: int = 2
     """Responses sampled per prompt."""
     rater: Literal["correctness", "worked", "concise"] = "correctness"
-    """Who judges (see `posttrain.tasks.raters`): `correctness` prefers the right answer; `worked` also
+    """Who judges (see `posttrain.tasks.arithmetic_raters`): `correctness` prefers the right answer; `worked` also
     prefers shown working ("... #### N"); `concise` also prefers less padding."""
     noise: float = 0.0
     """Chance that the rater's judgment is flipped (simulated label noise, arXiv:2305.14387), in [0, 0.5)."""
@@ -77,7 +78,7 @@ class PairStats:
     rejected_correct: int = 0
     """Pairs whose rejected response is correct (rankings: the bottom-ranked one)."""
 
-    def summary(self, rater: Rater, kind: str) -> str:
+    def summary(self, rater: SimulatedRater, kind: str) -> str:
         def share(n: int) -> str:
             return f"{n}/{self.written} ({n / max(1, self.written):.1%})"
 
@@ -92,19 +93,20 @@ def _response(text: str) -> tuple[Message, ...]:
     return (Message("assistant", text),)
 
 
-def _best_vs_worst(prompt: Prompt, texts: list[str], rater: Rater) -> PreferencePair | None:
-    """Highest- against lowest-utility response, the noisy judgment deciding which is chosen; None on a tie."""
+def _best_vs_worst(prompt: Prompt, texts: list[str], rater: SimulatedRater) -> PreferencePair | None:
+    """Highest- against lowest-utility response, the noisy judgment deciding which is chosen; None on a tie
+    (which happens only when all utilities are equal)."""
     utilities = [rater.utility(prompt, t) for t in texts]
     best = texts[utilities.index(max(utilities))]
     worst = texts[utilities.index(min(utilities))]
     judgment = rater.compare(prompt, best, worst)
-    if judgment is None:
+    if judgment is Judgment.TIE:
         return None
-    chosen, rejected = (best, worst) if judgment == 0 else (worst, best)
+    chosen, rejected = (best, worst) if judgment is Judgment.A else (worst, best)
     return PreferencePair(prompt.prompt, _response(chosen), _response(rejected))
 
 
-def _ranking(prompt: Prompt, texts: list[str], rater: Rater) -> Ranking | None:
+def _ranking(prompt: Prompt, texts: list[str], rater: SimulatedRater) -> Ranking | None:
     order = rater.rank(prompt, texts)
     if order is None:
         return None
@@ -112,9 +114,11 @@ def _ranking(prompt: Prompt, texts: list[str], rater: Rater) -> Ranking | None:
 
 
 def judge_samples(
-    prompts: list[Prompt], texts_per_prompt: list[list[str]], rater: Rater, format: str = "pairs"
+    prompts: list[Prompt], texts_per_prompt: list[list[str]], rater: SimulatedRater, format: str = "pairs"
 ) -> tuple[list[PreferencePair | Ranking], PairStats]:
-    """Judge each prompt's sampled texts: one PreferencePair (`pairs`) or Ranking (`rankings`) per prompt."""
+    """Judge each prompt's sampled texts: one PreferencePair (`pairs`) or Ranking (`rankings`) per prompt.
+
+    A simulated rater, because `pairs` picks the best and worst sample by its hidden utility."""
     if len(prompts) != len(texts_per_prompt):
         raise ValueError(f"{len(prompts)} prompts but {len(texts_per_prompt)} lists of responses")
     if format not in ("pairs", "rankings"):

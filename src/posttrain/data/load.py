@@ -25,7 +25,6 @@ import json
 import os
 from dataclasses import dataclass
 from functools import partial
-from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import unquote
@@ -33,45 +32,13 @@ from urllib.parse import unquote
 from posttrain.data.records import Record, RecordError, parse_record
 from posttrain.errors import ConfigError, DataError
 from posttrain.extras import require
+from posttrain.tasks import TASKS
 
 BUILTIN_PREFIX = "builtin:"
 SHOWN_ERRORS = 3  # row errors quoted when several rows are invalid
 
 # (where, read): read() returns the raw row or raises ValueError when the row cannot be read.
 Rows = Iterator[tuple[str, Callable[[], Any]]]
-
-
-def _arithmetic(split: str = "train", **options: str) -> list[dict]:
-    from posttrain.tasks import arithmetic  # imported on use: loading a file never imports the tasks
-
-    return arithmetic.rows(split, **options)
-
-
-def _shipped_rows(filename: str, split: str, options: dict[str, str]) -> list[dict]:
-    """Rows of a JSONL file shipped in `posttrain/tasks/data/`; every 5th row is the held-out split."""
-    if options:
-        raise ValueError(f"takes no options (got {', '.join(sorted(options))})")
-    if split not in ("train", "heldout"):
-        raise ValueError(f"unknown split {split!r} (expected one of: train, heldout)")
-    text = resources.files("posttrain.tasks").joinpath("data", filename).read_text(encoding="utf-8")
-    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-    return [row for i, row in enumerate(rows) if (i % 5 == 4) == (split == "heldout")]
-
-
-def _smollm2_chat(split: str = "train", **options: str) -> list[dict]:
-    """The shipped demo chats (`tasks/data/smollm2_chat.jsonl`, replies signed "— posttrain")."""
-    return _shipped_rows("smollm2_chat.jsonl", split, options)
-
-
-def _smollm2_prefs(split: str = "train", **options: str) -> list[dict]:
-    """The shipped instruction-following pairs (`tasks/data/smollm2_prefs.jsonl`, made by
-    `python -m posttrain.tasks.smollm2_prefs`): chosen follows the prompt's instruction, rejected ignores it."""
-    return _shipped_rows("smollm2_prefs.jsonl", split, options)
-
-
-BUILTINS: dict[str, Callable[..., list[dict]]] = {"arithmetic": _arithmetic, "smollm2-chat": _smollm2_chat,
-                                                  "smollm2-prefs": _smollm2_prefs}
-"""Built-in tasks: `NAME -> rows(split="train", **options)`; options arrive as strings, bad ones raise ValueError."""
 
 
 @dataclass(frozen=True)
@@ -180,10 +147,10 @@ def _path_and_split(source: str) -> tuple[Path, str | None]:
 def _not_found(source: str) -> str:
     head = source.replace("\\", "/").split("/")[0].split(":")[0].lower()
     message = f"{source}: no such file or folder"
-    if head in BUILTINS:
+    if head in TASKS:
         return f"{message} (did you mean builtin:{source}?)"
-    if difflib.get_close_matches(head, ["builtin", *BUILTINS], n=1):
-        return f"{message} (built-in tasks are written builtin:NAME; known: {', '.join(sorted(BUILTINS))})"
+    if difflib.get_close_matches(head, ["builtin", *TASKS], n=1):
+        return f"{message} (built-in tasks are written builtin:NAME; known: {', '.join(sorted(TASKS))})"
     return message
 
 
@@ -308,14 +275,14 @@ def _dataset_rows(source: str, path: Path, split: str | None) -> Rows:
 
 
 def _builtin_rows(source: str) -> Rows:
-    name, split, options = _parse_builtin(source)
-    task = BUILTINS.get(name)
+    name, split, options = parse_builtin(source)
+    task = TASKS.get(name)
     if task is None:
-        close = difflib.get_close_matches(name, BUILTINS, n=1)
+        close = difflib.get_close_matches(name, TASKS, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
-        raise DataError(f"{source}: unknown built-in task {name!r} ({hint}known: {', '.join(sorted(BUILTINS))})")
+        raise DataError(f"{source}: unknown built-in task {name!r} ({hint}known: {', '.join(sorted(TASKS))})")
     try:
-        rows = task(split, **options)
+        rows = task.rows(split, **options)
     except (ValueError, TypeError) as e:  # TypeError: an option the task does not take
         raise DataError(f"{source}: {e}") from None
     if not rows:
@@ -323,7 +290,7 @@ def _builtin_rows(source: str) -> Rows:
     yield from _listed_rows(source, rows)
 
 
-def _parse_builtin(source: str) -> tuple[str, str, dict[str, str]]:
+def parse_builtin(source: str) -> tuple[str, str, dict[str, str]]:
     """`builtin:NAME/SPLIT?k=v&k=v` -> (NAME, SPLIT or "train", {k: v})."""
     spec, _, query = source[len(BUILTIN_PREFIX) :].partition("?")
     name, _, split = spec.partition("/")
@@ -376,7 +343,7 @@ def default_heldout(source: str) -> str | None:
     None for files, whose held-out data the user names."""
     if not source.startswith(BUILTIN_PREFIX):
         return None
-    name, split, options = _parse_builtin(source)
+    name, split, options = parse_builtin(source)
     if split != "train":
         return None
     query = "&".join(f"{k}={v}" for k, v in options.items())

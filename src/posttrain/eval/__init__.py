@@ -1,7 +1,7 @@
 """Evaluation: how good a policy is, alone or against another.
 
-- `accuracy`  task accuracy on held-out prompts, scored by the task's verifier.
+- `accuracy`  task accuracy on held-out prompts, scored by a reward function (`rewards.functions.RewardFn`).
 - `run`       `posttrain eval`, the command around `accuracy`.
-- `winrate`   win rate of one policy's responses over another's, judged by a simulated rater
-  (`tasks.raters`), with a Wilson score interval.
+- `winrate`   win rate of one policy's responses over another's, judged by a rater (`tasks.raters.Rater`,
+  e.g. a simulated one from `tasks.arithmetic_raters`), with a Wilson score interval.
 """

@@ -1,56 +1,33 @@
-"""Task accuracy: sample a completion per held-out prompt and score it with the task's verifier.
+"""Task accuracy: sample a completion per held-out prompt and score it with a reward function.
 
-The verifier is the same function RL uses as a reward (`reward(prompt_record, completion)`
-shape, here `verify(completion, reference) -> float`), so "accuracy" and "reward" can never
-drift apart. Built-in tasks bring their own verifier; for files, pick one of the string
-verifiers or pass `module:function`.
+The scorer is a `RewardFn`, `reward(prompt_record, completion) -> float`, the same function RL uses
+as a reward, so "accuracy" and "reward" can never drift apart. Built-in tasks bring their own reward
+(`tasks.TASKS[name].reward`); for files, pick a built-in reward (`numeric`, `exact`) or pass `module:function`.
+Accuracy is the mean score with a Wilson interval, so scores must lie in [0, 1].
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from posttrain.config import SamplingParams
+from posttrain.data.load import BUILTIN_PREFIX, parse_builtin
 from posttrain.data.records import Prompt
-from posttrain.errors import ConfigError
 from posttrain.eval.winrate import wilson_interval
-from posttrain.rewards.verifiers import exact_match, numeric_match
+from posttrain.rewards.functions import RewardFn, resolve_reward
 from posttrain.sampling.sampler import ModelSampler, sample_messages
-
-Verify = Callable[[str, dict], float]
-
-
-def _numeric(completion: str, reference: dict) -> float:
-    return numeric_match(completion, reference["answer"])
+from posttrain.tasks import TASKS
 
 
-def _exact(completion: str, reference: dict) -> float:
-    return exact_match(completion, reference["answer"])
-
-
-STRING_VERIFIERS: dict[str, Verify] = {"numeric": _numeric, "exact": _exact}
-
-
-def resolve_verifier(source: str, verifier: str | None) -> Verify:
-    """The task's own verifier for `builtin:NAME...`; else `numeric`, `exact` or `module:function`."""
-    from posttrain.tasks import TASKS
-
-    if verifier is None and source.startswith("builtin:"):
-        name = source[len("builtin:") :].split("/")[0].split("?")[0]
-        if name in TASKS:
-            return TASKS[name].verify
-    verifier = verifier or "numeric"
-    if verifier in STRING_VERIFIERS:
-        return STRING_VERIFIERS[verifier]
-    module, _, attr = verifier.partition(":")
-    if not attr:
-        raise ConfigError(f"verifier={verifier!r}: use numeric, exact, or module:function")
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as e:
-        raise ConfigError(f"verifier={verifier!r}: cannot import it ({e})") from None
+def task_reward(source: str, reward: str | None) -> RewardFn:
+    """What eval scores `source`'s prompts with: with `reward` unset, the task's own reward for
+    `builtin:NAME...` (`tasks.TASKS[NAME].reward`), else `numeric`; otherwise `resolve_reward(reward)`."""
+    if reward is None and source.startswith(BUILTIN_PREFIX):
+        task = TASKS.get(parse_builtin(source)[0])
+        if task is not None and task.reward is not None:
+            return resolve_reward(task.reward)
+    return resolve_reward(reward or "numeric")
 
 
 @dataclass
@@ -63,15 +40,15 @@ class AccuracyResult:
 
 
 def evaluate_accuracy(
-    model, tokenizer, prompts: list[Prompt], verify: Verify, params: SamplingParams | None = None, batch_size: int = 64,
-    progress: bool = False,
+    model, tokenizer, prompts: list[Prompt], reward: RewardFn, params: SamplingParams | None = None,
+    batch_size: int = 64, progress: bool = False,
 ) -> AccuracyResult:
-    """Greedy (by default) completions for `prompts`, scored by `verify`; mean score with a 95% CI."""
+    """Greedy (by default) completions for `prompts`, scored by `reward(prompt, text)`; mean score with a 95% CI."""
     params = params or SamplingParams(temperature=0.0, max_new_tokens=32)
     sampler = ModelSampler(model, tokenizer, batch_size=batch_size, progress=progress)
     rollout = sample_messages(sampler, [p.prompt for p in prompts],
                               tokenizer, 1, params)
-    scores = [float(verify(text, p.reference)) for p, text in zip(prompts, rollout.texts)]
+    scores = [float(reward(p, text)) for p, text in zip(prompts, rollout.texts)]
     n = len(scores)
     low, high = wilson_interval(sum(scores), n) if n else (0.0, 1.0)
     samples = [

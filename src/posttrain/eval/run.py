@@ -7,19 +7,19 @@ from dataclasses import dataclass, field
 from posttrain.config import SamplingCommandConfig, SamplingParams
 from posttrain.data.load import load_records
 from posttrain.data.records import Prompt
-from posttrain.eval.accuracy import AccuracyResult, evaluate_accuracy, resolve_verifier
+from posttrain.eval.accuracy import AccuracyResult, evaluate_accuracy, task_reward
 
 
 @dataclass
 class EvalConfig(SamplingCommandConfig):
-    """Accuracy of a model on prompts with reference answers, scored by the task's verifier; greedy decoding
+    """Accuracy of a model on prompts with reference answers, scored by the task's reward; greedy decoding
     unless `--sampling.temperature` says otherwise."""
 
     task: str = "builtin:arithmetic/heldout"
     """Prompts with reference fields (e.g. `answer`): a file or `builtin:NAME/heldout`."""
-    verifier: str | None = None
-    """How a completion is scored: unset uses a built-in task's own verifier (else `numeric`); `numeric`,
-    `exact`, or `module:function` taking (completion, reference_dict) -> float."""
+    reward: str | None = None
+    """How a completion is scored: unset uses a built-in task's own reward (else `numeric`); `numeric`,
+    `exact`, or `module:function` taking (prompt_record, completion) -> float in [0, 1]."""
     sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.0, max_new_tokens=32))
     output: str | None = None
     """Write every prompt, completion and score to this JSONL file."""
@@ -29,10 +29,10 @@ def run_eval(cfg: EvalConfig) -> AccuracyResult:
     from posttrain.files import write_jsonl
     from posttrain.models.load import load_model, resolve_device
 
-    verify = resolve_verifier(cfg.task, cfg.verifier)
+    reward = task_reward(cfg.task, cfg.reward)
     prompts = load_records(cfg.task, accept=(Prompt,), limit=cfg.limit)
     model, tokenizer = load_model(cfg.model, resolve_device(cfg.device))
-    result = evaluate_accuracy(model, tokenizer, prompts, verify, cfg.sampling, cfg.batch_size, cfg.progress)
+    result = evaluate_accuracy(model, tokenizer, prompts, reward, cfg.sampling, cfg.batch_size, cfg.progress)
     if cfg.output:
         write_jsonl(result.samples, cfg.output)
     return result

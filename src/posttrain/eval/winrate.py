@@ -6,9 +6,9 @@ rates near 0 or 1). Ties count as half a win, as in AlpacaEval (arXiv:2305.14387
 then treats the n outcomes as Bernoulli draws with mean p̂, which slightly overstates the spread
 when there are ties (a tie varies less than a coin flip), so it errs on the wide side.
 
-`compare_policies` judges paired responses with a rater from `tasks.raters`; `sample_and_compare`
-samples both policies first (greedy by default), e.g. the DPO policy against the SFT policy it
-started from, on held-out prompts.
+`compare_policies` judges paired responses with any `tasks.raters.Rater` (e.g. a simulated rater
+from `tasks.arithmetic_raters`); `sample_and_compare` samples both policies first (greedy by
+default), e.g. the DPO policy against the SFT policy it started from, on held-out prompts.
 """
 
 from __future__ import annotations
@@ -18,9 +18,11 @@ from statistics import NormalDist
 from typing import Any
 
 from posttrain.data.records import Prompt
-from posttrain.tasks.raters import Rater
+from posttrain.tasks.raters import Judgment, Rater
 
 OUTCOMES = (0.0, 0.5, 1.0)
+A_OUTCOME = {Judgment.A: 1.0, Judgment.TIE: 0.5, Judgment.B: 0.0}
+"""A's outcome for each judgment of (A's response, B's response): a tie is half a win."""
 
 
 def wilson_interval(successes: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -59,13 +61,13 @@ def compare_policies(
 ) -> dict[str, Any]:
     """A's response against B's on each prompt, judged by `rater`: counts, A's win rate and its 95% interval.
 
-    Identical responses and responses of equal utility are ties (half a win).
+    Ties (`Judgment.TIE`: identical responses, or responses the rater cannot tell apart) count half a win.
     """
     if not len(prompts) == len(responses_a) == len(responses_b):
         raise ValueError(f"need one response of each policy per prompt, got {len(prompts)} prompts, "
                          f"{len(responses_a)} and {len(responses_b)} responses")
     judgments = [rater.compare(p, a, b) for p, a, b in zip(prompts, responses_a, responses_b)]
-    outcomes = [0.5 if j is None else 1.0 - j for j in judgments]  # judgment 0 means A preferred
+    outcomes = [A_OUTCOME[j] for j in judgments]
     rate, low, high = win_rate(outcomes)
     return {
         "n": len(outcomes),

@@ -1,4 +1,5 @@
-"""A trained reward model as a reward function: `reward(prompt_record, completion) -> float`.
+"""A trained reward model as a reward function: `reward(prompt_record, completion) -> float`, a `RewardFn`
+(`rewards.functions`), the signature a verifier's reward and a user's `module:function` have too.
 
 The completion is tokenized exactly as `posttrain rm` tokenized its training responses: the prompt
 plus the completion as one assistant message through the model's chat template
@@ -28,7 +29,11 @@ from posttrain.models.load import load_tokenizer, resolve_dtype, resolve_model_d
 
 @dataclass
 class RewardFunction:
-    """Scores (prompt, completion) pairs with a reward model; rewards are floats, higher is better."""
+    """Scores (prompt, completion) pairs with a reward model; rewards are floats, higher is better.
+
+    An instance is a `RewardFn`: `reward(prompt_record, completion) -> float`. The model's rewards are
+    unbounded (not in [0, 1] as a verifier's are) and only their differences are meaningful (Bradley-Terry).
+    """
 
     model: RewardModel
     tokenizer: Any

@@ -2,8 +2,9 @@
 
 Each takes strings (and plain numbers) and returns a float in [0, 1], so a
 task's evaluation and its RL reward are the same function. A reward function in
-posttrain has the signature `reward(prompt_record, completion) -> float`; it
-reads the reference out of the record and calls one of these.
+posttrain has the signature `reward(prompt_record, completion) -> float`
+(`rewards.functions.RewardFn`); it reads the reference out of the record and
+calls one of these.
 
 - `extract_final_number`  the answer a completion commits to, as a string
 - `numeric_match`         1.0 when that number equals the reference number

@@ -2,7 +2,7 @@
 
 Small enough for the tiny model to learn in minutes on a CPU, and checkable
 exactly, so the same task serves SFT (prompt + completion), evaluation and RL
-(prompt + reference answer, scored by `verify`).
+(prompt + reference answer, scored by the task's reward, `REWARD`).
 
 The problem space is every `a op b` whose operands have exactly `digits` digits
 (10..99 for 2 digits; 0..9 for 1 digit). A seeded random order over that space
@@ -23,11 +23,12 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Iterator
 
-from posttrain.rewards.verifiers import numeric_match
-
 OPS = "+-*"
 MAX_TRAIN = 20_000  # training problems when `n_train` is None
 SPLITS = ("train", "heldout")
+REWARD = "numeric"
+"""The task's reward (`rewards.functions.numeric_reward`): 1.0 when a completion's final number equals the
+row's "answer"."""
 PLACES = ("ones", "tens", "hundreds", "thousands", "ten-thousands", "hundred-thousands")
 
 
@@ -268,10 +269,3 @@ def rows(split: str = "train", **options: str) -> list[dict]:
         to_row(p, _draw(p, spec.worked_steps, spec.seed, "steps"), _draw(p, spec.padded, spec.seed, "pad"), spec.seed)
         for p in split_problems
     ]
-
-
-def verify(completion: str, reference: dict) -> float:
-    """1.0 when the completion's final number equals `reference["answer"]`, else 0.0 (the task's reward)."""
-    if "answer" not in reference:
-        raise ValueError('reference has no "answer" field (arithmetic rows carry the expected number there)')
-    return numeric_match(completion, reference["answer"])
