@@ -87,6 +87,10 @@ class DataConfig:
     """Group examples of similar length into the same micro-batch to waste less compute on padding."""
     limit: int | None = None
     """Use only the first N training examples (for quick tries)."""
+    chat_template: str | None = None
+    """Chat template for conversational records (message lists): a Jinja file, or a built-in name (`chatml`).
+    It replaces the model's own and is saved with the tokenizer in the run's final/. Unset: the model's own; a
+    model without one (a base model) trains on plain-string records only, by concatenation (docs/data.md)."""
 
     def __post_init__(self) -> None:
         check(self.max_length >= 8, "data.max_length", "must be >= 8 tokens", self.max_length)

@@ -46,7 +46,7 @@ def generate(cfg: GenerateConfig) -> list[dict[str, Any]]:
     records = load_records(cfg.prompts, accept=(Prompt,), limit=cfg.limit)
     model, tokenizer = load_model(cfg.model, resolve_device(cfg.device))
     sampler = ModelSampler(model, tokenizer, batch_size=cfg.batch_size, progress=cfg.progress)
-    rollout = sample_messages(sampler, [r.prompt for r in records], tokenizer, cfg.n, cfg.sampling)
+    rollout = sample_messages(sampler, records, tokenizer, cfg.n, cfg.sampling)
     rows = completion_rows(records, rollout)
     if cfg.output is None:
         print_table(records, rows)

@@ -174,7 +174,7 @@ def make_pairs(cfg: PairsConfig) -> PairStats:
     model, tokenizer = load_model(cfg.model, resolve_device(cfg.device))
     sampler = ModelSampler(model, tokenizer, batch_size=cfg.batch_size, progress=cfg.progress)
     params = cfg.sampling if cfg.sampling.seed is not None else dataclasses.replace(cfg.sampling, seed=cfg.seed)
-    rollout = sample_messages(sampler, [p.prompt for p in prompts], tokenizer, cfg.k, params)
+    rollout = sample_messages(sampler, prompts, tokenizer, cfg.k, params)
     texts = [rollout.texts[i * cfg.k : (i + 1) * cfg.k] for i in range(len(prompts))]  # a group's samples are adjacent
     records, stats = judge_samples(prompts, texts, rater, cfg.format)
     if not records:

@@ -92,3 +92,59 @@ def test_margin_must_be_a_number_not_a_bool():
     assert parse_record({**row, "margin": 2}).margin == 2.0
     with pytest.raises(RecordError, match='"margin"'):
         parse_record({**row, "margin": True})
+
+
+# -- plain vs conversational, and rows that could be several kinds ------------------------------------
+
+def test_records_remember_whether_they_were_plain_strings():
+    """`plain` (TRL's standard format) is kept, written back as strings, and left out of equality."""
+    plain = parse_record({"prompt": "The sky is", "completion": " blue."})
+    chat_ = parse_record({"prompt": chat((U, "The sky is")), "completion": chat((A, " blue."))})
+    assert plain.plain and not chat_.plain and plain == chat_
+    assert to_dict(plain) == {"prompt": "The sky is", "completion": " blue."}
+    assert parse_record({"prompt": "Hi", "chosen": "a", "rejected": "b"}).plain
+    assert not parse_record({"prompt": "Hi", "chosen": chat((A, "a")), "rejected": chat((A, "b"))}).plain
+    assert parse_record({"prompt": "Hi", "answer": 3}).plain
+    ranking = parse_record({"prompt": "Hi", "responses": ["a", "b"], "order": [1, 0]})
+    assert ranking.plain and all(p.plain for p in ranking.pairs())
+
+
+def ultrafeedback_row() -> dict:
+    """The shape of HuggingFaceH4/ultrafeedback_binarized: prompt a string, chosen and rejected whole
+    conversations that repeat it as their first user turn, plus messages, scores and an id."""
+    prompt = "Name a blue thing."
+    chosen = chat((U, prompt), (A, "The sky."))
+    return {"prompt": prompt, "chosen": chosen, "rejected": chat((U, prompt), (A, "Fire.")), "messages": chosen,
+            "score_chosen": 8.0, "score_rejected": 3.0, "prompt_id": "abc123"}
+
+
+def test_a_row_of_several_kinds_is_read_as_the_commands_kind():
+    """dpo/rm read it as a pair (the repeated prompt turn stripped), sft as its conversation, eval as a
+    prompt; with nothing accepted, detection by keys is unchanged (a conversation)."""
+    row = ultrafeedback_row()
+    expected = PreferencePair(msgs((U, "Name a blue thing.")), msgs((A, "The sky.")), msgs((A, "Fire.")))
+    assert parse_record(row, accept=(PreferencePair, Ranking)) == expected
+    assert parse_record(row, accept=(PreferencePair,)) == expected
+    assert parse_record(row, accept=(Conversation, PromptCompletion, Text)) == Conversation(
+        msgs((U, "Name a blue thing."), (A, "The sky.")))
+    assert parse_record(row, accept=(Prompt,)).prompt == msgs((U, "Name a blue thing."))
+    assert isinstance(parse_record(row), Conversation)
+
+
+def test_a_row_fitting_none_of_the_commands_kinds_is_still_refused_by_its_detected_kind():
+    with pytest.raises(RecordError, match="is a conversation record, but this command needs: preference"):
+        parse_record({"messages": chat((U, "Hi"), (A, "Hello"))}, accept=(PreferencePair,))
+    with pytest.raises(RecordError, match='field "rejected": is missing'):
+        parse_record({"prompt": "Hi", "chosen": "a", "id": 3}, accept=(PreferencePair,))
+
+
+def test_responses_repeating_the_prompt_lose_the_repeated_turns():
+    """Explicit prompt (two turns) and chosen/rejected that start with both: the prompt is the shared prefix."""
+    prompt = chat(("system", "Be brief."), (U, "Sky?"))
+    row = {"prompt": prompt, "chosen": prompt + chat((A, "Blue.")), "rejected": prompt + chat((A, "Green."))}
+    pair = parse_record(row)
+    assert pair.prompt == msgs(("system", "Be brief."), (U, "Sky?"))
+    assert (pair.chosen, pair.rejected) == (msgs((A, "Blue.")), msgs((A, "Green.")))
+    one_sided = {"prompt": "Sky?", "chosen": chat((U, "Sky?"), (A, "Blue.")), "rejected": chat((A, "Green."))}
+    with pytest.raises(RecordError, match='field "rejected": does not repeat the prompt'):
+        parse_record(one_sided)

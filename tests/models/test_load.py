@@ -152,7 +152,7 @@ def test_cli_list_and_help(isolated_cache, capsys):
     resolve_model_dir("tiny")
     assert main(["models", "list"]) == 0
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
-    assert set(lines) == {"tiny", "tiny-small", "tiny-10m", "tiny-30m", "smollm2"}
+    assert set(lines) == {"tiny", "tiny-small", "tiny-10m", "tiny-30m", "tiny-qwen2-base", "smollm2"}
     assert " cached " in lines["tiny"]
     assert main(["models", "init-tiny", "--help"]) == 0
     help_text = capsys.readouterr().out

@@ -3,8 +3,9 @@
 A `PreferenceExample` is one (prompt, chosen, rejected) triple as token ids. The prompt is
 rendered with the chat template's generation prompt; chosen and rejected are the tokens the
 model is scored on (`tokenize_completion`), so prompt_ids + chosen_ids is exactly the tokenized
-conversation prompt + chosen. A `Ranking` of K responses counts as its C(K, 2) pairs (better,
-worse), all carrying the ranking's row number.
+conversation prompt + chosen (plain strings on a model without a chat template: prompt and response
+tokenized apart and concatenated, eos after the response). A `Ranking` of K responses counts as its
+C(K, 2) pairs (better, worse), all carrying the ranking's row number.
 
 Two batch layouts, both one forward pass for both sides of every pair:
     `collate_pairs`          2B right-padded rows, the B chosen sequences first, then the B rejected
@@ -77,8 +78,8 @@ def pairs_of(record: PreferencePair | Ranking) -> list[PreferencePair]:
 def tokenize_pair(pair: PreferencePair, tokenizer, *, row: int, max_length: int, truncation: str = "error"
                   ) -> PreferenceExample | None:
     """Token ids of one pair under the truncation policy (see the module docstring); None when dropped."""
-    prompt_ids, chosen_ids = tokenize_completion(pair.prompt, pair.chosen, tokenizer)
-    rejected_prompt_ids, rejected_ids = tokenize_completion(pair.prompt, pair.rejected, tokenizer)
+    prompt_ids, chosen_ids = tokenize_completion(pair.prompt, pair.chosen, tokenizer, plain=pair.plain)
+    rejected_prompt_ids, rejected_ids = tokenize_completion(pair.prompt, pair.rejected, tokenizer, plain=pair.plain)
     if rejected_prompt_ids != prompt_ids:
         raise ModelError(
             f"{tokenizer.name_or_path}: the prompt tokenizes differently before the chosen and the rejected "

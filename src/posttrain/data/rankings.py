@@ -43,7 +43,7 @@ def tokenize_group(record: PreferencePair | Ranking, tokenizer, max_length: int,
         responses, order, margin = (record.chosen, record.rejected), (0, 1), record.margin
     else:
         responses, order, margin = record.responses, record.order, None
-    sequences = tuple(tuple(reward_input_ids(record.prompt, r, tokenizer)) for r in responses)
+    sequences = tuple(tuple(reward_input_ids(record.prompt, r, tokenizer, plain=record.plain)) for r in responses)
     longest = max(len(s) for s in sequences)
     if longest > max_length:
         if truncation == "skip":

@@ -16,7 +16,17 @@ Kinds (TRL names in brackets):
 
 Prompts and completions are always stored as message lists, so a plain-string
 prompt becomes `[{"role": "user", "content": ...}]` and a plain-string
-completion becomes one assistant message.
+completion becomes one assistant message. A record made from plain strings
+remembers it (`plain=True`, TRL's "standard" rather than "conversational"
+format): on a model without a chat template it is tokenized by concatenation
+(data/tokenize.py), where a conversational one needs a template. `plain` does
+not take part in equality: the two forms hold the same content.
+
+Which kind a row is (`parse_record`): for a command that accepts several kinds,
+the first of them, in `PRIORITY` order, whose required keys the row has; so a
+row with prompt, chosen, rejected AND messages (UltraFeedback-binarized) is a
+preference pair to `dpo` and a conversation to `sft`. Only when none fits are
+the kinds detected from the keys (`detect_kind`), which names what is missing.
 """
 
 from __future__ import annotations
@@ -96,6 +106,11 @@ def _require(d: dict, key: str, needs: str) -> Any:
     return d[key]
 
 
+def _plain(d: dict, *keys: str) -> bool:
+    """Whether the row gives every one of `keys` as a plain string (TRL's standard, non-conversational format)."""
+    return all(isinstance(d.get(k), str) for k in keys)
+
+
 def _text_of(messages: Messages) -> str:
     return "\n".join(m.content for m in messages)
 
@@ -125,13 +140,14 @@ class Conversation:
 class PromptCompletion:
     prompt: Messages
     completion: Messages
+    plain: bool = field(default=False, compare=False)  # prompt and completion were strings
 
     @classmethod
     def from_dict(cls, d: dict) -> "PromptCompletion":
         needs = "prompt-completion records need prompt and completion"
         prompt = _messages(_require(d, "prompt", needs), "prompt", default_role="user")
         completion = _messages(_require(d, "completion", needs), "completion", default_role="assistant")
-        return cls(prompt, completion)
+        return cls(prompt, completion, _plain(d, "prompt", "completion"))
 
     @property
     def messages(self) -> Messages:
@@ -144,11 +160,12 @@ class Prompt:
 
     prompt: Messages
     reference: dict[str, Any] = field(default_factory=dict)
+    plain: bool = field(default=False, compare=False)  # the prompt was a string
 
     @classmethod
     def from_dict(cls, d: dict) -> "Prompt":
         prompt = _messages(_require(d, "prompt", "prompt records need a prompt"), "prompt", default_role="user")
-        return cls(prompt, {k: v for k, v in d.items() if k != "prompt"})
+        return cls(prompt, {k: v for k, v in d.items() if k != "prompt"}, _plain(d, "prompt"))
 
     @property
     def text(self) -> str:
@@ -165,12 +182,27 @@ def _split_common_prefix(chosen: Messages, rejected: Messages) -> tuple[Messages
     return chosen[:n], chosen[n:], rejected[n:]
 
 
+def _strip_repeated_prompt(prompt: Messages, chosen: Messages, rejected: Messages) -> tuple[Messages, Messages]:
+    """Rows with an explicit prompt whose chosen and rejected are whole conversations that repeat it
+    (UltraFeedback-binarized): the shared leading turns equal to the prompt are the prompt, not the responses."""
+    n = len(prompt)
+    repeats = [side[:n] == prompt and len(side) > n for side in (chosen, rejected)]
+    if all(repeats):
+        return chosen[n:], rejected[n:]
+    if any(repeats):
+        which, other = ("chosen", "rejected") if repeats[0] else ("rejected", "chosen")
+        raise RecordError(other, f"does not repeat the prompt's turns but {which} does; "
+                                 "give both responses with the prompt's turns or both without")
+    return chosen, rejected
+
+
 @dataclass(frozen=True)
 class PreferencePair:
     prompt: Messages
     chosen: Messages
     rejected: Messages
     margin: float | None = None
+    plain: bool = field(default=False, compare=False)  # prompt, chosen and rejected were strings
 
     @classmethod
     def from_dict(cls, d: dict) -> "PreferencePair":
@@ -180,6 +212,7 @@ class PreferencePair:
             prompt = _messages(d["prompt"], "prompt", default_role="user")
             chosen = _messages(raw_c, "chosen", default_role="assistant")
             rejected = _messages(raw_r, "rejected", default_role="assistant")
+            chosen, rejected = _strip_repeated_prompt(prompt, chosen, rejected)
         else:
             full_c = _messages(raw_c, "chosen")
             full_r = _messages(raw_r, "rejected")
@@ -191,7 +224,8 @@ class PreferencePair:
         margin = d.get("margin")
         if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float))):
             raise RecordError("margin", f"expected a number, got {type(margin).__name__}")
-        return cls(prompt, chosen, rejected, None if margin is None else float(margin))
+        return cls(prompt, chosen, rejected, None if margin is None else float(margin),
+                   _plain(d, "prompt", "chosen", "rejected"))
 
 
 @dataclass(frozen=True)
@@ -201,6 +235,7 @@ class Ranking:
     prompt: Messages
     responses: tuple[Messages, ...]
     order: tuple[int, ...]
+    plain: bool = field(default=False, compare=False)  # the prompt and every response were strings
 
     @classmethod
     def from_dict(cls, d: dict) -> "Ranking":
@@ -230,13 +265,13 @@ class Ranking:
             raise RecordError("order", f"must be a permutation of 0..{k - 1}: " + "; ".join(parts))
         if len(set(responses)) != k:
             raise RecordError("responses", "contains identical responses (each must differ to be ranked)")
-        return cls(prompt, responses, tuple(order))
+        return cls(prompt, responses, tuple(order), _plain(d, "prompt") and all(isinstance(r, str) for r in raw))
 
     def pairs(self) -> list[PreferencePair]:
         """All C(K,2) (better, worse) pairs (InstructGPT, arXiv:2203.02155 §3.5)."""
         ranked = [self.responses[i] for i in self.order]
         return [
-            PreferencePair(self.prompt, ranked[i], ranked[j])
+            PreferencePair(self.prompt, ranked[i], ranked[j], plain=self.plain)
             for i in range(len(ranked))
             for j in range(i + 1, len(ranked))
         ]
@@ -252,6 +287,17 @@ KINDS: dict[str, type] = {
     "prompt": Prompt,
     "preference": PreferencePair,
     "ranking": Ranking,
+}
+
+
+# The keys each kind cannot do without, in the order a row that fits several kinds is read as one.
+PRIORITY: dict[type, tuple[str, ...]] = {
+    Conversation: ("messages",),
+    PreferencePair: ("chosen", "rejected"),
+    Ranking: ("prompt", "responses", "order"),
+    PromptCompletion: ("prompt", "completion"),
+    Prompt: ("prompt",),
+    Text: ("text",),
 }
 
 
@@ -277,14 +323,16 @@ def detect_kind(d: dict) -> type:
 
 
 def parse_record(d: Any, accept: tuple[type, ...] | None = None) -> Record:
-    """Build the record a raw row describes; `accept` limits the kinds a consumer can use."""
+    """Build the record a raw row describes; `accept` limits the kinds a consumer can use.
+
+    A row that could be several kinds is read as the consumer's: the first accepted kind, in `PRIORITY`
+    order, whose required keys it has (a prompt-only consumer, evaluation or RL, so reads any prompt row,
+    the other fields becoming its reference). Else the kind is detected from the keys, and a kind the
+    consumer does not accept is refused."""
     if not isinstance(d, dict):
         raise RecordError("(row)", f"expected a JSON object, got {type(d).__name__}")
-    kind = detect_kind(d)
-    if accept is not None and kind not in accept and Prompt in accept and "prompt" in d:
-        # A prompt-only consumer (evaluation, RL) reads any prompt row; the other fields
-        # (completion, chosen, answer, ...) become its reference.
-        kind = Prompt
+    fits = [k for k, keys in PRIORITY.items() if accept is not None and k in accept and all(x in d for x in keys)]
+    kind = fits[0] if fits else detect_kind(d)
     if accept is not None and kind not in accept:
         names = ", ".join(k for k, v in KINDS.items() if v in accept)
         got = next(k for k, v in KINDS.items() if v is kind)
@@ -293,8 +341,11 @@ def parse_record(d: Any, accept: tuple[type, ...] | None = None) -> Record:
 
 
 def to_dict(record: Record) -> dict[str, Any]:
-    """The JSON form of a record, in TRL's field names (the inverse of `parse_record`)."""
-    def msgs(m: Messages) -> list[dict[str, str]]:
+    """The JSON form of a record, in TRL's field names (the inverse of `parse_record`); a plain record's
+    prompt and responses are written back as strings."""
+    def msgs(m: Messages) -> list[dict[str, str]] | str:
+        if getattr(record, "plain", False):
+            return m[0].content
         return [x.to_dict() for x in m]
 
     if isinstance(record, Text):

@@ -21,6 +21,15 @@ How they are found (any template, no `{% generation %}` markers needed)
 Plain text (`Text`) is tokenized with the tokenizer's own special tokens plus eos, and
 every token but the first (nothing precedes it) is trained.
 
+Models without a chat template (base models)
+    Records given as plain strings (`plain=True`: prompt-completion, prompt, preference and
+    ranking rows in TRL's standard format) are concatenated, as TRL does for non-conversational
+    data: the prompt tokenized with the tokenizer's special tokens (bos where it adds one), the
+    response tokenized alone plus eos, `prompt_ids + response_ids`; only the response is trained
+    or scored, and a sampler continues `prompt_ids`. Conversational records (message lists) need a
+    template: `--data.chat-template` names one (`use_chat_template`), else a DataError says so.
+    A model that has a template renders plain records through it too, as it always did.
+
 Examples longer than max_length (`truncation`)
     "error"    raise `TooLong` (a DataError); `tokenize_dataset` adds where the row is (file:LINE).
     "skip"     return None.
@@ -32,11 +41,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from posttrain.data.load import row_location
 from posttrain.data.records import Conversation, Messages, PromptCompletion, Text
-from posttrain.errors import DataError, ModelError
+from posttrain.errors import ConfigError, DataError, ModelError
 
 if TYPE_CHECKING:
     from posttrain.config import DataConfig
@@ -46,6 +56,35 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 TRUNCATION = ("error", "skip", "truncate")
+
+# ChatML (Qwen, SmolLM2-Instruct): the built-in template `--data.chat-template chatml` gives a model without one.
+# A system turn is written only when given.
+CHATML = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+CHAT_TEMPLATES = {"chatml": CHATML}
+
+
+def use_chat_template(tokenizer, name_or_path: str | None) -> None:
+    """Set `tokenizer.chat_template` to a built-in template (`CHAT_TEMPLATES`) or a Jinja file's text; None
+    leaves the model's own. `save_pretrained` then saves it with the tokenizer."""
+    if name_or_path is None:
+        return
+    if name_or_path in CHAT_TEMPLATES:
+        tokenizer.chat_template = CHAT_TEMPLATES[name_or_path]
+        return
+    path = Path(name_or_path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"data.chat_template={name_or_path!r}: no such file and not a built-in template "
+                          f"({', '.join(CHAT_TEMPLATES)})")
+    tokenizer.chat_template = path.read_text()
+
+
+def has_chat_template(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
 
 
 @dataclass(frozen=True)
@@ -84,6 +123,12 @@ def _template_name(tokenizer) -> str:
 
 
 def _render(tokenizer, messages: Messages, *, add_generation_prompt: bool) -> str:
+    if not has_chat_template(tokenizer):
+        raise DataError(
+            f"model {tokenizer.name_or_path or type(tokenizer).__name__} has no chat template, so conversational "
+            "records (message lists) cannot be tokenized; pass --data.chat-template chatml (or a Jinja file), "
+            "or give prompt and completion as plain strings"
+        )
     return tokenizer.apply_chat_template(
         [m.to_dict() for m in messages], tokenize=False, add_generation_prompt=add_generation_prompt
     )
@@ -156,11 +201,29 @@ def tokenize_text(text: str, tokenizer, *, max_length: int, truncation: str = "e
     return _fit(input_ids, [False] + [True] * (len(input_ids) - 1), max_length, truncation)
 
 
+def _concatenated(tokenizer, plain: bool) -> bool:
+    """Whether a record is tokenized by concatenation: plain strings on a model without a chat template."""
+    return plain and not has_chat_template(tokenizer)
+
+
+def _plain_prompt_ids(prompt: Messages, tokenizer) -> list[int]:
+    return list(tokenizer(prompt[0].content, add_special_tokens=True)["input_ids"])
+
+
+def _plain_response_ids(response: Messages, tokenizer) -> list[int]:
+    return list(tokenizer(response[0].content, add_special_tokens=False)["input_ids"]) + [tokenizer.eos_token_id]
+
+
 def tokenize_record(record, tokenizer, *, max_length: int, truncation: str = "error") -> Example | None:
     """An SFT example from a Conversation, a PromptCompletion (only the completion's assistant turns
-    are trained) or a Text record."""
+    are trained; plain strings on a model without a template: the completion's tokens and eos) or a
+    Text record."""
     if isinstance(record, Conversation):
         return _chat_example(record.messages, tokenizer, 0, max_length, truncation)
+    if isinstance(record, PromptCompletion) and _concatenated(tokenizer, record.plain):
+        prompt_ids, completion_ids = tokenize_completion(record.prompt, record.completion, tokenizer, plain=True)
+        return _fit(prompt_ids + completion_ids, [False] * len(prompt_ids) + [True] * len(completion_ids),
+                    max_length, truncation)
     if isinstance(record, PromptCompletion):
         return _chat_example(record.messages, tokenizer, len(record.prompt), max_length, truncation)
     if isinstance(record, Text):
@@ -203,15 +266,22 @@ def tokenize_dataset(records: list, tokenizer, data: DataConfig, *, source: str)
     return tokenize_all(records, make, data, source=source, unit="examples")
 
 
-def tokenize_prompt(prompt: Messages, tokenizer) -> list[int]:
-    """The prompt rendered with the generation prompt (the assistant header): what a sampler continues."""
+def tokenize_prompt(prompt: Messages, tokenizer, *, plain: bool = False) -> list[int]:
+    """The prompt rendered with the generation prompt (the assistant header): what a sampler continues.
+    A plain prompt on a model without a chat template is its text's tokens."""
+    if _concatenated(tokenizer, plain):
+        return _plain_prompt_ids(prompt, tokenizer)
     return list(tokenizer(_render(tokenizer, prompt, add_generation_prompt=True), add_special_tokens=False)["input_ids"])
 
 
-def tokenize_completion(prompt: Messages, completion: Messages, tokenizer) -> tuple[list[int], list[int]]:
+def tokenize_completion(prompt: Messages, completion: Messages, tokenizer, *, plain: bool = False
+                        ) -> tuple[list[int], list[int]]:
     """(prompt_ids, completion_ids): the tokenized conversation prompt + completion, split where the
     prompt's render (with generation prompt) ends. A token straddling that point goes to the completion;
-    with ChatML-style templates none does, and prompt_ids == tokenize_prompt(prompt)."""
+    with ChatML-style templates none does, and prompt_ids == tokenize_prompt(prompt). Plain strings on a
+    model without a chat template: the two tokenized apart, eos after the completion (module docstring)."""
+    if _concatenated(tokenizer, plain):
+        return _plain_prompt_ids(prompt, tokenizer), _plain_response_ids(completion, tokenizer)
     before = _render(tokenizer, prompt, add_generation_prompt=True)
     full = _render(tokenizer, prompt + completion, add_generation_prompt=False)
     _check_prefix(before, full, tokenizer, len(prompt))
@@ -221,8 +291,8 @@ def tokenize_completion(prompt: Messages, completion: Messages, tokenizer) -> tu
     return ids[:split], ids[split:]
 
 
-def reward_input_ids(prompt: Messages, response: Messages, tokenizer) -> list[int]:
+def reward_input_ids(prompt: Messages, response: Messages, tokenizer, *, plain: bool = False) -> list[int]:
     """The tokens a reward model reads for `response` to `prompt`, in training and in scoring alike:
-    the conversation through the chat template, as `tokenize_completion` splits it."""
-    prompt_ids, completion_ids = tokenize_completion(prompt, response, tokenizer)
+    the conversation through the chat template, as `tokenize_completion` splits it (plain: concatenated)."""
+    prompt_ids, completion_ids = tokenize_completion(prompt, response, tokenizer, plain=plain)
     return prompt_ids + completion_ids

@@ -46,8 +46,7 @@ def evaluate_accuracy(
     """Greedy (by default) completions for `prompts`, scored by `reward(prompt, text)`; mean score with a 95% CI."""
     params = params or SamplingParams(temperature=0.0, max_new_tokens=32)
     sampler = ModelSampler(model, tokenizer, batch_size=batch_size, progress=progress)
-    rollout = sample_messages(sampler, [p.prompt for p in prompts],
-                              tokenizer, 1, params)
+    rollout = sample_messages(sampler, prompts, tokenizer, 1, params)
     scores = [float(reward(p, text)) for p, text in zip(prompts, rollout.texts)]
     n = len(scores)
     low, high = wilson_interval(sum(scores), n) if n else (0.0, 1.0)

@@ -89,7 +89,6 @@ def sample_and_compare(
     from posttrain.sampling.sampler import ModelSampler, SamplingParams, sample_messages
 
     params = params if params is not None else SamplingParams(max_new_tokens=32, temperature=0.0)
-    messages = [p.prompt for p in prompts]
-    texts_a = sample_messages(ModelSampler(model_a, tokenizer, batch_size), messages, tokenizer, 1, params).texts
-    texts_b = sample_messages(ModelSampler(model_b, tokenizer, batch_size), messages, tokenizer, 1, params).texts
+    texts_a = sample_messages(ModelSampler(model_a, tokenizer, batch_size), prompts, tokenizer, 1, params).texts
+    texts_b = sample_messages(ModelSampler(model_b, tokenizer, batch_size), prompts, tokenizer, 1, params).texts
     return compare_policies(prompts, texts_a, texts_b, rater)

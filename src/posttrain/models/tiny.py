@@ -1,10 +1,13 @@
-"""The built-in tiny model: a real transformers Llama at random init, with a
+"""The built-in tiny models: real transformers models at random init, with a
 byte-level BPE tokenizer trained here, locally, in about a second.
 
-It is what every command uses by default (`--model tiny`), so that the whole
-post-training loop runs on a laptop in minutes with no download. The tokenizer
-splits every digit into its own token (arithmetic is the built-in task) and
-carries ChatML special tokens and the same chat template shape as SmolLM2.
+The Llama (`--model tiny`) is what every command uses by default, so that the
+whole post-training loop runs on a laptop in minutes with no download. The
+tokenizer splits every digit into its own token (arithmetic is the built-in
+task) and carries ChatML special tokens and the same chat template shape as
+SmolLM2. The Qwen2 (`tiny-qwen2-base`) stands for a base model of another
+family: the same tokenizer, but no chat template and `<|endoftext|>` as its
+eos and pad token, as Qwen2 base models have.
 """
 
 from __future__ import annotations
@@ -13,13 +16,10 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-# ChatML, the template family of SmolLM2-Instruct. A system turn is added only when given.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
+from posttrain.data.tokenize import CHATML
+
+CHAT_TEMPLATE = CHATML  # the template family of SmolLM2-Instruct
+FAMILIES = ("llama", "qwen2-base")  # an instruct Llama with ChatML; a base Qwen2 without a chat template
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
@@ -66,8 +66,9 @@ def _corpus(seed: int = 0) -> list[str]:
     return lines
 
 
-def build_tokenizer(vocab_size: int = 512, seed: int = 0):
-    """Train the byte-level BPE tokenizer and wrap it as a transformers fast tokenizer."""
+def build_tokenizer(vocab_size: int = 512, seed: int = 0, chat: bool = True):
+    """Train the byte-level BPE tokenizer and wrap it as a transformers fast tokenizer; `chat`: with the ChatML
+    template and `<|im_end|>` as eos, else (a base model's) no template and `<|endoftext|>` as eos."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -86,26 +87,32 @@ def build_tokenizer(vocab_size: int = 512, seed: int = 0):
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token=None,
-        eos_token="<|im_end|>",
+        eos_token="<|im_end|>" if chat else "<|endoftext|>",
         pad_token="<|endoftext|>",
         unk_token=None,
-        additional_special_tokens=["<|im_start|>"],
+        additional_special_tokens=["<|im_start|>"] if chat else ["<|im_start|>", "<|im_end|>"],
     )
-    fast.chat_template = CHAT_TEMPLATE
+    if chat:
+        fast.chat_template = CHAT_TEMPLATE
     fast.padding_side = "right"
     return fast
 
 
-def build_tiny(out_dir: str | Path, size: str = "tiny", seed: int = 0) -> Path:
-    """Write a tiny random-init Llama and its tokenizer to `out_dir` (a normal HF directory)."""
+def build_tiny(out_dir: str | Path, size: str = "tiny", seed: int = 0, family: str = "llama") -> Path:
+    """Write a tiny random-init model of `family` (FAMILIES) and its tokenizer to `out_dir` (a normal HF
+    directory)."""
     import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     if size not in SIZES:
         raise ValueError(f"unknown tiny size {size!r} (choose one of {', '.join(SIZES)})")
+    if family not in FAMILIES:
+        raise ValueError(f"unknown tiny family {family!r} (choose one of {', '.join(FAMILIES)})")
     s = SIZES[size]
-    tokenizer = build_tokenizer(seed=seed)
-    config = LlamaConfig(
+    llama = family == "llama"
+    tokenizer = build_tokenizer(seed=seed, chat=llama)
+    config_class, model_class = (LlamaConfig, LlamaForCausalLM) if llama else (Qwen2Config, Qwen2ForCausalLM)
+    config = config_class(
         vocab_size=len(tokenizer),
         hidden_size=s.hidden_size,
         intermediate_size=s.intermediate_size,
@@ -120,7 +127,7 @@ def build_tiny(out_dir: str | Path, size: str = "tiny", seed: int = 0) -> Path:
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
+    model = model_class(config)
     model.generation_config = GenerationConfig(
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, do_sample=False
     )

@@ -33,6 +33,7 @@ import torch
 from posttrain.config import DataConfig, ModelConfig, OptimConfig, RunConfig, check
 from posttrain.data.preference import PREFERENCE_KINDS, PairBatch, PreferenceExample, pair_batch, tokenize_preferences
 from posttrain.data.splits import train_and_heldout
+from posttrain.data.tokenize import use_chat_template
 from posttrain.errors import ConfigError
 from posttrain.losses.preference import dpo_loss, ipo_loss, simpo_loss
 from posttrain.models.attention import pair_layout
@@ -148,10 +149,12 @@ class DPOConfig:
 
 
 def prepare_data(cfg: DPOConfig, tokenizer) -> tuple[list[PreferenceExample], list[PreferenceExample], list[dict]]:
-    """Load, validate and tokenize train and held-out pairs (data/splits.py's held-out policy, by prompt)."""
+    """Load, validate and tokenize train and held-out pairs (data/splits.py's held-out policy, by prompt),
+    after setting data.chat_template on `tokenizer`."""
     if not cfg.data.train:
         raise ConfigError("data.train is required: a file of preference pairs (prompt, chosen, rejected), "
                           "e.g. --data.train pairs.jsonl; `posttrain data pairs` makes one from a model's samples")
+    use_chat_template(tokenizer, cfg.data.chat_template)
     return train_and_heldout(cfg.data, PREFERENCE_KINDS,
                              lambda records, source: tokenize_preferences(records, tokenizer, cfg.data, source=source),
                              key=lambda e: e.prompt_ids, seed=cfg.run.seed)
@@ -227,7 +230,7 @@ def _train(cfg: DPOConfig, d: Dist) -> Path:
 
     # -- set up ------------------------------------------------------------------------------
     seed_everything(cfg.run.seed)
-    model, tokenizer = load_model(cfg.model, d.device)
+    model, _ = load_model(cfg.model, d.device)  # the data's tokenizer, with data.chat_template, is the one saved
     pad_id = tokenizer.pad_token_id
     layout = pair_layout(model, cfg.data.share_prompt)
 

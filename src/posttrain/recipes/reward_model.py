@@ -28,6 +28,7 @@ import torch
 from posttrain.config import DataConfig, ModelConfig, OptimConfig, RunConfig, check
 from posttrain.data.rankings import RANKING_KINDS, GroupBatch, RankedGroup, group_batch, tokenize_groups
 from posttrain.data.splits import train_and_heldout
+from posttrain.data.tokenize import use_chat_template
 from posttrain.errors import ConfigError
 from posttrain.losses.reward import ranking_loss
 from posttrain.models.heads import load_reward_model, save_reward_model
@@ -80,9 +81,11 @@ class RewardModelConfig:
 
 
 def prepare_data(cfg: RewardModelConfig, tokenizer) -> tuple[list[RankedGroup], list[RankedGroup], list[dict]]:
-    """Load, validate and tokenize train and held-out groups (data/splits.py's held-out policy, by prompt)."""
+    """Load, validate and tokenize train and held-out groups (data/splits.py's held-out policy, by prompt),
+    after setting data.chat_template on `tokenizer`."""
     if not cfg.data.train:
         raise ConfigError("data.train is required: pass --data.train PAIRS.jsonl (make one with posttrain data pairs)")
+    use_chat_template(tokenizer, cfg.data.chat_template)
     return train_and_heldout(cfg.data, RANKING_KINDS,
                              lambda records, source: tokenize_groups(records, tokenizer, cfg.data, source=source),
                              key=lambda g: g.prompt, seed=cfg.run.seed)
@@ -129,11 +132,12 @@ def train(cfg: RewardModelConfig) -> Path:
 def _train(cfg: RewardModelConfig, d: Dist) -> Path:
     # -- check every input before anything is written ----------------------------------------
     check_run_dir(cfg.run)
-    train_groups, eval_groups, data_lineage = prepare_data(cfg, load_tokenizer(cfg.model.name))
+    tokenizer = load_tokenizer(cfg.model.name)
+    train_groups, eval_groups, data_lineage = prepare_data(cfg, tokenizer)
 
     # -- set up ------------------------------------------------------------------------------
     seed_everything(cfg.run.seed)
-    model, tokenizer = load_reward_model(cfg.model, d.device, seed=cfg.run.seed)
+    model, _ = load_reward_model(cfg.model, d.device, seed=cfg.run.seed)  # the data's tokenizer is the one saved
     model.train()
     if d.enabled:
         model = torch.nn.parallel.DistributedDataParallel(model)

@@ -22,7 +22,7 @@ from posttrain.config import DataConfig, ModelConfig, OptimConfig, RunConfig
 from posttrain.data.batches import SFTBatch, sft_batch
 from posttrain.data.records import Conversation, PromptCompletion, Text
 from posttrain.data.splits import train_and_heldout
-from posttrain.data.tokenize import Example, tokenize_dataset
+from posttrain.data.tokenize import Example, tokenize_dataset, use_chat_template
 from posttrain.losses.sft import sft_loss
 from posttrain.models.attention import use_varlen_attention
 from posttrain.models.load import load_model, load_tokenizer
@@ -74,7 +74,9 @@ class SFTConfig:
 
 def prepare_data(cfg: SFTConfig, tokenizer) -> tuple[list[Example], list[Example], list[dict]]:
     """Load, validate and tokenize train and held-out data (data/splits.py's held-out policy; a fraction is held
-    out by example, as SFT rows carry no prompt key). Returns train, eval, lineage entries."""
+    out by example, as SFT rows carry no prompt key). Sets data.chat_template on `tokenizer` first. Returns
+    train, eval, lineage entries."""
+    use_chat_template(tokenizer, cfg.data.chat_template)
     return train_and_heldout(cfg.data, SFT_KINDS,
                              lambda records, source: tokenize_dataset(records, tokenizer, cfg.data, source=source),
                              key=id, seed=cfg.run.seed)
@@ -99,7 +101,7 @@ def _train(cfg: SFTConfig, d: Dist) -> Path:
 
     # -- set up ------------------------------------------------------------------------------
     seed_everything(cfg.run.seed)
-    model, tokenizer = load_model(cfg.model, d.device)
+    model, _ = load_model(cfg.model, d.device)  # the data's tokenizer, with data.chat_template, is the one saved
     model.train()
     if d.enabled:
         model = torch.nn.parallel.DistributedDataParallel(model)

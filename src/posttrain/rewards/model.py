@@ -75,5 +75,6 @@ class RewardFunction:
         return rewards
 
     def tokenize(self, prompt_record: Prompt, completion: str) -> Example:
-        ids = reward_input_ids(prompt_record.prompt, (Message("assistant", completion),), self.tokenizer)
+        ids = reward_input_ids(prompt_record.prompt, (Message("assistant", completion),), self.tokenizer,
+                               plain=prompt_record.plain)
         return Example(ids, [False] * len(ids))  # the loss mask is unused here

@@ -22,13 +22,14 @@ top-p, whatever the sampling settings: these are the old-policy log-probs RL rat
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import torch
 
 from posttrain.config import SamplingParams, check
-from posttrain.data.records import Messages
+from posttrain.data.records import Messages, Prompt
 from posttrain.data.tokenize import tokenize_prompt
 from posttrain.errors import DataError
 
@@ -243,7 +244,10 @@ class ModelSampler:
 
 
 def sample_messages(
-    sampler: Sampler, prompts: list[Messages], tokenizer, n: int, params: SamplingParams
+    sampler: Sampler, prompts: Sequence[Prompt | Messages], tokenizer, n: int, params: SamplingParams
 ) -> Rollout:
-    """Apply the chat template (with the assistant turn opened) to each prompt, then sample."""
-    return sampler.sample([tokenize_prompt(p, tokenizer) for p in prompts], n, params)
+    """Apply the chat template (with the assistant turn opened) to each prompt, then sample. A prompt record
+    given as a plain string (`Prompt.plain`) on a model without a chat template is its text's tokens."""
+    ids = [tokenize_prompt(p.prompt, tokenizer, plain=p.plain) if isinstance(p, Prompt)
+           else tokenize_prompt(p, tokenizer) for p in prompts]
+    return sampler.sample(ids, n, params)
