@@ -264,9 +264,11 @@ def _typed(value: Any, hint: Any, name: str) -> Any:
                 pass
         expected = " or ".join("null" if a is type(None) else getattr(a, "__name__", str(a)) for a in args)
     elif origin is tuple:
-        if isinstance(value, (list, tuple)) and len(value) == len(args):
-            return tuple(_typed(v, a, f"{name}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-        expected = f"a list of {len(args)} values"
+        variadic = len(args) == 2 and args[1] is Ellipsis  # tuple[X, ...]
+        if isinstance(value, (list, tuple)) and (variadic or len(value) == len(args)):
+            kinds = [args[0]] * len(value) if variadic else args
+            return tuple(_typed(v, a, f"{name}[{i}]") for i, (v, a) in enumerate(zip(value, kinds)))
+        expected = "a list" if variadic else f"a list of {len(args)} values"
     elif hint is type(None):
         if value is None:
             return None
