@@ -30,7 +30,7 @@ def _sft(argv: list[str]) -> int:
     from posttrain.config import parse_config
     from posttrain.recipes.sft import SFTConfig, train
 
-    train(parse_config(SFTConfig, argv, prog="posttrain sft"))
+    train(parse_config(SFTConfig, argv, prog="posttrain sft"), given=given_options(SFTConfig, argv))
     return 0
 
 
@@ -38,7 +38,7 @@ def _dpo(argv: list[str]) -> int:
     from posttrain.config import parse_config
     from posttrain.recipes.dpo import DPOConfig, train
 
-    train(parse_config(DPOConfig, argv, prog="posttrain dpo"))
+    train(parse_config(DPOConfig, argv, prog="posttrain dpo"), given=given_options(DPOConfig, argv))
     return 0
 
 
@@ -46,8 +46,37 @@ def _rm(argv: list[str]) -> int:
     from posttrain.config import parse_config
     from posttrain.recipes.reward_model import RewardModelConfig, train
 
-    train(parse_config(RewardModelConfig, argv, prog="posttrain rm"))
+    train(parse_config(RewardModelConfig, argv, prog="posttrain rm"), given=given_options(RewardModelConfig, argv))
     return 0
+
+
+def given_options(cls: type, argv: list[str]) -> set[str]:
+    """The dotted fields (`optim.lr`) that `argv` sets, on the command line or in its `--config` file: what a
+    resume checks against the run's saved config (training/rundir.py::resume_config)."""
+    import dataclasses
+    import typing
+
+    from posttrain.config import load_config_file
+
+    def leaves(c: type, prefix: str = "") -> list[str]:
+        hints = typing.get_type_hints(c)
+        return [name for f in dataclasses.fields(c)
+                for name in (leaves(hints[f.name], f"{prefix}{f.name}.") if dataclasses.is_dataclass(hints[f.name])
+                             else [prefix + f.name])]
+
+    def flat(d: dict, prefix: str = "") -> list[str]:
+        return [n for k, v in d.items() for n in (flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [prefix + k])]
+
+    known, given = set(leaves(cls)), set()
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            given |= set(flat(load_config_file(argv[i + 1])))
+        elif arg.startswith("--"):
+            key = arg[2:].split("=", 1)[0].replace("-", "_")
+            head, dot, last = key.rpartition(".")
+            negated = head + dot + last[3:] if last.startswith("no_") else None  # --run.no-progress
+            given |= {k for k in (key, negated) if k in known}
+    return given
 
 
 def _models(argv: list[str]) -> int:

@@ -151,8 +151,14 @@ class RunConfig:
     seed: int = 0
     """Seed for model init, data order, dropout and sampling."""
     resume: bool = False
-    """Continue the run in output_dir/name from its last checkpoint (exactly: model, optimizer, scheduler,
-    RNGs and data position)."""
+    """Continue the run in output_dir/name from its last checkpoint, exactly (model, optimizer, scheduler, RNGs,
+    data position), with the config saved in its config.json: `--run.name NAME --run.resume` is enough. Options
+    given on the command line or in --config must agree with the saved ones, except run.name, run.output_dir,
+    run.resume, run.resume_from and, as they leave the numbers alone, run.progress, run.device, run.save_every
+    and run.keep_checkpoints. A finished run (final/ written) is left as it is."""
+    resume_from: str | None = None
+    """Resume from this checkpoint directory of the run (`runs/NAME/checkpoints/step-N`) instead of the last one;
+    implies resume. Later checkpoints and final/ are removed when training starts again."""
     overwrite: bool = False
     """Replace an existing run directory of the same name instead of refusing."""
     device: str = "auto"
@@ -162,20 +168,30 @@ class RunConfig:
     eval_every: int = 0
     """Evaluate on held-out data every N optimizer steps (0: only at the end)."""
     save_every: int = 0
-    """Write a checkpoint every N optimizer steps (0: only at the end)."""
+    """Write a checkpoint every N optimizer steps, and always after the last one (0: only after the last one).
+    Ctrl-C also keeps the last completed step as a checkpoint and prints the command that resumes it."""
     keep_checkpoints: int = 2
     """How many recent checkpoints to keep on disk."""
     progress: bool = True
     """Show a progress bar with ETA and tokens/s."""
-    wandb: bool = False
-    """Also log to Weights & Biases (needs `wandb` installed); TensorBoard is always written."""
+    trackers: tuple[Literal["tensorboard", "wandb", "trackio"], ...] = ("tensorboard",)
+    """Where metrics go besides metrics.jsonl (always written): `tensorboard` (output_dir/name/tensorboard),
+    `wandb` (Weights & Biases, `pip install 'posttrain[wandb]'`), `trackio` (Hugging Face's local-first tracker,
+    `pip install 'posttrain[trackio]'`; its files go to TRACKIO_DIR). `--run.trackers` with no value: metrics.jsonl
+    alone. Each gets the resolved config and lineage.json as its run config."""
 
     def __post_init__(self) -> None:
+        self.trackers = tuple(self.trackers)  # a config file or a caller may pass a list
+        if self.resume_from:
+            self.resume = True
         check(bool(self.name) and "/" not in self.name, "run.name", "must be a non-empty name without '/'", self.name)
         for k in ("log_every", "eval_every", "save_every"):
             check(getattr(self, k) >= 0, f"run.{k}", "must be >= 0", getattr(self, k))
         check(self.log_every >= 1, "run.log_every", "must be >= 1", self.log_every)
         check(self.keep_checkpoints >= 1, "run.keep_checkpoints", "must be >= 1", self.keep_checkpoints)
+        known = ("tensorboard", "wandb", "trackio")
+        check(all(t in known for t in self.trackers), "run.trackers", f"each must be one of {', '.join(known)}",
+              self.trackers)
 
 
 @dataclass
@@ -268,9 +284,11 @@ def _typed(value: Any, hint: Any, name: str) -> Any:
                 pass
         expected = " or ".join("null" if a is type(None) else getattr(a, "__name__", str(a)) for a in args)
     elif origin is tuple:
-        if isinstance(value, (list, tuple)) and len(value) == len(args):
-            return tuple(_typed(v, a, f"{name}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-        expected = f"a list of {len(args)} values"
+        variadic = len(args) == 2 and args[1] is Ellipsis  # tuple[X, ...]
+        if isinstance(value, (list, tuple)) and (variadic or len(value) == len(args)):
+            kinds = [args[0]] * len(value) if variadic else args
+            return tuple(_typed(v, a, f"{name}[{i}]") for i, (v, a) in enumerate(zip(value, kinds)))
+        expected = "a list" if variadic else f"a list of {len(args)} values"
     elif hint is type(None):
         if value is None:
             return None

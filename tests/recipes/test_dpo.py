@@ -103,7 +103,7 @@ def test_reference_logps_are_computed_once_and_reused_on_resume(tmp_path, caplog
     cache = run / REFERENCE_CACHE
     stamp, uninterrupted = cache.stat().st_mtime_ns, final_weights(run)
     caplog.clear()
-    cfg.run.resume = True
+    cfg.run.resume_from = str(run / "checkpoints" / "step-2")
     with caplog.at_level(logging.INFO, logger="posttrain.recipes.dpo"):
         train(cfg)
     assert "reference log-probs: reused" in caplog.text and "computed" not in caplog.text

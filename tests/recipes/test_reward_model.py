@@ -158,14 +158,14 @@ def test_gradient_accumulation_gives_the_same_update(tmp_path):
 
 
 def test_resume_from_a_checkpoint_gives_the_uninterrupted_weights(tmp_path):
-    """Run 4 steps with a checkpoint at step 2, then resume that run from step 2: the final weights equal
-    those of a run never resumed."""
+    """Run 4 steps with a checkpoint at step 2, then resume that run from step 2 (--run.resume-from): the final
+    weights equal those of a run never resumed."""
     data = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(24))
     straight = train(cfg_for(tmp_path, data, "straight", optim={"max_steps": 4, "batch_size": 4}))
     cfg = cfg_for(tmp_path, data, "resumed", optim={"max_steps": 4, "batch_size": 4})
     cfg.run.save_every = 2
-    train(cfg)
-    cfg.run.resume = True
+    run = train(cfg)
+    cfg.run.resume_from = str(run / "checkpoints" / "step-2")
     resumed = train(cfg)
     a = load_file(str(straight / "final" / "model.safetensors"))
     b = load_file(str(resumed / "final" / "model.safetensors"))

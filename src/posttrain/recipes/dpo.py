@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Collection, Literal
 
 import torch
 
@@ -49,11 +49,13 @@ from posttrain.training.loop import (
     eval_order,
     evaluate,
     finish_run,
+    interruptible,
     optimizer_step,
     start_run,
 )
+from posttrain.training.metrics import check_trackers
 from posttrain.training.optim import build_optimizer, build_scheduler
-from posttrain.training.rundir import check_run_dir, run_path
+from posttrain.training.rundir import check_run_dir, resume_config, run_finished, run_path
 
 log = logging.getLogger(__name__)
 
@@ -216,16 +218,23 @@ def reference_logps_for_run(cfg: DPOConfig, splits: dict[str, list[PreferenceExa
     return logps, key, True
 
 
-def train(cfg: DPOConfig) -> Path:
+def train(cfg: DPOConfig, given: Collection[str] | None = None) -> Path:
+    """Train; returns the run directory. Resuming, the run's saved config is used: the options in `given` (dotted
+    names, those set on the command line or in --config; None, as from Python: every field of cfg) must agree
+    with it (training/rundir.py::resume_config)."""
+    cfg = resume_config(cfg, given)
     with distributed(cfg.run.device) as d:
         return _train(cfg, d)
 
 
 def _train(cfg: DPOConfig, d: Dist) -> Path:
-    # -- check every input before anything is written ----------------------------------------
-    check_run_dir(cfg.run)
+    if run_finished(cfg.run, d.is_main):  # resuming a finished run changes nothing
+        return run_path(cfg.run)
+    # -- check every input before anything is written; the run directory last, so a data error shows first --
     tokenizer = load_tokenizer(cfg.model.name)
     train_examples, eval_examples, data_lineage = prepare_data(cfg, tokenizer)
+    check_trackers(cfg.run.trackers)
+    check_run_dir(cfg.run)
     splits = {"train": train_examples, "eval": eval_examples}
 
     # -- set up ------------------------------------------------------------------------------
@@ -277,16 +286,17 @@ def _train(cfg: DPOConfig, d: Dist) -> Path:
 
     # -- loop --------------------------------------------------------------------------------
     pairs_done = 0
-    for step in range(run.start_step, total_steps):
-        micro = [batch_with_reference("train", b[d.rank :: d.world_size]) for b in order.step_batches(step)]
-        loss, metrics = accumulate(model, micro, step_loss, d)
-        grad_norm = optimizer_step(model, optimizer, scheduler, cfg.optim.max_grad_norm, loss, run, step + 1)
-        pairs_done += sum(len(b) for b in order.step_batches(step))
-        metrics = {"train/loss": loss, **metrics, "train/grad_norm": grad_norm, "train/lr": scheduler.get_last_lr()[0],
-                   "train/epoch": (step + 1) / order.steps_per_epoch,
-                   "perf/pairs_per_second": pairs_done / max(1e-9, time.perf_counter() - run.t0)}
-        end_step(run, step + 1, metrics, sum(m.n_input for m in micro), evaluate_heldout if eval_examples else None,
-                 model, optimizer, scheduler)
+    with interruptible(run, model, optimizer, scheduler):  # Ctrl-C: keep the last step, say how to resume
+        for step in range(run.start_step, total_steps):
+            micro = [batch_with_reference("train", b[d.rank :: d.world_size]) for b in order.step_batches(step)]
+            loss, metrics = accumulate(model, micro, step_loss, d)
+            grad_norm = optimizer_step(model, optimizer, scheduler, cfg.optim.max_grad_norm, loss, run, step + 1)
+            pairs_done += sum(len(b) for b in order.step_batches(step))
+            metrics = {"train/loss": loss, **metrics, "train/grad_norm": grad_norm,
+                       "train/lr": scheduler.get_last_lr()[0], "train/epoch": (step + 1) / order.steps_per_epoch,
+                       "perf/pairs_per_second": pairs_done / max(1e-9, time.perf_counter() - run.t0)}
+            end_step(run, step + 1, metrics, sum(m.n_input for m in micro), evaluate_heldout if eval_examples else None,
+                     model, optimizer, scheduler)
 
     # -- save --------------------------------------------------------------------------------
     return finish_run(run, model, tokenizer)

@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Collection
 
 import torch
 
@@ -43,11 +44,13 @@ from posttrain.training.loop import (
     eval_order,
     evaluate,
     finish_run,
+    interruptible,
     optimizer_step,
     start_run,
 )
+from posttrain.training.metrics import check_trackers
 from posttrain.training.optim import build_optimizer, build_scheduler
-from posttrain.training.rundir import check_run_dir
+from posttrain.training.rundir import check_run_dir, resume_config, run_finished, run_path
 
 log = logging.getLogger(__name__)
 
@@ -124,16 +127,23 @@ def rm_metrics(per_group: dict[str, float], prefix: str) -> dict[str, float]:
 # -- training -----------------------------------------------------------------------------------
 
 
-def train(cfg: RewardModelConfig) -> Path:
+def train(cfg: RewardModelConfig, given: Collection[str] | None = None) -> Path:
+    """Train; returns the run directory. Resuming, the run's saved config is used: the options in `given` (dotted
+    names, those set on the command line or in --config; None, as from Python: every field of cfg) must agree
+    with it (training/rundir.py::resume_config)."""
+    cfg = resume_config(cfg, given)
     with distributed(cfg.run.device) as d:
         return _train(cfg, d)
 
 
 def _train(cfg: RewardModelConfig, d: Dist) -> Path:
-    # -- check every input before anything is written ----------------------------------------
-    check_run_dir(cfg.run)
+    if run_finished(cfg.run, d.is_main):  # resuming a finished run changes nothing
+        return run_path(cfg.run)
+    # -- check every input before anything is written; the run directory last, so a data error shows first --
     tokenizer = load_tokenizer(cfg.model.name)
     train_groups, eval_groups, data_lineage = prepare_data(cfg, tokenizer)
+    check_trackers(cfg.run.trackers)
+    check_run_dir(cfg.run)
 
     # -- set up ------------------------------------------------------------------------------
     seed_everything(cfg.run.seed)
@@ -159,14 +169,15 @@ def _train(cfg: RewardModelConfig, d: Dist) -> Path:
         return {"eval/loss": per_group["loss"], **rm_metrics(per_group, "eval")}
 
     # -- loop --------------------------------------------------------------------------------
-    for step in range(run.start_step, total_steps):
-        micro = [make_batch(train_groups, b[d.rank :: d.world_size]) for b in order.step_batches(step)]
-        loss, per_group = accumulate(model, micro, loss_fn, d)
-        grad_norm = optimizer_step(model, optimizer, scheduler, cfg.optim.max_grad_norm, loss, run, step + 1)
-        metrics = {"train/loss": loss, **rm_metrics(per_group, "train"), "train/grad_norm": grad_norm,
-                   "train/lr": scheduler.get_last_lr()[0], "train/epoch": (step + 1) / order.steps_per_epoch}
-        end_step(run, step + 1, metrics, sum(m.n_input for m in micro), evaluate_heldout if eval_groups else None,
-                 model, optimizer, scheduler)
+    with interruptible(run, model, optimizer, scheduler):  # Ctrl-C: keep the last step, say how to resume
+        for step in range(run.start_step, total_steps):
+            micro = [make_batch(train_groups, b[d.rank :: d.world_size]) for b in order.step_batches(step)]
+            loss, per_group = accumulate(model, micro, loss_fn, d)
+            grad_norm = optimizer_step(model, optimizer, scheduler, cfg.optim.max_grad_norm, loss, run, step + 1)
+            metrics = {"train/loss": loss, **rm_metrics(per_group, "train"), "train/grad_norm": grad_norm,
+                       "train/lr": scheduler.get_last_lr()[0], "train/epoch": (step + 1) / order.steps_per_epoch}
+            end_step(run, step + 1, metrics, sum(m.n_input for m in micro), evaluate_heldout if eval_groups else None,
+                     model, optimizer, scheduler)
 
     # -- save --------------------------------------------------------------------------------
     return finish_run(run, model, tokenizer, save=lambda out: save_reward_model(unwrap(model), tokenizer, out, MARKER))

@@ -4,11 +4,12 @@ A recipe's loop reads:
 
     order = DataOrder(lengths, cfg.optim.batch_size * d.world_size, cfg.optim.grad_accum, seed, bucket)
     run = start_run(cfg.run, cfg, d, model, optimizer, scheduler, total_steps, lineage, base_model, label)
-    for step in range(run.start_step, run.total_steps):
-        micro = [make_batch(b[d.rank :: d.world_size]) for b in order.step_batches(step)]  # the recipe's batches
-        loss, metrics = accumulate(model, micro, loss_fn, d)
-        grad_norm = optimizer_step(model, optimizer, scheduler, cfg.optim.max_grad_norm, loss, run, step + 1)
-        end_step(run, step + 1, {...metrics...}, tokens, eval_fn, model, optimizer, scheduler)
+    with interruptible(run, model, optimizer, scheduler):  # Ctrl-C keeps the last step and prints how to resume
+        for step in range(run.start_step, run.total_steps):
+            micro = [make_batch(b[d.rank :: d.world_size]) for b in order.step_batches(step)]  # the recipe's batches
+            loss, metrics = accumulate(model, micro, loss_fn, d)
+            grad_norm = optimizer_step(model, optimizer, scheduler, cfg.optim.max_grad_norm, loss, run, step + 1)
+            end_step(run, step + 1, {...metrics...}, tokens, eval_fn, model, optimizer, scheduler)
     finish_run(run, model, tokenizer)
 
 and its held-out evaluation is `evaluate(model, [make_batch(b) for b in eval_order(...)], loss_fn, keys, d)`.
@@ -24,11 +25,15 @@ big batch; held-out figures are the same sums divided by the held-out count.
 from __future__ import annotations
 
 import math
+import os
+import shlex
+import shutil
+import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 import torch
 
@@ -37,10 +42,17 @@ from posttrain.data.collate import length_batches
 from posttrain.errors import TrainingDiverged
 from posttrain.models.load import count_parameters, save_pretrained_merged
 from posttrain.models.lora import unwrap
-from posttrain.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from posttrain.training.checkpoint import (
+    checkpoint_steps,
+    latest_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from posttrain.training.distributed import Dist, all_reduce_sum
 from posttrain.training.metrics import MetricsSink, TrainProgress
-from posttrain.training.rundir import prepare_run_dir, write_lineage
+from posttrain.training.rundir import discard_after, prepare_run_dir, record_resume, resume_checkpoint, write_lineage
 
 
 class Batch(Protocol):
@@ -105,26 +117,43 @@ class Run:
     total_steps: int
     sink: MetricsSink
     bar: TrainProgress
+    label: str  # the command: `posttrain LABEL`
+    created: bool  # this process made the run directory (a new run, not a resume)
     t0: float = field(default_factory=time.perf_counter)
     tokens: int = 0  # input tokens processed since this process started, all ranks
+    completed: int = 0  # the last step whose end_step returned
+    updating: int = 0  # the last step whose optimizer update began
+    rng: dict[str, Any] | None = None  # the RNG states right after step `completed`, for a checkpoint of it
 
 
 def start_run(
     run_cfg: RunConfig, full_cfg: Any, d: Dist, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     scheduler: Any, total_steps: int, data_lineage: list[dict], base_model: str, label: str, **lineage_extra: Any,
 ) -> Run:
-    """Create the run directory, resume from its last checkpoint when asked, open metrics and progress."""
-    run_dir = prepare_run_dir(run_cfg, to_jsonable(full_cfg), d.is_main)
-    start = 0
-    if run_cfg.resume and (ckpt := latest_checkpoint(run_dir / "checkpoints")):
-        start = load_checkpoint(ckpt, model, optimizer, scheduler, d.rank)["step"]
-    trainable, total = count_parameters(unwrap(model))
-    if d.is_main:
-        base = {"name": base_model, "parameters": total, "trainable": trainable}
-        write_lineage(run_dir, base, data_lineage, **lineage_extra)
-    sink = MetricsSink(run_dir, d.is_main, run_cfg.wandb, to_jsonable(full_cfg), resume_step=start)
+    """Create the run directory (resuming: load its checkpoint and note the resume in lineage.json), open metrics,
+    the trackers and progress. A failure here removes the directory it created, so a retry is not refused."""
+    config = to_jsonable(full_cfg)
+    run_dir, created = prepare_run_dir(run_cfg, config, d.is_main)
+    try:
+        start, lineage = 0, {}
+        if run_cfg.resume:
+            ckpt = resume_checkpoint(run_cfg)
+            start = load_checkpoint(ckpt, model, optimizer, scheduler, d.rank)["step"]
+            if d.is_main:
+                discard_after(run_dir, start)  # what a --run.resume-from leaves behind it is trained again
+                lineage = record_resume(run_dir, start, ckpt, full_cfg)
+        elif d.is_main:
+            trainable, total = count_parameters(unwrap(model))
+            base = {"name": base_model, "parameters": total, "trainable": trainable}
+            lineage = write_lineage(run_dir, base, data_lineage, **lineage_extra)
+        sink = MetricsSink(run_dir, d.is_main, run_cfg.trackers, {"config": config, "lineage": lineage}, start)
+    except BaseException:
+        if created and d.is_main:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     bar = TrainProgress(total_steps, start, run_cfg.progress and d.is_main, label)
-    return Run(run_dir, run_cfg, d, start, total_steps, sink, bar)
+    return Run(run_dir, run_cfg, d, start, total_steps, sink, bar, label, created, completed=start, updating=start,
+               rng=rng_state())
 
 
 def accumulate(model: torch.nn.Module, micro: list[Batch], loss_fn: LossFn, d: Dist) -> tuple[float, dict[str, float]]:
@@ -192,6 +221,7 @@ def optimizer_step(
             f"loss={loss} grad_norm={grad_norm} at step {step}; no update was applied. The last good checkpoint is "
             f"{last or 'none (none written yet)'}; lower --optim.lr, raise --run.save-every frequency, or check the data."
         )
+    run.updating = step  # from here the weights are no longer those of step run.completed
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
@@ -202,7 +232,8 @@ def end_step(
     run: Run, step: int, metrics: dict[str, float], tokens: int, eval_fn: Callable[[], dict[str, float]] | None,
     model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
 ) -> None:
-    """After optimizer step `step` (1-based): progress, metrics, periodic evaluation and checkpoint."""
+    """After optimizer step `step` (1-based): progress, metrics, periodic evaluation, and a checkpoint every
+    `save_every` steps and after the last one."""
     tokens = int(all_reduce_sum(tokens, run.d).item())
     run.tokens += tokens
     run.bar.update(tokens, loss=metrics.get("train/loss", float("nan")))
@@ -212,16 +243,72 @@ def end_step(
         run.sink.log(step, {**metrics, "perf/tokens_per_second": rate})
     if eval_fn is not None and ((run.cfg.eval_every and step % run.cfg.eval_every == 0) or last):
         run.sink.log(step, eval_fn())
-    if run.cfg.save_every and step % run.cfg.save_every == 0 and not last:
+    if last or (run.cfg.save_every and step % run.cfg.save_every == 0):
         save_checkpoint(run.dir / "checkpoints", step, model, optimizer, scheduler,
-                        {"world_size": run.d.world_size}, run.d.rank, run.cfg.keep_checkpoints)
+                        {"world_size": run.d.world_size, "total_steps": run.total_steps}, run.d.rank,
+                        run.cfg.keep_checkpoints)
+    run.completed = step
+    if not run.d.enabled:  # an interrupt is kept as a checkpoint only by a single process (see interruptible)
+        run.rng = rng_state()
+
+
+@contextmanager
+def interruptible(run: Run, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> Iterator[None]:
+    """Around the loop: on Ctrl-C (KeyboardInterrupt) keep the last completed step as a checkpoint, close the
+    metrics, print the command that resumes, and let the interrupt go on (the CLI exits 130).
+
+    The checkpoint is exact: the weights, optimizer and scheduler are still those of the last completed step
+    until the next step's update begins, and the RNG states are the ones saved after that step. An interrupt
+    after the update began (or under torchrun, where the processes stop at different places) keeps the last
+    checkpoint on disk instead; a new run interrupted before its first step is removed."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        run.bar.close()
+        kept = _keep_on_interrupt(run, model, optimizer, scheduler)
+        run.sink.close()
+        if run.d.is_main:
+            where = f"interrupted in step {run.completed + 1} of {run.total_steps}"
+            if kept is not None:
+                print(f"{where}: step {checkpoint_steps(kept.parent)[-1]} is kept in {kept}\n"
+                      f"resume with: {resume_command(run)}", file=sys.stderr)
+            elif run.created and run.completed == 0:
+                shutil.rmtree(run.dir, ignore_errors=True)
+                print(f"{where}, before any step was complete: {run.dir} removed", file=sys.stderr)
+            else:
+                print(f"{where}: no checkpoint to keep; start again with --run.overwrite", file=sys.stderr)
+        raise
+
+
+def _keep_on_interrupt(run: Run, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+                       ) -> Path | None:
+    """A checkpoint of step `run.completed` (written now unless it is on disk or cannot be exact), else the last."""
+    last = latest_checkpoint(run.dir / "checkpoints")
+    written = checkpoint_steps(run.dir / "checkpoints")
+    if run.d.enabled or run.updating > run.completed or run.completed == 0 or (written and written[-1] >= run.completed):
+        return last
+    set_rng_state(run.rng)  # as they were after the step, as an uninterrupted run's checkpoint holds them
+    return save_checkpoint(run.dir / "checkpoints", run.completed, model, optimizer, scheduler,
+                           {"world_size": 1, "total_steps": run.total_steps}, 0, run.cfg.keep_checkpoints)
+
+
+def resume_command(run: Run) -> str:
+    """The command that continues this run (its saved config supplies every other option)."""
+    launcher = f"torchrun --nproc-per-node {run.d.world_size} -m posttrain" if run.d.enabled else "posttrain"
+    where = [] if run.cfg.output_dir == RunConfig.output_dir else ["--run.output-dir", shlex.quote(run.cfg.output_dir)]
+    return " ".join([launcher, run.label, *where, "--run.name", shlex.quote(run.cfg.name), "--run.resume"])
 
 
 def finish_run(run: Run, model: torch.nn.Module, tokenizer: Any, save: Callable[[Path], Any] | None = None) -> Path:
-    """Close metrics and progress; write final/ (merged LoRA, loadable by plain transformers)."""
+    """Close metrics and progress; write final/ (merged LoRA, loadable by plain transformers), atomically: a run
+    with final/ is finished (`run_finished`)."""
     run.bar.close()
     run.sink.log(run.total_steps, {"time/train_seconds": time.perf_counter() - run.t0})
     run.sink.close()
     if run.d.is_main:
-        (save or (lambda out: save_pretrained_merged(unwrap(model), tokenizer, out)))(run.dir / "final")
+        tmp, final = run.dir / ".tmp-final", run.dir / "final"
+        shutil.rmtree(tmp, ignore_errors=True)
+        (save or (lambda out: save_pretrained_merged(unwrap(model), tokenizer, out)))(tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
     return run.dir

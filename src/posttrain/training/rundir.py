@@ -1,36 +1,126 @@
 """The run directory: `runs/<name>/` with config.json, lineage.json, metrics, checkpoints and final/.
 
-A run directory is created only after the config, the model name and the data
-have been checked, so a user mistake never leaves a half-written run behind, and
-an existing run is never overwritten unless asked (`--run.overwrite`) or resumed
-(`--run.resume`).
+A run directory is created only after the config, the model name, the data and the trackers have been
+checked, so a user mistake never leaves a half-written run behind, and an existing run is never
+overwritten unless asked (`--run.overwrite`) or resumed (`--run.resume`). A resumed run keeps the config
+it was started with (`resume_config`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection, TypeVar
 
 from posttrain import __version__
-from posttrain.config import RunConfig
-from posttrain.errors import UserError
+from posttrain.config import RunConfig, from_dict, to_jsonable
+from posttrain.errors import ConfigError, UserError
 from posttrain.files import write_json_atomic
+from posttrain.training.checkpoint import checkpoint_steps, latest_checkpoint
+
+T = TypeVar("T")
+
+# Options a resume takes from today's config, whatever the saved one says: they say which run to continue, and
+# from where. The `may change` ones are taken from today's config when given; they leave the numbers alone.
+RESUME_LOCATES = ("run.name", "run.output_dir", "run.resume", "run.resume_from")
+RESUME_MAY_CHANGE = ("run.progress", "run.device", "run.save_every", "run.keep_checkpoints")
 
 
 def run_path(cfg: RunConfig) -> Path:
     return Path(cfg.output_dir) / cfg.name
 
 
-def check_run_dir(cfg: RunConfig) -> Path:
-    """Refuse to clobber an existing run; refuse to resume a run that is not there. Creates nothing."""
+def resume_checkpoint(cfg: RunConfig) -> Path:
+    """The checkpoint a resume starts from: `resume_from`, or the run's last one. Refuses, in one line, a run
+    that is not there or has no checkpoint, and a `resume_from` that is not one of the run's checkpoints."""
     path = run_path(cfg)
-    exists = path.exists() and any(path.iterdir())
-    if cfg.resume and not (path / "checkpoints").is_dir():
-        raise UserError(f"{path}: nothing to resume (no checkpoints/ there); drop --run.resume to start a new run")
-    if exists and not cfg.resume and not cfg.overwrite:
+    if not (path / "config.json").is_file():
+        raise UserError(f"{path}: nothing to resume (no run there); drop --run.resume to start a new run")
+    if cfg.resume_from:
+        chosen = Path(cfg.resume_from)
+        steps = checkpoint_steps(path / "checkpoints")
+        if chosen.resolve().parent != (path / "checkpoints").resolve() or not (chosen / "state.json").is_file():
+            raise UserError(f"--run.resume-from {chosen}: not a checkpoint of {path} (it has: "
+                            f"{', '.join(f'step-{s}' for s in steps) or 'none'} in {path / 'checkpoints'})")
+        return chosen
+    last = latest_checkpoint(path / "checkpoints")
+    if last is None:
+        raise UserError(f"{path}: nothing to resume (no checkpoint in {path / 'checkpoints'}: it stopped before "
+                        "its first); pass --run.overwrite instead of --run.resume to start it again")
+    return last
+
+
+def resume_config(cfg: T, given: Collection[str] | None = None) -> T:
+    """Resuming (`cfg.run.resume`): the config saved in the run's config.json, so a resume needs no other option
+    than the run's name. `given` names the options set explicitly (dotted: `optim.lr`; the command line and its
+    --config file); None, as for a caller from Python, takes every field of `cfg` as given. A given option whose
+    value differs from the saved one is refused, in one line naming each, unless RESUME_LOCATES or
+    RESUME_MAY_CHANGE lists it. Not resuming: `cfg` as it is."""
+    run_cfg: RunConfig = cfg.run  # type: ignore[attr-defined]
+    if run_cfg.resume_from and not run_cfg.resume:  # set on a built config, after __post_init__ had run
+        run_cfg = dataclasses.replace(run_cfg, resume=True)
+        cfg = dataclasses.replace(cfg, run=run_cfg)  # type: ignore[type-var]
+    if not run_cfg.resume:
+        return cfg
+    resume_checkpoint(run_cfg)
+    path = run_path(run_cfg)
+    saved, today = _flatten(json.loads((path / "config.json").read_text())), _flatten(to_jsonable(cfg))
+    given = set(today if given is None else given)
+    differ = [k for k in sorted(given - {*RESUME_LOCATES, *RESUME_MAY_CHANGE}) if today.get(k) != saved.get(k)]
+    if differ:
+        changes = ", ".join(f"{k}={today.get(k)!r} (saved: {saved.get(k)!r})" for k in differ)
+        raise ConfigError(f"{path} is resumed with its saved config, which these options contradict: {changes}; "
+                          "drop them, or start a new run with another --run.name")
+    merged = {**saved, **{k: today[k] for k in RESUME_LOCATES},
+              **{k: today[k] for k in RESUME_MAY_CHANGE if k in given}}
+    try:
+        return from_dict(type(cfg), _nest(merged))
+    except ConfigError as e:
+        raise ConfigError(f"{path / 'config.json'}: {e}") from None
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        *heads, last = key.split(".")
+        node = out
+        for h in heads:
+            node = node.setdefault(h, {})
+        node[last] = value
+    return out
+
+
+def run_finished(cfg: RunConfig, is_main: bool = True) -> bool:
+    """Resuming a run that wrote final/ (and so its last step) changes nothing: say so and return True."""
+    path = run_path(cfg)
+    if not (cfg.resume and not cfg.resume_from and (path / "final").is_dir()):
+        return False
+    if is_main:
+        last = latest_checkpoint(path / "checkpoints")
+        print(f"{path} is finished (final/ written after step {last.name.split('-')[1] if last else '?'}); nothing "
+              "to do. --run.resume-from CHECKPOINT trains again from an earlier checkpoint", file=sys.stderr)
+    return True
+
+
+def check_run_dir(cfg: RunConfig) -> Path:
+    """Refuse to clobber an existing run; refuse to resume a run that cannot be resumed. Creates nothing.
+    The last of a recipe's checks, so that a data error shows even where the run directory exists."""
+    path = run_path(cfg)
+    if cfg.resume:
+        resume_checkpoint(cfg)
+    elif path.exists() and any(path.iterdir()) and not cfg.overwrite:
         raise UserError(
             f"{path} already exists; pass --run.resume to continue it, --run.overwrite to replace it, "
             "or choose another --run.name"
@@ -38,15 +128,17 @@ def check_run_dir(cfg: RunConfig) -> Path:
     return path
 
 
-def prepare_run_dir(cfg: RunConfig, config: dict[str, Any], is_main: bool = True) -> Path:
-    """Create (or clear, with overwrite) the run directory and write the resolved config."""
+def prepare_run_dir(cfg: RunConfig, config: dict[str, Any], is_main: bool = True) -> tuple[Path, bool]:
+    """Create (or clear, with overwrite) the run directory and write the resolved config; a resumed run keeps its
+    own. Returns the directory and whether this call created it."""
     path = run_path(cfg)
-    if is_main:
-        if cfg.overwrite and not cfg.resume and path.exists():
+    created = not cfg.resume
+    if is_main and created:
+        if cfg.overwrite and path.exists():
             shutil.rmtree(path)
         (path / "checkpoints").mkdir(parents=True, exist_ok=True)
         write_json_atomic(path / "config.json", config)
-    return path
+    return path, created
 
 
 def code_version() -> dict[str, str]:
@@ -66,15 +158,37 @@ def code_version() -> dict[str, str]:
     return version
 
 
-def write_lineage(path: Path, base_model: dict[str, Any], data: list[dict[str, Any]], **extra: Any) -> None:
+def write_lineage(path: Path, base_model: dict[str, Any], data: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
     """lineage.json: where the model came from, the data files with sha256, and the code version."""
-    write_json_atomic(
-        path / "lineage.json",
-        {
-            "base_model": base_model,
-            "data": data,
-            "code": code_version(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            **extra,
-        },
-    )
+    lineage = {
+        "base_model": base_model,
+        "data": data,
+        "code": code_version(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **extra,
+    }
+    write_json_atomic(path / "lineage.json", lineage)
+    return lineage
+
+
+def discard_after(path: Path, step: int) -> None:
+    """Resuming from step `step`: the checkpoints after it and final/ are trained again, so they go."""
+    for later in checkpoint_steps(path / "checkpoints"):
+        if later > step:
+            shutil.rmtree(path / "checkpoints" / f"step-{later}")
+    shutil.rmtree(path / "final", ignore_errors=True)
+
+
+def record_resume(path: Path, step: int, checkpoint: Path, cfg: Any) -> dict[str, Any]:
+    """lineage.json's `resumes`: when each resume started, from which checkpoint, with which code, and the
+    options it changed (RESUME_MAY_CHANGE) against config.json."""
+    lineage_file = path / "lineage.json"
+    lineage = json.loads(lineage_file.read_text()) if lineage_file.is_file() else {}
+    saved = _flatten(json.loads((path / "config.json").read_text()))
+    today = _flatten(to_jsonable(cfg))
+    changed = {k: today[k] for k in RESUME_MAY_CHANGE if today.get(k) != saved.get(k)}
+    entry = {"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "from_step": step, "checkpoint": str(checkpoint),
+             "code": code_version(), **({"changed": changed} if changed else {})}
+    lineage["resumes"] = [*lineage.get("resumes", []), entry]
+    write_json_atomic(lineage_file, lineage)
+    return lineage

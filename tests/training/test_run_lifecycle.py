@@ -1,0 +1,235 @@
+"""Recipe tier: the run lifecycle seen from the command line, on the tiny model (`posttrain sft` in-process).
+
+A default run ends with a checkpoint; Ctrl-C keeps the last completed step and prints the command that resumes
+it; resuming restores the saved config and refuses options that contradict it; a run that cannot be resumed,
+or is finished, is left as it is; every check runs before the run directory is made; TensorBoard keeps the
+checkpoint step's point across a resume.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import posttrain.recipes.sft as sft
+from posttrain.cli import main
+
+
+def chats(path: Path, n: int = 24) -> Path:
+    rows = [{"messages": [{"role": "user", "content": f"What is {i} + {i}?"},
+                          {"role": "assistant", "content": str(2 * i)}]} for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def flags(tmp: Path, name: str, *more: str) -> list[str]:
+    """A 6-step run of 4 examples a step, every step logged."""
+    return ["sft", "--data.train", str(chats(tmp / "chats.jsonl")), "--data.max-length", "64", "--optim.max-steps",
+            "6", "--optim.batch-size", "4", "--optim.lr", "3e-3", "--optim.warmup-steps", "1", "--run.log-every", "1",
+            "--run.output-dir", str(tmp / "runs"), "--run.name", name, "--run.no-progress", *more]
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "final" / "model.safetensors"))
+
+
+def metrics(run: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if not k.startswith(("perf/", "time/"))} for r in rows]
+
+
+def tree(path: Path) -> dict[str, bytes]:
+    """Every file under `path` with its bytes: what "changes nothing" compares."""
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def tensorboard_steps(run: Path, tag: str = "train/loss") -> list[int]:
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    return [e.step for e in events.Scalars(tag)]
+
+
+def one_line(err: str) -> str:
+    assert "Traceback" not in err, err
+    assert len(err.splitlines()) == 1, err
+    return err.strip()
+
+
+@pytest.fixture
+def interrupt_in_step(monkeypatch):
+    """Raise KeyboardInterrupt, as Ctrl-C does, inside the forward pass of step `n` (1-based): the step's
+    loss function is wrapped, one call per step at grad_accum 1."""
+    def arm(n: int) -> None:
+        calls = {"n": 0}
+        real = sft.sft_step_loss
+
+        def loss(model, batch):
+            calls["n"] += 1
+            if calls["n"] == n:
+                raise KeyboardInterrupt
+            return real(model, batch)
+
+        monkeypatch.setattr(sft, "sft_step_loss", loss)
+    return arm
+
+
+def test_a_default_run_ends_with_a_checkpoint(tmp_path, tiny_dir):
+    assert main(flags(tmp_path, "a")) == 0
+    run = tmp_path / "runs" / "a"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-6"]
+    assert json.loads((run / "checkpoints" / "step-6" / "state.json").read_text())["total_steps"] == 6
+
+
+def test_ctrl_c_keeps_the_last_step_and_the_printed_command_resumes_to_the_uninterrupted_run(
+        tmp_path, tiny_dir, capsys, monkeypatch, interrupt_in_step):
+    """Interrupted in step 4: step 3 is kept, and the printed command (--run.name and --run.resume, no other
+    option: the saved config supplies them) ends at the weights and metrics of a run never interrupted, with
+    config.json untouched and TensorBoard holding every step once, the checkpoint's step 3 included."""
+    assert main(flags(tmp_path, "full")) == 0
+    capsys.readouterr()
+    interrupt_in_step(4)
+    assert main(flags(tmp_path, "cut")) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    run = tmp_path / "runs" / "cut"
+    assert err.splitlines()[:2] == [
+        f"interrupted in step 4 of 6: step 3 is kept in {run / 'checkpoints' / 'step-3'}",
+        f"resume with: posttrain sft --run.output-dir {tmp_path / 'runs'} --run.name cut --run.resume",
+    ]
+    assert not (run / "final").exists()
+    monkeypatch.undo()
+    config = (run / "config.json").read_bytes()
+
+    command = shlex.split(err.splitlines()[1].removeprefix("resume with: "))
+    assert command[0] == "posttrain" and main(command[1:]) == 0
+    full = tmp_path / "runs" / "full"
+    for name, value in weights(full).items():
+        assert torch.equal(value, weights(run)[name]), name
+    assert metrics(run) == metrics(full)
+    assert (run / "config.json").read_bytes() == config
+    assert [r["from_step"] for r in json.loads((run / "lineage.json").read_text())["resumes"]] == [3]
+    assert tensorboard_steps(run) == [1, 2, 3, 4, 5, 6]
+
+
+def test_ctrl_c_before_the_first_step_leaves_no_run_behind(tmp_path, tiny_dir, capsys, interrupt_in_step):
+    interrupt_in_step(1)
+    assert main(flags(tmp_path, "early")) == 130
+    assert "before any step was complete" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "early").exists()
+
+
+def test_resume_refuses_a_contradicting_option_and_leaves_a_finished_run_as_it_is(tmp_path, tiny_dir, capsys):
+    assert main(flags(tmp_path, "done")) == 0
+    run = tmp_path / "runs" / "done"
+    before = tree(run)
+    capsys.readouterr()
+    assert main(flags(tmp_path, "done", "--optim.lr", "0.01", "--run.resume")) == 2
+    line = one_line(capsys.readouterr().err)
+    assert "optim.lr=0.01 (saved: 0.003)" in line and "optim.max_steps" not in line
+    # an option equal to the saved one, and one that leaves the numbers alone, are accepted
+    assert main(flags(tmp_path, "done", "--run.save-every", "2", "--run.resume")) == 0
+    assert "is finished" in one_line(capsys.readouterr().err)
+    assert tree(run) == before
+
+
+def test_resume_without_a_checkpoint_is_one_line_and_writes_nothing(tmp_path, tiny_dir, capsys):
+    """A run that stopped before its first checkpoint (config.json, lineage.json, an empty metrics.jsonl), and a
+    run that is not there at all."""
+    run = tmp_path / "runs" / "crashed"
+    (run / "checkpoints").mkdir(parents=True)
+    for name, text in (("config.json", "{}"), ("lineage.json", "{}"), ("metrics.jsonl", "")):
+        (run / name).write_text(text)
+    before = tree(run)
+    assert main(["sft", "--run.output-dir", str(tmp_path / "runs"), "--run.name", "crashed", "--run.resume"]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert "nothing to resume" in line and "--run.overwrite" in line
+    assert tree(run) == before and sorted(p.name for p in run.iterdir()) == sorted(["checkpoints", *before])
+    assert main(["sft", "--run.output-dir", str(tmp_path / "runs"), "--run.name", "nowhere", "--run.resume"]) == 2
+    assert "nothing to resume" in one_line(capsys.readouterr().err)
+    assert not (tmp_path / "runs" / "nowhere").exists()
+
+
+def test_resume_from_an_earlier_checkpoint_trains_again_to_the_same_end(tmp_path, tiny_dir):
+    """Checkpoints at steps 2, 4 and 6; resuming from step-2 drops step-4, step-6 and final/, retrains steps 3-6
+    to the same weights, and TensorBoard has each step once (the point of step 2, the checkpoint's, kept)."""
+    assert main(flags(tmp_path, "r", "--run.save-every", "2", "--run.keep-checkpoints", "3")) == 0
+    run = tmp_path / "runs" / "r"
+    first = weights(run)
+    step2 = run / "checkpoints" / "step-2"
+    assert main(["sft", "--run.output-dir", str(tmp_path / "runs"), "--run.name", "r", "--run.resume-from",
+                 str(step2), "--run.no-progress"]) == 0
+    for name, value in first.items():
+        assert torch.equal(value, weights(run)[name]), name
+    assert tensorboard_steps(run) == [1, 2, 3, 4, 5, 6]
+    assert [r["from_step"] for r in json.loads((run / "lineage.json").read_text())["resumes"]] == [2]
+
+
+def test_resume_from_a_path_that_is_not_a_checkpoint_of_the_run_is_refused(tmp_path, tiny_dir, capsys):
+    assert main(flags(tmp_path, "x")) == 0
+    capsys.readouterr()
+    assert main(["sft", "--run.output-dir", str(tmp_path / "runs"), "--run.name", "x", "--run.resume-from",
+                 str(tmp_path)]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert "not a checkpoint of" in line and "step-6" in line
+
+
+MISSING = [t for t in ("wandb", "trackio") if importlib.util.find_spec(t) is None]
+
+
+@pytest.mark.skipif(not MISSING, reason="every optional tracker is installed here")
+@pytest.mark.parametrize("tracker", MISSING)
+def test_a_missing_tracker_package_is_one_line_before_anything_is_written(tmp_path, tiny_dir, capsys, tracker):
+    assert main(flags(tmp_path, "t", "--run.trackers", "tensorboard", tracker)) == 2
+    line = one_line(capsys.readouterr().err)
+    assert f"--run.trackers {tracker} needs {tracker}" in line and f"pip install 'posttrain[{tracker}]'" in line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_data_error_shows_even_where_the_run_directory_exists(tmp_path, tiny_dir, capsys):
+    (tmp_path / "runs" / "sft").mkdir(parents=True)
+    (tmp_path / "runs" / "sft" / "config.json").write_text("{}")
+    code = main(["sft", "--data.train", str(tmp_path / "missing.jsonl"), "--run.output-dir", str(tmp_path / "runs")])
+    assert code == 2 and "missing.jsonl: no such file" in one_line(capsys.readouterr().err)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("trackio") is None, reason="trackio is not installed")
+def test_trackio_gets_the_metrics_the_config_and_the_lineage(tmp_path, tiny_dir):
+    """In a fresh process, so that trackio reads TRACKIO_DIR (a folder of this test) when it is imported."""
+    code = f"""
+import json, sys
+from posttrain.cli import main
+assert main({flags(tmp_path, "tk", "--run.trackers", "trackio")!r}) == 0
+from trackio.sqlite_storage import SQLiteStorage
+print("RESULT", json.dumps({{"logs": SQLiteStorage.get_logs("posttrain", "tk"),
+                  "config": SQLiteStorage.get_run_config("posttrain", "tk")}}))
+"""
+    env = {**os.environ, "TRACKIO_DIR": str(tmp_path / "trackio"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(next(x for x in out.stdout.splitlines() if x.startswith("RESULT ")).removeprefix("RESULT "))
+    assert [row["step"] for row in got["logs"] if "train/loss" in row] == [1, 2, 3, 4, 5, 6]
+    assert got["config"]["config"]["optim"]["max_steps"] == 6
+    assert got["config"]["lineage"]["base_model"]["name"] == "tiny"
+    assert not (tmp_path / "runs" / "tk" / "tensorboard").exists()
+
+
+def test_the_given_options_are_those_of_the_command_line_and_its_config_file(tmp_path):
+    """What a resume checks against the saved config: `--x.y-z v`, `--x.y=v`, `--x.no-y`, and --config's keys."""
+    from posttrain.cli import given_options
+    from posttrain.recipes.sft import SFTConfig
+
+    (tmp_path / "c.yaml").write_text("optim:\n  lr: 0.01\nrun:\n  name: a\n")
+    argv = ["--config", str(tmp_path / "c.yaml"), "--optim.max-steps", "4", "--data.train=x.jsonl", "--run.no-progress",
+            "--optim.betas", "0.9", "0.95"]
+    assert given_options(SFTConfig, argv) == {"optim.lr", "run.name", "optim.max_steps", "data.train", "run.progress",
+                                              "optim.betas"}
