@@ -202,7 +202,6 @@ def test_a_data_error_shows_even_where_the_run_directory_exists(tmp_path, tiny_d
     assert code == 2 and "missing.jsonl: no such file" in one_line(capsys.readouterr().err)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("trackio") is None, reason="trackio is not installed")
 def test_trackio_gets_the_metrics_the_config_and_the_lineage(tmp_path, tiny_dir):
     """In a fresh process, so that trackio reads TRACKIO_DIR (a folder of this test) when it is imported."""
     code = f"""
