@@ -102,7 +102,10 @@ def test_ctrl_c_keeps_the_last_step_and_the_printed_command_resumes_to_the_unint
     err = capsys.readouterr().err
     assert "Traceback" not in err
     run = tmp_path / "runs" / "cut"
-    assert err.splitlines()[:2] == [
+    # other libraries may print progress bars to stderr first (transformers' weight loading, when another test
+    # turned its bars on): the two lines are read where they stand
+    lines = [line for line in err.splitlines() if line.startswith(("interrupted in step", "resume with:"))]
+    assert lines == [
         f"interrupted in step 4 of 6: step 3 is kept in {run / 'checkpoints' / 'step-3'}",
         f"resume with: posttrain sft --run.output-dir {tmp_path / 'runs'} --run.name cut --run.resume",
     ]
@@ -110,7 +113,7 @@ def test_ctrl_c_keeps_the_last_step_and_the_printed_command_resumes_to_the_unint
     monkeypatch.undo()
     config = (run / "config.json").read_bytes()
 
-    command = shlex.split(err.splitlines()[1].removeprefix("resume with: "))
+    command = shlex.split(lines[1].removeprefix("resume with: "))
     assert command[0] == "posttrain" and main(command[1:]) == 0
     full = tmp_path / "runs" / "full"
     for name, value in weights(full).items():
