@@ -162,6 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0
+    if "--version" in argv:
+        from posttrain import __version__
+
+        print(f"posttrain {__version__}")
+        return 0
     cmd, rest = argv[0], argv[1:]
     if cmd not in COMMANDS:
         print(f"posttrain: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)

@@ -104,6 +104,30 @@ def test_directory_without_config_json(tmp_path):
         resolve_model_dir(str(tmp_path))
 
 
+def test_a_run_directory_is_not_a_model_and_its_final_is_named(tmp_path, tiny_dir):
+    """A run directory has posttrain's config.json, lineage.json and checkpoints/, so it looks like a model folder;
+    the message names final/ when it is there, and says it is not written yet otherwise."""
+    import shutil
+
+    run = tmp_path / "sft"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    (run / "lineage.json").write_text("{}")
+    with pytest.raises(ModelError, match="is a posttrain run directory, not a model; its final/ is not written yet"):
+        resolve_model_dir(str(run))
+    shutil.copytree(tiny_dir, run / "final")
+    with pytest.raises(ModelError, match=rf"did you mean {run / 'final'}\?"):
+        resolve_model_dir(str(run))
+    assert resolve_model_dir(str(run / "final")) == run / "final"
+
+
+def test_version(capsys):
+    from posttrain import __version__
+
+    assert main(["--version"]) == 0 and main(["sft", "--version"]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"posttrain {__version__}"] * 2
+
+
 def test_missing_gguf_file(tmp_path):
     with pytest.raises(ModelError, match="GGUF file .* not found"):
         resolve_model_dir(str(tmp_path / "model.gguf"))

@@ -166,6 +166,11 @@ def _local_dir(path: Path) -> Path:
         raise ModelError(
             f"model path {str(path)!r} is a file, not a directory; pass a Hugging Face model directory or a .gguf file"
         )
+    if (path / "lineage.json").is_file() and (path / "checkpoints").is_dir():
+        # a run directory's config.json is posttrain's resolved config, not a model's
+        final = path / "final"
+        hint = f"did you mean {final}?" if (final / "config.json").is_file() else "its final/ is not written yet"
+        raise ModelError(f"model directory {str(path)!r} is a posttrain run directory, not a model; {hint}")
     if not (path / "config.json").is_file():
         raise ModelError(
             f"model directory {str(path)!r} has no config.json; "
