@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test test-fast bench docs clean
+.PHONY: demo test test-fast bench docs clean chromium
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,10 +21,13 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(VENV)/bin/posttrain demo
 
-test: $(VENV)/.installed
+chromium:  # Debian's chromium for the browser tests (apt, once)
+	bash scripts/install-chromium.sh
+
+test: $(VENV)/.installed chromium
 	$(PY) -m pytest -q --durations=15
 
-test-fast: $(VENV)/.installed
+test-fast: $(VENV)/.installed chromium
 	$(PY) -m pytest -q -m "not slow"
 
 bench: $(VENV)/.installed
