@@ -12,7 +12,7 @@ import sys
 
 from posttrain.errors import UserError
 
-USAGE = """usage: posttrain COMMAND [OPTIONS]   (posttrain COMMAND --help for every option)
+USAGE = """usage: posttrain COMMAND [OPTIONS]   (posttrain COMMAND --help for every option; posttrain --version)
 
 commands:
   demo       run the whole loop on the built-in tiny model and arithmetic task
@@ -65,7 +65,9 @@ def given_options(cls: type, argv: list[str]) -> set[str]:
                              else [prefix + f.name])]
 
     def flat(d: dict, prefix: str = "") -> list[str]:
-        return [n for k, v in d.items() for n in (flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [prefix + k])]
+        # a file may spell keys as the options are (max-steps) or as the fields are (max_steps)
+        return [n for key, v in d.items() for k in [str(key).replace("-", "_")]
+                for n in (flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [prefix + k])]
 
     known, given = set(leaves(cls)), set()
     for i, arg in enumerate(argv):

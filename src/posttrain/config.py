@@ -14,8 +14,10 @@ import contextlib
 import dataclasses
 import io
 import json
+import os
 import re
 import sys
+import textwrap
 import types
 import typing
 from dataclasses import dataclass, field
@@ -69,7 +71,7 @@ class DataConfig:
     """Training data: a JSONL/JSON/CSV/Parquet file, a `datasets.save_to_disk` directory, or `builtin:NAME`."""
     eval: str | None = None
     """Held-out data, same forms as `train`. When unset: a built-in task's own held-out split, else a seeded
-    `eval_fraction` of the training rows (data/splits.py)."""
+    `eval_fraction` of the training rows."""
     eval_fraction: float = 0.1
     """When `eval` is unset and `train` is not a built-in task: the fraction of training prompts held out
     for evaluation (picked by run.seed; every row of a held-out prompt is held out). 0 trains on every row
@@ -249,16 +251,22 @@ class SamplingCommandConfig:
 
 
 def from_dict(cls: type[T], d: dict[str, Any], where: str = "") -> T:
-    """Build a (nested) config dataclass from a plain dict, refusing unknown keys and values of the wrong type."""
+    """Build a (nested) config dataclass from a plain dict, refusing unknown keys and values of the wrong type.
+
+    Keys may be written as the options are (`max-steps`) or as the fields are (`max_steps`)."""
     if not isinstance(d, dict):
         raise ConfigError(f"{where or cls.__name__}: expected a table/mapping, got {type(d).__name__}")
     hints = typing.get_type_hints(cls)
     known = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
-    for key, value in d.items():
+    for written, value in d.items():
+        key = str(written).replace("-", "_")
         name = f"{where}.{key}" if where else key
         if key not in known:
-            raise ConfigError(f"unknown config key {name!r} (known: {', '.join(known)})")
+            raise ConfigError(f"unknown config key {f'{where}.{written}' if where else written!r} "
+                              f"(known: {', '.join(known)})")
+        if key in kwargs:
+            raise ConfigError(f"config key {name!r} is given twice (once with dashes, once with underscores)")
         hint = hints[key]
         kwargs[key] = from_dict(hint, value, name) if dataclasses.is_dataclass(hint) else _typed(value, hint, name)
     try:
@@ -341,12 +349,20 @@ def _parser_message(e: Exception) -> str:
     return " ".join(str(e).split())
 
 
+CONFIG_HELP = ("A YAML, TOML or JSON file of option values, read before the command line, which overrides it. Its "
+               "keys are the option names, nested by section (`optim: {max-steps: 5}`; `max_steps` works too).")
+HELP_WIDTH = 120  # tyro puts option groups side by side from 130 columns; one column reads top to bottom
+
+
 def parse_config(cls: type[T], argv: list[str] | None = None, prog: str | None = None) -> T:
-    """`--config FILE` (optional) then `--section.field value` overrides -> a validated config."""
+    """`--config FILE` (optional) then `--section.field value` overrides -> a validated config.
+
+    `--help` lists the fields of `cls` from their docstrings, plus `--config` and `--version` (handled by
+    `posttrain.cli.main`); a parse error becomes one line (`one_line_parse_error`)."""
     import tyro
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    default = None
+    default = cls()
     if "--config" in argv:
         i = argv.index("--config")
         if i + 1 >= len(argv):
@@ -358,12 +374,19 @@ def parse_config(cls: type[T], argv: list[str] | None = None, prog: str | None =
             default = from_dict(cls, raw)
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
-    description = (cls.__doc__ or "") + "\n\nAll options may also be given in a YAML/TOML file with --config FILE."
+    # The command's own fields at the top level (no prefix), with --config and --version beside them in --help.
+    command = dataclasses.make_dataclass(cls.__name__, [
+        ("config", typing.Annotated[str | None, tyro.conf.arg(metavar="FILE", help=CONFIG_HELP)], None),
+        ("version", typing.Annotated[bool, tyro.conf.FlagCreatePairsOff,
+                                     tyro.conf.arg(help="Print posttrain's version and exit.")], False),
+        ("options", typing.Annotated[cls, tyro.conf.arg(name="")], field(default_factory=lambda: default)),
+    ])
     printed = io.StringIO()  # tyro draws its parse errors as a multi-line box; we report one line
     failed = False
     try:
-        with contextlib.redirect_stderr(printed):
-            return tyro.cli(cls, args=argv, default=default, prog=prog, description=description)
+        with contextlib.redirect_stderr(printed), _help_layout():
+            description = "\n\n".join(textwrap.fill(p, HELP_WIDTH) for p in _paragraphs(cls.__doc__ or "").split("\n\n"))
+            return tyro.cli(command, args=argv, prog=prog, description=description).options
     except SystemExit as e:
         failed = e.code not in (0, None)
         if failed:
@@ -374,11 +397,47 @@ def parse_config(cls: type[T], argv: list[str] | None = None, prog: str | None =
             sys.stderr.write(printed.getvalue())
 
 
+def _paragraphs(doc: str) -> str:
+    """A docstring with its single line breaks made spaces; blank lines still separate paragraphs."""
+    return "\n\n".join(" ".join(p.split()) for p in re.split(r"\n\s*\n", doc.strip()))
+
+
+@contextlib.contextmanager
+def _help_layout():
+    """While tyro builds the parser: field docstrings read as `_paragraphs` (tyro keeps a line break before
+    every docstring line that starts with a non-letter, such as a backtick), and a terminal at most HELP_WIDTH
+    wide (one column of option groups; tyro asks `shutil.get_terminal_size`, which reads $COLUMNS first)."""
+    import shutil
+
+    from tyro import _docstrings
+
+    original = _docstrings.get_field_docstring
+
+    def field_docstring(*args: Any) -> str | None:
+        doc = original(*args)
+        return _paragraphs(doc) if doc else doc
+
+    columns = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = str(min(shutil.get_terminal_size().columns, HELP_WIDTH))
+    _docstrings.get_field_docstring = field_docstring
+    try:
+        yield
+    finally:
+        _docstrings.get_field_docstring = original
+        if columns is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = columns
+
+
 def one_line_parse_error(box: str, prog: str) -> str:
-    """tyro's error box -> `Error parsing --optim.lr: ... (did you mean --optim.lr?); see PROG --help`.
+    """tyro's error box -> one line: `Error parsing --optim.lr: ...; see PROG --help`, or for options tyro does
+    not know `unrecognized option --optim.max-step (did you mean --optim.max-steps?); see PROG --help`.
 
     The box is a title line, then sections between horizontal rules (drawn with `─`, or `-` when stdout
-    is not UTF-8); the first section is the error, a "Perhaps you meant:" section names the closest option."""
+    is not UTF-8); the first section is the error. For unknown options it lists them with their values
+    (`--optim.max-step, 5`), and a "Perhaps you meant:" (one unknown option) or "Arguments similar to
+    --X:" section names the closest known option of each."""
     plain = re.sub(r"\x1b\[[0-9;]*m", "", box)  # colour codes, when stdout is a terminal
     lines = [line.strip(" │|╭╮╰╯+").strip() for line in plain.splitlines()]
     lines = [line for line in lines if line][1:]  # [0] is the title
@@ -390,9 +449,20 @@ def one_line_parse_error(box: str, prog: str) -> str:
             sections[-1].append(line)
     sections = [section for section in sections if section]
     message = (" ".join(sections[0]) if sections else " ".join(plain.split())).rstrip(".")
+    suggestions: dict[str | None, str] = {}  # unknown option (None: the only one) -> closest known option
     for section in sections[1:]:
-        if len(section) > 1 and section[0] == "Perhaps you meant:":
-            message += f" (did you mean {section[1].split()[0]}?)"
+        similar = re.fullmatch(r"Arguments similar to (\S+):", section[0])
+        if len(section) > 1 and (section[0] == "Perhaps you meant:" or similar):
+            suggestions[similar.group(1) if similar else None] = section[1].split()[0]
+    unknown = re.fullmatch(r"Unrecognized options?: (.*)", message)
+    if unknown:
+        names = [a.split("=", 1)[0] for a in unknown.group(1).split(", ") if a.startswith("-")]  # values dropped
+        if len(names) == 1 and None in suggestions:
+            suggestions[names[0]] = suggestions[None]
+        named = [f"{n} (did you mean {suggestions[n]}?)" if n in suggestions else n for n in names]
+        message = f"unrecognized option{'s' if len(names) > 1 else ''} {', '.join(named)}" if names else message
+    elif None in suggestions:
+        message += f" (did you mean {suggestions[None]}?)"
     return f"{message or 'cannot parse the command line'}; see {prog} --help"
 
 
