@@ -44,7 +44,10 @@ from posttrain.training.loop import (
 from posttrain.training.metrics import check_trackers
 from posttrain.training.optim import build_optimizer, build_scheduler
 from posttrain.training.rundir import check_run_dir, resume_config, run_finished, run_path
+from posttrain.training.summary import print_summary
 
+# The held-out figures printed when training ends (training/summary.py), formatted.
+SUMMARY = {"eval/loss": "held-out loss {:.3f}"}
 SFT_KINDS = (Conversation, PromptCompletion, Text)
 
 
@@ -144,7 +147,8 @@ def _train(cfg: SFTConfig, d: Dist) -> Path:
                      model, optimizer, scheduler)
 
     # -- save --------------------------------------------------------------------------------
-    return finish_run(run, model, tokenizer)
+    finish_run(run, model, tokenizer)
+    return print_summary(run.dir, "sft", SUMMARY, cfg.run.progress and d.is_main)
 
 
 def evaluate_loss(model: torch.nn.Module, examples: list[Example], batch_size: int, pad_id: int, d: Dist,
