@@ -95,3 +95,25 @@ def test_config_key_given_twice_is_refused(tmp_path):
     path.write_text("optim:\n  max-steps: 7\n  max_steps: 8\n")
     with pytest.raises(ConfigError, match="optim.max_steps' is given twice"):
         parse_config(SFTConfig, ["--config", str(path)])
+
+
+def test_config_reference_shows_each_commands_own_defaults():
+    """docs/config.md listed OptimConfig's lr 1e-3 and warmup 0 and RunConfig's name `run` for every command."""
+    from posttrain.cli import config_reference
+
+    sections = re.split(r"^## ", config_reference(), flags=re.M)
+    by_command = {s.split("`")[1]: s for s in sections[1:]}
+
+    def default(command: str, option: str) -> str:
+        return re.search(rf"^\| `{re.escape(option)}` \| `[^|]*(?:\\\|[^|]*)*` \| (.*?) \|", by_command[command],
+                         re.M).group(1)
+
+    assert [default("posttrain sft", o) for o in ("--optim.lr", "--optim.warmup-steps", "--run.name")] == [
+        "`0.001`", "`20`", "`'sft'`"]
+    assert [default("posttrain rm", o) for o in ("--optim.lr", "--optim.warmup-steps", "--run.name")] == [
+        "`0.0003`", "`10`", "`'rm'`"]
+    assert [default("posttrain dpo", o) for o in ("--optim.lr", "--optim.warmup-steps", "--run.name")] == [
+        "`0.0001`", "`10`", "`'dpo'`"]
+    assert default("posttrain eval", "--sampling.temperature") == "`0.0`"
+    assert default("posttrain generate", "--sampling.temperature") == "`1.0`"
+    assert default("posttrain data pairs", "--output") == "required"
