@@ -55,6 +55,9 @@ class ModelConfig:
     """Dropout on the LoRA input."""
     lora_target_modules: str = "all-linear"
     """Comma-separated module names to adapt (e.g. `q_proj,v_proj`), or `all-linear`."""
+    gradient_checkpointing: bool = False
+    """Recompute each layer's activations in the backward pass instead of keeping them: less memory for larger
+    models or longer sequences, about a third more compute per step; the loss and gradients are the same."""
 
     def __post_init__(self) -> None:
         check(bool(self.name.strip()), "model.name", "must name a model", self.name)

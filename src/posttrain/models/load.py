@@ -45,6 +45,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 __all__ = [
     "cache_dir",
     "count_parameters",
+    "enable_gradient_checkpointing",
     "known_models",
     "load_model",
     "load_tokenizer",
@@ -295,9 +296,21 @@ def load_model(cfg: ModelConfig, device: torch.device | str = "cpu"):
         model.config.pad_token_id = tokenizer.pad_token_id
     if model.generation_config is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     if cfg.lora_r > 0:
         model = apply_lora(model, cfg)
     return model.to(device), tokenizer
+
+
+def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+    """Activation checkpointing in every layer (it acts in train mode only). Non-reentrant checkpointing
+    (`use_reentrant=False`, PyTorch's recommended kind) needs no input that requires grad, so frozen
+    embeddings under LoRA still get gradients to the adapters."""
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers 5's name; the old one warns
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def save_pretrained_merged(model, tokenizer, out_dir: str | Path) -> Path:
