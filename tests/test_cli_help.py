@@ -72,7 +72,8 @@ def test_config_and_version_are_listed(capsys, monkeypatch):
 def test_sft_help_is_short_on_benchmarks(capsys, monkeypatch):
     helps = option_helps(help_text("sft", capsys, monkeypatch))
     assert "--data.eval-fraction" in helps
-    assert "bench" not in helps["--data.bucket-by-length"] and "docs/algorithms/sft.md" in helps["--data.bucket-by-length"]
+    bucket = helps["--data.bucket-by-length"]
+    assert "bench" not in bucket and "docs/algorithms/sft.md" in bucket
     assert "models/attention.py" not in helps["--data.padding-free"]
 
 

@@ -365,7 +365,7 @@ def parse_config(cls: type[T], argv: list[str] | None = None, prog: str | None =
     import tyro
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    default = cls()
+    default = None
     if "--config" in argv:
         i = argv.index("--config")
         if i + 1 >= len(argv):
@@ -377,18 +377,23 @@ def parse_config(cls: type[T], argv: list[str] | None = None, prog: str | None =
             default = from_dict(cls, raw)
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
+    if default is None:
+        with contextlib.suppress(TypeError):  # a config with a required field (data pairs' output) has no default
+            default = cls()
     # The command's own fields at the top level (no prefix), with --config and --version beside them in --help.
+    given = {} if default is None else {"default_factory": lambda: default}
     command = dataclasses.make_dataclass(cls.__name__, [
+        ("options", typing.Annotated[cls, tyro.conf.arg(name="")], field(**given)),
         ("config", typing.Annotated[str | None, tyro.conf.arg(metavar="FILE", help=CONFIG_HELP)], None),
         ("version", typing.Annotated[bool, tyro.conf.FlagCreatePairsOff,
                                      tyro.conf.arg(help="Print posttrain's version and exit.")], False),
-        ("options", typing.Annotated[cls, tyro.conf.arg(name="")], field(default_factory=lambda: default)),
     ])
+    paragraphs = _paragraphs(cls.__doc__ or "").split("\n\n")
+    description = "\n\n".join(textwrap.fill(p, HELP_WIDTH) for p in paragraphs)
     printed = io.StringIO()  # tyro draws its parse errors as a multi-line box; we report one line
     failed = False
     try:
         with contextlib.redirect_stderr(printed), _help_layout():
-            description = "\n\n".join(textwrap.fill(p, HELP_WIDTH) for p in _paragraphs(cls.__doc__ or "").split("\n\n"))
             return tyro.cli(command, args=argv, prog=prog, description=description).options
     except SystemExit as e:
         failed = e.code not in (0, None)

@@ -31,7 +31,8 @@ def loss_and_grads(cfg: ModelConfig) -> tuple[float, dict[str, torch.Tensor], bo
 @pytest.mark.parametrize("lora_r", [0, 4])
 def test_a_step_has_the_same_loss_and_gradients_with_checkpointing(tiny_dir, lora_r):
     plain_loss, plain_grads, plain_on = loss_and_grads(ModelConfig(name="tiny", lora_r=lora_r))
-    ckpt_loss, ckpt_grads, ckpt_on = loss_and_grads(ModelConfig(name="tiny", lora_r=lora_r, gradient_checkpointing=True))
+    cfg = ModelConfig(name="tiny", lora_r=lora_r, gradient_checkpointing=True)
+    ckpt_loss, ckpt_grads, ckpt_on = loss_and_grads(cfg)
     assert ckpt_on and not plain_on
     assert ckpt_loss == pytest.approx(plain_loss, rel=1e-6)
     assert plain_grads.keys() == ckpt_grads.keys() and plain_grads

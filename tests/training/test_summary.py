@@ -31,8 +31,8 @@ def test_rm_and_dpo_print_their_held_out_accuracy(tmp_path, capsys, tiny_dir):
     common = [*QUICK, str(tmp_path), "--data.train", data, "--data.eval-fraction", "0.25"]
     assert main(["rm", *common]) == 0
     line = capsys.readouterr().out.splitlines()[-1]
-    assert re.fullmatch(r"posttrain rm: held-out pair accuracy \d+\.\d%, loss \S+ after 2 steps; the model is in .*rm/final",
-                        line), line
+    assert re.fullmatch(r"posttrain rm: held-out pair accuracy \d+\.\d%, loss \S+ after 2 steps; "
+                        r"the model is in .*rm/final", line), line
     assert main(["dpo", *common]) == 0
     line = capsys.readouterr().out.splitlines()[-1]
     assert line.startswith("posttrain dpo: held-out implicit-reward accuracy ") and line.endswith("dpo/final"), line
