@@ -79,6 +79,10 @@ CASES = {
     "bad max_length": Case({}, ["--data.max-length", "4"], ["data.max_length=4", ">= 8"]),
     "bad type for a CLI option": Case({}, ["--optim.lr", "fast"], ["--optim.lr", "'fast'", "posttrain sft --help"]),
     "misspelt CLI option": Case({}, ["--optim.lrr", "0.1"], ["--optim.lrr", "did you mean --optim.lr?"]),
+    "misspelt CLI option with a value": Case({}, ["--optim.max-step", "5"], [
+        "error: unrecognized option --optim.max-step (did you mean --optim.max-steps?); see posttrain sft --help"]),
+    "misspelt CLI option=value": Case({}, ["--optim.max-step=5"], [
+        "error: unrecognized option --optim.max-step (did you mean --optim.max-steps?); see posttrain sft --help"]),
     "invalid choice": Case({}, ["--data.truncation", "cut"], ["--data.truncation", "'cut'", "truncate"]),
     "unknown key in a YAML config": Case({"run.yaml": "optim:\n  lrate: 0.1\n"}, ["--config", "run.yaml"],
                                          ["run.yaml", "unknown config key 'optim.lrate'"]),
@@ -214,5 +218,26 @@ def test_tyro_error_box_becomes_one_line(box):
     from posttrain.config import one_line_parse_error
 
     assert one_line_parse_error(box, "posttrain sft") == (
-        "Unrecognized options: --optim.lrr, 3 (did you mean --optim.lr?); see posttrain sft --help"
+        "unrecognized option --optim.lrr (did you mean --optim.lr?); see posttrain sft --help"
+    )
+
+
+SEVERAL_UNKNOWN = """\
+╭─ Unrecognized options ────────────────────────────────╮
+│ Unrecognized options: --optim.lrr, 3, --foo           │
+│ ───────────────────────────────────────────────────── │
+│ Arguments similar to --optim.lrr:                     │
+│     --optim.lr FLOAT                                  │
+│         Peak learning rate of AdamW. (default: 0.001) │
+│ ───────────────────────────────────────────────────── │
+│ For full helptext, run posttrain sft --help           │
+╰───────────────────────────────────────────────────────╯
+"""
+
+
+def test_several_unknown_options_each_get_their_suggestion_and_no_values():
+    from posttrain.config import one_line_parse_error
+
+    assert one_line_parse_error(SEVERAL_UNKNOWN, "posttrain sft") == (
+        "unrecognized options --optim.lrr (did you mean --optim.lr?), --foo; see posttrain sft --help"
     )

@@ -32,3 +32,50 @@ def test_generate_bad_value_is_one_line(capsys):
     assert main(["generate", "--sampling.top-p", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("posttrain generate: error: top_p=0.0") and "\n" not in err
+
+
+def test_inline_prompt_replaces_prompts(tmp_path):
+    out = tmp_path / "one.jsonl"
+    assert main(["generate", "--prompt", "What is 2+3?", "--sampling.max-new-tokens", "3", "--no-progress",
+                 "--output", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["prompt"] for r in rows] == [[{"role": "user", "content": "What is 2+3?"}]]
+
+
+def test_conversation_rows_are_prompted_up_to_their_last_assistant_turn():
+    """[user, assistant] -> [user]; [user, assistant, user] -> all three; [system, user, assistant, user, assistant]
+    -> the first four (the model writes the last assistant turn again)."""
+    from posttrain.data.records import Conversation
+    from posttrain.generate import as_prompt
+
+    def convo(*roles):
+        return parse_record({"messages": [{"role": r, "content": f"{r} {i}"} for i, r in enumerate(roles)]},
+                            accept=(Conversation,))
+
+    def roles(record):
+        return [m.role for m in as_prompt(record).prompt]
+
+    assert roles(convo("user", "assistant")) == ["user"]
+    assert roles(convo("user", "assistant", "user")) == ["user", "assistant", "user"]
+    assert roles(convo("system", "user", "assistant", "user", "assistant")) == ["system", "user", "assistant", "user"]
+
+
+def test_generate_reads_a_conversation_file(tmp_path):
+    data = tmp_path / "chats.jsonl"
+    data.write_text(json.dumps({"messages": [{"role": "user", "content": "What is 1 + 1?"},
+                                             {"role": "assistant", "content": "2"}]}) + "\n")
+    out = tmp_path / "out.jsonl"
+    assert main(["generate", "--prompts", str(data), "--sampling.max-new-tokens", "3", "--no-progress",
+                 "--output", str(out)]) == 0
+    assert json.loads(out.read_text())["prompt"] == [{"role": "user", "content": "What is 1 + 1?"}]
+
+
+def test_eval_of_a_reward_model_says_so_in_one_line(tmp_path, capsys, tiny_dir):
+    import shutil
+
+    rm = tmp_path / "rm" / "final"
+    shutil.copytree(tiny_dir, rm)
+    (rm / "reward_model.json").write_text('{"kind": "bradley_terry", "pooling": "last_token"}\n')
+    assert main(["eval", "--model.name", str(rm), "--limit", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a reward model" in err and "RewardFunction.load" in err, err

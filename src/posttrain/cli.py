@@ -12,7 +12,7 @@ import sys
 
 from posttrain.errors import UserError
 
-USAGE = """usage: posttrain COMMAND [OPTIONS]   (posttrain COMMAND --help for every option)
+USAGE = """usage: posttrain COMMAND [OPTIONS]   (posttrain COMMAND --help for every option; posttrain --version)
 
 commands:
   demo       run the whole loop on the built-in tiny model and arithmetic task
@@ -65,7 +65,9 @@ def given_options(cls: type, argv: list[str]) -> set[str]:
                              else [prefix + f.name])]
 
     def flat(d: dict, prefix: str = "") -> list[str]:
-        return [n for k, v in d.items() for n in (flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [prefix + k])]
+        # a file may spell keys as the options are (max-steps) or as the fields are (max_steps)
+        return [n for key, v in d.items() for k in [str(key).replace("-", "_")]
+                for n in (flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [prefix + k])]
 
     known, given = set(leaves(cls)), set()
     for i, arg in enumerate(argv):
@@ -123,23 +125,24 @@ def _data(argv: list[str]) -> int:
     return actions[argv[0]](argv[1:])
 
 
-def config_classes() -> list[type]:
-    """Every config a command parses, with its nested sub-configs, in the order docs/config.md lists them."""
-    from posttrain.config import DataConfig, ModelConfig, OptimConfig, RunConfig, SamplingParams
+def config_classes() -> dict[str, type]:
+    """The config each command parses (its sub-configs nested in it), in the order docs/config.md lists them."""
     from posttrain.demo import DemoConfig
     from posttrain.eval.run import EvalConfig
     from posttrain.generate import GenerateConfig
     from posttrain.pairs import PairsConfig
-    from posttrain.recipes.dpo import DPOConfig, PreferenceConfig, PreferenceDataConfig
+    from posttrain.recipes.dpo import DPOConfig
     from posttrain.recipes.reward_model import RewardModelConfig
-    from posttrain.recipes.sft import SFTConfig, SFTDataConfig
+    from posttrain.recipes.sft import SFTConfig
 
-    return [ModelConfig, DataConfig, OptimConfig, RunConfig, SFTConfig, SFTDataConfig, RewardModelConfig, DPOConfig,
-            PreferenceConfig, PreferenceDataConfig, SamplingParams, GenerateConfig, EvalConfig, PairsConfig, DemoConfig]
+    return {"posttrain sft": SFTConfig, "posttrain rm": RewardModelConfig, "posttrain dpo": DPOConfig,
+            "posttrain generate": GenerateConfig, "posttrain eval": EvalConfig, "posttrain data pairs": PairsConfig,
+            "posttrain demo": DemoConfig}
 
 
 def config_reference() -> str:
-    """docs/config.md (`make docs` writes it): every field of every command's config, from its docstring."""
+    """docs/config.md (`make docs` writes it): every option of every command, with that command's defaults, from
+    the field docstrings."""
     from posttrain.config import reference_markdown
 
     return reference_markdown(config_classes())

@@ -14,8 +14,10 @@ import contextlib
 import dataclasses
 import io
 import json
+import os
 import re
 import sys
+import textwrap
 import types
 import typing
 from dataclasses import dataclass, field
@@ -53,6 +55,9 @@ class ModelConfig:
     """Dropout on the LoRA input."""
     lora_target_modules: str = "all-linear"
     """Comma-separated module names to adapt (e.g. `q_proj,v_proj`), or `all-linear`."""
+    gradient_checkpointing: bool = False
+    """Recompute each layer's activations in the backward pass instead of keeping them: less memory for larger
+    models or longer sequences, about a third more compute per step; the loss and gradients are the same."""
 
     def __post_init__(self) -> None:
         check(bool(self.name.strip()), "model.name", "must name a model", self.name)
@@ -69,7 +74,7 @@ class DataConfig:
     """Training data: a JSONL/JSON/CSV/Parquet file, a `datasets.save_to_disk` directory, or `builtin:NAME`."""
     eval: str | None = None
     """Held-out data, same forms as `train`. When unset: a built-in task's own held-out split, else a seeded
-    `eval_fraction` of the training rows (data/splits.py)."""
+    `eval_fraction` of the training rows."""
     eval_fraction: float = 0.1
     """When `eval` is unset and `train` is not a built-in task: the fraction of training prompts held out
     for evaluation (picked by run.seed; every row of a held-out prompt is held out). 0 trains on every row
@@ -249,16 +254,22 @@ class SamplingCommandConfig:
 
 
 def from_dict(cls: type[T], d: dict[str, Any], where: str = "") -> T:
-    """Build a (nested) config dataclass from a plain dict, refusing unknown keys and values of the wrong type."""
+    """Build a (nested) config dataclass from a plain dict, refusing unknown keys and values of the wrong type.
+
+    Keys may be written as the options are (`max-steps`) or as the fields are (`max_steps`)."""
     if not isinstance(d, dict):
         raise ConfigError(f"{where or cls.__name__}: expected a table/mapping, got {type(d).__name__}")
     hints = typing.get_type_hints(cls)
     known = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
-    for key, value in d.items():
+    for written, value in d.items():
+        key = str(written).replace("-", "_")
         name = f"{where}.{key}" if where else key
         if key not in known:
-            raise ConfigError(f"unknown config key {name!r} (known: {', '.join(known)})")
+            raise ConfigError(f"unknown config key {f'{where}.{written}' if where else written!r} "
+                              f"(known: {', '.join(known)})")
+        if key in kwargs:
+            raise ConfigError(f"config key {name!r} is given twice (once with dashes, once with underscores)")
         hint = hints[key]
         kwargs[key] = from_dict(hint, value, name) if dataclasses.is_dataclass(hint) else _typed(value, hint, name)
     try:
@@ -341,8 +352,16 @@ def _parser_message(e: Exception) -> str:
     return " ".join(str(e).split())
 
 
+CONFIG_HELP = ("A YAML, TOML or JSON file of option values, read before the command line, which overrides it. Its "
+               "keys are the option names, nested by section (`optim: {max-steps: 5}`; `max_steps` works too).")
+HELP_WIDTH = 120  # tyro puts option groups side by side from 130 columns; one column reads top to bottom
+
+
 def parse_config(cls: type[T], argv: list[str] | None = None, prog: str | None = None) -> T:
-    """`--config FILE` (optional) then `--section.field value` overrides -> a validated config."""
+    """`--config FILE` (optional) then `--section.field value` overrides -> a validated config.
+
+    `--help` lists the fields of `cls` from their docstrings, plus `--config` and `--version` (handled by
+    `posttrain.cli.main`); a parse error becomes one line (`one_line_parse_error`)."""
     import tyro
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -358,12 +377,24 @@ def parse_config(cls: type[T], argv: list[str] | None = None, prog: str | None =
             default = from_dict(cls, raw)
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
-    description = (cls.__doc__ or "") + "\n\nAll options may also be given in a YAML/TOML file with --config FILE."
+    if default is None:
+        with contextlib.suppress(TypeError):  # a config with a required field (data pairs' output) has no default
+            default = cls()
+    # The command's own fields at the top level (no prefix), with --config and --version beside them in --help.
+    given = {} if default is None else {"default_factory": lambda: default}
+    command = dataclasses.make_dataclass(cls.__name__, [
+        ("options", typing.Annotated[cls, tyro.conf.arg(name="")], field(**given)),
+        ("config", typing.Annotated[str | None, tyro.conf.arg(metavar="FILE", help=CONFIG_HELP)], None),
+        ("version", typing.Annotated[bool, tyro.conf.FlagCreatePairsOff,
+                                     tyro.conf.arg(help="Print posttrain's version and exit.")], False),
+    ])
+    paragraphs = _paragraphs(cls.__doc__ or "").split("\n\n")
+    description = "\n\n".join(textwrap.fill(p, HELP_WIDTH) for p in paragraphs)
     printed = io.StringIO()  # tyro draws its parse errors as a multi-line box; we report one line
     failed = False
     try:
-        with contextlib.redirect_stderr(printed):
-            return tyro.cli(cls, args=argv, default=default, prog=prog, description=description)
+        with contextlib.redirect_stderr(printed), _help_layout():
+            return tyro.cli(command, args=argv, prog=prog, description=description).options
     except SystemExit as e:
         failed = e.code not in (0, None)
         if failed:
@@ -374,11 +405,47 @@ def parse_config(cls: type[T], argv: list[str] | None = None, prog: str | None =
             sys.stderr.write(printed.getvalue())
 
 
+def _paragraphs(doc: str) -> str:
+    """A docstring with its single line breaks made spaces; blank lines still separate paragraphs."""
+    return "\n\n".join(" ".join(p.split()) for p in re.split(r"\n\s*\n", doc.strip()))
+
+
+@contextlib.contextmanager
+def _help_layout():
+    """While tyro builds the parser: field docstrings read as `_paragraphs` (tyro keeps a line break before
+    every docstring line that starts with a non-letter, such as a backtick), and a terminal at most HELP_WIDTH
+    wide (one column of option groups; tyro asks `shutil.get_terminal_size`, which reads $COLUMNS first)."""
+    import shutil
+
+    from tyro import _docstrings
+
+    original = _docstrings.get_field_docstring
+
+    def field_docstring(*args: Any) -> str | None:
+        doc = original(*args)
+        return _paragraphs(doc) if doc else doc
+
+    columns = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = str(min(shutil.get_terminal_size().columns, HELP_WIDTH))
+    _docstrings.get_field_docstring = field_docstring
+    try:
+        yield
+    finally:
+        _docstrings.get_field_docstring = original
+        if columns is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = columns
+
+
 def one_line_parse_error(box: str, prog: str) -> str:
-    """tyro's error box -> `Error parsing --optim.lr: ... (did you mean --optim.lr?); see PROG --help`.
+    """tyro's error box -> one line: `Error parsing --optim.lr: ...; see PROG --help`, or for options tyro does
+    not know `unrecognized option --optim.max-step (did you mean --optim.max-steps?); see PROG --help`.
 
     The box is a title line, then sections between horizontal rules (drawn with `─`, or `-` when stdout
-    is not UTF-8); the first section is the error, a "Perhaps you meant:" section names the closest option."""
+    is not UTF-8); the first section is the error. For unknown options it lists them with their values
+    (`--optim.max-step, 5`), and a "Perhaps you meant:" (one unknown option) or "Arguments similar to
+    --X:" section names the closest known option of each."""
     plain = re.sub(r"\x1b\[[0-9;]*m", "", box)  # colour codes, when stdout is a terminal
     lines = [line.strip(" │|╭╮╰╯+").strip() for line in plain.splitlines()]
     lines = [line for line in lines if line][1:]  # [0] is the title
@@ -390,9 +457,20 @@ def one_line_parse_error(box: str, prog: str) -> str:
             sections[-1].append(line)
     sections = [section for section in sections if section]
     message = (" ".join(sections[0]) if sections else " ".join(plain.split())).rstrip(".")
+    suggestions: dict[str | None, str] = {}  # unknown option (None: the only one) -> closest known option
     for section in sections[1:]:
-        if len(section) > 1 and section[0] == "Perhaps you meant:":
-            message += f" (did you mean {section[1].split()[0]}?)"
+        similar = re.fullmatch(r"Arguments similar to (\S+):", section[0])
+        if len(section) > 1 and (section[0] == "Perhaps you meant:" or similar):
+            suggestions[similar.group(1) if similar else None] = section[1].split()[0]
+    unknown = re.fullmatch(r"Unrecognized options?: (.*)", message)
+    if unknown:
+        names = [a.split("=", 1)[0] for a in unknown.group(1).split(", ") if a.startswith("-")]  # values dropped
+        if len(names) == 1 and None in suggestions:
+            suggestions[names[0]] = suggestions[None]
+        named = [f"{n} (did you mean {suggestions[n]}?)" if n in suggestions else n for n in names]
+        message = f"unrecognized option{'s' if len(names) > 1 else ''} {', '.join(named)}" if names else message
+    elif None in suggestions:
+        message += f" (did you mean {suggestions[None]}?)"
     return f"{message or 'cannot parse the command line'}; see {prog} --help"
 
 
@@ -400,25 +478,42 @@ def to_jsonable(cfg: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
 
 
-def reference_markdown(classes: list[type]) -> str:
-    """The config reference page: every field of every config, from the same docstrings `--help` shows."""
-    import inspect
-
+def reference_markdown(commands: dict[str, type]) -> str:
+    """The config reference page: for each command, every option with THAT command's default (a recipe's
+    OptimConfig has its own lr and warmup), from the same docstrings `--help` shows."""
     from tyro._docstrings import get_field_docstring  # tyro's own reader of attribute docstrings
 
-    lines = ["# Configuration reference", "", "Generated by `make docs` (`posttrain.cli.config_reference`); do not edit by hand.", ""]
-    for cls in classes:
-        lines += [f"## `{cls.__name__}`", "", inspect.cleandoc(cls.__doc__ or ""), "", "| field | type | default | meaning |", "|---|---|---|---|"]
+    lines = ["# Configuration reference", "",
+             "Generated by `make docs` (`posttrain.cli.config_reference`); do not edit by hand. Each command lists "
+             "its own defaults: the same sub-config (`--optim.*`, `--run.*`) has different ones in different "
+             "commands. A file given with `--config` uses the same names, nested by section (`optim: {max-steps: 5}`"
+             "; `max_steps` works too).", ""]
+
+    def default(f: dataclasses.Field) -> Any:
+        if f.default is not dataclasses.MISSING:
+            return f.default
+        return f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING
+
+    def table(cls: type, obj: Any, prefix: str, title: str) -> list[str]:
+        """`obj`: the command's default sub-config (None at the top, where each field's own default is read)."""
+        rows = ["| option | type | default | meaning |", "|---|---|---|---|"]
+        nested = []
         for f in dataclasses.fields(cls):
-            if f.default is not dataclasses.MISSING:
-                default = repr(f.default)
-            elif f.default_factory is not dataclasses.MISSING:
-                d = f.default_factory()
-                default = f"`{type(d).__name__}`" if dataclasses.is_dataclass(d) else repr(d)
-            else:
-                default = "required"
+            value = default(f) if obj is None else getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                nested.append((f.name, value))
+                continue
+            option = f"--{prefix}{f.name}".replace("_", "-")
             doc = " ".join((get_field_docstring(cls, f.name, ()) or "").split())
             ftype = str(f.type).replace("|", "\\|")
-            lines.append(f"| `{f.name}` | `{ftype}` | {default} | {doc} |")
-        lines.append("")
+            shown = "required" if value is dataclasses.MISSING else f"`{value!r}`"
+            rows.append(f"| `{option}` | `{ftype}` | {shown} | {doc} |")
+        out = [title, "", _paragraphs(cls.__doc__ or ""), ""] + (rows + [""] if len(rows) > 2 else [])
+        for name, value in nested:
+            sub_title = f"### `--{prefix}{name}.*` ({type(value).__name__})".replace("_", "-")
+            out += table(type(value), value, f"{prefix}{name}.", sub_title)
+        return out
+
+    for command, cls in commands.items():
+        lines += table(cls, None, "", f"## `{command}` ({cls.__name__})")
     return "\n".join(lines)

@@ -31,6 +31,11 @@ from posttrain.config import DataConfig, ModelConfig, OptimConfig, RunConfig
 TASK = "builtin:arithmetic?ops=+&digits=2&pad=0.7"
 HELDOUT = "builtin:arithmetic/heldout?ops=+&digits=2&pad=0.7"
 RATER = "concise"
+# The pair, RM and DPO stages read what the SFT policy sampled: a prompt (~20 tokens) and up to SAMPLED_TOKENS
+# tokens, which a 64-token limit did not always hold (a shortened SFT run rambles to the limit). 128 holds them;
+# a pair that still did not fit would be skipped and counted, not stop the demo.
+SAMPLED_TOKENS = 48
+PAIR_MAX_LENGTH = 128
 
 
 @dataclass
@@ -67,6 +72,13 @@ class StageResult:
     value: float = float("nan")  # the stage's headline number (accuracy, win rate, ...) for tests and reports
 
 
+def last_logged(run_dir: Path, key: str) -> float:
+    """The run's last logged value of `key`; NaN when none was (a shortened demo may hold out no pair)."""
+    from posttrain.training.metrics import read_metrics
+
+    return next((m[key] for m in reversed(read_metrics(run_dir)) if key in m), float("nan"))
+
+
 def sft_stage(cfg: DemoConfig) -> tuple[StageResult, Path]:
     from posttrain.recipes.sft import SFTConfig, SFTDataConfig, train
 
@@ -83,9 +95,8 @@ def sft_stage(cfg: DemoConfig) -> tuple[StageResult, Path]:
                       eval_every=0, progress=cfg.progress),
     )
     run_dir = train(sft_cfg)
-    from posttrain.training.metrics import read_metrics
 
-    eval_loss = [m["eval/loss"] for m in read_metrics(run_dir) if "eval/loss" in m][-1]
+    eval_loss = last_logged(run_dir, "eval/loss")
     return StageResult("SFT (tiny Llama, 2-digit addition)", f"held-out loss {eval_loss:.3f}",
                        time.perf_counter() - t0, run_dir, eval_loss), run_dir / "final"
 
@@ -114,7 +125,7 @@ def pairs_stage(cfg: DemoConfig, sft_model: Path) -> tuple[StageResult, Path]:
     stats = make_pairs(PairsConfig(
         output=str(out), model=ModelConfig(name=str(sft_model)), prompts=TASK, k=4, rater=RATER, noise=0.0,
         limit=cfg.pair_prompts, seed=cfg.seed, overwrite=True, progress=cfg.progress,
-        sampling=SamplingParams(temperature=1.0, max_new_tokens=48),
+        sampling=SamplingParams(temperature=1.0, max_new_tokens=SAMPLED_TOKENS),
     ))
     text = f"{stats.written} pairs from {stats.prompts} prompts (rater '{RATER}'; {stats.ties + stats.identical} tied)"
     return StageResult("Preferences: 4 samples/prompt, simulated rater", text, time.perf_counter() - t0, out.parent,
@@ -123,34 +134,34 @@ def pairs_stage(cfg: DemoConfig, sft_model: Path) -> tuple[StageResult, Path]:
 
 def rm_stage(cfg: DemoConfig, sft_model: Path, pairs: Path) -> StageResult:
     from posttrain.recipes.reward_model import RewardModelConfig, train
-    from posttrain.training.metrics import read_metrics
 
     t0 = time.perf_counter()
     run_dir = train(RewardModelConfig(
-        model=ModelConfig(name=str(sft_model)), data=DataConfig(train=str(pairs), max_length=64),
+        model=ModelConfig(name=str(sft_model)),
+        data=DataConfig(train=str(pairs), max_length=PAIR_MAX_LENGTH, truncation="skip"),
         optim=OptimConfig(lr=3e-4, warmup_steps=10, batch_size=16, max_steps=cfg.rm_steps),
         run=RunConfig(name="rm", output_dir=cfg.output_dir, seed=cfg.seed, overwrite=True, log_every=25,
                       progress=cfg.progress),
     ))
-    acc = [m["eval/accuracy"] for m in read_metrics(run_dir) if "eval/accuracy" in m][-1]
+    acc = last_logged(run_dir, "eval/accuracy")
     return StageResult("Reward model (Bradley-Terry)", f"held-out pair accuracy {acc:.1%}", time.perf_counter() - t0,
                        run_dir, acc)
 
 
 def dpo_stage(cfg: DemoConfig, sft_model: Path, pairs: Path) -> tuple[StageResult, Path]:
     from posttrain.recipes.dpo import DPOConfig, PreferenceConfig, PreferenceDataConfig, train
-    from posttrain.training.metrics import read_metrics
 
     t0 = time.perf_counter()
     run_dir = train(DPOConfig(
-        model=ModelConfig(name=str(sft_model)), data=PreferenceDataConfig(train=str(pairs), max_length=64),
+        model=ModelConfig(name=str(sft_model)),
+        data=PreferenceDataConfig(train=str(pairs), max_length=PAIR_MAX_LENGTH, truncation="skip"),
         optim=OptimConfig(lr=3e-4, warmup_steps=10, batch_size=16, max_steps=cfg.dpo_steps),
         run=RunConfig(name="dpo", output_dir=cfg.output_dir, seed=cfg.seed, overwrite=True, log_every=25,
                       progress=cfg.progress),
         # the NLL term on chosen answers (RPO) keeps their likelihood from sinking while margins grow
         dpo=PreferenceConfig(beta=0.1, nll_coef=1.0),
     ))
-    acc = [m["eval/rewards/accuracies"] for m in read_metrics(run_dir) if "eval/rewards/accuracies" in m][-1]
+    acc = last_logged(run_dir, "eval/rewards/accuracies")
     return StageResult("DPO from the SFT policy", f"held-out implicit-reward accuracy {acc:.1%}",
                        time.perf_counter() - t0, run_dir, acc), run_dir / "final"
 

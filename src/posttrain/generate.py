@@ -1,6 +1,8 @@
 """`posttrain generate`: sample completions for prompts with the built-in sampler.
 
-Reads any prompt source `load_records` understands (a row with a `prompt` field is enough), samples
+Reads any prompt source `load_records` understands (a row with a `prompt` field is enough; a conversation
+row, `messages`, is prompted with its turns before its last assistant turn, or all of them when the last
+turn is the user's), or one prompt given inline with `--prompt`, samples
 `n` completions per prompt with `ModelSampler`, and prints a table or writes JSONL. Each JSONL line
 is a prompt-completion record (TRL field names, so `posttrain sft` can train on it) plus
 `finish_reason`, `num_tokens`, `sample` (0..n-1) and the prompt's other fields under `reference`.
@@ -13,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from posttrain.config import SamplingCommandConfig, check
-from posttrain.data.records import Prompt
+from posttrain.data.records import Conversation, Prompt, parse_record
+from posttrain.errors import DataError
 from posttrain.files import write_jsonl
 from posttrain.sampling.sampler import Rollout
 
@@ -25,7 +28,10 @@ class GenerateConfig(SamplingCommandConfig):
 
     prompts: str = "builtin:arithmetic/heldout"
     """Prompts: a JSONL/JSON/CSV/Parquet file, a `datasets.save_to_disk` directory or `builtin:NAME`. Any
-    row with a `prompt` field works; its other fields are kept as the reference."""
+    row with a `prompt` field works; its other fields are kept as the reference. A conversation row (`messages`)
+    is prompted with every turn before its last assistant turn, or with all turns when the last is the user's."""
+    prompt: str | None = None
+    """One prompt, inline (`--prompt "What is 2+3?"`), sent as the user's turn; it replaces `prompts`."""
     n: int = 1
     """Completions per prompt."""
     limit: int | None = 8
@@ -43,7 +49,10 @@ def generate(cfg: GenerateConfig) -> list[dict[str, Any]]:
     from posttrain.models.load import load_model, resolve_device
     from posttrain.sampling.sampler import ModelSampler, sample_messages
 
-    records = load_records(cfg.prompts, accept=(Prompt,), limit=cfg.limit)
+    if cfg.prompt is not None:
+        records = [parse_record({"prompt": cfg.prompt}, accept=(Prompt,))]
+    else:
+        records = [as_prompt(r) for r in load_records(cfg.prompts, accept=(Prompt, Conversation), limit=cfg.limit)]
     model, tokenizer = load_model(cfg.model, resolve_device(cfg.device))
     sampler = ModelSampler(model, tokenizer, batch_size=cfg.batch_size, progress=cfg.progress)
     rollout = sample_messages(sampler, records, tokenizer, cfg.n, cfg.sampling)
@@ -54,6 +63,19 @@ def generate(cfg: GenerateConfig) -> list[dict[str, Any]]:
         write_jsonl(rows, cfg.output)
         print(f"wrote {len(rows)} completions to {cfg.output}", file=sys.stderr)
     return rows
+
+
+def as_prompt(record: Prompt | Conversation) -> Prompt:
+    """A conversation as the prompt a model answers: its turns before the last assistant turn (the model writes
+    that turn again), or all of them when the last turn is the user's."""
+    if isinstance(record, Prompt):
+        return record
+    turns = record.messages
+    if turns[-1].role != "user":
+        turns = turns[: max(i for i, m in enumerate(turns) if m.role == "assistant")]
+    if not turns:
+        raise DataError("a conversation that opens with the assistant's turn leaves no prompt to answer")
+    return Prompt(turns)
 
 
 def completion_rows(records: list[Prompt], rollout: Rollout) -> list[dict[str, Any]]:

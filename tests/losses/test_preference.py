@@ -45,6 +45,33 @@ def test_dpo_worked_example_loss_and_metrics():
     assert not any(value.requires_grad for value in metrics.values())
 
 
+def test_accuracy_counts_float_noise_as_a_tie():
+    """β = 0.1, TIE_RTOL = 1e-4. Each pair's margin must beat 1e-4 · 0.1 · (|πc| + |refc| + |πr| + |refr|).
+    Pair 1: the policy is the reference up to rounding: πc = -20 + 2e-6, refc = -20, πr = refr = -30.
+      margin = 0.1 · 2e-6 = 2e-7; tolerance = 1e-5 · (20 + 20 + 30 + 30) = 1e-3: a tie, not a win.
+    Pair 2: πc = -19.98 (h = 0.02): margin = 2e-3 > 1e-5 · (19.98 + 20 + 60) = 9.998e-4: a win.
+    Pair 3: πc = -20.02 (h = -0.02): a loss. accuracies = 1/3; TRL's `margin > 0` would count pair 1: 2/3."""
+    from posttrain.losses.preference import TIE_RTOL
+
+    assert TIE_RTOL == 1e-4
+    dt = torch.float64  # -20 + 2e-6 is not a float32 number
+    policy_chosen = torch.tensor([-20 + 2e-6, -19.98, -20.02], dtype=dt)
+    ref_chosen = torch.full((3,), -20.0, dtype=dt)
+    rejected = torch.full((3,), -30.0, dtype=dt)
+    _, metrics = dpo_loss(policy_chosen, rejected, ref_chosen, rejected.clone(), beta=0.1)
+    assert metrics["rewards/accuracies"].item() == pytest.approx(1 / 3)
+    _, metrics = ipo_loss(policy_chosen, rejected, ref_chosen, rejected.clone(), beta=0.1)
+    assert metrics["rewards/accuracies"].item() == pytest.approx(1 / 3)
+
+
+def test_simpo_accuracy_tolerance_scales_with_the_average_logps():
+    """β = 2: margin 2·(avg_c - avg_r) must beat 1e-4 · 2 · (|avg_c| + |avg_r|).
+    avg_c = -1 + 1e-6, avg_r = -1: margin 2e-6 < 4e-4, a tie; avg_c = -0.99: margin 0.02 > 3.98e-4, a win."""
+    _, metrics = simpo_loss(torch.tensor([-1 + 1e-6, -0.99], dtype=torch.float64),
+                            torch.tensor([-1.0, -1.0], dtype=torch.float64), beta=2.0)
+    assert metrics["rewards/accuracies"].item() == 0.5
+
+
 def test_dpo_loss_is_the_batch_mean():
     """Pair 1 is the worked example (0.598139); pair 2 has policy = reference (log 2 = 0.693147).
     Mean = (0.598139 + 0.693147) / 2 = 0.645643; accuracies = 1/2."""

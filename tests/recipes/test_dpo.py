@@ -59,11 +59,14 @@ def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 def test_dpo_starts_at_log2_then_learns_the_preference(tmp_path):
     """Step 1: the policy is the reference, so h = 0 for every pair and the loss is -log σ(0) = log 2 with
-    zero rewards. After 30 steps the chosen answers are preferred on held-out pairs too."""
+    zero rewards, and no pair is a win: the cached reference log-probs came from another batch layout, so the
+    margins are float noise, which rewards/accuracies counts as ties (it logged 0.25 when it counted margin > 0).
+    After 30 steps the chosen answers are preferred on held-out pairs too."""
     run = train(cfg_for(tmp_path, pairs_file(tmp_path / "p.jsonl"), "a", max_steps=30))
     rows = train_rows(run)
     assert rows[0]["train/loss"] == pytest.approx(LOG2, abs=1e-5)
     assert rows[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-5)
+    assert rows[0]["rewards/accuracies"] == 0.0
     assert {"rewards/chosen", "rewards/rejected", "rewards/accuracies", "logps/chosen", "logps/rejected",
             "train/grad_norm", "train/lr"} <= rows[0].keys()
     late = rows[-10:]
@@ -73,6 +76,17 @@ def test_dpo_starts_at_log2_then_learns_the_preference(tmp_path):
     assert held_out["eval/rewards/margins"] > 0 and held_out["eval/loss"] < LOG2
     assert held_out["eval/rewards/accuracies"] >= 0.75
     assert (run / REFERENCE_CACHE).is_file() and (run / "final" / "model.safetensors").is_file()
+
+
+def test_step_1_accuracy_is_0_despite_float_noise(tmp_path):
+    """Two rows per pair (no prompt sharing) against reference log-probs cached from length-sorted batches: at
+    step 1 the policy is the reference, but its margins are float32 rounding (~1e-7 here), and `margin > 0`
+    counted a quarter of them as wins (0.25). With the tie tolerance (losses/preference.py::TIE_RTOL) none is."""
+    cfg = cfg_for(tmp_path, pairs_file(tmp_path / "p.jsonl", n=64), "noise", max_steps=1)
+    cfg.data.share_prompt = False
+    first = train_rows(train(cfg))[0]
+    assert first["rewards/margins"] == pytest.approx(0.0, abs=1e-5)
+    assert first["rewards/accuracies"] == 0.0
 
 
 def test_online_reference_is_exactly_the_policy_at_start_and_trains_like_precompute(tmp_path):

@@ -38,3 +38,17 @@ def test_weight_decay_only_on_matrices():
     assert all(p.ndim == 2 for p in decayed["params"]) and len(decayed["params"]) == 1
     assert all(p.ndim == 1 for p in plain["params"]) and len(plain["params"]) == 3
     assert math.isclose(opt.param_groups[0]["lr"], 1e-3)
+
+
+def test_a_run_that_ends_in_warmup_is_warned_about_once(caplog):
+    """max_steps 5 <= warmup_steps 20: the lr reaches 5/20 = 25% of optim.lr and never decays. 21 steps: no warning."""
+    from posttrain.training.optim import build_scheduler
+
+    model = torch.nn.Linear(2, 2)
+    cfg = OptimConfig(warmup_steps=20, max_steps=5)
+    with caplog.at_level("WARNING", logger="posttrain.training.optim"):
+        build_scheduler(build_optimizer(model, cfg), 5, cfg)
+        build_scheduler(build_optimizer(model, cfg), 21, cfg)
+    assert [r.getMessage() for r in caplog.records] == [
+        "warning: the run has 5 optimizer steps and optim.warmup_steps=20, so it ends in warm-up (the learning rate "
+        "reaches 25% of optim.lr and never decays); lower --optim.warmup-steps or raise --optim.max-steps"]

@@ -13,7 +13,7 @@ from posttrain.eval.accuracy import AccuracyResult, evaluate_accuracy, task_rewa
 @dataclass
 class EvalConfig(SamplingCommandConfig):
     """Accuracy of a model on prompts with reference answers, scored by the task's reward; greedy decoding
-    unless `--sampling.temperature` says otherwise."""
+    unless `--sampling.temperature` says otherwise (`posttrain generate` samples at temperature 1)."""
 
     task: str = "builtin:arithmetic/heldout"
     """Prompts with reference fields (e.g. `answer`): a file or `builtin:NAME/heldout`."""

@@ -9,7 +9,8 @@ Symbols used throughout, per preference pair (x, y_c chosen, y_r rejected):
                 average log-likelihood (SimPO)
 
 Each function returns (loss averaged over the batch, metrics of detached scalars). Metric names
-follow TRL so that logs compare side by side.
+follow TRL so that logs compare side by side; rewards/accuracies counts a pair only when its margin
+beats float noise (TIE_RTOL), so that a policy equal to its reference scores 0, not a coin flip.
 """
 
 from __future__ import annotations
@@ -24,21 +25,38 @@ def _check_same_shape(**tensors: torch.Tensor) -> None:
         raise ValueError(f"expected 1-D tensors of one shape (B,), got {shapes}")
 
 
+# A pair counts as a win in rewards/accuracies only when its reward margin exceeds this fraction of the magnitudes
+# the margin is computed from (β·(|πc| + |refc| + |πr| + |refr|), or β·(|avg_c| + |avg_r|) for SimPO). At step 1
+# the policy IS the reference, yet its log-probs, computed in another batch layout than the cached reference's,
+# differ by float32 rounding (~1e-6 relative); such margins are ties, and a tie is not a win. 1e-4 leaves a wide
+# berth above float32 rounding (a bfloat16 policy's rounding, ~1e-2 relative, is not covered) while any margin
+# training makes is far larger.
+TIE_RTOL = 1e-4
+
+
 def _reward_metrics(
     chosen_rewards: torch.Tensor,
     rejected_rewards: torch.Tensor,
     policy_chosen_logps: torch.Tensor,
     policy_rejected_logps: torch.Tensor,
+    scale: torch.Tensor,
 ) -> dict[str, torch.Tensor]:
+    """TRL's metrics; `scale` (B,) is the magnitude of each pair's margin terms, for the tie tolerance TIE_RTOL."""
     chosen_rewards, rejected_rewards = chosen_rewards.detach(), rejected_rewards.detach()
+    margins = chosen_rewards - rejected_rewards  # (B,)
     return {
         "rewards/chosen": chosen_rewards.mean(),
         "rewards/rejected": rejected_rewards.mean(),
-        "rewards/margins": (chosen_rewards - rejected_rewards).mean(),
-        "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean(),
+        "rewards/margins": margins.mean(),
+        "rewards/accuracies": (margins > TIE_RTOL * scale.detach()).float().mean(),
         "logps/chosen": policy_chosen_logps.detach().mean(),
         "logps/rejected": policy_rejected_logps.detach().mean(),
     }
+
+
+def _magnitude(beta: float, *logps: torch.Tensor) -> torch.Tensor:
+    """β·Σ|logps| per pair (B,): the scale of a margin computed from these log-probs."""
+    return beta * sum(t.detach().abs() for t in logps)
 
 
 def dpo_loss(
@@ -71,7 +89,8 @@ def dpo_loss(
         -(1 - label_smoothing) * F.logsigmoid(scaled_margin)  # arXiv:2305.18290 eq. 7
         - label_smoothing * F.logsigmoid(-scaled_margin)  # cDPO: the label may be flipped
     )  # (B,)
-    metrics = _reward_metrics(chosen_rewards, rejected_rewards, policy_chosen_logps, policy_rejected_logps)
+    scale = _magnitude(beta, policy_chosen_logps, ref_chosen_logps, policy_rejected_logps, ref_rejected_logps)
+    metrics = _reward_metrics(chosen_rewards, rejected_rewards, policy_chosen_logps, policy_rejected_logps, scale)
     return losses.mean(), metrics
 
 
@@ -100,8 +119,9 @@ def ipo_loss(
     rejected_logratios = policy_rejected_logps - ref_rejected_logps  # (B,)
     h = chosen_logratios - rejected_logratios  # (B,)
     losses = (h - 1 / (2 * beta)) ** 2  # arXiv:2310.12036 eq. 17
+    scale = _magnitude(beta, policy_chosen_logps, ref_chosen_logps, policy_rejected_logps, ref_rejected_logps)
     metrics = _reward_metrics(
-        beta * chosen_logratios, beta * rejected_logratios, policy_chosen_logps, policy_rejected_logps
+        beta * chosen_logratios, beta * rejected_logratios, policy_chosen_logps, policy_rejected_logps, scale
     )
     return losses.mean(), metrics
 
@@ -129,6 +149,7 @@ def simpo_loss(
     gamma = gamma_beta_ratio * beta
     losses = -F.logsigmoid(chosen_rewards - rejected_rewards - gamma)  # arXiv:2405.14734 eq. 6
     metrics = _reward_metrics(
-        chosen_rewards, rejected_rewards, policy_chosen_avg_logps, policy_rejected_avg_logps
+        chosen_rewards, rejected_rewards, policy_chosen_avg_logps, policy_rejected_avg_logps,
+        _magnitude(beta, policy_chosen_avg_logps, policy_rejected_avg_logps),
     )
     return losses.mean(), metrics

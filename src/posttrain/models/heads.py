@@ -37,10 +37,16 @@ import torch
 from posttrain.config import ModelConfig
 from posttrain.errors import ModelError
 from posttrain.files import write_dir_atomic
-from posttrain.models.load import load_tokenizer, resolve_dtype, resolve_model_dir
+from posttrain.models.load import (
+    REWARD_MODEL_MARKER,
+    enable_gradient_checkpointing,
+    load_tokenizer,
+    resolve_dtype,
+    resolve_model_dir,
+)
 from posttrain.models.lora import apply_lora, is_lora, merged_copy
 
-MARKER_FILE = "reward_model.json"
+MARKER_FILE = REWARD_MODEL_MARKER
 HEAD = "score"  # transformers' name for the scalar head of *ForSequenceClassification models
 
 
@@ -153,6 +159,8 @@ def load_reward_model(cfg: ModelConfig, device: torch.device | str = "cpu", seed
     classifier, _ = load_classifier(path, resolve_dtype(cfg.dtype, device), seed)
     if classifier.config.pad_token_id is None:  # transformers' own pooling needs it to batch
         classifier.config.pad_token_id = tokenizer.pad_token_id
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(classifier)
     if cfg.lora_r > 0:
         classifier = apply_reward_lora(classifier, cfg)
     return RewardModel(classifier).to(device), tokenizer

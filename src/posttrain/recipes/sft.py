@@ -44,7 +44,10 @@ from posttrain.training.loop import (
 from posttrain.training.metrics import check_trackers
 from posttrain.training.optim import build_optimizer, build_scheduler
 from posttrain.training.rundir import check_run_dir, resume_config, run_finished, run_path
+from posttrain.training.summary import print_summary
 
+# The held-out figures printed when training ends (training/summary.py), formatted.
+SUMMARY = {"eval/loss": "held-out loss {:.3f}"}
 SFT_KINDS = (Conversation, PromptCompletion, Text)
 
 
@@ -55,14 +58,12 @@ class SFTDataConfig(DataConfig):
     eval_fraction: float = 0.0
     bucket_by_length: bool = False
     """Group examples of similar length into the same optimizer step. Off for SFT: padding-free rows compute no
-    pad token, so grouping gains little (0-12% tokens/s in bench/sft.py's runs), and where length goes with the
-    kind of example (bare vs worked answers there) each step then holds one kind, which learned worse (held-out
-    loss 2.23 vs 0.84 after 80 steps on mixed lengths). With padded rows (`--data.no-padding-free`) it pads less."""
+    pad token, so it gains little speed, and where length goes with the kind of example each step then holds
+    one kind, which learned worse (figures in docs/algorithms/sft.md). With `--data.no-padding-free` it pads less."""
     padding_free: bool = True
     """Put all examples of a micro-batch in ONE row, back to back, so that no pad token is computed; attention
-    stays inside each example (models/attention.py: varlen attention on position_ids, no (N, N) mask). The
-    loss is the same as with padded rows. Used when the model runs sdpa attention (the default), else padded
-    rows. With `packing`, rows of max_length are used instead, with the same attention."""
+    stays inside each example. The loss is the same as with padded rows. Used when the model runs sdpa attention
+    (the default), else padded rows. With `packing`, rows of max_length are used instead, with the same attention."""
 
 
 @dataclass
@@ -146,7 +147,8 @@ def _train(cfg: SFTConfig, d: Dist) -> Path:
                      model, optimizer, scheduler)
 
     # -- save --------------------------------------------------------------------------------
-    return finish_run(run, model, tokenizer)
+    finish_run(run, model, tokenizer)
+    return print_summary(run.dir, "sft", SUMMARY, cfg.run.progress and d.is_main)
 
 
 def evaluate_loss(model: torch.nn.Module, examples: list[Example], batch_size: int, pad_id: int, d: Dist,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
 
 from posttrain.config import OptimConfig
+
+log = logging.getLogger(__name__)
 
 
 def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
@@ -36,4 +39,17 @@ def lr_factor(step: int, total_steps: int, cfg: OptimConfig) -> float:
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, cfg: OptimConfig):
+    """The warmup + decay schedule over `total_steps`; warns (one line, main process) when it ends in warm-up."""
+    if total_steps <= cfg.warmup_steps and _is_main():
+        log.warning(warmup_warning(total_steps, cfg.warmup_steps))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, cfg))
+
+
+def warmup_warning(total_steps: int, warmup_steps: int) -> str:
+    return (f"warning: the run has {total_steps} optimizer steps and optim.warmup_steps={warmup_steps}, so it ends "
+            f"in warm-up (the learning rate reaches {min(1.0, total_steps / warmup_steps):.0%} of optim.lr and never "
+            "decays); lower --optim.warmup-steps or raise --optim.max-steps")
+
+
+def _is_main() -> bool:
+    return not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
