@@ -48,13 +48,19 @@ class ModelConfig:
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     """Parameter dtype. `auto` is float32 on CPU (bf16 is ~10x slower on CPUs without AMX) and bfloat16 on GPU."""
     lora_r: int = 0
-    """LoRA rank (arXiv:2106.09685). 0 trains every weight; > 0 trains adapters and merges them on save."""
+    """LoRA rank (arXiv:2106.09685). 0 trains every weight; > 0 trains adapters (saved as `lora_save` says)."""
     lora_alpha: int = 16
     """LoRA scaling numerator: the update is scaled by lora_alpha / lora_r."""
     lora_dropout: float = 0.0
     """Dropout on the LoRA input."""
     lora_target_modules: str = "all-linear"
     """Comma-separated module names to adapt (e.g. `q_proj,v_proj`), or `all-linear`."""
+    lora_save: Literal["merged", "adapter"] = "merged"
+    """What a LoRA run's final/ holds: `merged`, a plain model any transformers user loads (the size of the
+    base); or `adapter`, only the adapter weights and the tokenizer (a few MB), whose adapter_config.json
+    names the base model. posttrain loads an adapter directory anywhere a model is asked for (the base with
+    the adapter merged in, cached once); peft's AutoPeftModelForCausalLM loads it too. Reward models are
+    always saved merged."""
     gradient_checkpointing: bool = False
     """Recompute each layer's activations in the backward pass instead of keeping them: less memory for larger
     models or longer sequences, about a third more compute per step; the loss and gradients are the same."""
@@ -64,6 +70,8 @@ class ModelConfig:
         check(self.lora_r >= 0, "model.lora_r", "must be >= 0 (0 disables LoRA)", self.lora_r)
         check(self.lora_alpha > 0, "model.lora_alpha", "must be > 0", self.lora_alpha)
         check(0.0 <= self.lora_dropout < 1.0, "model.lora_dropout", "must be in [0, 1)", self.lora_dropout)
+        check(self.lora_save == "merged" or self.lora_r > 0, "model.lora_save",
+              "'adapter' saves LoRA adapters, so it needs model.lora_r > 0", self.lora_save)
 
 
 @dataclass

@@ -78,3 +78,38 @@ def test_merged_save_loads_with_plain_transformers(isolated_cache, tmp_path):
     assert is_lora(model)  # merged into a copy: the caller's model keeps training with its adapters
     torch.testing.assert_close(logits_of(model), expected, rtol=0, atol=0)
     assert [p.name for p in tmp_path.iterdir()] == ["final"]  # no temporary directories left behind
+
+
+def test_adapter_save_is_small_and_loads_as_the_merged_model(isolated_cache, tmp_path):
+    """--model.lora-save adapter: final/ holds the adapter and tokenizer only, names its base `tiny`, and
+    still loads (moved elsewhere) as exactly the model that trained, for a policy and for a reward model."""
+    import json
+    import shutil
+
+    from posttrain.models.heads import load_reward_model
+    from posttrain.models.load import load_tokenizer, save_model
+
+    cfg = ModelConfig(name="tiny", lora_r=4, lora_save="adapter")
+    model, tokenizer = load_model(cfg)
+    one_step(model)
+    expected = logits_of(model)
+    save_model(model, tokenizer, tmp_path / "final", cfg)
+    names = {p.name for p in (tmp_path / "final").iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json"} <= names
+    assert "model.safetensors" not in names and "config.json" not in names
+    assert json.loads((tmp_path / "final" / "adapter_config.json").read_text())["base_model_name_or_path"] == "tiny"
+    moved = tmp_path / "elsewhere" / "sft-adapter"
+    shutil.move(tmp_path / "final", moved)
+    reloaded, _ = load_model(ModelConfig(name=str(moved)))
+    torch.testing.assert_close(logits_of(reloaded.eval()), expected, rtol=0, atol=1e-5)
+    assert not torch.equal(expected, logits_of(load_model(ModelConfig(name="tiny"))[0]))  # the adapter mattered
+    assert load_tokenizer(str(moved)).get_vocab() == tokenizer.get_vocab()
+    rm, _ = load_reward_model(ModelConfig(name=str(moved)))  # a reward model can start from it too
+    assert rm is not None
+
+
+def test_adapter_save_needs_lora():
+    from posttrain.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="lora_save='adapter'.*lora_r > 0"):
+        ModelConfig(name="tiny", lora_save="adapter")

@@ -218,3 +218,23 @@ def test_nan_guard_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_
     step_dir = Path(str(e.value).split("last good checkpoint is ")[1].split(";")[0])
     assert (step_dir / "trainable.safetensors").is_file() and (step_dir / "state.json").is_file()
     assert not (tmp_path / "nan" / "final").exists()
+
+
+def test_lora_adapter_save_writes_only_the_adapter_and_loads_by_its_path(tmp_path):
+    """--model.lora-save adapter: final/ is peft's adapter (tens of KB for tiny, not the merged MB), a later
+    command loads it by its path, and rm refuses the option up front (it saves its head merged)."""
+    from posttrain.errors import ConfigError
+    from posttrain.models.load import load_model
+    from posttrain.recipes.reward_model import RewardModelConfig
+
+    cfg = cfg_for(tmp_path, chats(tmp_path / "d.jsonl"), "adapter", max_steps=2)
+    cfg.model = ModelConfig(name="tiny", lora_r=4, lora_save="adapter")
+    final = train(cfg) / "final"
+    sizes = {p.name: p.stat().st_size for p in final.iterdir()}
+    assert "adapter_model.safetensors" in sizes and "model.safetensors" not in sizes
+    merged_bytes = sum(p.numel() * 4 for p in load_model(ModelConfig(name="tiny"))[0].parameters())
+    assert sizes["adapter_model.safetensors"] < merged_bytes / 10
+    model, _ = load_model(ModelConfig(name=str(final)))
+    assert model.config.model_type == "llama"
+    with pytest.raises(ConfigError, match="lora_save='adapter'"):
+        RewardModelConfig(model=ModelConfig(name="tiny", lora_r=4, lora_save="adapter"))

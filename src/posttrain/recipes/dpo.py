@@ -37,8 +37,9 @@ from posttrain.data.tokenize import use_chat_template
 from posttrain.errors import ConfigError
 from posttrain.losses.preference import dpo_loss, ipo_loss, simpo_loss
 from posttrain.models.attention import pair_layout
-from posttrain.models.load import load_model, load_tokenizer
+from posttrain.models.load import load_model, load_tokenizer, save_model
 from posttrain.models.logprobs import pair_logps
+from posttrain.models.lora import unwrap
 from posttrain.models.reference import REFERENCE_CACHE, Reference, fingerprint, load_logps, precompute_logps, save_logps
 from posttrain.training.checkpoint import seed_everything
 from posttrain.training.distributed import Dist, all_reduce_sum, distributed
@@ -304,5 +305,5 @@ def _train(cfg: DPOConfig, d: Dist) -> Path:
                      model, optimizer, scheduler)
 
     # -- save --------------------------------------------------------------------------------
-    finish_run(run, model, tokenizer)
+    finish_run(run, model, tokenizer, save=lambda out: save_model(unwrap(model), tokenizer, out, cfg.model))
     return print_summary(run.dir, "dpo", SUMMARY, cfg.run.progress and d.is_main)

@@ -84,6 +84,9 @@ class RewardModelConfig:
                               "cuts off; use error or skip")
         if self.data.packing:
             raise ConfigError("data.packing: rm batches whole prompt groups and does not pack; drop --data.packing")
+        if self.model.lora_save == "adapter":
+            raise ConfigError("model.lora_save='adapter': rm saves its score head with the body, merged; "
+                              "drop --model.lora-save")
 
 
 def prepare_data(cfg: RewardModelConfig, tokenizer) -> tuple[list[RankedGroup], list[RankedGroup], list[dict]]:

@@ -26,8 +26,9 @@ from posttrain.data.splits import train_and_heldout
 from posttrain.data.tokenize import Example, tokenize_dataset, use_chat_template
 from posttrain.losses.sft import sft_loss
 from posttrain.models.attention import use_varlen_attention
-from posttrain.models.load import load_model, load_tokenizer
+from posttrain.models.load import load_model, load_tokenizer, save_model
 from posttrain.models.logprobs import accepts_logits_to_keep
+from posttrain.models.lora import unwrap
 from posttrain.training.checkpoint import seed_everything
 from posttrain.training.distributed import Dist, distributed
 from posttrain.training.loop import (
@@ -147,7 +148,7 @@ def _train(cfg: SFTConfig, d: Dist) -> Path:
                      model, optimizer, scheduler)
 
     # -- save --------------------------------------------------------------------------------
-    finish_run(run, model, tokenizer)
+    finish_run(run, model, tokenizer, save=lambda out: save_model(unwrap(model), tokenizer, out, cfg.model))
     return print_summary(run.dir, "sft", SUMMARY, cfg.run.progress and d.is_main)
 
 
