@@ -6,8 +6,8 @@ one sampler and one training engine.
 Layers, bottom to top. A module imports only from its own layer or the ones below it
 (tests/test_layers.py reads this list and checks every import, lazy ones included):
 
-1. `__init__, errors, files, extras, config` — user-facing errors, atomic writers, optional dependencies,
-   the typed configs every command shares
+1. `__init__, errors, files, extras, config, cpu` — user-facing errors, atomic writers, optional dependencies,
+   the typed configs every command shares, the CPU thread count
 2. `data.records, tasks` — the records everything speaks; the built-in tasks' rows (the one registry of
    built-in data, `tasks.TASKS`)
 3. `data` — loading any source, chat-template tokenization, batches for every recipe, the held-out split
@@ -20,3 +20,5 @@ Layers, bottom to top. A module imports only from its own layer or the ones belo
 """
 
 __version__ = "0.1.0"
+
+from posttrain import cpu as _cpu  # noqa: E402,F401  its START sample opens the window that measures other processes' load

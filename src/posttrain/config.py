@@ -187,6 +187,10 @@ class RunConfig:
     """How many recent checkpoints to keep on disk."""
     progress: bool = True
     """Show a progress bar with ETA and tokens/s."""
+    threads: int = 0
+    """torch threads (CPU). 0 chooses at start: torch's default (one per core) less the cores other processes
+    keep busy, measured over the run's setup, so a laptop doing other work does not lose most of the speed to
+    threads waiting on each other; OMP_NUM_THREADS, when set (torchrun sets 1), is kept."""
     trackers: tuple[Literal["tensorboard", "wandb", "trackio"], ...] = ("tensorboard",)
     """Where metrics go besides metrics.jsonl (always written): `tensorboard` (output_dir/name/tensorboard),
     `wandb` (Weights & Biases, `pip install 'posttrain[wandb]'`), `trackio` (Hugging Face's local-first tracker,

@@ -138,7 +138,7 @@ def train(cfg: RewardModelConfig, given: Collection[str] | None = None) -> Path:
     names, those set on the command line or in --config; None, as from Python: every field of cfg) must agree
     with it (training/rundir.py::resume_config)."""
     cfg = resume_config(cfg, given)
-    with distributed(cfg.run.device) as d:
+    with distributed(cfg.run.device, cfg.run.threads) as d:
         return _train(cfg, d)
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from posttrain.cpu import choose_threads
 from posttrain.models.load import resolve_device
 
 
@@ -56,10 +57,11 @@ def all_reduce_sum(value: float | torch.Tensor, d: Dist) -> torch.Tensor:
 
 
 @contextmanager
-def distributed(device: str = "auto") -> Iterator[Dist]:
-    """`setup_distributed(device)` for the block, and `teardown` however it ends: a recipe's `train` is
-    `with distributed(cfg.run.device) as d: return _train(cfg, d)`."""
+def distributed(device: str = "auto", threads: int = 0) -> Iterator[Dist]:
+    """`setup_distributed(device)` and the CPU threads (`cpu.choose_threads`) for the block, and `teardown`
+    however it ends: a recipe's `train` is `with distributed(cfg.run.device, cfg.run.threads) as d: ...`."""
     d = setup_distributed(device)
+    choose_threads(threads, quiet=not d.is_main)
     try:
         yield d
     finally:

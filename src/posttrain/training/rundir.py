@@ -28,7 +28,7 @@ T = TypeVar("T")
 # Options a resume takes from today's config, whatever the saved one says: they say which run to continue, and
 # from where. The `may change` ones are taken from today's config when given; they leave the numbers alone.
 RESUME_LOCATES = ("run.name", "run.output_dir", "run.resume", "run.resume_from")
-RESUME_MAY_CHANGE = ("run.progress", "run.device", "run.save_every", "run.keep_checkpoints")
+RESUME_MAY_CHANGE = ("run.progress", "run.device", "run.threads", "run.save_every", "run.keep_checkpoints")
 
 
 def run_path(cfg: RunConfig) -> Path:
