@@ -3,6 +3,7 @@
     python bench/dpo.py                  # writes the "DPO" section of bench/RESULTS.md
     python bench/dpo.py --threads 1      # on a busy machine: 10.5 min at load average 5-6 on 2 cores
     python bench/dpo.py --steps 8 --repeats 1 --no-write        # a quick look (~1 min)
+    python bench/dpo.py --model tiny-30m --steps 12 --batch-size 16 --repeats 2   # ~30M parameters, with MFU
 
 Pairs: built-in arithmetic prompts ("What is 23 + 45?"); chosen = the bare correct answer; rejected =
 a wrong number (even rows) or the right answer followed by chatty filler (odd rows). Written once in
@@ -56,7 +57,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import machine_line, peak_rss_mb, rss_mb, threads_note, update_results  # noqa: E402
+from common import (  # noqa: E402
+    flop_params,
+    machine_line,
+    matmul_peak_gflops,
+    peak_rss_mb,
+    rss_mb,
+    threads_note,
+    train_flops_per_token,
+    update_results,
+)
 
 LOG2 = math.log(2)
 SIDES = ("posttrain", "posttrain-two-rows", "trl", "trl-precompute", "trl-random-order")
@@ -74,6 +84,8 @@ SAME_BATCHES = ("posttrain", "posttrain-two-rows", "trl", "trl-precompute")  # r
 class BenchConfig:
     """posttrain DPO vs TRL DPOTrainer: pairs/s, loss curve and peak memory at equal settings."""
 
+    model: str = "tiny"
+    """Built-in model both sides train: `tiny` (~0.5M parameters), `tiny-10m` or `tiny-30m` (same tokenizer)."""
     steps: int = 64
     """Optimizer steps per run, every row. The pairs file holds steps x batch_size pairs (one epoch)."""
     repeats: int = 3
@@ -134,7 +146,7 @@ def make_pairs(n: int, seed: int = 0) -> list[dict]:
     return pairs
 
 
-def posttrain_examples(path: Path, max_length: int) -> list:
+def posttrain_examples(path: Path, max_length: int, model: str = "tiny") -> list:
     """posttrain's tokenization of the pairs file, exactly as its DPO recipe does it."""
     from posttrain.data.load import load_records
     from posttrain.data.preference import PREFERENCE_KINDS, tokenize_preferences
@@ -142,7 +154,7 @@ def posttrain_examples(path: Path, max_length: int) -> list:
     from posttrain.recipes.dpo import PreferenceDataConfig
 
     data = PreferenceDataConfig(train=str(path), eval_fraction=0.0, max_length=max_length)
-    return tokenize_preferences(load_records(str(path), accept=PREFERENCE_KINDS), load_tokenizer("tiny"), data,
+    return tokenize_preferences(load_records(str(path), accept=PREFERENCE_KINDS), load_tokenizer(model), data,
                                 source=str(path))
 
 
@@ -159,7 +171,7 @@ def prepare(cfg: BenchConfig, folder: Path) -> dict:
     pairs = make_pairs(cfg.steps * cfg.batch_size)
     path = folder / "pairs.jsonl"
     path.write_text("".join(json.dumps(p) + "\n" for p in pairs))
-    examples = posttrain_examples(path, cfg.max_length)
+    examples = posttrain_examples(path, cfg.max_length, cfg.model)
     if [e.row for e in examples] != list(range(1, len(pairs) + 1)):
         raise SystemExit("posttrain dropped or reordered pairs; the two sides would not train on the same data")
     order = posttrain_order(examples, cfg)
@@ -169,10 +181,17 @@ def prepare(cfg: BenchConfig, folder: Path) -> dict:
     expected.write_text(json.dumps([[list(examples[i].prompt_ids), list(examples[i].chosen_ids),
                                      list(examples[i].rejected_ids)] for i in order]))
     batches = [[examples[i] for i in order[s : s + cfg.batch_size]] for s in range(0, len(order), cfg.batch_size)]
+    from posttrain.config import ModelConfig
+    from posttrain.models.load import count_parameters, load_model
+    params = count_parameters(load_model(ModelConfig(name=cfg.model))[0])[1]
     return {"pairs": str(path), "trl_rows": str(trl_rows), "expected": str(expected), "n_pairs": len(pairs),
+            "params": params,
             "longest": max(len(e) for e in examples),
             "slots": sum(2 * len(b) * max(len(e) for e in b) for b in batches),  # 2B sequences padded to the longest
             "real": sum(2 * len(e.prompt_ids) + len(e.chosen_ids) + len(e.rejected_ids) for b in batches for e in b),
+            # sum of squared two-row sequence lengths: the token-weighted mean attention length is this / real
+            "real_sq": sum((len(e.prompt_ids) + len(r)) ** 2 for b in batches for e in b
+                           for r in (e.chosen_ids, e.rejected_ids)),
             # prefix sharing: B rows [prompt, chosen, rejected] padded to the longest
             "shared_slots": sum(len(b) * max(_shared_length(e) for e in b) for b in batches),
             "shared_real": sum(_shared_length(e) for b in batches for e in b)}
@@ -197,7 +216,7 @@ def run_posttrain(cfg: BenchConfig, data: dict, out: Path, share_prompt: bool = 
     after_imports = rss_mb()
     ref_records = _capture_log_records("posttrain.recipes.dpo")
     dpo_cfg = dpo.DPOConfig(
-        model=ModelConfig(name=str(resolve_model_dir("tiny")), dtype="float32"),
+        model=ModelConfig(name=str(resolve_model_dir(cfg.model)), dtype="float32"),
         data=dpo.PreferenceDataConfig(train=data["pairs"], eval_fraction=0.0, max_length=cfg.max_length,
                                       share_prompt=share_prompt),
         optim=OptimConfig(lr=cfg.lr, warmup_steps=0, schedule="cosine", batch_size=cfg.batch_size,
@@ -264,7 +283,7 @@ def run_trl(cfg: BenchConfig, data: dict, out: Path, side: str) -> Result:
         train_sampling_strategy="random" if side == "trl-random-order" else "sequential",
     )
     rows = [json.loads(line) for line in Path(data["trl_rows"]).read_text().splitlines()]
-    model_dir = resolve_model_dir("tiny")
+    model_dir = resolve_model_dir(cfg.model)
     t0 = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     trainer = TimedDPOTrainer(model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(rows),
@@ -372,16 +391,36 @@ def curve_steps(steps: int) -> list[int]:
     return shown + [steps]
 
 
+def dpo_flops_per_token(model: str, data: dict) -> float:
+    """Model FLOPs of DPO per real token of the two-row layout ([prompt, chosen] and [prompt, rejected]): the
+    policy's forward and backward, 6N + 12·L·T·d, plus the reference's forward, 2N + 4·L·T·d (PaLM
+    arXiv:2204.02311 app. B; N = matmul parameters, LM head included; T = token-weighted mean length)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from posttrain.models.load import resolve_model_dir
+
+    config = AutoConfig.from_pretrained(resolve_model_dir(model))
+    n = flop_params(AutoModelForCausalLM.from_config(config))
+    t = data["real_sq"] / data["real"]
+    return train_flops_per_token(n, config.num_hidden_layers, t, config.hidden_size) * 4 / 3
+
+
+def mfu(res: Result, data: dict, per_token: float, peak_gflops: float) -> float:
+    """Share of the measured matmul peak that the run's pairs/s is worth in two-row DPO FLOPs."""
+    return data["real"] * per_token / res.seconds / 1e9 / peak_gflops
+
+
 def _median(runs: list[Result], key) -> float:
     return statistics.median(key(r) for r in runs)
 
 
-def results_markdown(cfg: BenchConfig, results: dict[str, list[Result]], data: dict, before: str, after: str) -> str:
+def results_markdown(cfg: BenchConfig, results: dict[str, list[Result]], data: dict, before: str, after: str,
+                     per_token: float, peak: float) -> str:
     threads = results["posttrain"][0].extra["threads"]
     tail = max(1, cfg.steps // 4)
     return "\n".join([
         f"`{' '.join(['.venv/bin/python bench/dpo.py', *sys.argv[1:]])}` ({time.strftime('%Y-%m-%d %H:%M')}): "
-        "tiny model (built-in Llama), "
+        f"model `{cfg.model}` (built-in random-init Llama, {data['params'] / 1e6:.1f}M parameters), "
         f"{data['n_pairs']} arithmetic preference pairs (chosen: the bare right answer; rejected: a wrong number, or "
         f"the right answer followed by chatty filler; longest pair {data['longest']} tokens), sigmoid DPO beta "
         f"{cfg.beta:g}, batch {cfg.batch_size} pairs, lr {cfg.lr:g} cosine to 0 without warmup, {cfg.steps} steps "
@@ -398,15 +437,22 @@ def results_markdown(cfg: BenchConfig, results: dict[str, list[Result]], data: d
         "final/. Peak RSS = `ru_maxrss` of the run's own process; \"after imports\" is its RSS once the run's "
         "libraries were imported.",
         "",
+        f"MFU = pairs/s x model FLOPs per pair / the measured fp32 peak ({peak:.1f} GFLOP/s: a 2048^3 matmul, the "
+        f"higher of the medians measured before and after the runs). FLOPs per pair count the two-row DPO work "
+        f"every row must stand for: policy forward + backward and reference forward over [prompt, chosen] and "
+        f"[prompt, rejected], 8N + 16·L·T·d per real token ({per_token / 1e6:.1f} MFLOP; PaLM arXiv:2204.02311 "
+        "app. B). posttrain's default row does less work for the same pairs (each prompt encoded once; the LM head "
+        "only on responses), so its figure is the effective rate, not the share of the peak its kernels ran at.",
+        "",
         f"- machine before: {before}",
         f"- machine after: {after}",
         "- the machine is shared with other jobs: absolute numbers move with their load; the ratios were measured "
         "side by side, interleaved.",
         "",
-        "| trainer | pairs/s (median) | runs (pairs/s) | posttrain ÷ this | reference s | loop s | tokens (real) | "
+        "| trainer | pairs/s (median) | runs (pairs/s) | posttrain ÷ this | MFU | reference s | loop s | tokens (real) | "
         f"end-to-end s | peak RSS MB | RSS after imports MB | loss step 1 | loss last step | mean loss, last {tail} |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        *table_rows(results, tail),
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *table_rows(results, tail, data, per_token, peak),
         "",
         where_time_goes(results),
         "",
@@ -414,7 +460,7 @@ def results_markdown(cfg: BenchConfig, results: dict[str, list[Result]], data: d
     ])
 
 
-def table_rows(results: dict[str, list[Result]], tail: int) -> list[str]:
+def table_rows(results: dict[str, list[Result]], tail: int, data: dict, per_token: float, peak: float) -> list[str]:
     """One markdown row per trainer: medians over its runs."""
     pps = {side: _median(runs, lambda r: r.pairs_per_second) for side, runs in results.items()}
     rows = []
@@ -423,6 +469,7 @@ def table_rows(results: dict[str, list[Result]], tail: int) -> list[str]:
         slots, real = runs[0].extra["slots"], runs[0].extra["real"]
         cells = [
             LABELS[side], f"{pps[side]:.1f}", ", ".join(f"{r.pairs_per_second:.1f}" for r in runs), ratio,
+            f"{100 * _median(runs, lambda r: mfu(r, data, per_token, peak)):.1f}%",
             f"{_median(runs, lambda r: r.ref_seconds):.2f}", f"{_median(runs, lambda r: r.loop_seconds):.2f}",
             f"{slots:,} ({100 * real / slots:.0f}%)", f"{_median(runs, lambda r: r.end_to_end_seconds):.2f}",
             f"{_median(runs, lambda r: r.peak_rss_mb):.0f}", f"{_median(runs, lambda r: r.rss_after_imports_mb):.0f}",
@@ -484,11 +531,14 @@ def main(cfg: BenchConfig) -> None:
     with tempfile.TemporaryDirectory(prefix="posttrain-bench-dpo-") as tmp:
         before = machine_line()
         print(before, flush=True)
+        peak_before = matmul_peak_gflops()
         results, data = compare(cfg, Path(tmp))
-        text = results_markdown(cfg, results, data, before, machine_line())
+        peak = max(peak_before, matmul_peak_gflops())
+        text = results_markdown(cfg, results, data, before, machine_line(), dpo_flops_per_token(cfg.model, data), peak)
     print(text)
     if cfg.write:
-        update_results("DPO: posttrain vs TRL DPOTrainer" + threads_note(cfg.threads), text)
+        model = "" if cfg.model == "tiny" else f", {cfg.model}"
+        update_results("DPO: posttrain vs TRL DPOTrainer" + model + threads_note(cfg.threads), text)
 
 
 if __name__ == "__main__":
