@@ -18,7 +18,7 @@ def restore_threads():
     torch.set_num_threads(before)
 
 
-def test_a_busy_process_is_seen_and_our_own_work_is_not():
+def test_a_busy_process_is_seen():
     loop = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(0.3)  # let it start
@@ -26,33 +26,39 @@ def test_a_busy_process_is_seen_and_our_own_work_is_not():
     finally:
         loop.kill()
         loop.wait()
-    start, stop = cpu.sample(), time.monotonic() + 1.0
+
+
+def test_our_own_work_is_counted_as_ours_and_left_out(monkeypatch):
+    start, stop = cpu.sample(), time.monotonic() + 0.6
 
     def spin() -> None:
         while time.monotonic() < stop:
             pass
 
-    spin = threading.Thread(target=spin)
-    spin.start()
-    spin.join()
-    assert cpu.others_busy(start, min_window=1.0) < 0.5  # a second of our own spinning is not "other processes"
+    spin_thread = threading.Thread(target=spin)  # a thread of ours, as torch's are
+    spin_thread.start()
+    spin_thread.join()
+    assert cpu.sample().own - start.own >= 0.4
+    # 2 s of wall time, 5 CPU-seconds used on the machine, 3 of them ours: others kept 1 core busy
+    monkeypatch.setattr(cpu, "sample", lambda: cpu.CpuSample(wall=12.0, busy=105.0, own=8.0))
+    assert cpu.others_busy(cpu.CpuSample(wall=10.0, busy=100.0, own=5.0), min_window=0.0) == pytest.approx(1.0)
 
 
 def test_fewer_threads_when_other_processes_hold_cores(monkeypatch, restore_threads, capsys):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    torch.set_num_threads(2)
+    monkeypatch.setattr(cpu, "_DEFAULT", 2)
     monkeypatch.setattr(cpu, "cores", lambda: 2)
     monkeypatch.setattr(cpu, "others_busy", lambda: 1.1)
     assert cpu.choose_threads() == 1 and torch.get_num_threads() == 1
     assert "keep 1.1 of 2 CPU cores busy: 1 torch thread(s) instead of 2" in capsys.readouterr().err
-    torch.set_num_threads(2)
-    monkeypatch.setattr(cpu, "others_busy", lambda: 0.2)
-    assert cpu.choose_threads() == 2 and capsys.readouterr().err == ""
+    monkeypatch.setattr(cpu, "others_busy", lambda: 0.2)  # the next run in this process finds the machine quiet
+    assert cpu.choose_threads() == 2 and torch.get_num_threads() == 2 and capsys.readouterr().err == ""
 
 
 def test_the_users_choice_wins(monkeypatch, restore_threads):
     monkeypatch.setattr(cpu, "others_busy", lambda: 1.9)
     monkeypatch.setattr(cpu, "cores", lambda: 2)
+    monkeypatch.setattr(cpu, "_DEFAULT", 2)
     torch.set_num_threads(2)
     assert cpu.choose_threads(2) == 2 and torch.get_num_threads() == 2  # --run.threads
     monkeypatch.setenv("OMP_NUM_THREADS", "2")

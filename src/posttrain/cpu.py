@@ -41,6 +41,7 @@ def sample() -> CpuSample | None:
                      me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime)
 
 
+_DEFAULT: int | None = None  # torch's thread count before posttrain first changed it
 START = sample()  # when posttrain was first imported: the window runs over the setup that follows
 
 
@@ -73,18 +74,21 @@ def choose_threads(requested: int = 0, quiet: bool = False) -> int:
     saying so in one line on stderr when that is fewer (unless `quiet`)."""
     import torch
 
+    global _DEFAULT
+    if _DEFAULT is None:  # torch's own count, kept: a later run in this process (a notebook, a bench) may
+        _DEFAULT = torch.get_num_threads()  # find the machine quiet again after one ran with fewer
     if requested > 0:
         torch.set_num_threads(requested)
         return requested
-    default = torch.get_num_threads()
+    default = _DEFAULT
     if os.environ.get("OMP_NUM_THREADS") or default == 1:
-        return default
+        return torch.get_num_threads()
     busy = others_busy()
     if busy is None:
         return default
     threads = max(1, min(default, round(cores() - busy)))
+    torch.set_num_threads(threads)
     if threads < default:
-        torch.set_num_threads(threads)
         if not quiet:
             print(f"posttrain: other processes keep {busy:.1f} of {cores()} CPU cores busy: {threads} torch "
                   f"thread(s) instead of {default}, which would wait on each other (--run.threads N to choose)",
