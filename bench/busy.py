@@ -12,7 +12,8 @@ Workloads: bench/sft.py's (tiny Llama, mixed-length arithmetic chats, random bat
 vs TRL SFTTrainer) and bench/dpo.py's (tiny Llama, arithmetic preference pairs; posttrain's defaults vs TRL
 DPOTrainer's default, which runs a reference model forward each step), at fewer steps. Rows: posttrain as a
 user runs it (threads chosen at start); posttrain with OMP_NUM_THREADS=2 (torch's default on 2 cores: what it
-did before); TRL with its defaults. Conditions: quiet, and "one core busy": the bench starts
+did before); posttrain with OMP_NUM_THREADS=1 (quiet, the most a run can get from the one core a busy loop
+leaves free); TRL with its defaults. Conditions: quiet, and "one core busy": the bench starts
 `python -c "while True: pass"` before the run's process and stops it after. Every run is a fresh process;
 runs are interleaved (each repeat goes through every row quiet, then every row busy); medians.
 Throughput: SFT real tokens / training-loop wall time; DPO pairs / (reference pass + loop), as in the two
@@ -41,6 +42,7 @@ from common import machine_line, update_results  # noqa: E402
 ROWS = {  # label -> environment of the run's process
     "posttrain (threads chosen at start)": {},
     "posttrain, OMP_NUM_THREADS=2 (torch's default)": {"OMP_NUM_THREADS": "2"},
+    "posttrain, OMP_NUM_THREADS=1": {"OMP_NUM_THREADS": "1"},  # the most one free core gives
     "TRL (its defaults)": {},
 }
 GOAL = 2 / 3  # issue 9: a run under a one-core background load keeps at least two thirds of its quiet speed
@@ -126,7 +128,7 @@ def measure(cfg: BenchConfig, folder: Path) -> dict[tuple[str, str, str], list[t
             for condition in ("quiet", "one core busy"):
                 for row, env in ROWS.items():
                     trainer = "trl" if row.startswith("TRL") else "posttrain"
-                    run_dir = folder / f"{workload}-{r}-{len(results)}"
+                    run_dir = folder / f"run-{sum(map(len, results.values()))}"
                     run_dir.mkdir()
                     loop = busy_loop() if condition != "quiet" else None
                     try:
