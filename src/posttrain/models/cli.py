@@ -57,7 +57,9 @@ def main(argv: list[str]) -> int:
     else:
         from posttrain.models.load import known_models
 
-        for name, (description, path) in known_models().items():
+        models = known_models()
+        width = max(map(len, models))
+        for name, (description, path) in models.items():
             cached = "cached" if (path / "config.json").is_file() else "not cached"
-            print(f"{name:<12} {cached:<11} {description}")
+            print(f"{name:<{width}}  {cached:<11} {description}")
     return 0
