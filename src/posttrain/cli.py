@@ -23,6 +23,7 @@ commands:
   generate   sample completions for prompts with the built-in batched sampler
   models     make the built-in tiny model, prepare SmolLM2, list known short names
   data       data tools: `data pairs` samples a policy and lets a simulated rater make preference pairs
+  feedback   the human-feedback web app: `feedback init|serve|import|generate|export`
 """
 
 
@@ -123,6 +124,12 @@ def _data(argv: list[str]) -> int:
     return actions[argv[0]](argv[1:])
 
 
+def _feedback(argv: list[str]) -> int:
+    from posttrain.feedback.cli import main as feedback_main
+
+    return feedback_main(argv)
+
+
 def config_classes() -> list[type]:
     """Every config a command parses, with its nested sub-configs, in the order docs/config.md lists them."""
     from posttrain.config import DataConfig, ModelConfig, OptimConfig, RunConfig, SamplingParams
@@ -154,6 +161,7 @@ COMMANDS = {
     "rm": _rm,
     "generate": _generate,
     "models": _models,
+    "feedback": _feedback,
 }
 
 

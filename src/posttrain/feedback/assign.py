@@ -1,0 +1,214 @@
+"""Work distribution and judgment writing: leases, overlap, skips, append-only judgments. The app's core.
+
+Every function here is one short transaction over a `sessionmaker`, takes `now` from its caller (so tests can
+move the clock) and returns plain values. Why it is race-free, on SQLite and on PostgreSQL alike:
+
+- The invariants are database constraints (see db.py), not checks in Python: a lease takes one of its item's
+  k slots (UNIQUE(item, slot), CHECK(slot < overlap)) and one per rater (UNIQUE(item, rater)); a judgment takes
+  its lease's slot (UNIQUE(item, slot, revision)). Two raters that race for the last slot both try to INSERT the
+  same (item, slot); the database lets one commit and refuses the other, which then retries with a fresh view.
+  However the transactions interleave, no item can hold more than k leases, hence more than k judgments.
+- On SQLite every transaction starts with BEGIN IMMEDIATE (db.make_engine): writers queue one by one, so the
+  retry path is never even taken. On PostgreSQL (READ COMMITTED) the loser gets a unique violation and retries.
+- A judgment is written in the same transaction that marks its lease judged, with a conditional UPDATE
+  (`... WHERE judged = false`): of two concurrent submits for one lease (a double click), the second's UPDATE
+  waits for the first's row lock and then matches no row, and it returns the first's judgment (same client id)
+  instead of writing a second. An expired lease that another rater's request reclaims is DELETEd with
+  `WHERE judged = false`, so a reclaim and a late submit cannot both win either: whichever commits first decides.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
+
+from sqlalchemy import and_, delete, exists, func, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, aliased, sessionmaker
+
+from posttrain.feedback.db import Audit, Campaign, Item, Judgment, Lease, Skip
+from posttrain.feedback.tasks import presentation_order, read_answer
+
+T = TypeVar("T")
+RETRIES = 20
+CANDIDATES = 16  # a rater picks at random among the first few open items, so concurrent raters rarely collide
+
+
+class Conflict(Exception):
+    """The request cannot be honoured as asked (lease gone, already judged, not yours); the message says why."""
+
+
+@dataclass(frozen=True)
+class Written:
+    judgment_id: int
+    created: bool  # False: this client id was already stored (a repeated submit), nothing new was written
+
+
+def _retry(db: sessionmaker, work: Callable[[Session], T]) -> T:
+    """Run `work` in a transaction; on a constraint race (another writer took the row first) start again."""
+    for attempt in range(RETRIES):
+        with db() as s:
+            try:
+                with s.begin():
+                    return work(s)
+            except (IntegrityError, OperationalError) as e:
+                if attempt == RETRIES - 1 or not _is_race(e):
+                    raise
+    raise AssertionError("unreachable")
+
+
+def _is_race(e: Exception) -> bool:
+    """A unique violation, serialization failure or deadlock: another transaction won; try again."""
+    code = getattr(getattr(e, "orig", None), "sqlstate", None)
+    return isinstance(e, IntegrityError) or code in ("40001", "40P01") or "locked" in str(e)
+
+
+def _open_items(campaign: Campaign, rater_id: int):  # noqa: ANN202
+    """Items of `campaign` with a free slot that this rater has neither leased nor skipped, fullest first."""
+    taken = select(func.count()).where(Lease.item_id == Item.id).correlate(Item).scalar_subquery()
+    return (select(Item.id, taken.label("taken"))
+            .where(Item.campaign_id == campaign.id, taken < campaign.overlap,
+                   ~exists().where(and_(Lease.item_id == Item.id, Lease.rater_id == rater_id)),
+                   ~exists().where(and_(Skip.item_id == Item.id, Skip.rater_id == rater_id)))
+            .order_by(taken.desc(), Item.position))
+
+
+def next_lease(db: sessionmaker, campaign_id: int, rater_id: int, now: dt.datetime,
+               rng: random.Random | None = None) -> int | None:
+    """The id of a lease for this rater on an item that still needs judgments; their open lease if they hold
+    one; None when nothing is left for them. Expired, unjudged leases of the campaign are reclaimed first."""
+    rng = rng or random.Random()
+
+    def work(s: Session) -> int | None:
+        campaign = s.get(Campaign, campaign_id)
+        held = s.scalar(select(Lease.id).join(Item, Item.id == Lease.item_id)
+                        .where(Item.campaign_id == campaign_id, Lease.rater_id == rater_id,
+                               Lease.judged.is_(False), Lease.expires_at > now).limit(1))
+        if held is not None:
+            return held
+        s.execute(delete(Lease).where(Lease.judged.is_(False), Lease.expires_at <= now,
+                                      Lease.item_id.in_(select(Item.id).where(Item.campaign_id == campaign_id))))
+        candidates = s.execute(_open_items(campaign, rater_id).limit(CANDIDATES)).all()
+        if not candidates:
+            return None
+        item_id = rng.choice(candidates)[0]
+        used = set(s.scalars(select(Lease.slot).where(Lease.item_id == item_id)))
+        slot = min(set(range(campaign.overlap)) - used)  # a candidate has a free slot (taken < overlap)
+        n = len(s.scalar(select(Item.responses).where(Item.id == item_id)))
+        lease = Lease(item_id=item_id, rater_id=rater_id, slot=slot, overlap=campaign.overlap,
+                      presentation=presentation_order(n, campaign_id, item_id, rater_id), created_at=now,
+                      expires_at=now + dt.timedelta(seconds=campaign.lease_seconds), judged=False)
+        s.add(lease)
+        s.flush()  # the INSERT: a racing rater who took this slot first makes it raise, and we retry
+        return lease.id
+
+    return _retry(db, work)
+
+
+def submit(db: sessionmaker, lease_id: int, rater_id: int, client_id: str, answer: dict[str, Any],
+           now: dt.datetime, seconds: float | None = None) -> Written:
+    """Store a rater's answer for their lease, once: a repeat with the same client id returns the first."""
+
+    def work(s: Session) -> Written:
+        again = _same_client(s, client_id, rater_id)
+        if again is not None:
+            return again
+        lease = s.get(Lease, lease_id)
+        if lease is None or lease.rater_id != rater_id:
+            raise Conflict("this task is no longer yours (the lease expired and went to another rater); take the next")
+        item = s.get(Item, lease.item_id)
+        campaign = s.get(Campaign, item.campaign_id)
+        payload = read_answer(campaign.task_type, answer, lease.presentation, campaign.rubric)
+        claimed = s.execute(update(Lease).where(Lease.id == lease_id, Lease.rater_id == rater_id,
+                                                Lease.judged.is_(False)).values(judged=True)).rowcount
+        if claimed != 1:  # a concurrent submit for this lease committed first
+            again = _same_client(s, client_id, rater_id)
+            if again is not None:
+                return again
+            raise Conflict("you already judged this item; edit your judgment instead")
+        j = Judgment(client_id=client_id, campaign_id=campaign.id, item_id=item.id, rater_id=rater_id,
+                     slot=lease.slot, overlap=lease.overlap, revision=0, presentation=lease.presentation,
+                     payload=payload, seconds=seconds, created_at=now)
+        s.add(j)
+        s.flush()
+        return Written(j.id, True)
+
+    return _retry(db, work)
+
+
+def _same_client(s: Session, client_id: str, rater_id: int) -> Written | None:
+    j = s.scalar(select(Judgment).where(Judgment.client_id == client_id))
+    if j is None:
+        return None
+    if j.rater_id != rater_id:
+        raise Conflict("this client id belongs to another judgment; send a fresh one")
+    return Written(j.id, False)
+
+
+def edit(db: sessionmaker, judgment_id: int, rater_id: int, client_id: str, answer: dict[str, Any],
+         now: dt.datetime) -> Written:
+    """Supersede the rater's current judgment with a new revision; the old row stays as it was."""
+
+    def work(s: Session) -> Written:
+        again = _same_client(s, client_id, rater_id)
+        if again is not None:
+            return again
+        old = s.get(Judgment, judgment_id)
+        if old is None or old.rater_id != rater_id:
+            raise Conflict("no such judgment of yours")
+        if s.scalar(select(Judgment.id).where(Judgment.supersedes_id == old.id)) is not None:
+            raise Conflict("this judgment was already edited; edit its latest revision")
+        campaign = s.get(Campaign, old.campaign_id)
+        payload = read_answer(campaign.task_type, answer, old.presentation, campaign.rubric)
+        j = Judgment(client_id=client_id, campaign_id=old.campaign_id, item_id=old.item_id, rater_id=rater_id,
+                     slot=old.slot, overlap=old.overlap, revision=old.revision + 1, supersedes_id=old.id,
+                     presentation=old.presentation, payload=payload, created_at=now)
+        s.add(j)
+        s.flush()  # UNIQUE(supersedes_id): of two racing edits of one revision, one wins
+        s.add(Audit(user_id=rater_id, action="judgment.edit", target=f"judgment:{old.id}",
+                    detail={"new": j.id}, at=now))
+        return Written(j.id, True)
+
+    return _retry(db, work)
+
+
+def skip(db: sessionmaker, lease_id: int, rater_id: int, now: dt.datetime) -> None:
+    """Give the lease back and never offer its item to this rater again."""
+
+    def work(s: Session) -> None:
+        lease = s.get(Lease, lease_id)
+        if lease is None or lease.rater_id != rater_id or lease.judged:
+            raise Conflict("this task is not an open task of yours")
+        s.delete(lease)
+        s.add(Skip(item_id=lease.item_id, rater_id=rater_id, created_at=now))
+        s.add(Audit(user_id=rater_id, action="item.skip", target=f"item:{lease.item_id}", at=now))
+
+    _retry(db, work)
+
+
+@dataclass(frozen=True)
+class Progress:
+    mine: int  # judgments this rater has made in the campaign
+    open_for_me: int  # items this rater could still be given
+    judged: int  # judgments in the campaign, all raters (first revisions)
+    needed: int  # items x overlap
+
+
+def progress(s: Session, campaign: Campaign, rater_id: int) -> Progress:
+    base = select(func.count()).select_from(Judgment).where(Judgment.campaign_id == campaign.id,
+                                                            Judgment.revision == 0)
+    mine = s.scalar(base.where(Judgment.rater_id == rater_id))
+    judged = s.scalar(base)
+    open_for_me = s.scalar(select(func.count()).select_from(_open_items(campaign, rater_id).subquery()))
+    items = s.scalar(select(func.count()).select_from(Item).where(Item.campaign_id == campaign.id))
+    return Progress(mine, open_for_me, judged, items * campaign.overlap)
+
+
+def current_judgments(s: Session, campaign_id: int) -> list[Judgment]:
+    """The latest revision of every (item, rater) judgment in the campaign, in item order."""
+    newer = aliased(Judgment)
+    superseded = exists().where(newer.supersedes_id == Judgment.id)
+    return list(s.scalars(select(Judgment).where(Judgment.campaign_id == campaign_id, ~superseded)
+                          .order_by(Judgment.item_id, Judgment.rater_id)))
