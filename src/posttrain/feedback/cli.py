@@ -13,7 +13,6 @@ from posttrain.errors import ConfigError, DataError, UserError
 from posttrain.extras import require
 
 
-
 @dataclass
 class InitConfig:
     """Create or upgrade the database schema, and create the first admin if the user does not exist."""
@@ -237,7 +236,8 @@ def main(argv: list[str]) -> int:
     if argv[0] not in ACTIONS:
         raise UserError(f"unknown action {argv[0]!r}; expected one of: {', '.join(ACTIONS)}")
     cls, run = ACTIONS[argv[0]]
-    cfg = parse_config(cls, argv[1:], prog=f"posttrain feedback {argv[0]}")
+    rest = ["--output" if a == "-o" else a for a in argv[1:]]  # `export -o FILE`, as other tools spell it
+    cfg = parse_config(cls, rest, prog=f"posttrain feedback {argv[0]}")
     _need_extra()
     run(cfg)
     return 0

@@ -20,8 +20,20 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import (JSON, Boolean, CheckConstraint, DateTime, ForeignKey, Integer, String, Text,
-                        UniqueConstraint, create_engine, event)
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -114,6 +126,7 @@ class Lease(Base):
         UniqueConstraint("item_id", "slot", name="uq_leases_slot"),
         UniqueConstraint("item_id", "rater_id", name="uq_leases_rater"),
         CheckConstraint("slot >= 0 AND slot < overlap", name="ck_leases_slot"),
+        {"sqlite_autoincrement": True},  # a reclaimed lease's id is never reused: a stale tab cannot hit a new one
     )
 
 
@@ -143,7 +156,7 @@ class Judgment(Base):
     supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("judgments.id"), nullable=True, unique=True)
     presentation: Mapped[list[Any]] = mapped_column(JSON)  # response indices in the order the rater saw them
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)  # the answer, in response indices (tasks.py)
-    seconds: Mapped[float | None] = mapped_column(nullable=True)  # time on the page, from the client
+    seconds: Mapped[float | None] = mapped_column(Float, nullable=True)  # time on the page, from the client
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     __table_args__ = (
         UniqueConstraint("item_id", "slot", "revision", name="uq_judgments_slot"),

@@ -69,6 +69,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("item_id", "slot", name="uq_leases_slot"),
         sa.UniqueConstraint("item_id", "rater_id", name="uq_leases_rater"),
         sa.CheckConstraint("slot >= 0 AND slot < overlap", name="ck_leases_slot"),
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "skips",
