@@ -114,12 +114,15 @@ class LiveServer:
                 time.sleep(0.1)
         raise RuntimeError("server did not start in 30 s")
 
-    def stop(self) -> None:
+    def stop(self) -> str:
+        """Stop the server; returns what it printed (tracebacks of 500s among it)."""
         self.proc.terminate()
         try:
-            self.proc.wait(10)
+            out, _ = self.proc.communicate(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            out, _ = self.proc.communicate()
+        return out.decode(errors="replace")
 
 
 class ThreadServer:

@@ -97,6 +97,7 @@ def test_judge_with_the_keyboard_keep_the_draft_skip_and_finish(live, page, shot
     page.context.clear_cookies()
     log_in(page, server.url, "admin")
     page.goto(server.url + "/manage")
+    assert "2 / 3" in page.inner_text("table") and "built-in" not in page.inner_text("table")
     page.screenshot(path=str(shots / "feedback-manage.png"))
 
 

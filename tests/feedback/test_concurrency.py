@@ -39,14 +39,15 @@ def rater(url: str, token: str, out: list, errors: list) -> None:
         errors.append(repr(e))
 
 
-def run_raters(url: str, tokens: list[str]) -> list:
+def run_raters(server: LiveServer, tokens: list[str]) -> list:
     out, errors = [], []
-    threads = [threading.Thread(target=rater, args=(url, t, out, errors)) for t in tokens]
+    threads = [threading.Thread(target=rater, args=(server.url, t, out, errors)) for t in tokens]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert not errors, errors[:3]
+    log = server.stop()
+    assert not errors, f"{errors[:3]}\nserver log (end):\n{log[-3000:]}"
     return out
 
 
@@ -87,7 +88,7 @@ def test_twenty_raters_fifty_judgments_each(backend, tmp_path, request):
     tokens = prepare(db_url, RATERS, ITEMS, OVERLAP)
     server = LiveServer(db_url, tmp_path)
     try:
-        results = run_raters(server.url, tokens)
+        results = run_raters(server, tokens)
     finally:
         server.stop()
     check_invariants(db_url, results)

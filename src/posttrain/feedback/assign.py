@@ -46,6 +46,10 @@ class Written:
     created: bool  # False: this client id was already stored (a repeated submit), nothing new was written
 
 
+class _Raced(Exception):
+    """Another transaction changed what this one read (PostgreSQL, READ COMMITTED): start again."""
+
+
 def _retry(db: sessionmaker, work: Callable[[Session], T]) -> T:
     """Run `work` in a transaction; on a constraint race (another writer took the row first) start again."""
     for attempt in range(RETRIES):
@@ -53,6 +57,9 @@ def _retry(db: sessionmaker, work: Callable[[Session], T]) -> T:
             try:
                 with s.begin():
                     return work(s)
+            except _Raced:
+                if attempt == RETRIES - 1:
+                    raise
             except (IntegrityError, OperationalError) as e:
                 if attempt == RETRIES - 1 or not _is_race(e):
                     raise
@@ -94,8 +101,10 @@ def next_lease(db: sessionmaker, campaign_id: int, rater_id: int, now: dt.dateti
         if not candidates:
             return None
         item_id = rng.choice(candidates)[0]
-        used = set(s.scalars(select(Lease.slot).where(Lease.item_id == item_id)))
-        slot = min(set(range(campaign.overlap)) - used)  # a candidate has a free slot (taken < overlap)
+        free = set(range(campaign.overlap)) - set(s.scalars(select(Lease.slot).where(Lease.item_id == item_id)))
+        if not free:  # taken by others since the candidates were read (each statement sees the latest commits)
+            raise _Raced()
+        slot = min(free)
         n = len(s.scalar(select(Item.responses).where(Item.id == item_id)))
         lease = Lease(item_id=item_id, rater_id=rater_id, slot=slot, overlap=campaign.overlap,
                       presentation=presentation_order(n, campaign_id, item_id, rater_id), created_at=now,

@@ -26,7 +26,7 @@ def campaigns(request: Request, who: Principal = Depends(manager)) -> Response:
             judged = s.scalar(select(func.count()).select_from(Judgment)
                               .where(Judgment.campaign_id == c.id, Judgment.revision == 0))
             raters = s.scalar(select(func.count(func.distinct(Judgment.rater_id))).where(Judgment.campaign_id == c.id))
-            rows.append({"c": c, "items": items, "judged": judged, "needed": items * c.overlap, "raters": raters})
+            rows.append({"c": c, "n_items": items, "judged": judged, "needed": items * c.overlap, "raters": raters})
     return render(request, "manage.html", rows=rows)
 
 
