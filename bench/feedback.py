@@ -71,7 +71,7 @@ def main() -> None:
                         return
                     t1 = time.perf_counter()
                     r = c.post(f"/api/leases/{task['lease_id']}/judgment",
-                               json={"client_id": f"{token[-20:]}-{n}", "answer": {"choice": "AB"[n % 2]}})
+                               json={"client_id": f"{token[:40]}-{n}", "answer": {"choice": "AB"[n % 2]}})
                     r.raise_for_status()
                 except Exception as e:  # noqa: BLE001
                     errors.append(repr(e))

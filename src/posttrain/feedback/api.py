@@ -88,7 +88,7 @@ def _campaign_out(c: Campaign) -> CampaignOut:
 
 @router.get("/campaigns", response_model=list[CampaignOut])
 def list_campaigns(request: Request, who: Principal = Depends(rater)) -> list[CampaignOut]:
-    with request.app.state.db() as s:
+    with request.app.state.read() as s:
         return [_campaign_out(c) for c in s.scalars(select(Campaign).order_by(Campaign.id))]
 
 
@@ -106,7 +106,7 @@ def new_campaign(request: Request, body: CampaignIn, who: Principal = Depends(ma
 
 @router.get("/campaigns/{campaign_id}/progress", response_model=Progress)
 def progress(request: Request, campaign_id: int, who: Principal = Depends(rater)) -> Progress:
-    with request.app.state.db() as s:
+    with request.app.state.read() as s:
         c = s.get(Campaign, campaign_id)
         if c is None:
             raise HTTPException(404, "no such campaign")
@@ -116,13 +116,13 @@ def progress(request: Request, campaign_id: int, who: Principal = Depends(rater)
 @router.post("/campaigns/{campaign_id}/next", response_model=Task | None)
 def next_task(request: Request, campaign_id: int, who: Principal = Depends(rater)) -> Task | None:
     """A lease on the next item for you (your open one if you hold one); null when nothing is left for you."""
-    with request.app.state.db() as s:
+    with request.app.state.read() as s:
         if s.get(Campaign, campaign_id) is None:
             raise HTTPException(404, "no such campaign")
     lease_id = assign.next_lease(request.app.state.db, campaign_id, who.user_id, utcnow())
     if lease_id is None:
         return None
-    with request.app.state.db() as s:
+    with request.app.state.read() as s:
         lease = s.get(Lease, lease_id)
         item = s.get(Item, lease.item_id)
         return Task(lease_id=lease.id, expires_at=lease.expires_at.isoformat() + "Z", prompt=item.prompt,
@@ -164,7 +164,7 @@ def edit(request: Request, judgment_id: int, body: Answer, who: Principal = Depe
 @router.get("/campaigns/{campaign_id}/export")
 def export(request: Request, campaign_id: int, who: Principal = Depends(manager)) -> list[dict[str, Any]]:
     """The campaign's judgments as the project's records (see posttrain.feedback.export)."""
-    with request.app.state.db() as s:
+    with request.app.state.read() as s:
         c = s.get(Campaign, campaign_id)
         if c is None:
             raise HTTPException(404, "no such campaign")

@@ -45,7 +45,8 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="posttrain feedback", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     app.state.settings = settings
     app.state.engine = engine
-    app.state.db = sessionmaker(engine, expire_on_commit=False)
+    app.state.db = sessionmaker(engine, expire_on_commit=False)  # transactions that write (assign.py's and others)
+    app.state.read = sessionmaker(make_engine(settings.db, write=False), expire_on_commit=False)
     app.state.login_limiter = RateLimiter(settings.login_limit, 60.0)
     templates = Jinja2Templates(directory=str(HERE / "templates"))  # autoescape on for .html
     templates.env.filters["markdown"] = markdown_html

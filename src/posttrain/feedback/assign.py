@@ -19,12 +19,14 @@ move the clock) and returns plain values. Why it is race-free, on SQLite and on 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import random
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
-from sqlalchemy import and_, delete, exists, func, select, update
+from sqlalchemy import and_, delete, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
@@ -52,8 +54,9 @@ class _Raced(Exception):
 
 def _retry(db: sessionmaker, work: Callable[[Session], T]) -> T:
     """Run `work` in a transaction; on a constraint race (another writer took the row first) start again."""
+    lock = getattr(db.kw["bind"], "write_lock", None) or contextlib.nullcontext()  # SQLite: see db.make_engine
     for attempt in range(RETRIES):
-        with db() as s:
+        with lock, db() as s:
             try:
                 with s.begin():
                     return work(s)
@@ -72,46 +75,84 @@ def _is_race(e: Exception) -> bool:
     return isinstance(e, IntegrityError) or code in ("40001", "40P01") or "locked" in str(e)
 
 
-def _open_items(campaign: Campaign, rater_id: int):  # noqa: ANN202
-    """Items of `campaign` with a free slot that this rater has neither leased nor skipped, fullest first."""
+def _open_items(campaign_id: int, overlap: int, rater_id: int):  # noqa: ANN202
+    """Items of `campaign` with a free slot that this rater has neither leased nor skipped, in file order (the
+    database walks the (campaign, position) index and stops at the LIMIT; raters sweep from the front, so items
+    fill up in order)."""
     taken = select(func.count()).where(Lease.item_id == Item.id).correlate(Item).scalar_subquery()
-    return (select(Item.id, taken.label("taken"))
-            .where(Item.campaign_id == campaign.id, taken < campaign.overlap,
+    return (select(Item.id, func.json_array_length(Item.responses), taken.label("taken"))
+            .where(Item.campaign_id == campaign_id, taken < overlap,
                    ~exists().where(and_(Lease.item_id == Item.id, Lease.rater_id == rater_id)),
                    ~exists().where(and_(Skip.item_id == Item.id, Skip.rater_id == rater_id)))
-            .order_by(taken.desc(), Item.position))
+            .order_by(Item.position))
+
+
+@dataclass(frozen=True)
+class _CampaignRules:
+    overlap: int
+    lease_seconds: int
+    task_type: str
+    rubric: list
+
+
+# Per database (engine), kept only while the engine lives: campaign settings, which never change once made, and
+# when each campaign's expired leases were last reclaimed.
+_rules: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # engine -> {campaign id: _CampaignRules}
+_reclaimed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # engine -> {campaign id: datetime}
+RECLAIM_EVERY = dt.timedelta(seconds=1)
+
+
+def _campaign_rules(s: Session, campaign_id: int) -> _CampaignRules:
+    known = _rules.setdefault(s.get_bind(), {})
+    if campaign_id not in known:
+        row = s.execute(select(Campaign.overlap, Campaign.lease_seconds, Campaign.task_type, Campaign.rubric)
+                        .where(Campaign.id == campaign_id)).one()
+        known[campaign_id] = _CampaignRules(*row)
+    return known[campaign_id]
+
+
+def _reclaim(s: Session, campaign_id: int, now: dt.datetime, force: bool) -> bool:
+    """Delete the campaign's expired, unjudged leases (at most once a second unless `force`d: a reclaim is
+    always correct, only its timing is a trade-off). Returns whether it ran."""
+    times = _reclaimed.setdefault(s.get_bind(), {})
+    last = times.get(campaign_id)
+    if not force and last is not None and last <= now < last + RECLAIM_EVERY:
+        return False
+    s.execute(delete(Lease).where(Lease.judged.is_(False), Lease.expires_at <= now,
+                                  Lease.item_id.in_(select(Item.id).where(Item.campaign_id == campaign_id))))
+    times[campaign_id] = now
+    return True
 
 
 def next_lease(db: sessionmaker, campaign_id: int, rater_id: int, now: dt.datetime,
                rng: random.Random | None = None) -> int | None:
     """The id of a lease for this rater on an item that still needs judgments; their open lease if they hold
-    one; None when nothing is left for them. Expired, unjudged leases of the campaign are reclaimed first."""
+    one; None when nothing is left for them. Expired, unjudged leases are reclaimed (at least once a second, and
+    always before answering None)."""
     rng = rng or random.Random()
 
     def work(s: Session) -> int | None:
-        campaign = s.get(Campaign, campaign_id)
+        rules = _campaign_rules(s, campaign_id)
         held = s.scalar(select(Lease.id).join(Item, Item.id == Lease.item_id)
                         .where(Item.campaign_id == campaign_id, Lease.rater_id == rater_id,
                                Lease.judged.is_(False), Lease.expires_at > now).limit(1))
         if held is not None:
             return held
-        s.execute(delete(Lease).where(Lease.judged.is_(False), Lease.expires_at <= now,
-                                      Lease.item_id.in_(select(Item.id).where(Item.campaign_id == campaign_id))))
-        candidates = s.execute(_open_items(campaign, rater_id).limit(CANDIDATES)).all()
+        reclaimed = _reclaim(s, campaign_id, now, force=False)
+        candidates = s.execute(_open_items(campaign_id, rules.overlap, rater_id).limit(CANDIDATES)).all()
+        if not candidates and not reclaimed and _reclaim(s, campaign_id, now, force=True):
+            candidates = s.execute(_open_items(campaign_id, rules.overlap, rater_id).limit(CANDIDATES)).all()
         if not candidates:
             return None
-        item_id = rng.choice(candidates)[0]
-        free = set(range(campaign.overlap)) - set(s.scalars(select(Lease.slot).where(Lease.item_id == item_id)))
+        item_id, n_responses = rng.choice(candidates)[:2]
+        free = set(range(rules.overlap)) - set(s.scalars(select(Lease.slot).where(Lease.item_id == item_id)))
         if not free:  # taken by others since the candidates were read (each statement sees the latest commits)
             raise _Raced()
-        slot = min(free)
-        n = len(s.scalar(select(Item.responses).where(Item.id == item_id)))
-        lease = Lease(item_id=item_id, rater_id=rater_id, slot=slot, overlap=campaign.overlap,
-                      presentation=presentation_order(n, campaign_id, item_id, rater_id), created_at=now,
-                      expires_at=now + dt.timedelta(seconds=campaign.lease_seconds), judged=False)
-        s.add(lease)
-        s.flush()  # the INSERT: a racing rater who took this slot first makes it raise, and we retry
-        return lease.id
+        # The INSERT: a racing rater who took this slot first makes it raise (UNIQUE(item, slot)), and we retry.
+        return s.execute(insert(Lease).values(
+            item_id=item_id, rater_id=rater_id, slot=min(free), overlap=rules.overlap,
+            presentation=presentation_order(n_responses, campaign_id, item_id, rater_id), created_at=now,
+            expires_at=now + dt.timedelta(seconds=rules.lease_seconds), judged=False)).inserted_primary_key[0]
 
     return _retry(db, work)
 
@@ -124,12 +165,13 @@ def submit(db: sessionmaker, lease_id: int, rater_id: int, client_id: str, answe
         again = _same_client(s, client_id, rater_id)
         if again is not None:
             return again
-        lease = s.get(Lease, lease_id)
+        lease = s.execute(select(Lease.rater_id, Lease.item_id, Lease.slot, Lease.overlap, Lease.presentation,
+                                 Item.campaign_id).join(Item, Item.id == Lease.item_id)
+                          .where(Lease.id == lease_id)).first()
         if lease is None or lease.rater_id != rater_id:
             raise Conflict("this task is no longer yours (the lease expired and went to another rater); take the next")
-        item = s.get(Item, lease.item_id)
-        campaign = s.get(Campaign, item.campaign_id)
-        payload = read_answer(campaign.task_type, answer, lease.presentation, campaign.rubric)
+        rules = _campaign_rules(s, lease.campaign_id)
+        payload = read_answer(rules.task_type, answer, lease.presentation, rules.rubric)
         claimed = s.execute(update(Lease).where(Lease.id == lease_id, Lease.rater_id == rater_id,
                                                 Lease.judged.is_(False)).values(judged=True)).rowcount
         if claimed != 1:  # a concurrent submit for this lease committed first
@@ -137,18 +179,17 @@ def submit(db: sessionmaker, lease_id: int, rater_id: int, client_id: str, answe
             if again is not None:
                 return again
             raise Conflict("you already judged this item; edit your judgment instead")
-        j = Judgment(client_id=client_id, campaign_id=campaign.id, item_id=item.id, rater_id=rater_id,
-                     slot=lease.slot, overlap=lease.overlap, revision=0, presentation=lease.presentation,
-                     payload=payload, seconds=seconds, created_at=now)
-        s.add(j)
-        s.flush()
-        return Written(j.id, True)
+        new_id = s.execute(insert(Judgment).values(
+            client_id=client_id, campaign_id=lease.campaign_id, item_id=lease.item_id, rater_id=rater_id,
+            slot=lease.slot, overlap=lease.overlap, revision=0, presentation=lease.presentation, payload=payload,
+            seconds=seconds, created_at=now)).inserted_primary_key[0]
+        return Written(new_id, True)
 
     return _retry(db, work)
 
 
 def _same_client(s: Session, client_id: str, rater_id: int) -> Written | None:
-    j = s.scalar(select(Judgment).where(Judgment.client_id == client_id))
+    j = s.execute(select(Judgment.id, Judgment.rater_id).where(Judgment.client_id == client_id)).first()
     if j is None:
         return None
     if j.rater_id != rater_id:
@@ -210,7 +251,8 @@ def progress(s: Session, campaign: Campaign, rater_id: int) -> Progress:
                                                             Judgment.revision == 0)
     mine = s.scalar(base.where(Judgment.rater_id == rater_id))
     judged = s.scalar(base)
-    open_for_me = s.scalar(select(func.count()).select_from(_open_items(campaign, rater_id).subquery()))
+    open_for_me = s.scalar(select(func.count()).select_from(_open_items(campaign.id, campaign.overlap,
+                                                                        rater_id).subquery()))
     items = s.scalar(select(func.count()).select_from(Item).where(Item.campaign_id == campaign.id))
     return Progress(mine, open_for_me, judged, items * campaign.overlap)
 

@@ -18,6 +18,7 @@ The rules that keep the data honest are constraints here, not only code in `assi
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from typing import Any
 
 from sqlalchemy import (
@@ -177,9 +178,15 @@ class Audit(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for `url`: `sqlite:///feedback.db` (WAL, BEGIN IMMEDIATE, busy timeout) or
-    `postgresql+psycopg://user@host/db` (a bare `postgresql://` is read as psycopg 3)."""
+def make_engine(url: str, *, write: bool = True) -> Engine:
+    """An engine for `url`: `sqlite:///feedback.db` (WAL, busy timeout) or `postgresql+psycopg://user@host/db`
+    (a bare `postgresql://` is read as psycopg 3).
+
+    On SQLite, a `write` engine starts every transaction with BEGIN IMMEDIATE (the write lock up front: a
+    read-then-write transaction that upgrades later can deadlock with another and fail with "database is
+    locked") and carries `write_lock`, a lock that `assign` holds around its transactions so that the threads of
+    one server queue on it, waking at once, instead of on SQLite's busy handler, which sleeps and retries. A
+    read engine (`write=False`) never blocks: in WAL mode readers see the last commit while a writer works."""
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     if not url.startswith("sqlite"):
@@ -200,8 +207,8 @@ def make_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):  # noqa: ANN001
-        # Take the write lock at the start: a read-then-write transaction that upgrades later can deadlock
-        # with another and fail with "database is locked"; IMMEDIATE makes writers queue instead.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
+    if write:
+        engine.write_lock = threading.Lock()  # type: ignore[attr-defined]
     return engine

@@ -19,7 +19,7 @@ manager, admin = Need("manager"), Need("admin")
 
 @router.get("/manage", response_class=HTMLResponse)
 def campaigns(request: Request, who: Principal = Depends(manager)) -> Response:
-    with request.app.state.db() as s:
+    with request.app.state.read() as s:
         rows = []
         for c in s.scalars(select(Campaign).order_by(Campaign.id)):
             items = s.scalar(select(func.count()).select_from(Item).where(Item.campaign_id == c.id))
@@ -32,7 +32,7 @@ def campaigns(request: Request, who: Principal = Depends(manager)) -> Response:
 
 @router.get("/manage/campaigns/{campaign_id}/export")
 def export(request: Request, campaign_id: int, who: Principal = Depends(manager)) -> Response:
-    with request.app.state.db() as s:
+    with request.app.state.read() as s:
         c = s.get(Campaign, campaign_id)
         if c is None:
             raise HTTPException(404, "no such campaign")
@@ -44,7 +44,7 @@ def export(request: Request, campaign_id: int, who: Principal = Depends(manager)
 
 @router.get("/admin/users", response_class=HTMLResponse)
 def users(request: Request, who: Principal = Depends(admin), error: str | None = None) -> Response:
-    with request.app.state.db() as s:
+    with request.app.state.read() as s:
         rows = list(s.scalars(select(User).order_by(User.id)))
     return render(request, "users.html", users=rows, roles=ROLES, error=error)
 
@@ -54,7 +54,7 @@ async def create_user(request: Request, who: Principal = Depends(admin)) -> Resp
     form = await request.form()
     username, password, role = (str(form.get(k, "")).strip() for k in ("username", "password", "role"))
     if not username or len(password) < 8 or role not in ROLES:
-        with request.app.state.db() as s:
+        with request.app.state.read() as s:
             rows = list(s.scalars(select(User).order_by(User.id)))
         return render(request, "users.html", status=422, users=rows, roles=ROLES,
                       error="a user needs a name, a password of 8 characters or more, and a role")
@@ -83,7 +83,7 @@ async def set_active(request: Request, user_id: int, who: Principal = Depends(ad
 
 @router.get("/admin/audit", response_class=HTMLResponse)
 def audit(request: Request, who: Principal = Depends(admin)) -> Response:
-    with request.app.state.db() as s:
+    with request.app.state.read() as s:
         rows = s.execute(select(Audit, User.username).outerjoin(User, User.id == Audit.user_id)
                          .order_by(Audit.id.desc()).limit(500)).all()
     return render(request, "audit.html", rows=rows)

@@ -69,20 +69,20 @@ def logout(request: Request, who: Principal = Depends(rater)) -> Response:
 
 @router.get("/", response_class=HTMLResponse)
 def home(request: Request, who: Principal = Depends(rater)) -> Response:
-    with request.app.state.db() as s:
+    with request.app.state.read() as s:
         rows = [(c, assign.progress(s, c, who.user_id)) for c in s.scalars(select(Campaign).order_by(Campaign.id))]
     return render(request, "home.html", campaigns=rows)
 
 
 @router.get("/c/{campaign_id}/next")
 def next_task(request: Request, campaign_id: int, who: Principal = Depends(rater)) -> Response:
-    with request.app.state.db() as s:
+    with request.app.state.read() as s:
         campaign = s.get(Campaign, campaign_id)
         if campaign is None:
             raise HTTPException(404, "no such campaign")
     lease_id = assign.next_lease(request.app.state.db, campaign_id, who.user_id, utcnow())
     if lease_id is None:
-        with request.app.state.db() as s:
+        with request.app.state.read() as s:
             done = assign.progress(s, campaign, who.user_id)
         return render(request, "done.html", campaign=campaign, progress=done)
     return RedirectResponse(f"/task/{lease_id}", status_code=303)
@@ -91,7 +91,7 @@ def next_task(request: Request, campaign_id: int, who: Principal = Depends(rater
 def _own_lease(request: Request, lease_id: int, who: Principal) -> tuple[Lease, Item, Campaign]:
     """The lease, its item and campaign, if the lease is this user's; a 404 otherwise (also for others' leases:
     whether someone else holds lease N is none of a rater's business)."""
-    with request.app.state.db() as s:
+    with request.app.state.read() as s:
         lease = s.get(Lease, lease_id)
         if lease is None or lease.rater_id != who.user_id:
             raise HTTPException(404, "no such task of yours")
@@ -103,7 +103,7 @@ def _task_page(request: Request, lease: Lease, item: Item, campaign: Campaign, w
                error: str | None = None) -> Response:
     shown = [{"pos": pos, "label": chr(ord("A") + pos), "text": item.responses[i]["text"]}
              for pos, i in enumerate(lease.presentation)]  # text only: the model stays hidden
-    with request.app.state.db() as s:
+    with request.app.state.read() as s:
         prog = assign.progress(s, campaign, who.user_id)
     return render(request, "task.html", status=status, lease=lease, item=item, campaign=campaign, shown=shown,
                   progress=prog, error=error, flags=FLAGS, choices=CHOICES)
@@ -176,7 +176,7 @@ def skip_task(request: Request, lease_id: int, who: Principal = Depends(rater)) 
 
 @router.get("/tokens", response_class=HTMLResponse)
 def tokens(request: Request, who: Principal = Depends(rater), new: str | None = None) -> Response:
-    with request.app.state.db() as s:
+    with request.app.state.read() as s:
         rows = list(s.scalars(select(ApiToken).where(ApiToken.user_id == who.user_id).order_by(ApiToken.id)))
     return render(request, "tokens.html", tokens=rows, new=new)
 

@@ -41,7 +41,7 @@ def _from_cookie(request: Request) -> Principal | None:
     raw = request.cookies.get(COOKIE)
     if not raw:
         return None
-    with request.app.state.db() as s:
+    with request.app.state.read() as s:
         row = s.execute(select(Session.csrf_token, Session.expires_at, User.id, User.username, User.role, User.active)
                         .join(User, User.id == Session.user_id)
                         .where(Session.token_hash == token_hash(raw))).first()
@@ -54,7 +54,7 @@ def _from_bearer(request: Request) -> Principal | None:
     header = request.headers.get("authorization", "")
     if not header.lower().startswith("bearer "):
         return None
-    with request.app.state.db() as s:
+    with request.app.state.read() as s:
         row = s.execute(select(ApiToken.revoked_at, User.id, User.username, User.role, User.active)
                         .join(User, User.id == ApiToken.user_id)
                         .where(ApiToken.token_hash == token_hash(header[7:].strip()))).first()
