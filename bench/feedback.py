@@ -1,10 +1,11 @@
 """Feedback app throughput: sustained judgments/s and latency with 20 concurrent raters, through the real HTTP
 server (`posttrain feedback serve`, one uvicorn process) on SQLite.
 
-Each simulated rater loops: ask for work (`POST /api/campaigns/1/next`), then submit a pairwise judgment
-(`POST /api/leases/ID/judgment`), with an API token, as fast as answers come back. One judgment = one such
-cycle (two requests); the latency quoted is the judgment submit's (and, separately, the whole cycle's). The
-first `--warmup` seconds are not counted. The goal (issue 13): >= 200 judgments/s with p95 < 100 ms on 2 cores.
+Each simulated rater asks for work once (`POST /api/campaigns/1/next`), then loops: submit a pairwise judgment
+and receive the next task in the same round trip (`POST /api/leases/ID/judgment?next=true`, as a client that
+wants no idle time between items would), with an API token, as fast as answers come back. With `--two-calls`
+it asks for the next task in a separate request instead. The latency quoted is the judgment request's (and,
+separately, the whole cycle's). The first `--warmup` seconds are not counted. The goal (issue 13): >= 200 judgments/s with p95 < 100 ms on 2 cores.
 
     python bench/feedback.py                 # 20 raters, 20 s, writes its section of bench/RESULTS.md
     python bench/feedback.py --seconds 5 --no-write
@@ -41,6 +42,7 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=20000)
     ap.add_argument("--overlap", type=int, default=3)
     ap.add_argument("--db", default=None, help="database URL (default: a fresh SQLite file)")
+    ap.add_argument("--two-calls", action="store_true", help="ask for the next task in a request of its own")
     ap.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     args = ap.parse_args()
 
@@ -64,15 +66,20 @@ def main() -> None:
     def rater(token: str) -> None:
         n = 0
         with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as c:
-            while (now := time.perf_counter()) < stop_at:
+            task = c.post("/api/campaigns/1/next").json()
+            while (now := time.perf_counter()) < stop_at and task is not None:
                 try:
-                    task = c.post("/api/campaigns/1/next").json()
-                    if task is None:
-                        return
+                    if args.two_calls and n:
+                        task = c.post("/api/campaigns/1/next").json()
+                        if task is None:
+                            return
                     t1 = time.perf_counter()
                     r = c.post(f"/api/leases/{task['lease_id']}/judgment",
+                               params={} if args.two_calls else {"next": "true"},
                                json={"client_id": f"{token[:40]}-{n}", "answer": {"choice": "AB"[n % 2]}})
                     r.raise_for_status()
+                    if not args.two_calls:
+                        task = r.json()["next"]
                 except Exception as e:  # noqa: BLE001
                     errors.append(repr(e))
                     return
@@ -100,9 +107,9 @@ def main() -> None:
     lines = [
         f"`python bench/feedback.py` ({time.strftime('%Y-%m-%d %H:%M')}): {args.raters} raters, {backend}, "
         f"{args.seconds:.0f} s measured after {args.warmup:.0f} s warm-up; one uvicorn process; the load generator "
-        f"in the same machine.",
+        f"in the same machine; {'next task in its own request' if args.two_calls else 'submit returns the next task'}.",
         "",
-        "| judgments/s | submit p50 | submit p95 | submit p99 | cycle (next + submit) p50 | cycle p95 |",
+        "| judgments/s | submit p50 | submit p95 | submit p99 | cycle p50 | cycle p95 |",
         "|---|---|---|---|---|---|",
         f"| {rate:.0f} | {p(ms, 50):.1f} ms | {p(ms, 95):.1f} ms | {p(ms, 99):.1f} ms | {p(cyc, 50):.1f} ms "
         f"| {p(cyc, 95):.1f} ms |",
@@ -115,7 +122,7 @@ def main() -> None:
     if not args.no_write:
         from bench.common import update_results
 
-        update_results("Feedback app: judgments/s with 20 raters", text)
+        update_results("Feedback app: judgments/s with 20 raters" + (" (two calls)" if args.two_calls else ""), text)
 
 
 if __name__ == "__main__":

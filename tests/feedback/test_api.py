@@ -163,10 +163,13 @@ def test_api_tokens_work_without_cookies_and_stop_when_revoked(fb):
     assert r.status_code == 200 and r.json()["created"]
     again = api.post(f"/api/leases/{task['lease_id']}/judgment", headers=auth,
                      json={"client_id": "client-0001", "answer": {"choice": "B"}})
-    assert again.json() == {"judgment_id": r.json()["judgment_id"], "created": False}
+    assert again.json() == {"judgment_id": r.json()["judgment_id"], "created": False, "next": None}
     bad = api.post("/api/campaigns/1/next", headers=auth).json()
     assert api.post(f"/api/leases/{bad['lease_id']}/judgment", headers=auth,
                     json={"client_id": "client-0002", "answer": {"choice": "Z"}}).status_code == 422
+    both = api.post(f"/api/leases/{bad['lease_id']}/judgment?next=true", headers=auth,
+                    json={"client_id": "client-0003", "answer": {"choice": "tie"}}).json()
+    assert both["created"] and both["next"]["lease_id"] not in (task["lease_id"], bad["lease_id"])
     assert c.post("/tokens/1/revoke", headers={"X-CSRF-Token": csrf}).status_code == 200
     assert api.get("/api/me", headers=auth).status_code == 401
     assert "token_hash" not in page and token not in c.get("/tokens").text  # shown once, stored hashed

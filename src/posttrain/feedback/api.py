@@ -67,6 +67,7 @@ class Answer(BaseModel):
 class Stored(BaseModel):
     judgment_id: int
     created: bool
+    next: Task | None = Field(None, description="with ?next=true: your next task (null when none is left)")
 
 
 class Progress(BaseModel):
@@ -113,12 +114,7 @@ def progress(request: Request, campaign_id: int, who: Principal = Depends(rater)
         return Progress(**vars(assign.progress(s, c, who.user_id)))
 
 
-@router.post("/campaigns/{campaign_id}/next", response_model=Task | None)
-def next_task(request: Request, campaign_id: int, who: Principal = Depends(rater)) -> Task | None:
-    """A lease on the next item for you (your open one if you hold one); null when nothing is left for you."""
-    with request.app.state.read() as s:
-        if s.get(Campaign, campaign_id) is None:
-            raise HTTPException(404, "no such campaign")
+def _next(request: Request, campaign_id: int, who: Principal) -> Task | None:
     lease_id = assign.next_lease(request.app.state.db, campaign_id, who.user_id, utcnow())
     if lease_id is None:
         return None
@@ -129,8 +125,20 @@ def next_task(request: Request, campaign_id: int, who: Principal = Depends(rater
                     responses=[item.responses[i]["text"] for i in lease.presentation])
 
 
+@router.post("/campaigns/{campaign_id}/next", response_model=Task | None)
+def next_task(request: Request, campaign_id: int, who: Principal = Depends(rater)) -> Task | None:
+    """A lease on the next item for you (your open one if you hold one); null when nothing is left for you."""
+    with request.app.state.read() as s:
+        if s.get(Campaign, campaign_id) is None:
+            raise HTTPException(404, "no such campaign")
+    return _next(request, campaign_id, who)
+
+
 @router.post("/leases/{lease_id}/judgment", response_model=Stored)
-def judge(request: Request, lease_id: int, body: Answer, who: Principal = Depends(rater)) -> Stored:
+def judge(request: Request, lease_id: int, body: Answer, who: Principal = Depends(rater),
+          next: bool = False) -> Stored:
+    """Store your answer for this lease (once per client id); with `next=true`, also lease your next item, in the
+    same round trip."""
     try:
         w = assign.submit(request.app.state.db, lease_id, who.user_id, body.client_id, body.answer, utcnow(),
                           body.seconds)
@@ -138,7 +146,13 @@ def judge(request: Request, lease_id: int, body: Answer, who: Principal = Depend
         raise HTTPException(422, str(e)) from None
     except assign.Conflict as e:
         raise HTTPException(409, str(e)) from None
-    return Stored(judgment_id=w.judgment_id, created=w.created)
+    task = None
+    if next:
+        with request.app.state.read() as s:
+            campaign_id = s.scalar(select(Item.campaign_id).join(Lease, Lease.item_id == Item.id)
+                                   .where(Lease.id == lease_id))
+        task = _next(request, campaign_id, who)
+    return Stored(judgment_id=w.judgment_id, created=w.created, next=task)
 
 
 @router.post("/leases/{lease_id}/skip", status_code=204)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import sessionmaker
@@ -21,7 +21,7 @@ from posttrain.feedback import migrate
 from posttrain.feedback.db import make_engine
 from posttrain.feedback.render import markdown_html
 from posttrain.feedback.security import HEADERS, RateLimiter
-from posttrain.feedback.web import LoginRequired, render
+from posttrain.feedback.web import LoginRequired, PrincipalCache, render
 
 HERE = Path(__file__).resolve().parent
 
@@ -36,6 +36,28 @@ class Settings:
     migrate: bool = True
 
 
+class SecurityHeaders:
+    """ASGI middleware: the security headers on every response, and no caching of pages (a plain ASGI wrapper;
+    Starlette's BaseHTTPMiddleware costs a task and a stream per request)."""
+
+    def __init__(self, app):  # noqa: ANN001
+        self.app = app
+        self.headers = [(k.lower().encode(), v.encode()) for k, v in HEADERS.items()]
+
+    async def __call__(self, scope, receive, send):  # noqa: ANN001
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        extra = self.headers if scope["path"].startswith("/static/") else \
+            [*self.headers, (b"cache-control", b"no-store")]
+
+        async def send_with_headers(message):  # noqa: ANN001
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 def create_app(settings: Settings) -> FastAPI:
     from posttrain.feedback import api, manage, pages
 
@@ -48,6 +70,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.db = sessionmaker(engine, expire_on_commit=False)  # transactions that write (assign.py's and others)
     app.state.read = sessionmaker(make_engine(settings.db, write=False), expire_on_commit=False)
     app.state.login_limiter = RateLimiter(settings.login_limit, 60.0)
+    app.state.principals = PrincipalCache()
     templates = Jinja2Templates(directory=str(HERE / "templates"))  # autoescape on for .html
     templates.env.filters["markdown"] = markdown_html
     app.state.templates = templates
@@ -56,14 +79,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(manage.router)
     app.include_router(api.router)
 
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next):  # noqa: ANN001, ANN202
-        response: Response = await call_next(request)
-        for k, v in HEADERS.items():
-            response.headers.setdefault(k, v)
-        if not request.url.path.startswith("/static/"):
-            response.headers.setdefault("Cache-Control", "no-store")
-        return response
+    app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(LoginRequired)
     async def _login(request: Request, _e: LoginRequired):  # noqa: ANN202

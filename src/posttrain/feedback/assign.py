@@ -75,13 +75,13 @@ def _is_race(e: Exception) -> bool:
     return isinstance(e, IntegrityError) or code in ("40001", "40P01") or "locked" in str(e)
 
 
-def _open_items(campaign_id: int, overlap: int, rater_id: int):  # noqa: ANN202
-    """Items of `campaign` with a free slot that this rater has neither leased nor skipped, in file order (the
-    database walks the (campaign, position) index and stops at the LIMIT; raters sweep from the front, so items
-    fill up in order)."""
+def _open_items(campaign_id: int, overlap: int, rater_id: int, from_position: int = 0):  # noqa: ANN202
+    """Items of `campaign` with a free slot that this rater has neither leased nor skipped, in file order from
+    `from_position` (the database walks the (campaign, position) index and stops at the LIMIT; raters sweep from
+    the front, so items fill up in order)."""
     taken = select(func.count()).where(Lease.item_id == Item.id).correlate(Item).scalar_subquery()
-    return (select(Item.id, func.json_array_length(Item.responses), taken.label("taken"))
-            .where(Item.campaign_id == campaign_id, taken < overlap,
+    return (select(Item.id, func.json_array_length(Item.responses), Item.position)
+            .where(Item.campaign_id == campaign_id, Item.position >= from_position, taken < overlap,
                    ~exists().where(and_(Lease.item_id == Item.id, Lease.rater_id == rater_id)),
                    ~exists().where(and_(Skip.item_id == Item.id, Skip.rater_id == rater_id)))
             .order_by(Item.position))
@@ -99,6 +99,10 @@ class _CampaignRules:
 # when each campaign's expired leases were last reclaimed.
 _rules: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # engine -> {campaign id: _CampaignRules}
 _reclaimed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # engine -> {campaign id: datetime}
+# engine -> {(campaign, rater): position}: where the rater's last search found its first open item. Items before
+# it were full or the rater's own; only a reclaim can reopen one, so a reclaim that deletes leases forgets these.
+# A hint only: a search from it that finds nothing searches again from the start before saying "nothing left".
+_frontiers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 RECLAIM_EVERY = dt.timedelta(seconds=1)
 
 
@@ -118,10 +122,24 @@ def _reclaim(s: Session, campaign_id: int, now: dt.datetime, force: bool) -> boo
     last = times.get(campaign_id)
     if not force and last is not None and last <= now < last + RECLAIM_EVERY:
         return False
-    s.execute(delete(Lease).where(Lease.judged.is_(False), Lease.expires_at <= now,
-                                  Lease.item_id.in_(select(Item.id).where(Item.campaign_id == campaign_id))))
+    gone = s.execute(delete(Lease).where(Lease.judged.is_(False), Lease.expires_at <= now,
+                                         Lease.item_id.in_(select(Item.id).where(Item.campaign_id == campaign_id))))
+    if gone.rowcount:
+        _frontiers.pop(s.get_bind(), None)
     times[campaign_id] = now
     return True
+
+
+def _candidates(s: Session, campaign_id: int, overlap: int, rater_id: int) -> list:
+    """Up to CANDIDATES open items for the rater: (id, number of responses, position)."""
+    marks = _frontiers.setdefault(s.get_bind(), {})
+    start = marks.get((campaign_id, rater_id), 0)
+    rows = s.execute(_open_items(campaign_id, overlap, rater_id, start).limit(CANDIDATES)).all()
+    if not rows and start:
+        rows = s.execute(_open_items(campaign_id, overlap, rater_id).limit(CANDIDATES)).all()
+    if rows:
+        marks[(campaign_id, rater_id)] = rows[0][2]
+    return rows
 
 
 def next_lease(db: sessionmaker, campaign_id: int, rater_id: int, now: dt.datetime,
@@ -139,12 +157,12 @@ def next_lease(db: sessionmaker, campaign_id: int, rater_id: int, now: dt.dateti
         if held is not None:
             return held
         reclaimed = _reclaim(s, campaign_id, now, force=False)
-        candidates = s.execute(_open_items(campaign_id, rules.overlap, rater_id).limit(CANDIDATES)).all()
+        candidates = _candidates(s, campaign_id, rules.overlap, rater_id)
         if not candidates and not reclaimed and _reclaim(s, campaign_id, now, force=True):
-            candidates = s.execute(_open_items(campaign_id, rules.overlap, rater_id).limit(CANDIDATES)).all()
+            candidates = _candidates(s, campaign_id, rules.overlap, rater_id)
         if not candidates:
             return None
-        item_id, n_responses = rng.choice(candidates)[:2]
+        item_id, n_responses, _ = rng.choice(candidates)
         free = set(range(rules.overlap)) - set(s.scalars(select(Lease.slot).where(Lease.item_id == item_id)))
         if not free:  # taken by others since the candidates were read (each statement sees the latest commits)
             raise _Raced()

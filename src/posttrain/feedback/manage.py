@@ -78,6 +78,7 @@ async def set_active(request: Request, user_id: int, who: Principal = Depends(ad
         user.active = active
         s.add(Audit(user_id=who.user_id, action="user.activate" if active else "user.deactivate",
                     target=f"user:{user.username}"))
+    request.app.state.principals.drop()  # after the commit: the user's sessions and tokens stop now
     return RedirectResponse("/admin/users", status_code=303)
 
 

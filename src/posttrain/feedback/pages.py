@@ -62,6 +62,7 @@ def logout(request: Request, who: Principal = Depends(rater)) -> Response:
         raw = request.cookies.get(COOKIE, "")
         s.query(DbSession).filter_by(token_hash=token_hash(raw)).delete()
         s.add(Audit(user_id=who.user_id, action="logout", target=f"user:{who.username}"))
+    request.app.state.principals.drop("s:" + token_hash(raw))  # after the commit: no lookup can re-cache it
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(COOKIE)
     return response
@@ -201,6 +202,7 @@ def revoke_token(request: Request, token_id: int, who: Principal = Depends(rater
         if tok.revoked_at is None:
             tok.revoked_at = utcnow()
             s.add(Audit(user_id=who.user_id, action="token.revoke", target=f"token:{tok.id}"))
+    request.app.state.principals.drop("t:" + tok.token_hash)  # after the commit: no lookup can re-cache it
     if request.headers.get("hx-request"):
         return HTMLResponse("<td>revoked</td>")
     return RedirectResponse("/tokens", status_code=303)

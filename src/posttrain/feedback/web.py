@@ -8,6 +8,8 @@ checks the CSRF token and the Origin. Pages answer a missing login with a redire
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,10 +39,55 @@ class LoginRequired(Exception):
     """Raised for pages without a login; the app turns it into a redirect to /login."""
 
 
+class PrincipalCache:
+    """Who a session or API token is, remembered for `ttl` seconds so that a busy rater's every request does not
+    look it up again. Logging out, revoking a token and deactivating a user drop the entries in this process at
+    once; other server processes (if you run several) notice within `ttl`."""
+
+    def __init__(self, ttl: float = 5.0):
+        self.ttl = ttl
+        self._entries: dict[str, tuple[float, Principal]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Principal | None:
+        hit = self._entries.get(key)
+        if hit is None or hit[0] < time.monotonic():
+            return None
+        return hit[1]
+
+    def put(self, key: str, who: Principal) -> None:
+        with self._lock:
+            if len(self._entries) > 10_000:
+                self._entries.clear()
+            self._entries[key] = (time.monotonic() + self.ttl, who)
+
+    def drop(self, key: str | None = None) -> None:
+        """Forget one session or token (by its hash), or everyone (None)."""
+        with self._lock:
+            if key is None:
+                self._entries.clear()
+            else:
+                self._entries.pop(key, None)
+
+
+def _cached(request: Request, key: str, lookup) -> Principal | None:  # noqa: ANN001
+    cache: PrincipalCache = request.app.state.principals
+    who = cache.get(key)
+    if who is None:
+        who = lookup()
+        if who is not None:
+            cache.put(key, who)
+    return who
+
+
 def _from_cookie(request: Request) -> Principal | None:
     raw = request.cookies.get(COOKIE)
     if not raw:
         return None
+    return _cached(request, "s:" + token_hash(raw), lambda: _session_lookup(request, raw))
+
+
+def _session_lookup(request: Request, raw: str) -> Principal | None:
     with request.app.state.read() as s:
         row = s.execute(select(Session.csrf_token, Session.expires_at, User.id, User.username, User.role, User.active)
                         .join(User, User.id == Session.user_id)
@@ -54,12 +101,20 @@ def _from_bearer(request: Request) -> Principal | None:
     header = request.headers.get("authorization", "")
     if not header.lower().startswith("bearer "):
         return None
+    digest = token_hash(header[7:].strip())
+    who = _cached(request, "t:" + digest, lambda: _token_lookup(request, digest))
+    if who is None:
+        raise HTTPException(401, "this API token is unknown or revoked")
+    return who
+
+
+def _token_lookup(request: Request, digest: str) -> Principal | None:
     with request.app.state.read() as s:
         row = s.execute(select(ApiToken.revoked_at, User.id, User.username, User.role, User.active)
                         .join(User, User.id == ApiToken.user_id)
-                        .where(ApiToken.token_hash == token_hash(header[7:].strip()))).first()
+                        .where(ApiToken.token_hash == digest)).first()
     if row is None or row.revoked_at is not None or not row.active:
-        raise HTTPException(401, "this API token is unknown or revoked")
+        return None
     return Principal(row.id, row.username, row.role, None)
 
 
