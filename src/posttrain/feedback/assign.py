@@ -8,8 +8,8 @@ move the clock) and returns plain values. Why it is race-free, on SQLite and on 
   its lease's slot (UNIQUE(item, slot, revision)). Two raters that race for the last slot both try to INSERT the
   same (item, slot); the database lets one commit and refuses the other, which then retries with a fresh view.
   However the transactions interleave, no item can hold more than k leases, hence more than k judgments.
-- On SQLite every transaction starts with BEGIN IMMEDIATE (db.make_engine): writers queue one by one, so the
-  retry path is never even taken. On PostgreSQL (READ COMMITTED) the loser gets a unique violation and retries.
+- On SQLite every writing transaction starts with BEGIN IMMEDIATE under a process-wide lock (db.make_engine):
+  writers queue one by one, so the retry path is never even taken. On PostgreSQL (READ COMMITTED) the loser gets a unique violation and retries.
 - A judgment is written in the same transaction that marks its lease judged, with a conditional UPDATE
   (`... WHERE judged = false`): of two concurrent submits for one lease (a double click), the second's UPDATE
   waits for the first's row lock and then matches no row, and it returns the first's judgment (same client id)
