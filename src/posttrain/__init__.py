@@ -15,8 +15,8 @@ Layers, bottom to top. A module imports only from its own layer or the ones belo
 5. `losses, sampling, rewards, tasks.raters, tasks.arithmetic_raters` — pure losses, the sampler, reward
    functions, raters (simulated ones judge with the task's rewards)
 6. `training` — the engine: data order, accumulation, evaluation, checkpoints, metrics, DDP
-7. `recipes, eval` — one file per algorithm; evaluation and its statistics
-8. `cli, __main__, demo, generate, pairs, models.cli` — the commands
+7. `recipes, eval, feedback` — one file per algorithm; evaluation and its statistics; the human-feedback app
+8. `cli, __main__, demo, generate, pairs, models.cli, feedback.cli` — the commands
 """
 
 __version__ = "0.1.0"

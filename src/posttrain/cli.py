@@ -23,6 +23,7 @@ commands:
   generate   sample completions for prompts with the built-in batched sampler
   models     make the built-in tiny model, prepare SmolLM2, list known short names
   data       data tools: `data pairs` samples a policy and lets a simulated rater make preference pairs
+  feedback   the human-feedback web app: `feedback init|serve|import|generate|export`
 """
 
 
@@ -125,6 +126,12 @@ def _data(argv: list[str]) -> int:
     return actions[argv[0]](argv[1:])
 
 
+def _feedback(argv: list[str]) -> int:
+    from posttrain.feedback.cli import main as feedback_main
+
+    return feedback_main(argv)
+
+
 def config_classes() -> dict[str, type]:
     """The config each command parses (its sub-configs nested in it), in the order docs/config.md lists them."""
     from posttrain.demo import DemoConfig
@@ -157,6 +164,7 @@ COMMANDS = {
     "rm": _rm,
     "generate": _generate,
     "models": _models,
+    "feedback": _feedback,
 }
 
 

@@ -1,0 +1,12 @@
+"""The human-feedback web app: raters compare, rank, rate and correct model outputs; judgments become records.
+
+Modules, each owning one thing:
+- `db` the tables and the engine; `migrate` + `migrations/` the schema's history (Alembic);
+- `tasks` task types and their answers (pure); `assign` leases, overlap and append-only judgments (the core);
+- `campaigns` reading item files and storing campaigns; `export` judgments -> preference/ranking records;
+- `security` passwords, tokens, CSRF, rate limits, headers; `render` Markdown through a sanitiser;
+- `web` who is asking (the one auth dependency); `app` wiring; `pages`, `manage`, `api` the routes;
+- `templates/`, `static/` (htmx vendored from its npm package, app.js, app.css);
+- `cli` the `posttrain feedback` commands (layer 8).
+Needs the `feedback` extra: pip install 'posttrain[feedback]'.
+"""

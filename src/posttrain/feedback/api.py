@@ -1,0 +1,185 @@
+"""The JSON API for scripts (bearer tokens; a browser session works too, with its CSRF header): campaigns,
+leases, judgments, edits, skips, export. Described by the OpenAPI schema at /openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from posttrain.errors import DataError
+from posttrain.feedback import assign
+from posttrain.feedback.campaigns import create_campaign
+from posttrain.feedback.db import Campaign, Item, Lease, utcnow
+from posttrain.feedback.export import export_rows
+from posttrain.feedback.tasks import AnswerError
+from posttrain.feedback.web import Need, Principal
+
+router = APIRouter(prefix="/api", tags=["api"])
+rater, manager = Need("rater"), Need("manager")
+
+
+class Me(BaseModel):
+    id: int
+    username: str
+    role: str
+
+
+class CampaignOut(BaseModel):
+    id: int
+    name: str
+    task_type: str
+    overlap: int
+    guidelines: str
+    rubric: list[dict[str, Any]]
+
+
+class ItemIn(BaseModel):
+    prompt: list[dict[str, str]]
+    responses: list[dict[str, str]]  # {"text", "model"}
+
+
+class CampaignIn(BaseModel):
+    name: str
+    task_type: str = "pairwise"
+    overlap: int = 1
+    guidelines: str = ""
+    rubric: list[dict[str, Any]] = []
+    lease_seconds: int = 900
+    items: list[ItemIn]
+
+
+class Task(BaseModel):
+    lease_id: int
+    expires_at: str
+    prompt: list[dict[str, str]]
+    responses: list[str] = Field(description="the responses in this rater's display order (positions 0..K-1)")
+
+
+class Answer(BaseModel):
+    client_id: str = Field(min_length=8, max_length=64, description="unique per vote: a resend is stored once")
+    answer: dict[str, Any] = Field(description="in display positions; see posttrain.feedback.tasks")
+    seconds: float | None = None
+
+
+class Stored(BaseModel):
+    judgment_id: int
+    created: bool
+    next: Task | None = Field(None, description="with ?next=true: your next task (null when none is left)")
+
+
+class Progress(BaseModel):
+    mine: int
+    open_for_me: int
+    judged: int
+    needed: int
+
+
+@router.get("/me", response_model=Me)
+def me(who: Principal = Depends(rater)) -> Me:
+    return Me(id=who.user_id, username=who.username, role=who.role)
+
+
+def _campaign_out(c: Campaign) -> CampaignOut:
+    return CampaignOut(id=c.id, name=c.name, task_type=c.task_type, overlap=c.overlap, guidelines=c.guidelines,
+                       rubric=c.rubric)
+
+
+@router.get("/campaigns", response_model=list[CampaignOut])
+def list_campaigns(request: Request, who: Principal = Depends(rater)) -> list[CampaignOut]:
+    with request.app.state.read() as s:
+        return [_campaign_out(c) for c in s.scalars(select(Campaign).order_by(Campaign.id))]
+
+
+@router.post("/campaigns", response_model=CampaignOut, status_code=201)
+def new_campaign(request: Request, body: CampaignIn, who: Principal = Depends(manager)) -> CampaignOut:
+    try:
+        with request.app.state.db() as s, s.begin():
+            c = create_campaign(s, body.name, body.task_type, [i.model_dump() for i in body.items],
+                                overlap=body.overlap, guidelines=body.guidelines, rubric=body.rubric,
+                                lease_seconds=body.lease_seconds, user_id=who.user_id)
+            return _campaign_out(c)
+    except DataError as e:
+        raise HTTPException(422, str(e)) from None
+
+
+@router.get("/campaigns/{campaign_id}/progress", response_model=Progress)
+def progress(request: Request, campaign_id: int, who: Principal = Depends(rater)) -> Progress:
+    with request.app.state.read() as s:
+        c = s.get(Campaign, campaign_id)
+        if c is None:
+            raise HTTPException(404, "no such campaign")
+        return Progress(**vars(assign.progress(s, c, who.user_id)))
+
+
+def _next(request: Request, campaign_id: int, who: Principal) -> Task | None:
+    lease_id = assign.next_lease(request.app.state.db, campaign_id, who.user_id, utcnow())
+    if lease_id is None:
+        return None
+    with request.app.state.read() as s:
+        lease = s.get(Lease, lease_id)
+        item = s.get(Item, lease.item_id)
+        return Task(lease_id=lease.id, expires_at=lease.expires_at.isoformat() + "Z", prompt=item.prompt,
+                    responses=[item.responses[i]["text"] for i in lease.presentation])
+
+
+@router.post("/campaigns/{campaign_id}/next", response_model=Task | None)
+def next_task(request: Request, campaign_id: int, who: Principal = Depends(rater)) -> Task | None:
+    """A lease on the next item for you (your open one if you hold one); null when nothing is left for you."""
+    with request.app.state.read() as s:
+        if s.get(Campaign, campaign_id) is None:
+            raise HTTPException(404, "no such campaign")
+    return _next(request, campaign_id, who)
+
+
+@router.post("/leases/{lease_id}/judgment", response_model=Stored)
+def judge(request: Request, lease_id: int, body: Answer, who: Principal = Depends(rater),
+          next: bool = False) -> Stored:
+    """Store your answer for this lease (once per client id); with `next=true`, also lease your next item, in the
+    same round trip."""
+    try:
+        w = assign.submit(request.app.state.db, lease_id, who.user_id, body.client_id, body.answer, utcnow(),
+                          body.seconds)
+    except AnswerError as e:
+        raise HTTPException(422, str(e)) from None
+    except assign.Conflict as e:
+        raise HTTPException(409, str(e)) from None
+    task = None
+    if next:
+        with request.app.state.read() as s:
+            campaign_id = s.scalar(select(Item.campaign_id).join(Lease, Lease.item_id == Item.id)
+                                   .where(Lease.id == lease_id))
+        task = _next(request, campaign_id, who)
+    return Stored(judgment_id=w.judgment_id, created=w.created, next=task)
+
+
+@router.post("/leases/{lease_id}/skip", status_code=204)
+def skip(request: Request, lease_id: int, who: Principal = Depends(rater)) -> None:
+    try:
+        assign.skip(request.app.state.db, lease_id, who.user_id, utcnow())
+    except assign.Conflict as e:
+        raise HTTPException(409, str(e)) from None
+
+
+@router.post("/judgments/{judgment_id}/edit", response_model=Stored)
+def edit(request: Request, judgment_id: int, body: Answer, who: Principal = Depends(rater)) -> Stored:
+    """A new revision of your judgment; the old one stays, superseded."""
+    try:
+        w = assign.edit(request.app.state.db, judgment_id, who.user_id, body.client_id, body.answer, utcnow())
+    except AnswerError as e:
+        raise HTTPException(422, str(e)) from None
+    except assign.Conflict as e:
+        raise HTTPException(409, str(e)) from None
+    return Stored(judgment_id=w.judgment_id, created=w.created)
+
+
+@router.get("/campaigns/{campaign_id}/export")
+def export(request: Request, campaign_id: int, who: Principal = Depends(manager)) -> list[dict[str, Any]]:
+    """The campaign's judgments as the project's records (see posttrain.feedback.export)."""
+    with request.app.state.read() as s:
+        c = s.get(Campaign, campaign_id)
+        if c is None:
+            raise HTTPException(404, "no such campaign")
+        return export_rows(s, c.name)[0]

@@ -1,0 +1,104 @@
+"""The FastAPI application: settings, wiring, error pages and security headers; the routes live in pages.py
+(raters), manage.py (managers and admins) and api.py (the JSON API for scripts).
+
+`create_app(Settings(db=...))` upgrades the schema to the newest migration, then serves. The OpenAPI schema is at
+/openapi.json; FastAPI's own docs pages are off (they load scripts from a CDN, which the CSP forbids).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from sqlalchemy.orm import sessionmaker
+
+from posttrain.feedback import migrate
+from posttrain.feedback.db import make_engine
+from posttrain.feedback.render import markdown_html
+from posttrain.feedback.security import HEADERS, RateLimiter
+from posttrain.feedback.web import LoginRequired, PrincipalCache, render
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass
+class Settings:
+    db: str = "sqlite:///feedback.db"
+    public_url: str | None = None  # https://feedback.example.org: the Origin that state-changing requests must have
+    secure_cookies: bool = False  # set the cookie's Secure flag (on when public_url is https)
+    session_hours: float = 12.0
+    login_limit: int = 5  # failed logins per minute per client address or user name, then 429
+    migrate: bool = True
+
+
+class SecurityHeaders:
+    """ASGI middleware: the security headers on every response, and no caching of pages (a plain ASGI wrapper;
+    Starlette's BaseHTTPMiddleware costs a task and a stream per request)."""
+
+    def __init__(self, app):  # noqa: ANN001
+        self.app = app
+        self.headers = [(k.lower().encode(), v.encode()) for k, v in HEADERS.items()]
+
+    async def __call__(self, scope, receive, send):  # noqa: ANN001
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        extra = self.headers if scope["path"].startswith("/static/") else \
+            [*self.headers, (b"cache-control", b"no-store")]
+
+        async def send_with_headers(message):  # noqa: ANN001
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    from posttrain.feedback import api, manage, pages
+
+    engine = make_engine(settings.db)
+    if settings.migrate:
+        migrate.upgrade(engine)
+    app = FastAPI(title="posttrain feedback", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.db = sessionmaker(engine, expire_on_commit=False)  # transactions that write (assign.py's and others)
+    app.state.read = sessionmaker(make_engine(settings.db, write=False), expire_on_commit=False)
+    app.state.login_limiter = RateLimiter(settings.login_limit, 60.0)
+    app.state.principals = PrincipalCache()
+    templates = Jinja2Templates(directory=str(HERE / "templates"))  # autoescape on for .html
+    templates.env.filters["markdown"] = markdown_html
+    app.state.templates = templates
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    app.include_router(pages.router)
+    app.include_router(manage.router)
+    app.include_router(api.router)
+
+    app.add_middleware(SecurityHeaders)
+
+    @app.exception_handler(LoginRequired)
+    async def _login(request: Request, _e: LoginRequired):  # noqa: ANN202
+        return RedirectResponse("/login", status_code=303)
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, e: HTTPException):  # noqa: ANN202
+        if request.url.path.startswith("/api/") or request.url.path == "/login" and e.status_code == 429:
+            return JSONResponse({"detail": e.detail}, status_code=e.status_code, headers=e.headers)
+        return render(request, "error.html", status=e.status_code, message=e.detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, e: RequestValidationError):  # noqa: ANN202
+        first = e.errors()[0] if e.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ()))
+        return JSONResponse({"detail": f"{where}: {first.get('msg', 'invalid')}"}, status_code=422)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict:
+        return {"ok": True}
+
+    return app

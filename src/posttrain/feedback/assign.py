@@ -1,0 +1,283 @@
+"""Work distribution and judgment writing: leases, overlap, skips, append-only judgments. The app's core.
+
+Every function here is one short transaction over a `sessionmaker`, takes `now` from its caller (so tests can
+move the clock) and returns plain values. Why it is race-free, on SQLite and on PostgreSQL alike:
+
+- The invariants are database constraints (see db.py), not checks in Python: a lease takes one of its item's
+  k slots (UNIQUE(item, slot), CHECK(slot < overlap)) and one per rater (UNIQUE(item, rater)); a judgment takes
+  its lease's slot (UNIQUE(item, slot, revision)). Two raters that race for the last slot both try to INSERT the
+  same (item, slot); the database lets one commit and refuses the other, which then retries with a fresh view.
+  However the transactions interleave, no item can hold more than k leases, hence more than k judgments.
+- On SQLite every writing transaction starts with BEGIN IMMEDIATE under a process-wide lock (db.make_engine):
+  writers queue one by one, so the retry path is never even taken. On PostgreSQL (READ COMMITTED) the loser gets a unique violation and retries.
+- A judgment is written in the same transaction that marks its lease judged, with a conditional UPDATE
+  (`... WHERE judged = false`): of two concurrent submits for one lease (a double click), the second's UPDATE
+  waits for the first's row lock and then matches no row, and it returns the first's judgment (same client id)
+  instead of writing a second. An expired lease that another rater's request reclaims is DELETEd with
+  `WHERE judged = false`, so a reclaim and a late submit cannot both win either: whichever commits first decides.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import random
+import weakref
+from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
+
+from sqlalchemy import and_, delete, exists, func, insert, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, aliased, sessionmaker
+
+from posttrain.feedback.db import Audit, Campaign, Item, Judgment, Lease, Skip
+from posttrain.feedback.tasks import presentation_order, read_answer
+
+T = TypeVar("T")
+RETRIES = 20
+CANDIDATES = 16  # a rater picks at random among the first few open items, so concurrent raters rarely collide
+
+
+class Conflict(Exception):
+    """The request cannot be honoured as asked (lease gone, already judged, not yours); the message says why."""
+
+
+@dataclass(frozen=True)
+class Written:
+    judgment_id: int
+    created: bool  # False: this client id was already stored (a repeated submit), nothing new was written
+
+
+class _Raced(Exception):
+    """Another transaction changed what this one read (PostgreSQL, READ COMMITTED): start again."""
+
+
+def _retry(db: sessionmaker, work: Callable[[Session], T]) -> T:
+    """Run `work` in a transaction; on a constraint race (another writer took the row first) start again."""
+    lock = getattr(db.kw["bind"], "write_lock", None) or contextlib.nullcontext()  # SQLite: see db.make_engine
+    for attempt in range(RETRIES):
+        with lock, db() as s:
+            try:
+                with s.begin():
+                    return work(s)
+            except _Raced:
+                if attempt == RETRIES - 1:
+                    raise
+            except (IntegrityError, OperationalError) as e:
+                if attempt == RETRIES - 1 or not _is_race(e):
+                    raise
+    raise AssertionError("unreachable")
+
+
+def _is_race(e: Exception) -> bool:
+    """A unique violation, serialization failure or deadlock: another transaction won; try again."""
+    code = getattr(getattr(e, "orig", None), "sqlstate", None)
+    return isinstance(e, IntegrityError) or code in ("40001", "40P01") or "locked" in str(e)
+
+
+def _open_items(campaign_id: int, overlap: int, rater_id: int, from_position: int = 0):  # noqa: ANN202
+    """Items of `campaign` with a free slot that this rater has neither leased nor skipped, in file order from
+    `from_position` (the database walks the (campaign, position) index and stops at the LIMIT; raters sweep from
+    the front, so items fill up in order)."""
+    taken = select(func.count()).where(Lease.item_id == Item.id).correlate(Item).scalar_subquery()
+    return (select(Item.id, func.json_array_length(Item.responses), Item.position)
+            .where(Item.campaign_id == campaign_id, Item.position >= from_position, taken < overlap,
+                   ~exists().where(and_(Lease.item_id == Item.id, Lease.rater_id == rater_id)),
+                   ~exists().where(and_(Skip.item_id == Item.id, Skip.rater_id == rater_id)))
+            .order_by(Item.position))
+
+
+@dataclass(frozen=True)
+class _CampaignRules:
+    overlap: int
+    lease_seconds: int
+    task_type: str
+    rubric: list
+
+
+# Per database (engine), kept only while the engine lives: campaign settings, which never change once made, and
+# when each campaign's expired leases were last reclaimed.
+_rules: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # engine -> {campaign id: _CampaignRules}
+_reclaimed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # engine -> {campaign id: datetime}
+# engine -> {(campaign, rater): position}: where the rater's last search found its first open item. Items before
+# it were full or the rater's own; only a reclaim can reopen one, so a reclaim that deletes leases forgets these.
+# A hint only: a search from it that finds nothing searches again from the start before saying "nothing left".
+_frontiers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+RECLAIM_EVERY = dt.timedelta(seconds=1)
+
+
+def _campaign_rules(s: Session, campaign_id: int) -> _CampaignRules:
+    known = _rules.setdefault(s.get_bind(), {})
+    if campaign_id not in known:
+        row = s.execute(select(Campaign.overlap, Campaign.lease_seconds, Campaign.task_type, Campaign.rubric)
+                        .where(Campaign.id == campaign_id)).one()
+        known[campaign_id] = _CampaignRules(*row)
+    return known[campaign_id]
+
+
+def _reclaim(s: Session, campaign_id: int, now: dt.datetime, force: bool) -> bool:
+    """Delete the campaign's expired, unjudged leases (at most once a second unless `force`d: a reclaim is
+    always correct, only its timing is a trade-off). Returns whether it ran."""
+    times = _reclaimed.setdefault(s.get_bind(), {})
+    last = times.get(campaign_id)
+    if not force and last is not None and last <= now < last + RECLAIM_EVERY:
+        return False
+    gone = s.execute(delete(Lease).where(Lease.judged.is_(False), Lease.expires_at <= now,
+                                         Lease.item_id.in_(select(Item.id).where(Item.campaign_id == campaign_id))))
+    if gone.rowcount:
+        _frontiers.pop(s.get_bind(), None)
+    times[campaign_id] = now
+    return True
+
+
+def _candidates(s: Session, campaign_id: int, overlap: int, rater_id: int) -> list:
+    """Up to CANDIDATES open items for the rater: (id, number of responses, position)."""
+    marks = _frontiers.setdefault(s.get_bind(), {})
+    start = marks.get((campaign_id, rater_id), 0)
+    rows = s.execute(_open_items(campaign_id, overlap, rater_id, start).limit(CANDIDATES)).all()
+    if not rows and start:
+        rows = s.execute(_open_items(campaign_id, overlap, rater_id).limit(CANDIDATES)).all()
+    if rows:
+        marks[(campaign_id, rater_id)] = rows[0][2]
+    return rows
+
+
+def next_lease(db: sessionmaker, campaign_id: int, rater_id: int, now: dt.datetime,
+               rng: random.Random | None = None) -> int | None:
+    """The id of a lease for this rater on an item that still needs judgments; their open lease if they hold
+    one; None when nothing is left for them. Expired, unjudged leases are reclaimed (at least once a second, and
+    always before answering None)."""
+    rng = rng or random.Random()
+
+    def work(s: Session) -> int | None:
+        rules = _campaign_rules(s, campaign_id)
+        held = s.scalar(select(Lease.id).join(Item, Item.id == Lease.item_id)
+                        .where(Item.campaign_id == campaign_id, Lease.rater_id == rater_id,
+                               Lease.judged.is_(False), Lease.expires_at > now).limit(1))
+        if held is not None:
+            return held
+        reclaimed = _reclaim(s, campaign_id, now, force=False)
+        candidates = _candidates(s, campaign_id, rules.overlap, rater_id)
+        if not candidates and not reclaimed and _reclaim(s, campaign_id, now, force=True):
+            candidates = _candidates(s, campaign_id, rules.overlap, rater_id)
+        if not candidates:
+            return None
+        item_id, n_responses, _ = rng.choice(candidates)
+        free = set(range(rules.overlap)) - set(s.scalars(select(Lease.slot).where(Lease.item_id == item_id)))
+        if not free:  # taken by others since the candidates were read (each statement sees the latest commits)
+            raise _Raced()
+        # The INSERT: a racing rater who took this slot first makes it raise (UNIQUE(item, slot)), and we retry.
+        return s.execute(insert(Lease).values(
+            item_id=item_id, rater_id=rater_id, slot=min(free), overlap=rules.overlap,
+            presentation=presentation_order(n_responses, campaign_id, item_id, rater_id), created_at=now,
+            expires_at=now + dt.timedelta(seconds=rules.lease_seconds), judged=False)).inserted_primary_key[0]
+
+    return _retry(db, work)
+
+
+def submit(db: sessionmaker, lease_id: int, rater_id: int, client_id: str, answer: dict[str, Any],
+           now: dt.datetime, seconds: float | None = None) -> Written:
+    """Store a rater's answer for their lease, once: a repeat with the same client id returns the first."""
+
+    def work(s: Session) -> Written:
+        again = _same_client(s, client_id, rater_id)
+        if again is not None:
+            return again
+        lease = s.execute(select(Lease.rater_id, Lease.item_id, Lease.slot, Lease.overlap, Lease.presentation,
+                                 Item.campaign_id).join(Item, Item.id == Lease.item_id)
+                          .where(Lease.id == lease_id)).first()
+        if lease is None or lease.rater_id != rater_id:
+            raise Conflict("this task is no longer yours (the lease expired and went to another rater); take the next")
+        rules = _campaign_rules(s, lease.campaign_id)
+        payload = read_answer(rules.task_type, answer, lease.presentation, rules.rubric)
+        claimed = s.execute(update(Lease).where(Lease.id == lease_id, Lease.rater_id == rater_id,
+                                                Lease.judged.is_(False)).values(judged=True)).rowcount
+        if claimed != 1:  # a concurrent submit for this lease committed first
+            again = _same_client(s, client_id, rater_id)
+            if again is not None:
+                return again
+            raise Conflict("you already judged this item; edit your judgment instead")
+        new_id = s.execute(insert(Judgment).values(
+            client_id=client_id, campaign_id=lease.campaign_id, item_id=lease.item_id, rater_id=rater_id,
+            slot=lease.slot, overlap=lease.overlap, revision=0, presentation=lease.presentation, payload=payload,
+            seconds=seconds, created_at=now)).inserted_primary_key[0]
+        return Written(new_id, True)
+
+    return _retry(db, work)
+
+
+def _same_client(s: Session, client_id: str, rater_id: int) -> Written | None:
+    j = s.execute(select(Judgment.id, Judgment.rater_id).where(Judgment.client_id == client_id)).first()
+    if j is None:
+        return None
+    if j.rater_id != rater_id:
+        raise Conflict("this client id belongs to another judgment; send a fresh one")
+    return Written(j.id, False)
+
+
+def edit(db: sessionmaker, judgment_id: int, rater_id: int, client_id: str, answer: dict[str, Any],
+         now: dt.datetime) -> Written:
+    """Supersede the rater's current judgment with a new revision; the old row stays as it was."""
+
+    def work(s: Session) -> Written:
+        again = _same_client(s, client_id, rater_id)
+        if again is not None:
+            return again
+        old = s.get(Judgment, judgment_id)
+        if old is None or old.rater_id != rater_id:
+            raise Conflict("no such judgment of yours")
+        if s.scalar(select(Judgment.id).where(Judgment.supersedes_id == old.id)) is not None:
+            raise Conflict("this judgment was already edited; edit its latest revision")
+        campaign = s.get(Campaign, old.campaign_id)
+        payload = read_answer(campaign.task_type, answer, old.presentation, campaign.rubric)
+        j = Judgment(client_id=client_id, campaign_id=old.campaign_id, item_id=old.item_id, rater_id=rater_id,
+                     slot=old.slot, overlap=old.overlap, revision=old.revision + 1, supersedes_id=old.id,
+                     presentation=old.presentation, payload=payload, created_at=now)
+        s.add(j)
+        s.flush()  # UNIQUE(supersedes_id): of two racing edits of one revision, one wins
+        s.add(Audit(user_id=rater_id, action="judgment.edit", target=f"judgment:{old.id}",
+                    detail={"new": j.id}, at=now))
+        return Written(j.id, True)
+
+    return _retry(db, work)
+
+
+def skip(db: sessionmaker, lease_id: int, rater_id: int, now: dt.datetime) -> None:
+    """Give the lease back and never offer its item to this rater again."""
+
+    def work(s: Session) -> None:
+        lease = s.get(Lease, lease_id)
+        if lease is None or lease.rater_id != rater_id or lease.judged:
+            raise Conflict("this task is not an open task of yours")
+        s.delete(lease)
+        s.add(Skip(item_id=lease.item_id, rater_id=rater_id, created_at=now))
+        s.add(Audit(user_id=rater_id, action="item.skip", target=f"item:{lease.item_id}", at=now))
+
+    _retry(db, work)
+
+
+@dataclass(frozen=True)
+class Progress:
+    mine: int  # judgments this rater has made in the campaign
+    open_for_me: int  # items this rater could still be given
+    judged: int  # judgments in the campaign, all raters (first revisions)
+    needed: int  # items x overlap
+
+
+def progress(s: Session, campaign: Campaign, rater_id: int) -> Progress:
+    base = select(func.count()).select_from(Judgment).where(Judgment.campaign_id == campaign.id,
+                                                            Judgment.revision == 0)
+    mine = s.scalar(base.where(Judgment.rater_id == rater_id))
+    judged = s.scalar(base)
+    open_for_me = s.scalar(select(func.count()).select_from(_open_items(campaign.id, campaign.overlap,
+                                                                        rater_id).subquery()))
+    items = s.scalar(select(func.count()).select_from(Item).where(Item.campaign_id == campaign.id))
+    return Progress(mine, open_for_me, judged, items * campaign.overlap)
+
+
+def current_judgments(s: Session, campaign_id: int) -> list[Judgment]:
+    """The latest revision of every (item, rater) judgment in the campaign, in item order."""
+    newer = aliased(Judgment)
+    superseded = exists().where(newer.supersedes_id == Judgment.id)
+    return list(s.scalars(select(Judgment).where(Judgment.campaign_id == campaign_id, ~superseded)
+                          .order_by(Judgment.item_id, Judgment.rater_id)))

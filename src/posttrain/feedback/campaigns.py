@@ -1,0 +1,112 @@
+"""Making campaigns: reading items from a file, checking them against the task type, storing them.
+
+An item file is JSONL, one prompt per line, in the project's field names:
+- `{"prompt": ..., "responses": [...], "models": [...]}`: K responses (strings, message lists, or
+  `{"text", "model"}` objects); `models` (optional) names the model of each, kept from raters;
+- `{"prompt": ..., "chosen": ..., "rejected": ...}`: a preference record to be judged again (2 responses);
+- `{"prompt": ..., "completion": ..., "model": ...}`: one response per line; lines with the same prompt are
+  gathered into one item (what `posttrain generate` writes, once per model).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from posttrain.errors import DataError
+from posttrain.feedback.db import Audit, Campaign, Item
+from posttrain.feedback.tasks import AnswerError, check_campaign
+
+
+def _messages(value: Any, where: str, role: str) -> list[dict[str, str]]:
+    if isinstance(value, str):
+        return [{"role": role, "content": value}]
+    if isinstance(value, list) and all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in value):
+        return [{"role": str(m.get("role", role)), "content": m["content"]} for m in value]
+    raise DataError(f"{where}: expected a string or a list of {{role, content}} messages")
+
+
+def _text(value: Any, where: str) -> str:
+    """A response as plain text: a string, `{"text"}`, or the assistant turns of a message list."""
+    if isinstance(value, dict) and isinstance(value.get("text"), str):
+        return value["text"]
+    msgs = _messages(value, where, "assistant")
+    return "\n".join(m["content"] for m in msgs if m["role"] == "assistant") or "\n".join(m["content"] for m in msgs)
+
+
+def read_items(path: str | Path) -> list[dict[str, Any]]:
+    """Items `[{"prompt": messages, "responses": [{"text", "model"}]}]` from a JSONL file (formats above)."""
+    items: list[dict[str, Any]] = []
+    gathered: dict[str, dict[str, Any]] = {}
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{path}: no such file (an item file is JSONL with prompt and responses)")
+    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{where}: not JSON ({e.msg})") from None
+        if not isinstance(row, dict) or "prompt" not in row:
+            raise DataError(f"{where}: needs a prompt and responses (or chosen/rejected, or completion)")
+        prompt = _messages(row["prompt"], f"{where}: prompt", "user")
+        if "responses" in row:
+            raw, models = row["responses"], row.get("models") or [None] * len(row["responses"])
+            if not isinstance(raw, list) or len(models) != len(raw):
+                raise DataError(f"{where}: responses must be a list, and models (if given) as long")
+            responses = [{"text": _text(r, f"{where}: responses[{i}]"),
+                          "model": (r.get("model") if isinstance(r, dict) else None) or models[i] or f"response {i}"}
+                         for i, r in enumerate(raw)]
+            items.append({"prompt": prompt, "responses": responses})
+        elif "chosen" in row and "rejected" in row:
+            items.append({"prompt": prompt, "responses": [
+                {"text": _text(row["chosen"], f"{where}: chosen"), "model": row.get("chosen_model", "chosen")},
+                {"text": _text(row["rejected"], f"{where}: rejected"), "model": row.get("rejected_model", "rejected")},
+            ]})
+        elif "completion" in row:
+            key = json.dumps(prompt, sort_keys=True)
+            item = gathered.get(key)
+            if item is None:
+                item = gathered[key] = {"prompt": prompt, "responses": []}
+                items.append(item)
+            item["responses"].append({"text": _text(row["completion"], f"{where}: completion"),
+                                      "model": str(row.get("model", f"response {len(item['responses'])}"))})
+        else:
+            raise DataError(f"{where}: needs responses, chosen and rejected, or completion")
+    if not items:
+        raise DataError(f"{path}: has no items")
+    return items
+
+
+def create_campaign(s: Session, name: str, task_type: str, items: list[dict[str, Any]], *, overlap: int = 1,
+                    guidelines: str = "", rubric: list[dict[str, Any]] | None = None, lease_seconds: int = 900,
+                    user_id: int | None = None) -> Campaign:
+    """Store a campaign and its items (in the caller's transaction); DataError names what does not fit."""
+    rubric = rubric or []
+    if not name.strip():
+        raise DataError("a campaign needs a name")
+    if overlap < 1 or lease_seconds < 1:
+        raise DataError(f"overlap and lease seconds must be >= 1 (got {overlap}, {lease_seconds})")
+    if s.query(Campaign).filter_by(name=name).first() is not None:
+        raise DataError(f"a campaign named {name!r} exists already; pick another name")
+    for i, item in enumerate(items):
+        try:
+            check_campaign(task_type, len(item["responses"]), rubric)
+        except AnswerError as e:
+            raise DataError(f"item {i + 1}: {e}") from None
+        if len({r["text"] for r in item["responses"]}) != len(item["responses"]) and task_type != "correction":
+            raise DataError(f"item {i + 1}: has identical responses (there is nothing to compare)")
+    c = Campaign(name=name, task_type=task_type, overlap=overlap, guidelines=guidelines, rubric=rubric,
+                 lease_seconds=lease_seconds)
+    s.add(c)
+    s.flush()
+    s.add_all(Item(campaign_id=c.id, position=i, prompt=item["prompt"], responses=item["responses"])
+              for i, item in enumerate(items))
+    s.add(Audit(user_id=user_id, action="campaign.create", target=f"campaign:{name}",
+                detail={"items": len(items), "task_type": task_type, "overlap": overlap}))
+    return c

@@ -1,0 +1,243 @@
+"""`posttrain feedback ACTION`: init (schema + first admin), serve, import, generate, export, user."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+
+from posttrain.config import ModelConfig, SamplingParams, check, parse_config
+from posttrain.errors import ConfigError, DataError, UserError
+from posttrain.extras import require
+
+
+@dataclass
+class InitConfig:
+    """Create or upgrade the database schema, and create the first admin if the user does not exist."""
+
+    db: str = "sqlite:///feedback.db"
+    """Database URL: `sqlite:///feedback.db` (default, WAL mode) or `postgresql://user@host/dbname` (psycopg 3)."""
+    admin: str = "admin"
+    """User name of the admin to create (skipped when it exists)."""
+    password_env: str = "POSTTRAIN_ADMIN_PASSWORD"
+    """Environment variable holding the admin's password; unset: asked for on the terminal."""
+
+
+@dataclass
+class ServeConfig:
+    """Serve the feedback app (pages and JSON API); upgrades the schema first."""
+
+    db: str = "sqlite:///feedback.db"
+    """Database URL: `sqlite:///feedback.db` (default, WAL mode) or `postgresql://user@host/dbname` (psycopg 3)."""
+    host: str = "127.0.0.1"
+    """Address to listen on; behind a reverse proxy keep 127.0.0.1."""
+    port: int = 8000
+    """Port to listen on."""
+    public_url: str | None = None
+    """The address users open (e.g. `https://feedback.example.org`) when a reverse proxy sits in front: requests
+    that change state must come from this origin. Unset: the address the request was sent to."""
+    login_limit: int = 5
+    """Failed logins allowed per minute per client address and per user name before 429."""
+
+    def __post_init__(self) -> None:
+        check(1 <= self.port <= 65535, "port", "must be 1..65535", self.port)
+        check(self.public_url is None or self.public_url.startswith(("http://", "https://")), "public_url",
+              "must start with http:// or https://", self.public_url)
+
+
+@dataclass
+class ImportConfig:
+    """Make a campaign from an item file (JSONL: prompt + responses, chosen/rejected, or completion + model)."""
+
+    campaign: str
+    """Name of the new campaign."""
+    items: str
+    """JSONL item file (see docs/feedback.md)."""
+    db: str = "sqlite:///feedback.db"
+    """Database URL: `sqlite:///feedback.db` (default, WAL mode) or `postgresql://user@host/dbname` (psycopg 3)."""
+    task: str = "pairwise"
+    """Task type: pairwise, ranking, rubric or correction."""
+    overlap: int = 1
+    """Independent judgments each item needs (k)."""
+    guidelines: str | None = None
+    """Markdown file shown to raters beside the task."""
+    rubric: str | None = None
+    """Rubric scales as JSON, e.g. `[{"name": "helpful", "min": 1, "max": 5}]` (rubric campaigns)."""
+    lease_seconds: int = 900
+    """How long a rater holds an item before it returns to the queue."""
+
+
+@dataclass
+class GenerateItemsConfig:
+    """Sample one response per prompt from each model with the built-in sampler, and make a campaign of them."""
+
+    campaign: str
+    """Name of the new campaign."""
+    model: tuple[str, ...]
+    """Two or more models (run directories' `final/`, local HF directories, `tiny`, `smollm2`)."""
+    prompts: str = "builtin:arithmetic/heldout"
+    """Prompt source (anything `posttrain generate --prompts` reads)."""
+    db: str = "sqlite:///feedback.db"
+    """Database URL: `sqlite:///feedback.db` (default, WAL mode) or `postgresql://user@host/dbname` (psycopg 3)."""
+    task: str = "pairwise"
+    """Task type: pairwise (2 models), ranking, rubric or correction."""
+    overlap: int = 1
+    """Independent judgments each item needs (k)."""
+    limit: int | None = 50
+    """Use only the first N prompts."""
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    device: str = "auto"
+    """`auto`, `cpu`, `cuda` or `cuda:N`."""
+
+    def __post_init__(self) -> None:
+        check(len(self.model) >= 2 or self.task in ("rubric", "correction"), "model",
+              "needs two or more models to compare", self.model)
+
+
+@dataclass
+class ExportConfig:
+    """Write a campaign's judgments as training records (preference pairs or rankings) to JSONL."""
+
+    campaign: str
+    """Campaign to export."""
+    output: str = "pairs.jsonl"
+    """JSONL file to write; `posttrain rm` / `posttrain dpo` read it with --data.train."""
+    db: str = "sqlite:///feedback.db"
+    """Database URL: `sqlite:///feedback.db` (default, WAL mode) or `postgresql://user@host/dbname` (psycopg 3)."""
+
+
+def _need_extra() -> None:
+    for module in ("fastapi", "sqlalchemy", "alembic", "argon2", "nh3"):
+        require(module, "feedback", "posttrain feedback")
+
+
+def _engine(url: str):  # noqa: ANN202
+    from posttrain.feedback import migrate
+    from posttrain.feedback.db import make_engine
+
+    try:
+        engine = make_engine(url)
+        migrate.upgrade(engine)
+    except Exception as e:  # a bad URL or an unreachable server: one line, not a traceback
+        if "sqlalchemy" not in type(e).__module__ and not isinstance(e, ValueError):
+            raise
+        raise ConfigError(f"--db {url}: {str(e).splitlines()[0]}") from None
+    return engine
+
+
+def init(cfg: InitConfig) -> None:
+    from sqlalchemy.orm import Session
+
+    from posttrain.feedback.db import Audit, User
+    from posttrain.feedback.security import hash_password
+
+    engine = _engine(cfg.db)
+    with Session(engine) as s, s.begin():
+        if s.query(User).filter_by(username=cfg.admin).first() is not None:
+            print(f"schema is up to date; user {cfg.admin!r} exists", file=sys.stderr)
+            return
+        password = os.environ.get(cfg.password_env)
+        if password is None:
+            if not sys.stdin.isatty():
+                raise ConfigError(f"set {cfg.password_env} to the admin's password (no terminal to ask on)")
+            password = getpass.getpass(f"password for {cfg.admin}: ")
+        if len(password) < 8:
+            raise ConfigError("the admin's password needs 8 characters or more")
+        s.add(User(username=cfg.admin, password_hash=hash_password(password), role="admin", active=True))
+        s.add(Audit(action="user.create", target=f"user:{cfg.admin}", detail={"role": "admin", "by": "init"}))
+    print(f"schema is up to date; created admin {cfg.admin!r}", file=sys.stderr)
+
+
+def serve(cfg: ServeConfig) -> None:
+    import uvicorn
+
+    from posttrain.feedback.app import Settings, create_app
+
+    _engine(cfg.db).dispose()
+    app = create_app(Settings(db=cfg.db, public_url=cfg.public_url, login_limit=cfg.login_limit, migrate=False))
+    uvicorn.run(app, host=cfg.host, port=cfg.port, proxy_headers=True, log_level="warning")
+
+
+def _store(db: str, name: str, task: str, items: list[dict], overlap: int, guidelines: str, rubric: list,
+           lease_seconds: int = 900) -> None:
+    from sqlalchemy.orm import Session
+
+    from posttrain.feedback.campaigns import create_campaign
+
+    with Session(_engine(db)) as s, s.begin():
+        create_campaign(s, name, task, items, overlap=overlap, guidelines=guidelines, rubric=rubric,
+                        lease_seconds=lease_seconds)
+    print(f"campaign {name!r}: {len(items)} items, {task}, overlap {overlap}", file=sys.stderr)
+
+
+def import_items(cfg: ImportConfig) -> None:
+    from pathlib import Path
+
+    from posttrain.feedback.campaigns import read_items
+
+    try:
+        rubric = json.loads(cfg.rubric) if cfg.rubric else []
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--rubric is not JSON ({e.msg})") from None
+    guidelines = Path(cfg.guidelines).read_text(encoding="utf-8") if cfg.guidelines else ""
+    _store(cfg.db, cfg.campaign, cfg.task, read_items(cfg.items), cfg.overlap, guidelines, rubric, cfg.lease_seconds)
+
+
+def generate_items(cfg: GenerateItemsConfig) -> None:
+    from posttrain.data.load import load_records
+    from posttrain.data.records import Prompt
+    from posttrain.models.load import load_model, resolve_device
+    from posttrain.sampling.sampler import ModelSampler, sample_messages
+
+    records = load_records(cfg.prompts, accept=(Prompt,), limit=cfg.limit)
+    items = [{"prompt": [m.to_dict() for m in r.prompt], "responses": []} for r in records]
+    for name in cfg.model:
+        model, tokenizer = load_model(ModelConfig(name=name), resolve_device(cfg.device))
+        rollout = sample_messages(ModelSampler(model, tokenizer, progress=False), records, tokenizer, 1, cfg.sampling)
+        for group, text in zip(rollout.group, rollout.texts):
+            items[group]["responses"].append({"text": text, "model": name})
+    distinct = [i for i in items if len({r["text"] for r in i["responses"]}) == len(i["responses"])]
+    if not distinct:
+        raise DataError("every prompt got identical responses from the models; nothing to compare")
+    if len(distinct) < len(items):
+        print(f"left out {len(items) - len(distinct)} prompts whose responses were identical", file=sys.stderr)
+    _store(cfg.db, cfg.campaign, cfg.task, distinct, cfg.overlap, "", [])
+
+
+def export(cfg: ExportConfig) -> None:
+    from sqlalchemy.orm import Session
+
+    from posttrain.feedback.export import export_rows
+    from posttrain.files import write_jsonl
+
+    with Session(_engine(cfg.db)) as s:
+        rows, counts = export_rows(s, cfg.campaign)
+    write_jsonl(rows, cfg.output)
+    left = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()) if k != "records")
+    print(f"wrote {len(rows)} records to {cfg.output}" + (f" (left out: {left})" if left else ""), file=sys.stderr)
+
+
+ACTIONS = {
+    "init": (InitConfig, init),
+    "serve": (ServeConfig, serve),
+    "import": (ImportConfig, import_items),
+    "generate": (GenerateItemsConfig, generate_items),
+    "export": (ExportConfig, export),
+}
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] in (["-h"], ["--help"]) or not argv:
+        print(f"usage: posttrain feedback {{{','.join(ACTIONS)}}} [OPTIONS]   "
+              "(posttrain feedback ACTION --help for every option)")
+        return 0 if argv else 2
+    if argv[0] not in ACTIONS:
+        raise UserError(f"unknown action {argv[0]!r}; expected one of: {', '.join(ACTIONS)}")
+    cls, run = ACTIONS[argv[0]]
+    rest = ["--output" if a == "-o" else a for a in argv[1:]]  # `export -o FILE`, as other tools spell it
+    cfg = parse_config(cls, rest, prog=f"posttrain feedback {argv[0]}")
+    _need_extra()
+    run(cfg)
+    return 0

@@ -1,0 +1,209 @@
+"""The pages every user sees: log in and out, the campaign list with progress, the task page and its submit and
+skip, and one's own API tokens. A rater only ever reads their own leases and judgments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy import select
+
+from posttrain.feedback import assign
+from posttrain.feedback.db import ApiToken, Audit, Campaign, Item, Lease, User, utcnow
+from posttrain.feedback.db import Session as DbSession
+from posttrain.feedback.security import burn_time, check_password, new_token, token_hash
+from posttrain.feedback.tasks import CHOICES, FLAGS, AnswerError
+from posttrain.feedback.web import COOKIE, Need, Principal, render, session_expiry
+
+router = APIRouter(include_in_schema=False)
+rater = Need("rater")
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request) -> Response:
+    return render(request, "login.html")
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    form = await request.form()
+    username, password = str(form.get("username", "")), str(form.get("password", ""))
+    client = request.client.host if request.client else "?"
+    limiter, keys = request.app.state.login_limiter, (f"ip:{client}", f"user:{username.lower()}")
+    if limiter.blocked(*keys):
+        raise HTTPException(429, "too many failed logins; wait a minute", headers={"Retry-After": "60"})
+    settings = request.app.state.settings
+    with request.app.state.db() as s, s.begin():
+        user = s.scalar(select(User).where(User.username == username))
+        ok = user is not None and user.active and check_password(user.password_hash, password)
+        if user is None:
+            burn_time()
+        if not ok:
+            s.add(Audit(user_id=user.id if user else None, action="login.fail", target=f"user:{username[:80]}",
+                        detail={"ip": client}))
+        else:
+            raw = new_token()
+            s.add(DbSession(token_hash=token_hash(raw), user_id=user.id, csrf_token=new_token(),
+                            expires_at=session_expiry(settings.session_hours)))
+            s.add(Audit(user_id=user.id, action="login", target=f"user:{username}", detail={"ip": client}))
+    if not ok:
+        limiter.failed(*keys)
+        return render(request, "login.html", status=401, error="wrong user name or password")
+    response = RedirectResponse("/", status_code=303)
+    response.set_cookie(COOKIE, raw, httponly=True, samesite="lax", max_age=int(settings.session_hours * 3600),
+                        secure=settings.secure_cookies or (settings.public_url or "").startswith("https://"))
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request, who: Principal = Depends(rater)) -> Response:
+    with request.app.state.db() as s, s.begin():
+        raw = request.cookies.get(COOKIE, "")
+        s.query(DbSession).filter_by(token_hash=token_hash(raw)).delete()
+        s.add(Audit(user_id=who.user_id, action="logout", target=f"user:{who.username}"))
+    request.app.state.principals.drop("s:" + token_hash(raw))  # after the commit: no lookup can re-cache it
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(COOKIE)
+    return response
+
+
+@router.get("/", response_class=HTMLResponse)
+def home(request: Request, who: Principal = Depends(rater)) -> Response:
+    with request.app.state.read() as s:
+        rows = [(c, assign.progress(s, c, who.user_id)) for c in s.scalars(select(Campaign).order_by(Campaign.id))]
+    return render(request, "home.html", campaigns=rows)
+
+
+@router.get("/c/{campaign_id}/next")
+def next_task(request: Request, campaign_id: int, who: Principal = Depends(rater)) -> Response:
+    with request.app.state.read() as s:
+        campaign = s.get(Campaign, campaign_id)
+        if campaign is None:
+            raise HTTPException(404, "no such campaign")
+    lease_id = assign.next_lease(request.app.state.db, campaign_id, who.user_id, utcnow())
+    if lease_id is None:
+        with request.app.state.read() as s:
+            done = assign.progress(s, campaign, who.user_id)
+        return render(request, "done.html", campaign=campaign, progress=done)
+    return RedirectResponse(f"/task/{lease_id}", status_code=303)
+
+
+def _own_lease(request: Request, lease_id: int, who: Principal) -> tuple[Lease, Item, Campaign]:
+    """The lease, its item and campaign, if the lease is this user's; a 404 otherwise (also for others' leases:
+    whether someone else holds lease N is none of a rater's business)."""
+    with request.app.state.read() as s:
+        lease = s.get(Lease, lease_id)
+        if lease is None or lease.rater_id != who.user_id:
+            raise HTTPException(404, "no such task of yours")
+        item = s.get(Item, lease.item_id)
+        return lease, item, s.get(Campaign, item.campaign_id)
+
+
+def _task_page(request: Request, lease: Lease, item: Item, campaign: Campaign, who: Principal, status: int = 200,
+               error: str | None = None) -> Response:
+    shown = [{"pos": pos, "label": chr(ord("A") + pos), "text": item.responses[i]["text"]}
+             for pos, i in enumerate(lease.presentation)]  # text only: the model stays hidden
+    with request.app.state.read() as s:
+        prog = assign.progress(s, campaign, who.user_id)
+    return render(request, "task.html", status=status, lease=lease, item=item, campaign=campaign, shown=shown,
+                  progress=prog, error=error, flags=FLAGS, choices=CHOICES)
+
+
+@router.get("/task/{lease_id}", response_class=HTMLResponse)
+def task(request: Request, lease_id: int, who: Principal = Depends(rater)) -> Response:
+    lease, item, campaign = _own_lease(request, lease_id, who)
+    if lease.judged:
+        return RedirectResponse(f"/c/{campaign.id}/next", status_code=303)
+    return _task_page(request, lease, item, campaign, who)
+
+
+def answer_from_form(task_type: str, form: Any, k: int, rubric: list[dict[str, Any]]) -> dict[str, Any]:
+    """The task page's form fields as an answer in display positions (tasks.read_answer checks it)."""
+    answer: dict[str, Any] = {"flags": form.getlist("flags"), "comment": str(form.get("comment", ""))}
+    if task_type == "pairwise":
+        answer["choice"] = form.get("choice")
+    elif task_type == "ranking":  # rank-POS = 1..k (1 best)
+        try:
+            ranks = [int(form.get(f"rank-{pos}", "")) for pos in range(k)]
+        except ValueError:
+            raise AnswerError("give every response a rank") from None
+        if sorted(ranks) != list(range(1, k + 1)):
+            raise AnswerError(f"give each response a different rank 1..{k}")
+        answer["order"] = sorted(range(k), key=lambda pos: ranks[pos])
+    elif task_type == "rubric":
+        try:
+            answer["scores"] = [{sc["name"]: int(form.get(f"score-{pos}-{sc['name']}", "")) for sc in rubric}
+                                for pos in range(k)]
+        except ValueError:
+            raise AnswerError("give every response a score on every scale") from None
+    elif task_type == "correction":
+        answer["response"] = int(form.get("response", 0) or 0)
+        answer["text"] = str(form.get("text", ""))
+    return answer
+
+
+@router.post("/task/{lease_id}")
+async def submit_task(request: Request, lease_id: int, who: Principal = Depends(rater)) -> Response:
+    lease, item, campaign = _own_lease(request, lease_id, who)
+    form = await request.form()
+    try:
+        seconds = float(form.get("seconds", "") or 0) or None
+    except ValueError:
+        seconds = None
+    try:
+        answer = answer_from_form(campaign.task_type, form, len(lease.presentation), campaign.rubric)
+        assign.submit(request.app.state.db, lease_id, who.user_id, str(form.get("client_id", ""))[:64] or new_token(),
+                      answer, utcnow(), seconds)
+    except AnswerError as e:
+        return _task_page(request, lease, item, campaign, who, status=422, error=str(e))
+    except assign.Conflict as e:
+        raise HTTPException(409, str(e)) from None
+    return RedirectResponse(f"/c/{campaign.id}/next", status_code=303)
+
+
+@router.post("/task/{lease_id}/skip")
+def skip_task(request: Request, lease_id: int, who: Principal = Depends(rater)) -> Response:
+    lease, _item, campaign = _own_lease(request, lease_id, who)
+    try:
+        assign.skip(request.app.state.db, lease_id, who.user_id, utcnow())
+    except assign.Conflict as e:
+        raise HTTPException(409, str(e)) from None
+    target = f"/c/{campaign.id}/next"
+    if request.headers.get("hx-request"):  # HTMX follows HX-Redirect with a full page load
+        return Response(status_code=204, headers={"HX-Redirect": target})
+    return RedirectResponse(target, status_code=303)
+
+
+@router.get("/tokens", response_class=HTMLResponse)
+def tokens(request: Request, who: Principal = Depends(rater), new: str | None = None) -> Response:
+    with request.app.state.read() as s:
+        rows = list(s.scalars(select(ApiToken).where(ApiToken.user_id == who.user_id).order_by(ApiToken.id)))
+    return render(request, "tokens.html", tokens=rows, new=new)
+
+
+@router.post("/tokens", response_class=HTMLResponse)
+async def create_token(request: Request, who: Principal = Depends(rater)) -> Response:
+    name = str((await request.form()).get("name", "")).strip()[:80] or "script"
+    raw = new_token("pt_")
+    with request.app.state.db() as s, s.begin():
+        s.add(ApiToken(user_id=who.user_id, name=name, token_hash=token_hash(raw)))
+        s.add(Audit(user_id=who.user_id, action="token.create", target=f"token:{name}"))
+        rows = list(s.scalars(select(ApiToken).where(ApiToken.user_id == who.user_id).order_by(ApiToken.id)))
+    return render(request, "tokens.html", tokens=rows, new=raw)  # shown once, never stored in clear
+
+
+@router.post("/tokens/{token_id}/revoke")
+def revoke_token(request: Request, token_id: int, who: Principal = Depends(rater)) -> Response:
+    with request.app.state.db() as s, s.begin():
+        tok = s.get(ApiToken, token_id)
+        if tok is None or (tok.user_id != who.user_id and not who.can("admin")):
+            raise HTTPException(404, "no such token of yours")
+        if tok.revoked_at is None:
+            tok.revoked_at = utcnow()
+            s.add(Audit(user_id=who.user_id, action="token.revoke", target=f"token:{tok.id}"))
+    request.app.state.principals.drop("t:" + tok.token_hash)  # after the commit: no lookup can re-cache it
+    if request.headers.get("hx-request"):
+        return HTMLResponse("<td>revoked</td>")
+    return RedirectResponse("/tokens", status_code=303)
+

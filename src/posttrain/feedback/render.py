@@ -1,0 +1,18 @@
+"""Turning untrusted text into HTML: campaign guidelines are Markdown, rendered by markdown-it-py with raw HTML
+off and then sanitised by nh3 (ammonia); model outputs are never rendered, only escaped by Jinja's autoescape."""
+
+from __future__ import annotations
+
+import nh3
+from markdown_it import MarkdownIt
+from markupsafe import Markup
+
+_md = MarkdownIt("commonmark", {"html": False, "linkify": False})
+_TAGS = {"p", "h1", "h2", "h3", "h4", "ul", "ol", "li", "em", "strong", "code", "pre", "blockquote", "a", "hr",
+         "br", "table", "thead", "tbody", "tr", "th", "td"}
+
+
+def markdown_html(text: str) -> Markup:
+    """Safe HTML for Markdown `text`: only the tags above, links without javascript: and with rel=noopener."""
+    return Markup(nh3.clean(_md.render(text or ""), tags=_TAGS, url_schemes={"http", "https", "mailto"},
+                            link_rel="noopener noreferrer"))

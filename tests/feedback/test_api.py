@@ -1,0 +1,220 @@
+"""The app over HTTP (FastAPI's TestClient): who may call what, CSRF, rate limits, headers, escaping, tokens."""
+
+import re
+
+import pytest
+from fastapi.testclient import TestClient
+from starlette.routing import Mount
+
+from posttrain.feedback import assign
+from posttrain.feedback.db import utcnow
+
+from .conftest import PASSWORD, add_campaign, add_users, login, pairwise_items
+
+# The least role each route needs; None: open to everyone. Every route of the app must be listed here.
+ACCESS = {
+    ("GET", "/login"): None, ("POST", "/login"): None, ("GET", "/healthz"): None, ("GET", "/openapi.json"): None,
+    ("GET", "/static"): None,
+    ("GET", "/"): "rater", ("GET", "/c/{campaign_id}/next"): "rater", ("GET", "/task/{lease_id}"): "rater",
+    ("POST", "/task/{lease_id}"): "rater", ("POST", "/task/{lease_id}/skip"): "rater",
+    ("GET", "/tokens"): "rater", ("POST", "/tokens"): "rater", ("POST", "/tokens/{token_id}/revoke"): "rater",
+    ("POST", "/logout"): "rater",
+    ("GET", "/manage"): "manager", ("GET", "/manage/campaigns/{campaign_id}/export"): "manager",
+    ("GET", "/admin/users"): "admin", ("POST", "/admin/users"): "admin",
+    ("POST", "/admin/users/{user_id}/active"): "admin", ("GET", "/admin/audit"): "admin",
+    ("GET", "/api/me"): "rater", ("GET", "/api/campaigns"): "rater", ("POST", "/api/campaigns"): "manager",
+    ("GET", "/api/campaigns/{campaign_id}/progress"): "rater", ("POST", "/api/campaigns/{campaign_id}/next"): "rater",
+    ("POST", "/api/leases/{lease_id}/judgment"): "rater", ("POST", "/api/leases/{lease_id}/skip"): "rater",
+    ("POST", "/api/judgments/{judgment_id}/edit"): "rater",
+    ("GET", "/api/campaigns/{campaign_id}/export"): "manager",
+}
+RANK = {"rater": 0, "manager": 1, "admin": 2}
+
+
+def app_routes(app) -> set[tuple[str, str]]:  # noqa: ANN001
+    """(method, path) of every route the app serves, included routers flattened (newer FastAPI keeps an included
+    router as one entry whose `effective_route_contexts()` are its routes, prefixes applied)."""
+    out = set()
+    for r in app.routes:
+        leaves = list(r.effective_route_contexts()) if hasattr(r, "effective_route_contexts") else [r]
+        for leaf in leaves:
+            if isinstance(leaf, Mount):
+                out.add(("GET", leaf.path))
+            else:
+                out |= {(m, leaf.path) for m in leaf.methods if m != "HEAD"}
+    return out
+
+
+def test_the_access_table_covers_every_route(fb):
+    assert app_routes(fb.app) == set(ACCESS), "add the new route to ACCESS with the role it needs"
+
+
+def test_authorisation_matrix_over_every_route_and_role(fb):
+    """Anonymous: pages redirect to /login, the API answers 401; too low a role: 403; enough: neither."""
+    spare = add_users(fb.db, {"spare": "rater"})["spare"]
+    values = {"campaign_id": 1, "lease_id": 1, "token_id": 1, "user_id": spare, "judgment_id": 1}
+    clients = {"anonymous": (TestClient(fb.app), None)}
+    for role, name in (("rater", "rater1"), ("manager", "manager"), ("admin", "admin")):
+        c = TestClient(fb.app)
+        clients[role] = (c, login(c, name))
+    # logout last: it ends the session the other requests ride on
+    for (method, path), need in sorted(ACCESS.items(), key=lambda kv: kv[0][1] == "/logout"):
+        url = re.sub(r"\{(\w+)\}", lambda m: str(values[m.group(1)]), path)
+        url = url + "/app.js" if path == "/static" else url
+        for who, (client, csrf) in clients.items():
+            headers = {"X-CSRF-Token": csrf} if csrf else {}
+            data = {"active": "1"} if path.endswith("/active") else None
+            r = client.request(method, url, headers=headers, data=data, follow_redirects=False)
+            where = f"{method} {url} as {who}: {r.status_code}"
+            assert r.status_code < 500, where
+            if need is None:
+                continue
+            if who == "anonymous":
+                expected = 401 if path.startswith("/api/") else 303
+                assert r.status_code == expected, where
+                if expected == 303:
+                    assert r.headers["location"] == "/login", where
+            elif RANK[who] < RANK[need]:
+                assert r.status_code == 403, where
+            else:
+                to_login = r.headers.get("location") == "/login" and path != "/logout"
+                assert r.status_code not in (401, 403) and not to_login, where
+
+
+def test_a_post_without_the_csrf_token_is_refused(fb):
+    c = TestClient(fb.app)
+    csrf = login(c, "rater1")
+    lease = c.get("/c/1/next", follow_redirects=False).headers["location"]
+    assert c.post(lease, data={"choice": "A", "client_id": "x" * 10}).status_code == 403
+    assert c.post(lease, data={"choice": "A", "client_id": "x" * 10, "csrf_token": "forged"}).status_code == 403
+    evil = {"Origin": "https://evil.example"}
+    assert c.post(lease, data={"choice": "A", "client_id": "x" * 10, "csrf_token": csrf}, headers=evil
+                  ).status_code == 403
+    r = c.post(lease, data={"choice": "A", "client_id": "x" * 10, "csrf_token": csrf},
+               headers={"Origin": "http://testserver"}, follow_redirects=False)
+    assert r.status_code == 303
+
+
+def test_behind_a_proxy_the_public_url_is_the_allowed_origin(tmp_path):
+    from posttrain.feedback.app import Settings, create_app
+
+    app = create_app(Settings(db=f"sqlite:///{tmp_path}/p.db", public_url="https://feedback.example.org"))
+    add_users(app.state.db, {"rater1": "rater"})
+    c = TestClient(app, base_url="https://testserver")  # the cookie is Secure under an https public URL
+    csrf = login(c, "rater1")
+    ok = c.post("/tokens", data={"csrf_token": csrf, "name": "t"}, headers={"Origin": "https://feedback.example.org"})
+    assert ok.status_code == 200
+    bad = c.post("/tokens", data={"csrf_token": csrf, "name": "t"}, headers={"Origin": "https://testserver"})
+    assert bad.status_code == 403
+
+
+def test_failed_logins_are_rate_limited_with_429(fb):
+    c = TestClient(fb.app)
+    for _ in range(5):
+        assert c.post("/login", data={"username": "rater1", "password": "wrong"}).status_code == 401
+    r = c.post("/login", data={"username": "rater1", "password": PASSWORD})
+    assert r.status_code == 429 and r.headers["retry-after"] == "60"
+
+
+def test_session_cookie_and_security_headers(fb):
+    c = TestClient(fb.app)
+    r = c.post("/login", data={"username": "rater1", "password": PASSWORD}, follow_redirects=False)
+    cookie = r.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=lax" in cookie
+    page = c.get("/")
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "default-src 'none'" in csp
+    assert page.headers["x-frame-options"] == "DENY"
+    assert "<script>" not in re.sub(r'<script src="/static/[\w.]+" defer></script>', "", page.text)
+
+
+def test_model_output_and_guidelines_are_rendered_inert(fb):
+    payload = '<script>alert(1)</script><img src=x onerror="alert(2)">'
+    add_campaign(fb.db, "xss", items=pairwise_items(1, payload),
+                 guidelines="Be **kind**. <script>alert(3)</script> [click](javascript:alert(4))")
+    c = TestClient(fb.app)
+    login(c, "rater1")
+    page = c.get("/c/2/next").text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<img src=x" not in page
+    assert "<strong>kind</strong>" in page and "&lt;script&gt;alert(3)" in page and 'href="javascript' not in page
+
+
+def test_a_rater_cannot_open_another_raters_task_or_admin_pages(fb):
+    c1, c2 = TestClient(fb.app), TestClient(fb.app)
+    login(c1, "rater1")
+    login(c2, "rater2")
+    task = c1.get("/c/1/next", follow_redirects=False).headers["location"]
+    assert c1.get(task).status_code == 200
+    assert c2.get(task).status_code == 404
+    assert c2.get("/admin/users").status_code == 403 and c2.get("/manage").status_code == 403
+
+
+def test_api_tokens_work_without_cookies_and_stop_when_revoked(fb):
+    c = TestClient(fb.app)
+    csrf = login(c, "rater1")
+    page = c.post("/tokens", data={"csrf_token": csrf, "name": "script"}).text
+    token = re.search(r'id="new-token">([^<]+)<', page).group(1)
+    api = TestClient(fb.app)
+    auth = {"Authorization": f"Bearer {token}"}
+    assert api.get("/api/me", headers=auth).json()["username"] == "rater1"
+    task = api.post("/api/campaigns/1/next", headers=auth).json()
+    r = api.post(f"/api/leases/{task['lease_id']}/judgment", headers=auth,
+                 json={"client_id": "client-0001", "answer": {"choice": "B"}})
+    assert r.status_code == 200 and r.json()["created"]
+    again = api.post(f"/api/leases/{task['lease_id']}/judgment", headers=auth,
+                     json={"client_id": "client-0001", "answer": {"choice": "B"}})
+    assert again.json() == {"judgment_id": r.json()["judgment_id"], "created": False, "next": None}
+    bad = api.post("/api/campaigns/1/next", headers=auth).json()
+    assert api.post(f"/api/leases/{bad['lease_id']}/judgment", headers=auth,
+                    json={"client_id": "client-0002", "answer": {"choice": "Z"}}).status_code == 422
+    both = api.post(f"/api/leases/{bad['lease_id']}/judgment?next=true", headers=auth,
+                    json={"client_id": "client-0003", "answer": {"choice": "tie"}}).json()
+    assert both["created"] and both["next"]["lease_id"] not in (task["lease_id"], bad["lease_id"])
+    assert c.post("/tokens/1/revoke", headers={"X-CSRF-Token": csrf}).status_code == 200
+    assert api.get("/api/me", headers=auth).status_code == 401
+    assert "token_hash" not in page and token not in c.get("/tokens").text  # shown once, stored hashed
+
+
+def test_expired_leases_return_items_to_the_queue_over_http(fb):
+    """A lease whose time ran out is reclaimed by the next rater who asks (the clock moved in the database)."""
+    from posttrain.feedback.db import Lease
+
+    add_campaign(fb.db, "solo", items=pairwise_items(1), overlap=1, lease_seconds=1)
+    c1, c2 = TestClient(fb.app), TestClient(fb.app)
+    login(c1, "rater1")
+    login(c2, "rater2")
+    assert c1.get("/c/2/next", follow_redirects=False).status_code == 303
+    assert "All done" in c2.get("/c/2/next").text
+    with fb.db() as s, s.begin():
+        s.query(Lease).update({Lease.expires_at: utcnow().replace(year=2000)})
+    assert c2.get("/c/2/next", follow_redirects=False).status_code == 303
+
+
+def test_openapi_schema_lists_the_json_api(fb):
+    paths = TestClient(fb.app).get("/openapi.json").json()["paths"]
+    assert "/api/leases/{lease_id}/judgment" in paths and "/login" not in paths
+
+
+def test_manager_creates_a_campaign_through_the_api_and_exports_it(fb):
+    c = TestClient(fb.app)
+    csrf = login(c, "manager")
+    body = {"name": "api-made", "task_type": "ranking", "overlap": 1,
+            "items": [{"prompt": [{"role": "user", "content": "pick"}],
+                       "responses": [{"text": t, "model": m} for t, m in (("x", "a"), ("y", "b"), ("z", "c"))]}]}
+    r = c.post("/api/campaigns", json=body, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 201, r.text
+    cid = r.json()["id"]
+    lease = assign.next_lease(fb.db, cid, fb.users["rater1"], utcnow())
+    assign.submit(fb.db, lease, fb.users["rater1"], "rank-1", {"order": [2, 0, 1]}, utcnow())
+    rows = c.get(f"/api/campaigns/{cid}/export").json()
+    assert len(rows) == 1 and sorted(rows[0]["order"]) == [0, 1, 2]
+    dup = c.post("/api/campaigns", json=body, headers={"X-CSRF-Token": csrf})
+    assert dup.status_code == 422 and "exists already" in dup.json()["detail"]
+
+
+@pytest.mark.parametrize("role", ["rater", "manager"])
+def test_only_admins_create_users(fb, role):
+    c = TestClient(fb.app)
+    csrf = login(c, "rater1" if role == "rater" else "manager")
+    r = c.post("/admin/users", data={"csrf_token": csrf, "username": "x", "password": "12345678", "role": "admin"})
+    assert r.status_code == 403

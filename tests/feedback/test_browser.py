@@ -1,0 +1,131 @@
+"""The rater's pages in headless Chromium (Debian's, via Playwright): log in, judge with the keyboard, reload
+mid-task and keep the draft, skip, finish a campaign; XSS stays inert; a rater cannot reach others' tasks or the
+admin pages; no page trips the Content-Security-Policy. With POSTTRAIN_SCREENSHOTS=1 the screenshots are saved
+into docs/img/ (the docs page shows them); otherwise into the test's temporary folder."""
+
+import os
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from posttrain.feedback.db import Judgment, Lease, Skip
+
+from .conftest import PASSWORD, ThreadServer, add_campaign, add_users, pairwise_items
+
+DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
+XSS = '<script>window.__xss = 1; alert("xss")</script><img src=x onerror="window.__xss = 2">'
+GUIDE = ("## How to judge\n\nPick the response that answers **correctly**; if both are right, the clearer one.\n\n"
+         "- *Tie*: equally good\n- *Both bad*: neither answers the question")
+
+
+@pytest.fixture
+def live(tmp_path):
+    from posttrain.feedback.app import Settings, create_app
+
+    app = create_app(Settings(db=f"sqlite:///{tmp_path}/browser.db"))
+    users = add_users(app.state.db, {"admin": "admin", "rater1": "rater", "rater2": "rater"})
+    add_campaign(app.state.db, "arithmetic", items=pairwise_items(3), overlap=1, guidelines=GUIDE)
+    add_campaign(app.state.db, "xss", items=pairwise_items(1, XSS), overlap=2)
+    server = ThreadServer(app)
+    yield server, app, users
+    server.stop()
+
+
+@pytest.fixture
+def shots(tmp_path) -> Path:
+    return DOCS_IMG if os.environ.get("POSTTRAIN_SCREENSHOTS") else tmp_path
+
+
+def watch(page) -> list[str]:  # noqa: ANN001
+    """Collect CSP violations and dialogs: either means something ran or was blocked that should not be there."""
+    seen: list[str] = []
+    page.on("console", lambda m: seen.append(m.text) if "Content Security Policy" in m.text else None)
+    page.on("dialog", lambda d: (seen.append(f"dialog: {d.message}"), d.dismiss()))
+    return seen
+
+
+def log_in(page, url: str, name: str) -> None:  # noqa: ANN001
+    page.goto(url + "/login")
+    page.fill("input[name=username]", name)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(url + "/")
+
+
+def test_judge_with_the_keyboard_keep_the_draft_skip_and_finish(live, page, shots):
+    server, app, users = live
+    seen = watch(page)
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.goto(server.url + "/login")
+    page.screenshot(path=str(shots / "feedback-login.png"))
+    log_in(page, server.url, "rater1")
+    page.screenshot(path=str(shots / "feedback-home.png"))
+    page.click("text=start >> nth=0")
+    page.wait_for_selector("#task-form")
+    page.keyboard.press("1")
+    assert page.is_checked("input[name=choice][value=A]")
+    page.fill("textarea[name=comment]", "A is right")
+    page.check("input[name=flags][value=wrong]")
+    first_url = page.url
+    page.reload()  # mid-task: the draft (choice, comment, flag) comes back from localStorage
+    assert page.url == first_url
+    assert page.is_checked("input[name=choice][value=A]")
+    assert page.input_value("textarea[name=comment]") == "A is right"
+    assert page.is_checked("input[name=flags][value=wrong]")
+    page.keyboard.press("?")
+    assert page.is_visible("#guidelines") and "correctly" in page.inner_text("#guidelines")
+    page.screenshot(path=str(shots / "feedback-task.png"), full_page=True)
+    page.keyboard.press("Enter")
+    page.wait_for_url(lambda u: u != first_url)
+    second_url = page.url
+    page.keyboard.press("s")  # skip, through htmx (CSRF header from hx-headers) and its HX-Redirect
+    page.wait_for_url(lambda u: u != second_url)
+    page.keyboard.press("4")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#done")
+    assert seen == [], seen
+    with app.state.db() as s:
+        judgments = list(s.scalars(select(Judgment).order_by(Judgment.id)))
+        skips = list(s.scalars(select(Skip)))
+        first_lease = s.get(Lease, int(first_url.rsplit("/", 1)[1]))
+    assert [j.payload["choice"] for j in judgments] == ["A", "both_bad"] and len(skips) == 1
+    assert judgments[0].payload["winner"] == first_lease.presentation[0]  # A is what was shown first
+    assert judgments[0].payload["comment"] == "A is right" and judgments[0].payload["flags"] == ["wrong"]
+    assert judgments[0].seconds is not None and judgments[0].seconds > 0
+    # a manager's view, for the docs
+    page.context.clear_cookies()
+    log_in(page, server.url, "admin")
+    page.goto(server.url + "/manage")
+    assert "2 / 3" in page.inner_text("table") and "built-in" not in page.inner_text("table")
+    page.screenshot(path=str(shots / "feedback-manage.png"))
+
+
+def test_a_script_in_a_model_response_stays_inert(live, page):
+    server, _app, _ = live
+    seen = watch(page)
+    log_in(page, server.url, "rater1")
+    page.goto(server.url + "/c/2/next")
+    page.wait_for_selector("#task-form")
+    assert page.evaluate("window.__xss") is None
+    assert "<script>window.__xss = 1" in page.inner_text("#task-form")  # shown as text
+    assert page.locator(".response img").count() == 0
+    assert not [s for s in seen if s.startswith("dialog")], seen
+
+
+def test_a_rater_cannot_open_another_raters_task_or_the_admin_pages(live, browser):
+    server, _app, _ = live
+    one, two = browser.new_context(), browser.new_context()
+    try:
+        p1, p2 = one.new_page(), two.new_page()
+        log_in(p1, server.url, "rater1")
+        p1.goto(server.url + "/c/1/next")
+        p1.wait_for_selector("#task-form")
+        log_in(p2, server.url, "rater2")
+        r = p2.goto(p1.url)
+        assert r.status == 404 and "no such task of yours" in p2.content()
+        for path in ("/admin/users", "/admin/audit", "/manage"):
+            assert p2.goto(server.url + path).status == 403
+    finally:
+        one.close()
+        two.close()

@@ -1,0 +1,75 @@
+"""Judgments become the project's records, and the training commands' loaders read the exported file."""
+
+import datetime as dt
+
+from posttrain.data.load import load_records
+from posttrain.data.preference import PREFERENCE_KINDS, pairs_of
+from posttrain.data.records import PreferencePair, Ranking
+from posttrain.feedback import assign
+from posttrain.feedback.export import export_rows
+from posttrain.files import write_jsonl
+
+from .conftest import add_campaign
+
+T0 = dt.datetime(2026, 1, 1)
+
+
+def judge_all(fb, cid: int, rater: str, answers: list[dict]) -> None:  # noqa: ANN001
+    uid = fb.users[rater]
+    for i, answer in enumerate(answers):
+        lease = assign.next_lease(fb.db, cid, uid, T0)
+        assign.submit(fb.db, lease, uid, f"{rater}-{cid}-{i}", answer, T0)
+
+
+def presented(fb, rater: str) -> list[list[int]]:  # noqa: ANN001
+    from posttrain.feedback.db import Lease
+
+    with fb.db() as s:
+        return [lease.presentation for lease in s.query(Lease).filter_by(rater_id=fb.users[rater]).order_by(Lease.id)]
+
+
+def test_pairwise_export_loads_as_preference_pairs_with_the_winner_chosen(fb, tmp_path):
+    """Each rater picks display position A; the chosen text is whichever response their order showed first."""
+    judge_all(fb, 1, "rater1", [{"choice": "A"}, {"choice": "tie"}, {"choice": "A"}])
+    with fb.db() as s:
+        rows, counts = export_rows(s, "c1")
+    assert counts == {"records": 2, "tie": 1}
+    path = write_jsonl(rows, tmp_path / "pairs.jsonl")
+    records = load_records(str(path), accept=PREFERENCE_KINDS)
+    assert all(isinstance(r, PreferencePair) for r in records) and len(records) == 2
+    from posttrain.feedback.db import Item, Lease
+
+    with fb.db() as s:
+        by_lease = {lease.item_id: lease.presentation for lease in s.query(Lease)}
+        texts = {i.id: [r["text"] for r in i.responses] for i in s.query(Item)}
+    judged = [row["feedback"] for row in rows]
+    for record, meta in zip(records, judged):
+        item_id = meta["item"] + 1
+        assert record.chosen[0].content == texts[item_id][by_lease[item_id][0]]
+
+
+def test_ranking_and_correction_exports_load_for_training(fb, tmp_path):
+    ranking = add_campaign(fb.db, "rank", task="ranking", items=[
+        {"prompt": [{"role": "user", "content": "q"}], "responses": [{"text": t, "model": t} for t in "xyz"]}])
+    judge_all(fb, ranking, "rater1", [{"order": [0, 1, 2]}])
+    correction = add_campaign(fb.db, "fix", task="correction", items=[
+        {"prompt": [{"role": "user", "content": "2+2?"}], "responses": [{"text": "5", "model": "m"}]}])
+    judge_all(fb, correction, "rater1", [{"response": 0, "text": "4"}])
+    with fb.db() as s:
+        rank_rows, _ = export_rows(s, "rank")
+        fix_rows, _ = export_rows(s, "fix")
+    (rank,) = load_records(str(write_jsonl(rank_rows, tmp_path / "r.jsonl")), accept=PREFERENCE_KINDS)
+    shown = presented(fb, "rater1")[0]
+    assert isinstance(rank, Ranking) and list(rank.order) == shown and len(pairs_of(rank)) == 3
+    (fix,) = load_records(str(write_jsonl(fix_rows, tmp_path / "f.jsonl")), accept=PREFERENCE_KINDS)
+    assert fix.chosen[0].content == "4" and fix.rejected[0].content == "5"
+
+
+def test_an_edit_exports_only_the_latest_revision(fb):
+    uid = fb.users["rater1"]
+    lease = assign.next_lease(fb.db, 1, uid, T0)
+    first = assign.submit(fb.db, lease, uid, "e-1", {"choice": "A"}, T0).judgment_id
+    assign.edit(fb.db, first, uid, "e-2", {"choice": "both_bad"}, T0)
+    with fb.db() as s:
+        rows, counts = export_rows(s, "c1")
+    assert rows == [] and counts == {"both_bad": 1}
