@@ -44,15 +44,16 @@ def test_our_own_work_is_counted_as_ours_and_left_out(monkeypatch):
     assert cpu.others_busy(cpu.CpuSample(wall=10.0, busy=100.0, own=5.0), min_window=0.0) == pytest.approx(1.0)
 
 
-def test_fewer_threads_when_other_processes_hold_cores(monkeypatch, restore_threads, capsys):
+def test_fewer_threads_when_other_processes_hold_cores(monkeypatch, restore_threads):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(cpu, "_DEFAULT", 2)
     monkeypatch.setattr(cpu, "cores", lambda: 2)
     monkeypatch.setattr(cpu, "others_busy", lambda: 1.1)
-    assert cpu.choose_threads() == 1 and torch.get_num_threads() == 1
-    assert "keep 1.1 of 2 CPU cores busy: 1 torch thread(s) instead of 2" in capsys.readouterr().err
+    threads, note = cpu.choose_threads()
+    assert threads == 1 and torch.get_num_threads() == 1
+    assert "keep 1.1 of 2 CPU cores busy: 1 torch thread(s) instead of 2" in note
     monkeypatch.setattr(cpu, "others_busy", lambda: 0.2)  # the next run in this process finds the machine quiet
-    assert cpu.choose_threads() == 2 and torch.get_num_threads() == 2 and capsys.readouterr().err == ""
+    assert cpu.choose_threads() == (2, None) and torch.get_num_threads() == 2
 
 
 def test_the_users_choice_wins(monkeypatch, restore_threads):
@@ -60,6 +61,22 @@ def test_the_users_choice_wins(monkeypatch, restore_threads):
     monkeypatch.setattr(cpu, "cores", lambda: 2)
     monkeypatch.setattr(cpu, "_DEFAULT", 2)
     torch.set_num_threads(2)
-    assert cpu.choose_threads(2) == 2 and torch.get_num_threads() == 2  # --run.threads
+    assert cpu.choose_threads(2) == (2, None) and torch.get_num_threads() == 2  # --run.threads
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    assert cpu.choose_threads() == 2 and torch.get_num_threads() == 2  # OMP_NUM_THREADS (torchrun sets it)
+    assert cpu.choose_threads() == (2, None) and torch.get_num_threads() == 2  # OMP_NUM_THREADS (torchrun sets it)
+
+
+def test_a_run_says_it_once_its_checks_pass_and_bad_input_stays_one_line(monkeypatch, restore_threads, tmp_path,
+                                                                         capsys):
+    from posttrain.cli import main
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(cpu, "_DEFAULT", 2)
+    monkeypatch.setattr(cpu, "cores", lambda: 2)
+    monkeypatch.setattr(cpu, "others_busy", lambda: 1.0)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "bot", "content": "hi"}]}\n')
+    assert main(["sft", "--data.train", str(bad), "--run.output-dir", str(tmp_path)]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1  # the error alone
+    assert main(["sft", "--optim.max-steps", "1", "--optim.warmup-steps", "0", "--run.output-dir", str(tmp_path)]) == 0
+    assert "other processes keep 1.0 of 2 CPU cores busy: 1 torch thread(s) instead of 2" in capsys.readouterr().err

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import resource
-import sys
 import time
 from dataclasses import dataclass
 
@@ -68,10 +67,11 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def choose_threads(requested: int = 0, quiet: bool = False) -> int:
-    """Set torch's intra-op threads and return the count: `requested` when > 0; torch's own when OMP_NUM_THREADS
-    is set (the user's or torchrun's choice); else torch's default less the cores other processes keep busy,
-    saying so in one line on stderr when that is fewer (unless `quiet`)."""
+def choose_threads(requested: int = 0) -> tuple[int, str | None]:
+    """Set torch's intra-op threads; return the count and, when it is fewer than torch's default because other
+    processes keep cores busy, the one line that says so (the run prints it once its checks have passed).
+    `requested` when > 0; torch's own count when OMP_NUM_THREADS is set (the user's or torchrun's choice); else
+    torch's default less the cores other processes keep busy."""
     import torch
 
     global _DEFAULT
@@ -79,18 +79,16 @@ def choose_threads(requested: int = 0, quiet: bool = False) -> int:
         _DEFAULT = torch.get_num_threads()  # find the machine quiet again after one ran with fewer
     if requested > 0:
         torch.set_num_threads(requested)
-        return requested
+        return requested, None
     default = _DEFAULT
     if os.environ.get("OMP_NUM_THREADS") or default == 1:
-        return torch.get_num_threads()
+        return torch.get_num_threads(), None
     busy = others_busy()
     if busy is None:
-        return default
+        return default, None
     threads = max(1, min(default, round(cores() - busy)))
     torch.set_num_threads(threads)
-    if threads < default:
-        if not quiet:
-            print(f"posttrain: other processes keep {busy:.1f} of {cores()} CPU cores busy: {threads} torch "
-                  f"thread(s) instead of {default}, which would wait on each other (--run.threads N to choose)",
-                  file=sys.stderr)
-    return threads
+    if threads == default:
+        return threads, None
+    return threads, (f"posttrain: other processes keep {busy:.1f} of {cores()} CPU cores busy: {threads} torch "
+                     f"thread(s) instead of {default}, which would wait on each other (--run.threads N to choose)")

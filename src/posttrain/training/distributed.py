@@ -11,7 +11,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.distributed as dist
@@ -26,6 +26,7 @@ class Dist:
     world_size: int
     local_rank: int
     device: torch.device
+    threads_note: str | None = None  # set by `distributed`: why the run uses fewer CPU threads (start_run says it)
 
     @property
     def is_main(self) -> bool:
@@ -61,7 +62,7 @@ def distributed(device: str = "auto", threads: int = 0) -> Iterator[Dist]:
     """`setup_distributed(device)` and the CPU threads (`cpu.choose_threads`) for the block, and `teardown`
     however it ends: a recipe's `train` is `with distributed(cfg.run.device, cfg.run.threads) as d: ...`."""
     d = setup_distributed(device)
-    choose_threads(threads, quiet=not d.is_main)
+    d = replace(d, threads_note=choose_threads(threads)[1])
     try:
         yield d
     finally:

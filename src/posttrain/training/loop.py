@@ -134,6 +134,8 @@ def start_run(
     the trackers and progress. A failure here removes the directory it created, so a retry is not refused."""
     config = to_jsonable(full_cfg)
     run_dir, created = prepare_run_dir(run_cfg, config, d.is_main)
+    if d.threads_note and d.is_main and run_cfg.progress:  # the checks have passed: a run is starting
+        print(d.threads_note, file=sys.stderr)
     try:
         start, lineage = 0, {}
         if run_cfg.resume:
