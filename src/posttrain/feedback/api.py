@@ -15,7 +15,7 @@ from posttrain.feedback.campaigns import create_campaign
 from posttrain.feedback.db import Campaign, Item, Lease, utcnow
 from posttrain.feedback.export import export_rows
 from posttrain.feedback.tasks import AnswerError
-from posttrain.feedback.web import Need, Principal
+from posttrain.feedback.web import Need, Principal, campaign_or_404
 
 router = APIRouter(prefix="/api", tags=["api"])
 rater, manager = Need("rater"), Need("manager")
@@ -108,9 +108,7 @@ def new_campaign(request: Request, body: CampaignIn, who: Principal = Depends(ma
 @router.get("/campaigns/{campaign_id}/progress", response_model=Progress)
 def progress(request: Request, campaign_id: int, who: Principal = Depends(rater)) -> Progress:
     with request.app.state.read() as s:
-        c = s.get(Campaign, campaign_id)
-        if c is None:
-            raise HTTPException(404, "no such campaign")
+        c = campaign_or_404(s, campaign_id)
         return Progress(**vars(assign.progress(s, c, who.user_id)))
 
 
@@ -129,8 +127,7 @@ def _next(request: Request, campaign_id: int, who: Principal) -> Task | None:
 def next_task(request: Request, campaign_id: int, who: Principal = Depends(rater)) -> Task | None:
     """A lease on the next item for you (your open one if you hold one); null when nothing is left for you."""
     with request.app.state.read() as s:
-        if s.get(Campaign, campaign_id) is None:
-            raise HTTPException(404, "no such campaign")
+        campaign_or_404(s, campaign_id)
     return _next(request, campaign_id, who)
 
 
@@ -179,7 +176,5 @@ def edit(request: Request, judgment_id: int, body: Answer, who: Principal = Depe
 def export(request: Request, campaign_id: int, who: Principal = Depends(manager)) -> list[dict[str, Any]]:
     """The campaign's judgments as the project's records (see posttrain.feedback.export)."""
     with request.app.state.read() as s:
-        c = s.get(Campaign, campaign_id)
-        if c is None:
-            raise HTTPException(404, "no such campaign")
+        c = campaign_or_404(s, campaign_id)
         return export_rows(s, c.name)[0]

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from posttrain.feedback.db import ROLES, Audit, Campaign, Item, Judgment, User
 from posttrain.feedback.export import export_rows
 from posttrain.feedback.security import hash_password
-from posttrain.feedback.web import Need, Principal, render
+from posttrain.feedback.web import Need, Principal, campaign_or_404, render
 
 router = APIRouter(include_in_schema=False)
 manager, admin = Need("manager"), Need("admin")
@@ -33,9 +33,7 @@ def campaigns(request: Request, who: Principal = Depends(manager)) -> Response:
 @router.get("/manage/campaigns/{campaign_id}/export")
 def export(request: Request, campaign_id: int, who: Principal = Depends(manager)) -> Response:
     with request.app.state.read() as s:
-        c = s.get(Campaign, campaign_id)
-        if c is None:
-            raise HTTPException(404, "no such campaign")
+        c = campaign_or_404(s, campaign_id)
         rows, _ = export_rows(s, c.name)
     body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     return Response(body, media_type="application/jsonl",

@@ -14,7 +14,7 @@ from posttrain.feedback.db import ApiToken, Audit, Campaign, Item, Lease, User, 
 from posttrain.feedback.db import Session as DbSession
 from posttrain.feedback.security import burn_time, check_password, new_token, token_hash
 from posttrain.feedback.tasks import CHOICES, FLAGS, AnswerError
-from posttrain.feedback.web import COOKIE, Need, Principal, render, session_expiry
+from posttrain.feedback.web import COOKIE, Need, Principal, campaign_or_404, render, session_expiry
 
 router = APIRouter(include_in_schema=False)
 rater = Need("rater")
@@ -78,9 +78,7 @@ def home(request: Request, who: Principal = Depends(rater)) -> Response:
 @router.get("/c/{campaign_id}/next")
 def next_task(request: Request, campaign_id: int, who: Principal = Depends(rater)) -> Response:
     with request.app.state.read() as s:
-        campaign = s.get(Campaign, campaign_id)
-        if campaign is None:
-            raise HTTPException(404, "no such campaign")
+        campaign = campaign_or_404(s, campaign_id)
     lease_id = assign.next_lease(request.app.state.db, campaign_id, who.user_id, utcnow())
     if lease_id is None:
         with request.app.state.read() as s:

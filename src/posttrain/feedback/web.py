@@ -168,3 +168,15 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
 
 def session_expiry(hours: float) -> dt.datetime:
     return utcnow() + dt.timedelta(hours=hours)
+
+
+def campaign_or_404(s, campaign_id: int):
+    """The campaign with this id, or a 404 (every route that takes a campaign id in its path)."""
+    from fastapi import HTTPException
+
+    from posttrain.feedback.db import Campaign
+
+    campaign = s.get(Campaign, campaign_id)
+    if campaign is None:
+        raise HTTPException(404, "no such campaign")
+    return campaign
