@@ -75,6 +75,15 @@ class StepTimes:
         return statistics.median(n / t for n, t in zip(step_tokens[1:], intervals))
 
 
+def posttrain_loop_seconds(metrics: list[dict]) -> float:
+    """A posttrain run's training-loop wall time without its checkpoint writes, from metrics.jsonl rows:
+    `time/train_seconds` - `time/checkpoint_seconds`. The TRL runs the benches compare with save nothing
+    (`save_strategy="no"`), while posttrain always writes a checkpoint after the last step (~1.5 s for a 42M model
+    and its AdamW state); both sides' loops are timed on the same work, and end-to-end figures keep the saves."""
+    last = next(m for m in reversed(metrics) if "time/train_seconds" in m)
+    return last["time/train_seconds"] - last.get("time/checkpoint_seconds", 0.0)
+
+
 def matmul_peak_gflops(n: int = 2048, dtype: torch.dtype = torch.float32, repeats: int = 7) -> float:
     """Measured GFLOP/s of one n x n x n matmul (2n^3 FLOPs), the median of `repeats` runs.
 

@@ -27,7 +27,8 @@ only automatically infer lengths for datasets whose items are dictionaries with 
 
 pairs/s (the same definition on every row) = pairs trained / (time of the reference log-prob work
 done before training + wall time of the training loop). posttrain: the recipe's own timing of its
-reference pass (its log record) plus `time/train_seconds`; TRL: the time of `_precompute_ref_logps`
+reference pass (its log record) plus `time/train_seconds` less `time/checkpoint_seconds` (TRL saves nothing in
+these runs; posttrain always checkpoints after the last step); TRL: the time of `_precompute_ref_logps`
 (it runs in the trainer's constructor, outside `train_runtime`) plus `train_runtime`. "End-to-end"
 also counts tokenization and model loading (and posttrain's save of final/). Memory: peak RSS of the
 run's own process (`ru_maxrss`), next to its RSS once the libraries were imported. Runs alternate
@@ -62,6 +63,7 @@ from common import (  # noqa: E402
     machine_line,
     matmul_peak_gflops,
     peak_rss_mb,
+    posttrain_loop_seconds,
     rss_mb,
     threads_note,
     train_flops_per_token,
@@ -232,7 +234,7 @@ def run_posttrain(cfg: BenchConfig, data: dict, out: Path, share_prompt: bool = 
     if len(computed) != 1:
         raise SystemExit("posttrain did not report one reference pass; the timing would leave it out")
     return Result("posttrain", cfg.steps * cfg.batch_size, computed[0],
-                  next(m["time/train_seconds"] for m in metrics if "time/train_seconds" in m), end_to_end,
+                  posttrain_loop_seconds(metrics), end_to_end,
                   [m["train/loss"] for m in metrics if "train/loss" in m], after_imports, peak_rss_mb(),
                   {"threads": torch.get_num_threads(), "slots": data["shared_slots" if share_prompt else "slots"],
                    "real": data["shared_real" if share_prompt else "real"]})
@@ -428,7 +430,8 @@ def results_markdown(cfg: BenchConfig, results: dict[str, list[Result]], data: d
         f"thread(s) per run; {cfg.repeats} interleaved runs per row, each in a fresh process; medians.",
         "",
         "pairs/s = pairs trained / (reference log-prob work before the loop + training-loop wall time): posttrain's "
-        "timed reference pass + `time/train_seconds`; TRL's `_precompute_ref_logps` (it runs in the trainer's "
+        "timed reference pass + `time/train_seconds` less its checkpoint writes (`time/checkpoint_seconds`: TRL "
+        "saves nothing here, posttrain always checkpoints after the last step); TRL's `_precompute_ref_logps` (it runs in the trainer's "
         "constructor) + `train_runtime`. The first three rows train on identical batches (TRL reads the rows in "
         "posttrain's length-bucketed batch order with a sequential sampler); the last lets TRL shuffle as it does by "
         "default. Tokens = sequence slots in the training batches (2B x padded length, or with the prompt shared "

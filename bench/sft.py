@@ -16,7 +16,8 @@ token ids and trained positions posttrain uses.
 
 Throughput (the same definition on both sides): real (non-pad) input tokens processed, divided by
 the wall time of the training loop only (no model loading, tokenization or saving):
-posttrain's `time/train_seconds` from metrics.jsonl, TRL's `train_runtime`. Tokens are TRL's
+posttrain's `time/train_seconds` less `time/checkpoint_seconds` from metrics.jsonl (it always checkpoints after
+the last step; TRL saves nothing here), TRL's `train_runtime`. Tokens are TRL's
 logged `num_tokens` (the attention-mask sum) and, for posttrain, the lengths of the examples its
 data order put in each step. Runs alternate (posttrain, TRL, posttrain, TRL, ...) so that load
 from other processes hits both sides alike; the table gives medians and the ratio of medians.
@@ -56,6 +57,7 @@ from common import (  # noqa: E402
     flop_params,
     machine_line,
     matmul_peak_gflops,
+    posttrain_loop_seconds,
     threads_note,
     train_flops_per_token,
     update_results,
@@ -178,7 +180,7 @@ def run_posttrain(cfg: BenchConfig, model: str, data: Path, out: Path, name: str
     with StepTimes() as step_times:
         run_dir = sft.train(sft_cfg)
     metrics = read_metrics(run_dir)
-    seconds = next(m["time/train_seconds"] for m in metrics if "time/train_seconds" in m)
+    seconds = posttrain_loop_seconds(metrics)
     train_loss = [m["train/loss"] for m in metrics if "train/loss" in m][-1]
     order = DataOrder([len(e) for e in examples], batch_size, 1, 0, bucket)
     step_tokens = [sum(len(examples[i]) for b in order.step_batches(s) for i in b) for s in range(steps)]
@@ -332,7 +334,7 @@ def comparison_markdown(cfg: BenchConfig, rows: list[tuple[list[Result], int | N
         f"checkpointing, loss on assistant tokens only; {cfg.repeats} interleaved runs per row, medians.",
         "",
         "tokens/s counts real (non-pad) input tokens. *Whole loop*: tokens / training-loop wall time (posttrain "
-        "`time/train_seconds`, TRL `train_runtime`). *Median step*: the median over optimizer steps of a step's "
+        "`time/train_seconds` less its checkpoint writes, TRL `train_runtime`, which saves nothing here). *Median step*: the median over optimizer steps of a step's "
         "tokens / its time (first step left out), which bursts of load from other processes barely move. \"vs TRL\" "
         "divides medians by those of the TRL row with the same data order (random, or grouped by length). "
         "MFU = median-step tokens/s x FLOPs per token / fp32 matmul peak.",

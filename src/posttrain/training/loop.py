@@ -124,6 +124,7 @@ class Run:
     completed: int = 0  # the last step whose end_step returned
     updating: int = 0  # the last step whose optimizer update began
     rng: dict[str, Any] | None = None  # the RNG states right after step `completed`, for a checkpoint of it
+    checkpoint_seconds: float = 0.0  # wall time of this process's checkpoint writes, part of time/train_seconds
 
 
 def start_run(
@@ -246,9 +247,11 @@ def end_step(
     if eval_fn is not None and ((run.cfg.eval_every and step % run.cfg.eval_every == 0) or last):
         run.sink.log(step, eval_fn())
     if last or (run.cfg.save_every and step % run.cfg.save_every == 0):
+        t0 = time.perf_counter()
         save_checkpoint(run.dir / "checkpoints", step, model, optimizer, scheduler,
                         {"world_size": run.d.world_size, "total_steps": run.total_steps}, run.d.rank,
                         run.cfg.keep_checkpoints)
+        run.checkpoint_seconds += time.perf_counter() - t0
     run.completed = step
     if not run.d.enabled:  # an interrupt is kept as a checkpoint only by a single process (see interruptible)
         run.rng = rng_state()
@@ -305,7 +308,8 @@ def finish_run(run: Run, model: torch.nn.Module, tokenizer: Any, save: Callable[
     """Close metrics and progress; write final/ (merged LoRA, loadable by plain transformers), atomically: a run
     with final/ is finished (`run_finished`)."""
     run.bar.close()
-    run.sink.log(run.total_steps, {"time/train_seconds": time.perf_counter() - run.t0})
+    run.sink.log(run.total_steps, {"time/train_seconds": time.perf_counter() - run.t0,
+                                   "time/checkpoint_seconds": run.checkpoint_seconds})
     run.sink.close()
     if run.d.is_main:
         tmp, final = run.dir / ".tmp-final", run.dir / "final"
