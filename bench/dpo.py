@@ -223,7 +223,8 @@ def run_posttrain(cfg: BenchConfig, data: dict, out: Path, share_prompt: bool = 
                                       share_prompt=share_prompt),
         optim=OptimConfig(lr=cfg.lr, warmup_steps=0, schedule="cosine", batch_size=cfg.batch_size,
                           max_steps=cfg.steps, max_grad_norm=1.0),
-        run=RunConfig(name="dpo", output_dir=str(out), device="cpu", progress=False, log_every=1, seed=0),
+        run=RunConfig(name="dpo", output_dir=str(out), device="cpu", progress=False, log_every=1, seed=0,
+                      threads=torch.get_num_threads()),  # TRL's count: posttrain would pick fewer on a busy machine
         dpo=dpo.PreferenceConfig(loss="dpo", beta=cfg.beta),
     )
     t0 = time.perf_counter()

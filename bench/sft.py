@@ -175,7 +175,8 @@ def run_posttrain(cfg: BenchConfig, model: str, data: Path, out: Path, name: str
                                padding_free=padding_free),
         optim=OptimConfig(lr=lr, warmup_steps=cfg.warmup_steps, schedule="cosine", batch_size=batch_size,
                           max_steps=steps, max_grad_norm=1.0),
-        run=RunConfig(name=name, output_dir=str(out), device="cpu", progress=False, log_every=min(10, steps), seed=0),
+        run=RunConfig(name=name, output_dir=str(out), device="cpu", progress=False, log_every=min(10, steps), seed=0,
+                      threads=torch.get_num_threads()),  # TRL's count: posttrain would pick fewer on a busy machine
     )
     with StepTimes() as step_times:
         run_dir = sft.train(sft_cfg)
