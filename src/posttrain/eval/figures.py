@@ -49,7 +49,7 @@ def group_of(name: str) -> str:
 
 
 def metric_groups(names: Iterable[str]) -> dict[str, list[str]]:
-    """Figure title -> its metrics (sorted, train/ before eval/), figures in the order of GROUPS, then
+    """Figure title -> its metrics (training ones, then eval/ ones, each sorted), figures in the order of GROUPS, then
     throughput, then the rest alphabetically. Names that SKIPPED lists are left out."""
     groups: dict[str, list[str]] = {}
     for name in sorted(set(names)):
@@ -63,8 +63,8 @@ def metric_groups(names: Iterable[str]) -> dict[str, list[str]]:
             return (0, known.index(title), title)
         return (1 if title.startswith("Throughput") else 2, 0, title)
 
-    def split_rank(name: str) -> tuple[int, str]:
-        return (next((i for i, s in enumerate(SPLITS) if name.startswith(s)), len(SPLITS)), metric_base(name))
+    def split_rank(name: str) -> tuple[int, str]:  # a metric without a split (TRL's rewards/*) is a training one
+        return (int(name.startswith("eval/")), metric_base(name))
 
     return {title: sorted(groups[title], key=split_rank) for title in sorted(groups, key=order)}
 

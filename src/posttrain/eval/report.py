@@ -243,7 +243,7 @@ def render_report(runs: list[RunData], evals: list[Evaluation], max_samples: int
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["num"] = number
     return env.get_template("report.html").render(
-        title=title, csp=CSP, version=__version__, created=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        title=title, csp=Markup(CSP), version=__version__, created=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         runs=[{**run_summary(r), "config": flatten(r.config or {}), "lineage": r.lineage or {}} for r in runs],
         figures=[(t, Markup(svg)) for t, svg in figures(runs)],  # checked by figures.checked_svg
         evaluations=[evaluation_tables(e) for e in evals],
