@@ -226,6 +226,7 @@ def write_evaluation(cfg: DemoConfig, results: list[StageResult]) -> Path:
 
 def run_demo(cfg: DemoConfig) -> list[StageResult]:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
@@ -252,8 +253,8 @@ def run_demo(cfg: DemoConfig) -> list[StageResult]:
     console.print(f"Runs are in [bold]{cfg.output_dir}/[/bold]: config.json, lineage.json, metrics.jsonl, "
                   "final/ (loads with transformers; README.md is its model card), samples.jsonl. TensorBoard: "
                   f"tensorboard --logdir {cfg.output_dir}")
-    console.print(f"Report (curves, evaluation, answers side by side): [bold]{write_demo_report(cfg, results)}[/bold]",
-                  soft_wrap=True)
+    report = escape(str(write_demo_report(cfg, results)))
+    console.print(f"Report (curves, evaluation, answers side by side): [bold]{report}[/bold]", soft_wrap=True)
     return results
 
 
