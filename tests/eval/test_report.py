@@ -15,7 +15,7 @@ import yaml
 
 from posttrain.cli import main
 from posttrain.errors import UserError
-from posttrain.eval.figures import checked_svg, curves_svg, group_of, metric_groups, plain_label, series
+from posttrain.eval.figures import checked_svg, curves_svg, group_of, metric_groups, plain_label, series, thin
 from posttrain.eval.report import Evaluation, load_inputs, render_report, side_by_side
 
 HOSTILE = '<script>window.__x=1</script><img src=x onerror="window.__y=1">'
@@ -54,6 +54,15 @@ def test_series_keeps_finite_numbers_in_step_order():
     rows = [{"step": 4, "m": 0.5}, {"step": 1, "m": 2}, {"step": 3, "m": math.nan}, {"step": 5, "m": math.inf},
             {"step": 2, "m": 1.0}, {"step": 6, "m": "x"}, {"step": 7}]
     assert series(rows, "m") == ([1.0, 2.0, 4.0], [2.0, 1.0, 0.5])
+
+
+def test_thin_keeps_evenly_spaced_points_and_the_last():
+    """10 points, limit 4: stride ceil(10/4) = 3 keeps indices 0, 3, 6, 9 (9 is the last); limit 5: stride 2 keeps
+    0, 2, 4, 6, 8 and then the last, 9. Within the limit nothing is dropped."""
+    steps = [float(i) for i in range(10)]
+    assert thin(steps, steps, limit=4)[0] == [0, 3, 6, 9]
+    assert thin(steps, steps, limit=5) == ([0, 2, 4, 6, 8, 9], [0, 2, 4, 6, 8, 9])
+    assert thin(steps, steps, limit=10) == (steps, steps)
 
 
 def test_svg_text_from_files_is_escaped_and_never_mathtext():

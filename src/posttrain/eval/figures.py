@@ -77,6 +77,18 @@ def series(rows: Sequence[Mapping[str, Any]], metric: str) -> tuple[list[float],
     return [s for s, _ in points], [v for _, v in points]
 
 
+def thin(steps: list[float], values: list[float], limit: int = 2000) -> tuple[list[float], list[float]]:
+    """At most about `limit` points of a series, evenly spaced, the last kept: a 100k-step run stays a small file
+    (a figure ~600 px wide cannot show more points than that anyway)."""
+    stride = -(-len(steps) // limit)
+    if stride <= 1:
+        return steps, values
+    keep = list(range(0, len(steps), stride))
+    if keep[-1] != len(steps) - 1:
+        keep.append(len(steps) - 1)
+    return [steps[i] for i in keep], [values[i] for i in keep]
+
+
 def plain_label(text: str) -> str:
     """A file-supplied name as matplotlib should show it: `$` escaped (never mathtext), and a leading `_`
     kept visible (matplotlib leaves labels starting with `_` out of the legend)."""
@@ -97,7 +109,7 @@ def curves_svg(title: str, runs: Mapping[str, Sequence[Mapping[str, Any]]], metr
         styles = ["-", "--", ":", "-."]
         for colour, (run, rows) in zip(colours, runs.items()):
             for k, metric in enumerate(metrics):
-                steps, values = series(rows, metric)
+                steps, values = thin(*series(rows, metric))
                 if not steps:
                     continue
                 label = run if len(metrics) == 1 else f"{run} · {metric}"
