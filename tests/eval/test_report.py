@@ -162,6 +162,17 @@ def test_side_by_side_pairs_the_same_prompt_and_caps_the_rows(tmp_path):
         side_by_side([ev], ("sft", "rm"), cap=9)
 
 
+def test_an_evaluation_alone_makes_a_report(tmp_path, capsys):
+    """A results.json passed directly (no run): its tables and its samples side by side, no figure."""
+    results = write_eval(tmp_path / "evals" / "e1", {"sft": ["0", "2", "5"], "dpo": ["0", "2", "4"]})
+    out = tmp_path / "r.html"
+    assert main(["report", str(results), "-o", str(out)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    html = out.read_text()
+    assert "<svg" not in html and "Responses side by side: sft vs dpo" in html
+    assert "[0.6123, 0.8456]" in html and "Ratings (Bradley–Terry)" in html and "stop 2, length 1" in html
+
+
 def test_two_runs_share_axes_and_runs_of_the_same_name_are_told_apart(tmp_path):
     a, b = write_run(tmp_path / "a" / "sft"), write_run(tmp_path / "b" / "sft", steps=4)
     runs, _ = load_inputs([str(a), str(b)])

@@ -191,10 +191,13 @@ def side_by_side(evals: list[Evaluation], compare: tuple[str, str] | None, cap: 
         for row in ev.samples:
             if row.get("sample_index", 0) != 0 or "model" not in row:
                 continue
-            label = str(row["model"])
+            label, index = str(row["model"]), row.get("prompt_index", 0)
+            if not isinstance(index, int):
+                raise UserError(f"{ev.path.parent / 'samples.jsonl'}: prompt_index {index!r} of model {label} is not "
+                                "an integer (the prompt's position in its task)")
             if label not in models:
                 models.append(label)
-            by_key.setdefault((str(row.get("task", "")), int(row.get("prompt_index", 0))), {}).setdefault(label, row)
+            by_key.setdefault((str(row.get("task", "")), index), {}).setdefault(label, row)
     if compare is not None:
         missing = [m for m in compare if m not in models]
         if missing:
