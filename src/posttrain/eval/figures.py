@@ -118,7 +118,9 @@ def curves_svg(title: str, runs: Mapping[str, Sequence[Mapping[str, Any]]], metr
         ax.set_title(plain_label(title))
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-        if ax.lines:
+        if len(ax.lines) > 3:  # beside the axes: a long legend inside would hide the lines
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+        elif ax.lines:
             ax.legend(fontsize=7, loc="best")
         buffer = io.StringIO()
         fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})

@@ -156,15 +156,19 @@ def figures(runs: list[RunData]) -> list[tuple[str, str]]:
     return [(title, curves_svg(title, by_run, metrics)) for title, metrics in metric_groups(names).items()]
 
 
-def last_values(rows: list[dict[str, Any]], prefix: str) -> dict[str, float]:
-    """The last logged value of each metric starting with `prefix` (e.g. the held-out `eval/` figures)."""
+def last_values(rows: list[dict[str, Any]], prefix: str, skip: tuple[str, ...] = ()) -> dict[str, float]:
+    """The last logged value of each metric starting with `prefix` (e.g. the held-out `eval/` figures), but for
+    those starting with one of `skip`."""
     out: dict[str, float] = {}
     for row in rows:
-        out.update({k: v for k, v in row.items() if k.startswith(prefix) and isinstance(v, (int, float))})
+        out.update({k: v for k, v in row.items() if k.startswith(prefix) and isinstance(v, (int, float))
+                    and not (skip and k.startswith(skip))})
     return dict(sorted(out.items()))
 
 
 def run_summary(run: RunData) -> dict[str, Any]:
+    from posttrain.eval.figures import SKIPPED
+
     lineage = run.lineage or {}
     base = lineage.get("base_model") or {}
     return {
@@ -172,7 +176,7 @@ def run_summary(run: RunData) -> dict[str, Any]:
         "base_model": base.get("name", ""), "parameters": base.get("parameters"),
         "seconds": last_values(run.metrics, "time/").get("time/train_seconds"),
         "train_loss": last_values(run.metrics, "train/").get("train/loss"),
-        "heldout": last_values(run.metrics, "eval/"),
+        "heldout": last_values(run.metrics, "eval/", SKIPPED),  # the counters the curves leave out too
     }
 
 
