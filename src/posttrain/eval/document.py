@@ -17,7 +17,10 @@ from typing import Any
 import yaml
 
 from posttrain import __version__
+from posttrain.eval.figures import SKIPPED
+from posttrain.eval.report import flatten, last_values, write_report
 from posttrain.files import write_text_atomic
+from posttrain.training.metrics import read_metrics
 
 # algorithm -> (tag, what it is, how the saved model loads, pipeline tag, docs page)
 ALGORITHMS = {
@@ -41,17 +44,10 @@ def _read(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
-
 def key_settings(config: dict[str, Any]) -> dict[str, Any]:
     """The settings a model card lists: KEY_SETTINGS that config.json has (LoRA's only with LoRA on), and every
     setting of the algorithm's own sections (`dpo.*`, a reward model's `margin`, ...)."""
-    flat = _flat(config)
+    flat = dict(flatten(config))
     keys = [k for k in KEY_SETTINGS if k in flat and not (k.startswith("model.lora_a") and not flat.get("model.lora_r"))]
     own = {k: v for k, v in flat.items() if k.split(".")[0] not in SECTIONS}
     return {**{k: flat[k] for k in keys}, **own}
@@ -64,16 +60,6 @@ def _cell(value: Any) -> str:
 
 def _number(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else _cell(value)
-
-
-def heldout_figures(run_dir: Path) -> dict[str, float]:
-    """The last logged value of every `eval/*` metric in metrics.jsonl."""
-    from posttrain.training.metrics import read_metrics
-
-    out: dict[str, float] = {}
-    for row in read_metrics(run_dir):
-        out.update({k: v for k, v in row.items() if k.startswith("eval/") and isinstance(v, (int, float))})
-    return dict(sorted(out.items()))
 
 
 def model_card(run_dir: Path, algorithm: str) -> str:
@@ -104,7 +90,7 @@ def model_card(run_dir: Path, algorithm: str) -> str:
              "## Training", "", "| setting | value |", "|---|---|"]
     lines += [f"| `{k}` | {_cell(v)} |" for k, v in key_settings(config).items()]
     lines += ["", "## Evaluation", ""]
-    lines += evaluation_lines(heldout_figures(run_dir), results)
+    lines += evaluation_lines(last_values(read_metrics(run_dir), "eval/", SKIPPED), results)
     lines += ["", "## Lineage", "", f"- base model: `{base.get('name', '?')}` ({base.get('parameters', '?')} "
               f"parameters, {base.get('trainable', '?')} trained)",
               f"- code: posttrain {version}", f"- trained: {lineage.get('created', '?')}"]
@@ -140,8 +126,6 @@ def evaluation_lines(heldout: dict[str, float], results: dict[str, Any] | None) 
 def document_run(run_dir: Path, algorithm: str) -> Path:
     """After finish_run, on the main process: final/README.md (the model card) and report.html (the run's own
     report, with its eval/ if there is one). Returns the report's path."""
-    from posttrain.eval.report import write_report
-
     run_dir = Path(run_dir)
     write_text_atomic(run_dir / "final" / "README.md", model_card(run_dir, algorithm))
     return write_report([str(run_dir)], run_dir / "report.html", title=f"posttrain report: {run_dir.name}")
