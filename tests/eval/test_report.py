@@ -274,6 +274,25 @@ def test_a_dpo_card_names_its_objective_and_evaluation(tmp_path, tiny_dir):
     assert "| win rate of dpo over sft (verifier) | `builtin:arithmetic/heldout` | 0.62 | [0.57, 0.67] | 3 |" in card
 
 
+def test_a_reward_model_card_says_how_it_loads(tmp_path):
+    """A reward model is a sequence classifier with one label; its own settings (margin, center_coef) are listed,
+    LoRA's alpha only when LoRA was on."""
+    from huggingface_hub import ModelCard
+
+    from posttrain.eval.document import model_card
+
+    run = write_run(tmp_path / "rm", eval_rows=False)
+    (run / "config.json").write_text(json.dumps({"model": {"name": "tiny", "lora_r": 0, "lora_alpha": 16},
+                                                 "margin": True, "center_coef": 0.01}))
+    card = model_card(run, "rm")
+    (tmp_path / "README.md").write_text(card)
+    assert ModelCard.load(tmp_path / "README.md").data.pipeline_tag == "text-classification"
+    assert front_matter(card)["tags"] == ["posttrain", "reward-model"]
+    assert "AutoModelForSequenceClassification.from_pretrained(\"path/to/this/folder\", num_labels=1)" in card
+    assert "| `margin` | true |" in card and "| `center_coef` | 0.01 |" in card and "lora_alpha" not in card
+    assert "No held-out data and no evaluation yet" in card
+
+
 def test_the_report_of_a_real_run_in_chromium(sft_run, page, tmp_path, capsys):
     """Opened from disk: every figure is an SVG whose longest path has a point per logged step (not blank), the
     evaluation tables are there, the hostile completion is shown as text and ran nothing."""
