@@ -1,6 +1,9 @@
 """A shortened demo runs end to end: its SFT policy rambles to the sampling limit, and the pair, RM and DPO
 stages once refused such pairs as longer than max_length (suggesting --data.max-length, which the demo does not
-take) and left runs/demo/sft and pairs/ behind."""
+take) and left runs/demo/sft and pairs/ behind. It ends by printing the path of its report, which holds every
+run's curves, the evaluation it wrote (both policies' accuracy, the win rate) and the two policies' answers."""
+
+import json
 
 from posttrain.cli import main
 
@@ -12,4 +15,14 @@ def test_a_short_demo_runs_every_stage(tmp_path, capsys, tiny_dir):
     assert main(argv) == 0, capsys.readouterr().err
     for stage in ("sft", "rm", "dpo"):
         assert (out / stage / "final" / "config.json").is_file(), stage
-    assert "posttrain demo summary" in capsys.readouterr().out
+        assert (out / stage / "final" / "README.md").is_file() and (out / stage / "report.html").is_file(), stage
+    printed = capsys.readouterr().out
+    assert "posttrain demo summary" in printed
+    assert f"Report (curves, evaluation, answers side by side): {out / 'report.html'}" in printed
+    results = json.loads((out / "eval" / "results.json").read_text())
+    assert [r["model"] for r in results["accuracy"]] == ["sft", "dpo"] and results["accuracy"][0]["n"] == 8
+    assert [(w["a"], w["b"], w["n"]) for w in results["win_rates"]] == [("dpo", "sft", 8)]
+    html = (out / "report.html").read_text()
+    assert html.count("<svg") >= 6 and "Responses side by side: sft vs dpo" in html
+    for run in ("sft", "rm", "dpo"):
+        assert f"<b>{run}</b>" in html

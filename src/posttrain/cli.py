@@ -20,6 +20,7 @@ commands:
   dpo        preference optimization (DPO, IPO, SimPO) on prompt/chosen/rejected pairs
   rm         reward model (Bradley-Terry) on preference pairs and rankings
   eval       task accuracy of a model on held-out prompts, with a 95% interval
+  report     one self-contained HTML file: training curves, evaluation tables, responses side by side
   generate   sample completions for prompts with the built-in batched sampler
   models     make the built-in tiny model, prepare SmolLM2, list known short names
   data       data tools: `data pairs` samples a policy and lets a simulated rater make preference pairs
@@ -105,6 +106,14 @@ def _eval(argv: list[str]) -> int:
     return 0
 
 
+def _report(argv: list[str]) -> int:
+    from posttrain.config import parse_config
+    from posttrain.eval.report import ReportConfig, report_command
+
+    report_command(parse_config(ReportConfig, argv, prog="posttrain report"))
+    return 0
+
+
 def _demo(argv: list[str]) -> int:
     from posttrain.config import parse_config
     from posttrain.demo import DemoConfig, run_demo
@@ -135,6 +144,7 @@ def _feedback(argv: list[str]) -> int:
 def config_classes() -> dict[str, type]:
     """The config each command parses (its sub-configs nested in it), in the order docs/config.md lists them."""
     from posttrain.demo import DemoConfig
+    from posttrain.eval.report import ReportConfig
     from posttrain.eval.run import EvalConfig
     from posttrain.generate import GenerateConfig
     from posttrain.pairs import PairsConfig
@@ -144,7 +154,7 @@ def config_classes() -> dict[str, type]:
 
     return {"posttrain sft": SFTConfig, "posttrain rm": RewardModelConfig, "posttrain dpo": DPOConfig,
             "posttrain generate": GenerateConfig, "posttrain eval": EvalConfig, "posttrain data pairs": PairsConfig,
-            "posttrain demo": DemoConfig}
+            "posttrain report": ReportConfig, "posttrain demo": DemoConfig}
 
 
 def config_reference() -> str:
@@ -159,6 +169,7 @@ COMMANDS = {
     "data": _data,
     "demo": _demo,
     "eval": _eval,
+    "report": _report,
     "sft": _sft,
     "dpo": _dpo,
     "rm": _rm,

@@ -517,7 +517,10 @@ def reference_markdown(commands: dict[str, type]) -> str:
                 continue
             option = f"--{prefix}{f.name}".replace("_", "-")
             doc = " ".join((get_field_docstring(cls, f.name, ()) or "").split())
-            ftype = str(f.type).replace("|", "\\|")
+            ftype = re.sub(r"^Annotated\[(.+?), tyro\.conf\..*\]$", r"\1", str(f.type))  # tyro's markers: not types
+            if "tyro.conf.Positional" in str(f.type):
+                option = f"{f.name.upper()} ... (positional)"
+            ftype = ftype.replace("|", "\\|")
             shown = "required" if value is dataclasses.MISSING else f"`{value!r}`"
             rows.append(f"| `{option}` | `{ftype}` | {shown} | {doc} |")
         out = [title, "", _paragraphs(cls.__doc__ or ""), ""] + (rows + [""] if len(rows) > 2 else [])

@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from posttrain.config import DataConfig, ModelConfig, OptimConfig, RunConfig
 
@@ -70,6 +70,7 @@ class StageResult:
     seconds: float
     run_dir: Path | None
     value: float = float("nan")  # the stage's headline number (accuracy, win rate, ...) for tests and reports
+    detail: Any = None  # what the report's evaluation is written from: an AccuracyResult, a win-rate dict
 
 
 def last_logged(run_dir: Path, key: str) -> float:
@@ -113,7 +114,7 @@ def accuracy_stage(cfg: DemoConfig, model_dir: Path, label: str) -> StageResult:
     result = run_eval(eval_cfg)
     write_jsonl(result.samples, model_dir.parent / "samples.jsonl")
     text = f"{result.accuracy:.1%} exact match (95% CI {result.ci_low:.1%}-{result.ci_high:.1%}, n={result.n})"
-    return StageResult(label, text, time.perf_counter() - t0, model_dir.parent, result.accuracy)
+    return StageResult(label, text, time.perf_counter() - t0, model_dir.parent, result.accuracy, result)
 
 
 def pairs_stage(cfg: DemoConfig, sft_model: Path) -> tuple[StageResult, Path]:
@@ -182,11 +183,50 @@ def winrate_stage(cfg: DemoConfig, policy: Path, baseline: Path) -> StageResult:
                            SamplingParams(temperature=0.0, max_new_tokens=48))
     text = (f"DPO wins {r['win_rate']:.1%} (95% CI {r['ci_low']:.1%}-{r['ci_high']:.1%}; "
             f"{r['wins']} wins, {r['ties']} ties, {r['losses']} losses)")
-    return StageResult("Win rate: DPO vs SFT, same rater", text, time.perf_counter() - t0, None, r["win_rate"])
+    return StageResult("Win rate: DPO vs SFT, same rater", text, time.perf_counter() - t0, None, r["win_rate"], r)
+
+
+def write_evaluation(cfg: DemoConfig, results: list[StageResult]) -> Path:
+    """The demo's evaluation as `posttrain eval` writes one (docs/evaluation.md): OUTPUT_DIR/eval/results.json
+    with each policy's held-out accuracy and the DPO-vs-SFT win rate, and samples.jsonl with every answer."""
+    import hashlib
+    import json
+
+    from posttrain.files import write_json_atomic, write_jsonl
+
+    out = Path(cfg.output_dir) / "eval"
+    accuracy = [r for r in results if r.detail is not None and hasattr(r.detail, "accuracy")]
+    models, rows, samples = [], [], []
+    for r in accuracy:
+        label = r.run_dir.name
+        lineage = r.run_dir / "lineage.json"
+        models.append({"label": label, "name": str(r.run_dir / "final"),
+                       "lineage": json.loads(lineage.read_text()) if lineage.is_file() else None})
+        rows.append({"model": label, "task": HELDOUT, "value": r.detail.accuracy, "ci_low": r.detail.ci_low,
+                     "ci_high": r.detail.ci_high, "n": r.detail.n})
+        samples += [{"model": label, "task": HELDOUT, "prompt_index": i, "sample_index": 0, **s, "rm_score": None}
+                    for i, s in enumerate(r.detail.samples)]
+    prompts = [(s["prompt"], s["answer"]) for s in accuracy[0].detail.samples] if accuracy else []
+    wins = [{"a": "dpo", "b": "sft", "task": HELDOUT, "judge": f"rater:{r.detail['rater']}", "value": r.detail["win_rate"],
+             "ci_low": r.detail["ci_low"], "ci_high": r.detail["ci_high"], "n": r.detail["n"],
+             "wins": r.detail["wins"], "ties": r.detail["ties"], "losses": r.detail["losses"]}
+            for r in results if isinstance(r.detail, dict)]
+    write_json_atomic(out / "results.json", {
+        "format": "posttrain-eval/1", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "models": models,
+        "tasks": [{"name": HELDOUT, "n": len(prompts), "reward": "task",
+                   "sha256": hashlib.sha256(json.dumps(prompts).encode()).hexdigest()}],
+        "settings": {"temperature": 0.0, "max_new_tokens": 48, "n_samples": 1, "seed": cfg.seed, "judge": RATER},
+        "accuracy": rows, "pass_at_k": [], "rm_score": [], "length": [], "finish_reasons": [], "win_rates": wins,
+        "ratings": [],
+    })
+    write_jsonl(samples, out / "samples.jsonl")
+    return out
 
 
 def run_demo(cfg: DemoConfig) -> list[StageResult]:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
@@ -211,6 +251,18 @@ def run_demo(cfg: DemoConfig) -> list[StageResult]:
         table.add_row(r.stage, r.result, f"{r.seconds:.0f} s", str(r.run_dir or ""))
     console.print(table)
     console.print(f"Runs are in [bold]{cfg.output_dir}/[/bold]: config.json, lineage.json, metrics.jsonl, "
-                  "final/ (loads with transformers), samples.jsonl. TensorBoard: "
+                  "final/ (loads with transformers; README.md is its model card), samples.jsonl. TensorBoard: "
                   f"tensorboard --logdir {cfg.output_dir}")
+    report = escape(str(write_demo_report(cfg, results)))
+    console.print(f"Report (curves, evaluation, answers side by side): [bold]{report}[/bold]", soft_wrap=True)
     return results
+
+
+def write_demo_report(cfg: DemoConfig, results: list[StageResult]) -> Path:
+    """OUTPUT_DIR/report.html over the demo's runs (SFT, RM, DPO) and its evaluation."""
+    from posttrain.eval.report import write_report
+
+    runs = [str(r.run_dir) for r in results if r.run_dir is not None and (r.run_dir / "metrics.jsonl").is_file()]
+    runs = list(dict.fromkeys(runs))  # the accuracy stages name the run they evaluated again
+    return write_report([*runs, str(write_evaluation(cfg, results))], Path(cfg.output_dir) / "report.html",
+                        title="posttrain demo report")

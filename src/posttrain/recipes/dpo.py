@@ -35,6 +35,7 @@ from posttrain.data.preference import PREFERENCE_KINDS, PairBatch, PreferenceExa
 from posttrain.data.splits import train_and_heldout
 from posttrain.data.tokenize import use_chat_template
 from posttrain.errors import ConfigError
+from posttrain.eval.document import document_run
 from posttrain.losses.preference import dpo_loss, ipo_loss, simpo_loss
 from posttrain.models.attention import pair_layout
 from posttrain.models.load import load_model, load_tokenizer, save_model
@@ -306,4 +307,6 @@ def _train(cfg: DPOConfig, d: Dist) -> Path:
 
     # -- save --------------------------------------------------------------------------------
     finish_run(run, model, tokenizer, save=lambda out: save_model(unwrap(model), tokenizer, out, cfg.model))
+    if d.is_main:  # report.html and the model card final/README.md
+        document_run(run.dir, "dpo")
     return print_summary(run.dir, "dpo", SUMMARY, cfg.run.progress and d.is_main)

@@ -31,6 +31,7 @@ from posttrain.data.rankings import RANKING_KINDS, GroupBatch, RankedGroup, grou
 from posttrain.data.splits import train_and_heldout
 from posttrain.data.tokenize import use_chat_template
 from posttrain.errors import ConfigError
+from posttrain.eval.document import document_run
 from posttrain.losses.reward import ranking_loss
 from posttrain.models.heads import load_reward_model, save_reward_model
 from posttrain.models.load import load_tokenizer
@@ -187,4 +188,6 @@ def _train(cfg: RewardModelConfig, d: Dist) -> Path:
 
     # -- save --------------------------------------------------------------------------------
     finish_run(run, model, tokenizer, save=lambda out: save_reward_model(unwrap(model), tokenizer, out, MARKER))
+    if d.is_main:  # report.html and the model card final/README.md
+        document_run(run.dir, "rm")
     return print_summary(run.dir, "rm", SUMMARY, cfg.run.progress and d.is_main)

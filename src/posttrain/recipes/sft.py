@@ -24,6 +24,7 @@ from posttrain.data.batches import SFTBatch, sft_batch
 from posttrain.data.records import Conversation, PromptCompletion, Text
 from posttrain.data.splits import train_and_heldout
 from posttrain.data.tokenize import Example, tokenize_dataset, use_chat_template
+from posttrain.eval.document import document_run
 from posttrain.losses.sft import sft_loss
 from posttrain.models.attention import use_varlen_attention
 from posttrain.models.load import load_model, load_tokenizer, save_model
@@ -149,6 +150,8 @@ def _train(cfg: SFTConfig, d: Dist) -> Path:
 
     # -- save --------------------------------------------------------------------------------
     finish_run(run, model, tokenizer, save=lambda out: save_model(unwrap(model), tokenizer, out, cfg.model))
+    if d.is_main:  # report.html and the model card final/README.md
+        document_run(run.dir, "sft")
     return print_summary(run.dir, "sft", SUMMARY, cfg.run.progress and d.is_main)
 
 

@@ -1,0 +1,131 @@
+"""What every recipe writes when it has finished: the run's `report.html` and a model card, `final/README.md`.
+
+The model card follows the Hugging Face format (YAML front matter, then Markdown), so a saved model explains
+itself wherever it is copied: what it was trained from and on (the lineage: base model, data files with
+sha256, code version), how (the algorithm and its key settings, from config.json) and how well (the last
+held-out figures, and `eval/results.json` when an evaluation was run into the run directory).
+Recipes call `document_run` on the main process after `training.loop.finish_run`; training/ itself never
+imports this layer.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from posttrain import __version__
+from posttrain.eval.figures import SKIPPED
+from posttrain.eval.report import flatten, last_values, write_report
+from posttrain.files import write_text_atomic
+from posttrain.training.metrics import read_metrics
+
+# algorithm -> (tag, what it is, how the saved model loads, pipeline tag, docs page)
+ALGORITHMS = {
+    "sft": ("sft", "supervised fine-tuning: next-token loss on the assistant turns of demonstrations",
+            "AutoModelForCausalLM", "text-generation", "docs/algorithms/sft.md"),
+    "dpo": ("dpo", "preference optimization on (prompt, chosen, rejected) pairs", "AutoModelForCausalLM",
+            "text-generation", "docs/algorithms/dpo.md"),
+    "rm": ("reward-model", "a Bradley-Terry reward model: a scalar head on the language model, trained on "
+           "preference pairs and rankings", "AutoModelForSequenceClassification", "text-classification",
+           "docs/algorithms/reward_model.md"),
+}
+SECTIONS = ("model", "data", "optim", "run")
+# Settings that say how a model was trained (the rest of config.json is where files went and how it was shown).
+KEY_SETTINGS = ("model.name", "model.lora_r", "model.lora_alpha", "data.max_length", "data.packing",
+                "data.padding_free", "data.eval_fraction", "optim.lr", "optim.schedule", "optim.warmup_steps",
+                "optim.min_lr_ratio", "optim.weight_decay", "optim.betas", "optim.max_grad_norm", "optim.batch_size",
+                "optim.grad_accum", "optim.max_steps", "optim.epochs", "run.seed")
+
+
+def _read(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def key_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings a model card lists: KEY_SETTINGS that config.json has (LoRA's only with LoRA on), and every
+    setting of the algorithm's own sections (`dpo.*`, a reward model's `margin`, ...)."""
+    flat = dict(flatten(config))
+    keys = [k for k in KEY_SETTINGS if k in flat and not (k.startswith("model.lora_a") and not flat.get("model.lora_r"))]
+    own = {k: v for k, v in flat.items() if k.split(".")[0] not in SECTIONS}
+    return {**{k: flat[k] for k in keys}, **own}
+
+
+def _cell(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (list, tuple, dict, bool)) or value is None else str(value)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else _cell(value)
+
+
+def model_card(run_dir: Path, algorithm: str) -> str:
+    """final/README.md of a finished run: YAML front matter (base_model, datasets, tags, library_name,
+    pipeline_tag), then the algorithm and its settings, the evaluation results and the lineage."""
+    tag, what, auto_class, pipeline, doc = ALGORITHMS[algorithm]
+    run_dir = Path(run_dir)
+    config = _read(run_dir / "config.json") or {}
+    lineage = _read(run_dir / "lineage.json") or {}
+    results = _read(run_dir / "eval" / "results.json")
+    base = lineage.get("base_model") or {}
+    data = lineage.get("data") or []
+    objective = (config.get("dpo") or {}).get("loss") if algorithm == "dpo" else None
+    tags = ["posttrain", tag] + ([objective] if objective and objective != tag else [])
+    meta = {"base_model": base.get("name") or (config.get("model") or {}).get("name"),
+            "datasets": [d["source"] for d in data if d.get("source")], "tags": tags,
+            "library_name": "transformers", "pipeline_tag": pipeline}
+    code = lineage.get("code") or {}
+    version = code.get("posttrain", __version__) + (f", commit {code['git_commit']}" if code.get("git_commit") else "")
+    lines = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip(), "---", "",
+             f"# {run_dir.resolve().name}", "",
+             f"`{meta['base_model']}` after {what}{f' ({objective})' if objective else ''}, trained with posttrain "
+             f"{version}. Algorithm and metrics: {doc} in the posttrain repository.", "",
+             "```python", f"from transformers import {auto_class}, AutoTokenizer", "",
+             f'model = {auto_class}.from_pretrained("path/to/this/folder"' +
+             (", num_labels=1)" if algorithm == "rm" else ")"),
+             'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")', "```", "",
+             "## Training", "", "| setting | value |", "|---|---|"]
+    lines += [f"| `{k}` | {_cell(v)} |" for k, v in key_settings(config).items()]
+    lines += ["", "## Evaluation", ""]
+    lines += evaluation_lines(last_values(read_metrics(run_dir), "eval/", SKIPPED), results)
+    lines += ["", "## Lineage", "", f"- base model: `{base.get('name', '?')}` ({base.get('parameters', '?')} "
+              f"parameters, {base.get('trainable', '?')} trained)",
+              f"- code: posttrain {version}", f"- trained: {lineage.get('created', '?')}"]
+    lines += [f"- resumed {r.get('at', '?')} from step {r.get('from_step', '?')}" for r in lineage.get("resumes", [])]
+    if data:
+        lines += ["", "| data | rows | sha256 |", "|---|---|---|"]
+        lines += [f"| `{_cell(d.get('source'))}` | {d.get('rows', '?')} | `{d.get('sha256') or '?'}` |" for d in data]
+    return "\n".join(lines) + "\n"
+
+
+def evaluation_lines(heldout: dict[str, float], results: dict[str, Any] | None) -> list[str]:
+    """Markdown for the card's evaluation section: held-out training figures, then results.json's accuracy and
+    win rates with their 95% intervals."""
+    lines: list[str] = []
+    if heldout:
+        lines += ["Held-out figures, last logged during training:", "", "| metric | value |", "|---|---|"]
+        lines += [f"| `{k}` | {_number(v)} |" for k, v in heldout.items()] + [""]
+    if results:
+        rows = [(f"accuracy of {r.get('model')}", r) for r in results.get("accuracy") or []]
+        rows += [(f"win rate of {r.get('a')} over {r.get('b')} ({r.get('judge', '')})", r)
+                 for r in results.get("win_rates") or []]
+        if rows:
+            lines += ["From `eval/results.json` (95% intervals):", "", "| figure | task | value | 95% interval | n |",
+                      "|---|---|---|---|---|"]
+            lines += [f"| {_cell(name)} | `{_cell(r.get('task', ''))}` | {_number(r.get('value'))} | "
+                      f"[{_number(r.get('ci_low'))}, {_number(r.get('ci_high'))}] | {r.get('n', '')} |"
+                      for name, r in rows] + [""]
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines or ["No held-out data and no evaluation yet (`posttrain eval` writes one)."]
+
+
+def document_run(run_dir: Path, algorithm: str) -> Path:
+    """After finish_run, on the main process: final/README.md (the model card) and report.html (the run's own
+    report, with its eval/ if there is one). Returns the report's path."""
+    run_dir = Path(run_dir)
+    write_text_atomic(run_dir / "final" / "README.md", model_card(run_dir, algorithm))
+    return write_report([str(run_dir)], run_dir / "report.html", title=f"posttrain report: {run_dir.name}")
