@@ -54,7 +54,7 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "q", "responses": ["a", "b", "c"]}\n')
     assert main(["feedback", "import", "--db", db, "--campaign", "x", "--items", str(bad)]) == 2
-    assert "item 1: pairwise items need exactly 2 responses" in capsys.readouterr().err
+    assert f"{bad}:1: responses: pairwise items need exactly 2 responses" in capsys.readouterr().err
     assert main(["feedback", "export", "--db", db, "--campaign", "nope"]) == 2
     assert "no campaign named 'nope'" in capsys.readouterr().err
     assert main(["feedback", "frobnicate"]) == 2

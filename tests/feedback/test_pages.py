@@ -81,3 +81,57 @@ def test_a_rater_edits_a_judgment_from_the_pages_and_the_old_one_stays(fb):
     login(other, "rater2")
     assert other.get(f"/judgments/{second.id}/edit").status_code == 404
     assert "No judgments yet" in other.get("/mine").text
+
+
+def _upload(client, csrf, name: str, body: bytes, filename: str = "items.jsonl", **fields):  # noqa: ANN001, ANN202
+    data = {"csrf_token": csrf, "name": name, "task": "pairwise", "overlap": "2", "lease_seconds": "600",
+            "guidelines": "Be **fair**.", "rubric": "", **fields}
+    return client.post("/manage/upload", data=data, files={"items": (filename, body, "application/jsonl")},
+                       follow_redirects=False)
+
+
+def test_a_manager_uploads_a_campaign_file_and_errors_name_file_line_and_field(fb):
+    from posttrain.feedback.db import Campaign, Item
+
+    c = TestClient(fb.app)
+    csrf = login(c, "manager")
+    assert 'enctype="multipart/form-data"' in c.get("/manage/upload").text
+    lines = [{"prompt": "2+2?", "completion": "4", "model": "v1"}, {"prompt": "2+2?", "completion": "5", "model": "v2"},
+             {"prompt": "3+3?", "responses": ["6", "7"], "models": ["v1", "v2"]}]
+    body = "".join(json.dumps(x) + "\n" for x in lines).encode()
+    r = _upload(c, csrf, "uploaded", body)
+    assert r.status_code == 303 and r.headers["location"].startswith("/manage?created=")
+    with fb.db() as s:
+        camp = s.scalar(select(Campaign).where(Campaign.name == "uploaded"))
+        items = list(s.scalars(select(Item).where(Item.campaign_id == camp.id).order_by(Item.position)))
+    assert camp.overlap == 2 and camp.lease_seconds == 600 and camp.guidelines == "Be **fair**."
+    assert [[r["model"] for r in i.responses] for i in items] == [["v1", "v2"], ["v1", "v2"]]
+    assert "created" in c.get(r.headers["location"]).text
+
+    bad = body + b'{"prompt": "4+4?", "responses": "8"}\n'
+    r = _upload(c, csrf, "broken", bad, filename="../../etc/rows.jsonl")
+    errors = re.findall(r'id="upload-error">([^<]*)<', r.text)
+    assert r.status_code == 422 and errors == ["rows.jsonl:4: responses must be a list, and models (if given) as long"]
+    assert 'value="broken"' in r.text  # the form keeps what was typed
+    for body_, fields, expected in (
+            (b'{"prompt": "q"}\n', {}, "items.jsonl:1: responses: missing"),
+            (b'{"prompt": "q", "responses": ["a", "b", "c"]}\n', {}, "items.jsonl:1: responses: pairwise items need"),
+            (b'not json\n', {}, "items.jsonl:1: not JSON"),
+            (b'\xff\xfe', {}, "items.jsonl: byte 0: not UTF-8"),
+            (body, {"overlap": "two"}, "overlap: must be a whole number"),
+            (body, {"task": "rubric", "rubric": "[{"}, "rubric: not JSON"),
+            (body, {"name": "uploaded"}, "a campaign named 'uploaded' exists already")):
+        r = _upload(c, csrf, fields.pop("name", "again"), body_, **fields)
+        assert r.status_code == 422 and expected in html.unescape(r.text), (expected, r.text[-800:])
+    with fb.db() as s:
+        assert s.scalar(select(Campaign).where(Campaign.name == "again")) is None  # nothing half-made
+
+    assert _upload(c, "forged", "nocsrf", body).status_code == 403
+    fb.app.state.settings.upload_limit_mb = 0.1
+    big = body * (2**18 // len(body))  # 256 KiB: refused by its Content-Length, before the form is read
+    r = _upload(c, csrf, "big", big)
+    assert r.status_code == 413 and "over 0.1 MB" in r.text
+    r = _upload(c, csrf, "big", body * (110_000 // len(body)))  # within the allowance, over the limit once read
+    assert r.status_code == 413 and "items.jsonl: over 0.1 MB" in r.text
+    with fb.db() as s:
+        assert s.scalar(select(Campaign).where(Campaign.name.in_(["nocsrf", "big"]))) is None

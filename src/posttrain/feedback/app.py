@@ -33,6 +33,7 @@ class Settings:
     secure_cookies: bool = False  # set the cookie's Secure flag (on when public_url is https)
     session_hours: float = 12.0
     login_limit: int = 5  # failed logins per minute per client address or user name, then 429
+    upload_limit_mb: float = 20.0  # the largest item file a manager may upload on /manage/upload
     migrate: bool = True
 
 

@@ -40,9 +40,12 @@ class ServeConfig:
     that change state must come from this origin. Unset: the address the request was sent to."""
     login_limit: int = 5
     """Failed logins allowed per minute per client address and per user name before 429."""
+    upload_limit_mb: float = 20.0
+    """The largest item file (MB) a manager may upload on the campaign upload page (`/manage/upload`)."""
 
     def __post_init__(self) -> None:
         check(1 <= self.port <= 65535, "port", "must be 1..65535", self.port)
+        check(self.upload_limit_mb > 0, "upload_limit_mb", "must be > 0", self.upload_limit_mb)
         check(self.public_url is None or self.public_url.startswith(("http://", "https://")), "public_url",
               "must start with http:// or https://", self.public_url)
 
@@ -156,7 +159,8 @@ def serve(cfg: ServeConfig) -> None:
     from posttrain.feedback.app import Settings, create_app
 
     _engine(cfg.db).dispose()
-    app = create_app(Settings(db=cfg.db, public_url=cfg.public_url, login_limit=cfg.login_limit, migrate=False))
+    app = create_app(Settings(db=cfg.db, public_url=cfg.public_url, login_limit=cfg.login_limit,
+                              upload_limit_mb=cfg.upload_limit_mb, migrate=False))
     uvicorn.run(app, host=cfg.host, port=cfg.port, proxy_headers=True, log_level="warning")
 
 
