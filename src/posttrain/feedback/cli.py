@@ -79,7 +79,8 @@ class GenerateItemsConfig:
     campaign: str
     """Name of the new campaign."""
     model: tuple[str, ...]
-    """Two or more models (run directories' `final/`, local HF directories, `tiny`, `smollm2`)."""
+    """Two or more models (run directories' `final/`, local HF directories, `tiny`, `smollm2`): `--model A
+    --model B`, or `--model A B`."""
     prompts: str = "builtin:arithmetic/heldout"
     """Prompt source (anything `posttrain generate --prompts` reads)."""
     db: str = "sqlite:///feedback.db"
@@ -223,6 +224,32 @@ def export(cfg: ExportConfig) -> None:
     print(f"wrote {len(rows)} records to {cfg.output}" + (f" (left out: {left})" if left else ""), file=sys.stderr)
 
 
+def merge_repeated(argv: list[str], option: str) -> list[str]:
+    """`--model a --model b c` -> `--model a b c`, in the place of the first: a repeated option adds values
+    (the parser alone would keep only the last one's); `--model=a` counts too. Other arguments keep their order."""
+    values: list[str] = []
+    out: list[str] = []
+    first = None
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == option or arg.startswith(option + "="):
+            if first is None:
+                first = len(out)
+            if arg != option:
+                values.append(arg.split("=", 1)[1])
+            i += 1
+            while i < len(argv) and not argv[i].startswith("--"):
+                values.append(argv[i])
+                i += 1
+            continue
+        out.append(arg)
+        i += 1
+    if first is None:
+        return out
+    return [*out[:first], option, *values, *out[first:]]
+
+
 ACTIONS = {
     "init": (InitConfig, init),
     "serve": (ServeConfig, serve),
@@ -241,6 +268,8 @@ def main(argv: list[str]) -> int:
         raise UserError(f"unknown action {argv[0]!r}; expected one of: {', '.join(ACTIONS)}")
     cls, run = ACTIONS[argv[0]]
     rest = ["--output" if a == "-o" else a for a in argv[1:]]  # `export -o FILE`, as other tools spell it
+    if argv[0] == "generate":
+        rest = merge_repeated(rest, "--model")  # the issue's `--model runs/a/final --model runs/b/final`
     cfg = parse_config(cls, rest, prog=f"posttrain feedback {argv[0]}")
     _need_extra()
     run(cfg)
