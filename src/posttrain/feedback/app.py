@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,13 +45,13 @@ class SecurityHeaders:
 
     def __init__(self, app):  # noqa: ANN001
         self.app = app
-        self.headers = [(k.lower().encode(), v.encode()) for k, v in HEADERS.items()]
+        self.static = [(k.lower().encode(), v.encode()) for k, v in HEADERS.items()]
+        self.dynamic = [*self.static, (b"cache-control", b"no-store")]  # both built once, not per request
 
     async def __call__(self, scope, receive, send):  # noqa: ANN001
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        extra = self.headers if scope["path"].startswith("/static/") else \
-            [*self.headers, (b"cache-control", b"no-store")]
+        extra = self.static if scope["path"].startswith("/static/") else self.dynamic
 
         async def send_with_headers(message):  # noqa: ANN001
             if message["type"] == "http.response.start":
@@ -57,6 +59,14 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+SETTINGS_ENV = "POSTTRAIN_FEEDBACK_SETTINGS"  # how `serve --workers N` hands its settings to each worker process
+
+
+def app_from_env() -> FastAPI:
+    """The app for one of several uvicorn worker processes (`serve --workers N`): settings from SETTINGS_ENV."""
+    return create_app(Settings(**json.loads(os.environ[SETTINGS_ENV])))
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -42,10 +42,15 @@ class ServeConfig:
     """Failed logins allowed per minute per client address and per user name before 429."""
     upload_limit_mb: float = 20.0
     """The largest item file (MB) a manager may upload on the campaign upload page (`/manage/upload`)."""
+    workers: int = 1
+    """Server processes. Each has its own connections and caches; on SQLite they take turns at the write lock in
+    the database (busy waits) instead of one process's queue, and the login limit counts per process. Try 2 on a
+    2-core machine or with PostgreSQL; measure with bench/feedback.py --workers."""
 
     def __post_init__(self) -> None:
         check(1 <= self.port <= 65535, "port", "must be 1..65535", self.port)
         check(self.upload_limit_mb > 0, "upload_limit_mb", "must be > 0", self.upload_limit_mb)
+        check(self.workers >= 1, "workers", "must be >= 1", self.workers)
         check(self.public_url is None or self.public_url.startswith(("http://", "https://")), "public_url",
               "must start with http:// or https://", self.public_url)
 
@@ -155,14 +160,21 @@ def init(cfg: InitConfig) -> None:
 
 
 def serve(cfg: ServeConfig) -> None:
+    import dataclasses
+
     import uvicorn
 
-    from posttrain.feedback.app import Settings, create_app
+    from posttrain.feedback.app import SETTINGS_ENV, Settings, create_app
 
     _engine(cfg.db).dispose()
-    app = create_app(Settings(db=cfg.db, public_url=cfg.public_url, login_limit=cfg.login_limit,
-                              upload_limit_mb=cfg.upload_limit_mb, migrate=False))
-    uvicorn.run(app, host=cfg.host, port=cfg.port, proxy_headers=True, log_level="warning")
+    settings = Settings(db=cfg.db, public_url=cfg.public_url, login_limit=cfg.login_limit,
+                        upload_limit_mb=cfg.upload_limit_mb, migrate=False)
+    if cfg.workers == 1:
+        uvicorn.run(create_app(settings), host=cfg.host, port=cfg.port, proxy_headers=True, log_level="warning")
+        return
+    os.environ[SETTINGS_ENV] = json.dumps(dataclasses.asdict(settings))  # the workers are new processes
+    uvicorn.run("posttrain.feedback.app:app_from_env", factory=True, workers=cfg.workers, host=cfg.host,
+                port=cfg.port, proxy_headers=True, log_level="warning")
 
 
 def _store(db: str, name: str, task: str, items: list[dict], overlap: int, guidelines: str, rubric: list,
