@@ -136,6 +136,7 @@ def config_classes() -> dict[str, type]:
     """The config each command parses (its sub-configs nested in it), in the order docs/config.md lists them."""
     from posttrain.demo import DemoConfig
     from posttrain.eval.run import EvalConfig
+    from posttrain.feedback.cli import ACTIONS as FEEDBACK
     from posttrain.generate import GenerateConfig
     from posttrain.pairs import PairsConfig
     from posttrain.recipes.dpo import DPOConfig
@@ -144,7 +145,8 @@ def config_classes() -> dict[str, type]:
 
     return {"posttrain sft": SFTConfig, "posttrain rm": RewardModelConfig, "posttrain dpo": DPOConfig,
             "posttrain generate": GenerateConfig, "posttrain eval": EvalConfig, "posttrain data pairs": PairsConfig,
-            "posttrain demo": DemoConfig}
+            "posttrain demo": DemoConfig,
+            **{f"posttrain feedback {action}": cls for action, (cls, _) in FEEDBACK.items()}}
 
 
 def config_reference() -> str:
