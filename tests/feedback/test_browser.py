@@ -285,3 +285,45 @@ def test_a_tablet_shows_every_task_without_sideways_scrolling_and_takes_taps(liv
         assert j.payload["choice"] == "B"
     finally:
         context.close()
+
+
+def test_edit_a_judgment_from_my_judgments_and_upload_a_campaign(live_tasks, page, tmp_path, shots):
+    """A rater edits from 'my judgments' (the form starts from the stored answer); a manager uploads an item
+    file through the page, sees the line-and-field error, then uploads a good one."""
+    server, app, ids = live_tasks
+    seen = watch(page)
+    log_in(page, server.url, "rater1")
+    url = start(page, server, ids["pairwise"])
+    page.keyboard.press("1")
+    submitted(page, url)
+    page.goto(server.url + "/mine")
+    (old,) = judgments_of(app, ids["pairwise"])
+    page.click(f"a[href='/judgments/{old.id}/edit']")
+    page.wait_for_selector("#task-form")
+    assert page.is_checked("input[name=choice][value=A]")  # the stored answer
+    page.keyboard.press("2")
+    page.screenshot(path=str(shots / "feedback-edit.png"), full_page=True)
+    edit_url = page.url
+    submitted(page, edit_url)
+    assert "Saved" in page.inner_text("main") and "B better" in page.inner_text("#mine")
+    page.screenshot(path=str(shots / "feedback-mine.png"))
+    first, second = judgments_of(app, ids["pairwise"])
+    assert first.payload["choice"] == "A" and second.payload["choice"] == "B" and second.supersedes_id == first.id
+
+    page.context.clear_cookies()
+    log_in(page, server.url, "manager")
+    page.goto(server.url + "/manage/upload")
+    bad = tmp_path / "tutor-items.jsonl"
+    bad.write_text('{"prompt": "2+2?", "responses": ["4", "5"]}\n{"prompt": "3+3?", "response": ["6", "7"]}\n')
+    page.fill("input[name=name]", "tutor-v2")
+    page.set_input_files("input[name=items]", str(bad))
+    page.click("#upload-form button[type=submit]")
+    page.wait_for_selector("#upload-error")
+    assert page.inner_text("#upload-error").startswith("tutor-items.jsonl:2: responses: missing")
+    page.screenshot(path=str(shots / "feedback-upload.png"), full_page=True)
+    bad.write_text('{"prompt": "2+2?", "responses": ["4", "5"]}\n{"prompt": "3+3?", "responses": ["6", "7"]}\n')
+    page.set_input_files("input[name=items]", str(bad))
+    page.click("#upload-form button[type=submit]")
+    page.wait_for_selector("#created")
+    assert "tutor-v2" in page.inner_text("table")
+    assert seen == [], seen
