@@ -181,6 +181,9 @@ def test_ranking_by_keyboard_with_undo_and_a_draft_across_reload(live_tasks, pag
     assert page.inner_text("#rank-order") == "C > B"
     page.reload()  # the two ranks come back from the draft
     assert page.url == url and page.inner_text("#rank-order") == "C > B"
+    page.keyboard.press("Enter")  # A has no rank: the server sends the form back, and the draft stays
+    page.wait_for_selector(".error")
+    assert "rank" in page.inner_text(".error") and page.inner_text("#rank-order") == "C > B"
     page.keyboard.press("1")
     assert page.inner_text("#rank-order") == "C > B > A"
     page.keyboard.press("?")
@@ -192,6 +195,7 @@ def test_ranking_by_keyboard_with_undo_and_a_draft_across_reload(live_tasks, pag
         page.keyboard.press(key)
     submitted(page, url)
     page.wait_for_selector("#done")
+    assert page.evaluate("Object.keys(localStorage)") == []  # each draft went once the server took it
     first, second = judgments_of(app, ids["ranking"])
     assert first.payload["order"] == [first.presentation[p] for p in (2, 1, 0)]  # shown C, B, A: best first
     assert second.payload["order"] == second.presentation

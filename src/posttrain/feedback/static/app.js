@@ -9,8 +9,18 @@
     return Array.prototype.map.call(a, function (b) { return b.toString(16).padStart(2, "0"); }).join("");
   }
 
+  // A submitted draft is dropped when the next page is another one (the server took the answer); when the
+  // server sends the same form back (an answer it refused, with its message), the draft is restored.
+  function dropSentDraft(form) {
+    var sent = sessionStorage.getItem("posttrain-sent");
+    if (!sent) return;
+    sessionStorage.removeItem("posttrain-sent");
+    if (!form || "posttrain-draft:" + form.dataset.draft !== sent) localStorage.removeItem(sent);
+  }
+
   function setup() {
     var form = document.getElementById("task-form");
+    dropSentDraft(form);
     if (!form) return;
     var key = "posttrain-draft:" + form.dataset.draft;
     var draft = {};
@@ -55,7 +65,7 @@
       if (sending) { ev.preventDefault(); return; }  // a second Enter or click: the first is on its way
       sending = true;
       document.getElementById("seconds").value = ((Date.now() - draft.started) / 1000).toFixed(1);
-      localStorage.removeItem(key);
+      sessionStorage.setItem("posttrain-sent", key);
     });
     var skip = document.getElementById("skip");
     if (skip) skip.addEventListener("click", function () { localStorage.removeItem(key); });
