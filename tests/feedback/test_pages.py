@@ -120,6 +120,9 @@ def test_a_manager_uploads_a_campaign_file_and_errors_name_file_line_and_field(f
             (b'\xff\xfe', {}, "items.jsonl: byte 0: not UTF-8"),
             (body, {"overlap": "two"}, "overlap: must be a whole number"),
             (body, {"task": "rubric", "rubric": "[{"}, "rubric: not JSON"),
+            (body, {"task": "rubric", "rubric": '[{"name": "helpful", "min": 5, "max": 1}]'}, "rubric: rubric scale"),
+            (body, {"task": "rubric"}, "rubric: a rubric campaign needs scales"),
+            (body, {"task": "poll"}, "task: 'poll' is not one of pairwise, ranking, rubric, correction"),
             (body, {"name": "uploaded"}, "a campaign named 'uploaded' exists already")):
         r = _upload(c, csrf, fields.pop("name", "again"), body_, **fields)
         assert r.status_code == 422 and expected in html.unescape(r.text), (expected, r.text[-800:])

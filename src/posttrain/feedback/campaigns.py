@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from posttrain.errors import DataError
 from posttrain.feedback.db import Audit, Campaign, Item
-from posttrain.feedback.tasks import AnswerError, check_campaign
+from posttrain.feedback.tasks import TASK_TYPES, AnswerError, check_campaign
 
 
 def _messages(value: Any, where: str, role: str) -> list[dict[str, str]]:
@@ -103,6 +103,13 @@ def create_campaign(s: Session, name: str, task_type: str, items: list[dict[str,
         raise DataError(f"overlap and lease seconds must be >= 1 (got {overlap}, {lease_seconds})")
     if s.query(Campaign).filter_by(name=name).first() is not None:
         raise DataError(f"a campaign named {name!r} exists already; pick another name")
+    if task_type not in TASK_TYPES:
+        raise DataError(f"task: {task_type!r} is not one of {', '.join(TASK_TYPES)}")
+    if task_type == "rubric":  # the scales first: an error in them is not about any one item
+        try:
+            check_campaign(task_type, 1, rubric)
+        except AnswerError as e:
+            raise DataError(f"rubric: {e}") from None
     for i, item in enumerate(items):
         where = item.get("source") or f"item {i + 1}"
         try:
