@@ -86,9 +86,9 @@ def create_app(settings: Settings) -> FastAPI:
     templates.env.filters["markdown"] = markdown_html
     app.state.templates = templates
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    app.include_router(api.router)  # first: the busiest routes (scripts, the benchmark) match after fewer tries
     app.include_router(pages.router)
     app.include_router(manage.router)
-    app.include_router(api.router)
 
     app.add_middleware(SecurityHeaders)
 
