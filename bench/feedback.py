@@ -1,5 +1,5 @@
 """Feedback app throughput: sustained judgments/s and latency with 20 concurrent raters, through the real HTTP
-server (`posttrain feedback serve`, one uvicorn process) on SQLite.
+server (`posttrain feedback serve`, one uvicorn process, or `--workers N`) on SQLite.
 
 Each simulated rater asks for work once (`POST /api/campaigns/1/next`), then loops: submit a pairwise judgment
 and receive the next task in the same round trip (`POST /api/leases/ID/judgment?next=true`, as a client that
@@ -9,6 +9,8 @@ separately, the whole cycle's). The first `--warmup` seconds are not counted. Th
 
     python bench/feedback.py                 # 20 raters, 20 s, writes its section of bench/RESULTS.md
     python bench/feedback.py --seconds 5 --no-write
+    python bench/feedback.py --workers 2         # two server processes
+    python bench/feedback_profile.py             # where the CPU goes per judgment (cProfile, not timed)
 
 The load generator runs in this process (threads with httpx keep-alive clients) and shares the 2 cores with the
 server, as a real deployment's reverse proxy would; quote it with the machine's load (printed).
@@ -43,6 +45,7 @@ def main() -> None:
     ap.add_argument("--overlap", type=int, default=3)
     ap.add_argument("--db", default=None, help="database URL (default: a fresh SQLite file)")
     ap.add_argument("--two-calls", action="store_true", help="ask for the next task in a request of its own")
+    ap.add_argument("--workers", type=int, default=1, help="server processes (serve --workers)")
     ap.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     args = ap.parse_args()
 
@@ -55,7 +58,7 @@ def main() -> None:
     t0 = time.perf_counter()
     tokens = prepare(url, args.raters, args.items, args.overlap)
     print(f"prepared {args.items} items x overlap {args.overlap} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    server = LiveServer(url, tmp)
+    server = LiveServer(url, tmp, workers=args.workers)
     start = time.perf_counter()
     measure_from, stop_at = start + args.warmup, start + args.warmup + args.seconds
     submits: list[float] = []
@@ -106,7 +109,8 @@ def main() -> None:
     backend = url.split(":", 1)[0]
     lines = [
         f"`python bench/feedback.py` ({time.strftime('%Y-%m-%d %H:%M')}): {args.raters} raters, {backend}, "
-        f"{args.seconds:.0f} s measured after {args.warmup:.0f} s warm-up; one uvicorn process; the load generator "
+        f"{args.seconds:.0f} s measured after {args.warmup:.0f} s warm-up; "
+        f"{'one uvicorn process' if args.workers == 1 else f'{args.workers} uvicorn worker processes'}; the load generator "
         f"in the same machine; {'next task in its own request' if args.two_calls else 'submit returns the next task'}.",
         "",
         "| judgments/s | submit p50 | submit p95 | submit p99 | cycle p50 | cycle p95 |",
@@ -122,7 +126,8 @@ def main() -> None:
     if not args.no_write:
         from bench.common import update_results
 
-        update_results("Feedback app: judgments/s with 20 raters" + (" (two calls)" if args.two_calls else ""), text)
+        title = "Feedback app: judgments/s with 20 raters" + (" (two calls)" if args.two_calls else "")
+        update_results(title + (f" ({args.workers} workers)" if args.workers > 1 else ""), text)
 
 
 if __name__ == "__main__":

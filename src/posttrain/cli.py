@@ -146,6 +146,7 @@ def config_classes() -> dict[str, type]:
     from posttrain.demo import DemoConfig
     from posttrain.eval.report import ReportConfig
     from posttrain.eval.run import EvalConfig
+    from posttrain.feedback.cli import ACTIONS as FEEDBACK
     from posttrain.generate import GenerateConfig
     from posttrain.pairs import PairsConfig
     from posttrain.recipes.dpo import DPOConfig
@@ -154,7 +155,8 @@ def config_classes() -> dict[str, type]:
 
     return {"posttrain sft": SFTConfig, "posttrain rm": RewardModelConfig, "posttrain dpo": DPOConfig,
             "posttrain generate": GenerateConfig, "posttrain eval": EvalConfig, "posttrain data pairs": PairsConfig,
-            "posttrain report": ReportConfig, "posttrain demo": DemoConfig}
+            "posttrain report": ReportConfig, "posttrain demo": DemoConfig,
+            **{f"posttrain feedback {action}": cls for action, (cls, _) in FEEDBACK.items()}}
 
 
 def config_reference() -> str:

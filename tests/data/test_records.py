@@ -148,3 +148,23 @@ def test_responses_repeating_the_prompt_lose_the_repeated_turns():
     one_sided = {"prompt": "Sky?", "chosen": chat((U, "Sky?"), (A, "Blue.")), "rejected": chat((A, "Green."))}
     with pytest.raises(RecordError, match='field "rejected": does not repeat the prompt'):
         parse_record(one_sided)
+
+
+def test_a_rating_record_round_trips_and_checks_its_scores():
+    from posttrain.data.records import Rating
+
+    row = {"prompt": "2+2?", "completion": "4", "scores": {"helpful": 5, "correct": 1},
+           "scales": {"helpful": [1, 5], "correct": [0, 1]}}
+    record = parse_record(row)
+    assert record == Rating(msgs((U, "2+2?")), msgs((A, "4")), (("helpful", 5.0), ("correct", 1.0)),
+                            (("helpful", 1.0, 5.0), ("correct", 0.0, 1.0)))
+    assert to_dict(record) == row and parse_record(to_dict(record)) == record
+    assert isinstance(parse_record(row, accept=(PromptCompletion,)), PromptCompletion)  # TRL's names, read as such
+    assert isinstance(parse_record({"prompt": "q", "completion": "a", "scores": {"x": 0.5}}), Rating)  # no scales
+    for bad, where in (({"scores": {}}, "scores"), ({"scores": {"helpful": "5"}}, "scores.helpful"),
+                       ({"scores": {"helpful": True}}, "scores.helpful"), ({"scores": {"helpful": 6}}, "scores.helpful"),
+                       ({"scores": {"kind": 3}}, "scores.kind"), ({"scales": {"helpful": [5, 1]}}, "scales.helpful"),
+                       ({"scales": [1, 5]}, "scales")):
+        with pytest.raises(RecordError) as e:
+            parse_record({**row, **bad}, accept=(Rating,))
+        assert e.value.field == where, (bad, e.value)

@@ -94,12 +94,12 @@ def free_port() -> int:
 class LiveServer:
     """`posttrain feedback serve` in a subprocess on a free port (a real HTTP server, its own process)."""
 
-    def __init__(self, db_url: str, cwd: Path):
+    def __init__(self, db_url: str, cwd: Path, workers: int = 1):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
         self.proc = subprocess.Popen([sys.executable, "-m", "posttrain", "feedback", "serve", "--db", db_url,
-                                      "--port", str(self.port)], cwd=cwd, env=env,
+                                      "--port", str(self.port), "--workers", str(workers)], cwd=cwd, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         import httpx
 

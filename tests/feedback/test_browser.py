@@ -129,3 +129,205 @@ def test_a_rater_cannot_open_another_raters_task_or_the_admin_pages(live, browse
     finally:
         one.close()
         two.close()
+
+
+def k_items(n: int, k: int) -> list[dict]:
+    return [{"prompt": [{"role": "user", "content": f"Name a number near {i}."}],
+             "responses": [{"text": f"answer {i}.{r}", "model": f"model-{r}"} for r in range(k)]} for i in range(n)]
+
+
+RUBRIC = [{"name": "helpful", "min": 1, "max": 5}, {"name": "correct", "min": 1, "max": 3}]
+
+
+@pytest.fixture
+def live_tasks(tmp_path):
+    """One campaign of each of the other task types (2 items each, overlap 1) and a rater."""
+    from posttrain.feedback.app import Settings, create_app
+
+    app = create_app(Settings(db=f"sqlite:///{tmp_path}/tasks.db"))
+    add_users(app.state.db, {"rater1": "rater", "manager": "manager"})
+    ids = {"ranking": add_campaign(app.state.db, "rank3", "ranking", items=k_items(2, 3), guidelines=GUIDE),
+           "rubric": add_campaign(app.state.db, "rubric", "rubric", items=k_items(2, 2), rubric=RUBRIC),
+           "correction": add_campaign(app.state.db, "fixit", "correction", items=k_items(2, 2)),
+           "pairwise": add_campaign(app.state.db, "pairs", items=pairwise_items(2))}
+    server = ThreadServer(app)
+    yield server, app, ids
+    server.stop()
+
+
+def start(page, server, campaign_id: int) -> str:  # noqa: ANN001
+    page.goto(f"{server.url}/c/{campaign_id}/next")
+    page.wait_for_selector("#task-form")
+    return page.url
+
+
+def submitted(page, url: str, key: str = "Enter") -> None:  # noqa: ANN001
+    page.keyboard.press(key)
+    page.wait_for_url(lambda u: u != url)
+
+
+def judgments_of(app, campaign_id: int) -> list:  # noqa: ANN001
+    with app.state.db() as s:
+        return list(s.scalars(select(Judgment).where(Judgment.campaign_id == campaign_id).order_by(Judgment.id)))
+
+
+def test_ranking_by_keyboard_with_undo_and_a_draft_across_reload(live_tasks, page, shots):
+    server, app, ids = live_tasks
+    seen = watch(page)
+    log_in(page, server.url, "rater1")
+    url = start(page, server, ids["ranking"])
+    for key in ("3", "1", "Backspace", "2"):  # C first, then A (taken back), then B
+        page.keyboard.press(key)
+    assert page.inner_text("#rank-order") == "C > B"
+    page.reload()  # the two ranks come back from the draft
+    assert page.url == url and page.inner_text("#rank-order") == "C > B"
+    page.keyboard.press("Enter")  # A has no rank: the server sends the form back, and the draft stays
+    page.wait_for_selector(".error")
+    assert "rank" in page.inner_text(".error") and page.inner_text("#rank-order") == "C > B"
+    page.keyboard.press("1")
+    assert page.inner_text("#rank-order") == "C > B > A"
+    page.keyboard.press("?")
+    assert "Backspace" in page.inner_text("#guidelines")
+    page.screenshot(path=str(shots / "feedback-ranking.png"), full_page=True)
+    submitted(page, url)
+    url = page.url
+    for key in ("1", "2", "3"):
+        page.keyboard.press(key)
+    submitted(page, url)
+    page.wait_for_selector("#done")
+    assert page.evaluate("Object.keys(localStorage)") == []  # each draft went once the server took it
+    first, second = judgments_of(app, ids["ranking"])
+    assert first.payload["order"] == [first.presentation[p] for p in (2, 1, 0)]  # shown C, B, A: best first
+    assert second.payload["order"] == second.presentation
+    assert seen == [], seen
+
+
+def test_rubric_by_keyboard_digits_and_arrows_and_a_draft_across_reload(live_tasks, page, shots):
+    server, app, ids = live_tasks
+    seen = watch(page)
+    log_in(page, server.url, "rater1")
+    url = start(page, server, ids["rubric"])
+    name = "input[name=score-{}-{}]".format
+    for key in ("4", "9", "2"):  # A helpful 4, A correct: 9 is off its 1..3 scale and ignored, then 2
+        page.keyboard.press(key)
+    assert page.input_value(name(0, "helpful")) == "4" and page.input_value(name(0, "correct")) == "2"
+    assert page.evaluate("document.activeElement.name") == "score-1-helpful"  # moved on to B
+    page.keyboard.press("ArrowUp")
+    assert page.evaluate("document.activeElement.name") == "score-0-correct"
+    page.keyboard.press("3")
+    page.reload()
+    assert page.url == url and page.input_value(name(0, "correct")) == "3"
+    page.keyboard.press("5")  # after a reload the first unscored scale (B helpful) has the focus
+    page.keyboard.press("1")
+    assert page.input_value(name(1, "helpful")) == "5" and page.input_value(name(1, "correct")) == "1"
+    page.screenshot(path=str(shots / "feedback-rubric.png"), full_page=True)
+    submitted(page, url)
+    url = page.url
+    for key in ("1", "1", "2", "2"):
+        page.keyboard.press(key)
+    submitted(page, url)
+    page.wait_for_selector("#done")
+    first, second = judgments_of(app, ids["rubric"])
+    a, b = first.presentation
+    assert first.payload["scores"][a] == {"helpful": 4, "correct": 3}
+    assert first.payload["scores"][b] == {"helpful": 5, "correct": 1}
+    assert second.payload["scores"][second.presentation[1]] == {"helpful": 2, "correct": 2}
+    assert seen == [], seen
+
+
+def test_correction_by_keyboard_ctrl_enter_and_a_draft_across_reload(live_tasks, page, shots):
+    server, app, ids = live_tasks
+    seen = watch(page)
+    log_in(page, server.url, "rater1")
+    url = start(page, server, ids["correction"])
+    shown_b = page.inner_text("#text-1")
+    page.keyboard.press("2")  # correct B: its text is copied into the box
+    assert page.input_value("#correction") == shown_b
+    page.click("#correction")
+    page.keyboard.press("End")
+    page.keyboard.type(" (fixed)")
+    page.keyboard.press("Enter")  # a new line in the box, not a submit
+    assert page.url == url and page.input_value("#correction") == shown_b + " (fixed)\n"
+    page.keyboard.press("Backspace")
+    page.reload()
+    assert page.input_value("#correction") == shown_b + " (fixed)"
+    assert page.is_checked("input[name=response][value='1']")
+    page.screenshot(path=str(shots / "feedback-correction.png"), full_page=True)
+    page.click("#correction")
+    submitted(page, url, "Control+Enter")
+    url = page.url
+    page.keyboard.press("s")
+    page.wait_for_selector("#done")
+    (only,) = judgments_of(app, ids["correction"])
+    assert only.payload == {"response": only.presentation[1], "text": shown_b + " (fixed)", "flags": [],
+                            "comment": ""}
+    assert seen == [], seen
+
+
+def test_a_tablet_shows_every_task_without_sideways_scrolling_and_takes_taps(live_tasks, browser, shots):
+    """768 x 1024 with touch: each task type's page fits the width, its buttons are on screen and a tap works."""
+    server, app, ids = live_tasks
+    context = browser.new_context(viewport={"width": 768, "height": 1024}, has_touch=True, is_mobile=True)
+    try:
+        page = context.new_page()
+        log_in(page, server.url, "rater1")
+        for task in ("pairwise", "ranking", "rubric", "correction"):
+            start(page, server, ids[task])
+            widths = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+            assert widths[0] <= widths[1], (task, widths)
+            for sel in ("#submit", "#skip", ".response"):
+                box = page.locator(sel).first.bounding_box()
+                assert box and box["x"] >= 0 and box["x"] + box["width"] <= 768, (task, sel, box)
+        page.goto(f"{server.url}/c/{ids['pairwise']}/next")
+        url = page.url
+        page.locator("input[name=choice][value=B]").tap()
+        assert page.is_checked("input[name=choice][value=B]")
+        page.screenshot(path=str(shots / "feedback-tablet.png"))
+        page.locator("#submit").tap()
+        page.wait_for_url(lambda u: u != url)
+        (j,) = judgments_of(app, ids["pairwise"])
+        assert j.payload["choice"] == "B"
+    finally:
+        context.close()
+
+
+def test_edit_a_judgment_from_my_judgments_and_upload_a_campaign(live_tasks, page, tmp_path, shots):
+    """A rater edits from 'my judgments' (the form starts from the stored answer); a manager uploads an item
+    file through the page, sees the line-and-field error, then uploads a good one."""
+    server, app, ids = live_tasks
+    seen = watch(page)
+    log_in(page, server.url, "rater1")
+    url = start(page, server, ids["pairwise"])
+    page.keyboard.press("1")
+    submitted(page, url)
+    page.goto(server.url + "/mine")
+    (old,) = judgments_of(app, ids["pairwise"])
+    page.click(f"a[href='/judgments/{old.id}/edit']")
+    page.wait_for_selector("#task-form")
+    assert page.is_checked("input[name=choice][value=A]")  # the stored answer
+    page.keyboard.press("2")
+    page.screenshot(path=str(shots / "feedback-edit.png"), full_page=True)
+    edit_url = page.url
+    submitted(page, edit_url)
+    assert "Saved" in page.inner_text("main") and "B better" in page.inner_text("#mine")
+    page.screenshot(path=str(shots / "feedback-mine.png"))
+    first, second = judgments_of(app, ids["pairwise"])
+    assert first.payload["choice"] == "A" and second.payload["choice"] == "B" and second.supersedes_id == first.id
+
+    page.context.clear_cookies()
+    log_in(page, server.url, "manager")
+    page.goto(server.url + "/manage/upload")
+    bad = tmp_path / "tutor-items.jsonl"
+    bad.write_text('{"prompt": "2+2?", "responses": ["4", "5"]}\n{"prompt": "3+3?", "response": ["6", "7"]}\n')
+    page.fill("input[name=name]", "tutor-v2")
+    page.set_input_files("input[name=items]", str(bad))
+    page.click("#upload-form button[type=submit]")
+    page.wait_for_selector("#upload-error")
+    assert page.inner_text("#upload-error").startswith("tutor-items.jsonl:2: responses: missing")
+    page.screenshot(path=str(shots / "feedback-upload.png"), full_page=True)
+    bad.write_text('{"prompt": "2+2?", "responses": ["4", "5"]}\n{"prompt": "3+3?", "responses": ["6", "7"]}\n')
+    page.set_input_files("input[name=items]", str(bad))
+    page.click("#upload-form button[type=submit]")
+    page.wait_for_selector("#created")
+    assert "tutor-v2" in page.inner_text("table")
+    assert seen == [], seen

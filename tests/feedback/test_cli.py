@@ -1,6 +1,7 @@
 """`posttrain feedback init|import|export` end to end, in-process, and their one-line errors."""
 
 import datetime as dt
+import html
 import json
 
 from sqlalchemy.orm import sessionmaker
@@ -54,7 +55,65 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "q", "responses": ["a", "b", "c"]}\n')
     assert main(["feedback", "import", "--db", db, "--campaign", "x", "--items", str(bad)]) == 2
-    assert "item 1: pairwise items need exactly 2 responses" in capsys.readouterr().err
+    assert f"{bad}:1: responses: pairwise items need exactly 2 responses" in capsys.readouterr().err
     assert main(["feedback", "export", "--db", db, "--campaign", "nope"]) == 2
     assert "no campaign named 'nope'" in capsys.readouterr().err
     assert main(["feedback", "frobnicate"]) == 2
+
+
+def test_repeated_model_options_add_up():
+    from posttrain.feedback.cli import merge_repeated
+
+    assert merge_repeated(["--campaign", "c", "--model", "a", "--model=b", "--limit", "3", "--model", "c", "d"],
+                          "--model") == ["--campaign", "c", "--model", "a", "b", "c", "d", "--limit", "3"]
+    assert merge_repeated(["--model", "a", "b", "--db", "x"], "--model") == ["--model", "a", "b", "--db", "x"]
+    assert merge_repeated(["--db", "x"], "--model") == ["--db", "x"]
+
+
+def test_generate_with_two_models_makes_a_campaign_of_both_with_identities_hidden(tmp_path, tiny_dir, capsys):
+    """Two tiny models (the built-in one, and a copy with its weights nudged) sample greedily for 6 prompts; each
+    item holds one response of each, in --model order, and a rater sees the texts but no model name."""
+    import shutil
+
+    import torch
+    from fastapi.testclient import TestClient
+    from transformers import AutoModelForCausalLM
+
+    from posttrain.feedback.app import Settings, create_app
+    from posttrain.feedback.db import Item
+
+    from .conftest import add_users, login
+
+    model_a, model_b = tmp_path / "runs" / "a" / "final", tmp_path / "runs" / "b" / "final"
+    shutil.copytree(tiny_dir, model_a)
+    shutil.copytree(tiny_dir, model_b)
+    nudged = AutoModelForCausalLM.from_pretrained(model_b)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in nudged.parameters():
+            p.add_(0.5 * p.std().nan_to_num(0.02) * torch.randn_like(p))
+    nudged.save_pretrained(model_b)
+    db = f"sqlite:///{tmp_path}/fb.db"
+    assert main(["feedback", "generate", "--db", db, "--campaign", "ab", "--model", str(model_a), "--model",
+                 str(model_b), "--prompts", "builtin:arithmetic/heldout", "--limit", "6",
+                 "--sampling.temperature", "0", "--sampling.max-new-tokens", "12", "--device", "cpu"]) == 0
+    assert "campaign 'ab'" in capsys.readouterr().err
+    s = sessionmaker(make_engine(db))
+    with s() as x:
+        campaign = x.query(Campaign).filter_by(name="ab").one()
+        items = x.query(Item).filter_by(campaign_id=campaign.id).all()
+    assert campaign.task_type == "pairwise" and 1 <= len(items) <= 6
+    for item in items:
+        assert [r["model"] for r in item.responses] == [str(model_a), str(model_b)]
+        assert item.responses[0]["text"] != item.responses[1]["text"]
+    app = create_app(Settings(db=db))
+    add_users(app.state.db, {"rater1": "rater"})
+    c = TestClient(app)
+    csrf = login(c, "rater1")
+    page = c.get(f"/c/{campaign.id}/next").text
+    task = c.post(f"/api/campaigns/{campaign.id}/next", headers={"X-CSRF-Token": csrf}).json()
+    item = next(i for i in items if i.prompt == task["prompt"])  # the page's lease: the one the API returns
+    assert sorted(task["responses"]) == sorted(r["text"] for r in item.responses)
+    assert all(r["text"] in html.unescape(page) for r in item.responses)
+    for text in (page, json.dumps(task)):
+        assert str(tmp_path) not in text and "runs/a" not in text and "runs/b" not in text

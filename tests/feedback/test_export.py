@@ -73,3 +73,26 @@ def test_an_edit_exports_only_the_latest_revision(fb):
     with fb.db() as s:
         rows, counts = export_rows(s, "c1")
     assert rows == [] and counts == {"both_bad": 1}
+
+
+def test_rubric_export_loads_as_rating_records_one_per_response(fb, tmp_path):
+    """Scores are stored by response index; the rater typed them in display positions (the order they saw)."""
+    from posttrain.data.records import Rating
+
+    scales = [{"name": "helpful", "min": 1, "max": 5}, {"name": "correct", "min": 0, "max": 1}]
+    cid = add_campaign(fb.db, "rubric", task="rubric", rubric=scales, items=[
+        {"prompt": [{"role": "user", "content": "2+2?"}], "responses": [{"text": "4", "model": "m1"},
+                                                                        {"text": "5", "model": "m2"}]}])
+    judge_all(fb, cid, "rater1", [{"scores": [{"helpful": 5, "correct": 1}, {"helpful": 2, "correct": 0}]}])
+    with fb.db() as s:
+        rows, counts = export_rows(s, "rubric")
+    assert counts == {"records": 2}
+    records = load_records(str(write_jsonl(rows, tmp_path / "ratings.jsonl")), accept=(Rating,))
+    shown = presented(fb, "rater1")[0]  # shown[0] is the response the rater saw first (and scored 5, 1)
+    by_text = {r.completion[0].content: dict(r.scores) for r in records}
+    texts = ["4", "5"]
+    assert by_text == {texts[shown[0]]: {"helpful": 5.0, "correct": 1.0},
+                       texts[shown[1]]: {"helpful": 2.0, "correct": 0.0}}
+    assert all(r.scales == (("helpful", 1.0, 5.0), ("correct", 0.0, 1.0)) for r in records)
+    assert all(isinstance(r, Rating) and r.prompt[0].content == "2+2?" for r in records)
+    assert sorted(row["feedback"]["response"] for row in rows) == [0, 1]

@@ -13,6 +13,7 @@ Kinds (TRL names in brackets):
 - `Prompt`          a prompt plus reference fields  [prompt-only; extra keys such as "answer"]
 - `PreferencePair`  prompt, chosen, rejected        [preference, explicit or implicit prompt]
 - `Ranking`         prompt, K responses, best-first order
+- `Rating`          prompt, one completion, scores on named scales (human rubric ratings; posttrain's own)
 
 Prompts and completions are always stored as message lists, so a plain-string
 prompt becomes `[{"role": "user", "content": ...}]` and a plain-string
@@ -277,7 +278,51 @@ class Ranking:
         ]
 
 
-Record = Union[Text, Conversation, PromptCompletion, Prompt, PreferencePair, Ranking]
+@dataclass(frozen=True)
+class Rating:
+    """One response scored on named scales: `{"prompt", "completion", "scores": {"helpful": 4},
+    "scales": {"helpful": [1, 5]}}`. TRL has no format for multi-scale ratings (its unpaired format, KTO's,
+    has one boolean `label`); this one keeps TRL's prompt/completion names so that any prompt-completion
+    consumer can read the row too. `scales` (optional) gives each scale's [min, max]; when given, every score
+    must have a scale and lie in it."""
+
+    prompt: Messages
+    completion: Messages
+    scores: tuple[tuple[str, float], ...]  # (scale, value), in the order given
+    scales: tuple[tuple[str, float, float], ...] = ()  # (scale, min, max)
+    plain: bool = field(default=False, compare=False)  # the prompt and the completion were strings
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Rating":
+        needs = "rating records need prompt, completion and scores ({scale: number})"
+        prompt = _messages(_require(d, "prompt", needs), "prompt", default_role="user")
+        completion = _messages(_require(d, "completion", needs), "completion", default_role="assistant")
+        raw = _require(d, "scores", needs)
+        if not isinstance(raw, dict) or not raw:
+            raise RecordError("scores", "expected a non-empty object of scale: number, e.g. {\"helpful\": 4}")
+        for name, v in raw.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise RecordError(f"scores.{name}", f"expected a number, got {type(v).__name__}")
+        bounds = d.get("scales") or {}
+        if not isinstance(bounds, dict):
+            raise RecordError("scales", "expected an object of scale: [min, max]")
+        for name, b in bounds.items():
+            if not (isinstance(b, list) and len(b) == 2 and all(isinstance(x, (int, float)) and
+                                                                not isinstance(x, bool) for x in b) and b[0] < b[1]):
+                raise RecordError(f"scales.{name}", f"expected [min, max] with min < max, got {b!r}")
+        if bounds:
+            for name, v in raw.items():
+                if name not in bounds:
+                    raise RecordError(f"scores.{name}", f"has no scale in scales ({', '.join(bounds)})")
+                lo, hi = bounds[name]
+                if not lo <= v <= hi:
+                    raise RecordError(f"scores.{name}", f"{v} is outside its scale {lo}..{hi}")
+        return cls(prompt, completion, tuple((k, float(v)) for k, v in raw.items()),
+                   tuple((k, float(b[0]), float(b[1])) for k, b in bounds.items()),
+                   _plain(d, "prompt", "completion"))
+
+
+Record = Union[Text, Conversation, PromptCompletion, Prompt, PreferencePair, Ranking, Rating]
 
 # Which record kinds each consumer accepts, in the order a row's keys are tried.
 KINDS: dict[str, type] = {
@@ -287,6 +332,7 @@ KINDS: dict[str, type] = {
     "prompt": Prompt,
     "preference": PreferencePair,
     "ranking": Ranking,
+    "rating": Rating,
 }
 
 
@@ -295,6 +341,7 @@ PRIORITY: dict[type, tuple[str, ...]] = {
     Conversation: ("messages",),
     PreferencePair: ("chosen", "rejected"),
     Ranking: ("prompt", "responses", "order"),
+    Rating: ("prompt", "completion", "scores"),
     PromptCompletion: ("prompt", "completion"),
     Prompt: ("prompt",),
     Text: ("text",),
@@ -309,6 +356,8 @@ def detect_kind(d: dict) -> type:
         return PreferencePair
     if "responses" in d or "order" in d:
         return Ranking
+    if "scores" in d:
+        return Rating
     if "completion" in d:
         return PromptCompletion
     if "prompt" in d:
@@ -318,7 +367,7 @@ def detect_kind(d: dict) -> type:
     raise RecordError(
         "(row)",
         f"keys {sorted(d)} match no record kind (expected one of: messages | prompt+completion | "
-        "text | prompt[+answer] | prompt+chosen+rejected | prompt+responses+order)",
+        "text | prompt[+answer] | prompt+chosen+rejected | prompt+responses+order | prompt+completion+scores)",
     )
 
 
@@ -363,4 +412,13 @@ def to_dict(record: Record) -> dict[str, Any]:
         return d
     if isinstance(record, Ranking):
         return {"prompt": msgs(record.prompt), "responses": [msgs(r) for r in record.responses], "order": list(record.order)}
+    if isinstance(record, Rating):
+        def number(x: float) -> int | float:
+            return int(x) if float(x).is_integer() else x
+
+        d = {"prompt": msgs(record.prompt), "completion": msgs(record.completion),
+             "scores": {k: number(v) for k, v in record.scores}}
+        if record.scales:
+            d["scales"] = {k: [number(lo), number(hi)] for k, lo, hi in record.scales}
+        return d
     raise TypeError(f"not a record: {record!r}")

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from posttrain.errors import DataError
 from posttrain.feedback import assign
@@ -112,15 +112,21 @@ def progress(request: Request, campaign_id: int, who: Principal = Depends(rater)
         return Progress(**vars(assign.progress(s, c, who.user_id)))
 
 
-def _next(request: Request, campaign_id: int, who: Principal) -> Task | None:
-    lease_id = assign.next_lease(request.app.state.db, campaign_id, who.user_id, utcnow())
+_TASK = (select(Lease.expires_at, Lease.presentation, Item.prompt, Item.responses)
+         .join(Item, Item.id == Lease.item_id).where(Lease.id == bindparam("lease")))  # built once: a hot path
+
+
+def _task(request: Request, lease_id: int | None) -> Task | None:
     if lease_id is None:
         return None
     with request.app.state.read() as s:
-        lease = s.get(Lease, lease_id)
-        item = s.get(Item, lease.item_id)
-        return Task(lease_id=lease.id, expires_at=lease.expires_at.isoformat() + "Z", prompt=item.prompt,
-                    responses=[item.responses[i]["text"] for i in lease.presentation])
+        row = s.connection().execute(_TASK, {"lease": lease_id}).one()
+    return Task(lease_id=lease_id, expires_at=row.expires_at.isoformat() + "Z", prompt=row.prompt,
+                responses=[row.responses[i]["text"] for i in row.presentation])
+
+
+def _next(request: Request, campaign_id: int, who: Principal) -> Task | None:
+    return _task(request, assign.next_lease(request.app.state.db, campaign_id, who.user_id, utcnow()))
 
 
 @router.post("/campaigns/{campaign_id}/next", response_model=Task | None)
@@ -137,19 +143,17 @@ def judge(request: Request, lease_id: int, body: Answer, who: Principal = Depend
     """Store your answer for this lease (once per client id); with `next=true`, also lease your next item, in the
     same round trip."""
     try:
-        w = assign.submit(request.app.state.db, lease_id, who.user_id, body.client_id, body.answer, utcnow(),
-                          body.seconds)
+        if next:  # one transaction for both (assign.submit_and_next)
+            w, next_id = assign.submit_and_next(request.app.state.db, lease_id, who.user_id, body.client_id,
+                                                body.answer, utcnow(), body.seconds)
+        else:
+            w, next_id = assign.submit(request.app.state.db, lease_id, who.user_id, body.client_id, body.answer,
+                                       utcnow(), body.seconds), None
     except AnswerError as e:
         raise HTTPException(422, str(e)) from None
     except assign.Conflict as e:
         raise HTTPException(409, str(e)) from None
-    task = None
-    if next:
-        with request.app.state.read() as s:
-            campaign_id = s.scalar(select(Item.campaign_id).join(Lease, Lease.item_id == Item.id)
-                                   .where(Lease.id == lease_id))
-        task = _next(request, campaign_id, who)
-    return Stored(judgment_id=w.judgment_id, created=w.created, next=task)
+    return Stored(judgment_id=w.judgment_id, created=w.created, next=_task(request, next_id))
 
 
 @router.post("/leases/{lease_id}/skip", status_code=204)

@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +35,7 @@ class Settings:
     secure_cookies: bool = False  # set the cookie's Secure flag (on when public_url is https)
     session_hours: float = 12.0
     login_limit: int = 5  # failed logins per minute per client address or user name, then 429
+    upload_limit_mb: float = 20.0  # the largest item file a manager may upload on /manage/upload
     migrate: bool = True
 
 
@@ -42,13 +45,13 @@ class SecurityHeaders:
 
     def __init__(self, app):  # noqa: ANN001
         self.app = app
-        self.headers = [(k.lower().encode(), v.encode()) for k, v in HEADERS.items()]
+        self.static = [(k.lower().encode(), v.encode()) for k, v in HEADERS.items()]
+        self.dynamic = [*self.static, (b"cache-control", b"no-store")]  # both built once, not per request
 
     async def __call__(self, scope, receive, send):  # noqa: ANN001
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        extra = self.headers if scope["path"].startswith("/static/") else \
-            [*self.headers, (b"cache-control", b"no-store")]
+        extra = self.static if scope["path"].startswith("/static/") else self.dynamic
 
         async def send_with_headers(message):  # noqa: ANN001
             if message["type"] == "http.response.start":
@@ -56,6 +59,14 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+SETTINGS_ENV = "POSTTRAIN_FEEDBACK_SETTINGS"  # how `serve --workers N` hands its settings to each worker process
+
+
+def app_from_env() -> FastAPI:
+    """The app for one of several uvicorn worker processes (`serve --workers N`): settings from SETTINGS_ENV."""
+    return create_app(Settings(**json.loads(os.environ[SETTINGS_ENV])))
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -75,9 +86,9 @@ def create_app(settings: Settings) -> FastAPI:
     templates.env.filters["markdown"] = markdown_html
     app.state.templates = templates
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    app.include_router(api.router)  # first: the busiest routes (scripts, the benchmark) match after fewer tries
     app.include_router(pages.router)
     app.include_router(manage.router)
-    app.include_router(api.router)
 
     app.add_middleware(SecurityHeaders)
 

@@ -26,7 +26,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
-from sqlalchemy import and_, delete, exists, func, insert, select, update
+from sqlalchemy import and_, bindparam, delete, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
@@ -46,6 +46,7 @@ class Conflict(Exception):
 class Written:
     judgment_id: int
     created: bool  # False: this client id was already stored (a repeated submit), nothing new was written
+    campaign_id: int
 
 
 class _Raced(Exception):
@@ -75,16 +76,39 @@ def _is_race(e: Exception) -> bool:
     return isinstance(e, IntegrityError) or code in ("40001", "40P01") or "locked" in str(e)
 
 
-def _open_items(campaign_id: int, overlap: int, rater_id: int, from_position: int = 0):  # noqa: ANN202
+def _open_items(campaign_id: Any, overlap: Any, rater_id: Any, from_position: Any = 0):  # noqa: ANN202
     """Items of `campaign` with a free slot that this rater has neither leased nor skipped, in file order from
     `from_position` (the database walks the (campaign, position) index and stops at the LIMIT; raters sweep from
-    the front, so items fill up in order)."""
+    the front, so items fill up in order). The arguments are values or bound parameters (`_OPEN`)."""
     taken = select(func.count()).where(Lease.item_id == Item.id).correlate(Item).scalar_subquery()
     return (select(Item.id, func.json_array_length(Item.responses), Item.position)
             .where(Item.campaign_id == campaign_id, Item.position >= from_position, taken < overlap,
                    ~exists().where(and_(Lease.item_id == Item.id, Lease.rater_id == rater_id)),
                    ~exists().where(and_(Skip.item_id == Item.id, Skip.rater_id == rater_id)))
             .order_by(Item.position))
+
+
+# The statements of the hot path (a rater asks for work, submits), built once with bound parameters: building a
+# statement costs more CPU than running it on SQLite. SQLAlchemy's compiled cache then finds each one by its
+# cache key. They run on the session's Connection (Core), which skips the ORM's per-statement bookkeeping.
+_p = bindparam
+_LEASES, _ITEMS, _JUDGMENTS = Lease.__table__, Item.__table__, Judgment.__table__
+_OPEN = _open_items(_p("campaign"), _p("overlap"), _p("rater"), _p("start")).limit(CANDIDATES)
+_HELD = (select(Lease.id).join(Item, Item.id == Lease.item_id)
+         .where(Item.campaign_id == _p("campaign"), Lease.rater_id == _p("rater"), Lease.judged.is_(False),
+                Lease.expires_at > _p("now")).limit(1))
+_SLOTS = select(Lease.slot).where(Lease.item_id == _p("item"))
+_RECLAIM = delete(Lease).where(Lease.judged.is_(False), Lease.expires_at <= _p("now"),
+                               Lease.item_id.in_(select(Item.id).where(Item.campaign_id == _p("campaign"))))
+_NEW_LEASE = insert(_LEASES)
+_SAME_CLIENT = select(Judgment.id, Judgment.rater_id, Judgment.campaign_id).where(Judgment.client_id == _p("client"))
+_LEASE_TO_JUDGE = (select(Lease.rater_id, Lease.item_id, Lease.slot, Lease.overlap, Lease.presentation,
+                          Item.campaign_id).join(Item, Item.id == Lease.item_id).where(Lease.id == _p("lease")))
+_CLAIM = (update(Lease).where(Lease.id == _p("lease"), Lease.rater_id == _p("rater"), Lease.judged.is_(False))
+          .values(judged=True))
+_NEW_JUDGMENT = insert(_JUDGMENTS)
+_RULES = (select(Campaign.overlap, Campaign.lease_seconds, Campaign.task_type, Campaign.rubric)
+          .where(Campaign.id == _p("campaign")))
 
 
 @dataclass(frozen=True)
@@ -109,9 +133,7 @@ RECLAIM_EVERY = dt.timedelta(seconds=1)
 def _campaign_rules(s: Session, campaign_id: int) -> _CampaignRules:
     known = _rules.setdefault(s.get_bind(), {})
     if campaign_id not in known:
-        row = s.execute(select(Campaign.overlap, Campaign.lease_seconds, Campaign.task_type, Campaign.rubric)
-                        .where(Campaign.id == campaign_id)).one()
-        known[campaign_id] = _CampaignRules(*row)
+        known[campaign_id] = _CampaignRules(*s.connection().execute(_RULES, {"campaign": campaign_id}).one())
     return known[campaign_id]
 
 
@@ -122,8 +144,7 @@ def _reclaim(s: Session, campaign_id: int, now: dt.datetime, force: bool) -> boo
     last = times.get(campaign_id)
     if not force and last is not None and last <= now < last + RECLAIM_EVERY:
         return False
-    gone = s.execute(delete(Lease).where(Lease.judged.is_(False), Lease.expires_at <= now,
-                                         Lease.item_id.in_(select(Item.id).where(Item.campaign_id == campaign_id))))
+    gone = s.connection().execute(_RECLAIM, {"now": now, "campaign": campaign_id})
     if gone.rowcount:
         _frontiers.pop(s.get_bind(), None)
     times[campaign_id] = now
@@ -134,12 +155,37 @@ def _candidates(s: Session, campaign_id: int, overlap: int, rater_id: int) -> li
     """Up to CANDIDATES open items for the rater: (id, number of responses, position)."""
     marks = _frontiers.setdefault(s.get_bind(), {})
     start = marks.get((campaign_id, rater_id), 0)
-    rows = s.execute(_open_items(campaign_id, overlap, rater_id, start).limit(CANDIDATES)).all()
+    params = {"campaign": campaign_id, "overlap": overlap, "rater": rater_id, "start": start}
+    rows = s.connection().execute(_OPEN, params).all()
     if not rows and start:
-        rows = s.execute(_open_items(campaign_id, overlap, rater_id).limit(CANDIDATES)).all()
+        rows = s.connection().execute(_OPEN, {**params, "start": 0}).all()
     if rows:
         marks[(campaign_id, rater_id)] = rows[0][2]
     return rows
+
+
+def _lease_work(s: Session, campaign_id: int, rater_id: int, now: dt.datetime, rng: random.Random) -> int | None:
+    """next_lease's transaction."""
+    conn = s.connection()
+    rules = _campaign_rules(s, campaign_id)
+    held = conn.execute(_HELD, {"campaign": campaign_id, "rater": rater_id, "now": now}).scalar()
+    if held is not None:
+        return held
+    reclaimed = _reclaim(s, campaign_id, now, force=False)
+    candidates = _candidates(s, campaign_id, rules.overlap, rater_id)
+    if not candidates and not reclaimed and _reclaim(s, campaign_id, now, force=True):
+        candidates = _candidates(s, campaign_id, rules.overlap, rater_id)
+    if not candidates:
+        return None
+    item_id, n_responses, _ = rng.choice(candidates)
+    free = set(range(rules.overlap)) - set(conn.execute(_SLOTS, {"item": item_id}).scalars())
+    if not free:  # taken by others since the candidates were read (each statement sees the latest commits)
+        raise _Raced()
+    # The INSERT: a racing rater who took this slot first makes it raise (UNIQUE(item, slot)), and we retry.
+    return conn.execute(_NEW_LEASE, {
+        "item_id": item_id, "rater_id": rater_id, "slot": min(free), "overlap": rules.overlap,
+        "presentation": presentation_order(n_responses, campaign_id, item_id, rater_id), "created_at": now,
+        "expires_at": now + dt.timedelta(seconds=rules.lease_seconds), "judged": False}).inserted_primary_key[0]
 
 
 def next_lease(db: sessionmaker, campaign_id: int, rater_id: int, now: dt.datetime,
@@ -148,71 +194,63 @@ def next_lease(db: sessionmaker, campaign_id: int, rater_id: int, now: dt.dateti
     one; None when nothing is left for them. Expired, unjudged leases are reclaimed (at least once a second, and
     always before answering None)."""
     rng = rng or random.Random()
+    return _retry(db, lambda s: _lease_work(s, campaign_id, rater_id, now, rng))
 
-    def work(s: Session) -> int | None:
-        rules = _campaign_rules(s, campaign_id)
-        held = s.scalar(select(Lease.id).join(Item, Item.id == Lease.item_id)
-                        .where(Item.campaign_id == campaign_id, Lease.rater_id == rater_id,
-                               Lease.judged.is_(False), Lease.expires_at > now).limit(1))
-        if held is not None:
-            return held
-        reclaimed = _reclaim(s, campaign_id, now, force=False)
-        candidates = _candidates(s, campaign_id, rules.overlap, rater_id)
-        if not candidates and not reclaimed and _reclaim(s, campaign_id, now, force=True):
-            candidates = _candidates(s, campaign_id, rules.overlap, rater_id)
-        if not candidates:
-            return None
-        item_id, n_responses, _ = rng.choice(candidates)
-        free = set(range(rules.overlap)) - set(s.scalars(select(Lease.slot).where(Lease.item_id == item_id)))
-        if not free:  # taken by others since the candidates were read (each statement sees the latest commits)
-            raise _Raced()
-        # The INSERT: a racing rater who took this slot first makes it raise (UNIQUE(item, slot)), and we retry.
-        return s.execute(insert(Lease).values(
-            item_id=item_id, rater_id=rater_id, slot=min(free), overlap=rules.overlap,
-            presentation=presentation_order(n_responses, campaign_id, item_id, rater_id), created_at=now,
-            expires_at=now + dt.timedelta(seconds=rules.lease_seconds), judged=False)).inserted_primary_key[0]
 
-    return _retry(db, work)
+def _submit_work(s: Session, lease_id: int, rater_id: int, client_id: str, answer: dict[str, Any],
+                 now: dt.datetime, seconds: float | None) -> Written:
+    """submit's transaction."""
+    conn = s.connection()
+    again = _same_client(s, client_id, rater_id)
+    if again is not None:
+        return again
+    lease = conn.execute(_LEASE_TO_JUDGE, {"lease": lease_id}).first()
+    if lease is None or lease.rater_id != rater_id:
+        raise Conflict("this task is no longer yours (the lease expired and went to another rater); take the next")
+    rules = _campaign_rules(s, lease.campaign_id)
+    payload = read_answer(rules.task_type, answer, lease.presentation, rules.rubric)
+    claimed = conn.execute(_CLAIM, {"lease": lease_id, "rater": rater_id}).rowcount
+    if claimed != 1:  # a concurrent submit for this lease committed first
+        again = _same_client(s, client_id, rater_id)
+        if again is not None:
+            return again
+        raise Conflict("you already judged this item; edit your judgment instead")
+    new_id = conn.execute(_NEW_JUDGMENT, {
+        "client_id": client_id, "campaign_id": lease.campaign_id, "item_id": lease.item_id, "rater_id": rater_id,
+        "slot": lease.slot, "overlap": lease.overlap, "revision": 0, "supersedes_id": None,
+        "presentation": lease.presentation, "payload": payload, "seconds": seconds,
+        "created_at": now}).inserted_primary_key[0]
+    return Written(new_id, True, lease.campaign_id)
 
 
 def submit(db: sessionmaker, lease_id: int, rater_id: int, client_id: str, answer: dict[str, Any],
            now: dt.datetime, seconds: float | None = None) -> Written:
     """Store a rater's answer for their lease, once: a repeat with the same client id returns the first."""
+    return _retry(db, lambda s: _submit_work(s, lease_id, rater_id, client_id, answer, now, seconds))
 
-    def work(s: Session) -> Written:
-        again = _same_client(s, client_id, rater_id)
-        if again is not None:
-            return again
-        lease = s.execute(select(Lease.rater_id, Lease.item_id, Lease.slot, Lease.overlap, Lease.presentation,
-                                 Item.campaign_id).join(Item, Item.id == Lease.item_id)
-                          .where(Lease.id == lease_id)).first()
-        if lease is None or lease.rater_id != rater_id:
-            raise Conflict("this task is no longer yours (the lease expired and went to another rater); take the next")
-        rules = _campaign_rules(s, lease.campaign_id)
-        payload = read_answer(rules.task_type, answer, lease.presentation, rules.rubric)
-        claimed = s.execute(update(Lease).where(Lease.id == lease_id, Lease.rater_id == rater_id,
-                                                Lease.judged.is_(False)).values(judged=True)).rowcount
-        if claimed != 1:  # a concurrent submit for this lease committed first
-            again = _same_client(s, client_id, rater_id)
-            if again is not None:
-                return again
-            raise Conflict("you already judged this item; edit your judgment instead")
-        new_id = s.execute(insert(Judgment).values(
-            client_id=client_id, campaign_id=lease.campaign_id, item_id=lease.item_id, rater_id=rater_id,
-            slot=lease.slot, overlap=lease.overlap, revision=0, presentation=lease.presentation, payload=payload,
-            seconds=seconds, created_at=now)).inserted_primary_key[0]
-        return Written(new_id, True)
+
+def submit_and_next(db: sessionmaker, lease_id: int, rater_id: int, client_id: str, answer: dict[str, Any],
+                    now: dt.datetime, seconds: float | None = None,
+                    rng: random.Random | None = None) -> tuple[Written, int | None]:
+    """`submit`, then `next_lease` in the same campaign, in one transaction (one write lock, one commit): the
+    API's submit-and-take-the-next round trip. A race in either part retries both (the submit, rolled back
+    with it, is simply done again)."""
+    rng = rng or random.Random()
+
+    def work(s: Session) -> tuple[Written, int | None]:
+        written = _submit_work(s, lease_id, rater_id, client_id, answer, now, seconds)
+        return written, _lease_work(s, written.campaign_id, rater_id, now, rng)
 
     return _retry(db, work)
 
 
 def _same_client(s: Session, client_id: str, rater_id: int) -> Written | None:
-    j = s.execute(select(Judgment.id, Judgment.rater_id).where(Judgment.client_id == client_id)).first()
+    j = s.connection().execute(_SAME_CLIENT, {"client": client_id}).first()
     if j is None:
         return None
     if j.rater_id != rater_id:
         raise Conflict("this client id belongs to another judgment; send a fresh one")
-    return Written(j.id, False)
+    return Written(j.id, False, j.campaign_id)
 
 
 def edit(db: sessionmaker, judgment_id: int, rater_id: int, client_id: str, answer: dict[str, Any],
@@ -237,7 +275,7 @@ def edit(db: sessionmaker, judgment_id: int, rater_id: int, client_id: str, answ
         s.flush()  # UNIQUE(supersedes_id): of two racing edits of one revision, one wins
         s.add(Audit(user_id=rater_id, action="judgment.edit", target=f"judgment:{old.id}",
                     detail={"new": j.id}, at=now))
-        return Written(j.id, True)
+        return Written(j.id, True, old.campaign_id)
 
     return _retry(db, work)
 

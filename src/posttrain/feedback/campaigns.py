@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from posttrain.errors import DataError
 from posttrain.feedback.db import Audit, Campaign, Item
-from posttrain.feedback.tasks import AnswerError, check_campaign
+from posttrain.feedback.tasks import TASK_TYPES, AnswerError, check_campaign
 
 
 def _messages(value: Any, where: str, role: str) -> list[dict[str, str]]:
@@ -38,22 +38,29 @@ def _text(value: Any, where: str) -> str:
 
 
 def read_items(path: str | Path) -> list[dict[str, Any]]:
-    """Items `[{"prompt": messages, "responses": [{"text", "model"}]}]` from a JSONL file (formats above)."""
-    items: list[dict[str, Any]] = []
-    gathered: dict[str, dict[str, Any]] = {}
+    """Items `[{"prompt": messages, "responses": [{"text", "model"}], "source": "FILE:LINE"}]` from a JSONL file
+    (formats above)."""
     p = Path(path)
     if not p.exists():
         raise DataError(f"{path}: no such file (an item file is JSONL with prompt and responses)")
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+    return parse_items(p.read_text(encoding="utf-8"), str(path))
+
+
+def parse_items(text: str, source: str) -> list[dict[str, Any]]:
+    """Items from the text of a JSONL item file; `source` names the file in error messages (FILE:LINE: field)."""
+    items: list[dict[str, Any]] = []
+    gathered: dict[str, dict[str, Any]] = {}
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        where = f"{path}:{n}"
+        where = f"{source}:{n}"
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise DataError(f"{where}: not JSON ({e.msg})") from None
         if not isinstance(row, dict) or "prompt" not in row:
-            raise DataError(f"{where}: needs a prompt and responses (or chosen/rejected, or completion)")
+            raise DataError(f"{where}: prompt: missing (a line needs a prompt and responses, or chosen/rejected, "
+                            "or completion)")
         prompt = _messages(row["prompt"], f"{where}: prompt", "user")
         if "responses" in row:
             raw, models = row["responses"], row.get("models") or [None] * len(row["responses"])
@@ -62,31 +69,33 @@ def read_items(path: str | Path) -> list[dict[str, Any]]:
             responses = [{"text": _text(r, f"{where}: responses[{i}]"),
                           "model": (r.get("model") if isinstance(r, dict) else None) or models[i] or f"response {i}"}
                          for i, r in enumerate(raw)]
-            items.append({"prompt": prompt, "responses": responses})
+            items.append({"prompt": prompt, "responses": responses, "source": where})
         elif "chosen" in row and "rejected" in row:
             items.append({"prompt": prompt, "responses": [
                 {"text": _text(row["chosen"], f"{where}: chosen"), "model": row.get("chosen_model", "chosen")},
                 {"text": _text(row["rejected"], f"{where}: rejected"), "model": row.get("rejected_model", "rejected")},
-            ]})
+            ], "source": where})
         elif "completion" in row:
             key = json.dumps(prompt, sort_keys=True)
             item = gathered.get(key)
             if item is None:
-                item = gathered[key] = {"prompt": prompt, "responses": []}
+                item = gathered[key] = {"prompt": prompt, "responses": [], "source": where}
                 items.append(item)
             item["responses"].append({"text": _text(row["completion"], f"{where}: completion"),
                                       "model": str(row.get("model", f"response {len(item['responses'])}"))})
         else:
-            raise DataError(f"{where}: needs responses, chosen and rejected, or completion")
+            raise DataError(f"{where}: responses: missing (a line needs responses, chosen and rejected, "
+                            "or completion)")
     if not items:
-        raise DataError(f"{path}: has no items")
+        raise DataError(f"{source}: has no items")
     return items
 
 
 def create_campaign(s: Session, name: str, task_type: str, items: list[dict[str, Any]], *, overlap: int = 1,
                     guidelines: str = "", rubric: list[dict[str, Any]] | None = None, lease_seconds: int = 900,
                     user_id: int | None = None) -> Campaign:
-    """Store a campaign and its items (in the caller's transaction); DataError names what does not fit."""
+    """Store a campaign and its items (in the caller's transaction); DataError names what does not fit (the
+    item's `source`, FILE:LINE, when it came from a file)."""
     rubric = rubric or []
     if not name.strip():
         raise DataError("a campaign needs a name")
@@ -94,13 +103,21 @@ def create_campaign(s: Session, name: str, task_type: str, items: list[dict[str,
         raise DataError(f"overlap and lease seconds must be >= 1 (got {overlap}, {lease_seconds})")
     if s.query(Campaign).filter_by(name=name).first() is not None:
         raise DataError(f"a campaign named {name!r} exists already; pick another name")
+    if task_type not in TASK_TYPES:
+        raise DataError(f"task: {task_type!r} is not one of {', '.join(TASK_TYPES)}")
+    if task_type == "rubric":  # the scales first: an error in them is not about any one item
+        try:
+            check_campaign(task_type, 1, rubric)
+        except AnswerError as e:
+            raise DataError(f"rubric: {e}") from None
     for i, item in enumerate(items):
+        where = item.get("source") or f"item {i + 1}"
         try:
             check_campaign(task_type, len(item["responses"]), rubric)
         except AnswerError as e:
-            raise DataError(f"item {i + 1}: {e}") from None
+            raise DataError(f"{where}: responses: {e}") from None
         if len({r["text"] for r in item["responses"]}) != len(item["responses"]) and task_type != "correction":
-            raise DataError(f"item {i + 1}: has identical responses (there is nothing to compare)")
+            raise DataError(f"{where}: responses: two are identical (there is nothing to compare)")
     c = Campaign(name=name, task_type=task_type, overlap=overlap, guidelines=guidelines, rubric=rubric,
                  lease_seconds=lease_seconds)
     s.add(c)

@@ -40,9 +40,17 @@ class ServeConfig:
     that change state must come from this origin. Unset: the address the request was sent to."""
     login_limit: int = 5
     """Failed logins allowed per minute per client address and per user name before 429."""
+    upload_limit_mb: float = 20.0
+    """The largest item file (MB) a manager may upload on the campaign upload page (`/manage/upload`)."""
+    workers: int = 1
+    """Server processes. Each has its own connections and caches; on SQLite they take turns at the write lock in
+    the database (busy waits) instead of one process's queue, and the login limit counts per process. Try 2 on a
+    2-core machine or with PostgreSQL; measure with bench/feedback.py --workers."""
 
     def __post_init__(self) -> None:
         check(1 <= self.port <= 65535, "port", "must be 1..65535", self.port)
+        check(self.upload_limit_mb > 0, "upload_limit_mb", "must be > 0", self.upload_limit_mb)
+        check(self.workers >= 1, "workers", "must be >= 1", self.workers)
         check(self.public_url is None or self.public_url.startswith(("http://", "https://")), "public_url",
               "must start with http:// or https://", self.public_url)
 
@@ -76,7 +84,8 @@ class GenerateItemsConfig:
     campaign: str
     """Name of the new campaign."""
     model: tuple[str, ...]
-    """Two or more models (run directories' `final/`, local HF directories, `tiny`, `smollm2`)."""
+    """Two or more models (run directories' `final/`, local HF directories, `tiny`, `smollm2`): `--model A
+    --model B`, or `--model A B`."""
     prompts: str = "builtin:arithmetic/heldout"
     """Prompt source (anything `posttrain generate --prompts` reads)."""
     db: str = "sqlite:///feedback.db"
@@ -151,13 +160,21 @@ def init(cfg: InitConfig) -> None:
 
 
 def serve(cfg: ServeConfig) -> None:
+    import dataclasses
+
     import uvicorn
 
-    from posttrain.feedback.app import Settings, create_app
+    from posttrain.feedback.app import SETTINGS_ENV, Settings, create_app
 
     _engine(cfg.db).dispose()
-    app = create_app(Settings(db=cfg.db, public_url=cfg.public_url, login_limit=cfg.login_limit, migrate=False))
-    uvicorn.run(app, host=cfg.host, port=cfg.port, proxy_headers=True, log_level="warning")
+    settings = Settings(db=cfg.db, public_url=cfg.public_url, login_limit=cfg.login_limit,
+                        upload_limit_mb=cfg.upload_limit_mb, migrate=False)
+    if cfg.workers == 1:
+        uvicorn.run(create_app(settings), host=cfg.host, port=cfg.port, proxy_headers=True, log_level="warning")
+        return
+    os.environ[SETTINGS_ENV] = json.dumps(dataclasses.asdict(settings))  # the workers are new processes
+    uvicorn.run("posttrain.feedback.app:app_from_env", factory=True, workers=cfg.workers, host=cfg.host,
+                port=cfg.port, proxy_headers=True, log_level="warning")
 
 
 def _store(db: str, name: str, task: str, items: list[dict], overlap: int, guidelines: str, rubric: list,
@@ -219,6 +236,32 @@ def export(cfg: ExportConfig) -> None:
     print(f"wrote {len(rows)} records to {cfg.output}" + (f" (left out: {left})" if left else ""), file=sys.stderr)
 
 
+def merge_repeated(argv: list[str], option: str) -> list[str]:
+    """`--model a --model b c` -> `--model a b c`, in the place of the first: a repeated option adds values
+    (the parser alone would keep only the last one's); `--model=a` counts too. Other arguments keep their order."""
+    values: list[str] = []
+    out: list[str] = []
+    first = None
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == option or arg.startswith(option + "="):
+            if first is None:
+                first = len(out)
+            if arg != option:
+                values.append(arg.split("=", 1)[1])
+            i += 1
+            while i < len(argv) and not argv[i].startswith("--"):
+                values.append(argv[i])
+                i += 1
+            continue
+        out.append(arg)
+        i += 1
+    if first is None:
+        return out
+    return [*out[:first], option, *values, *out[first:]]
+
+
 ACTIONS = {
     "init": (InitConfig, init),
     "serve": (ServeConfig, serve),
@@ -237,6 +280,8 @@ def main(argv: list[str]) -> int:
         raise UserError(f"unknown action {argv[0]!r}; expected one of: {', '.join(ACTIONS)}")
     cls, run = ACTIONS[argv[0]]
     rest = ["--output" if a == "-o" else a for a in argv[1:]]  # `export -o FILE`, as other tools spell it
+    if argv[0] == "generate":
+        rest = merge_repeated(rest, "--model")  # the issue's `--model runs/a/final --model runs/b/final`
     cfg = parse_config(cls, rest, prog=f"posttrain feedback {argv[0]}")
     _need_extra()
     run(cfg)

@@ -8,7 +8,8 @@ as repeated pairs:
 - ranking: a ranking record (prompt, responses, order best first), which `posttrain rm` reads as all its pairs;
 - correction: a preference record with the rater's corrected text as chosen and the response they corrected as
   rejected (an edit is a preference for the edit); an unchanged "correction" is left out;
-- rubric: `{"prompt", "response", "scores"}` rows, one per response (no training record takes scores yet).
+- rubric: a rating record per response (prompt, completion, scores, and the campaign's scales as [min, max];
+  `posttrain.data.records.Rating`).
 Each row also has a `feedback` field (campaign, item, rater id, judgment id, flags) for lineage; the loaders
 ignore fields they do not know.
 """
@@ -20,7 +21,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from posttrain.data.records import Message, PreferencePair, Ranking, to_dict
+from posttrain.data.records import Message, PreferencePair, Ranking, Rating, to_dict
 from posttrain.errors import DataError
 from posttrain.feedback.assign import current_judgments
 from posttrain.feedback.db import Campaign, Item
@@ -65,8 +66,9 @@ def export_rows(s: Session, campaign_name: str) -> tuple[list[dict[str, Any]], C
             record = PreferencePair(prompt, _answer(p["text"]), _answer(original))
             rows.append({**to_dict(record), "feedback": meta})
         else:  # rubric
+            scales = tuple((sc["name"], float(sc["min"]), float(sc["max"])) for sc in campaign.rubric)
             for i, scores in enumerate(p["scores"]):
-                rows.append({"prompt": [m.to_dict() for m in prompt], "response": texts[i], "scores": scores,
-                             "feedback": meta})
+                record = Rating(prompt, _answer(texts[i]), tuple((k, float(v)) for k, v in scores.items()), scales)
+                rows.append({**to_dict(record), "feedback": {**meta, "response": i}})
         counts["records"] += 1 if campaign.task_type != "rubric" else len(p["scores"])
     return rows, counts

@@ -1,16 +1,21 @@
-"""Pages for managers (campaign progress, export download) and admins (users, the audit log)."""
+"""Pages for managers (campaign progress, export download, campaign upload) and admins (users, the audit log)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import PurePath
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import func, select
+from starlette.datastructures import UploadFile
 
+from posttrain.errors import DataError
+from posttrain.feedback.campaigns import create_campaign, parse_items
 from posttrain.feedback.db import ROLES, Audit, Campaign, Item, Judgment, User
 from posttrain.feedback.export import export_rows
 from posttrain.feedback.security import hash_password
+from posttrain.feedback.tasks import TASK_TYPES
 from posttrain.feedback.web import Need, Principal, campaign_or_404, render
 
 router = APIRouter(include_in_schema=False)
@@ -18,7 +23,7 @@ manager, admin = Need("manager"), Need("admin")
 
 
 @router.get("/manage", response_class=HTMLResponse)
-def campaigns(request: Request, who: Principal = Depends(manager)) -> Response:
+def campaigns(request: Request, who: Principal = Depends(manager), created: int | None = None) -> Response:
     with request.app.state.read() as s:
         rows = []
         for c in s.scalars(select(Campaign).order_by(Campaign.id)):
@@ -27,7 +32,7 @@ def campaigns(request: Request, who: Principal = Depends(manager)) -> Response:
                               .where(Judgment.campaign_id == c.id, Judgment.revision == 0))
             raters = s.scalar(select(func.count(func.distinct(Judgment.rater_id))).where(Judgment.campaign_id == c.id))
             rows.append({"c": c, "n_items": items, "judged": judged, "needed": items * c.overlap, "raters": raters})
-    return render(request, "manage.html", rows=rows)
+    return render(request, "manage.html", rows=rows, created=created)
 
 
 @router.get("/manage/campaigns/{campaign_id}/export")
@@ -38,6 +43,72 @@ def export(request: Request, campaign_id: int, who: Principal = Depends(manager)
     body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     return Response(body, media_type="application/jsonl",
                     headers={"Content-Disposition": f'attachment; filename="campaign-{c.id}.jsonl"'})
+
+
+UPLOAD_DEFAULTS = {"name": "", "task": "pairwise", "overlap": "1", "lease_seconds": "900", "guidelines": "",
+                   "rubric": ""}
+
+
+def _upload_form(request: Request, status: int = 200, error: str | None = None,
+                 values: dict[str, str] | None = None) -> Response:
+    return render(request, "upload.html", status=status, error=error, values=values or UPLOAD_DEFAULTS,
+                  tasks=TASK_TYPES, limit_mb=request.app.state.settings.upload_limit_mb)
+
+
+def upload_limit(request: Request) -> None:
+    """Refuse a body over the limit by its Content-Length, before anyone reads it (the CSRF check parses forms)."""
+    limit = request.app.state.settings.upload_limit_mb * 2**20
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit + 2**16:  # room for the form's other fields
+        raise HTTPException(413, f"the upload is over {request.app.state.settings.upload_limit_mb:g} MB; "
+                                 "split the file or ask the admin to raise serve --upload-limit-mb")
+
+
+@router.get("/manage/upload", response_class=HTMLResponse)
+def upload_page(request: Request, who: Principal = Depends(manager)) -> Response:
+    return _upload_form(request)
+
+
+def _int(values: dict[str, str], key: str) -> int:
+    try:
+        return int(values[key])
+    except ValueError:
+        raise DataError(f"{key.replace('_', ' ')}: must be a whole number (got {values[key]!r})") from None
+
+
+@router.post("/manage/upload", dependencies=[Depends(upload_limit)])
+async def upload(request: Request, who: Principal = Depends(manager)) -> Response:
+    """A campaign from an uploaded item file (the formats `posttrain feedback import` reads, campaigns.py)."""
+    form = await request.form()
+    values = {k: str(form.get(k, d)) for k, d in UPLOAD_DEFAULTS.items()}
+    file = form.get("items")
+    limit = request.app.state.settings.upload_limit_mb * 2**20
+    try:
+        if not isinstance(file, UploadFile) or not file.filename:
+            raise DataError("items: choose a JSONL item file to upload")
+        source = PurePath(file.filename).name[:120]
+        raw = await file.read(int(limit) + 1)
+        if len(raw) > limit:
+            raise HTTPException(413, f"{source}: over {request.app.state.settings.upload_limit_mb:g} MB")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(f"{source}: byte {e.start}: not UTF-8 text (an item file is JSONL)") from None
+        try:
+            rubric = json.loads(values["rubric"]) if values["rubric"].strip() else []
+        except json.JSONDecodeError as e:
+            raise DataError(f"rubric: not JSON ({e.msg}), e.g. [{{\"name\": \"helpful\", \"min\": 1, \"max\": 5}}]"
+                            ) from None
+        if not isinstance(rubric, list) or not all(isinstance(sc, dict) for sc in rubric):
+            raise DataError("rubric: must be a JSON list of scales {name, min, max}")
+        items = parse_items(text, source)
+        with request.app.state.db() as s, s.begin():
+            c = create_campaign(s, values["name"].strip(), values["task"], items, overlap=_int(values, "overlap"),
+                                guidelines=values["guidelines"], rubric=rubric,
+                                lease_seconds=_int(values, "lease_seconds"), user_id=who.user_id)
+    except DataError as e:
+        return _upload_form(request, status=422, error=str(e).splitlines()[0], values=values)
+    return RedirectResponse(f"/manage?created={c.id}", status_code=303)
 
 
 @router.get("/admin/users", response_class=HTMLResponse)

@@ -1,5 +1,6 @@
 """The pages every user sees: log in and out, the campaign list with progress, the task page and its submit and
-skip, and one's own API tokens. A rater only ever reads their own leases and judgments."""
+skip, one's recent judgments and their edit pages (an edit supersedes, never overwrites), and one's own API
+tokens. A rater only ever reads their own leases and judgments."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlalchemy import select
+from sqlalchemy import exists, select
+from sqlalchemy.orm import aliased
 
 from posttrain.feedback import assign
-from posttrain.feedback.db import ApiToken, Audit, Campaign, Item, Lease, User, utcnow
+from posttrain.feedback.db import ApiToken, Audit, Campaign, Item, Judgment, Lease, User, utcnow
 from posttrain.feedback.db import Session as DbSession
 from posttrain.feedback.security import burn_time, check_password, new_token, token_hash
 from posttrain.feedback.tasks import CHOICES, FLAGS, AnswerError
@@ -18,6 +20,7 @@ from posttrain.feedback.web import COOKIE, Need, Principal, campaign_or_404, ren
 
 router = APIRouter(include_in_schema=False)
 rater = Need("rater")
+RECENT = 50  # judgments listed on /mine
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -105,7 +108,8 @@ def _task_page(request: Request, lease: Lease, item: Item, campaign: Campaign, w
     with request.app.state.read() as s:
         prog = assign.progress(s, campaign, who.user_id)
     return render(request, "task.html", status=status, lease=lease, item=item, campaign=campaign, shown=shown,
-                  progress=prog, error=error, flags=FLAGS, choices=CHOICES)
+                  progress=prog, error=error, flags=FLAGS, choices=CHOICES, action=f"/task/{lease.id}",
+                  draft_key=f"lease:{lease.id}", editing=None, prefill=None)
 
 
 @router.get("/task/{lease_id}", response_class=HTMLResponse)
@@ -141,6 +145,23 @@ def answer_from_form(task_type: str, form: Any, k: int, rubric: list[dict[str, A
     return answer
 
 
+def form_fields(task_type: str, payload: dict[str, Any], presentation: list[int]) -> dict[str, Any]:
+    """A stored payload (response indices) as the task page's form fields (display positions): the inverse of
+    answer_from_form, so an edit starts from the answer it replaces. Values are strings, as a form holds them."""
+    fields: dict[str, Any] = {"flags": list(payload.get("flags", [])), "comment": payload.get("comment", "")}
+    if task_type == "pairwise":
+        fields["choice"] = payload["choice"]
+    elif task_type == "ranking":
+        fields.update({f"rank-{pos}": str(payload["order"].index(i) + 1) for pos, i in enumerate(presentation)})
+    elif task_type == "rubric":
+        fields.update({f"score-{pos}-{name}": str(v) for pos, i in enumerate(presentation)
+                       for name, v in payload["scores"][i].items()})
+    elif task_type == "correction":
+        fields["response"] = str(presentation.index(payload["response"]))
+        fields["text"] = payload["text"]
+    return fields
+
+
 @router.post("/task/{lease_id}")
 async def submit_task(request: Request, lease_id: int, who: Principal = Depends(rater)) -> Response:
     lease, item, campaign = _own_lease(request, lease_id, who)
@@ -171,6 +192,71 @@ def skip_task(request: Request, lease_id: int, who: Principal = Depends(rater)) 
     if request.headers.get("hx-request"):  # HTMX follows HX-Redirect with a full page load
         return Response(status_code=204, headers={"HX-Redirect": target})
     return RedirectResponse(target, status_code=303)
+
+
+def _summary(task_type: str, payload: dict[str, Any], presentation: list[int]) -> str:
+    """One line saying what the rater answered, in the labels they saw (A is the first response shown)."""
+    label = {i: chr(ord("A") + pos) for pos, i in enumerate(presentation)}
+    if task_type == "pairwise":
+        return {"A": "A better", "B": "B better", "tie": "tie", "both_bad": "both bad"}[payload["choice"]]
+    if task_type == "ranking":
+        return " > ".join(label[i] for i in payload["order"])
+    if task_type == "rubric":
+        return "; ".join(f"{label[i]}: " + ", ".join(f"{k} {v}" for k, v in sc.items())
+                         for i, sc in sorted(enumerate(payload["scores"]), key=lambda x: label[x[0]]))
+    return f"corrected {label[payload['response']]}: {payload['text'][:60]}"
+
+
+@router.get("/mine", response_class=HTMLResponse)
+def my_judgments(request: Request, who: Principal = Depends(rater), edited: int | None = None) -> Response:
+    """The rater's own latest judgments, newest first, each with an edit link."""
+    newer = aliased(Judgment)
+    with request.app.state.read() as s:
+        rows = s.execute(select(Judgment, Campaign.name, Campaign.task_type, Item.prompt)
+                         .join(Campaign, Campaign.id == Judgment.campaign_id).join(Item, Item.id == Judgment.item_id)
+                         .where(Judgment.rater_id == who.user_id, ~exists().where(newer.supersedes_id == Judgment.id))
+                         .order_by(Judgment.id.desc()).limit(RECENT)).all()
+    shown = [{"j": j, "campaign": name, "prompt": prompt[-1]["content"][:120] if prompt else "",
+              "answer": _summary(task_type, j.payload, j.presentation)} for j, name, task_type, prompt in rows]
+    return render(request, "mine.html", rows=shown, edited=edited, recent=RECENT)
+
+
+def _own_judgment(request: Request, judgment_id: int, who: Principal) -> tuple[Judgment, Item, Campaign]:
+    with request.app.state.read() as s:
+        j = s.get(Judgment, judgment_id)
+        if j is None or j.rater_id != who.user_id:
+            raise HTTPException(404, "no such judgment of yours")
+        return j, s.get(Item, j.item_id), s.get(Campaign, j.campaign_id)
+
+
+def _edit_page(request: Request, j: Judgment, item: Item, campaign: Campaign, status: int = 200,
+               error: str | None = None) -> Response:
+    shown = [{"pos": pos, "label": chr(ord("A") + pos), "text": item.responses[i]["text"]}
+             for pos, i in enumerate(j.presentation)]
+    return render(request, "task.html", status=status, item=item, campaign=campaign, shown=shown, error=error,
+                  flags=FLAGS, choices=CHOICES, action=f"/judgments/{j.id}/edit", draft_key=f"edit:{j.id}",
+                  editing=j, prefill=form_fields(campaign.task_type, j.payload, j.presentation))
+
+
+@router.get("/judgments/{judgment_id}/edit", response_class=HTMLResponse)
+def edit_page(request: Request, judgment_id: int, who: Principal = Depends(rater)) -> Response:
+    return _edit_page(request, *_own_judgment(request, judgment_id, who))
+
+
+@router.post("/judgments/{judgment_id}/edit")
+async def edit_judgment(request: Request, judgment_id: int, who: Principal = Depends(rater)) -> Response:
+    """A new revision that supersedes the judgment (append-only: the old row stays; the export takes the newest)."""
+    j, item, campaign = _own_judgment(request, judgment_id, who)
+    form = await request.form()
+    try:
+        answer = answer_from_form(campaign.task_type, form, len(j.presentation), campaign.rubric)
+        w = assign.edit(request.app.state.db, judgment_id, who.user_id,
+                        str(form.get("client_id", ""))[:64] or new_token(), answer, utcnow())
+    except AnswerError as e:
+        return _edit_page(request, j, item, campaign, status=422, error=str(e))
+    except assign.Conflict as e:
+        raise HTTPException(409, str(e)) from None
+    return RedirectResponse(f"/mine?edited={w.judgment_id}", status_code=303)
 
 
 @router.get("/tokens", response_class=HTMLResponse)
