@@ -134,12 +134,12 @@ def bradley_terry_bootstrap(
     comparisons are correlated), refit, and take percentiles. Ranks: `arena_ranks` of the intervals.
 
     Per-prompt wins matrices are summed with multinomial counts, so a resample costs one (P,) @ (P, M²)."""
-    cluster = np.asarray(cluster)
-    keys, index = np.unique(cluster, return_inverse=True)
-    per_cluster = np.zeros((len(keys), n_models, n_models))  # (P, M, M)
-    for p in range(len(keys)):
-        mask = index == p
-        per_cluster[p] = wins_matrix(np.asarray(a)[mask], np.asarray(b)[mask], np.asarray(outcome)[mask], n_models)
+    a, b, outcome = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64), np.asarray(outcome, dtype=float)
+    keys, index = np.unique(np.asarray(cluster), return_inverse=True)
+    wins_matrix(a, b, outcome, n_models)  # checks the shapes and self-comparisons
+    per_cluster = np.zeros((len(keys), n_models, n_models))  # (P, M, M): each prompt's own wins matrix
+    np.add.at(per_cluster, (index, a, b), outcome)
+    np.add.at(per_cluster, (index, b, a), 1.0 - outcome)
     flat = per_cluster.reshape(len(keys), -1)  # (P, M²)
     rating = bt_ratings(fit_bradley_terry(flat.sum(0).reshape(n_models, n_models), l2))
     counts = cluster_resample_counts(len(keys), n_resamples, seed)  # (R, P)
@@ -161,10 +161,11 @@ def arena_ranks(ci_low: np.ndarray, ci_high: np.ndarray) -> np.ndarray:
 
 
 def bootstrap_ci(
-    values: np.ndarray, statistic: Callable[..., float] = np.mean, confidence: float = 0.95,
+    values: np.ndarray, statistic: Callable[..., np.ndarray] = np.mean, confidence: float = 0.95,
     method: Literal["BCa", "percentile"] = "BCa", n_resamples: int = 2000, seed: int = 0,
 ) -> tuple[float, float]:
-    """Interval of `statistic(values)` by resampling the values (one per prompt) with scipy.stats.bootstrap.
+    """Interval of `statistic(values)` by resampling the values (one per prompt) with scipy.stats.bootstrap;
+    `statistic(x, axis=...)` must reduce along an axis, as np.mean and np.median do (resamples are batched).
 
     BCa (bias-corrected and accelerated, Efron 1987) by default; it is undefined when every value is equal,
     and then the interval is that value on both sides. For values that come several per prompt, reduce them to
@@ -176,7 +177,7 @@ def bootstrap_ci(
         point = float(statistic(values))
         return point, point
     result = stats.bootstrap((values,), statistic, confidence_level=confidence, method=method,
-                             n_resamples=n_resamples, vectorized=False, rng=np.random.default_rng(seed))
+                             n_resamples=n_resamples, vectorized=True, rng=np.random.default_rng(seed))
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
@@ -192,10 +193,14 @@ def paired_bootstrap_ci(
     diff = float(x.mean() - y.mean())
     if np.all(x - y == (x - y)[0]):
         return diff, diff, diff
-    result = stats.bootstrap((x, y), lambda u, v: np.mean(u) - np.mean(v), paired=True, vectorized=False,
+    result = stats.bootstrap((x, y), _mean_difference, paired=True, vectorized=True,
                              confidence_level=confidence, method=method, n_resamples=n_resamples,
                              rng=np.random.default_rng(seed))
     return diff, float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def _mean_difference(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(x, axis=axis) - np.mean(y, axis=axis)
 
 
 def cluster_resample_counts(n_clusters: int, n_resamples: int, seed: int = 0) -> np.ndarray:
