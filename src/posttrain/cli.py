@@ -19,7 +19,7 @@ commands:
   sft        supervised fine-tuning on demonstrations (chat, prompt-completion or text)
   dpo        preference optimization (DPO, IPO, SimPO) on prompt/chosen/rejected pairs
   rm         reward model (Bradley-Terry) on preference pairs and rankings
-  eval       task accuracy of a model on held-out prompts, with a 95% interval
+  eval       models x tasks: accuracy, pass@k, win rates, Bradley-Terry ratings, each with a 95% interval
   generate   sample completions for prompts with the built-in batched sampler
   models     make the built-in tiny model, prepare SmolLM2, list known short names
   data       data tools: `data pairs` samples a policy and lets a simulated rater make preference pairs
@@ -98,10 +98,9 @@ def _generate(argv: list[str]) -> int:
 
 def _eval(argv: list[str]) -> int:
     from posttrain.config import parse_config
-    from posttrain.eval.run import EvalConfig, print_result, run_eval
+    from posttrain.eval.suite import SuiteConfig, print_results, run_suite
 
-    cfg = parse_config(EvalConfig, argv, prog="posttrain eval")
-    print_result(cfg, run_eval(cfg))
+    print_results(run_suite(parse_config(SuiteConfig, argv, prog="posttrain eval")))
     return 0
 
 
@@ -135,7 +134,7 @@ def _feedback(argv: list[str]) -> int:
 def config_classes() -> dict[str, type]:
     """The config each command parses (its sub-configs nested in it), in the order docs/config.md lists them."""
     from posttrain.demo import DemoConfig
-    from posttrain.eval.run import EvalConfig
+    from posttrain.eval.suite import SuiteConfig
     from posttrain.generate import GenerateConfig
     from posttrain.pairs import PairsConfig
     from posttrain.recipes.dpo import DPOConfig
@@ -143,7 +142,7 @@ def config_classes() -> dict[str, type]:
     from posttrain.recipes.sft import SFTConfig
 
     return {"posttrain sft": SFTConfig, "posttrain rm": RewardModelConfig, "posttrain dpo": DPOConfig,
-            "posttrain generate": GenerateConfig, "posttrain eval": EvalConfig, "posttrain data pairs": PairsConfig,
+            "posttrain generate": GenerateConfig, "posttrain eval": SuiteConfig, "posttrain data pairs": PairsConfig,
             "posttrain demo": DemoConfig}
 
 
