@@ -464,7 +464,7 @@ def print_results(results: dict[str, Any]) -> None:
 def print_changes(console, changes: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
-    table = Table(title="against --compare-to (difference's 95% interval by MOVER; outside noise when it excludes 0)")
+    table = Table(title="against --compare-to: old -> new, the difference with its 95% interval (MOVER)")
     for col in ("figure", "what", "old -> new", "difference [95%]", ""):
         table.add_column(col)
     for c in changes:
