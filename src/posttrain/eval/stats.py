@@ -151,7 +151,7 @@ def bradley_terry_bootstrap(
 def arena_ranks(ci_low: np.ndarray, ci_high: np.ndarray) -> np.ndarray:
     """Rank of model i = 1 + the number of models whose lower bound is above i's upper bound.
 
-    Models whose intervals overlap share a rank, as on the Chatbot Arena leaderboard (arXiv:2403.04132 §5):
+    Models whose intervals overlap share a rank, as on the Chatbot Arena leaderboard (arXiv:2403.04132):
     e.g. intervals [10, 20], [15, 25], [30, 40] -> ranks 2, 2, 1 (only the third is surely better)."""
     low, high = np.asarray(ci_low, dtype=float), np.asarray(ci_high, dtype=float)
     return 1 + (low[None, :] > high[:, None]).sum(axis=1)
@@ -272,7 +272,7 @@ def krippendorff_alpha(
 def position_bias(first_outcomes: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
     """(rate, low, high) at which the first-shown response wins: outcomes 1 (first won), 0.5 (tie), 0.
 
-    An unbiased judge, shown each pair in both orders, has rate 0.5 (Zheng et al., arXiv:2306.05685 §3.3);
+    An unbiased judge, shown each pair in both orders, has rate 0.5 (Zheng et al., arXiv:2306.05685, on position bias);
     the interval is Wilson's (`winrate.wilson_interval`) with ties as half a win."""
     outcomes = np.asarray(first_outcomes, dtype=float)
     if outcomes.size == 0:
