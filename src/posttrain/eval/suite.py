@@ -427,8 +427,10 @@ def print_results(results: dict[str, Any]) -> None:
         return "" if f is None else f"{fmt.format(f['value'])} [{fmt.format(f['ci_low'])}, {fmt.format(f['ci_high'])}]"
 
     ks = sorted({f["k"] for f in results["pass_at_k"]})
+    has_rm = bool(results["rm_score"])
     table = Table(title=f"posttrain eval -> {results['output_dir']}")
-    for col in ["model", "task", "accuracy", *[f"pass@{k}" for k in ks], "rm score", "length", "finish"]:
+    for col in ["model", "task", "accuracy", *[f"pass@{k}" for k in ks], *(["rm score"] if has_rm else []),
+                "length (tokens)", "finish"]:
         table.add_column(col)
     find = {(kind, f["model"], f["task"], f.get("k")): f for kind in ("accuracy", "pass_at_k", "rm_score", "length")
             for f in results[kind]}
@@ -436,10 +438,10 @@ def print_results(results: dict[str, Any]) -> None:
         for t in results["tasks"]:
             key = (m["label"], t["name"])
             reasons = next(f["counts"] for f in results["finish_reasons"] if (f["model"], f["task"]) == key)
+            rm = [cell(find.get(("rm_score", *key, None)), "{:.3f}")] if has_rm else []
             table.add_row(m["label"], t["name"], cell(find.get(("accuracy", *key, None))),
-                          *[cell(find.get(("pass_at_k", *key, k))) for k in ks],
-                          cell(find.get(("rm_score", *key, None)), "{:.3f}"), cell(find.get(("length", *key, None)),
-                                                                                  "{:.1f}"),
+                          *[cell(find.get(("pass_at_k", *key, k))) for k in ks], *rm,
+                          cell(find.get(("length", *key, None)), "{:.1f}"),
                           " ".join(f"{r}:{c}" for r, c in sorted(reasons.items())))
     console.print(table)
     if results["win_rates"]:
