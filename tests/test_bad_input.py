@@ -297,6 +297,7 @@ def test_models_with_different_tokenizers_judged_by_a_reward_model(tmp_path, cap
     model, rm_tokenizer = load_reward_model(ModelConfig(name=str(tiny_dir)), seed=0)
     rm = save_reward_model(model, rm_tokenizer, tmp_path / "rm" / "final", {"kind": "bradley_terry",
                                                                               "pooling": "last_token"})
+    capsys.readouterr()  # the loaders' progress bars, when another test turned them on
     code = main(["eval", "--models", "tiny", str(other), "--reward-model", str(rm), "--output-dir",
                  str(tmp_path / "out"), "--no-progress"])
     line = one_line_error(capsys.readouterr().err, "eval")
