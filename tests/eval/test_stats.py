@@ -153,3 +153,19 @@ def test_position_bias_rate_and_wilson_interval():
     rate, low, high = stats.position_bias(np.array([1.0] * 8 + [0.5] * 2))
     assert rate == pytest.approx(0.9)
     assert low == pytest.approx(0.5958, abs=1e-4) and high == pytest.approx(0.9821, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_bradley_terry_bootstrap_intervals_cover_the_true_ratings():
+    """200 simulated experiments of 3 models (θ = -0.5, 0, 0.5), every pair on each of 100 prompts: the clustered
+    percentile intervals hold the true centred ratings in 92-98% of cases, averaged over the 3 models (each
+    model's own rate moves by ~±2 points from seed to seed at 200 experiments). ~30 s: 40,000 BT fits."""
+    theta = np.array([-0.5, 0.0, 0.5])
+    true = stats.bt_ratings(theta - theta.mean())
+    rng = np.random.default_rng(0)
+    covered = np.zeros(3)
+    for e in range(200):
+        a, b, outcome, prompt = simulate_comparisons(theta, 100, rng)
+        fit = stats.bradley_terry_bootstrap(a, b, outcome, prompt, 3, n_resamples=200, seed=e)
+        covered += (fit.ci_low <= true) & (true <= fit.ci_high)
+    assert 0.92 <= covered.sum() / 600 <= 0.98, covered
