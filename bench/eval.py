@@ -13,7 +13,8 @@ scores it with its own `exact_match` metric; posttrain scores with `last_integer
 `module:function` reward with the same regular expression. The accuracies must agree exactly (the bench fails
 otherwise), and the completions are compared prompt by prompt too.
 
-Timed: the whole evaluation of one model on each side, model loading included, as a user waits for it
+Timed: the whole evaluation of one model on each side, model loading included, as a user waits for it, after
+an untimed warm-up of the imports both sides share
 (`run_suite` for posttrain, which also computes its intervals and writes its files; `simple_evaluate` for lm-eval);
 runs alternate (posttrain, lm-eval, posttrain, ...) so that load from other processes hits both alike; medians.
 lm-eval is a bench dependency only (`pip install -e .[bench]`), never a runtime one.
@@ -195,6 +196,15 @@ def markdown(rows: list[Row], cfg: BenchConfig, before: str, after: str) -> str:
     return "\n".join(lines)
 
 
+def warm_up_imports() -> None:
+    """Untimed: import lm-eval's HF model and load one Llama through transformers, so that neither side's first
+    timed run pays the one-off imports (~10 s of transformers modules) the other side then gets for free."""
+    import lm_eval.models.huggingface  # noqa: F401
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(resolve_model_dir("tiny"))
+
+
 def main(cfg: BenchConfig) -> int:
     import transformers
 
@@ -202,6 +212,7 @@ def main(cfg: BenchConfig) -> int:
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
     if cfg.quick:
         cfg.prompts, cfg.smollm2_prompts, cfg.repeats, cfg.write = 8, min(cfg.smollm2_prompts, 4), 1, False
+    warm_up_imports()
     plan = [(m, cfg.prompts) for m in cfg.models] + ([("smollm2", cfg.smollm2_prompts)] if cfg.smollm2_prompts else [])
     before = machine_line()
     with tempfile.TemporaryDirectory(prefix="posttrain-bench-eval-") as tmp:
