@@ -31,8 +31,8 @@ test-fast: $(VENV)/.installed chromium
 	$(PY) -m pytest -q -m "not slow"
 
 bench: $(VENV)/.installed
-	$(PY) -m pip install -q -e ".[bench]"   # TRL, the yardstick; never a runtime dependency
-	$(PY) bench/sft.py && $(PY) bench/sft.py --worked-share 1 --no-mfu && $(PY) bench/dpo.py
+	$(PY) -m pip install -q -e ".[bench]"   # TRL and lm-eval, the yardsticks; never runtime dependencies
+	$(PY) bench/sft.py && $(PY) bench/sft.py --worked-share 1 --no-mfu && $(PY) bench/dpo.py && $(PY) bench/eval.py
 
 docs: $(VENV)/.installed
 	$(PY) -c 'from posttrain.cli import config_reference; print(config_reference())' > docs/config.md

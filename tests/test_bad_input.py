@@ -115,12 +115,12 @@ def run_sft(tmp_path: Path, case: Case, capsys, monkeypatch) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
-def one_line_error(err: str) -> str:
-    """The single `posttrain sft: error: ...` line of `err`; fails on anything more."""
+def one_line_error(err: str, command: str = "sft") -> str:
+    """The single `posttrain COMMAND: error: ...` line of `err`; fails on anything more."""
     assert "Traceback" not in err, err
     lines = err.splitlines()
     assert len(lines) == 1, err
-    assert lines[0].startswith("posttrain sft: error: "), err
+    assert lines[0].startswith(f"posttrain {command}: error: "), err
     return lines[0]
 
 
@@ -241,3 +241,66 @@ def test_several_unknown_options_each_get_their_suggestion_and_no_values():
     assert one_line_parse_error(SEVERAL_UNKNOWN, "posttrain sft") == (
         "unrecognized options --optim.lrr (did you mean --optim.lr?), --foo; see posttrain sft --help"
     )
+
+
+EVAL_CASES = {
+    "unknown task": Case({}, ["--tasks", "builtin:arithmatic/heldout"],
+                         ["builtin:arithmatic", "unknown built-in task", "did you mean 'arithmetic'"]),
+    "task file not found": Case({}, ["--tasks", "builtin:arithmetic/heldout", "mine.jsonl"], ["mine.jsonl", "no such file"]),
+    "model dir that is not a model": Case({"mymodel/weights.bin": b"\0"}, ["--models", "tiny", "mymodel"],
+                                          ["mymodel", "no config.json"]),
+    "a run dir given as a model": Case({"runs/sft/lineage.json": "{}", "runs/sft/checkpoints/x": ""},
+                                       ["--models", "runs/sft"], ["runs/sft", "run directory, not a model", "final"]),
+    "compare-to a file that is not results.json": Case({"old.json": '{"accuracy": []}'}, ["--compare-to", "old.json"],
+                                                       ["--compare-to old.json", "not a posttrain results.json"]),
+    "compare-to a file that is not JSON": Case({"old.json": "accuracy 0.5"}, ["--compare-to", "old.json"],
+                                               ["--compare-to old.json", "not JSON"]),
+    "compare-to a missing file": Case({}, ["--compare-to", "gone/results.json"], ["gone/results.json", "no such file"]),
+    "two models with one label": Case({}, ["--models", "tiny", "tiny"], ["tiny", "same label", "--labels"]),
+    "labels of the wrong count": Case({}, ["--models", "tiny", "tiny-small", "--labels", "a"], ["labels", "one label"]),
+    "unknown rater": Case({}, ["--judge", "rater:kind"], ["rater:kind", "unknown rater", "concise"]),
+    "reward-model judge without a reward model": Case({}, ["--judge", "reward-model"], ["judge", "--reward-model"]),
+    "several greedy samples": Case({}, ["--n-samples", "4"], ["n_samples=4", "temperature"]),
+}
+
+
+@pytest.mark.parametrize("kind", EVAL_CASES)
+def test_bad_eval_input_gives_one_line_and_exit_2(kind, tmp_path, capsys, monkeypatch, tiny_dir):
+    case = EVAL_CASES[kind]
+    monkeypatch.chdir(tmp_path)
+    for name, content in case.files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(content.encode() if isinstance(content, str) else content)
+    code = main(["eval", *case.args, "--output-dir", "out", "--limit", "2", "--no-progress"])
+    line = one_line_error(capsys.readouterr().err, "eval")
+    assert code == 2
+    for word in case.expect:
+        assert word in line, f"{word!r} not in {line!r}"
+    assert not (tmp_path / "out").exists(), "a user mistake left an evaluation behind"
+
+
+def test_models_with_different_tokenizers_judged_by_a_reward_model(tmp_path, capsys, tiny_dir):
+    """A copy of the tiny model with one token added to its tokenizer, beside the tiny model and a reward model
+    made from it: the error names the two models whose tokenizers differ, before any weights load."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from posttrain.config import ModelConfig
+    from posttrain.models.heads import load_reward_model, save_reward_model
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_dir, other)
+    tokenizer = AutoTokenizer.from_pretrained(other)
+    tokenizer.add_tokens(["<new-token>"])
+    tokenizer.save_pretrained(other)
+    model, rm_tokenizer = load_reward_model(ModelConfig(name=str(tiny_dir)), seed=0)
+    rm = save_reward_model(model, rm_tokenizer, tmp_path / "rm" / "final", {"kind": "bradley_terry",
+                                                                              "pooling": "last_token"})
+    capsys.readouterr()  # the loaders' progress bars, when another test turned them on
+    code = main(["eval", "--models", "tiny", str(other), "--reward-model", str(rm), "--output-dir",
+                 str(tmp_path / "out"), "--no-progress"])
+    line = one_line_error(capsys.readouterr().err, "eval")
+    assert code == 2
+    assert f"--reward-model {rm}" in line and "tiny and other have different tokenizers" in line, line
+    assert not (tmp_path / "out").exists()

@@ -19,7 +19,7 @@ commands:
   sft        supervised fine-tuning on demonstrations (chat, prompt-completion or text)
   dpo        preference optimization (DPO, IPO, SimPO) on prompt/chosen/rejected pairs
   rm         reward model (Bradley-Terry) on preference pairs and rankings
-  eval       task accuracy of a model on held-out prompts, with a 95% interval
+  eval       models x tasks: accuracy, pass@k, win rates, Bradley-Terry ratings, each with a 95% interval
   report     one self-contained HTML file: training curves, evaluation tables, responses side by side
   generate   sample completions for prompts with the built-in batched sampler
   models     make the built-in tiny model, prepare SmolLM2, list known short names
@@ -99,10 +99,9 @@ def _generate(argv: list[str]) -> int:
 
 def _eval(argv: list[str]) -> int:
     from posttrain.config import parse_config
-    from posttrain.eval.run import EvalConfig, print_result, run_eval
+    from posttrain.eval.suite import SuiteConfig, print_results, run_suite
 
-    cfg = parse_config(EvalConfig, argv, prog="posttrain eval")
-    print_result(cfg, run_eval(cfg))
+    print_results(run_suite(parse_config(SuiteConfig, argv, prog="posttrain eval")))
     return 0
 
 
@@ -145,7 +144,7 @@ def config_classes() -> dict[str, type]:
     """The config each command parses (its sub-configs nested in it), in the order docs/config.md lists them."""
     from posttrain.demo import DemoConfig
     from posttrain.eval.report import ReportConfig
-    from posttrain.eval.run import EvalConfig
+    from posttrain.eval.suite import SuiteConfig
     from posttrain.feedback.cli import ACTIONS as FEEDBACK
     from posttrain.generate import GenerateConfig
     from posttrain.pairs import PairsConfig
@@ -154,7 +153,7 @@ def config_classes() -> dict[str, type]:
     from posttrain.recipes.sft import SFTConfig
 
     return {"posttrain sft": SFTConfig, "posttrain rm": RewardModelConfig, "posttrain dpo": DPOConfig,
-            "posttrain generate": GenerateConfig, "posttrain eval": EvalConfig, "posttrain data pairs": PairsConfig,
+            "posttrain generate": GenerateConfig, "posttrain eval": SuiteConfig, "posttrain data pairs": PairsConfig,
             "posttrain report": ReportConfig, "posttrain demo": DemoConfig,
             **{f"posttrain feedback {action}": cls for action, (cls, _) in FEEDBACK.items()}}
 

@@ -1,4 +1,5 @@
-"""`posttrain eval`: task accuracy of a model on held-out prompts, with a 95% interval and the samples."""
+"""One model's task accuracy on held-out prompts, with a 95% interval and the samples: what the demo measures.
+The `posttrain eval` command, over several models and tasks, is `eval/suite.py`."""
 
 from __future__ import annotations
 
