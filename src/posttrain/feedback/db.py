@@ -18,6 +18,7 @@ The rules that keep the data honest are constraints here, not only code in `assi
 from __future__ import annotations
 
 import datetime as dt
+import os
 import threading
 from typing import Any
 
@@ -37,6 +38,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; see WriterLock
+    fcntl = None
 
 ROLES = ("rater", "manager", "admin")  # each role may do what the ones before it may
 
@@ -184,8 +190,8 @@ def make_engine(url: str, *, write: bool = True) -> Engine:
 
     On SQLite, a `write` engine starts every transaction with BEGIN IMMEDIATE (the write lock up front: a
     read-then-write transaction that upgrades later can deadlock with another and fail with "database is
-    locked") and carries `write_lock`, a lock that `assign` holds around its transactions so that the threads of
-    one server queue on it, waking at once, instead of on SQLite's busy handler, which sleeps and retries. A
+    locked") and carries `write_lock` (a `WriterLock`), which `assign` holds around its transactions so that
+    writers queue on it, waking at once, instead of on SQLite's busy handler, which sleeps and retries. A
     read engine (`write=False`) never blocks: in WAL mode readers see the last commit while a writer works."""
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
@@ -210,5 +216,40 @@ def make_engine(url: str, *, write: bool = True) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     if write:
-        engine.write_lock = threading.Lock()  # type: ignore[attr-defined]
+        database = engine.url.database
+        engine.write_lock = WriterLock(  # type: ignore[attr-defined]
+            None if not database or database == ":memory:" else database + ".write-lock")
     return engine
+
+
+class WriterLock:
+    """The writers' queue of one SQLite database: a thread lock for the threads of this process, then an
+    exclusive `flock` on `path` (a file beside the database) for the other processes serving it (`feedback serve
+    --workers N`). Both wake the next writer as soon as the holder is done; SQLite's own busy handler sleeps for
+    growing intervals (1, 2, 5, ... 100 ms) between tries, which with two workers put 0.7 s into the slowest
+    percent of judgments. Without `path` (in-memory database) or without fcntl (Windows) it is the thread lock
+    alone, and processes fall back to SQLite's busy handler: slower under contention, just as correct."""
+
+    def __init__(self, path: str | None):
+        self._threads = threading.Lock()
+        self._path = path if fcntl is not None else None
+        self._fd: int | None = None
+
+    def __enter__(self) -> WriterLock:
+        self._threads.acquire()
+        try:
+            if self._path is not None:
+                if self._fd is None:
+                    self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._threads.release()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
