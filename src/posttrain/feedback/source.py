@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from posttrain.data.load import Rows, SourceReader, register_source
 from posttrain.errors import ConfigError, DataError
@@ -36,12 +37,11 @@ def parse(source: str) -> tuple[str, str]:
 
 def public_url(url: str) -> str:
     """The database URL without its password, for lineage and messages."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).set(password=None).render_as_string(hide_password=False)
-    except Exception:  # noqa: BLE001  an unparseable URL is reported by open_database
-        return url.split("@")[-1] if "@" in url else url
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}@{host}" if parts.username else host))
 
 
 def open_database(url: str, *, must_exist: bool = False):  # noqa: ANN201
