@@ -369,13 +369,32 @@ def source_sha256(source: str) -> str | None:
 
 
 def describe_source(source: str) -> dict[str, Any]:
-    """`{"source", "sha256", "rows"}` for lineage.json; rows counts the valid records. A registered source
-    describes itself (a feedback campaign adds its export id and state)."""
+    """`{"source", "sha256", "rows"}` for lineage.json; rows counts the valid records; `export_ids` when the
+    rows came from `posttrain feedback export`. A registered source describes itself (a feedback campaign adds
+    its export id and state)."""
     reader = _registered(str(source))
     if reader is not None:
         return reader.describe(str(source))
     records, _ = load_records_with_report(source, skip_invalid=True)
-    return {"source": str(source), "sha256": source_sha256(source), "rows": len(records)}
+    entry = {"source": str(source), "sha256": source_sha256(source), "rows": len(records)}
+    exports = sorted(_export_ids(str(source)))
+    if exports:
+        entry["export_ids"] = exports
+    return entry
+
+
+def _export_ids(source: str) -> set[str]:
+    """The export ids of a `posttrain feedback export` file (its rows' `feedback.export`), for lineage.json."""
+    found: set[str] = set()
+    for _, read in _rows(source):
+        try:
+            row = read()
+        except ValueError:
+            continue
+        meta = row.get("feedback") if isinstance(row, dict) else None
+        if isinstance(meta, dict) and isinstance(meta.get("export"), str):
+            found.add(meta["export"])
+    return found
 
 
 def default_heldout(source: str) -> str | None:
