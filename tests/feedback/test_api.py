@@ -21,7 +21,7 @@ ACCESS = {
     ("POST", "/logout"): "rater", ("GET", "/mine"): "rater", ("GET", "/judgments/{judgment_id}/edit"): "rater",
     ("POST", "/judgments/{judgment_id}/edit"): "rater",
     ("GET", "/manage"): "manager", ("GET", "/manage/campaigns/{campaign_id}/export"): "manager",
-    ("GET", "/manage/upload"): "manager", ("POST", "/manage/upload"): "manager",
+    ("GET", "/manage/upload"): "manager", ("POST", "/manage/campaigns/{campaign_id}/exclusions"): "admin", ("POST", "/manage/upload"): "manager",
     ("GET", "/admin/users"): "admin", ("POST", "/admin/users"): "admin",
     ("POST", "/admin/users/{user_id}/active"): "admin", ("GET", "/admin/audit"): "admin",
     ("GET", "/api/me"): "rater", ("GET", "/api/campaigns"): "rater", ("POST", "/api/campaigns"): "manager",
@@ -29,6 +29,7 @@ ACCESS = {
     ("POST", "/api/leases/{lease_id}/judgment"): "rater", ("POST", "/api/leases/{lease_id}/skip"): "rater",
     ("POST", "/api/judgments/{judgment_id}/edit"): "rater",
     ("GET", "/api/campaigns/{campaign_id}/export"): "manager",
+    ("POST", "/api/campaigns/{campaign_id}/exclusions"): "admin",
 }
 RANK = {"rater": 0, "manager": 1, "admin": 2}
 

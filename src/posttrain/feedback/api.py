@@ -15,12 +15,12 @@ from posttrain.errors import DataError
 from posttrain.feedback import assign
 from posttrain.feedback.campaigns import create_campaign
 from posttrain.feedback.db import Campaign, Item, Lease, utcnow
-from posttrain.feedback.export import export_rows
+from posttrain.feedback.export import export_rows, set_exclusion
 from posttrain.feedback.tasks import AnswerError
 from posttrain.feedback.web import Need, Principal, campaign_or_404
 
 router = APIRouter(prefix="/api", tags=["api"])
-rater, manager = Need("rater"), Need("manager")
+rater, manager, admin = Need("rater"), Need("manager"), Need("admin")
 
 
 class Me(BaseModel):
@@ -189,3 +189,22 @@ def export(request: Request, campaign_id: int, who: Principal = Depends(manager)
     with request.app.state.read() as s:
         c = campaign_or_404(s, campaign_id)
         return export_rows(s, c.name)[0]
+
+
+class ExclusionIn(BaseModel):
+    rater: str = Field(description="the rater's user name")
+    excluded: bool = Field(True, description="true: leave their judgments out of this campaign's exports; false: "
+                                             "put them back")
+    reason: str = Field("", max_length=2000)
+
+
+@router.post("/campaigns/{campaign_id}/exclusions", response_model=list[str])
+def exclude(request: Request, campaign_id: int, body: ExclusionIn, who: Principal = Depends(admin)) -> list[str]:
+    """Exclude a rater from (or put them back into) this campaign's exports; their judgments stay in the database.
+    Audited. Returns the user names excluded now."""
+    with request.app.state.db() as s, s.begin():
+        c = campaign_or_404(s, campaign_id)
+        try:
+            return set_exclusion(s, c, body.rater, body.excluded, body.reason, who.user_id)
+        except LookupError as e:
+            raise HTTPException(404, str(e)) from None
