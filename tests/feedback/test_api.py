@@ -21,6 +21,7 @@ ACCESS = {
     ("POST", "/logout"): "rater", ("GET", "/mine"): "rater", ("GET", "/judgments/{judgment_id}/edit"): "rater",
     ("POST", "/judgments/{judgment_id}/edit"): "rater",
     ("GET", "/manage"): "manager", ("GET", "/manage/campaigns/{campaign_id}/export"): "manager",
+    ("GET", "/manage/campaigns/{campaign_id}/stats"): "manager",
     ("GET", "/manage/upload"): "manager", ("POST", "/manage/upload"): "manager",
     ("GET", "/admin/users"): "admin", ("POST", "/admin/users"): "admin",
     ("POST", "/admin/users/{user_id}/active"): "admin", ("GET", "/admin/audit"): "admin",
