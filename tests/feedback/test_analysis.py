@@ -15,6 +15,7 @@ from posttrain.eval.stats import ELO_BASE, ELO_SCALE
 from posttrain.feedback import assign
 from posttrain.feedback.analysis import (
     FLAG_MARGIN,
+    MIN_FLAG_ITEMS,
     RaterAgreement,
     agreement,
     campaign_stats,
@@ -53,12 +54,15 @@ def test_labels_games_and_first_shown_outcomes_are_in_response_indices():
 
 
 def test_the_flag_rule_is_a_margin_below_the_others_median():
-    """κ = 0.8, 0.7, 0.75, 0.4, None: the others' medians are 0.575, 0.6, 0.6, 0.75; 0.4 < 0.75 - 0.25 = 0.5 is
-    flagged, 0.7 is not (0.7 >= 0.6 - 0.25); the rater with too few items (None) is never flagged."""
+    """κ = 0.8, 0.7, 0.75, 0.4 (a-d, 20 items each) and 0.1 (e, 19 items); f has too few items for a κ. The
+    other scored raters' medians for a-d: median(.7,.75,.4,.1) = 0.55, median(.8,.75,.4,.1) = 0.575, 0.55, and
+    median(.8,.7,.75,.1) = 0.725. d: 0.4 < 0.725 - 0.25 = 0.475, flagged; b: 0.7 >= 0.575 - 0.25, not. e is far
+    below (0.1 < 0.725 - 0.25) but has 19 compared items, fewer than MIN_FLAG_ITEMS, so it is not flagged."""
     raters = [RaterAgreement(name, 20, 20, k, None) for name, k in zip("abcd", (0.8, 0.7, 0.75, 0.4))]
-    raters.append(RaterAgreement("e", 2, 2, None, None))
+    raters += [RaterAgreement("e", 19, 19, 0.1, None), RaterAgreement("f", 2, 2, None, None)]
     flag_outliers(raters)
-    assert [r.flagged for r in raters] == [False, False, False, True, False] and FLAG_MARGIN == 0.25
+    assert [r.flagged for r in raters] == [False, False, False, True, False, False]
+    assert FLAG_MARGIN == 0.25 and MIN_FLAG_ITEMS == 20
 
 
 def test_agreement_of_two_raters_by_hand():

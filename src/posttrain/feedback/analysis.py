@@ -14,7 +14,7 @@ Rubric and correction campaigns have no leaderboard or position bias here, and n
   with at least `MIN_COMMON` items in common.
 - Each rater against the others: κ between the rater's labels and the majority label of the other raters on the
   same items (items where the others are split evenly are left out), and α of the campaign without the rater.
-  Flagging rule: a rater with at least `MIN_COMMON` compared items is flagged when that κ is more than
+  Flagging rule: a rater with at least `MIN_FLAG_ITEMS` compared items is flagged when that κ is more than
   `FLAG_MARGIN` below the median κ of the other raters (a rater who answers at random has κ near 0 while careful
   raters are near their shared accuracy; a margin, not a z-score, because campaigns have few raters).
 - Position bias: the share of judgments in which the response shown first won (pairwise: ties and "both bad"
@@ -45,6 +45,9 @@ MIN_COMMON = 5
 """Items two raters (or a rater and the others) must share before their κ is reported."""
 FLAG_MARGIN = 0.25
 """A rater is flagged when their κ against the others' majority is this far below the other raters' median."""
+MIN_FLAG_ITEMS = 20
+"""Compared items a rater needs before they can be flagged: on fewer, one κ's sampling error (about 0.15 at
+κ = 0.8 on 12 items) is as large as the margin, and careful raters would be flagged by chance."""
 LABELLED = ("pairwise", "ranking")
 
 
@@ -173,11 +176,13 @@ def agreement(labels: dict[str, dict[int, str]]) -> tuple[float | None, list[Pai
 
 
 def flag_outliers(per_rater: list[RaterAgreement]) -> None:
-    """Set `flagged` on raters whose κ vs the others is more than FLAG_MARGIN below the others' median κ."""
+    """Set `flagged` on raters with MIN_FLAG_ITEMS compared items or more whose κ vs the others is more than
+    FLAG_MARGIN below the other raters' median κ."""
     scored = [r for r in per_rater if r.kappa_vs_others is not None]
     for r in scored:
         others = [o.kappa_vs_others for o in scored if o is not r]
-        r.flagged = bool(others) and r.kappa_vs_others < float(np.median(others)) - FLAG_MARGIN
+        r.flagged = (r.n_compared >= MIN_FLAG_ITEMS and bool(others)
+                     and r.kappa_vs_others < float(np.median(others)) - FLAG_MARGIN)
 
 
 def leaderboard(games: list[tuple[str, str, float, int]], n_resamples: int = 1000, seed: int = 0) -> list[LeaderRow]:
@@ -259,7 +264,7 @@ def print_stats(result: CampaignStats, console: Any) -> None:
         console.print(f"Krippendorff's alpha (nominal): {result.alpha:.3f}")
     if result.rater_agreement:
         table = Table(title=f"Each rater against the others (flagged: kappa more than {FLAG_MARGIN} below the "
-                            "others' median)")
+                            f"others' median, on {MIN_FLAG_ITEMS}+ items)")
         for col in ("rater", "judgments", "compared", "kappa vs majority", "alpha without", "flagged"):
             table.add_column(col, justify="left" if col == "rater" else "right")
         for r in result.rater_agreement:
