@@ -28,10 +28,16 @@ commands:
 """
 
 
+def _register_sources() -> None:
+    """Sources that layers above data/ read (`feedback:DB_URL#CAMPAIGN`; see data/load.py's register_source)."""
+    import posttrain.feedback.source  # noqa: F401  registers feedback:; imports no SQLAlchemy until one is read
+
+
 def _sft(argv: list[str]) -> int:
     from posttrain.config import parse_config
     from posttrain.recipes.sft import SFTConfig, train
 
+    _register_sources()
     train(parse_config(SFTConfig, argv, prog="posttrain sft"), given=given_options(SFTConfig, argv))
     return 0
 
@@ -40,6 +46,7 @@ def _dpo(argv: list[str]) -> int:
     from posttrain.config import parse_config
     from posttrain.recipes.dpo import DPOConfig, train
 
+    _register_sources()
     train(parse_config(DPOConfig, argv, prog="posttrain dpo"), given=given_options(DPOConfig, argv))
     return 0
 
@@ -48,6 +55,7 @@ def _rm(argv: list[str]) -> int:
     from posttrain.config import parse_config
     from posttrain.recipes.reward_model import RewardModelConfig, train
 
+    _register_sources()
     train(parse_config(RewardModelConfig, argv, prog="posttrain rm"), given=given_options(RewardModelConfig, argv))
     return 0
 

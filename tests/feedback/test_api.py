@@ -30,6 +30,7 @@ ACCESS = {
     ("POST", "/api/leases/{lease_id}/judgment"): "rater", ("POST", "/api/leases/{lease_id}/skip"): "rater",
     ("POST", "/api/judgments/{judgment_id}/edit"): "rater",
     ("GET", "/api/campaigns/{campaign_id}/export"): "manager",
+    ("POST", "/api/campaigns/{campaign_id}/exclusions"): "admin",
 }
 RANK = {"rater": 0, "manager": 1, "admin": 2}
 

@@ -4,9 +4,9 @@ import datetime as dt
 
 from posttrain.data.load import load_records
 from posttrain.data.preference import PREFERENCE_KINDS, pairs_of
-from posttrain.data.records import PreferencePair, Ranking
+from posttrain.data.records import PreferencePair, PromptCompletion, Ranking
 from posttrain.feedback import assign
-from posttrain.feedback.export import export_rows
+from posttrain.feedback.export import export_campaign, export_id, export_rows
 from posttrain.files import write_jsonl
 
 from .conftest import add_campaign
@@ -57,12 +57,16 @@ def test_ranking_and_correction_exports_load_for_training(fb, tmp_path):
     judge_all(fb, correction, "rater1", [{"response": 0, "text": "4"}])
     with fb.db() as s:
         rank_rows, _ = export_rows(s, "rank")
-        fix_rows, _ = export_rows(s, "fix")
+        fix = export_campaign(s, "fix")
     (rank,) = load_records(str(write_jsonl(rank_rows, tmp_path / "r.jsonl")), accept=PREFERENCE_KINDS)
     shown = presented(fb, "rater1")[0]
     assert isinstance(rank, Ranking) and list(rank.order) == shown and len(pairs_of(rank)) == 3
-    (fix,) = load_records(str(write_jsonl(fix_rows, tmp_path / "f.jsonl")), accept=PREFERENCE_KINDS)
-    assert fix.chosen[0].content == "4" and fix.rejected[0].content == "5"
+    assert rank_rows[0]["feedback"]["models"] == ["x", "y", "z"]
+    (sft,) = load_records(str(write_jsonl(fix.rows, tmp_path / "f.jsonl")), accept=(PromptCompletion,))
+    assert sft.prompt[0].content == "2+2?" and sft.completion[0].content == "4"
+    (pair,) = load_records(str(write_jsonl(fix.correction_pairs, tmp_path / "p.jsonl")), accept=PREFERENCE_KINDS)
+    assert pair.chosen[0].content == "4" and pair.rejected[0].content == "5"
+    assert fix.rows[0]["feedback"]["model"] == "m" and fix.rows[0]["feedback"]["rater"] == "rater1"
 
 
 def test_an_edit_exports_only_the_latest_revision(fb):
@@ -96,3 +100,65 @@ def test_rubric_export_loads_as_rating_records_one_per_response(fb, tmp_path):
     assert all(r.scales == (("helpful", 1.0, 5.0), ("correct", 0.0, 1.0)) for r in records)
     assert all(isinstance(r, Rating) and r.prompt[0].content == "2+2?" for r in records)
     assert sorted(row["feedback"]["response"] for row in rows) == [0, 1]
+
+
+def test_rows_name_rater_models_campaign_and_a_deterministic_export_id(fb, tmp_path):
+    """The id is sha256 over (campaign, sorted judgment ids): the same judgments give the same id, one more
+    judgment another; ties go to their own output with both responses and their models, never into the pairs."""
+    judge_all(fb, 1, "rater1", [{"choice": "A"}, {"choice": "tie"}])
+    with fb.db() as s:
+        first, again = export_campaign(s, "c1"), export_campaign(s, "c1")
+    assert first.export_id == again.export_id == export_id("c1", [r["feedback"]["judgment"] for r in first.rows]
+                                                            + [t["feedback"]["judgment"] for t in first.ties])
+    assert first.export_id.startswith("fb-") and len(first.export_id) == 19
+    (row,) = first.rows
+    meta = row["feedback"]
+    assert meta["campaign"] == "c1" and meta["rater"] == "rater1" and meta["export"] == first.export_id
+    def model(text: str) -> str:  # pairwise_items: model-a wrote the even sums, model-b the odd ones
+        return "model-b" if int(text) % 2 else "model-a"
+
+    assert meta["models"] == {"chosen": model(row["chosen"][0]["content"]),
+                              "rejected": model(row["rejected"][0]["content"])}
+    (tie,) = first.ties
+    assert tie["choice"] == "tie" and tie["feedback"]["models"] == ["model-a", "model-b"]
+    texts = [r[0]["content"] for r in tie["responses"]]
+    assert [model(t) for t in texts] == ["model-a", "model-b"] and tie["prompt"][0]["content"].startswith("What")
+    judge_all(fb, 1, "rater2", [{"choice": "B"}])
+    with fb.db() as s:
+        later = export_campaign(s, "c1")
+    assert later.judgments == 3 and later.export_id != first.export_id
+    assert later.state()["last_judgment"] == T0.isoformat() + "Z"
+
+
+def test_an_admin_excludes_a_rater_from_exports_through_the_api_audited(fb):
+    """Only an admin may; the rater's rows leave every export (and its id changes); putting them back restores
+    both; each change is in the audit log."""
+    from fastapi.testclient import TestClient
+
+    from posttrain.feedback.db import Audit
+
+    from .conftest import login
+
+    judge_all(fb, 1, "rater1", [{"choice": "A"}])
+    judge_all(fb, 1, "rater2", [{"choice": "A"}])
+    with fb.db() as s:
+        both = export_campaign(s, "c1")
+    manager, admin = TestClient(fb.app), TestClient(fb.app)
+    csrf_m, csrf_a = login(manager, "manager"), login(admin, "admin")
+    body = {"rater": "rater2", "reason": "answers at random"}
+    assert manager.post("/api/campaigns/1/exclusions", json=body, headers={"X-CSRF-Token": csrf_m}).status_code == 403
+    r = admin.post("/api/campaigns/1/exclusions", json=body, headers={"X-CSRF-Token": csrf_a})
+    assert r.status_code == 200 and r.json() == ["rater2"]
+    with fb.db() as s:
+        without = export_campaign(s, "c1")
+    assert {row["feedback"]["rater"] for row in without.rows} == {"rater1"} and without.judgments == 1
+    assert without.excluded_raters == ["rater2"] and without.export_id != both.export_id
+    r = admin.post("/api/campaigns/1/exclusions", json={"rater": "rater2", "excluded": False},
+                   headers={"X-CSRF-Token": csrf_a})
+    assert r.json() == []
+    assert admin.post("/api/campaigns/1/exclusions", json={"rater": "ghost"},
+                      headers={"X-CSRF-Token": csrf_a}).status_code == 404
+    with fb.db() as s:
+        assert export_campaign(s, "c1").export_id == both.export_id
+        actions = [a.action for a in s.query(Audit).filter(Audit.action.like("export.%")).order_by(Audit.id)]
+    assert actions == ["export.exclude", "export.include"]

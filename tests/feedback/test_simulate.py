@@ -10,6 +10,7 @@ from posttrain.data.records import Prompt
 from posttrain.feedback.export import export_rows
 from posttrain.feedback.simulate import SimulatedHttpRater, add_raters, client_for, reference_index, serve_in_thread
 from posttrain.tasks.arithmetic_raters import make_rater
+from posttrain.tasks.raters import Judgment, SimulatedRater
 
 from .conftest import add_campaign
 
@@ -95,7 +96,7 @@ def test_raters_see_only_prompt_and_texts_never_the_models(fb):
 
         def compare(self, prompt, a, b):  # noqa: ANN001, ANN202
             seen.append((prompt.text, a, b))
-            return make_rater("correctness").compare(prompt, a, b)
+            return Judgment.A
 
         def rank(self, prompt, responses):  # noqa: ANN001, ANN202
             raise AssertionError("a pairwise campaign asks for compare")
@@ -133,13 +134,15 @@ def test_ranking_by_the_concise_rater_and_a_limit(fb):
 
 
 def test_a_ranking_the_rater_cannot_tell_apart_is_skipped(fb):
-    """Without the reference answer the correctness rater scores every response 0: all equal, so it skips."""
+    """A rater whose utility is the same for every response has no ranking (`rank` is None): it skips."""
     add_campaign(fb.db, "blind", task="ranking", items=[
         {"prompt": [{"role": "user", "content": "What is 1 + 1?"}],
          "responses": [{"text": t, "model": t} for t in ("2", "3", "4")]}])
     token = add_raters(fb.url, ["blind"])["blind"]
+    flat = SimulatedRater("flat", lambda prompt, response: 0.0)
     with client_for(fb.app) as client:
-        assert SimulatedHttpRater(make_rater("correctness"), token).judge(client, "blind") == {"skipped": 1}
+        assert SimulatedHttpRater(flat, token).judge(client, "blind") == {"skipped": 1}
+        assert SimulatedHttpRater(flat, token).judge(client, "blind") == {}  # a skipped item is not offered again
 
 
 def test_unknown_campaign_and_bad_noise(fb):

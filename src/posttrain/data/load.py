@@ -7,7 +7,10 @@ A source is one of:
 - a folder written by `datasets.Dataset.save_to_disk`, or by `DatasetDict.save_to_disk` (its
   "train" split, or the split named after `#`: `data/hh#test`);
   parquet files and these folders need the `datasets` extra (pyarrow, datasets);
-- a built-in task: `builtin:NAME`, `builtin:NAME/SPLIT`, `builtin:NAME/SPLIT?key=value&key=value`.
+- a built-in task: `builtin:NAME`, `builtin:NAME/SPLIT`, `builtin:NAME/SPLIT?key=value&key=value`;
+- a source a higher layer registers with `register_source(prefix, ...)`: `feedback:DB_URL#CAMPAIGN`, a
+  feedback campaign's judgments (registered by `posttrain.feedback.source`, which the `posttrain` command
+  imports; data/ cannot import feedback/, which sits above it).
 
 Every row goes through `records.parse_record`, and the whole source is checked before anything is
 returned. Each problem is a `DataError` whose first line names the place: `file:LINE` for JSONL and
@@ -39,6 +42,35 @@ SHOWN_ERRORS = 3  # row errors quoted when several rows are invalid
 
 # (where, read): read() returns the raw row or raises ValueError when the row cannot be read.
 Rows = Iterator[tuple[str, Callable[[], Any]]]
+
+
+@dataclass(frozen=True)
+class SourceReader:
+    """A kind of source named by a prefix (`feedback:`), read by a layer above data/: its rows and lineage entry."""
+
+    rows: Callable[[str], Rows]
+    describe: Callable[[str], dict[str, Any]]
+    """`{"source", "sha256", "rows", ...}` for lineage.json."""
+
+
+SOURCE_READERS: dict[str, SourceReader] = {}
+UNREGISTERED = {"feedback:": "posttrain.feedback.source (the `posttrain` command imports it; pip install "
+                             "'posttrain[feedback]')"}
+
+
+def register_source(prefix: str, reader: SourceReader) -> None:
+    """Read sources starting with `prefix` with `reader` (the same reader again is a no-op)."""
+    SOURCE_READERS[prefix] = reader
+
+
+def _registered(source: str) -> SourceReader | None:
+    for prefix, reader in SOURCE_READERS.items():
+        if source.startswith(prefix):
+            return reader
+    for prefix, where in UNREGISTERED.items():
+        if source.startswith(prefix):
+            raise DataError(f"{source}: {prefix} sources are read by {where}, which is not loaded")
+    return None
 
 
 @dataclass(frozen=True)
@@ -117,6 +149,9 @@ def _explain(where: str, e: ValueError) -> str:
 def _rows(source: str) -> Rows:
     if source.startswith(BUILTIN_PREFIX):
         return _builtin_rows(source)
+    reader = _registered(source)
+    if reader is not None:
+        return reader.rows(source)
     path, split = _path_and_split(source)
     if path.is_dir():
         return _dataset_rows(source, path, split)
@@ -319,9 +354,10 @@ def _hash_into(digest: Any, path: Path) -> None:
 
 
 def source_sha256(source: str) -> str | None:
-    """The digest of a source's bytes (a folder's files in sorted order); None for a built-in task."""
+    """The digest of a source's bytes (a folder's files in sorted order); None for a built-in task and a
+    registered source (which names its content in its own lineage entry)."""
     source = str(source)
-    if source.startswith(BUILTIN_PREFIX):
+    if source.startswith(BUILTIN_PREFIX) or _registered(source) is not None:
         return None
     path, _ = _path_and_split(source)
     if not path.is_dir():
@@ -333,9 +369,32 @@ def source_sha256(source: str) -> str | None:
 
 
 def describe_source(source: str) -> dict[str, Any]:
-    """`{"source", "sha256", "rows"}` for lineage.json; rows counts the valid records."""
+    """`{"source", "sha256", "rows"}` for lineage.json; rows counts the valid records; `export_ids` when the
+    rows came from `posttrain feedback export`. A registered source describes itself (a feedback campaign adds
+    its export id and state)."""
+    reader = _registered(str(source))
+    if reader is not None:
+        return reader.describe(str(source))
     records, _ = load_records_with_report(source, skip_invalid=True)
-    return {"source": str(source), "sha256": source_sha256(source), "rows": len(records)}
+    entry = {"source": str(source), "sha256": source_sha256(source), "rows": len(records)}
+    exports = sorted(_export_ids(str(source)))
+    if exports:
+        entry["export_ids"] = exports
+    return entry
+
+
+def _export_ids(source: str) -> set[str]:
+    """The export ids of a `posttrain feedback export` file (its rows' `feedback.export`), for lineage.json."""
+    found: set[str] = set()
+    for _, read in _rows(source):
+        try:
+            row = read()
+        except ValueError:
+            continue
+        meta = row.get("feedback") if isinstance(row, dict) else None
+        if isinstance(meta, dict) and isinstance(meta.get("export"), str):
+            found.add(meta["export"])
+    return found
 
 
 def default_heldout(source: str) -> str | None:

@@ -107,14 +107,23 @@ class GenerateItemsConfig:
 
 @dataclass
 class ExportConfig:
-    """Write a campaign's judgments as training records (preference pairs or rankings) to JSONL."""
+    """Write a campaign's judgments as training records to JSONL: pairwise -> preference pairs (ties left out),
+    ranking -> rankings, rubric -> ratings, correction -> prompt-completion records for SFT. Each row names its
+    rater, the model versions, the campaign and the export id; raters excluded from exports are left out."""
 
     campaign: str
     """Campaign to export."""
     output: str = "pairs.jsonl"
-    """JSONL file to write; `posttrain rm` / `posttrain dpo` read it with --data.train."""
+    """JSONL file to write; `posttrain rm` / `posttrain dpo` (pairs, rankings) or `posttrain sft` (corrections)
+    read it with --data.train."""
     db: str = "sqlite:///feedback.db"
     """Database URL: `sqlite:///feedback.db` (default, WAL mode) or `postgresql://user@host/dbname` (psycopg 3)."""
+    ties: str | None = None
+    """Also write a pairwise campaign's ties and "both bad" answers to this JSONL file (prompt, both responses,
+    choice), for a Bradley-Terry fit; the trainers read no ties, so the pairs never hold them."""
+    correction_pairs: str | None = None
+    """Also write a correction campaign's corrected text > the response it corrects as preference pairs to this
+    JSONL file (for `posttrain rm` / `posttrain dpo`); unchanged corrections give no pair."""
 
 
 @dataclass
@@ -142,17 +151,9 @@ def _need_extra() -> None:
 
 
 def _engine(url: str):  # noqa: ANN202
-    from posttrain.feedback import migrate
-    from posttrain.feedback.db import make_engine
+    from posttrain.feedback.source import open_database
 
-    try:
-        engine = make_engine(url)
-        migrate.upgrade(engine)
-    except Exception as e:  # a bad URL or an unreachable server: one line, not a traceback
-        if "sqlalchemy" not in type(e).__module__ and not isinstance(e, ValueError):
-            raise
-        raise ConfigError(f"--db {url}: {str(e).splitlines()[0]}") from None
-    return engine
+    return open_database(url)
 
 
 def init(cfg: InitConfig) -> None:
@@ -243,16 +244,25 @@ def generate_items(cfg: GenerateItemsConfig) -> None:
 
 
 def export(cfg: ExportConfig) -> None:
-    from sqlalchemy.orm import Session
-
-    from posttrain.feedback.export import export_rows
+    from posttrain.feedback.source import read_campaign
     from posttrain.files import write_jsonl
 
-    with Session(_engine(cfg.db)) as s:
-        rows, counts = export_rows(s, cfg.campaign)
-    write_jsonl(rows, cfg.output)
-    left = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()) if k != "records")
-    print(f"wrote {len(rows)} records to {cfg.output}" + (f" (left out: {left})" if left else ""), file=sys.stderr)
+    exported = read_campaign(cfg.db, cfg.campaign)
+    if cfg.ties is not None and exported.task_type != "pairwise":
+        raise ConfigError(f"--ties: campaign {cfg.campaign!r} is a {exported.task_type} campaign; only pairwise "
+                          "campaigns have ties")
+    if cfg.correction_pairs is not None and exported.task_type != "correction":
+        raise ConfigError(f"--correction-pairs: campaign {cfg.campaign!r} is a {exported.task_type} campaign, "
+                          "not a correction campaign")
+    write_jsonl(exported.rows, cfg.output)
+    left = ", ".join(f"{n} {k}" for k, n in sorted(exported.counts.items()) if k != "records")
+    print(f"export {exported.export_id}: wrote {len(exported.rows)} records of {exported.judgments} judgments to "
+          f"{cfg.output}" + (f" (left out: {left})" if left else ""), file=sys.stderr)
+    for path, rows, what in ((cfg.ties, exported.ties, "ties"),
+                             (cfg.correction_pairs, exported.correction_pairs, "correction pairs")):
+        if path is not None:
+            write_jsonl(rows, path)
+            print(f"wrote {len(rows)} {what} to {path}", file=sys.stderr)
 
 
 def stats(cfg: StatsConfig) -> None:

@@ -166,6 +166,18 @@ class Judgment(Base):
     )
 
 
+class ExportExclusion(Base):
+    """A rater whose judgments an admin leaves out of a campaign's exports (audited; deleting the row undoes it)."""
+
+    __tablename__ = "export_exclusions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), index=True)
+    rater_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    __table_args__ = (UniqueConstraint("campaign_id", "rater_id", name="uq_export_exclusions"),)
+
+
 class Audit(Base):
     """Who did what: logins, users and tokens made or revoked, campaigns imported, judgments and edits."""
 

@@ -1,30 +1,45 @@
-"""Judgments -> the project's records, for `posttrain rm`, `posttrain dpo` and evaluation.
+"""Judgments -> the project's records, for `posttrain sft`, `posttrain rm`, `posttrain dpo` and evaluation.
 
 One record per current judgment (the latest revision of each rater's judgment of an item; superseded rows stay
 in the database but are not exported), so an item judged by k raters gives up to k records and agreement shows
-as repeated pairs:
-- pairwise: a preference record (prompt, chosen = the winner, rejected = the other); ties and "both bad" carry no
-  preference and are left out (counted in the summary);
+as repeated pairs. What each task type gives (`Export.rows`, the main output):
+- pairwise: a preference record (prompt, chosen = the winner, rejected = the other). Ties and "both bad" carry no
+  preference: they are never in the pairs (DPO and the reward model read pairs, and a tie is no pair), but go to
+  `Export.ties`, rows `{"prompt", "responses": [a, b], "choice": "tie" | "both_bad"}` for a Bradley-Terry fit
+  that counts a tie as half a win each (`posttrain feedback export --ties FILE`);
 - ranking: a ranking record (prompt, responses, order best first), which `posttrain rm` reads as all its pairs;
-- correction: a preference record with the rater's corrected text as chosen and the response they corrected as
-  rejected (an edit is a preference for the edit); an unchanged "correction" is left out;
+- correction: a prompt-completion record (the prompt and the rater's corrected text) for `posttrain sft`; and in
+  `Export.correction_pairs` a preference record with the corrected text as chosen and the response it corrects
+  as rejected (an edit is a preference for the edit; `--correction-pairs FILE`). A correction that leaves the
+  text unchanged is an approval: an SFT record, but no pair;
 - rubric: a rating record per response (prompt, completion, scores, and the campaign's scales as [min, max];
   `posttrain.data.records.Rating`).
-Each row also has a `feedback` field (campaign, item, rater id, judgment id, flags) for lineage; the loaders
-ignore fields they do not know.
+
+Every row has a `feedback` field for lineage (the loaders ignore fields they do not know): campaign, export id,
+item, rater (user name) and rater_id, judgment id, the model versions behind the responses (`models`: for a pair
+`{"chosen", "rejected"}`, for a ranking one per response, for a rating or correction `model`), and flags.
+
+Raters an admin has excluded from the campaign's exports (`export_exclusions`) are left out of every output.
+The export id is `fb-` + the first 16 hex digits of sha256 over the campaign name and the sorted ids of the
+judgments exported, so exporting the same judgments again gives the same id, and any new, edited or excluded
+judgment gives another.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from posttrain.data.records import Message, PreferencePair, Ranking, Rating, to_dict
+from posttrain.data.records import Message, PreferencePair, PromptCompletion, Ranking, Rating, to_dict
 from posttrain.errors import DataError
 from posttrain.feedback.assign import current_judgments
-from posttrain.feedback.db import Campaign, Item
+from posttrain.feedback.db import Campaign, ExportExclusion, Item, User
 
 
 def _msgs(messages: list[dict[str, str]]) -> tuple[Message, ...]:
@@ -35,40 +50,103 @@ def _answer(text: str) -> tuple[Message, ...]:
     return (Message("assistant", text),)
 
 
-def export_rows(s: Session, campaign_name: str) -> tuple[list[dict[str, Any]], Counter]:
-    """The records of a campaign's judgments as JSON rows, and a count of what was written and left out."""
+def export_id(campaign: str, judgment_ids: list[int]) -> str:
+    """`fb-` + 16 hex digits of sha256([campaign, sorted judgment ids]): the same judgments, the same id."""
+    digest = hashlib.sha256(json.dumps([campaign, sorted(judgment_ids)]).encode()).hexdigest()
+    return "fb-" + digest[:16]
+
+
+@dataclass
+class Export:
+    """A campaign's exported records and what they came from."""
+
+    campaign: str
+    task_type: str
+    export_id: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    """The main records: pairs, rankings, ratings or (corrections) prompt-completion records."""
+    ties: list[dict[str, Any]] = field(default_factory=list)
+    """Pairwise ties and "both bad" answers (not records the trainers read; for Bradley-Terry)."""
+    correction_pairs: list[dict[str, Any]] = field(default_factory=list)
+    """Corrected text > the response it corrects, as preference records."""
+    counts: Counter = field(default_factory=Counter)
+    """records written, and what was left out of the main output, by reason."""
+    judgments: int = 0
+    """Current judgments exported (after exclusions)."""
+    last_judgment: str | None = None
+    """When the newest of them was stored (ISO 8601, UTC)."""
+    excluded_raters: list[str] = field(default_factory=list)
+
+    def state(self) -> dict[str, Any]:
+        """The campaign's state for lineage.json: export id, judgment count, last judgment time, exclusions."""
+        return {"campaign": self.campaign, "task_type": self.task_type, "export_id": self.export_id,
+                "judgments": self.judgments, "last_judgment": self.last_judgment,
+                "excluded_raters": self.excluded_raters, "records": len(self.rows)}
+
+
+def find_campaign(s: Session, campaign_name: str) -> Campaign:
+    """The campaign called `campaign_name`; DataError listing the campaigns there are when none is."""
     campaign = s.query(Campaign).filter_by(name=campaign_name).first()
     if campaign is None:
         names = ", ".join(c.name for c in s.query(Campaign).order_by(Campaign.name)) or "none yet"
         raise DataError(f"no campaign named {campaign_name!r} (campaigns: {names})")
+    return campaign
+
+
+def export_campaign(s: Session, campaign_name: str) -> Export:
+    """Every output of a campaign's current judgments, raters excluded from its exports left out."""
+    campaign = find_campaign(s, campaign_name)
     items = {i.id: i for i in s.query(Item).filter_by(campaign_id=campaign.id)}
-    rows: list[dict[str, Any]] = []
-    counts: Counter = Counter()
-    for j in current_judgments(s, campaign.id):
+    excluded = set(s.scalars(select(ExportExclusion.rater_id).where(ExportExclusion.campaign_id == campaign.id)))
+    names = dict(s.execute(select(User.id, User.username)).tuples().all())
+    judgments = [j for j in current_judgments(s, campaign.id) if j.rater_id not in excluded]
+    out = Export(campaign.name, campaign.task_type, export_id(campaign.name, [j.id for j in judgments]),
+                 judgments=len(judgments), excluded_raters=sorted(names[r] for r in excluded))
+    if judgments:
+        out.last_judgment = max(j.created_at for j in judgments).isoformat() + "Z"
+    for j in judgments:
         item = items[j.item_id]
-        prompt, texts, p = _msgs(item.prompt), [r["text"] for r in item.responses], j.payload
-        meta = {"campaign": campaign.name, "item": item.position, "rater": j.rater_id, "judgment": j.id,
+        prompt, p = _msgs(item.prompt), j.payload
+        texts, models = [r["text"] for r in item.responses], [r.get("model") for r in item.responses]
+        meta = {"campaign": campaign.name, "export": out.export_id, "item": item.position,
+                "rater": names.get(j.rater_id), "rater_id": j.rater_id, "judgment": j.id,
                 "flags": p.get("flags", [])}
         if campaign.task_type == "pairwise":
             if p["winner"] is None:
-                counts[p["choice"]] += 1
+                out.counts[p["choice"]] += 1
+                out.ties.append({"prompt": [m.to_dict() for m in prompt],
+                                 "responses": [[m.to_dict() for m in _answer(t)] for t in texts],
+                                 "choice": p["choice"], "feedback": {**meta, "models": models}})
                 continue
-            record = PreferencePair(prompt, _answer(texts[p["winner"]]), _answer(texts[1 - p["winner"]]))
-            rows.append({**to_dict(record), "feedback": meta})
+            w, lose = p["winner"], 1 - p["winner"]
+            record = PreferencePair(prompt, _answer(texts[w]), _answer(texts[lose]))
+            out.rows.append({**to_dict(record), "feedback": {**meta, "models": {"chosen": models[w],
+                                                                                 "rejected": models[lose]}}})
         elif campaign.task_type == "ranking":
             record = Ranking(prompt, tuple(_answer(t) for t in texts), tuple(p["order"]))
-            rows.append({**to_dict(record), "feedback": meta})
+            out.rows.append({**to_dict(record), "feedback": {**meta, "models": models}})
         elif campaign.task_type == "correction":
-            original = texts[p["response"]]
-            if p["text"].strip() == original.strip():
-                counts["unchanged"] += 1
-                continue
-            record = PreferencePair(prompt, _answer(p["text"]), _answer(original))
-            rows.append({**to_dict(record), "feedback": meta})
+            original, fixed = texts[p["response"]], p["text"]
+            row_meta = {**meta, "model": models[p["response"]], "response": p["response"]}
+            out.rows.append({**to_dict(PromptCompletion(prompt, _answer(fixed))), "feedback": row_meta})
+            if fixed.strip() == original.strip():
+                out.counts["unchanged"] += 1  # an approval: no preference for the edit
+            else:
+                record = PreferencePair(prompt, _answer(fixed), _answer(original))
+                out.correction_pairs.append({**to_dict(record), "feedback": row_meta})
         else:  # rubric
             scales = tuple((sc["name"], float(sc["min"]), float(sc["max"])) for sc in campaign.rubric)
             for i, scores in enumerate(p["scores"]):
                 record = Rating(prompt, _answer(texts[i]), tuple((k, float(v)) for k, v in scores.items()), scales)
-                rows.append({**to_dict(record), "feedback": {**meta, "response": i}})
-        counts["records"] += 1 if campaign.task_type != "rubric" else len(p["scores"])
-    return rows, counts
+                out.rows.append({**to_dict(record), "feedback": {**meta, "response": i, "model": models[i]}})
+    if out.rows:
+        out.counts["records"] = len(out.rows)
+    if excluded:
+        out.counts["excluded raters"] = len(excluded)
+    return out
+
+
+def export_rows(s: Session, campaign_name: str) -> tuple[list[dict[str, Any]], Counter]:
+    """The main records of a campaign's judgments as JSON rows, and a count of what was written and left out."""
+    e = export_campaign(s, campaign_name)
+    return e.rows, e.counts

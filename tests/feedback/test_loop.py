@@ -1,0 +1,172 @@
+"""Closing the loop: a campaign judged by simulated raters through the HTTP API becomes training data, by an
+export file or directly (`--data.train feedback:DB#CAMPAIGN`), and the trained run's lineage names the export.
+
+The campaign is one a tiny reward model can learn: each arithmetic prompt has its correct answer in worked form
+(`#### N`) against a wrong one (a negated, off-by-one `#### -M`, or a ramble with no number), and the raters judge
+by correctness (`tasks.arithmetic_raters`), one of them with 10% random answers. The model versions ("v1", "v2")
+take turns writing the correct answer, so they do not give it away.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from posttrain.cli import main
+from posttrain.data.load import describe_source, load_records
+from posttrain.data.records import PreferencePair, Prompt
+from posttrain.feedback.simulate import SimulatedHttpRater, add_raters, client_for, reference_index, serve_in_thread
+from posttrain.feedback.source import public_url
+from posttrain.tasks.arithmetic_raters import make_rater
+
+from .conftest import add_campaign
+
+WORDS = "the a is of and so then because good bad yes no hello thanks".split()
+
+
+def items_for(prompts: list[Prompt]) -> list[dict]:
+    rng = random.Random(0)
+    items = []
+    for i, p in enumerate(prompts):
+        answer = int(p.reference["answer"])
+        wrong = f"#### -{answer + 1}" if i % 2 else " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 6)))
+        models = ("v1", "v2") if i % 4 < 2 else ("v2", "v1")
+        items.append({"prompt": [m.to_dict() for m in p.prompt],
+                      "responses": [{"text": f"#### {answer}", "model": models[0]},
+                                    {"text": wrong, "model": models[1]}]})
+    return items
+
+
+def new_db(path: Path):  # noqa: ANN201
+    from sqlalchemy.orm import sessionmaker
+
+    from posttrain.feedback import migrate
+    from posttrain.feedback.db import make_engine
+
+    url = f"sqlite:///{path}"
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    return url, sessionmaker(engine)
+
+
+@pytest.fixture(scope="module")
+def judged(tmp_path_factory) -> str:
+    """200 items, overlap 2, judged over real HTTP by two simulated raters (noise 0 and 0.1): 400 judgments."""
+    root = tmp_path_factory.mktemp("loop")
+    prompts = load_records("builtin:arithmetic", accept=(Prompt,), limit=200)
+    url, db = new_db(root / "feedback.db")
+    add_campaign(db, "arith", items=items_for(prompts), overlap=2)
+    tokens = add_raters(url, ["careful", "hasty"])
+    with serve_in_thread(url) as base, client_for(base) as client:
+        for (name, token), noise in zip(tokens.items(), (0.0, 0.1)):
+            counts = SimulatedHttpRater(make_rater("correctness"), token, noise=noise, seed=7,
+                                        references=reference_index(prompts)).judge(client, "arith")
+            assert sum(counts.values()) == 200, (name, counts)
+    return url
+
+
+def rm_args(train: str, out: Path, name: str) -> list[str]:
+    return ["rm", "--data.train", train, "--model.name", "tiny", "--data.max-length", "48",
+            "--data.eval-fraction", "0.2", "--optim.lr", "1e-3", "--optim.warmup-steps", "1",
+            "--optim.max-steps", "20", "--optim.batch-size", "16", "--run.name", name, "--run.output-dir",
+            str(out), "--run.no-progress", "--run.log-every", "1"]
+
+
+def held_out_accuracy(run: Path) -> float:
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r["eval/accuracy"] for r in rows if "eval/accuracy" in r][-1]
+
+
+def test_the_feedback_source_reads_what_the_export_writes_and_describes_the_export(judged, tmp_path, capsys):
+    out = tmp_path / "pairs.jsonl"
+    assert main(["feedback", "export", "--db", judged, "--campaign", "arith", "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    exported = [json.loads(x) for x in out.read_text().splitlines()]
+    export_id = exported[0]["feedback"]["export"]
+    assert f"export {export_id}: wrote {len(exported)} records of 400 judgments" in err
+    assert {r["feedback"]["export"] for r in exported} == {export_id}
+    assert {r["feedback"]["rater"] for r in exported} == {"careful", "hasty"}
+    direct = load_records(f"feedback:{judged}#arith")
+    assert direct == load_records(str(out)) and all(isinstance(r, PreferencePair) for r in direct)
+    lineage = describe_source(f"feedback:{judged}#arith")
+    assert lineage["export_id"] == export_id and lineage["rows"] == len(exported)
+    assert lineage["feedback"]["judgments"] == 400 and lineage["feedback"]["db"] == judged
+    assert lineage["feedback"]["last_judgment"].endswith("Z")
+    assert main(["feedback", "export", "--db", judged, "--campaign", "arith", "-o", str(tmp_path / "again.jsonl"),
+                 "--ties", str(tmp_path / "ties.jsonl")]) == 0
+    assert export_id in capsys.readouterr().err  # the same judgments: the same id
+    assert (tmp_path / "again.jsonl").read_text() == out.read_text()
+    assert (tmp_path / "ties.jsonl").read_text() == ""  # correctness always tells these apart
+
+
+def test_the_database_password_never_reaches_the_lineage():
+    assert public_url("postgresql://rater:s3cret@db.example.org:5432/feedback") == \
+        "postgresql://rater@db.example.org:5432/feedback"
+    assert public_url("sqlite:///feedback.db") == "sqlite:///feedback.db"
+
+
+@pytest.mark.slow
+def test_round_trip_export_then_rm_reaches_85_percent_held_out(judged, tmp_path, capsys):
+    """Export -> `posttrain rm` on the file; held-out accuracy is over the campaign's own judgments (20% of its
+    prompts, never trained on), labels from both raters, the noisy one's random answers included."""
+    out = tmp_path / "pairs.jsonl"
+    assert main(["feedback", "export", "--db", judged, "--campaign", "arith", "-o", str(out)]) == 0
+    export_id = json.loads(out.read_text().splitlines()[0])["feedback"]["export"]
+    assert main(rm_args(str(out), tmp_path, "from-file")) == 0
+    assert held_out_accuracy(tmp_path / "from-file") >= 0.85
+    lineage = json.loads((tmp_path / "from-file" / "lineage.json").read_text())
+    (entry,) = [d for d in lineage["data"] if d["source"] == str(out)]
+    assert entry["export_ids"] == [export_id]  # read from the rows' feedback field
+
+
+@pytest.mark.slow
+def test_round_trip_through_a_feedback_source_without_an_export_file(judged, tmp_path):
+    """The same through `--data.train feedback:...`: the lineage names the export id and the campaign's state."""
+    from sqlalchemy.orm import Session
+
+    from posttrain.feedback.db import make_engine
+    from posttrain.feedback.export import export_campaign
+
+    with Session(make_engine(judged)) as s:
+        expected = export_campaign(s, "arith")
+    assert main(rm_args(f"feedback:{judged}#arith", tmp_path, "direct")) == 0
+    assert held_out_accuracy(tmp_path / "direct") >= 0.85
+    (entry,) = [d for d in json.loads((tmp_path / "direct" / "lineage.json").read_text())["data"]
+                if d["source"].startswith("feedback:")]
+    assert entry["export_id"] == expected.export_id
+    assert entry["feedback"]["judgments"] == 400 and entry["feedback"]["last_judgment"] == expected.last_judgment
+    assert entry["feedback"]["db"] == judged
+
+
+def one_line_error(capsys, *words: str) -> None:  # noqa: ANN001
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    for w in words:
+        assert w in err, (w, err)
+
+
+def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
+    """An unknown campaign, a campaign with no judgments, a database that cannot be reached: from `feedback
+    export` and from a training command's `feedback:` source alike, and no run directory left behind."""
+    url, db = new_db(tmp_path / "feedback.db")
+    add_campaign(db, "empty", items=items_for(load_records("builtin:arithmetic", accept=(Prompt,), limit=2)))
+    runs = tmp_path / "runs"
+    assert main(["feedback", "export", "--db", url, "--campaign", "nope"]) == 2
+    one_line_error(capsys, "no campaign named 'nope'", "empty")
+    assert main(rm_args(f"feedback:{url}#nope", runs, "x")) == 2
+    one_line_error(capsys, "posttrain rm: error:", "no campaign named 'nope'")
+    assert main(["feedback", "export", "--db", url, "--campaign", "empty"]) == 2
+    one_line_error(capsys, "campaign 'empty' has no judgments")
+    assert main(rm_args(f"feedback:{url}#empty", runs, "x")) == 2
+    one_line_error(capsys, "posttrain rm: error:", "campaign 'empty' has no judgments")
+    for bad in ("postgresql://nobody:pw@127.0.0.1:1/feedback", f"sqlite:///{tmp_path}/no/such/dir/f.db"):
+        assert main(["feedback", "export", "--db", bad, "--campaign", "x"]) == 2
+        one_line_error(capsys, "posttrain feedback: error:")
+        assert main(rm_args(f"feedback:{bad}#x", runs, "x")) == 2
+        one_line_error(capsys, "posttrain rm: error:")
+    assert main(rm_args(f"feedback:{url}", runs, "x")) == 2
+    one_line_error(capsys, "feedback:DB_URL#CAMPAIGN")
+    assert not (runs / "x").exists()
