@@ -213,7 +213,8 @@ def test_stats_bad_input_is_one_line(fb, tmp_path, capsys):
     cases = [
         (["--db", fb.url, "--campaign", "nope"], "no campaign named 'nope' (campaigns: c1)"),
         (["--db", fb.url, "--campaign", "c1"], "campaign 'c1' has no judgments yet"),
-        (["--db", "postgresql://nobody@127.0.0.1:1/none", "--campaign", "c1"], "--db postgresql://nobody@127.0.0.1:1"),
+        (["--db", "postgresql://nobody@127.0.0.1:1/none", "--campaign", "c1"],
+         "postgresql://nobody@127.0.0.1:1/none: cannot open the database"),
     ]
     for args, expect in cases:
         assert main(["feedback", "stats", *args]) == 2, args
