@@ -162,3 +162,24 @@ def test_an_admin_excludes_a_rater_from_exports_through_the_api_audited(fb):
         assert export_campaign(s, "c1").export_id == both.export_id
         actions = [a.action for a in s.query(Audit).filter(Audit.action.like("export.%")).order_by(Audit.id)]
     assert actions == ["export.exclude", "export.include"]
+
+
+def test_the_manage_page_shows_exclusions_and_admins_change_them_there(fb):
+    from fastapi.testclient import TestClient
+
+    from .conftest import login
+
+    judge_all(fb, 1, "rater1", [{"choice": "A"}])
+    admin, manager = TestClient(fb.app), TestClient(fb.app)
+    csrf, _ = login(admin, "admin"), login(manager, "manager")
+    assert "/exclusions" not in manager.get("/manage").text  # the form is for admins
+    r = admin.post("/manage/campaigns/1/exclusions", data={"csrf_token": csrf, "rater": "rater1", "excluded": "1",
+                                                           "reason": "test"}, follow_redirects=False)
+    assert r.status_code == 303
+    page = admin.get("/manage").text
+    assert '<span class="excluded">rater1</span>' in page and "/manage/campaigns/1/exclusions" in page
+    with fb.db() as s:
+        assert export_campaign(s, "c1").rows == []
+    admin.post("/manage/campaigns/1/exclusions", data={"csrf_token": csrf, "rater": "rater1", "excluded": "0"})
+    with fb.db() as s:
+        assert len(export_campaign(s, "c1").rows) == 1

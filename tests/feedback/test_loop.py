@@ -170,3 +170,69 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
     assert main(rm_args(f"feedback:{url}", runs, "x")) == 2
     one_line_error(capsys, "feedback:DB_URL#CAMPAIGN")
     assert not (runs / "x").exists()
+
+
+def short_run(cmd: str, train: str, out: Path, name: str) -> list[str]:
+    return [cmd, "--data.train", train, "--model.name", "tiny", "--data.max-length", "48", "--data.eval-fraction",
+            "0", "--optim.max-steps", "2", "--optim.batch-size", "4", "--optim.warmup-steps", "1", "--run.name", name,
+            "--run.output-dir", str(out), "--run.no-progress"]
+
+
+def feedback_lineage(run: Path) -> dict:
+    (entry,) = [d for d in json.loads((run / "lineage.json").read_text())["data"] if d["source"].startswith("feedback:")]
+    return entry
+
+
+def test_dpo_and_sft_read_campaigns_directly(judged, tmp_path):
+    """`posttrain dpo` on the judged pairwise campaign, `posttrain sft` on a correction campaign (its corrections
+    as prompt-completion records): a couple of steps each, the export id in both runs' lineage."""
+    from sqlalchemy.orm import sessionmaker
+
+    from posttrain.feedback import assign
+    from posttrain.feedback.db import User, make_engine, utcnow
+
+    assert main(short_run("dpo", f"feedback:{judged}#arith", tmp_path, "dpo")) == 0
+    assert feedback_lineage(tmp_path / "dpo")["export_id"].startswith("fb-")
+    url, db = new_db(tmp_path / "fix.db")
+    cid = add_campaign(db, "fix", task="correction", items=[
+        {"prompt": [{"role": "user", "content": f"What is {i} + 1?"}], "responses": [{"text": "0", "model": "v1"}]}
+        for i in range(4)])
+    add_raters(url, ["editor"])
+    s = sessionmaker(make_engine(url))
+    with s() as x:
+        uid = x.query(User).filter_by(username="editor").one().id
+    for i in range(4):
+        lease = assign.next_lease(s, cid, uid, utcnow())
+        assign.submit(s, lease, uid, f"fix-{i}", {"response": 0, "text": f"#### {i + 1}"}, utcnow())
+    assert main(short_run("sft", f"feedback:{url}#fix", tmp_path, "sft")) == 0
+    entry = feedback_lineage(tmp_path / "sft")
+    assert entry["rows"] == 4 and entry["feedback"]["judgments"] == 4 and entry["feedback"]["task_type"] == "correction"
+
+
+def test_a_postgresql_campaign_is_a_source_too(pg_server, tmp_path):
+    """The same reader on PostgreSQL: records, export id and the URL (password left out) in the lineage entry."""
+    from sqlalchemy.orm import sessionmaker
+
+    import posttrain.feedback.source  # noqa: F401  registers feedback: (the posttrain command does it too)
+    from posttrain.feedback import migrate
+    from posttrain.feedback.db import make_engine
+
+    url = pg_server()
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    db = sessionmaker(engine)
+    prompts = load_records("builtin:arithmetic", accept=(Prompt,), limit=4)
+    add_campaign(db, "pg", items=items_for(prompts))
+    token = add_raters(url, ["r"])["r"]
+    from posttrain.feedback.app import Settings, create_app
+
+    app = create_app(Settings(db=url))
+    with client_for(app) as client:
+        SimulatedHttpRater(make_rater("correctness"), token, references=reference_index(prompts)).judge(client, "pg")
+    app.state.engine.dispose()
+    records = load_records(f"feedback:{url}#pg")
+    assert len(records) == 4 and all(r.chosen[0].content.startswith("#### ") for r in records)
+    entry = describe_source(f"feedback:{url}#pg")
+    assert entry["feedback"]["db"] == url and entry["feedback"]["judgments"] == 4
+    assert entry["export_id"].startswith("fb-")
+    engine.dispose()

@@ -12,8 +12,8 @@ from sqlalchemy import bindparam, select
 from posttrain.errors import DataError
 from posttrain.feedback import assign
 from posttrain.feedback.campaigns import create_campaign
-from posttrain.feedback.db import Audit, Campaign, ExportExclusion, Item, Lease, User, utcnow
-from posttrain.feedback.export import export_rows
+from posttrain.feedback.db import Campaign, Item, Lease, utcnow
+from posttrain.feedback.export import export_rows, set_exclusion
 from posttrain.feedback.tasks import AnswerError
 from posttrain.feedback.web import Need, Principal, campaign_or_404
 
@@ -197,17 +197,7 @@ def exclude(request: Request, campaign_id: int, body: ExclusionIn, who: Principa
     Audited. Returns the user names excluded now."""
     with request.app.state.db() as s, s.begin():
         c = campaign_or_404(s, campaign_id)
-        user = s.scalar(select(User).where(User.username == body.rater))
-        if user is None:
-            raise HTTPException(404, f"no user named {body.rater!r}")
-        row = s.scalar(select(ExportExclusion).where(ExportExclusion.campaign_id == c.id,
-                                                      ExportExclusion.rater_id == user.id))
-        if body.excluded and row is None:
-            s.add(ExportExclusion(campaign_id=c.id, rater_id=user.id, reason=body.reason))
-        elif not body.excluded and row is not None:
-            s.delete(row)
-        s.add(Audit(user_id=who.user_id, action="export.exclude" if body.excluded else "export.include",
-                    target=f"campaign:{c.name}", detail={"rater": user.username, "reason": body.reason}))
-        s.flush()
-        return list(s.scalars(select(User.username).join(ExportExclusion, ExportExclusion.rater_id == User.id)
-                              .where(ExportExclusion.campaign_id == c.id).order_by(User.username)))
+        try:
+            return set_exclusion(s, c, body.rater, body.excluded, body.reason, who.user_id)
+        except LookupError as e:
+            raise HTTPException(404, str(e)) from None

@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session
 from posttrain.data.records import Message, PreferencePair, PromptCompletion, Ranking, Rating, to_dict
 from posttrain.errors import DataError
 from posttrain.feedback.assign import current_judgments
-from posttrain.feedback.db import Campaign, ExportExclusion, Item, User
+from posttrain.feedback.db import Audit, Campaign, ExportExclusion, Item, User
 
 
 def _msgs(messages: list[dict[str, str]]) -> tuple[Message, ...]:
@@ -144,6 +144,31 @@ def export_campaign(s: Session, campaign_name: str) -> Export:
     if excluded:
         out.counts["excluded raters"] = len(excluded)
     return out
+
+
+def excluded_raters(s: Session, campaign_id: int) -> list[str]:
+    """User names of the raters left out of a campaign's exports, sorted."""
+    return list(s.scalars(select(User.username).join(ExportExclusion, ExportExclusion.rater_id == User.id)
+                          .where(ExportExclusion.campaign_id == campaign_id).order_by(User.username)))
+
+
+def set_exclusion(s: Session, campaign: Campaign, username: str, excluded: bool, reason: str,
+                  by_user_id: int | None) -> list[str]:
+    """Exclude `username` from (or put them back into) the campaign's exports, audited, in the caller's
+    transaction; LookupError when there is no such user. Returns the user names excluded now."""
+    user = s.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise LookupError(f"no user named {username!r}")
+    row = s.scalar(select(ExportExclusion).where(ExportExclusion.campaign_id == campaign.id,
+                                                  ExportExclusion.rater_id == user.id))
+    if excluded and row is None:
+        s.add(ExportExclusion(campaign_id=campaign.id, rater_id=user.id, reason=reason))
+    elif not excluded and row is not None:
+        s.delete(row)
+    s.add(Audit(user_id=by_user_id, action="export.exclude" if excluded else "export.include",
+                target=f"campaign:{campaign.name}", detail={"rater": user.username, "reason": reason}))
+    s.flush()
+    return excluded_raters(s, campaign.id)
 
 
 def export_rows(s: Session, campaign_name: str) -> tuple[list[dict[str, Any]], Counter]:

@@ -13,7 +13,7 @@ from starlette.datastructures import UploadFile
 from posttrain.errors import DataError
 from posttrain.feedback.campaigns import create_campaign, parse_items
 from posttrain.feedback.db import ROLES, Audit, Campaign, Item, Judgment, User
-from posttrain.feedback.export import export_rows
+from posttrain.feedback.export import excluded_raters, export_rows, set_exclusion
 from posttrain.feedback.security import hash_password
 from posttrain.feedback.tasks import TASK_TYPES
 from posttrain.feedback.web import Need, Principal, campaign_or_404, render
@@ -31,7 +31,8 @@ def campaigns(request: Request, who: Principal = Depends(manager), created: int 
             judged = s.scalar(select(func.count()).select_from(Judgment)
                               .where(Judgment.campaign_id == c.id, Judgment.revision == 0))
             raters = s.scalar(select(func.count(func.distinct(Judgment.rater_id))).where(Judgment.campaign_id == c.id))
-            rows.append({"c": c, "n_items": items, "judged": judged, "needed": items * c.overlap, "raters": raters})
+            rows.append({"c": c, "n_items": items, "judged": judged, "needed": items * c.overlap, "raters": raters,
+                         "excluded": excluded_raters(s, c.id)})
     return render(request, "manage.html", rows=rows, created=created)
 
 
@@ -59,6 +60,20 @@ def campaign_stats_page(request: Request, campaign_id: int, who: Principal = Dep
             result, error = None, str(e)
     return render(request, "stats.html", c=c, stats=result, error=error, flag_margin=FLAG_MARGIN,
                   min_common=MIN_COMMON)
+
+
+@router.post("/manage/campaigns/{campaign_id}/exclusions")
+async def exclude(request: Request, campaign_id: int, who: Principal = Depends(admin)) -> Response:
+    """Exclude a rater from (or put them back into) a campaign's exports; audited (the API's route, as a form)."""
+    form = await request.form()
+    with request.app.state.db() as s, s.begin():
+        c = campaign_or_404(s, campaign_id)
+        try:
+            set_exclusion(s, c, str(form.get("rater", "")).strip(), form.get("excluded", "1") == "1",
+                          str(form.get("reason", ""))[:2000], who.user_id)
+        except LookupError as e:
+            raise HTTPException(404, str(e)) from None
+    return RedirectResponse("/manage", status_code=303)
 
 
 UPLOAD_DEFAULTS = {"name": "", "task": "pairwise", "overlap": "1", "lease_seconds": "900", "guidelines": "",
