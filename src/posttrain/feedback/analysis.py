@@ -38,8 +38,8 @@ from sqlalchemy.orm import Session
 from posttrain.errors import DataError
 from posttrain.eval import stats
 from posttrain.feedback.assign import current_judgments
-from posttrain.feedback.campaigns import campaign_named
 from posttrain.feedback.db import Campaign, Item, Judgment, User
+from posttrain.feedback.export import find_campaign
 
 MIN_COMMON = 5
 """Items two raters (or a rater and the others) must share before their κ is reported."""
@@ -207,7 +207,7 @@ def leaderboard(games: list[tuple[str, str, float, int]], n_resamples: int = 100
 
 def campaign_stats(s: Session, campaign_name: str, n_resamples: int = 1000, seed: int = 0) -> CampaignStats:
     """Everything above for one campaign; DataError for an unknown campaign or one with no judgments yet."""
-    campaign: Campaign = campaign_named(s, campaign_name)
+    campaign: Campaign = find_campaign(s, campaign_name)
     judgments: list[Judgment] = current_judgments(s, campaign.id)
     items = {i.id: i for i in s.query(Item).filter_by(campaign_id=campaign.id)}
     if not judgments:

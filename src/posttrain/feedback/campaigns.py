@@ -91,15 +91,6 @@ def parse_items(text: str, source: str) -> list[dict[str, Any]]:
     return items
 
 
-def campaign_named(s: Session, name: str) -> Campaign:
-    """The campaign called `name`; DataError listing the campaigns there are when none is."""
-    campaign = s.query(Campaign).filter_by(name=name).first()
-    if campaign is None:
-        names = ", ".join(c.name for c in s.query(Campaign).order_by(Campaign.name)) or "none yet"
-        raise DataError(f"no campaign named {name!r} (campaigns: {names})")
-    return campaign
-
-
 def create_campaign(s: Session, name: str, task_type: str, items: list[dict[str, Any]], *, overlap: int = 1,
                     guidelines: str = "", rubric: list[dict[str, Any]] | None = None, lease_seconds: int = 900,
                     user_id: int | None = None) -> Campaign:
