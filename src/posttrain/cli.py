@@ -24,7 +24,7 @@ commands:
   generate   sample completions for prompts with the built-in batched sampler
   models     make the built-in tiny model, prepare SmolLM2, list known short names
   data       data tools: `data pairs` samples a policy and lets a simulated rater make preference pairs
-  feedback   the human-feedback web app: `feedback init|serve|import|generate|export`
+  feedback   the human-feedback web app: `feedback init|serve|import|generate|export|stats`
 """
 
 

@@ -14,6 +14,11 @@ shows is what a user gets from the same commands:
 4. DPO: the SFT policy is tuned on the same pairs (`posttrain dpo`).
 5. Win rate: DPO policy vs SFT policy on held-out prompts, greedy, judged by the same rater,
    with a 95% interval.
+6. The feedback loop: a campaign of the SFT and DPO policies' sampled answers to held-out prompts is served
+   by the feedback app; simulated raters (the same rater's preference plus `feedback_noise` random answers)
+   judge it through the HTTP API; the campaign's leaderboard and agreement are printed (`posttrain feedback
+   stats`); its judgments are exported (`posttrain feedback export`) and a reward model trains on them
+   (`posttrain rm`), with its held-out accuracy on judgments it did not see.
 
 Every stage writes a normal run directory under `output_dir`; the summary table at the end
 says where.
@@ -26,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from posttrain.config import DataConfig, ModelConfig, OptimConfig, RunConfig
+from posttrain.config import DataConfig, ModelConfig, OptimConfig, RunConfig, check
 
 TASK = "builtin:arithmetic?ops=+&digits=2&pad=0.7"
 HELDOUT = "builtin:arithmetic/heldout?ops=+&digits=2&pad=0.7"
@@ -55,12 +60,25 @@ class DemoConfig:
     """Reward-model optimizer steps (batch 16 pairs)."""
     dpo_steps: int = 150
     """DPO optimizer steps (batch 16 pairs)."""
+    feedback_prompts: int = 100
+    """Held-out prompts in the feedback campaign (SFT vs DPO answers, sampled at temperature 1)."""
+    feedback_raters: int = 3
+    """Simulated raters judging the campaign through the HTTP API; each judges every item (overlap)."""
+    feedback_noise: float = 0.1
+    """Chance that a simulated rater answers at random instead of by the rater's preference."""
+    feedback_rm_steps: int = 60
+    """Optimizer steps of the reward model trained on the campaign's judgments (batch 16 pairs)."""
     stages: Literal["all", "sft"] = "all"
     """`sft` runs only the SFT and accuracy stages."""
     seed: int = 0
     """Seed of every stage."""
     progress: bool = True
     """Show progress bars."""
+
+    def __post_init__(self) -> None:
+        check(0.0 <= self.feedback_noise <= 1.0, "feedback_noise", "must be in [0, 1]", self.feedback_noise)
+        check(self.feedback_raters >= 1, "feedback_raters", "must be >= 1", self.feedback_raters)
+        check(self.feedback_prompts >= 1, "feedback_prompts", "must be >= 1", self.feedback_prompts)
 
 
 @dataclass
@@ -186,6 +204,96 @@ def winrate_stage(cfg: DemoConfig, policy: Path, baseline: Path) -> StageResult:
     return StageResult("Win rate: DPO vs SFT, same rater", text, time.perf_counter() - t0, None, r["win_rate"], r)
 
 
+def feedback_items(cfg: DemoConfig, models: dict[str, Path]) -> tuple[list, list[dict[str, Any]]]:
+    """Held-out prompts and campaign items of each model's answer to them (sampled at temperature 1, seeded),
+    leaving out prompts where the answers are the same (nothing to compare)."""
+    from posttrain.config import SamplingParams
+    from posttrain.data.load import load_records
+    from posttrain.data.records import Prompt
+    from posttrain.models.load import load_model
+    from posttrain.sampling.sampler import ModelSampler, sample_messages
+
+    prompts = load_records(HELDOUT, accept=(Prompt,), limit=cfg.feedback_prompts)
+    answers = {}
+    for n, (name, path) in enumerate(models.items()):
+        # a seed per model: one shared seed would make two close policies draw the same tokens
+        params = SamplingParams(temperature=1.0, max_new_tokens=SAMPLED_TOKENS, seed=cfg.seed * 100 + n)
+        model, tokenizer = load_model(ModelConfig(name=str(path)))
+        answers[name] = sample_messages(ModelSampler(model, tokenizer, progress=False), prompts, tokenizer, 1,
+                                        params).texts
+    items = [{"prompt": [m.to_dict() for m in p.prompt],
+              "responses": [{"text": answers[name][n], "model": name} for name in models]}
+             for n, p in enumerate(prompts) if len({answers[name][n] for name in models}) == len(models)]
+    return prompts, items
+
+
+def feedback_stage(cfg: DemoConfig, sft_model: Path, dpo_model: Path, console: Any) -> list[StageResult]:
+    """Serve a campaign of SFT vs DPO answers, judge it with simulated raters over HTTP, print its statistics,
+    export the judgments and train a reward model on them."""
+    import shutil
+
+    from posttrain.extras import require
+
+    for module in ("fastapi", "sqlalchemy", "alembic", "uvicorn"):
+        require(module, "feedback", "the demo's feedback stage")
+    from sqlalchemy.orm import Session
+
+    from posttrain.feedback.analysis import campaign_stats, print_stats
+    from posttrain.feedback.campaigns import create_campaign
+    from posttrain.feedback.db import make_engine
+    from posttrain.feedback.export import export_rows
+    from posttrain.feedback.simulate import SimulatedHttpRater, add_raters, client_for, reference_index, serve_in_thread
+    from posttrain.files import write_jsonl
+    from posttrain.recipes.reward_model import RewardModelConfig, train
+    from posttrain.tasks.arithmetic_raters import make_rater
+
+    t0 = time.perf_counter()
+    folder = Path(cfg.output_dir) / "feedback"
+    shutil.rmtree(folder, ignore_errors=True)  # a new demo replaces the previous demo's campaign
+    folder.mkdir(parents=True)
+    db = f"sqlite:///{folder / 'feedback.db'}"
+    prompts, items = feedback_items(cfg, {"sft": sft_model, "dpo": dpo_model})
+    if not items:
+        return [StageResult("Feedback: SFT vs DPO judged over HTTP", "no campaign: the policies answered every "
+                            "prompt alike", time.perf_counter() - t0, folder)]
+    names = [f"sim{i + 1}" for i in range(cfg.feedback_raters)]
+    tokens = add_raters(db, names)
+    engine = make_engine(db)
+    with Session(engine) as s, s.begin():
+        create_campaign(s, "demo-sft-vs-dpo", "pairwise", items, overlap=cfg.feedback_raters)
+    references = reference_index(prompts)
+    with serve_in_thread(db) as url, client_for(url) as client:
+        for i, name in enumerate(names):
+            SimulatedHttpRater(make_rater(RATER), tokens[name], cfg.feedback_noise, cfg.seed * 1000 + i,
+                               references).judge(client, "demo-sft-vs-dpo")
+    with Session(engine) as s:
+        result = campaign_stats(s, "demo-sft-vs-dpo", seed=cfg.seed)
+        rows, _ = export_rows(s, "demo-sft-vs-dpo")
+    engine.dispose()
+    print_stats(result, console)
+    exported = write_jsonl(rows, folder / "judgments.jsonl")
+    board = ", ".join(f"{r.model} {r.rating:.0f} ({r.ci_low:.0f}-{r.ci_high:.0f})" for r in result.leaderboard)
+    alpha = "-" if result.alpha is None else f"{result.alpha:.2f}"
+    judged = StageResult(
+        f"Feedback: {cfg.feedback_raters} simulated raters (noise {cfg.feedback_noise:g}) judge SFT vs DPO over HTTP",
+        f"{result.judgments} judgments of {result.items} items; alpha {alpha}; leaderboard {board}",
+        time.perf_counter() - t0, folder, result.alpha if result.alpha is not None else float("nan"), result)
+
+    t1 = time.perf_counter()
+    run_dir = train(RewardModelConfig(
+        model=ModelConfig(name=str(sft_model)),
+        data=DataConfig(train=str(exported), eval_fraction=0.2, max_length=PAIR_MAX_LENGTH, truncation="skip"),
+        optim=OptimConfig(lr=3e-4, warmup_steps=10, batch_size=16, max_steps=cfg.feedback_rm_steps),
+        run=RunConfig(name="rm-feedback", output_dir=cfg.output_dir, seed=cfg.seed, overwrite=True, log_every=10,
+                      progress=cfg.progress),
+    ))
+    acc = last_logged(run_dir, "eval/accuracy")
+    trained = StageResult("Reward model on the exported judgments",
+                          f"{len(rows)} preference records; held-out accuracy on unseen judgments {acc:.1%}",
+                          time.perf_counter() - t1, run_dir, acc)
+    return [judged, trained]
+
+
 def write_evaluation(cfg: DemoConfig, results: list[StageResult]) -> Path:
     """The demo's evaluation as `posttrain eval` writes one (docs/evaluation.md): OUTPUT_DIR/eval/results.json
     with each policy's held-out accuracy and the DPO-vs-SFT win rate, and samples.jsonl with every answer."""
@@ -243,6 +351,7 @@ def run_demo(cfg: DemoConfig) -> list[StageResult]:
         results.append(dpo_result)
         results.append(accuracy_stage(cfg, dpo_model, "Eval: DPO policy, held-out accuracy"))
         results.append(winrate_stage(cfg, dpo_model, sft_model))
+        results += feedback_stage(cfg, sft_model, dpo_model, console)
 
     table = Table(title="posttrain demo summary")
     for col in ("stage", "result", "time", "run directory"):

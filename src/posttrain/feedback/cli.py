@@ -1,4 +1,4 @@
-"""`posttrain feedback ACTION`: init (schema + first admin), serve, import, generate, export, user."""
+"""`posttrain feedback ACTION`: init (schema + first admin), serve, import, generate, export, stats."""
 
 from __future__ import annotations
 
@@ -126,6 +126,25 @@ class ExportConfig:
     JSONL file (for `posttrain rm` / `posttrain dpo`); unchanged corrections give no pair."""
 
 
+@dataclass
+class StatsConfig:
+    """Agreement between raters, position bias and a leaderboard of the model versions in a campaign."""
+
+    campaign: str
+    """Campaign to analyse."""
+    db: str = "sqlite:///feedback.db"
+    """Database URL: `sqlite:///feedback.db` (default, WAL mode) or `postgresql://user@host/dbname` (psycopg 3)."""
+    json: str | None = None
+    """Also write the figures to this JSON file."""
+    resamples: int = 1000
+    """Bootstrap resamples (of items) for the leaderboard's intervals."""
+    seed: int = 0
+    """Seed of the bootstrap."""
+
+    def __post_init__(self) -> None:
+        check(self.resamples >= 10, "resamples", "must be >= 10", self.resamples)
+
+
 def _need_extra() -> None:
     for module in ("fastapi", "sqlalchemy", "alembic", "argon2", "nh3"):
         require(module, "feedback", "posttrain feedback")
@@ -246,6 +265,21 @@ def export(cfg: ExportConfig) -> None:
             print(f"wrote {len(rows)} {what} to {path}", file=sys.stderr)
 
 
+def stats(cfg: StatsConfig) -> None:
+    from rich.console import Console
+    from sqlalchemy.orm import Session
+
+    from posttrain.feedback.analysis import campaign_stats, print_stats
+    from posttrain.files import write_json_atomic
+
+    with Session(_engine(cfg.db)) as s:
+        result = campaign_stats(s, cfg.campaign, cfg.resamples, cfg.seed)
+    print_stats(result, Console())
+    if cfg.json:
+        write_json_atomic(cfg.json, result.to_dict())
+        print(f"wrote the figures to {cfg.json}", file=sys.stderr)
+
+
 def merge_repeated(argv: list[str], option: str) -> list[str]:
     """`--model a --model b c` -> `--model a b c`, in the place of the first: a repeated option adds values
     (the parser alone would keep only the last one's); `--model=a` counts too. Other arguments keep their order."""
@@ -278,6 +312,7 @@ ACTIONS = {
     "import": (ImportConfig, import_items),
     "generate": (GenerateItemsConfig, generate_items),
     "export": (ExportConfig, export),
+    "stats": (StatsConfig, stats),
 }
 
 

@@ -1,4 +1,4 @@
-"""Pages for managers (campaign progress, export download, campaign upload) and admins (users, the audit log)."""
+"""Pages for managers (campaign progress, statistics, export download, campaign upload) and admins (users, the audit log)."""
 
 from __future__ import annotations
 
@@ -44,6 +44,22 @@ def export(request: Request, campaign_id: int, who: Principal = Depends(manager)
     body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     return Response(body, media_type="application/jsonl",
                     headers={"Content-Disposition": f'attachment; filename="campaign-{c.id}.jsonl"'})
+
+
+@router.get("/manage/campaigns/{campaign_id}/stats", response_class=HTMLResponse)
+def campaign_stats_page(request: Request, campaign_id: int, who: Principal = Depends(manager)) -> Response:
+    """Agreement, position bias and the leaderboard of one campaign (analysis.py); a campaign without judgments
+    shows that one line."""
+    from posttrain.feedback.analysis import FLAG_MARGIN, MIN_COMMON, campaign_stats
+
+    with request.app.state.read() as s:
+        c = campaign_or_404(s, campaign_id)
+        try:
+            result, error = campaign_stats(s, c.name), None
+        except DataError as e:
+            result, error = None, str(e)
+    return render(request, "stats.html", c=c, stats=result, error=error, flag_margin=FLAG_MARGIN,
+                  min_common=MIN_COMMON)
 
 
 @router.post("/manage/campaigns/{campaign_id}/exclusions")

@@ -1,0 +1,222 @@
+"""Campaign statistics (feedback/analysis.py): hand-checked pieces, then simulated raters with known strengths
+and noise rates judging through the core functions, then the manager's page and `posttrain feedback stats`."""
+
+import datetime as dt
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from posttrain.cli import main
+from posttrain.eval.stats import ELO_BASE, ELO_SCALE
+from posttrain.feedback import assign
+from posttrain.feedback.analysis import (
+    FLAG_MARGIN,
+    MIN_FLAG_ITEMS,
+    RaterAgreement,
+    agreement,
+    campaign_stats,
+    first_shown_outcome,
+    flag_outliers,
+    games_of,
+    label_of,
+)
+from posttrain.feedback.db import Item, Lease
+
+from .conftest import add_campaign, add_users, login
+
+T0 = dt.datetime(2026, 1, 1)
+
+
+# ------------------------------------------------------------------------------------------- hand-checked pieces
+
+
+def test_labels_games_and_first_shown_outcomes_are_in_response_indices():
+    """A pairwise judgment shown as [1, 0] whose winner is response 1: the first-shown won (outcome 1), the game
+    is (0, 1, score of 0 = 0.0), the label "1". A tie: label "tie", a draw (0.5) both ways. A ranking [2, 0, 1]
+    shown as [0, 2, 1]: label "2"; games (2,0), (2,1), (0,1) each won by the first; first-shown 0 is ranked below
+    second-shown 2, so outcome 0."""
+    won = {"choice": "A", "winner": 1}
+    assert label_of("pairwise", won) == "1"
+    assert first_shown_outcome("pairwise", won, [1, 0]) == 1.0
+    assert first_shown_outcome("pairwise", won, [0, 1]) == 0.0
+    assert games_of("pairwise", won) == [(0, 1, 0.0)]
+    tie = {"choice": "tie", "winner": None}
+    assert label_of("pairwise", tie) == "tie" and first_shown_outcome("pairwise", tie, [0, 1]) == 0.5
+    assert games_of("pairwise", tie) == [(0, 1, 0.5)]
+    ranked = {"order": [2, 0, 1]}
+    assert label_of("ranking", ranked) == "2"
+    assert games_of("ranking", ranked) == [(2, 0, 1.0), (2, 1, 1.0), (0, 1, 1.0)]
+    assert first_shown_outcome("ranking", ranked, [0, 2, 1]) == 0.0
+
+
+def test_the_flag_rule_is_a_margin_below_the_others_median():
+    """κ = 0.8, 0.7, 0.75, 0.4 (a-d, 20 items each) and 0.1 (e, 19 items); f has too few items for a κ. The
+    other scored raters' medians for a-d: median(.7,.75,.4,.1) = 0.55, median(.8,.75,.4,.1) = 0.575, 0.55, and
+    median(.8,.7,.75,.1) = 0.725. d: 0.4 < 0.725 - 0.25 = 0.475, flagged; b: 0.7 >= 0.575 - 0.25, not. e is far
+    below (0.1 < 0.725 - 0.25) but has 19 compared items, fewer than MIN_FLAG_ITEMS, so it is not flagged."""
+    raters = [RaterAgreement(name, 20, 20, k, None) for name, k in zip("abcd", (0.8, 0.7, 0.75, 0.4))]
+    raters += [RaterAgreement("e", 19, 19, 0.1, None), RaterAgreement("f", 2, 2, None, None)]
+    flag_outliers(raters)
+    assert [r.flagged for r in raters] == [False, False, False, True, False, False]
+    assert FLAG_MARGIN == 0.25 and MIN_FLAG_ITEMS == 20
+
+
+def test_agreement_of_two_raters_by_hand():
+    """Two raters, 6 items, labels x: 0 0 1 1 0 1, y: 0 0 1 1 1 0. p_o = 4/6; each says 0 half the time, so
+    p_e = 0.5 and κ = (4/6 - 0.5) / 0.5 = 1/3. Nominal α (Krippendorff 2004, coincidence matrix): 12 values, six
+    0s and six 1s; the two split items give o_01 = o_10 = 2, so D_o = 4/12 = 1/3 and D_e = 2·6·6/(12·11) = 6/11,
+    α = 1 - (1/3)/(6/11) = 7/18."""
+    x = dict(enumerate("001101"))
+    y = dict(enumerate("001110"))
+    alpha, kappas, per_rater = agreement({"x": x, "y": y})
+    assert kappas[0].n_common == 6 and kappas[0].kappa == pytest.approx(1 / 3)
+    assert alpha == pytest.approx(7 / 18)
+    assert [r.kappa_vs_others for r in per_rater] == [pytest.approx(1 / 3)] * 2  # the other's majority is the other
+
+
+# ------------------------------------------------------------------------------------------- simulated raters
+
+
+def judge_campaign(fb, campaign_id: int, rater_ids: list[int], choose) -> None:  # noqa: ANN001
+    """Each rater takes leases until none is left and answers `choose(rater index, item responses,
+    presentation, rng)`: the response index they prefer, or a choice string ("tie")."""
+    rng = np.random.default_rng(1)
+    for r, uid in enumerate(rater_ids):
+        while (lease_id := assign.next_lease(fb.db, campaign_id, uid, T0)) is not None:
+            with fb.db() as s:
+                lease = s.get(Lease, lease_id)
+                responses, shown = s.get(Item, lease.item_id).responses, lease.presentation
+            picked = choose(r, responses, shown, rng)
+            answer = {"choice": "AB"[shown.index(picked)] if isinstance(picked, int) else picked}
+            assign.submit(fb.db, lease_id, uid, f"{uid}-{lease_id}", answer, T0)
+
+
+def test_the_leaderboard_orders_four_versions_and_its_intervals_cover_their_strengths(fb):
+    """Four versions with log-strengths θ = -1.2, -0.4, 0.4, 1.2 (ratings 1000 + 173.7·θ: 792, 931, 1069, 1208);
+    240 items, 40 per pair of versions, each judged by 3 raters who prefer version i over j with probability
+    σ(θ_i - θ_j). Each 95% interval covers its true rating (fixed seed), the order is right, and the gaps of
+    139 points (≈ 5 standard errors with ~120 games per pair) give four distinct Arena ranks."""
+    theta = {"v1": -1.2, "v2": -0.4, "v3": 0.4, "v4": 1.2}
+    pairs = [(a, b) for i, a in enumerate(theta) for b in list(theta)[i + 1:]]
+    items = [{"prompt": [{"role": "user", "content": f"q{n}"}],
+              "responses": [{"text": f"{a} says {n}", "model": a}, {"text": f"{b} says {n}", "model": b}]}
+             for n in range(240) for a, b in [pairs[n % len(pairs)]]]
+    cid = add_campaign(fb.db, "four", items=items, overlap=3)
+    raters = list(add_users(fb.db, {f"s{i}": "rater" for i in range(3)}).values())
+
+    def choose(r, responses, shown, rng):  # noqa: ANN001, ANN202
+        d = theta[responses[0]["model"]] - theta[responses[1]["model"]]
+        return 0 if rng.random() < 1 / (1 + math.exp(-d)) else 1
+
+    judge_campaign(fb, cid, raters, choose)
+    with fb.db() as s:
+        result = campaign_stats(s, "four", n_resamples=500)
+    board = result.leaderboard
+    assert [row.model for row in board] == ["v4", "v3", "v2", "v1"]
+    assert [row.rank for row in board] == [1, 2, 3, 4]
+    for row in board:
+        true = ELO_SCALE * theta[row.model] + ELO_BASE  # θ is centred already, as the fit centres it
+        assert row.ci_low <= true <= row.ci_high, (row, true)
+        assert row.games == 360  # 3 versions × 40 items × 3 raters
+    assert result.judgments == 720 and result.raters == 3
+
+
+def noisy_rater_campaign(fb, name: str, noise: list[float], n_items: int = 100) -> None:  # noqa: ANN001
+    """Items whose right answer is response 0 or 1 at random; rater r answers at random with probability
+    noise[r] (A or B, fair coin), and otherwise picks the right one."""
+    rng = np.random.default_rng(len(name))
+    right = rng.integers(0, 2, n_items)
+    items = [{"prompt": [{"role": "user", "content": f"{name} {n}"}],
+              "responses": [{"text": f"{n}: {'good' if right[n] == i else 'bad'}", "model": "m0" if i == 0 else "m1"}
+                            for i in range(2)]} for n in range(n_items)]
+    cid = add_campaign(fb.db, name, items=items, overlap=len(noise))
+    raters = list(add_users(fb.db, {f"{name}-r{i}": "rater" for i in range(len(noise))}).values())
+
+    def choose(r, responses, shown, rng):  # noqa: ANN001, ANN202
+        if rng.random() < noise[r]:
+            return int(rng.integers(0, 2))
+        return next(i for i, resp in enumerate(responses) if resp["text"].endswith("good"))
+
+    judge_campaign(fb, cid, raters, choose)
+
+
+def test_alpha_falls_as_noise_rises(fb):
+    """A rater with noise ε is right with probability 1 - ε/2; two such raters agree with probability
+    p_o = (1 - ε/2)² + (ε/2)², chance agreement is 1/2 (labels balanced), so α ≈ κ ≈ 2 p_o - 1 = (1 - ε)²:
+    0.81, 0.49 and 0.16 for ε = 0.1, 0.3, 0.6 (4 raters, 100 items each)."""
+    alphas = []
+    for eps in (0.1, 0.3, 0.6):
+        noisy_rater_campaign(fb, f"noise{eps}", [eps] * 4)
+        with fb.db() as s:
+            alphas.append(campaign_stats(s, f"noise{eps}", n_resamples=50).alpha)
+        assert alphas[-1] == pytest.approx((1 - eps) ** 2, abs=0.12), (eps, alphas[-1])
+    assert alphas[0] > alphas[1] > alphas[2]
+
+
+def test_the_rater_who_answers_at_random_is_the_one_flagged(fb):
+    """Four raters at noise 0.1 (κ against the others' majority ≈ 0.8) and one at noise 1 (κ ≈ 0): only the
+    random one is more than FLAG_MARGIN below the others' median; leaving them out raises α."""
+    noisy_rater_campaign(fb, "flag", [0.1, 0.1, 1.0, 0.1, 0.1])
+    with fb.db() as s:
+        result = campaign_stats(s, "flag", n_resamples=50)
+    flagged = [r.rater for r in result.rater_agreement if r.flagged]
+    assert flagged == ["flag-r2"]
+    random_one = next(r for r in result.rater_agreement if r.rater == "flag-r2")
+    assert random_one.kappa_vs_others < 0.3 and random_one.alpha_without > result.alpha
+    assert len(result.kappas) == 10  # every pair of 5 raters shares all 100 items
+    bias = result.position_bias
+    assert bias.n == 500 and bias.ci_low < 0.5 < bias.ci_high  # the orders are shuffled; no rater favours A
+
+
+# ------------------------------------------------------------------------------------------- page and command
+
+
+def test_the_stats_page_shows_the_figures_escaped(fb):
+    """The manager's page for a campaign with an HTML-looking model name shows it as text; a campaign with no
+    judgments says so instead of failing."""
+    items = [{"prompt": [{"role": "user", "content": f"q{n}"}],
+              "responses": [{"text": f"a{n}", "model": "<b>v1</b>"}, {"text": f"b{n}", "model": "v2"}]}
+             for n in range(12)]
+    cid = add_campaign(fb.db, "page", items=items, overlap=2)
+    judge_campaign(fb, cid, [fb.users["rater1"], fb.users["rater2"]], lambda r, resp, shown, rng: 1)
+    c = TestClient(fb.app)
+    login(c, "manager")
+    page = c.get(f"/manage/campaigns/{cid}/stats")
+    assert page.status_code == 200
+    assert "&lt;b&gt;v1&lt;/b&gt;" in page.text and "<b>v1</b>" not in page.text
+    assert re.search(r"Krippendorff.{0,80}1\.000", page.text, re.S)
+    empty = c.get("/manage/campaigns/1/stats")
+    assert empty.status_code == 200 and "no judgments yet" in empty.text
+    assert c.get("/manage/campaigns/999/stats").status_code == 404
+    assert f'href="/manage/campaigns/{cid}/stats"' in c.get("/manage").text
+
+
+def test_stats_command_prints_tables_and_writes_json(fb, tmp_path, capsys):
+    noisy_rater_campaign(fb, "cli", [0.1, 0.1, 0.1])
+    out = tmp_path / "stats.json"
+    assert main(["feedback", "stats", "--db", fb.url, "--campaign", "cli", "--json", str(out),
+                 "--resamples", "50"]) == 0
+    printed = capsys.readouterr().out
+    assert "Leaderboard" in printed and "Krippendorff" in printed and "Position bias" in printed
+    figures = json.loads(out.read_text())
+    assert figures["campaign"] == "cli" and figures["judgments"] == 300
+    assert [row["model"] for row in figures["leaderboard"]] in (["m0", "m1"], ["m1", "m0"])
+    assert 0.5 < figures["alpha"] <= 1.0
+
+
+def test_stats_bad_input_is_one_line(fb, tmp_path, capsys):
+    """Unknown campaign, a campaign with no judgments, a database that cannot be reached: exit 2, one line."""
+    cases = [
+        (["--db", fb.url, "--campaign", "nope"], "no campaign named 'nope' (campaigns: c1)"),
+        (["--db", fb.url, "--campaign", "c1"], "campaign 'c1' has no judgments yet"),
+        (["--db", "postgresql://nobody@127.0.0.1:1/none", "--campaign", "c1"],
+         "postgresql://nobody@127.0.0.1:1/none: cannot open the database"),
+    ]
+    for args, expect in cases:
+        assert main(["feedback", "stats", *args]) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert expect in err and "\n" not in err and "Traceback" not in err, err
