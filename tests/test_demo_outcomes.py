@@ -53,3 +53,13 @@ def test_every_stage_left_a_complete_run_directory(demo):
         lineage = json.loads((run / "lineage.json").read_text())
         assert lineage["data"] and lineage["code"]["posttrain"]
     assert (out / "pairs" / "pairs.jsonl").stat().st_size > 0
+
+
+def test_people_prefer_dpo_and_a_reward_model_learns_their_judgments(demo):
+    """The feedback stage: simulated raters judging over HTTP rank the DPO policy first (it wins most of the
+    win-rate stage's comparisons), and a reward model trained on their exported judgments predicts held-out
+    ones at >= 85% (issue 14's round-trip bar)."""
+    _, results = demo
+    judged = _stage(results, "Feedback:").detail
+    assert [row.model for row in sorted(judged.leaderboard, key=lambda r: -r.rating)] == ["dpo", "sft"]
+    assert _stage(results, "Reward model on the exported").value >= 0.85
