@@ -300,6 +300,7 @@ def write_evaluation(cfg: DemoConfig, results: list[StageResult]) -> Path:
     import hashlib
     import json
 
+    from posttrain.eval.suite import figure
     from posttrain.files import write_json_atomic, write_jsonl
 
     out = Path(cfg.output_dir) / "eval"
@@ -310,8 +311,7 @@ def write_evaluation(cfg: DemoConfig, results: list[StageResult]) -> Path:
         lineage = r.run_dir / "lineage.json"
         models.append({"label": label, "name": str(r.run_dir / "final"),
                        "lineage": json.loads(lineage.read_text()) if lineage.is_file() else None})
-        rows.append({"model": label, "task": HELDOUT, "value": r.detail.accuracy, "ci_low": r.detail.ci_low,
-                     "ci_high": r.detail.ci_high, "n": r.detail.n})
+        rows.append(figure(label, HELDOUT, r.detail.accuracy, (r.detail.ci_low, r.detail.ci_high), r.detail.n))
         samples += [{"model": label, "task": HELDOUT, "prompt_index": i, "sample_index": 0, **s, "rm_score": None}
                     for i, s in enumerate(r.detail.samples)]
     prompts = [(s["prompt"], s["answer"]) for s in accuracy[0].detail.samples] if accuracy else []

@@ -37,17 +37,3 @@ def run_eval(cfg: EvalConfig) -> AccuracyResult:
     if cfg.output:
         write_jsonl(result.samples, cfg.output)
     return result
-
-
-def print_result(cfg: EvalConfig, result: AccuracyResult, examples: int = 5) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    table = Table(title=f"{cfg.model.name} on {cfg.task}")
-    for col in ("prompt", "completion", "answer", "score"):
-        table.add_column(col)
-    for s in result.samples[:examples]:
-        table.add_row(s["prompt"], s["completion"], str(s["answer"]), f"{s['score']:.0f}")
-    console.print(table)
-    console.print(f"accuracy {result.accuracy:.1%}  (95% CI {result.ci_low:.1%}-{result.ci_high:.1%}, n={result.n})")
