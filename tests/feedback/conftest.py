@@ -7,7 +7,6 @@ import functools
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from posttrain.feedback.simulate import free_port
 
 PASSWORD = "correct horse battery"
 USERS = {"admin": "admin", "manager": "manager", "rater1": "rater", "rater2": "rater"}
@@ -83,12 +84,6 @@ def login(client, username: str, password: str = PASSWORD) -> str:  # noqa: ANN0
 
 def csrf_of(html: str) -> str:
     return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LiveServer:
