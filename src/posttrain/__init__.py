@@ -12,9 +12,11 @@ Layers, bottom to top. A module imports only from its own layer or the ones belo
    built-in data, `tasks.TASKS`)
 3. `data` — loading any source, chat-template tokenization, batches for every recipe, the held-out split
 4. `models` — the model loader, LoRA, reward heads, log-probs, attention layouts, the reference model
-5. `losses, sampling, rewards, tasks.raters, tasks.arithmetic_raters` — pure losses, the sampler, reward
-   functions, raters (simulated ones judge with the task's rewards)
-6. `training` — the engine: data order, accumulation, evaluation, checkpoints, metrics, DDP
+5. `losses, sampling, rewards, rl, tasks.raters, tasks.arithmetic_raters` — pure losses, the sampler, reward
+   functions, RL's pure math (advantages, KL estimators and controllers), raters (simulated ones judge with the
+   task's rewards)
+6. `training, rl.engine` — the engine: data order, accumulation, evaluation, checkpoints, metrics, DDP; the
+   online-RL step (sample, score, advantages, updates)
 7. `recipes, eval, feedback` — one file per algorithm; evaluation and its statistics; the human-feedback app
 8. `cli, __main__, demo, generate, pairs, models.cli, feedback.cli` — the commands
 """
