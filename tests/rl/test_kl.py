@@ -2,6 +2,10 @@
 controllers' updates and checkpoint state."""
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -98,3 +102,16 @@ def test_adaptive_controller_checks_its_settings():
         AdaptiveKLController(value=0.1, target=0.0, horizon=10)
     with pytest.raises(ValueError, match="must be > 0"):
         AdaptiveKLController(value=0.1, target=1.0, horizon=0)
+
+
+def test_the_rl_math_and_the_losses_import_nothing_heavier_than_torch():
+    """A fresh interpreter importing posttrain.losses, rl.advantages and rl.kl has loaded no other posttrain
+    package (models, data, training) and neither transformers nor datasets."""
+    src = Path(__file__).resolve().parents[2] / "src"
+    code = ("import sys, posttrain.losses, posttrain.rl.advantages, posttrain.rl.kl; "
+            "print(sorted({m.split('.')[0] if not m.startswith('posttrain.') else m.split('.')[1] for m in sys.modules}"
+            " & {'transformers', 'datasets', 'models', 'data', 'training', 'sampling', 'rewards'}))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

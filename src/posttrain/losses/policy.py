@@ -29,10 +29,10 @@ def clipped_policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages
     if not (logps.shape == old_logps.shape == mask.shape) or logps.dim() != 2:
         raise ValueError(f"logps {tuple(logps.shape)}, old_logps {tuple(old_logps.shape)} and mask "
                          f"{tuple(mask.shape)} must share one (B, T) shape")
-    adv = advantages[:, None] if advantages.dim() == 1 else advantages  # (B, 1) or (B, T)
-    if adv.shape[0] != logps.shape[0] or adv.shape[1] not in (1, logps.shape[1]):
+    if advantages.shape not in (logps.shape[:1], logps.shape):
         raise ValueError(f"advantages {tuple(advantages.shape)} must be (B,) or (B, T) for logps "
                          f"{tuple(logps.shape)}")
+    adv = advantages[:, None] if advantages.dim() == 1 else advantages  # (B, 1) or (B, T)
     if not (0 <= eps_low <= 1 and eps_high >= 0):
         raise ValueError(f"need 0 <= eps_low <= 1 and eps_high >= 0, got {eps_low}, {eps_high}")
     mask = mask.bool()
