@@ -5,7 +5,7 @@ micro-batch, so that Σ loss_sum / Σ units over a step's micro-batches (trainin
 each loss_sum by the step's total units) is the loss of the whole step, whatever the micro-batch split:
     token_sum                 Σ tokens / tokens in the step            token mean (DAPO, arXiv:2503.14476 §3.3)
     sequence_mean_sum         Σ rows (row's token mean) / rows         sequence mean (GRPO, arXiv:2402.03300 eq. 3)
-    constant_normalizer_sum   Σ tokens / max_tokens / rows             Dr. GRPO (arXiv:2503.20783 §3.1)
+    constant_normalizer_sum   Σ tokens / max_tokens / rows             Dr. GRPO (arXiv:2503.20783)
 """
 
 from __future__ import annotations

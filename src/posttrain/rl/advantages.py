@@ -14,21 +14,20 @@ import torch
 
 
 def _groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
-    """(N,) rewards as (N // G, G) float rows, one per prompt; N must be a multiple of G."""
+    """(N,) rewards as (N // G, G) rows (integer rewards made float), one per prompt; N must be a multiple of G."""
     if rewards.dim() != 1:
         raise ValueError(f"rewards must be 1-D (N,), got shape {tuple(rewards.shape)}")
     if group_size < 1 or len(rewards) % group_size:
         raise ValueError(f"group_size {group_size} must be >= 1 and divide the number of rewards {len(rewards)}: "
                          "rewards hold the G completions of each prompt side by side")
-    return rewards.float().view(-1, group_size)
+    return (rewards if rewards.is_floating_point() else rewards.float()).view(-1, group_size)
 
 
-def _std(values: torch.Tensor, dim: int | None = None) -> torch.Tensor:
-    """Unbiased std (as torch.std and TRL), 0 for a single value instead of NaN."""
-    count = values.numel() if dim is None else values.shape[dim]
-    if count < 2:
-        return torch.zeros_like(values.sum(dim, keepdim=True) if dim is not None else values.sum())
-    return values.std() if dim is None else values.std(dim, keepdim=True)
+def _std(values: torch.Tensor) -> torch.Tensor:
+    """Unbiased std of each row, (rows, n) -> (rows, 1), as torch.std and TRL; 0 for n = 1 instead of NaN."""
+    if values.shape[1] < 2:
+        return torch.zeros_like(values[:, :1])
+    return values.std(1, keepdim=True)
 
 
 def group_advantages(rewards: torch.Tensor, group_size: int, scale: Literal["group", "batch", "none"] = "group",
@@ -37,21 +36,21 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale: Literal["gro
 
     scale "group": std of the group (GRPO, arXiv:2402.03300 §4.1.2); "batch": std of all N rewards (TRL's
     scale_rewards="batch"; pass the global batch's rewards under DDP); "none": no division, Dr. GRPO's unbiased
-    advantages (arXiv:2503.20783 §3.1), which do not up-weight prompts whose rewards barely differ.
+    advantages (arXiv:2503.20783), which do not up-weight prompts whose rewards barely differ.
     """
     grouped = _groups(rewards, group_size)  # (groups, G)
     centered = grouped - grouped.mean(1, keepdim=True)  # (groups, G)
     if scale == "group":
-        centered = centered / (_std(grouped, 1) + eps)
+        centered = centered / (_std(grouped) + eps)
     elif scale == "batch":
-        centered = centered / (_std(grouped.flatten()) + eps)
+        centered = centered / (_std(grouped.reshape(1, -1)) + eps)  # (1, 1)
     elif scale != "none":
         raise ValueError(f'scale must be "group", "batch" or "none", got {scale!r}')
     return centered.flatten()  # (N,)
 
 
 def leave_one_out_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
-    """r_i minus the mean reward of the OTHER G - 1 samples of its group (RLOO, arXiv:2402.14740 eq. 5;
+    """r_i minus the mean reward of the OTHER G - 1 samples of its group (RLOO, arXiv:2402.14740;
     Kool et al. 2019): (N,) -> (N,). Equals G / (G - 1) · (r_i - group mean). Needs G >= 2."""
     grouped = _groups(rewards, group_size)  # (groups, G)
     if group_size < 2:
