@@ -192,7 +192,8 @@ def _reason(report: dict | None, nonce: str, returncode: int | None, timed_out: 
     if capped:
         return False, f"output: more than {limits.output_bytes} bytes", 0
     how = f"killed by {signal.Signals(-returncode).name}" if returncode and returncode < 0 else f"exit code {returncode}"
-    return False, f"crashed: {how} before the tests finished", 0
+    last_line = stderr.strip().splitlines()[-1][:200] if stderr.strip() else ""
+    return False, f"crashed: {how} before the tests finished" + (f" ({last_line})" if last_line else ""), 0
 
 
 def run_program(program: str, tests: Sequence[str], setup: str = "", limits: SandboxLimits = SandboxLimits()) -> Result:
