@@ -213,3 +213,16 @@ def test_prompts_without_tests_or_with_bad_tests_are_a_data_error():
         reward(prompt([1, 2]), ADD)
     with pytest.raises(DataError, match='"setup" must be a string'):
         reward(prompt(ADD_TESTS, setup=["import math"]), ADD)
+
+
+def test_the_builtin_python_task_solutions_pass_and_an_empty_answer_fails():
+    """Every shipped problem's reference solution passes its own tests; `pass` passes none of them."""
+    from posttrain.tasks import TASKS
+
+    rows = TASKS["python"].rows("train") + TASKS["python"].rows("heldout")
+    assert (len(rows), len(TASKS["python"].rows("heldout")), TASKS["python"].reward) == (21, 4, "code")
+    prompts = [Prompt.from_dict(row) for row in rows]
+    reward = CodeReward(FAST, workers=4)
+    solved = reward.explain_batch(prompts, [f"```python\n{row['solution']}```" for row in rows])
+    assert solved == [(1.0, "passed")] * len(rows)
+    assert reward.score_batch(prompts, ["pass"] * len(rows)) == [0.0] * len(rows)
