@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -226,3 +228,23 @@ def test_the_builtin_python_task_solutions_pass_and_an_empty_answer_fails():
     solved = reward.explain_batch(prompts, [f"```python\n{row['solution']}```" for row in rows])
     assert solved == [(1.0, "passed")] * len(rows)
     assert reward.score_batch(prompts, ["pass"] * len(rows)) == [0.0] * len(rows)
+
+
+def test_a_running_program_dies_with_its_trainer(tmp_path):
+    """SIGKILL a trainer process while its sandboxed program sleeps: the program goes too (PR_SET_PDEATHSIG)."""
+    trainer = subprocess.Popen([sys.executable, "-c", "from posttrain.rewards.sandbox import run_program, SandboxLimits\n"
+                                "run_program('import time\\ntime.sleep(60)', ['assert True'], "
+                                "limits=SandboxLimits(wall_s=60, cpu_s=5))"], env={**os.environ})
+    try:
+        deadline = time.monotonic() + 10
+        while not runner_processes() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert runner_processes(), "the sandbox never started"
+        time.sleep(0.3)  # past the runner's set-up
+    finally:
+        trainer.kill()
+        trainer.wait()
+    deadline = time.monotonic() + 3
+    while runner_processes() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert runner_processes() == []

@@ -213,7 +213,7 @@ def run_program(program: str, tests: Sequence[str], setup: str = "", limits: San
             job = {"program": program, "setup": setup, "tests": list(tests), "nonce": nonce, "uid": uid,
                    "cpu_s": limits.cpu_s, "memory_bytes": limits.memory_mb << 20, "file_bytes": limits.output_bytes,
                    "max_processes": limits.max_processes, "audit_hook": limits.audit_hook,
-                   "require_network_namespace": limits.require_network_namespace,
+                   "require_network_namespace": limits.require_network_namespace, "parent_pid": os.getpid(),
                    "report_fd": report_file.fileno()}
             returncode, timed_out = _supervise(job, out, err, report_file.fileno(), workdir, limits, uid)
         stdout, out_capped = _read_capped(out_path, limits.output_bytes)

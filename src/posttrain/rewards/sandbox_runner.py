@@ -5,6 +5,7 @@ It reads one JSON job from stdin (program, setup, tests, limits, the nonce, the 
    together with a user namespace), when the kernel allows it;
 2. sets its resource limits (CPU seconds, address space, file size, open files, processes, no core dumps);
 3. as root: drops to the job's unprivileged uid/gid (so file permissions, RLIMIT_NPROC and `kill` apply);
+   then asks to be SIGKILLed when the trainer dies (PR_SET_PDEATHSIG);
 4. installs an audit hook (PEP 578) that refuses sockets, process spawning, ctypes, signals to other processes,
    rlimit changes and any write outside the working directory; it cannot be removed by the code;
 5. runs the program, then the setup, then each test, in one namespace, and writes one JSON line to the report
@@ -22,7 +23,9 @@ import sys
 
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
+PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
+SIGKILL = 9
 
 # Audit events refused outright (https://docs.python.org/3/library/audit_events.html).
 _DENIED = frozenset({
@@ -119,6 +122,14 @@ def drop_privileges(uid: int, libc) -> None:
     libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
 
 
+def die_with_parent(libc, parent_pid: int) -> None:
+    """SIGKILL this process when the trainer dies (even by SIGKILL), so no sandbox outlives it. Set after the uid
+    drop, which clears it; a trainer already gone by now is caught by the ppid check."""
+    libc.prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:
+        os._exit(4)
+
+
 def install_audit_hook(workdir: str, blocked: list) -> None:
     """Refuse the events above (PEP 578); `blocked` collects what was refused, for the reason the parent gives."""
     realpath, join, fspath = os.path.realpath, os.path.join, os.fspath
@@ -201,6 +212,7 @@ def main() -> None:
     if job["uid"] is not None:
         reach_stdlib_through_fds()
         drop_privileges(job["uid"], libc)
+    die_with_parent(libc, int(job["parent_pid"]))
     del libc
     _forget_ctypes()
     job["blocked"] = []
