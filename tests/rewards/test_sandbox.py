@@ -17,7 +17,7 @@ from posttrain.errors import DataError
 from posttrain.rewards.sandbox import CodeReward, Sandbox, SandboxLimits, extract_code, run_program
 
 FAST = SandboxLimits(wall_s=3.0, cpu_s=1, memory_mb=256)
-KERNEL_ONLY = SandboxLimits(wall_s=3.0, cpu_s=1, memory_mb=256, audit_hook=False)
+KERNEL_ONLY = SandboxLimits(wall_s=2.0, cpu_s=1, memory_mb=256, audit_hook=False)
 ADD = "def add(a, b):\n    return a + b\n"
 ADD_TESTS = ["assert add(1, 2) == 3", "assert add(-1, 1) == 0"]
 
@@ -197,7 +197,7 @@ def test_code_reward_scores_and_explains_a_batch():
         (1.0, "passed"), (0.0, "failed: AssertionError: assert add(-1, 1) == 0 (test 2 of 2)"), (1.0, "passed")]
     assert reward.score_batch(prompts, completions) == [1.0, 0.0, 1.0]
     assert reward(prompts[0], completions[0]) == 1.0
-    assert reward.name == "code"
+    assert (reward.name, reward.reference_fields) == ("code", {"tests"})
 
 
 def test_the_fraction_option_counts_passed_tests():

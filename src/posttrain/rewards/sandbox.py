@@ -314,6 +314,8 @@ class CodeReward:
     """
 
     name = "code"
+    reference_fields = frozenset({"tests"})
+    """The prompt fields it needs (`rewards.functions.required_fields`); `setup` is optional."""
 
     def __init__(self, limits: SandboxLimits = SandboxLimits(), workers: int = 4, fraction: bool = False) -> None:
         self.sandbox = Sandbox(limits, workers)
