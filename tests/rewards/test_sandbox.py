@@ -191,11 +191,14 @@ def test_extract_code(completion, code):
 
 def test_code_reward_scores_and_explains_a_batch():
     reward = CodeReward(FAST, workers=2)
-    prompts = [prompt(ADD_TESTS), prompt(ADD_TESTS), prompt("assert add(2, 2) == 4", setup="import math")]
-    completions = [f"```python\n{ADD}```", "```python\ndef add(a, b):\n    return 3\n```", ADD]
+    humaneval = "def check(candidate):\n    assert candidate(1, 2) == 3\n\ncheck(add)\n"
+    prompts = [prompt(ADD_TESTS), prompt(ADD_TESTS), prompt("assert add(2, 2) == math.floor(4.5)", setup="import math"),
+               prompt(humaneval)]
+    completions = [f"```python\n{ADD}```", "```python\ndef add(a, b):\n    return 3\n```", ADD, ADD]
     assert reward.explain_batch(prompts, completions) == [
-        (1.0, "passed"), (0.0, "failed: AssertionError: assert add(-1, 1) == 0 (test 2 of 2)"), (1.0, "passed")]
-    assert reward.score_batch(prompts, completions) == [1.0, 0.0, 1.0]
+        (1.0, "passed"), (0.0, "failed: AssertionError: assert add(-1, 1) == 0 (test 2 of 2)"), (1.0, "passed"),
+        (1.0, "passed")]
+    assert reward.score_batch(prompts, completions) == [1.0, 0.0, 1.0, 1.0]
     assert reward(prompts[0], completions[0]) == 1.0
     assert (reward.name, reward.reference_fields) == ("code", {"tests"})
 
