@@ -237,7 +237,8 @@ def test_a_running_program_dies_with_its_trainer(tmp_path):
     """SIGKILL a trainer process while its sandboxed program sleeps: the program goes too (PR_SET_PDEATHSIG)."""
     trainer = subprocess.Popen([sys.executable, "-c", "from posttrain.rewards.sandbox import run_program, SandboxLimits\n"
                                 "run_program('import time\\ntime.sleep(60)', ['assert True'], "
-                                "limits=SandboxLimits(wall_s=60, cpu_s=5))"], env={**os.environ})
+                                "limits=SandboxLimits(wall_s=60, cpu_s=5))"],
+                               env={**os.environ, "TMPDIR": str(tmp_path)})  # a killed trainer leaves its job's dir
     try:
         deadline = time.monotonic() + 10
         while not runner_processes() and time.monotonic() < deadline:
