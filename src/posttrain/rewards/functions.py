@@ -85,7 +85,7 @@ def explain_numeric(prompt: Prompt, completion: str) -> tuple[float, str]:
     shown = answer if isinstance(answer, str) else f"{answer:g}"
     if got is None:
         return score, f"no number found, expected {shown}"
-    return score, f"extracted {got}, expected {shown}" + ("" if score or got == shown else f" (= {expected})")
+    return score, f"extracted {got}, expected {shown}" + ("" if str(expected) == shown else f" (= {expected})")
 
 
 def explain_exact(prompt: Prompt, completion: str) -> tuple[float, str]:
