@@ -4,7 +4,7 @@
 
 Each row has `prompt`, `completion` (a string or a list of messages, TRL's prompt-completion format) and the
 reference fields the reward reads (`answer`, `tests`, ...). Each is written back unchanged plus `reward` (the
-total), `reason` (why: the reward's own explanation, e.g. "extracted 41, expected 42") and, for a weighted
+total; fields this command wrote before are replaced, so a scored file can be scored again), `reason` (why: the reward's own explanation, e.g. "extracted 41, expected 42") and, for a weighted
 sum, `reward_parts` (each part's unweighted value). The output is written atomically (a temporary file renamed
 into place), and a summary table (mean, min, max and count per part and for the total) is printed. Bad input
 (an unknown spec, a row that cannot be read, a row without a field the reward reads) is one line naming the
@@ -82,7 +82,7 @@ def score_file(cfg: ScoreConfig) -> dict[str, Any]:
     scores, reasons = explain_completions(reward, prompts, completions)
     scored = []
     for i, row in enumerate(rows):
-        out = {**row, "reward": scores.total[i], "reason": reasons[i]}
+        out = {**{k: v for k, v in row.items() if k not in WRITTEN}, "reward": scores.total[i], "reason": reasons[i]}
         if scores.parts:
             out["reward_parts"] = {name: values[i] for name, values in scores.parts.items()}
         scored.append(out)
