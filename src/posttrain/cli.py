@@ -104,6 +104,7 @@ def _generate(argv: list[str]) -> int:
     from posttrain.config import parse_config
     from posttrain.generate import GenerateConfig, generate
 
+    _register_sources()
     generate(parse_config(GenerateConfig, argv, prog="posttrain generate"))
     return 0
 
@@ -119,6 +120,7 @@ def _eval(argv: list[str]) -> int:
     from posttrain.config import parse_config
     from posttrain.eval.suite import SuiteConfig, print_results, run_suite
 
+    _register_sources()
     print_results(run_suite(parse_config(SuiteConfig, argv, prog="posttrain eval")))
     return 0
 
@@ -142,6 +144,7 @@ def _demo(argv: list[str]) -> int:
 def _data(argv: list[str]) -> int:
     from posttrain import pairs
 
+    _register_sources()
     actions = {"pairs": pairs.main}  # posttrain data ACTION [OPTIONS]
     if argv[:1] in (["-h"], ["--help"]):
         print(f"usage: posttrain data {{{','.join(actions)}}} [OPTIONS]   (posttrain data ACTION --help for every option)")

@@ -109,3 +109,14 @@ def test_overlong_counts_the_named_tokenizers_tokens(tmp_path, tiny_dir):
         text = row["completion"] if isinstance(row["completion"], str) else row["completion"][0]["content"]
         n = len(tokenizer.encode(text, add_special_tokens=False))
         assert got["reward"] == overlong_penalty(n, 20, 5) and got["reason"].startswith(f"{n} tokens")
+
+
+def test_generate_output_is_scored_as_it_is(tmp_path, tiny_dir, capsys):
+    """posttrain generate keeps a prompt's fields under "reference": score reads them there."""
+    gen, out = tmp_path / "gen.jsonl", tmp_path / "scored.jsonl"
+    assert main(["generate", "--model.name", str(tiny_dir), "--prompts", "reasoning_gym:basic_arithmetic?size=2",
+                 "--sampling.max-new-tokens", "4", "--no-progress", "--output", str(gen)]) == 0
+    assert main(["score", "--reward", "reasoning_gym+numeric", "--data", str(gen), "--output", str(out)]) == 0
+    scored = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(scored) == 2 and all(set(r["reward_parts"]) == {"reasoning_gym", "numeric"} for r in scored)
+    assert all(r["reason"].startswith("reasoning_gym=") for r in scored)

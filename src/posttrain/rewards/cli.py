@@ -3,7 +3,8 @@
     posttrain score --reward numeric+0.2*think_format --data rows.jsonl --output scored.jsonl
 
 Each row has `prompt`, `completion` (a string or a list of messages, TRL's prompt-completion format) and the
-reference fields the reward reads (`answer`, `tests`, ...). Each is written back unchanged plus `reward` (the
+reference fields the reward reads (`answer`, `tests`, ...), at the top level or in a `reference` object (so the
+output of `posttrain generate --output` can be scored as it is). Each is written back unchanged plus `reward` (the
 total; fields this command wrote before are replaced, so a scored file can be scored again), `reason` (why: the reward's own explanation, e.g. "extracted 41, expected 42") and, for a weighted
 sum, `reward_parts` (each part's unweighted value). The output is written atomically (a temporary file renamed
 into place), and a summary table (mean, min, max and count per part and for the total) is printed. Bad input
@@ -38,8 +39,8 @@ class ScoreConfig:
     `format(pattern=REGEX)`, `length(target=N)`, `overlong(max=N,cache=N)`, `code`, `reasoning_gym`), `rm:PATH`,
     `module:function`, or a weighted sum such as `numeric+0.2*think_format`."""
     data: str
-    """Rows with `prompt`, `completion` and the reference fields the reward reads: a JSONL, JSON, CSV or Parquet
-    file."""
+    """Rows with `prompt`, `completion` and the reference fields the reward reads (at the top level or in a
+    `reference` object, as `posttrain generate` writes them): a JSONL, JSON, CSV or Parquet file."""
     output: str
     """The JSONL file to write: each row as read plus `reward`, `reason` and (for a sum) `reward_parts`."""
     tokenizer: str | None = None
@@ -53,8 +54,9 @@ class ScoreConfig:
 
 
 def read_scoring_rows(source: str) -> tuple[list[dict[str, Any]], list[Prompt], list[str]]:
-    """The rows of `source`, and each as a Prompt (its other fields the reference) and a completion text; a
-    row without `prompt` or `completion` is a DataError naming `file:line`."""
+    """The rows of `source`, and each as a Prompt (its other fields the reference, and those of a `reference`
+    object, as `posttrain generate` writes them) and a completion text (a message list's contents joined by
+    newlines); a row without `prompt` or `completion` is a DataError naming `file:line`."""
     rows, prompts, completions = [], [], []
     for where, row in load_rows(source):
         fields = {k: v for k, v in row.items() if v is not None and k not in WRITTEN}
@@ -62,7 +64,10 @@ def read_scoring_rows(source: str) -> tuple[list[dict[str, Any]], list[Prompt], 
             record = PromptCompletion.from_dict(fields)
         except RecordError as e:
             raise DataError(row_error(where, e)) from None
-        reference = {k: v for k, v in fields.items() if k not in ("prompt", "completion")}
+        reference = {k: v for k, v in fields.items() if k not in ("prompt", "completion", "reference")}
+        nested = fields.get("reference")
+        if isinstance(nested, dict):  # posttrain generate writes the prompt's fields under "reference"
+            reference = {**nested, **reference}
         rows.append(row)
         prompts.append(Prompt(record.prompt, reference, record.plain))
         completions.append("\n".join(m.content for m in record.completion))
@@ -106,7 +111,8 @@ def print_summary(summary: dict[str, Any], output: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"posttrain score --reward {summary['reward']}")
+    print(f"reward {summary['reward']} on {summary['total']['count']} rows:")
+    table = Table()
     for column in ("reward", "mean", "min", "max", "count"):
         table.add_column(column, justify="left" if column == "reward" else "right")
     named = [*summary["parts"].items(), ("total" if summary["parts"] else summary["reward"], summary["total"])]
