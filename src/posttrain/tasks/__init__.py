@@ -48,6 +48,10 @@ def _smollm2_prefs(split: str = "train", **options: str) -> list[dict]:
     return _shipped_rows("smollm2_prefs.jsonl", split, options)
 
 
+def _python(split: str = "train", **options: str) -> list[dict]:
+    return _shipped_rows("python.jsonl", split, options)
+
+
 TASKS: dict[str, Task] = {
     "arithmetic": Task(arithmetic.rows, arithmetic.REWARD,
                        "a op b with exact answers, made on the fly (tasks/arithmetic.py)"),
@@ -55,5 +59,7 @@ TASKS: dict[str, Task] = {
     "smollm2-prefs": Task(_smollm2_prefs, None,
                           "the shipped instruction-following pairs (made by python -m posttrain.tasks.smollm2_prefs): "
                           "chosen follows the prompt's instruction, rejected ignores it"),
+    "python": Task(_python, "code", "21 small Python functions to write, each with assert tests and a reference "
+                                    "solution (rewards/sandbox.py runs them; docs/sandbox.md)"),
 }
 """Built-in tasks by the name `builtin:NAME` sources use."""
