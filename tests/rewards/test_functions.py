@@ -228,11 +228,23 @@ def test_explained_sum_lists_each_part_with_its_value_and_reason():
     assert reasons == ["numeric=1 (extracted 68, expected 68); think_format=0 (<think> appears 0 times, not once)"]
 
 
-def test_code_resolves_to_the_sandbox_or_says_it_is_missing():
-    try:
-        from posttrain.rewards.sandbox import CodeReward
-    except ImportError:
-        with pytest.raises(ConfigError, match="the sandboxed code reward .* is not in this build"):
-            resolve_reward("code")
-    else:
-        assert isinstance(resolve_reward("code"), CodeReward)
+def test_code_resolves_to_the_sandbox_with_its_limits_and_needs_tests():
+    from posttrain.rewards.sandbox import CodeReward
+
+    plain = resolve_reward("code")
+    assert isinstance(plain, CodeReward) and required_fields(plain) == {"tests"}
+    tuned = resolve_reward("code(fraction=true, wall_s=2.5, memory_mb=256)")
+    assert tuned.fraction is True and tuned.sandbox.limits.wall_s == 2.5 and tuned.sandbox.limits.memory_mb == 256
+    with pytest.raises(ConfigError, match="fraction='yes' is not true or false"):
+        resolve_reward("code(fraction=yes)")
+    with pytest.raises(ConfigError, match="SandboxLimits.wall_s must be > 0"):
+        resolve_reward("code(wall_s=0)")
+
+
+def test_code_reasons_come_from_the_sandbox(tmp_path):
+    prompt = Prompt((Message("user", "Write double(x)."),), {"tests": ["assert double(2) == 4"]})
+    scores, reasons = explain_completions(resolve_reward("code"), [prompt, prompt],
+                                          ["```python\ndef double(x):\n    return 2 * x\n```",
+                                           "```python\ndef double(x):\n    return x\n```"])
+    assert scores.total == [1.0, 0.0]
+    assert reasons[0] == "passed" and reasons[1].startswith("failed: AssertionError")

@@ -184,13 +184,17 @@ def overlong_reward(max: int, cache: int, tokenizer: Any) -> Verifier:  # noqa: 
                     functools.partial(explain_overlong, max_tokens=max, cache_tokens=cache, tokenizer=tokenizer))
 
 
-def code_reward() -> RewardFn:
-    """`code`: the completion's code run against the prompt's `tests` in the sandbox (`rewards.sandbox`)."""
-    try:
-        from posttrain.rewards.sandbox import CodeReward
-    except ImportError:
-        raise ValueError("the sandboxed code reward (rewards/sandbox.py) is not in this build of posttrain") from None
-    return CodeReward()
+def code_reward(fraction: bool = False, workers: int = 4, wall_s: float = 5.0, cpu_s: int = 2,
+                memory_mb: int = 512) -> RewardFn:
+    """`code` / `code(fraction=true,wall_s=10,...)`: the completion's code run against the prompt's `tests` in
+    the sandbox (`rewards.sandbox.CodeReward`; the limits are `SandboxLimits`', docs/sandbox.md)."""
+    from posttrain.rewards.sandbox import CodeReward, SandboxLimits
+
+    limits = SandboxLimits(wall_s=wall_s, cpu_s=cpu_s, memory_mb=memory_mb)
+    reward = CodeReward(limits, workers=workers, fraction=fraction)
+    if not hasattr(reward, "reference_fields"):
+        reward.reference_fields = frozenset({"tests"})  # what sandbox.tests_of reads (`setup` is optional)
+    return reward
 
 
 def reasoning_gym_reward() -> RewardFn:
@@ -308,7 +312,7 @@ def _arguments(text: str) -> dict[str, str]:
 
 def _usage(name: str, factory: Callable[..., RewardFn]) -> str:
     params = [p for p in inspect.signature(factory, eval_str=True).parameters.values() if p.name != "tokenizer"]
-    return f"{name}(" + ",".join(f"{p.name}=" + ("N" if p.annotation in (int, int | None) else "VALUE")
+    return f"{name}(" + ",".join(f"{p.name}=" + ("N" if p.annotation in (int, int | None, float) else "BOOL" if p.annotation is bool else "VALUE")
                                  for p in params) + ")" if params else name
 
 
@@ -325,9 +329,11 @@ def _build(name: str, factory: Callable[..., RewardFn], args: dict[str, str], to
     for key, value in args.items():
         kind = params[key].annotation
         try:
-            kwargs[key] = int(value) if kind in (int, int | None) else float(value) if kind is float else value
+            kwargs[key] = (int(value) if kind in (int, int | None) else float(value) if kind is float
+                           else _boolean(value) if kind is bool else value)
         except ValueError:
-            raise ValueError(f"{name}: {key}={value!r} is not a number (usage: {_usage(name, factory)})") from None
+            raise ValueError(f"{name}: {key}={value!r} is not {'true or false' if kind is bool else 'a number'} "
+                             f"(usage: {_usage(name, factory)})") from None
     if "tokenizer" in params:
         if tokenizer is None:
             raise ValueError(f"{name} counts tokens with the policy's tokenizer, and none was given "
@@ -337,6 +343,12 @@ def _build(name: str, factory: Callable[..., RewardFn], args: dict[str, str], to
         return factory(**kwargs)
     except ValueError as e:
         raise ValueError(f"{name}: {e}") from None
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() not in ("true", "false"):
+        raise ValueError(text)
+    return text.lower() == "true"
 
 
 def _reward_model(path: str, device: str) -> RewardFn:
