@@ -49,6 +49,8 @@ from posttrain.rewards.verifiers import (
         ("Answer = -3, since 2 - 5", "-3"),
         ("the answer is 4, #### 5", "5"),
         ("the answer is $7$ dollars, about 8 euros", "7"),
+        ("The answer is: **15**, not 16", "15"),
+        ("the answer isn't 5, it's 6", "6"),
         # fractions and bare decimals stay one number
         ("It is 3/4 of the cake.", "3/4"),
         ("The answer is 1/2.", "1/2"),

@@ -35,8 +35,9 @@ _HASHES_RE = re.compile(r"####\s*\$?\s*(" + _VALUE + ")")
 # LaTeX answers (MATH-style): the inside of \boxed{...}, one level of nested braces allowed (\boxed{\frac{1}{2}}).
 _BOXED_RE = re.compile(r"\\boxed\s*\{((?:[^{}]|\{[^{}]*\})*)\}")
 _FRAC_RE = re.compile(r"\\[dt]?frac\s*\{\s*(" + _NUMBER + r")\s*\}\s*\{\s*(\d+)\s*\}")
-# "The answer is 42", "final answer: 42", "Answer = 42" (case-insensitive), a "$" or "\boxed{" allowed before it.
-_ANSWER_IS_RE = re.compile(r"answer\s*(?:is|:|=)\s*[$\\({]*\s*(" + _VALUE + ")", re.IGNORECASE)
+# "The answer is 42", "answer is: 42", "final answer: 42", "Answer = 42" (any case); "$", "(", "**" (Markdown
+# bold) may open the number.
+_ANSWER_IS_RE = re.compile(r"answer\s*(?:is\s*:?|:|=)\s*[$\\({*]*\s*(" + _VALUE + ")", re.IGNORECASE)
 _ANSWER_TAG_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 # DeepSeek-R1's template (arXiv:2501.12948 table 1): reasoning in <think>, then the answer in <answer>, nothing
 # else around them, and neither tag repeated inside the other's text.
