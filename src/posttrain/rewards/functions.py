@@ -310,30 +310,48 @@ def _arguments(text: str) -> dict[str, str]:
     return args
 
 
+_NUMBERS = (int, int | None, float)
+
+
 def _usage(name: str, factory: Callable[..., RewardFn]) -> str:
+    """`overlong(max=N,cache=N)`: the spec form of a factory, from its typed parameters."""
     params = [p for p in inspect.signature(factory, eval_str=True).parameters.values() if p.name != "tokenizer"]
-    return f"{name}(" + ",".join(f"{p.name}=" + ("N" if p.annotation in (int, int | None, float) else "BOOL" if p.annotation is bool else "VALUE")
-                                 for p in params) + ")" if params else name
+    shown = [f"{p.name}=" + ("N" if p.annotation in _NUMBERS else "BOOL" if p.annotation is bool else "VALUE")
+             for p in params]
+    return f"{name}({','.join(shown)})" if params else name
+
+
+def _convert(kind: Any, value: str) -> Any:
+    """A spec argument as its parameter's type: int, float, bool (`true`/`false`) or str; ValueError if not."""
+    if kind in (int, int | None):
+        return int(value)
+    if kind is float:
+        return float(value)
+    if kind is bool:
+        if value.lower() not in ("true", "false"):
+            raise ValueError(value)
+        return value.lower() == "true"
+    return value
 
 
 def _build(name: str, factory: Callable[..., RewardFn], args: dict[str, str], tokenizer: Any) -> RewardFn:
-    """`factory(**args)` with each value converted to its parameter's type (int, float or str)."""
+    """`factory(**args)` with each value converted to its parameter's type, and the tokenizer where it takes one."""
     params = inspect.signature(factory, eval_str=True).parameters
-    unknown = sorted(set(args) - set(params) | ({"tokenizer"} & set(args)))
+    usage = f"(usage: {_usage(name, factory)})"
+    unknown = sorted(key for key in args if key not in params or key == "tokenizer")
     if unknown:
-        raise ValueError(f"{name} takes no argument {unknown[0]!r} (usage: {_usage(name, factory)})")
+        raise ValueError(f"{name} takes no argument {unknown[0]!r} {usage}")
     missing = [p for p in params.values() if p.default is p.empty and p.name not in args and p.name != "tokenizer"]
     if missing:
-        raise ValueError(f"{name} needs {missing[0].name}=... (usage: {_usage(name, factory)})")
+        raise ValueError(f"{name} needs {missing[0].name}=... {usage}")
     kwargs: dict[str, Any] = {}
     for key, value in args.items():
         kind = params[key].annotation
         try:
-            kwargs[key] = (int(value) if kind in (int, int | None) else float(value) if kind is float
-                           else _boolean(value) if kind is bool else value)
+            kwargs[key] = _convert(kind, value)
         except ValueError:
             raise ValueError(f"{name}: {key}={value!r} is not {'true or false' if kind is bool else 'a number'} "
-                             f"(usage: {_usage(name, factory)})") from None
+                             f"{usage}") from None
     if "tokenizer" in params:
         if tokenizer is None:
             raise ValueError(f"{name} counts tokens with the policy's tokenizer, and none was given "
@@ -343,12 +361,6 @@ def _build(name: str, factory: Callable[..., RewardFn], args: dict[str, str], to
         return factory(**kwargs)
     except ValueError as e:
         raise ValueError(f"{name}: {e}") from None
-
-
-def _boolean(text: str) -> bool:
-    if text.lower() not in ("true", "false"):
-        raise ValueError(text)
-    return text.lower() == "true"
 
 
 def _reward_model(path: str, device: str) -> RewardFn:
