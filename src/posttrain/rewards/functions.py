@@ -174,10 +174,11 @@ def format_reward(pattern: str) -> Verifier:
 def length_reward(target: int, zero_at: int | None = None) -> Verifier:
     """`length(target=N, zero_at=M)`: 1.0 up to N characters, linearly down to 0.0 at M (default 2N)."""
     verifiers.length_penalty("", target, zero_at_chars=zero_at)  # checks target < zero_at now, not mid-run
-    return Verifier(f"length(target={target},zero_at={zero_at})", functools.partial(explain_length, target=target, zero_at=zero_at))
+    return Verifier(f"length(target={target},zero_at={zero_at})",
+                    functools.partial(explain_length, target=target, zero_at=zero_at))
 
 
-def overlong_reward(max: int, cache: int, tokenizer: Any) -> Verifier:  # noqa: A002  `max` is the spec's word
+def overlong_reward(max: int, cache: int, tokenizer: Any) -> Verifier:  # `max` shadows the builtin: the spec's word
     """`overlong(max=L_MAX, cache=L_CACHE)`: DAPO's soft overlong penalty in [-1, 0], in the policy's tokens."""
     verifiers.overlong_penalty(0, max, cache)  # checks 0 < cache <= max now
     return Verifier(f"overlong(max={max},cache={cache})",
