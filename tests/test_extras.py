@@ -27,9 +27,9 @@ def test_a_missing_module_names_what_needs_it_and_the_install_command():
 def test_the_core_imports_leave_the_extras_unimported():
     """A fresh interpreter importing the loaders, the recipes and the CLI has not imported any extra."""
     modules = ["posttrain.data.load", "posttrain.models.load", "posttrain.recipes.sft", "posttrain.recipes.dpo",
-               "posttrain.recipes.reward_model", "posttrain.cli"]
+               "posttrain.recipes.reward_model", "posttrain.cli", "posttrain.rewards.gym", "posttrain.rewards.cli"]
     code = "; ".join([*(f"import {m}" for m in modules), "import sys",
-                      "print(sorted(m for m in ('datasets', 'pyarrow', 'gguf') if m in sys.modules))"])
+                      "print(sorted(m for m in ('datasets', 'pyarrow', 'gguf', 'reasoning_gym') if m in sys.modules))"])
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

@@ -18,7 +18,7 @@ Layers, bottom to top. A module imports only from its own layer or the ones belo
 6. `training, rl.engine` — the engine: data order, accumulation, evaluation, checkpoints, metrics, DDP; the
    online-RL step (sample, score, advantages, updates)
 7. `recipes, eval, feedback` — one file per algorithm; evaluation and its statistics; the human-feedback app
-8. `cli, __main__, demo, generate, pairs, models.cli, feedback.cli` — the commands
+8. `cli, __main__, demo, generate, pairs, models.cli, feedback.cli, rewards.cli` — the commands
 """
 
 __version__ = "0.1.0"

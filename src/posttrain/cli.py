@@ -22,6 +22,7 @@ commands:
   eval       models x tasks: accuracy, pass@k, win rates, Bradley-Terry ratings, each with a 95% interval
   report     one self-contained HTML file: training curves, evaluation tables, responses side by side
   generate   sample completions for prompts with the built-in batched sampler
+  score      score a file's completions with a reward spec (reward and reason per row, a summary table)
   models     make the built-in tiny model, prepare SmolLM2, list known short names
   data       data tools: `data pairs` samples a policy and lets a simulated rater make preference pairs
   feedback   the human-feedback web app: `feedback init|serve|import|generate|export|stats`
@@ -29,8 +30,10 @@ commands:
 
 
 def _register_sources() -> None:
-    """Sources that layers above data/ read (`feedback:DB_URL#CAMPAIGN`; see data/load.py's register_source)."""
+    """Sources that layers above data/ read (`feedback:DB_URL#CAMPAIGN`, `reasoning_gym:NAME`; see data/load.py's
+    register_source)."""
     import posttrain.feedback.source  # noqa: F401  registers feedback:; imports no SQLAlchemy until one is read
+    import posttrain.rewards.gym  # noqa: F401  registers reasoning_gym:; imports reasoning_gym only when one is read
 
 
 def _sft(argv: list[str]) -> int:
@@ -101,14 +104,23 @@ def _generate(argv: list[str]) -> int:
     from posttrain.config import parse_config
     from posttrain.generate import GenerateConfig, generate
 
+    _register_sources()
     generate(parse_config(GenerateConfig, argv, prog="posttrain generate"))
     return 0
+
+
+def _score(argv: list[str]) -> int:
+    from posttrain.rewards.cli import main as score_main
+
+    _register_sources()
+    return score_main(argv)
 
 
 def _eval(argv: list[str]) -> int:
     from posttrain.config import parse_config
     from posttrain.eval.suite import SuiteConfig, print_results, run_suite
 
+    _register_sources()
     print_results(run_suite(parse_config(SuiteConfig, argv, prog="posttrain eval")))
     return 0
 
@@ -132,6 +144,7 @@ def _demo(argv: list[str]) -> int:
 def _data(argv: list[str]) -> int:
     from posttrain import pairs
 
+    _register_sources()
     actions = {"pairs": pairs.main}  # posttrain data ACTION [OPTIONS]
     if argv[:1] in (["-h"], ["--help"]):
         print(f"usage: posttrain data {{{','.join(actions)}}} [OPTIONS]   (posttrain data ACTION --help for every option)")
@@ -159,10 +172,11 @@ def config_classes() -> dict[str, type]:
     from posttrain.recipes.dpo import DPOConfig
     from posttrain.recipes.reward_model import RewardModelConfig
     from posttrain.recipes.sft import SFTConfig
+    from posttrain.rewards.cli import ScoreConfig
 
     return {"posttrain sft": SFTConfig, "posttrain rm": RewardModelConfig, "posttrain dpo": DPOConfig,
             "posttrain generate": GenerateConfig, "posttrain eval": SuiteConfig, "posttrain data pairs": PairsConfig,
-            "posttrain report": ReportConfig, "posttrain demo": DemoConfig,
+            "posttrain score": ScoreConfig, "posttrain report": ReportConfig, "posttrain demo": DemoConfig,
             **{f"posttrain feedback {action}": cls for action, (cls, _) in FEEDBACK.items()}}
 
 
@@ -183,6 +197,7 @@ COMMANDS = {
     "dpo": _dpo,
     "rm": _rm,
     "generate": _generate,
+    "score": _score,
     "models": _models,
     "feedback": _feedback,
 }

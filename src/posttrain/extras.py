@@ -2,7 +2,8 @@
 
 The core install stays light; heavy packages needed by one feature live in pyproject.toml's extras
 (`datasets`: pyarrow and datasets, for parquet files and `save_to_disk` folders; `gguf`: GGUF files and
-the built-in `smollm2`; `wandb` and `trackio`: the trackers of `--run.trackers`). Imports only the standard
+the built-in `smollm2`; `wandb` and `trackio`: the trackers of `--run.trackers`; `gym`: reasoning-gym's
+generators and scorers). Imports only the standard
 library and `posttrain.errors`.
 """
 

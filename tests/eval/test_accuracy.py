@@ -45,7 +45,7 @@ def test_each_score_is_the_reward_of_prompt_and_completion(tiny_dir):
 
 @pytest.mark.parametrize("spec, words", [
     ("math:pi", ["reward='math:pi'", "not a function"]),
-    ("nonsense", ["reward='nonsense'", "write numeric, exact, or module:function"]),
+    ("nonsense", ["reward='nonsense'", "unknown reward", "rm:PATH, module:function, or a weighted sum"]),
 ])
 def test_a_bad_reward_is_one_line_before_any_model_loads(capsys, spec, words):
     assert main(["eval", "--reward", spec, "--model.name", "no/such-model"]) == 2

@@ -11,7 +11,19 @@ import pytest
 
 from posttrain.data.records import Message, Prompt
 from posttrain.errors import ConfigError, DataError
-from posttrain.rewards.functions import REWARDS, exact_reward, numeric_reward, resolve_reward
+from posttrain.rewards.functions import (
+    REWARDS,
+    Verifier,
+    WeightedSum,
+    check_reference_fields,
+    exact_reward,
+    math_reward,
+    numeric_reward,
+    required_fields,
+    resolve_reward,
+    think_format_reward,
+)
+from posttrain.rewards.score import explain_completions, score_completions
 
 PROMPT = Prompt((Message("user", "What is 23 + 45?"),), {"answer": "68"})
 NO_ANSWER = Prompt((Message("user", "Say hello."),), {"source": "chat"})
@@ -59,22 +71,46 @@ def test_resolve_reward_names_and_module_function():
 
 
 @pytest.mark.parametrize("spec, words", [
-    ("numerik", ["reward='numerik'", "unknown"]),
-    (":shorter_is_better", ["reward=':shorter_is_better'", "unknown"]),
-    ("math:", ["reward='math:'", "unknown"]),
+    ("numerik", ["reward='numerik'", "unknown reward 'numerik' (did you mean numeric?)"]),
+    (":shorter_is_better", ["reward=':shorter_is_better'", "is not module:function"]),
+    ("os.path:", ["reward='os.path:'", "is not module:function"]),
     ("no_such_module_here:f", ["cannot import module 'no_such_module_here'", "No module named"]),
     ("math:no_such_function", ["module 'math' has no attribute 'no_such_function'"]),
     (f"{__name__}:NOT_A_FUNCTION", ["'NOT_A_FUNCTION' is a int, not a function"]),
+    ("numeric+", ["an empty term"]),
+    ("numeric+0.2*", ["an empty term"]),
+    ("numeric+0.2*thinkformat", ["term 'thinkformat'", "did you mean think_format?"]),
+    ("numeric+0.2*no_such_module_here:f", ["term 'no_such_module_here:f'", "cannot import"]),
+    ("format", ["format needs pattern=...", "usage: format(pattern=VALUE)"]),
+    ("format(x=1)", ["format takes no argument 'x'"]),
+    ("format(pattern='(')", ["is not a regular expression"]),
+    ("format(pattern='a'", ["unclosed ("]),
+    ("format(pattern='a)", ["unclosed '"]),
+    ("numeric)", ["a ')' closes no '('"]),
+    ("numeric(x=1)", ["numeric takes no arguments"]),
+    ("length(target=ten)", ["target='ten' is not a number", "usage: length(target=N,zero_at=N)"]),
+    ("length(target=10,zero_at=5)", ["target_chars < zero_at_chars"]),
+    ("length(target=10,target=20)", ["argument 'target' is given twice"]),
+    ("length(10)", ["argument '10' should be written key=value"]),
+    ("overlong(max=10,cache=4)", ["counts tokens with the policy's tokenizer", "--tokenizer"]),
+    ("overlong(max=10,cache=4,tokenizer=x)", ["takes no argument 'tokenizer'"]),
+    ("rm:", ["rm: needs the reward model's folder"]),
 ])
 def test_resolve_reward_errors_are_one_line_and_say_what_to_write(spec, words):
     with pytest.raises(ConfigError) as info:
         resolve_reward(spec)
     message = str(info.value)
     assert "\n" not in message
-    assert "write numeric, exact, or module:function (a function taking (prompt_record, completion) -> float)" \
-        in message
+    assert message.startswith(f"reward={spec!r}: ")
+    assert message.endswith("rm:PATH, module:function, or a weighted sum such as numeric+0.2*think_format "
+                            "(docs/rewards.md)")
     for word in words:
         assert word in message, message
+
+
+def test_a_reward_named_twice_in_a_sum_is_refused():
+    with pytest.raises(ConfigError, match="numeric appears twice; give each reward one weight"):
+        resolve_reward("numeric + 0.5*numeric")
 
 
 def test_the_rewards_package_stays_light():
@@ -86,3 +122,129 @@ def test_the_rewards_package_stays_light():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_a_weighted_sum_has_parts_in_spec_order_and_is_itself_a_reward():
+    """numeric+0.2*think_format on a right, well-formed answer: 1 + 0.2 * 1 = 1.2; a right bare answer: 1.0."""
+    reward = resolve_reward("numeric + 0.2*think_format")
+    assert isinstance(reward, WeightedSum)
+    assert reward.parts == [("numeric", 1.0, numeric_reward), ("think_format", 0.2, think_format_reward)]
+    assert reward(PROMPT, "<think>3+5=8, 2+4=6</think><answer>68</answer>") == pytest.approx(1.2)
+    assert reward(PROMPT, "68") == 1.0
+    scores = score_completions(reward, [PROMPT, PROMPT], ["<think>x</think><answer>68</answer>", "67"])
+    assert scores.total == pytest.approx([1.2, 0.0])
+    assert scores.parts == {"numeric": [1.0, 0.0], "think_format": [1.0, 0.0]}
+
+
+def test_weights_may_be_negative_or_bare_decimals_and_a_single_weighted_term_is_a_sum():
+    """2*exact on "68": 2 * 1 = 2; -1*exact + .5*numeric on "67": -0 + 0 = 0, on "68": -1 + 0.5 = -0.5."""
+    doubled = resolve_reward("2*exact")
+    assert isinstance(doubled, WeightedSum) and doubled(PROMPT, "68") == 2.0
+    mixed = resolve_reward("-1*exact+.5*numeric")
+    assert [w for _, w, _ in mixed.parts] == [-1.0, 0.5]
+    assert mixed(PROMPT, "68") == pytest.approx(-0.5) and mixed(PROMPT, "67") == 0.0
+
+
+def test_arguments_are_typed_and_quoted_values_keep_plus_commas_and_parentheses():
+    """A regex with '+', ',' and ')' inside quotes is one argument; length's target is an int."""
+    reward = resolve_reward("numeric+format(pattern='(\\d+, )+#### \\d+')")
+    fmt = reward.parts[1][2]
+    assert fmt(PROMPT, "1, 2, #### 68") == 1.0 and fmt(PROMPT, "#### 68 ok") == 0.0
+    length = resolve_reward('length(target=4, zero_at="8")')
+    assert length(PROMPT, "x" * 6) == 0.5  # 1 - (6 - 4) / (8 - 4)
+
+
+def test_module_function_works_inside_a_sum():
+    reward = resolve_reward(f"numeric+0.5*{__name__}:shorter_is_better")
+    assert reward.parts[1][0] == f"{__name__}:shorter_is_better"
+    assert reward(PROMPT, "68") == pytest.approx(1 + 0.5 / 3)
+
+
+class CharTokenizer:
+    """A stand-in for the policy tokenizer: one token per character."""
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return [ord(c) for c in text]
+
+
+def test_overlong_counts_the_given_tokenizers_tokens():
+    """max 10, cache 4: 6 tokens -> 0; 8 -> (6 - 8) / 4 = -0.5; 11 -> -1."""
+    reward = resolve_reward("overlong(max=10,cache=4)", tokenizer=CharTokenizer())
+    assert [reward(PROMPT, "x" * n) for n in (6, 8, 11)] == [0.0, -0.5, -1.0]
+    assert reward.explain(PROMPT, "x" * 8)[1] == "8 tokens (0 up to 6, -1 past 10)"
+
+
+def test_required_fields_name_what_each_reward_reads():
+    assert required_fields(resolve_reward("numeric")) == {"answer"}
+    assert required_fields(resolve_reward("think_format")) == set()
+    assert required_fields(resolve_reward("think_format+0.5*math")) == {"answer"}
+    assert required_fields(shorter_is_better) == set()  # a user's function reads what it declares: nothing here
+    assert required_fields(Verifier("mine", lambda p, c: (1.0, ""), frozenset({"tests"}))) == {"tests"}
+
+
+def test_check_reference_fields_names_the_row_and_the_field(tmp_path):
+    data = tmp_path / "prompts.jsonl"
+    data.write_text('{"prompt": "2+2?", "answer": 4}\n\n{"prompt": "Say hi."}\n')
+    prompts = [Prompt.from_dict({"prompt": "2+2?", "answer": 4}), Prompt.from_dict({"prompt": "Say hi."})]
+    check_reference_fields(resolve_reward("think_format"), prompts, str(data))  # reads no field: fine
+    with pytest.raises(DataError) as info:
+        check_reference_fields(resolve_reward("think_format+numeric"), prompts, str(data))
+    assert str(info.value) == (f'{data}:3: has no "answer" field, which the reward think_format+numeric reads; '
+                               "add it to every row or pick another reward")
+
+
+@pytest.mark.parametrize("reward, completion, score, reason", [
+    (numeric_reward, "so #### 68", 1.0, "extracted 68, expected 68"),
+    (numeric_reward, "67", 0.0, "extracted 67, expected 68"),
+    (numeric_reward, "no idea", 0.0, "no number found, expected 68"),
+    (exact_reward, "68.", 0.0, "'68.' differs from '68' (case and spaces folded)"),
+    (math_reward, "$\\boxed{68}$", 1.0, "read 68, expected 68: equivalent"),
+    (math_reward, "$\\boxed{67}$", 0.0, "read 67, expected 68: not equivalent"),
+    (think_format_reward, "<answer>68</answer>", 0.0, "<think> appears 0 times, not once"),
+    (think_format_reward, "<think>a</think> and <answer>68</answer>", 0.0,
+     "tags out of order or text between </think> and <answer>"),
+])
+def test_each_built_in_explains_its_score(reward, completion, score, reason):
+    assert reward.explain(PROMPT, completion) == (score, reason)
+    assert reward(PROMPT, completion) == score
+
+
+def test_numeric_reason_shows_the_normalised_reference_when_it_is_written_otherwise():
+    prompt = Prompt(PROMPT.prompt, {"answer": "1,000"})
+    assert numeric_reward.explain(prompt, "999") == (0.0, "extracted 999, expected 1,000 (= 1000)")
+
+
+def test_a_reference_the_reward_cannot_read_is_a_data_error():
+    with pytest.raises(DataError, match='field "answer" .* is not a number .*; the numeric reward needs a number'):
+        numeric_reward(Prompt(PROMPT.prompt, {"answer": "forty"}), "40")
+    with pytest.raises(DataError, match="is not an expression math-verify can read"):
+        math_reward(Prompt(PROMPT.prompt, {"answer": " "}), "40")
+
+
+def test_explained_sum_lists_each_part_with_its_value_and_reason():
+    reward = resolve_reward("numeric+0.2*think_format")
+    scores, reasons = explain_completions(reward, [PROMPT], ["#### 68"])
+    assert scores.total == [1.0] and scores.parts == {"numeric": [1.0], "think_format": [0.0]}
+    assert reasons == ["numeric=1 (extracted 68, expected 68); think_format=0 (<think> appears 0 times, not once)"]
+
+
+def test_code_resolves_to_the_sandbox_with_its_limits_and_needs_tests():
+    from posttrain.rewards.sandbox import CodeReward
+
+    plain = resolve_reward("code")
+    assert isinstance(plain, CodeReward) and required_fields(plain) == {"tests"}
+    tuned = resolve_reward("code(fraction=true, wall_s=2.5, memory_mb=256)")
+    assert tuned.fraction is True and tuned.sandbox.limits.wall_s == 2.5 and tuned.sandbox.limits.memory_mb == 256
+    with pytest.raises(ConfigError, match="fraction='yes' is not true or false"):
+        resolve_reward("code(fraction=yes)")
+    with pytest.raises(ConfigError, match="SandboxLimits.wall_s must be > 0"):
+        resolve_reward("code(wall_s=0)")
+
+
+def test_code_reasons_come_from_the_sandbox(tmp_path):
+    prompt = Prompt((Message("user", "Write double(x)."),), {"tests": ["assert double(2) == 4"]})
+    scores, reasons = explain_completions(resolve_reward("code"), [prompt, prompt],
+                                          ["```python\ndef double(x):\n    return 2 * x\n```",
+                                           "```python\ndef double(x):\n    return x\n```"])
+    assert scores.total == [1.0, 0.0]
+    assert reasons[0] == "passed" and reasons[1].startswith("failed: AssertionError")

@@ -60,3 +60,28 @@ def test_mismatched_lists_are_refused(saved_rm):
     prompts, completions = prompts_and_completions()
     with pytest.raises(ValueError, match="5 prompts but 4 completions"):
         RewardFunction.load(saved_rm).score_batch(prompts, completions[:4])
+
+
+def test_rm_spec_resolves_to_the_reward_model_alone_or_in_a_sum(saved_rm):
+    """`rm:PATH` is a RewardFunction named after its spec; in `numeric+0.5*rm:PATH` it is scored batched and
+    the total is numeric + 0.5 * rm."""
+    from posttrain.rewards.functions import resolve_reward
+    from posttrain.rewards.score import score_completions
+
+    alone = resolve_reward(f"rm:{saved_rm}", device="cpu")
+    assert isinstance(alone, RewardFunction) and alone.name == f"rm:{saved_rm}"
+    prompts, completions = prompts_and_completions()
+    mixed = resolve_reward(f"numeric+0.5*rm:{saved_rm}", device="cpu")
+    scores = score_completions(mixed, prompts, completions)
+    rm_values = alone.score_batch(prompts, completions)
+    assert scores.parts[f"rm:{saved_rm}"] == pytest.approx(rm_values, abs=1e-5)
+    assert scores.parts["numeric"] == [1.0, 0.0, 1.0, 1.0, 0.0]  # 0, 3, 6, 9 right; "#### -12" is not 12
+    assert scores.total == pytest.approx([n + 0.5 * r for n, r in zip(scores.parts["numeric"], rm_values)], abs=1e-5)
+
+
+def test_rm_spec_with_a_missing_folder_is_a_model_error(tmp_path):
+    from posttrain.errors import UserError
+    from posttrain.rewards.functions import resolve_reward
+
+    with pytest.raises(UserError):
+        resolve_reward(f"rm:{tmp_path / 'nothing'}", device="cpu")

@@ -10,7 +10,8 @@ A source is one of:
 - a built-in task: `builtin:NAME`, `builtin:NAME/SPLIT`, `builtin:NAME/SPLIT?key=value&key=value`;
 - a source a higher layer registers with `register_source(prefix, ...)`: `feedback:DB_URL#CAMPAIGN`, a
   feedback campaign's judgments (registered by `posttrain.feedback.source`, which the `posttrain` command
-  imports; data/ cannot import feedback/, which sits above it).
+  imports; data/ cannot import feedback/, which sits above it), and `reasoning_gym:NAME?size=N&seed=S`, a
+  reasoning-gym generator's problems (registered by `posttrain.rewards.gym`, the `gym` extra).
 
 Every row goes through `records.parse_record`, and the whole source is checked before anything is
 returned. Each problem is a `DataError` whose first line names the place: `file:LINE` for JSONL and
@@ -55,7 +56,9 @@ class SourceReader:
 
 SOURCE_READERS: dict[str, SourceReader] = {}
 UNREGISTERED = {"feedback:": "posttrain.feedback.source (the `posttrain` command imports it; pip install "
-                             "'posttrain[feedback]')"}
+                             "'posttrain[feedback]')",
+                "reasoning_gym:": "posttrain.rewards.gym (the `posttrain` command imports it; pip install "
+                                  "'posttrain[gym]')"}
 
 
 def register_source(prefix: str, reader: SourceReader) -> None:
@@ -107,7 +110,7 @@ def load_records_with_report(
         except ValueError as e:
             n_bad += 1
             if len(errors) < SHOWN_ERRORS:
-                errors.append(_explain(where, e))
+                errors.append(row_error(where, e))
         if limit is not None and len(records) == limit:
             break
     if n_bad == 1 and not skip_invalid:
@@ -116,6 +119,22 @@ def load_records_with_report(
         head = f"{source}: {n_bad} of {n_rows} rows are invalid; first {len(errors)}:"
         raise DataError("\n".join([head, *(f"  {m}" for m in errors)]))
     return records, LoadReport(source, n_rows, n_bad, tuple(errors))
+
+
+def load_rows(source: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every row of `source` as the plain object it is (nulls kept), with its place (`file:LINE`, `SOURCE row N`),
+    for a command that writes rows back with fields added (`posttrain score`). A row that cannot be read, or is
+    not an object, is a DataError naming its place."""
+    rows = []
+    for where, read in _rows(str(source)):
+        try:
+            row = read()
+        except ValueError as e:
+            raise DataError(row_error(where, e)) from None
+        if not isinstance(row, dict):
+            raise DataError(f"{where}: row is a {type(row).__name__}, expected an object with named fields")
+        rows.append((where, row))
+    return rows
 
 
 def row_location(source: str, row: int) -> str:
@@ -135,7 +154,8 @@ def _without_nulls(row: Any) -> Any:
     return {k: v for k, v in row.items() if v is not None} if isinstance(row, dict) else row
 
 
-def _explain(where: str, e: ValueError) -> str:
+def row_error(where: str, e: ValueError) -> str:
+    """The one-line message for a row that cannot be read or parsed (a RecordError, bad JSON, bad UTF-8)."""
     if isinstance(e, RecordError):
         subject = "row" if e.field == "(row)" else f'field "{e.field}"'
         return f"{where}: {subject} {e.message}"
@@ -210,7 +230,7 @@ def _json_rows(source: str, path: Path) -> Rows:
         rows = json.loads(data.decode("utf-8-sig"))
     except UnicodeDecodeError as e:
         lineno = data[: e.start].count(b"\n") + 1
-        raise DataError(_explain(f"{source}:{lineno}", e)) from None
+        raise DataError(row_error(f"{source}:{lineno}", e)) from None
     except json.JSONDecodeError as e:
         raise DataError(f"{source}:{e.lineno}: invalid JSON: {e.msg} (column {e.colno})") from None
     if not isinstance(rows, list):
@@ -236,7 +256,7 @@ def _decoded_lines(source: str, path: Path) -> Iterator[str]:
             try:
                 yield raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
             except UnicodeDecodeError as e:
-                raise DataError(_explain(f"{source}:{lineno}", e)) from None
+                raise DataError(row_error(f"{source}:{lineno}", e)) from None
 
 
 def _csv_rows(source: str, path: Path) -> Rows:
@@ -327,7 +347,13 @@ def _builtin_rows(source: str) -> Rows:
 
 def parse_builtin(source: str) -> tuple[str, str, dict[str, str]]:
     """`builtin:NAME/SPLIT?k=v&k=v` -> (NAME, SPLIT or "train", {k: v})."""
-    spec, _, query = source[len(BUILTIN_PREFIX) :].partition("?")
+    return parse_source_options(source, BUILTIN_PREFIX)
+
+
+def parse_source_options(source: str, prefix: str) -> tuple[str, str, dict[str, str]]:
+    """`PREFIXNAME/SPLIT?k=v&k=v` -> (NAME, SPLIT or "train", {k: v}): built-in tasks and registered sources
+    such as `reasoning_gym:NAME?size=100` write their options so."""
+    spec, _, query = source[len(prefix) :].partition("?")
     name, _, split = spec.partition("/")
     options: dict[str, str] = {}
     for pair in filter(None, query.split("&")):

@@ -38,9 +38,12 @@ class RewardFunction:
     model: RewardModel
     tokenizer: Any
     batch_size: int = 32
+    name: str = "rm"
+    """What its scores are logged under (`rm:PATH` when a spec names it)."""
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu", batch_size: int = 32) -> "RewardFunction":
+    def load(cls, path: str | Path, device: str | torch.device = "cpu", batch_size: int = 32,
+             name: str | None = None) -> "RewardFunction":
         """A saved reward model (`posttrain rm`'s final/, or any num_labels=1 sequence classifier)."""
         device = torch.device(device)
         model_dir = resolve_model_dir(str(path))
@@ -52,7 +55,7 @@ class RewardFunction:
             raise ModelError(f"{model_dir} has no reward head (is it a causal LM?); train one with: "
                              f"posttrain rm --model.name {path} --data.train PAIRS.jsonl")
         model = RewardModel(classifier).to(device).eval()
-        return cls(model, load_tokenizer(str(model_dir)), batch_size)
+        return cls(model, load_tokenizer(str(model_dir)), batch_size, name or f"rm:{path}")
 
     def __call__(self, prompt_record: Prompt, completion: str) -> float:
         return self.score_batch([prompt_record], [completion])[0]

@@ -9,6 +9,9 @@ reward model, the sandbox) is called once for the whole batch, which is faster; 
 sum, `rewards.functions`) is scored part by part so each part's values can be logged. A reward that raises or
 returns NaN or an infinity stops the run with a `RewardError` naming the prompt and the completion: a broken
 reward is never silently counted as zero.
+
+`explain_completions` gives the same Scores plus one reason per completion ("extracted 41, expected 42"), from
+a reward's `explain` / `explain_batch` where it has one: what `posttrain score` writes beside each reward.
 """
 
 from __future__ import annotations
@@ -62,27 +65,34 @@ def reward_name(reward: Any) -> str:
     return str(getattr(reward, "name", None) or getattr(reward, "__name__", None) or type(reward).__name__)
 
 
-def score_one_reward(reward: Any, prompts: Sequence[Prompt], completions: Sequence[str]) -> list[float]:
-    """One finite float per completion from one reward (batched when it has `score_batch`), or a RewardError."""
-    name = reward_name(reward)
-    batch = getattr(reward, "score_batch", None)
-    if batch is not None:
-        try:
-            values = batch(list(prompts), list(completions))
-        except UserError:
-            raise
-        except Exception as e:  # a user's reward may fail in any way; say where
-            raise RewardError(f"reward {name}: raised {type(e).__name__}: {e} while scoring a batch of "
-                              f"{len(completions)} completions") from e
-        return _checked(name, values, prompts, completions)
+def _call_batch(name: str, batch: Any, prompts: Sequence[Prompt], completions: Sequence[str]) -> list[Any]:
+    try:
+        return list(batch(list(prompts), list(completions)))
+    except UserError:
+        raise
+    except Exception as e:  # a user's reward may fail in any way; say where
+        raise RewardError(f"reward {name}: raised {type(e).__name__}: {e} while scoring a batch of "
+                          f"{len(completions)} completions") from e
+
+
+def _call_each(name: str, fn: Any, prompts: Sequence[Prompt], completions: Sequence[str]) -> list[Any]:
     values = []
     for prompt, completion in zip(prompts, completions):
         try:
-            values.append(reward(prompt, completion))
+            values.append(fn(prompt, completion))
         except UserError:
             raise
         except Exception as e:
             raise _failure(name, prompt, completion, f"raised {type(e).__name__}: {e}") from e
+    return values
+
+
+def score_one_reward(reward: Any, prompts: Sequence[Prompt], completions: Sequence[str]) -> list[float]:
+    """One finite float per completion from one reward (batched when it has `score_batch`), or a RewardError."""
+    name = reward_name(reward)
+    batch = getattr(reward, "score_batch", None)
+    values = (_call_batch(name, batch, prompts, completions) if batch is not None
+              else _call_each(name, reward, prompts, completions))
     return _checked(name, values, prompts, completions)
 
 
@@ -96,3 +106,38 @@ def score_completions(reward: Any, prompts: Sequence[Prompt], completions: Seque
     values = {name: score_one_reward(part, prompts, completions) for name, _, part in parts}
     total = [sum(weight * values[name][i] for name, weight, _ in parts) for i in range(len(completions))]
     return Scores(total, values)
+
+
+def explain_one_reward(reward: Any, prompts: Sequence[Prompt], completions: Sequence[str]
+                       ) -> tuple[list[float], list[str]]:
+    """Like `score_one_reward`, with a reason per completion: from the reward's `explain_batch(prompts,
+    completions)` (the sandbox) or `explain(prompt, completion)` (the built-in verifiers), each giving
+    `(score, reason)`; a reward with neither is scored as usual and its reason is "NAME = VALUE"."""
+    name = reward_name(reward)
+    batch, each = getattr(reward, "explain_batch", None), getattr(reward, "explain", None)
+    if batch is None and each is None:
+        values = score_one_reward(reward, prompts, completions)
+        return values, [f"{name} = {value:.4g}" for value in values]
+    pairs = (_call_batch(name, batch, prompts, completions) if batch is not None
+             else _call_each(name, each, prompts, completions))
+    if not all(isinstance(p, tuple) and len(p) == 2 for p in pairs):
+        raise RewardError(f"reward {name}: its explain must give (score, reason) pairs")
+    values = _checked(name, [score for score, _ in pairs], prompts, completions)
+    return values, [str(reason) for _, reason in pairs]
+
+
+def explain_completions(reward: Any, prompts: Sequence[Prompt], completions: Sequence[str]
+                        ) -> tuple[Scores, list[str]]:
+    """`score_completions` plus why: one reason per completion (`explain_one_reward`); a weighted sum's reason
+    lists its parts, `NAME=VALUE (reason)` joined by "; ". What `posttrain score` writes."""
+    if len(prompts) != len(completions):
+        raise ValueError(f"got {len(prompts)} prompts but {len(completions)} completions")
+    parts = getattr(reward, "parts", None)
+    if not parts:
+        values, reasons = explain_one_reward(reward, prompts, completions)
+        return Scores(values), reasons
+    explained = {name: explain_one_reward(part, prompts, completions) for name, _, part in parts}
+    total = [sum(weight * explained[name][0][i] for name, weight, _ in parts) for i in range(len(completions))]
+    reasons = ["; ".join(f"{name}={explained[name][0][i]:.4g} ({explained[name][1][i]})" for name, _, _ in parts)
+               for i in range(len(completions))]
+    return Scores(total, {name: values for name, (values, _) in explained.items()}), reasons
