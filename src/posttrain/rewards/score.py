@@ -96,6 +96,11 @@ def score_one_reward(reward: Any, prompts: Sequence[Prompt], completions: Sequen
     return _checked(name, values, prompts, completions)
 
 
+def _weighted_total(parts: Sequence[tuple[str, float, Any]], values: dict[str, list[float]], n: int) -> list[float]:
+    """Each completion's weighted sum of its parts' values."""
+    return [sum(weight * values[name][i] for name, weight, _ in parts) for i in range(n)]
+
+
 def score_completions(reward: Any, prompts: Sequence[Prompt], completions: Sequence[str]) -> Scores:
     """Score `completions[i]` as an answer to `prompts[i]` (see the module docstring)."""
     if len(prompts) != len(completions):
@@ -104,8 +109,7 @@ def score_completions(reward: Any, prompts: Sequence[Prompt], completions: Seque
     if not parts:
         return Scores(score_one_reward(reward, prompts, completions))
     values = {name: score_one_reward(part, prompts, completions) for name, _, part in parts}
-    total = [sum(weight * values[name][i] for name, weight, _ in parts) for i in range(len(completions))]
-    return Scores(total, values)
+    return Scores(_weighted_total(parts, values, len(completions)), values)
 
 
 def explain_one_reward(reward: Any, prompts: Sequence[Prompt], completions: Sequence[str]
@@ -137,7 +141,7 @@ def explain_completions(reward: Any, prompts: Sequence[Prompt], completions: Seq
         values, reasons = explain_one_reward(reward, prompts, completions)
         return Scores(values), reasons
     explained = {name: explain_one_reward(part, prompts, completions) for name, _, part in parts}
-    total = [sum(weight * explained[name][0][i] for name, weight, _ in parts) for i in range(len(completions))]
+    values = {name: part_values for name, (part_values, _) in explained.items()}
     reasons = ["; ".join(f"{name}={explained[name][0][i]:.4g} ({explained[name][1][i]})" for name, _, _ in parts)
                for i in range(len(completions))]
-    return Scores(total, {name: values for name, (values, _) in explained.items()}), reasons
+    return Scores(_weighted_total(parts, values, len(completions)), values), reasons
