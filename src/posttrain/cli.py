@@ -18,6 +18,8 @@ commands:
   demo       run the whole loop on the built-in tiny model and arithmetic task
   sft        supervised fine-tuning on demonstrations (chat, prompt-completion or text)
   dpo        preference optimization (DPO, IPO, SimPO) on prompt/chosen/rejected pairs
+  grpo       online RL on a checkable reward (GRPO: group-normalised advantages, clipped updates, optional KL)
+  rloo       online RL with the leave-one-out baseline (RLOO)
   rm         reward model (Bradley-Terry) on preference pairs and rankings
   eval       models x tasks: accuracy, pass@k, win rates, Bradley-Terry ratings, each with a 95% interval
   report     one self-contained HTML file: training curves, evaluation tables, responses side by side
@@ -51,6 +53,24 @@ def _dpo(argv: list[str]) -> int:
 
     _register_sources()
     train(parse_config(DPOConfig, argv, prog="posttrain dpo"), given=given_options(DPOConfig, argv))
+    return 0
+
+
+def _grpo(argv: list[str]) -> int:
+    from posttrain.config import parse_config
+    from posttrain.recipes.grpo import GRPOConfig, train
+
+    _register_sources()
+    train(parse_config(GRPOConfig, argv, prog="posttrain grpo"), given=given_options(GRPOConfig, argv))
+    return 0
+
+
+def _rloo(argv: list[str]) -> int:
+    from posttrain.config import parse_config
+    from posttrain.recipes.rloo import RLOOConfig, train
+
+    _register_sources()
+    train(parse_config(RLOOConfig, argv, prog="posttrain rloo"), given=given_options(RLOOConfig, argv))
     return 0
 
 
@@ -170,11 +190,14 @@ def config_classes() -> dict[str, type]:
     from posttrain.generate import GenerateConfig
     from posttrain.pairs import PairsConfig
     from posttrain.recipes.dpo import DPOConfig
+    from posttrain.recipes.grpo import GRPOConfig
     from posttrain.recipes.reward_model import RewardModelConfig
+    from posttrain.recipes.rloo import RLOOConfig
     from posttrain.recipes.sft import SFTConfig
     from posttrain.rewards.cli import ScoreConfig
 
     return {"posttrain sft": SFTConfig, "posttrain rm": RewardModelConfig, "posttrain dpo": DPOConfig,
+            "posttrain grpo": GRPOConfig, "posttrain rloo": RLOOConfig,
             "posttrain generate": GenerateConfig, "posttrain eval": SuiteConfig, "posttrain data pairs": PairsConfig,
             "posttrain score": ScoreConfig, "posttrain report": ReportConfig, "posttrain demo": DemoConfig,
             **{f"posttrain feedback {action}": cls for action, (cls, _) in FEEDBACK.items()}}
@@ -195,6 +218,8 @@ COMMANDS = {
     "report": _report,
     "sft": _sft,
     "dpo": _dpo,
+    "grpo": _grpo,
+    "rloo": _rloo,
     "rm": _rm,
     "generate": _generate,
     "score": _score,

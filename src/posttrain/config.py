@@ -224,6 +224,9 @@ class SamplingParams:
     reaches top_p. 1 turns it off."""
     top_k: int = 0
     """Draw only from the top_k most likely tokens; 0 turns it off."""
+    min_p: float = 0.0
+    """Min-p sampling (arXiv:2407.01082): drop tokens whose probability (after temperature) is below min_p times
+    the most likely token's; scales the cut with the model's confidence. 0 turns it off; 0.05-0.1 is usual."""
     stop: tuple[str, ...] = ()
     """Stop a completion when its text contains one of these strings; the text is cut before the string
     (its tokens stay in the token ids). Matched in the text without special tokens."""
@@ -237,6 +240,7 @@ class SamplingParams:
         check(self.temperature >= 0, "temperature", "must be >= 0 (0 is greedy)", self.temperature)
         check(0 < self.top_p <= 1, "top_p", "must be in (0, 1] (1 turns nucleus sampling off)", self.top_p)
         check(self.top_k >= 0, "top_k", "must be >= 0 (0 turns top-k off)", self.top_k)
+        check(0 <= self.min_p < 1, "min_p", "must be in [0, 1) (0 turns min-p off)", self.min_p)
         check(all(isinstance(s, str) and s for s in self.stop), "stop", "must be non-empty strings", self.stop)
 
 

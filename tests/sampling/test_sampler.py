@@ -312,3 +312,55 @@ def test_smollm2_greedy_matches_generate():
     rollout = ModelSampler(model, tokenizer).sample(prompts, 1, greedy(24))
     assert rollout.completion_ids == hf_generate(model, tokenizer, prompts, 24)
     assert "Paris" in rollout.texts[0]
+
+
+def test_per_prompt_seeds_do_not_depend_on_the_other_prompts(model, tokenizer, prompts):
+    """With seeds, a prompt's samples are the same alone, in another order and in another batch size: what lets
+    each torchrun process sample its share of an RL step's prompts and draw what one process would."""
+    params = SamplingParams(max_new_tokens=10, temperature=1.0, top_k=50, seed=0)
+    seeds = [11, 22, 33, 44][: len(prompts)]
+    together = ModelSampler(model, tokenizer, batch_size=64).sample(prompts, 3, params, seeds=seeds)
+    order = list(reversed(range(len(prompts))))
+    reordered = ModelSampler(model, tokenizer, batch_size=3).sample([prompts[i] for i in order], 3, params,
+                                                                     seeds=[seeds[i] for i in order])
+    for k, i in enumerate(order):
+        assert reordered.completion_ids[3 * k : 3 * k + 3] == together.completion_ids[3 * i : 3 * i + 3]
+        alone = ModelSampler(model, tokenizer).sample([prompts[i]], 3, params, seeds=[seeds[i]])
+        assert alone.completion_ids == together.completion_ids[3 * i : 3 * i + 3]
+    assert len({tuple(c) for c in together.completion_ids}) > len(prompts)  # the samples of a prompt differ
+    other = ModelSampler(model, tokenizer).sample(prompts, 3, params, seeds=[s + 1 for s in seeds])
+    assert other.completion_ids != together.completion_ids
+
+
+def test_per_row_draws_follow_the_distribution():
+    """Inverse-CDF draws from per-row generators hit each token at its probability, never a filtered one."""
+    from posttrain.sampling.sampler import row_generators
+
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.2, 0.0]])).repeat(4000, 1)  # (B, V)
+    tokens, _ = choose_tokens(logits, SamplingParams(top_k=3), row_generators(range(4000), 1))
+    freq = torch.bincount(tokens, minlength=4).float() / 4000
+    torch.testing.assert_close(freq, torch.tensor([0.5, 0.3, 0.2, 0.0]), atol=0.03, rtol=0)
+
+
+def test_min_p_keeps_tokens_within_a_ratio_of_the_most_likely():
+    probs = torch.tensor([[0.5, 0.3, 0.12, 0.08]])
+    kept = torch.isfinite(filter_logits(probs.log(), min_p=0.2))[0].tolist()  # threshold 0.1
+    assert kept == [True, True, True, False]
+    assert torch.isfinite(filter_logits(probs.log(), min_p=0.99))[0].tolist() == [True, False, False, False]
+    with pytest.raises(ConfigError, match="min_p"):
+        SamplingParams(min_p=1.0)
+
+
+def test_stop_strings_found_late_in_a_long_completion(model, tokenizer, prompts):
+    """The stop check decodes a trailing window only; a stop string 30 tokens in is still found where a check
+    of the whole text finds it."""
+    sampler = ModelSampler(model, tokenizer)
+    plain = sampler.sample(prompts[:1], 1, greedy(40))
+    text = plain.texts[0]
+    stop = text[-6:-3]
+    first = text.index(stop)
+    rollout = sampler.sample(prompts[:1], 1, greedy(40, stop=(stop,)))
+    assert rollout.finish_reasons == ["stop"] and rollout.texts[0] == text[:first]
+    ids = rollout.completion_ids[0]
+    assert stop in tokenizer.decode(ids, skip_special_tokens=True)
+    assert stop not in tokenizer.decode(ids[:-1], skip_special_tokens=True)

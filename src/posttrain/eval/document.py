@@ -28,6 +28,10 @@ ALGORITHMS = {
             "AutoModelForCausalLM", "text-generation", "docs/algorithms/sft.md"),
     "dpo": ("dpo", "preference optimization on (prompt, chosen, rejected) pairs", "AutoModelForCausalLM",
             "text-generation", "docs/algorithms/dpo.md"),
+    "grpo": ("grpo", "online RL with group-normalised advantages (GRPO) on a checkable reward",
+             "AutoModelForCausalLM", "text-generation", "docs/algorithms/grpo.md"),
+    "rloo": ("rloo", "online RL with the leave-one-out baseline (RLOO) on a checkable reward",
+             "AutoModelForCausalLM", "text-generation", "docs/algorithms/rloo.md"),
     "rm": ("reward-model", "a Bradley-Terry reward model: a scalar head on the language model, trained on "
            "preference pairs and rankings", "AutoModelForSequenceClassification", "text-classification",
            "docs/algorithms/reward_model.md"),

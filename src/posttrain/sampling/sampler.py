@@ -13,7 +13,15 @@ log-probs and why each completion ended. Its loop, in order:
    dropped) as soon as it ends: on an end-of-sequence token ("eos", the token is kept), on a
    stop string in its decoded text ("stop") or at `max_new_tokens` ("length"). Which rows are
    finished is a boolean tensor, never a comparison with the pad id, so models whose pad token
-   is their eos token (SmolLM2) work.
+   is their eos token (SmolLM2) work. Stop strings are looked for in the decoded last few tokens
+   of each row only (enough to hold the longest stop string), so a step costs the same however long
+   the text so far.
+
+Randomness: by default one generator, seeded by `params.seed`, draws every token of the call. With
+`seeds` (one per prompt), sample j of prompt i draws from its own stream, seeded by (seeds[i], j), by
+inverse-CDF: its tokens do not depend on which other prompts share the call, their order or the batch
+size. RL uses this so that a torchrun process sampling its share of the prompts draws what one process
+drawing all of them would.
 
 Log-probs are those of the raw model, `log_softmax(logits)` at temperature 1 with no top-k or
 top-p, whatever the sampling settings: these are the old-policy log-probs RL ratios need
@@ -22,6 +30,7 @@ top-p, whatever the sampling settings: these are the old-policy log-probs RL rat
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -57,14 +66,22 @@ class Rollout:
 
 
 class Sampler(Protocol):
-    def sample(self, prompts: list[list[int]], n: int, params: SamplingParams) -> Rollout: ...
+    """What RL, evaluation and pair generation sample through; an optional vLLM backend would fit it too."""
+
+    def sample(self, prompts: list[list[int]], n: int, params: SamplingParams,
+               seeds: Sequence[int] | None = None) -> Rollout: ...
 
 
-def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
-    """Set to -inf every logit outside the top_k and outside the top_p nucleus: (B, V) -> (B, V).
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0) -> torch.Tensor:
+    """Set to -inf every logit outside the top_k, outside the top_p nucleus, and (min_p) whose probability is
+    below min_p times the largest: (B, V) -> (B, V).
 
     The most likely token always survives. Ties at the k-th value are all kept.
     """
+    if min_p > 0:
+        # p_i < min_p * p_max  <=>  z_i < z_max + log(min_p) (arXiv:2407.01082 §3)
+        threshold = logits.amax(-1, keepdim=True) + math.log(min_p)  # (B, 1)
+        logits = logits.masked_fill(logits < threshold, float("-inf"))
     if 0 < top_k < logits.shape[-1]:
         kth_largest = logits.topk(top_k, dim=-1).values[:, -1:]  # (B, 1)
         logits = logits.masked_fill(logits < kth_largest, float("-inf"))
@@ -80,16 +97,33 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
 
 
 def choose_tokens(
-    logits: torch.Tensor, params: SamplingParams, generator: torch.Generator
+    logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | list[torch.Generator]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pick one token per row from float32 logits (B, V); return tokens (B,) and their raw logps (B,)."""
+    """Pick one token per row from float32 logits (B, V); return tokens (B,) and their raw logps (B,).
+
+    `generator`: one for the whole batch (torch.multinomial), or one per row (a list of B): each row then
+    draws one uniform from its own generator and takes the token where the cumulative probability reaches it
+    (inverse CDF), so a row's draw never depends on the other rows."""
     raw_logps = torch.log_softmax(logits, dim=-1)  # (B, V), temperature 1: the policy's own log-probs
     if params.temperature == 0:
         tokens = logits.argmax(dim=-1)
     else:
-        filtered = filter_logits(logits / params.temperature, params.top_k, params.top_p)
-        tokens = torch.multinomial(filtered.softmax(dim=-1), 1, generator=generator).squeeze(-1)
+        probs = filter_logits(logits / params.temperature, params.top_k, params.top_p, params.min_p).softmax(-1)
+        if isinstance(generator, torch.Generator):
+            tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        else:
+            u = torch.cat([torch.rand(1, generator=g) for g in generator]).to(probs.device)  # (B,)
+            cdf = probs.cumsum(-1)  # (B, V)
+            cdf = cdf / cdf[:, -1:]  # exactly 1 at the end, whatever the rounding
+            # the first token whose cdf reaches u; u > 0 so a token of probability 0 is never the first
+            u = u.clamp(min=torch.finfo(cdf.dtype).tiny)[:, None]  # (B, 1)
+            tokens = torch.searchsorted(cdf, u).squeeze(-1).clamp(max=probs.shape[-1] - 1)
     return tokens, raw_logps.gather(-1, tokens[:, None]).squeeze(-1)
+
+
+def row_generators(seeds: Sequence[int], n: int) -> list[torch.Generator]:
+    """One CPU generator per sample, n per prompt in prompt order: sample j of prompt i is seeded by (seeds[i], j)."""
+    return [torch.Generator().manual_seed((int(seed) * 1_000_003 + j) % 2**63) for seed in seeds for j in range(n)]
 
 
 def left_pad(prompts: list[list[int]], pad_token_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,6 +146,13 @@ def _eos_token_ids(model, tokenizer) -> list[int]:
     if ids is None:
         return []
     return [ids] if isinstance(ids, int) else list(ids)
+
+
+def stop_window(stop: tuple[str, ...]) -> int:
+    """Trailing tokens to decode to find any stop string that the newest token completes: the longest stop
+    string's length in characters (every token decodes to at least one), plus a few tokens that may decode to
+    no character on their own (pieces of one UTF-8 character)."""
+    return max((len(s) for s in stop), default=0) + 4
 
 
 def _cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
@@ -145,14 +186,20 @@ class ModelSampler:
         # Padding is masked out, so any id works; prefer the tokenizer's pad, then eos.
         self.pad_token_id = pad if pad is not None else (self.eos_token_ids or [0])[0]
 
-    def sample(self, prompts: list[list[int]], n: int, params: SamplingParams) -> Rollout:
+    def sample(self, prompts: list[list[int]], n: int, params: SamplingParams,
+               seeds: Sequence[int] | None = None) -> Rollout:
+        """`n` samples of each prompt; `seeds` (one per prompt) gives each sample its own random stream (see the
+        module docstring), else `params.seed` seeds one generator for the call."""
         check(n >= 1, "n", "must be >= 1 (samples per prompt)", n)
         for i, prompt in enumerate(prompts):
             if len(prompt) == 0:
                 raise DataError(f"prompt {i}: has no tokens (a prompt needs at least one token to condition on)")
+        if seeds is not None and len(seeds) != len(prompts):
+            raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts (one per prompt)")
         device = self.model.device
         seed = params.seed if params.seed is not None else int(torch.randint(0, 2**62, ()).item())
         generator = torch.Generator(device=device).manual_seed(seed)
+        streams = row_generators(seeds, n) if seeds is not None else None  # (prompts x n), prompt order
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # longest first: OOM shows early
         per_chunk = max(1, self.batch_size // n)
         chunks = [order[i : i + per_chunk] for i in range(0, len(order), per_chunk)]
@@ -162,7 +209,9 @@ class ModelSampler:
         try:
             with torch.inference_mode():
                 for chunk in self._maybe_progress(chunks):
-                    chunk_samples = self._sample_chunk([prompts[i] for i in chunk], n, params, generator)
+                    chunk_generator = generator if streams is None else [
+                        streams[i * n + j] for i in chunk for j in range(n)]
+                    chunk_samples = self._sample_chunk([prompts[i] for i in chunk], n, params, chunk_generator)
                     for k, prompt_index in enumerate(chunk):
                         samples[prompt_index * n : (prompt_index + 1) * n] = chunk_samples[k * n : (k + 1) * n]
         finally:
@@ -189,13 +238,15 @@ class ModelSampler:
         return out.logits[:, -1].float()[expand], out.cache, attention_mask[expand]
 
     def _sample_chunk(
-        self, prompts: list[list[int]], n: int, params: SamplingParams, generator: torch.Generator
+        self, prompts: list[list[int]], n: int, params: SamplingParams,
+        generator: torch.Generator | list[torch.Generator],
     ) -> list[_Sample]:
         logits, cache, attention_mask = self._prefill(prompts, n)  # (R, V), R rows, (R, T)
         next_positions = attention_mask.sum(-1)  # (R,): a prompt of L tokens continues at position L
         samples = [_Sample([], []) for _ in range(logits.shape[0])]
         active = list(samples)  # the sample each batch row writes to; rows leave as they finish
         eos_ids = torch.tensor(self.eos_token_ids, dtype=torch.long)
+        window = stop_window(params.stop)
         for step in range(params.max_new_tokens):
             tokens, logps = choose_tokens(logits, params, generator)  # (B,), (B,)
             # Bookkeeping on the CPU: one device sync per step.
@@ -204,7 +255,7 @@ class ModelSampler:
                 sample.completion_ids.append(token)
                 sample.logps.append(logp)
             eos_mask = torch.isin(cpu_tokens, eos_ids)  # (B,)
-            stop_mask = self._stop_mask(active, params.stop)  # (B,)
+            stop_mask = self._stop_mask(active, params.stop, window)  # (B,)
             finished_mask = eos_mask | stop_mask | (step + 1 == params.max_new_tokens)
             for sample, is_eos, is_stop in zip(active, eos_mask.tolist(), stop_mask.tolist()):
                 sample.finish_reason = "eos" if is_eos else "stop" if is_stop else "length"
@@ -214,7 +265,10 @@ class ModelSampler:
             if keep.numel() < len(active):  # drop finished rows so no compute goes to them
                 cache.reorder_cache(keep)
                 attention_mask, next_positions, tokens = attention_mask[keep], next_positions[keep], tokens[keep]
-                active = [active[i] for i in keep.tolist()]
+                kept = keep.tolist()
+                active = [active[i] for i in kept]
+                if isinstance(generator, list):
+                    generator = [generator[i] for i in kept]
             attention_mask = torch.nn.functional.pad(attention_mask, (0, 1), value=1)  # (B', T + step + 1)
             out = self.model(
                 input_ids=tokens[:, None], attention_mask=attention_mask, position_ids=next_positions[:, None],
@@ -224,11 +278,12 @@ class ModelSampler:
             next_positions = next_positions + 1
         return samples
 
-    def _stop_mask(self, active: list[_Sample], stop: tuple[str, ...]) -> torch.Tensor:
-        """(B,) True where the decoded completion so far contains a stop string."""
+    def _stop_mask(self, active: list[_Sample], stop: tuple[str, ...], window: int) -> torch.Tensor:
+        """(B,) True where the decoded last `window` tokens of a completion contain a stop string. A row that
+        had one earlier has already left, so a stop string in the window is one the newest token completed."""
         if not stop:
             return torch.zeros(len(active), dtype=torch.bool)
-        texts = self.tokenizer.batch_decode([s.completion_ids for s in active], skip_special_tokens=True)
+        texts = self.tokenizer.batch_decode([s.completion_ids[-window:] for s in active], skip_special_tokens=True)
         return torch.tensor([any(s in text for s in stop) for text in texts], dtype=torch.bool)
 
     def _rollout(self, prompts: list[list[int]], n: int, samples: list[_Sample], stop: tuple[str, ...]) -> Rollout:
@@ -244,10 +299,11 @@ class ModelSampler:
 
 
 def sample_messages(
-    sampler: Sampler, prompts: Sequence[Prompt | Messages], tokenizer, n: int, params: SamplingParams
+    sampler: Sampler, prompts: Sequence[Prompt | Messages], tokenizer, n: int, params: SamplingParams,
+    seeds: Sequence[int] | None = None,
 ) -> Rollout:
     """Apply the chat template (with the assistant turn opened) to each prompt, then sample. A prompt record
     given as a plain string (`Prompt.plain`) on a model without a chat template is its text's tokens."""
     ids = [tokenize_prompt(p.prompt, tokenizer, plain=p.plain) if isinstance(p, Prompt)
            else tokenize_prompt(p, tokenizer) for p in prompts]
-    return sampler.sample(ids, n, params)
+    return sampler.sample(ids, n, params, seeds)

@@ -1,0 +1,205 @@
+"""Group relative policy optimization (GRPO, arXiv:2402.03300): RL with a reward a program can check.
+
+Each step samples G completions for each of `rl.prompts_per_step` prompts, scores them with the reward, and
+gives each completion the advantage of its reward over its group's: (r - mean) / std (std of the group, of
+the whole batch, or no division as in Dr. GRPO, arXiv:2503.20783). The policy is then updated on the clipped
+surrogate (PPO's, with DAPO's separate ε_low / ε_high), μ passes over minibatches, with an optional KL penalty
+to the starting policy. No value model: the group is the baseline. Reads top to bottom: config -> check
+inputs -> set up -> loop (sample, score, advantages, update) -> save. The step itself is rl/engine.py's.
+
+    posttrain grpo --model.name runs/sft/final                      # the built-in arithmetic task
+    posttrain grpo --model.name smollm2 --model.lora-r 16 --data.train prompts.jsonl --rl.reward math
+    posttrain grpo --rl.loss-aggregation constant --grpo.scale none  # Dr. GRPO
+
+`posttrain rloo` (recipes/rloo.py) is this loop with the leave-one-out baseline.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from posttrain.config import ModelConfig, OptimConfig, RunConfig, SamplingParams, check
+from posttrain.data.load import describe_source
+from posttrain.data.tokenize import use_chat_template
+from posttrain.errors import ConfigError
+from posttrain.eval.document import document_run
+from posttrain.files import write_jsonl
+from posttrain.models.attention import pair_layout
+from posttrain.models.load import load_model, load_tokenizer, save_model
+from posttrain.models.lora import unwrap
+from posttrain.models.reference import Reference
+from posttrain.rewards.functions import check_reference_fields, resolve_reward
+from posttrain.rl.advantages import group_advantages, zero_variance_groups
+from posttrain.rl.engine import (
+    Layout,
+    PromptDataConfig,
+    PromptOrder,
+    RLConfig,
+    eval_reward_spec,
+    evaluate_policy,
+    global_std,
+    heldout_source,
+    load_prompts,
+    make_groups,
+    my_share,
+    reward_spec,
+    rollout_metrics,
+    sample_groups,
+    score_rollout,
+    step_seeds,
+    update,
+)
+from posttrain.sampling.sampler import ModelSampler
+from posttrain.training.checkpoint import seed_everything
+from posttrain.training.distributed import Dist, distributed
+from posttrain.training.loop import end_step, finish_run, interruptible, start_run
+from posttrain.training.metrics import check_trackers
+from posttrain.training.optim import build_optimizer, build_scheduler
+from posttrain.training.rundir import check_run_dir, resume_config, run_finished, run_path
+from posttrain.training.summary import print_summary
+
+# The held-out figure printed when training ends.
+SUMMARY = {"eval/accuracy": "held-out accuracy {:.1%}"}
+
+
+@dataclass
+class GRPOSettings:
+    """GRPO's own choice: how rewards become advantages."""
+
+    scale: Literal["group", "batch", "none"] = "group"
+    """Divide each group's centred rewards by the group's std (`group`, GRPO §4.1.2), by the std of every reward
+    of the step (`batch`, more robust when a group barely differs), or not at all (`none`, Dr. GRPO: no
+    up-weighting of near-solved or near-hopeless prompts)."""
+
+
+@dataclass
+class GRPOConfig:
+    """GRPO: sample G completions per prompt, score them, push up those above their group's mean."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: PromptDataConfig = field(default_factory=PromptDataConfig)
+    sampling: SamplingParams = field(default_factory=lambda: SamplingParams(max_new_tokens=24, temperature=1.0,
+                                                                            stop=(".",)))
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, warmup_steps=10, max_steps=300,
+                                                                   weight_decay=0.0))
+    run: RunConfig = field(default_factory=lambda: RunConfig(name="grpo", log_every=5))
+    rl: RLConfig = field(default_factory=RLConfig)
+    grpo: GRPOSettings = field(default_factory=GRPOSettings)
+
+    def __post_init__(self) -> None:
+        check(self.rl.group_size >= 2, "rl.group_size", "GRPO compares the completions of one prompt with each "
+              "other, so it needs at least 2 (4-16 is usual)", self.rl.group_size)
+
+
+def grpo_advantages(cfg: GRPOConfig, rewards: torch.Tensor, d: Dist) -> torch.Tensor:
+    """(N,) rewards, G per group -> (N,) advantages; scale "batch" uses the std over every process's rewards."""
+    if cfg.grpo.scale != "batch":
+        return group_advantages(rewards, cfg.rl.group_size, cfg.grpo.scale)
+    return group_advantages(rewards, cfg.rl.group_size, "none") / (global_std(rewards, d) + 1e-4)
+
+
+def train(cfg: GRPOConfig, given: Collection[str] | None = None) -> Path:
+    """Train; returns the run directory. Resuming, the saved config is used (training/rundir.py::resume_config)."""
+    cfg = resume_config(cfg, given)
+    with distributed(cfg.run.device, cfg.run.threads) as d:
+        return run_policy_optimization(cfg, d, "grpo", grpo_advantages)
+
+
+def run_policy_optimization(cfg, d: Dist, label: str, advantages: Callable[..., torch.Tensor]) -> Path:
+    """The GRPO loop with `advantages(cfg, rewards, d)`: GRPO's group-normalised ones, RLOO's leave-one-out."""
+    if run_finished(cfg.run, d.is_main):  # resuming a finished run changes nothing
+        return run_path(cfg.run)
+    # -- check every input before anything is sampled or written -----------------------------------------
+    tokenizer = load_tokenizer(cfg.model.name)
+    use_chat_template(tokenizer, cfg.data.chat_template)
+    spec = reward_spec(cfg.rl.reward, cfg.data.train, "rl.reward")
+    reward = resolve_reward(spec, tokenizer=tokenizer, device=cfg.run.device)
+    prompts, prompt_ids = load_prompts(cfg.data.train, tokenizer, cfg.data.limit, cfg.data.max_prompt_length)
+    check_reference_fields(reward, prompts, cfg.data.train)
+    eval_source = heldout_source(cfg.data)
+    eval_prompts, eval_ids, eval_reward = [], [], None
+    if eval_source:
+        eval_reward = resolve_reward(eval_reward_spec(cfg.rl.eval_reward, spec, eval_source), tokenizer=tokenizer,
+                                     device=cfg.run.device)
+        eval_prompts, eval_ids = load_prompts(eval_source, tokenizer, cfg.data.eval_prompts, cfg.data.max_prompt_length)
+        check_reference_fields(eval_reward, eval_prompts, eval_source)
+    if cfg.rl.prompts_per_step % d.world_size:
+        raise ConfigError(f"rl.prompts_per_step={cfg.rl.prompts_per_step}: must be a multiple of the {d.world_size} "
+                          "processes (each samples an equal share)")
+    order = PromptOrder(len(prompts), cfg.rl.prompts_per_step, cfg.run.seed)
+    check_trackers(cfg.run.trackers)
+    check_run_dir(cfg.run)
+
+    # -- set up ---------------------------------------------------------------------------------------------
+    seed_everything(cfg.run.seed)
+    model, _ = load_model(cfg.model, d.device)
+    # the starting policy, before any update or checkpoint load (under LoRA: the base, adapters off)
+    reference = Reference(model, keep_copy=True) if cfg.rl.kl_beta > 0 else None
+    pairs = pair_layout(model, cfg.data.share_prompt)  # whether the model takes a block mask; logits_to_keep
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    layout = Layout(pairs.share_prompt, pairs.mask_dtype, pairs.trim_logits, pad_id, d.device)
+    model.train()
+    policy = model
+    if d.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(model)
+    optimizer = build_optimizer(model, cfg.optim)
+    total_steps = cfg.optim.max_steps or max(1, int(cfg.optim.epochs * order.steps_per_epoch))
+    updates_per_step = cfg.rl.updates_per_batch * cfg.rl.minibatches
+    scheduler = build_scheduler(optimizer, total_steps * updates_per_step, cfg.optim)
+    data_lineage = [describe_source(s) for s in (cfg.data.train, eval_source) if s]
+    run = start_run(cfg.run, cfg, d, model, optimizer, scheduler, total_steps, data_lineage, cfg.model.name, label,
+                    reward=spec)
+    group_size = cfg.rl.group_size
+    sampler = ModelSampler(policy, tokenizer, batch_size=max(group_size, cfg.rl.prompts_per_step * group_size))
+    eval_sampler = ModelSampler(policy, tokenizer, batch_size=64)
+
+    def evaluate_heldout(step: int) -> dict[str, float]:
+        metrics, samples = evaluate_policy(policy, eval_sampler, eval_prompts, eval_ids, eval_reward, cfg.sampling, d)
+        if d.is_main:
+            write_jsonl(samples, run.dir / "samples" / f"eval-step-{step}.jsonl")
+        return metrics
+
+    if eval_prompts and run.start_step == 0:
+        run.sink.log(0, evaluate_heldout(0))  # the starting policy, to compare with
+
+    # -- loop -----------------------------------------------------------------------------------------------
+    completions_done = 0
+    with interruptible(run, model, optimizer, scheduler):  # Ctrl-C: keep the last step, say how to resume
+        for step in range(run.start_step, total_steps):
+            step_prompts = order.step(step)
+            mine = my_share(step_prompts, d)  # this process's prompts, and their places in the step
+            positions = my_share(list(range(len(step_prompts))), d)
+            t0 = time.perf_counter()
+            rollout = sample_groups(sampler, prompt_ids, mine, group_size, cfg.sampling,
+                                    step_seeds(cfg.run.seed, step, mine))
+            sample_seconds = time.perf_counter() - t0
+            scores = score_rollout(reward, prompts, mine, rollout)
+            rewards = torch.tensor(scores.total, dtype=torch.float32)  # (N,), G per group
+            adv = advantages(cfg, rewards, d)  # (N,)
+            zero_std = zero_variance_groups(rewards, group_size)  # (groups,)
+            groups = make_groups(rollout, adv, group_size, positions)
+            if cfg.rl.drop_zero_variance:
+                groups = groups.select([g for g in range(len(groups)) if not zero_std[g]])
+            t1 = time.perf_counter()
+            stats = update(model, optimizer, scheduler, groups, cfg.rl, layout, cfg.sampling.max_new_tokens,
+                           cfg.optim.max_grad_norm, run, step + 1, d, reference, policy)
+            update_seconds = time.perf_counter() - t1
+            completions_done += cfg.rl.prompts_per_step * group_size
+            tokens = sum(len(p) + len(c) for p, c in zip(rollout.prompt_ids, rollout.completion_ids))
+            metrics = {**stats, **rollout_metrics(rollout, scores, rewards, group_size, zero_std, sample_seconds, d),
+                       "train/lr": scheduler.get_last_lr()[0], "perf/update_seconds": update_seconds,
+                       "perf/completions_per_second": completions_done / max(1e-9, time.perf_counter() - run.t0)}
+            end_step(run, step + 1, metrics, tokens, (lambda s=step + 1: evaluate_heldout(s)) if eval_prompts else None,
+                     model, optimizer, scheduler)
+
+    # -- save -----------------------------------------------------------------------------------------------
+    finish_run(run, model, tokenizer, save=lambda out: save_model(unwrap(model), tokenizer, out, cfg.model))
+    if d.is_main:  # report.html and the model card final/README.md
+        document_run(run.dir, label)
+    return print_summary(run.dir, label, SUMMARY, cfg.run.progress and d.is_main)

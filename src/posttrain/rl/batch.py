@@ -1,0 +1,149 @@
+"""Sampled groups as model inputs for the policy update, and the token log-probs read back in completion layout.
+
+A group is one prompt and its G completions. Two layouts give the same log-probs:
+
+- shared prompt (default where the attention takes a 4D mask: sdpa, eager): ONE row per group,
+  [prompt, c_1, ..., c_G], with a block mask so that completion k sees the prompt and its own earlier tokens
+  only, and position ids that restart after the prompt for each completion (prefix sharing, arXiv:2410.20305).
+  The prompt goes through the model once per group instead of G times;
+- one row per completion, [prompt, c_k], right-padded.
+
+Either way `completion_logps(model, batch)` returns the log-probs in a (C, L) grid, one row per completion of the
+micro-batch (C = groups x G, L the longest completion), with `batch.mask` (C, L) True on real tokens: the shape
+the losses in `losses/policy.py` and the KL estimators in `rl/kl.py` take.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from posttrain.losses.policy import entropy_from_logits
+from posttrain.models.logprobs import gathered_token_logps
+
+IGNORE = -100
+
+
+@dataclass
+class RolloutBatch:
+    """A micro-batch of sampled groups (see the module docstring), and what the loss needs per completion."""
+
+    inputs: dict[str, Any]  # for model(**inputs)
+    predictors: torch.Tensor  # (rows, N): the position whose logits predict each scored token
+    targets: torch.Tensor  # (rows, N): scored token ids, -100 where none
+    slots: torch.Tensor  # (rows, N): where each scored token goes in the flattened (C, L) grid; C·L for none
+    mask: torch.Tensor  # (C, L) bool: real completion tokens
+    old_logps: torch.Tensor  # (C, L): the sampling policy's log-probs (0 off the mask)
+    advantages: torch.Tensor  # (C,)
+    completions: list[int]  # the rollout index of each of the C completions
+    count: int = 0  # units the loss is summed over (tokens or completions: set by the aggregation)
+    n_input: int = 0  # tokens through the model
+    ref_logps: torch.Tensor | None = None  # (C, L), when a KL term is used
+
+    @property
+    def tokens(self) -> int:
+        return int(self.mask.sum())
+
+
+def rollout_batch(prompts: list[list[int]], completions: list[list[list[int]]], old_logps: list[list[torch.Tensor]],
+                  advantages: list[list[float]], indices: list[list[int]], pad_id: int, device: torch.device,
+                  share_prompt: bool, mask_dtype: torch.dtype = torch.bool, trim_logits: bool = False) -> RolloutBatch:
+    """Groups as one micro-batch. `prompts[g]` the prompt ids of group g, `completions[g][k]`, `old_logps[g][k]`
+    (one value per token), `advantages[g][k]` and `indices[g][k]` (the completion's index in the rollout) for its
+    k-th completion. `mask_dtype`: bool for sdpa, the model's dtype for eager (an additive mask)."""
+    flat = [(g, k) for g in range(len(prompts)) for k in range(len(completions[g]))]
+    if not flat:
+        raise ValueError("a micro-batch needs at least one completion")
+    if any(not p for p in prompts):
+        raise ValueError("every prompt needs at least one token: its last token predicts the completion")
+    longest = max(1, max(len(completions[g][k]) for g, k in flat))  # L
+    n_completions = len(flat)  # C
+    slot_of = {gk: c for c, gk in enumerate(flat)}
+    if share_prompt:
+        rows = [[(g, k) for k in range(len(completions[g]))] for g in range(len(prompts))]
+        row_prompt = list(range(len(prompts)))
+    else:
+        rows = [[gk] for gk in flat]
+        row_prompt = [g for g, _ in flat]
+    width = max(len(prompts[row_prompt[r]]) + sum(len(completions[g][k]) for g, k in row) for r, row in enumerate(rows))
+    n_scored = max(1, max(sum(len(completions[g][k]) for g, k in row) for row in rows))
+    n_rows = len(rows)
+    input_ids = np.full((n_rows, width), pad_id, dtype=np.int64)  # (B, T)
+    position_ids = np.zeros((n_rows, width), dtype=np.int64)  # (B, T)
+    segment = np.full((n_rows, width), -1, dtype=np.int64)  # (B, T): 0 prompt, k + 1 completion k, -1 padding
+    targets = np.full((n_rows, n_scored), IGNORE, dtype=np.int64)  # (B, N)
+    predictors = np.zeros((n_rows, n_scored), dtype=np.int64)  # (B, N)
+    slots = np.full((n_rows, n_scored), n_completions * longest, dtype=np.int64)  # (B, N)
+    for r, row in enumerate(rows):
+        prompt = prompts[row_prompt[r]]
+        p = len(prompt)
+        input_ids[r, :p], segment[r, :p], position_ids[r, :p] = prompt, 0, np.arange(p)
+        at, scored = p, 0
+        for j, (g, k) in enumerate(row):
+            ids = completions[g][k]
+            n = len(ids)
+            input_ids[r, at : at + n] = ids
+            segment[r, at : at + n] = j + 1
+            position_ids[r, at : at + n] = np.arange(p, p + n)  # each completion continues the prompt
+            targets[r, scored : scored + n] = ids
+            # the first token is predicted by the prompt's last position, the others by the one before them
+            predictors[r, scored : scored + n] = np.concatenate([[p - 1], np.arange(at, at + n - 1)])[:n]
+            slots[r, scored : scored + n] = slot_of[(g, k)] * longest + np.arange(n)
+            at, scored = at + n, scored + n
+        position_ids[r, at:] = np.arange(p, p + width - at)  # padding just counts on
+    mask = torch.zeros(n_completions, longest, dtype=torch.bool)
+    old = torch.zeros(n_completions, longest)
+    for c, (g, k) in enumerate(flat):
+        n = len(completions[g][k])
+        mask[c, :n] = True
+        old[c, :n] = old_logps[g][k]
+    shortest_prompt = min(len(prompts[g]) for g in row_prompt)
+    first = shortest_prompt - 1 if trim_logits else 0  # logits are needed from the shortest prompt's last token on
+    seg = torch.from_numpy(segment)
+    if share_prompt:
+        # query i may see key j: j <= i, and j is in the prompt or in i's own completion (or both are padding)
+        visible = (seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None])  # (B, T, T): [query, key]
+        attention = (visible & torch.ones(width, width, dtype=torch.bool).tril())[:, None]  # (B, 1, T, T)
+        if mask_dtype != torch.bool:  # eager attention adds the mask to its scores
+            attention = torch.zeros(attention.shape, dtype=mask_dtype).masked_fill_(~attention,
+                                                                                     torch.finfo(mask_dtype).min)
+        inputs = {"input_ids": torch.from_numpy(input_ids), "position_ids": torch.from_numpy(position_ids),
+                  "attention_mask": attention}
+    else:
+        inputs = {"input_ids": torch.from_numpy(input_ids), "attention_mask": (seg >= 0).long()}
+    inputs = {k: v.to(device) for k, v in inputs.items()} | {"use_cache": False}
+    if trim_logits:
+        inputs["logits_to_keep"] = width - first
+    adv = torch.tensor([advantages[g][k] for g, k in flat], dtype=torch.float32)
+    return RolloutBatch(
+        inputs=inputs, predictors=(torch.from_numpy(predictors) - first).clamp(min=0).to(device),
+        targets=torch.from_numpy(targets).to(device), slots=torch.from_numpy(slots).to(device),
+        mask=mask.to(device), old_logps=old.to(device), advantages=adv.to(device),
+        completions=[indices[g][k] for g, k in flat],
+        n_input=int((seg >= 0).sum()),
+    )
+
+
+def to_grid(values: torch.Tensor, batch: RolloutBatch) -> torch.Tensor:
+    """Per scored token values (rows, N) -> the (C, L) completion grid of `batch` (0 where no token)."""
+    c, length = batch.mask.shape
+    grid = values.new_zeros(c * length + 1)  # the last slot takes every padding target
+    grid = grid.index_put((batch.slots.reshape(-1),), values.reshape(-1))  # each real slot written once
+    return grid[:-1].view(c, length)
+
+
+def completion_logps(model: torch.nn.Module, batch: RolloutBatch, with_entropy: bool = False
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log π(token) of every completion token, (C, L) (0 off the mask), from one forward over the batch; with
+    `with_entropy`, also the entropy of the distribution each token was drawn from, (C, L), without gradient."""
+    logits = model(**batch.inputs).logits  # (B, T', V)
+    logps = gathered_token_logps(logits, batch.predictors, batch.targets)  # (B, N)
+    entropy = None
+    if with_entropy:
+        with torch.no_grad():
+            per_position = entropy_from_logits(logits.detach())  # (B, T')
+            entropy = to_grid(per_position.gather(1, batch.predictors), batch)  # (C, L)
+    return to_grid(logps, batch), entropy

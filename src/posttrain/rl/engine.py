@@ -1,0 +1,440 @@
+"""The online-RL step that GRPO, RLOO and PPO share, as plain functions: a recipe calls them in order.
+
+    prompts = step_prompts(order, step, d)                 # this process's share of the step's prompts
+    rollout = sample_groups(sampler, ids, prompts, G, ...)  # G completions each, with their log-probs
+    scores  = score_completions(reward, records, texts)     # rewards (rewards/score.py)
+    adv     = advantages(...)                               # the recipe's choice (rl/advantages.py)
+    stats   = update(model, optimizer, ..., groups)         # μ passes over minibatches, clipped surrogate
+    metrics = rollout_metrics(...) | stats                  # logged by training/loop.py's end_step
+
+Exactness and resume: the prompts of step s are a pure function of (run.seed, s) (`PromptOrder`), and each
+prompt's G samples come from random streams seeded by (run.seed, s, prompt index) (`step_seeds`; the sampler's
+per-prompt seeds). So a step's rollout depends only on the weights and the step number: a checkpoint of the
+weights, optimizer, scheduler and RNG states resumes a killed run exactly, with no sampler state to keep, and
+under torchrun each process samples its share of the prompts and draws exactly what one process would.
+The update's loss is normalised over the whole step (all micro-batches, all processes; training/loop.py's
+`accumulate`), so 2 processes give the update of 1 with the same global batch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
+
+import torch
+
+from posttrain.config import SamplingParams, check
+from posttrain.data.load import BUILTIN_PREFIX, default_heldout, load_records, parse_builtin
+from posttrain.data.records import Prompt
+from posttrain.data.tokenize import tokenize_prompt
+from posttrain.errors import ConfigError, DataError
+from posttrain.losses.policy import clipped_policy_loss, constant_normalizer_sum, sequence_mean_sum, token_sum
+from posttrain.rewards.score import Scores, score_completions
+from posttrain.rl.batch import RolloutBatch, completion_logps, rollout_batch
+from posttrain.rl.kl import kl_penalty
+from posttrain.sampling.sampler import ModelSampler, Rollout
+from posttrain.tasks import TASKS
+from posttrain.training.distributed import Dist, all_reduce_sum
+from posttrain.training.loop import Run, accumulate, optimizer_step
+
+
+@dataclass
+class PromptDataConfig:
+    """The prompts RL samples from, and the held-out prompts it is measured on."""
+
+    train: str = "builtin:arithmetic?ops=+&digits=2&pad=0.7"
+    """Prompts with the reference fields the reward reads (e.g. `answer`): a JSONL/JSON/CSV/Parquet file, a
+    datasets folder, `builtin:NAME` or `reasoning_gym:NAME?size=N&seed=S` (extra `gym`). Only the `prompt`
+    (a string or a message list) and the reference fields are read; a `completion` is ignored."""
+    eval: str | None = None
+    """Held-out prompts, same forms. Unset: a built-in task's held-out split (`builtin:NAME/heldout`), else none."""
+    eval_prompts: int = 200
+    """Held-out prompts to measure (greedy completions scored by the eval reward); 0 measures nothing."""
+    limit: int | None = None
+    """Use only the first N training prompts."""
+    max_prompt_length: int = 512
+    """A prompt longer than this (in tokens, chat template applied) stops the run before sampling, naming it."""
+    chat_template: str | None = None
+    """Chat template for message-list prompts: a Jinja file or a built-in name (`chatml`); unset: the model's."""
+    share_prompt: bool = True
+    """In the update, one row per group [prompt, c_1, ..., c_G] with a block mask, so the prompt goes through
+    the model once per group, not G times (the log-probs are the same). Needs a 4D mask (sdpa, eager)."""
+
+    def __post_init__(self) -> None:
+        check(bool(self.train.strip()), "data.train", "must name the prompts to sample from", self.train)
+        check(self.eval_prompts >= 0, "data.eval_prompts", "must be >= 0 (0 measures nothing)", self.eval_prompts)
+        check(self.limit is None or self.limit >= 1, "data.limit", "must be >= 1 when set", self.limit)
+        check(self.max_prompt_length >= 1, "data.max_prompt_length", "must be >= 1", self.max_prompt_length)
+
+
+@dataclass
+class RLConfig:
+    """The online-RL loop: how many prompts and samples a step takes, how the policy is updated on them."""
+
+    reward: str = ""
+    """The reward (docs/rewards.md): a spec such as `numeric`, `math`, `code`, `numeric+0.2*think_format`,
+    `rm:runs/rm/final` or `module:function`. Unset: a built-in task's own reward (`numeric` for arithmetic)."""
+    eval_reward: str = ""
+    """What the held-out accuracy is scored with (mean over greedy completions; a 0/1 verifier gives accuracy).
+    Unset: the task's own reward for a built-in task, else `reward`."""
+    group_size: int = 8
+    """Completions sampled per prompt (G); advantages compare the completions of one prompt."""
+    prompts_per_step: int = 32
+    """Prompts per step, over all processes (a multiple of the process count). A step samples
+    prompts_per_step x group_size completions."""
+    micro_batch: int = 8
+    """Groups (a prompt and its G completions) per forward/backward in the update; lower it if memory runs out.
+    It changes nothing but memory and speed: the loss is normalised over the whole step."""
+    updates_per_batch: int = 1
+    """μ: passes over each step's samples (arXiv:2402.03300 Alg. 1). With 1 pass and 1 minibatch the sampler's
+    log-probs are the old policy's (no extra forward); more reuse the samples, the clipped ratio keeping each
+    update near the policy that sampled them."""
+    minibatches: int = 1
+    """Optimizer steps per pass: the step's groups are split into this many minibatches."""
+    eps_low: float = 0.2
+    """Clip the importance ratio below at 1 - eps_low (PPO's ε, arXiv:1707.06347)."""
+    eps_high: float = 0.2
+    """Clip it above at 1 + eps_high; DAPO's clip-higher uses 0.28 (arXiv:2503.14476 §3.1)."""
+    loss_aggregation: Literal["token", "sequence", "constant"] = "token"
+    """How per-token losses become the step's loss. `token`: mean over every completion token of the step
+    (DAPO §3.3; long completions weigh by their length). `sequence`: each completion's token mean, averaged
+    over completions (GRPO's eq. 3). `constant`: token sums over completions x max_new_tokens (Dr. GRPO,
+    arXiv:2503.20783: no length bias)."""
+    kl_beta: float = 0.0
+    """β of the KL penalty to the reference (the starting policy; the base with adapters off under LoRA),
+    added to the per-token loss (GRPO eq. 3). 0: no reference is kept or computed (DAPO, Dr. GRPO)."""
+    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    """KL estimator per token (rl/kl.py): `k3` (GRPO's, unbiased, >= 0), `k1` (log-ratio), `k2` (squared/2)."""
+    drop_zero_variance: bool = False
+    """Leave out of the update the groups whose G rewards are all equal (their advantages are all 0; DAPO's
+    dynamic sampling, arXiv:2503.14476 §3.2, without the resampling): the loss is averaged over informative
+    groups only."""
+
+    def __post_init__(self) -> None:
+        check(self.group_size >= 1, "rl.group_size", "must be >= 1", self.group_size)
+        check(self.prompts_per_step >= 1, "rl.prompts_per_step", "must be >= 1", self.prompts_per_step)
+        check(self.micro_batch >= 1, "rl.micro_batch", "must be >= 1", self.micro_batch)
+        check(self.updates_per_batch >= 1, "rl.updates_per_batch", "must be >= 1", self.updates_per_batch)
+        check(1 <= self.minibatches <= self.prompts_per_step, "rl.minibatches",
+              f"must be between 1 and rl.prompts_per_step ({self.prompts_per_step})", self.minibatches)
+        check(0 <= self.eps_low < 1, "rl.eps_low", "must be in [0, 1)", self.eps_low)
+        check(self.eps_high >= 0, "rl.eps_high", "must be >= 0", self.eps_high)
+        check(self.kl_beta >= 0, "rl.kl_beta", "must be >= 0 (0: no KL term)", self.kl_beta)
+
+    @property
+    def reuses_samples(self) -> bool:
+        """Whether the old policy's log-probs need their own forward (the weights change before the last use)."""
+        return self.updates_per_batch > 1 or self.minibatches > 1
+
+
+# -- prompts --------------------------------------------------------------------------------------------------
+
+
+def reward_spec(spec: str, source: str, what: str) -> str:
+    """`spec`, or when it is empty the built-in task's own reward (`tasks.TASKS[NAME].reward`); a ConfigError
+    naming `what` (the option) when there is neither."""
+    if spec:
+        return spec
+    if source.startswith(BUILTIN_PREFIX):
+        task = TASKS.get(parse_builtin(source)[0])
+        if task is not None and task.reward is not None:
+            return task.reward
+    raise ConfigError(f"{what} is required for {source!r} (a built-in task brings its own): e.g. --rl.reward numeric, "
+                      "--rl.reward math or --rl.reward my_module:my_reward (docs/rewards.md)")
+
+
+def eval_reward_spec(eval_spec: str, train_spec: str, eval_source: str) -> str:
+    """What held-out completions are scored with: `eval_spec`, else a built-in task's own reward, else the
+    training reward."""
+    if eval_spec:
+        return eval_spec
+    try:
+        return reward_spec("", eval_source, "rl.eval_reward")
+    except ConfigError:
+        return train_spec
+
+
+def heldout_source(data: PromptDataConfig) -> str | None:
+    """data.eval, or a built-in task's held-out split (`builtin:NAME/heldout?OPTIONS`), or None."""
+    if data.eval or data.eval_prompts == 0:
+        return data.eval if data.eval_prompts else None
+    return default_heldout(data.train)
+
+
+def load_prompts(source: str, tokenizer, limit: int | None, max_length: int) -> tuple[list[Prompt], list[list[int]]]:
+    """The Prompt records of `source` and their token ids (chat template applied, assistant turn opened);
+    a DataError naming the first prompt longer than `max_length` tokens."""
+    prompts = load_records(source, accept=(Prompt,), limit=limit)
+    if not prompts:
+        raise DataError(f"{source}: holds no prompts")
+    ids = [tokenize_prompt(p.prompt, tokenizer, plain=p.plain) for p in prompts]
+    for i, row in enumerate(ids):
+        if len(row) > max_length:
+            raise DataError(f"{source} row {i + 1}: the prompt is {len(row)} tokens, over data.max_prompt_length="
+                            f"{max_length}; raise it or shorten the prompt")
+    return prompts, ids
+
+
+@dataclass
+class PromptOrder:
+    """Which prompts step s samples: each epoch a seeded shuffle of all prompts, cut into steps of `per_step`
+    (a last partial step is dropped). A pure function of (seed, step): resuming needs no state."""
+
+    n_prompts: int
+    per_step: int
+    seed: int
+
+    def __post_init__(self) -> None:
+        if self.per_step > self.n_prompts:
+            raise DataError(f"rl.prompts_per_step={self.per_step} is more than the {self.n_prompts} training prompts; "
+                            "lower it or give more prompts")
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.n_prompts // self.per_step
+
+    def step(self, s: int) -> list[int]:
+        """The global prompt indices of step s (0-based)."""
+        epoch, i = divmod(s, self.steps_per_epoch)
+        order = torch.randperm(self.n_prompts, generator=torch.Generator().manual_seed(self.seed * 7919 + epoch))
+        return order[i * self.per_step : (i + 1) * self.per_step].tolist()
+
+
+def my_share(items: list, d: Dist) -> list:
+    """This process's share of a step's items: every world_size-th, from its rank."""
+    return items[d.rank :: d.world_size]
+
+
+def step_seeds(seed: int, step: int, prompt_indices: list[int]) -> list[int]:
+    """One sampling seed per prompt of step `step`, from (run seed, step, the prompt's index) only."""
+    return [((seed * 1_000_003 + step) * 1_000_003 + i) % 2**62 for i in prompt_indices]
+
+
+def sample_groups(sampler: ModelSampler, ids: list[list[int]], indices: list[int], group_size: int,
+                  params: SamplingParams, seeds: list[int]) -> Rollout:
+    """`group_size` completions for each prompt `ids[i]`, i in `indices` (a group's completions adjacent)."""
+    return sampler.sample([ids[i] for i in indices], group_size, params, seeds=seeds)
+
+
+def score_rollout(reward: Any, prompts: list[Prompt], indices: list[int], rollout: Rollout) -> Scores:
+    """Each completion's reward (and each part's, for a weighted sum) as an answer to its prompt."""
+    records = [prompts[indices[g]] for g in rollout.group]
+    return score_completions(reward, records, rollout.texts)
+
+
+def global_std(values: torch.Tensor, d: Dist) -> float:
+    """Unbiased std of `values` over every process's values (the batch std of GRPO's scale="batch")."""
+    n, total, squares = all_reduce_sum(torch.stack([torch.tensor(float(len(values)), dtype=torch.float64),
+                                                    values.double().sum(), (values.double() ** 2).sum()]), d).tolist()
+    if n < 2:
+        return 0.0
+    return math.sqrt(max(squares - total * total / n, 0.0) / (n - 1))
+
+
+# -- the update -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Groups:
+    """This process's sampled groups of one step, in the layout the update reads."""
+
+    prompt_ids: list[list[int]]  # (groups,) the prompt of each group
+    completions: list[list[list[int]]]  # [group][k] token ids
+    old_logps: list[list[torch.Tensor]]  # [group][k] one value per token
+    advantages: list[list[float]]  # [group][k]
+    indices: list[list[int]]  # [group][k]: the completion's index in the rollout
+    global_position: list[int]  # (groups,) the group's place in the step's global prompt list
+
+    def select(self, keep: list[int]) -> "Groups":
+        return Groups(*([field[g] for g in keep] for field in (self.prompt_ids, self.completions, self.old_logps,
+                                                                 self.advantages, self.indices, self.global_position)))
+
+    def __len__(self) -> int:
+        return len(self.prompt_ids)
+
+
+def make_groups(rollout: Rollout, advantages: torch.Tensor, group_size: int, positions: list[int]) -> Groups:
+    """The rollout's groups (G adjacent completions each) with their advantages (N,)."""
+    n_groups = len(rollout) // group_size
+    span = [list(range(g * group_size, (g + 1) * group_size)) for g in range(n_groups)]
+    return Groups(
+        prompt_ids=[rollout.prompt_ids[s[0]] for s in span],
+        completions=[[rollout.completion_ids[i] for i in s] for s in span],
+        old_logps=[[rollout.logps[i] for i in s] for s in span],
+        advantages=[[float(advantages[i]) for i in s] for s in span],
+        indices=span, global_position=positions,
+    )
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How groups go through the policy in the update (`models.attention.pair_layout` decides it per model)."""
+
+    share_prompt: bool
+    mask_dtype: torch.dtype
+    trim_logits: bool
+    pad_id: int
+    device: torch.device
+
+
+def micro_batches(groups: Groups, rl: RLConfig, layout: Layout, aggregation_units: Callable[[RolloutBatch], int]
+                  ) -> list[RolloutBatch]:
+    """This process's groups in micro-batches of `rl.micro_batch` groups, sorted by length so each micro-batch
+    pads little; an empty list gets one empty micro-batch (no token counts), so every process takes part in
+    DDP's gradient all-reduce."""
+    order = sorted(range(len(groups)), key=lambda g: (sum(len(c) for c in groups.completions[g]), g))
+    chunks = [order[i : i + rl.micro_batch] for i in range(0, len(order), rl.micro_batch)]
+    out = []
+    for chunk in chunks:
+        part = groups.select(chunk)
+        b = rollout_batch(part.prompt_ids, part.completions, part.old_logps, part.advantages, part.indices,
+                          layout.pad_id, layout.device, layout.share_prompt, layout.mask_dtype, layout.trim_logits)
+        b.count = aggregation_units(b)
+        out.append(b)
+    if not out:  # nothing to learn from here: a stand-in whose loss is 0, with a gradient of zeros
+        b = rollout_batch([[layout.pad_id]], [[[layout.pad_id]]], [[torch.zeros(1)]], [[0.0]], [[-1]],
+                          layout.pad_id, layout.device, False, layout.mask_dtype, False)
+        b.mask.zero_()
+        b.count = 0
+        out.append(b)
+    return out
+
+
+def aggregation(rl: RLConfig, max_new_tokens: int) -> tuple[Callable, Callable[[RolloutBatch], int]]:
+    """(the loss aggregation of losses/policy.py, the units a micro-batch adds to the step's normaliser)."""
+    if rl.loss_aggregation == "token":
+        return token_sum, lambda b: b.tokens
+    if rl.loss_aggregation == "sequence":
+        return sequence_mean_sum, lambda b: b.mask.shape[0]
+    return (lambda per_token, mask: constant_normalizer_sum(per_token, mask, max_new_tokens)), lambda b: b.mask.shape[0]
+
+
+def policy_loss(rl: RLConfig, aggregate: Callable, model: torch.nn.Module, batch: RolloutBatch
+                ) -> tuple[torch.Tensor, dict[str, float]]:
+    """The clipped surrogate (+ β·KL) of one micro-batch, summed as the aggregation says, and metric sums
+    (token sums, divided by the step's tokens afterwards; see `update`)."""
+    logps, entropy = completion_logps(model, batch, with_entropy=True)  # (C, L), (C, L)
+    per_token, clipped = clipped_policy_loss(logps, batch.old_logps, batch.advantages, batch.mask, rl.eps_low,
+                                             rl.eps_high)  # (C, L) each
+    mask = batch.mask
+    sums = {"tokens": float(mask.sum()), "clip_tokens": float(clipped.sum()),
+            "entropy_sum": float((entropy * mask).sum()),
+            "ratio_sum": float((torch.exp(logps - batch.old_logps).detach() * mask).sum())}
+    if rl.kl_beta > 0:
+        kl = kl_penalty(logps, batch.ref_logps, rl.kl_estimator)  # (C, L)
+        per_token = per_token + rl.kl_beta * kl
+        sums["kl_sum"] = float((kl.detach() * mask).sum())
+    loss, _ = aggregate(per_token, mask)
+    return loss, sums
+
+
+@torch.no_grad()
+def fill_logps(policy: Callable[[Callable], torch.Tensor] | torch.nn.Module, batches: list[RolloutBatch],
+               field: str) -> None:
+    """Set `batch.<field>` (old_logps or ref_logps) to a no-grad forward's log-probs, (C, L), for each batch.
+    `policy`: a module, or a `models.reference.Reference` (called with a function of the module)."""
+    for b in batches:
+        if isinstance(policy, torch.nn.Module):
+            was = policy.training
+            policy.eval()
+            logps = completion_logps(policy, b)[0]
+            policy.train(was)
+        else:
+            logps = policy(lambda m, b=b: completion_logps(m, b)[0])
+        setattr(b, field, torch.where(b.mask, logps, 0.0))
+
+
+def minibatch_of(groups: Groups, rl: RLConfig, m: int) -> Groups:
+    """Minibatch m: the groups whose global place in the step is m modulo rl.minibatches (the same split however
+    the groups are spread over processes)."""
+    return groups.select([g for g in range(len(groups)) if groups.global_position[g] % rl.minibatches == m])
+
+
+def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, groups: Groups, rl: RLConfig,
+           layout: Layout, max_new_tokens: int, max_grad_norm: float, run: Run, step: int, d: Dist,
+           reference: Any = None, base_model: torch.nn.Module | None = None) -> dict[str, float]:
+    """μ = rl.updates_per_batch passes over the step's groups, each in rl.minibatches optimizer steps; returns
+    the step's loss, grad norm, clip fraction, mean ratio, entropy and (with β > 0) KL, over its tokens.
+    `reference`: a `models.reference.Reference` when rl.kl_beta > 0. `base_model`: the unwrapped policy, for the
+    no-grad forwards (the old policy's log-probs when samples are reused)."""
+    aggregate, units = aggregation(rl, max_new_tokens)
+    parts = [micro_batches(minibatch_of(groups, rl, m), rl, layout, units) for m in range(rl.minibatches)]
+    for batches in parts:
+        if rl.kl_beta > 0:
+            fill_logps(reference, batches, "ref_logps")
+        if rl.reuses_samples:  # the weights change before these samples' last use: the old policy is this one
+            fill_logps(base_model if base_model is not None else model, batches, "old_logps")
+    totals: dict[str, float] = {}
+    losses, norms = [], []
+    for _ in range(rl.updates_per_batch):
+        for batches in parts:
+            loss, sums = accumulate(model, batches, lambda m, b: policy_loss(rl, aggregate, m, b), d)
+            norms.append(optimizer_step(model, optimizer, scheduler, max_grad_norm, loss, run, step))
+            losses.append(loss)
+            count = all_reduce_sum(sum(b.count for b in batches), d).item()
+            for k, v in sums.items():  # accumulate gave sums / count; back to sums
+                totals[k] = totals.get(k, 0.0) + v * count
+    tokens = max(totals.get("tokens", 0.0), 1.0)
+    out = {"train/loss": sum(losses) / len(losses), "train/grad_norm": sum(norms) / len(norms),
+           "train/clip_ratio": totals.get("clip_tokens", 0.0) / tokens,
+           "train/ratio_mean": totals.get("ratio_sum", 0.0) / tokens,
+           "train/entropy": totals.get("entropy_sum", 0.0) / tokens}
+    if rl.kl_beta > 0:
+        out["train/kl"] = totals.get("kl_sum", 0.0) / tokens
+    return out
+
+
+# -- metrics and evaluation -----------------------------------------------------------------------------------
+
+
+def rollout_metrics(rollout: Rollout, scores: Scores, rewards: torch.Tensor, group_size: int, zero_std: torch.Tensor,
+                    seconds: float, d: Dist) -> dict[str, float]:
+    """Over every process's completions of the step: reward mean/std (and each part's), the fraction of groups
+    whose rewards are all equal, completion lengths, finish reasons, and the sampler's speed."""
+    lengths = torch.tensor([float(len(c)) for c in rollout.completion_ids], dtype=torch.float64)
+    reasons = [sum(r == k for r in rollout.finish_reasons) for k in ("eos", "stop", "length")]
+    values = {"reward": rewards.double()} | {f"rewards/{name}": torch.tensor(v, dtype=torch.float64)
+                                             for name, v in scores.parts.items()}
+    local = [float(len(rollout)), float(len(zero_std)), float(zero_std.sum()), float(lengths.sum()), *map(float, reasons)]
+    for v in values.values():
+        local += [float(v.sum()), float((v ** 2).sum())]
+    g = all_reduce_sum(torch.tensor(local, dtype=torch.float64), d).tolist()
+    longest = torch.tensor(float(lengths.max()) if len(lengths) else 0.0)
+    if d.enabled:
+        torch.distributed.all_reduce(longest, op=torch.distributed.ReduceOp.MAX)
+    n, n_groups = max(g[0], 1.0), max(g[1], 1.0)
+    seconds_all = all_reduce_sum(seconds, d).item() / d.world_size
+    out = {"train/frac_reward_zero_std": g[2] / n_groups, "completions/mean_length": g[3] / n,
+           "completions/max_length": float(longest), "completions/eos_ratio": g[4] / n,
+           "completions/stop_ratio": g[5] / n, "completions/clipped_ratio": g[6] / n,
+           "perf/sample_seconds": seconds_all, "perf/sampler_tokens_per_second": g[3] / max(seconds_all, 1e-9)}
+    for j, name in enumerate(values):
+        total, squares = g[7 + 2 * j], g[8 + 2 * j]
+        mean = total / n
+        out[f"{name}/mean" if name != "reward" else "train/reward"] = mean
+        std = math.sqrt(max(squares - n * mean * mean, 0.0) / max(n - 1, 1))
+        out[f"{name}/std" if name != "reward" else "train/reward_std"] = std
+    return out
+
+
+def evaluate_policy(model: torch.nn.Module, sampler: ModelSampler, prompts: list[Prompt], ids: list[list[int]],
+                    reward: Any, params: SamplingParams, d: Dist) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Greedy completions of this process's share of the held-out prompts, scored by `reward`: the mean score
+    over all processes (eval/accuracy for a 0/1 verifier), mean length, and this process's samples."""
+    indices = my_share(list(range(len(prompts))), d)
+    greedy = SamplingParams(max_new_tokens=params.max_new_tokens, temperature=0.0, stop=params.stop)
+    t0 = time.perf_counter()
+    rollout = sampler.sample([ids[i] for i in indices], 1, greedy) if indices else None
+    texts = rollout.texts if rollout else []
+    scores = score_completions(reward, [prompts[i] for i in indices], texts).total if indices else []
+    lengths = [len(c) for c in rollout.completion_ids] if rollout else []
+    n, total, length = all_reduce_sum(torch.tensor([len(scores), sum(scores), sum(lengths)], dtype=torch.float64),
+                                      d).tolist()
+    samples = [{"prompt": prompts[i].text, "completion": t, "reward": s, **{k: v for k, v in prompts[i].reference.items()
+                                                                            if isinstance(v, (str, int, float))}}
+               for i, t, s in zip(indices, texts, scores)]
+    metrics = {"eval/accuracy": total / max(n, 1), "eval/mean_length": length / max(n, 1),
+               "perf/eval_seconds": time.perf_counter() - t0}
+    return metrics, samples

@@ -1,0 +1,185 @@
+"""Recipe tier: GRPO and RLOO on the tiny model. A run writes what it should and logs what it promises; a killed
+run resumes exactly; 2 torchrun processes equal 1; bad input stops before any sampling with one line."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from posttrain.config import ModelConfig, OptimConfig, RunConfig, SamplingParams
+from posttrain.errors import ConfigError, DataError
+from posttrain.recipes.grpo import GRPOConfig, train
+from posttrain.rl.engine import PromptDataConfig, RLConfig
+
+# A reward that varies on a random-init model's text, so that advantages and gradients are not all zero.
+REWARD_MODULE = "def digits(prompt, completion):\n    return sum(c.isdigit() for c in completion) / 8\n"
+TASK = "builtin:arithmetic?ops=+&digits=2"
+
+
+@pytest.fixture
+def reward_module(tmp_path, monkeypatch):
+    (tmp_path / "myreward.py").write_text(REWARD_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "myreward:digits"
+
+
+def cfg_for(tmp: Path, name: str, reward: str = "", **rl) -> GRPOConfig:
+    return GRPOConfig(
+        model=ModelConfig(name="tiny"),
+        data=PromptDataConfig(train=TASK, eval_prompts=8, limit=64),
+        sampling=SamplingParams(max_new_tokens=8, temperature=1.0),
+        optim=OptimConfig(lr=1e-3, warmup_steps=0, max_steps=3),
+        run=RunConfig(name=name, output_dir=str(tmp), progress=False, log_every=1),
+        rl=RLConfig(**{"reward": reward, "group_size": 4, "prompts_per_step": 4, "micro_batch": 2, **rl}),
+    )
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / "final" / "model.safetensors"))
+
+
+LOGGED = ("train/loss", "train/reward", "train/reward_std", "train/frac_reward_zero_std", "train/clip_ratio",
+          "train/entropy", "completions/mean_length", "completions/clipped_ratio", "completions/eos_ratio",
+          "perf/sampler_tokens_per_second", "perf/tokens_per_second", "train/grad_norm")
+
+
+def test_grpo_run_logs_and_writes_a_loadable_model(tmp_path, reward_module):
+    run_dir = train(cfg_for(tmp_path, "g", reward=f"{reward_module}+0.5*numeric", kl_beta=0.05))
+    rows = metrics(run_dir)
+    steps = [r for r in rows if "train/loss" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3]
+    for key in (*LOGGED, "train/kl", "rewards/numeric/mean", f"rewards/{reward_module}/mean"):
+        assert all(key in r for r in steps), key
+    assert steps[0]["train/ratio_mean"] == pytest.approx(1.0, abs=1e-4)  # sampler log-probs = the policy's
+    assert any(r["train/grad_norm"] > 0 for r in steps)
+    evals = [r for r in rows if "eval/accuracy" in r]
+    assert [r["step"] for r in evals] == [0, 3]  # before training, and at the end
+    assert (run_dir / "samples" / "eval-step-3.jsonl").is_file()
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(run_dir / "final")
+    assert (run_dir / "report.html").is_file() and (run_dir / "final" / "README.md").is_file()
+
+
+def test_reused_samples_take_several_updates_and_clip(tmp_path, reward_module):
+    """mu = 2 passes over 2 minibatches: the old policy gets its own forward, the ratio moves off 1 and the clip
+    acts."""
+    run_dir = train(cfg_for(tmp_path, "mu", reward=reward_module, updates_per_batch=2, minibatches=2, eps_low=0.01,
+                            eps_high=0.01))
+    steps = [r for r in metrics(run_dir) if "train/loss" in r]
+    assert any(r["train/clip_ratio"] > 0 for r in steps)
+    assert any(abs(r["train/ratio_mean"] - 1) > 1e-4 for r in steps)
+
+
+def test_rloo_runs_with_the_same_loop(tmp_path, reward_module):
+    from posttrain.recipes.rloo import RLOOConfig
+    from posttrain.recipes.rloo import train as rloo_train
+
+    base = cfg_for(tmp_path, "r", reward=reward_module)
+    run_dir = rloo_train(RLOOConfig(model=base.model, data=base.data, sampling=base.sampling, optim=base.optim,
+                                    run=RunConfig(name="r", output_dir=str(tmp_path), progress=False, log_every=1),
+                                    rl=base.rl))
+    assert (run_dir / "final").is_dir() and "rloo" in (run_dir / "final" / "README.md").read_text()
+
+
+@pytest.mark.parametrize("make, error, match", [
+    (lambda t: cfg_for(t, "bad", reward="nonsense"), ConfigError, "unknown reward 'nonsense'"),
+    (lambda t: cfg_for(t, "bad", reward="no_such_module:f"), ConfigError, "no_such_module"),
+    (lambda t: GRPOConfig(data=PromptDataConfig(train=str(t / "no_answers.jsonl")), rl=RLConfig(reward="numeric"),
+                          run=RunConfig(name="bad", output_dir=str(t))), DataError, 'no "answer" field'),
+    (lambda t: cfg_for(t, "bad", reward="numeric", prompts_per_step=100), DataError, "prompts_per_step"),
+])
+def test_bad_input_stops_before_sampling(tmp_path, make, error, match):
+    (tmp_path / "no_answers.jsonl").write_text('{"prompt": "What is 2 + 2?"}\n' * 4)
+    with pytest.raises(error, match=match):
+        train(make(tmp_path))
+    assert not (tmp_path / "bad").exists()
+
+
+def test_group_size_one_is_refused_with_the_rule():
+    with pytest.raises(ConfigError, match="rl.group_size=1: GRPO compares"):
+        GRPOConfig(rl=RLConfig(group_size=1))
+    with pytest.raises(ConfigError, match="rl.group_size=1: RLOO"):
+        from posttrain.recipes.rloo import RLOOConfig
+
+        RLOOConfig(rl=RLConfig(group_size=1))
+
+
+def test_cli_bad_reward_is_one_line(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "posttrain", "grpo", "--rl.reward", "nmeric", "--run.output-dir",
+                          str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.count("\n") == 1 and "did you mean numeric" in out.stderr
+
+
+def run_cli(args: list[str], tmp: Path) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{tmp}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    return subprocess.Popen([sys.executable, "-m", "posttrain", "grpo", *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+
+
+def common_args(tmp: Path, steps: int) -> list[str]:
+    (tmp / "myreward.py").write_text(REWARD_MODULE)
+    return ["--data.train", TASK, "--data.limit", "64", "--data.eval-prompts", "8", "--rl.reward", "myreward:digits",
+            "--rl.group-size", "4", "--rl.prompts-per-step", "4", "--rl.micro-batch", "1", "--sampling.max-new-tokens",
+            "8", "--optim.max-steps", str(steps), "--optim.lr", "1e-3", "--optim.warmup-steps", "1",
+            "--run.output-dir", str(tmp), "--run.no-progress", "--run.log-every", "1", "--run.eval-every", "4",
+            "--rl.kl-beta", "0.05"]
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
+    common = common_args(tmp_path, 12) + ["--run.save-every", "2", "--run.keep-checkpoints", "100"]
+    full = run_cli([*common, "--run.name", "full"], tmp_path)
+    assert full.wait(timeout=600) == 0, full.stderr.read().decode()
+    killed = run_cli([*common, "--run.name", "killed"], tmp_path)
+    ckpt = tmp_path / "killed" / "checkpoints" / "step-6" / "state.json"
+    deadline = time.time() + 300
+    while not ckpt.exists() and killed.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert killed.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (tmp_path / "killed" / "final").exists()
+    resumed = run_cli([*common, "--run.name", "killed", "--run.resume"], tmp_path)
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read().decode()
+    a, b = final_weights(tmp_path / "full"), final_weights(tmp_path / "killed")
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    timing = ("perf/", "time/")
+    strip = lambda rows: [{k: v for k, v in r.items() if not k.startswith(timing)} for r in rows]  # noqa: E731
+    assert strip(metrics(tmp_path / "killed")) == strip(metrics(tmp_path / "full"))
+    assert any(r.get("train/grad_norm", 0) > 0 for r in metrics(tmp_path / "full"))
+
+
+@pytest.mark.slow
+def test_two_process_torchrun_matches_one_process(tmp_path):
+    """2 processes sampling 2 prompts each equal 1 process sampling 4, with zero-variance groups dropped (so a
+    process can be left with nothing to train on) and the batch-std scale (a reduction over processes)."""
+    common = common_args(tmp_path, 4) + ["--rl.drop-zero-variance", "--grpo.scale", "batch"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(tmp_path)}
+    one = subprocess.run([sys.executable, "-m", "posttrain", "grpo", *common, "--run.name", "one"], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "-m", "posttrain", "grpo", *common, "--run.name", "two"], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], atol=5e-5, rtol=1e-4)
+    for key in ("train/loss", "train/reward", "train/grad_norm", "completions/mean_length", "eval/accuracy"):
+        one_run = [m[key] for m in metrics(tmp_path / "one") if key in m]
+        two_runs = [m[key] for m in metrics(tmp_path / "two") if key in m]
+        assert one_run and one_run == pytest.approx(two_runs, rel=1e-4, abs=1e-6), key

@@ -1,0 +1,67 @@
+"""The update's layouts: one row per group with a block mask gives the log-probs and gradients of one row per
+completion, and both equal a plain forward over [prompt, completion]."""
+
+import pytest
+import torch
+
+from posttrain.rl.batch import completion_logps, rollout_batch
+
+
+@pytest.fixture(scope="module")
+def model(tiny_dir):
+    from transformers import AutoModelForCausalLM
+
+    m = AutoModelForCausalLM.from_pretrained(tiny_dir, attn_implementation="sdpa")
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # weights that make every position's distribution depend on its context
+        for name, p in m.named_parameters():
+            if p.dim() == 2:
+                p.copy_(torch.randn(p.shape, generator=g) * (0.3 if "embed" in name else 0.1))
+    return m
+
+
+def groups():
+    g = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(5, 200, (n,), generator=g).tolist() for n in (7, 3)]
+    completions = [[torch.randint(5, 200, (n,), generator=g).tolist() for n in lens] for lens in ((4, 1, 6), (2, 5, 3))]
+    old = [[torch.zeros(len(c)) for c in group] for group in completions]
+    adv = [[0.5, -1.0, 0.25], [1.0, 0.0, -0.5]]
+    idx = [[0, 1, 2], [3, 4, 5]]
+    return prompts, completions, old, adv, idx
+
+
+def plain_logps(model, prompt, completion):
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + completion])).logits[0].float()
+    positions = torch.arange(len(prompt) - 1, len(prompt) + len(completion) - 1)
+    return torch.log_softmax(logits, -1)[positions, torch.tensor(completion)]
+
+
+@pytest.mark.parametrize("share", [True, False])
+@pytest.mark.parametrize("trim", [True, False])
+def test_logps_equal_a_forward_per_completion(model, share, trim):
+    prompts, completions, old, adv, idx = groups()
+    b = rollout_batch(prompts, completions, old, adv, idx, 0, torch.device("cpu"), share, trim_logits=trim)
+    with torch.no_grad():
+        logps, entropy = completion_logps(model, b, with_entropy=True)
+    assert logps.shape == b.mask.shape == (6, 6) and b.completions == [0, 1, 2, 3, 4, 5]
+    flat = [(g, k) for g in range(2) for k in range(3)]
+    for c, (g, k) in enumerate(flat):
+        n = len(completions[g][k])
+        torch.testing.assert_close(logps[c, :n], plain_logps(model, prompts[g], completions[g][k]), atol=1e-5, rtol=0)
+        assert b.mask[c].sum() == n and (logps[c, n:] == 0).all() and (entropy[c, :n] > 0).all()
+    assert b.advantages.tolist() == [0.5, -1.0, 0.25, 1.0, 0.0, -0.5]
+    if share:  # each prompt once per group
+        assert b.n_input == sum(map(len, prompts)) + sum(len(c) for group in completions for c in group)
+
+
+def test_shared_prompt_gradient_equals_one_row_per_completion(model):
+    prompts, completions, old, adv, idx = groups()
+    grads = []
+    for share in (True, False):
+        model.zero_grad()
+        b = rollout_batch(prompts, completions, old, adv, idx, 0, torch.device("cpu"), share)
+        logps, _ = completion_logps(model, b)
+        (logps * b.advantages[:, None]).sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
