@@ -2,7 +2,9 @@
 
 One run of `posttrain demo` (the same function `make demo` calls), then its headline numbers:
 SFT held-out accuracy on 2-digit addition, reward-model held-out accuracy on rater-labelled pairs
-(0% noise), and the DPO policy's win rate against its SFT start, judged by the same rater.
+(0% noise), the DPO policy's win rate against its SFT start, judged by the same rater, and GRPO's
+held-out accuracy from an SFT checkpoint that still got only 15-30% right. RLOO then trains from that same
+checkpoint and must improve it too.
 """
 
 import json
@@ -12,6 +14,7 @@ import pytest
 from posttrain.demo import DemoConfig, run_demo
 
 pytestmark = pytest.mark.slow
+RLOO_STEPS, RLOO_LR = 150, 2e-4
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +66,31 @@ def test_people_prefer_dpo_and_a_reward_model_learns_their_judgments(demo):
     judged = _stage(results, "Feedback:").detail
     assert [row.model for row in sorted(judged.leaderboard, key=lambda r: -r.rating)] == ["dpo", "sft"]
     assert _stage(results, "Reward model on the exported").value >= 0.85
+
+
+def test_grpo_takes_a_weak_sft_checkpoint_to_60_percent(demo):
+    """Issue 10's outcome: from an SFT checkpoint with 15-30% held-out accuracy to >= 60%."""
+    _, results = demo
+    outcome = _stage(results, "GRPO").detail
+    assert 0.15 <= outcome.before <= 0.30, outcome
+    assert outcome.after >= 0.60, outcome
+
+
+def test_rloo_improves_the_weak_checkpoint_too(demo):
+    from posttrain.config import ModelConfig, OptimConfig, RunConfig
+    from posttrain.demo import HELDOUT, TASK
+    from posttrain.recipes.rloo import RLOOConfig, train
+    from posttrain.rl.engine import PromptDataConfig, RLConfig
+    from posttrain.training.metrics import read_metrics
+
+    out, results = demo
+    run_dir = train(RLOOConfig(
+        model=ModelConfig(name=str(out / "sft-weak" / "final")),
+        data=PromptDataConfig(train=TASK, eval=HELDOUT, eval_prompts=200),
+        optim=OptimConfig(lr=RLOO_LR, warmup_steps=10, max_steps=RLOO_STEPS),
+        run=RunConfig(name="rloo", output_dir=str(out), progress=False, log_every=10),
+        rl=RLConfig(reward="numeric"),
+    ))
+    accuracy = [m["eval/accuracy"] for m in read_metrics(run_dir) if "eval/accuracy" in m]
+    assert accuracy[0] == pytest.approx(_stage(results, "GRPO").detail.before)  # the same start, the same prompts
+    assert accuracy[-1] >= accuracy[0] + 0.15, accuracy

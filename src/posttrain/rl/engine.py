@@ -359,6 +359,7 @@ def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: 
     the step's loss, grad norm, clip fraction, mean ratio, entropy and (with β > 0) KL, over its tokens.
     `reference`: a `models.reference.Reference` when rl.kl_beta > 0. `base_model`: the unwrapped policy, for the
     no-grad forwards (the old policy's log-probs when samples are reused)."""
+    t0 = time.perf_counter()
     aggregate, units = aggregation(rl, max_new_tokens)
     parts = [micro_batches(minibatch_of(groups, rl, m), rl, layout, units) for m in range(rl.minibatches)]
     for batches in parts:
@@ -377,7 +378,9 @@ def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: 
             for k, v in sums.items():  # accumulate gave sums / count; back to sums
                 totals[k] = totals.get(k, 0.0) + v * count
     tokens = max(totals.get("tokens", 0.0), 1.0)
-    out = {"train/loss": sum(losses) / len(losses), "train/grad_norm": sum(norms) / len(norms),
+    # tokens through the policy with gradient (every pass), over all processes, per second of this update
+    trained = all_reduce_sum(rl.updates_per_batch * sum(b.n_input for batches in parts for b in batches), d).item()
+    out = {"perf/trainer_tokens_per_second": trained / max(time.perf_counter() - t0, 1e-9),"train/loss": sum(losses) / len(losses), "train/grad_norm": sum(norms) / len(norms),
            "train/clip_ratio": totals.get("clip_tokens", 0.0) / tokens,
            "train/ratio_mean": totals.get("ratio_sum", 0.0) / tokens,
            "train/entropy": totals.get("entropy_sum", 0.0) / tokens}
