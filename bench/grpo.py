@@ -17,13 +17,14 @@ posttrain's `numeric` reward, on the first `--eval-prompts` prompts of
 Setup, the same on both sides (`posttrain_config` and `trl_config` below; `check_same_settings` compares them
 field by field before every TRL run, and tests/bench/test_grpo_settings.py checks that they agree):
 
-- Model: the built-in tiny Llama (`--model tiny`, ~1M parameters with the LM head, or `tiny-30m`), fp32, no
+- Model: the built-in tiny Llama (`--model tiny`, 0.6M parameters, or `tiny-30m`, 42M), fp32, no
   gradient checkpointing, no torch.compile, no vLLM, one process. Both sides start from the SAME weights:
   `--init sft` (default) trains posttrain SFT once with the demo's SFT settings (src/posttrain/demo.py::sft_stage:
   lr 1e-3, betas (0.9, 0.95), weight decay 0.01, 50 warm-up steps, cosine to 0.1 x lr, batch 64, max_length 64,
-  length-bucketed) on the chosen model, stopped at 650 steps instead of 1500: a weak policy that answers some
-  held-out problems (on `tiny`, roughly 15-30%; the bench prints what it measured), cached under
-  $POSTTRAIN_CACHE/bench/; `--init untrained` starts from the raw random-init model (for speed-only runs).
+  length-bucketed) on the chosen model, for 650 steps instead of 1500 (`max_steps` 650, so the cosine decays over
+  those 650): a weak policy that answers some held-out problems (on `tiny` 9.0% of the first 200, 9.4% of all 500,
+  where 15-30% was expected; the bench prints what it measures), cached under $POSTTRAIN_CACHE/bench/.
+  `--init untrained` starts from the raw random-init model (for speed-only runs).
 - Prompts: the train split of `builtin:arithmetic?ops=+&digits=2&pad=0.7` (7600 prompts), written once in TRL's
   conversational prompt format, `{"prompt": [{"role": "user", "content": ...}], "answer": ...}`, so both sides
   render it with the model's chat template (the bench checks that TRL's prompt token ids are posttrain's). The
@@ -109,7 +110,9 @@ class BenchConfig:
     """posttrain GRPO vs TRL GRPOTrainer: completions/s and held-out accuracy gain at equal settings."""
 
     model: str = "tiny"
-    """Built-in model both sides train: `tiny` (~1M parameters) or `tiny-30m` (same tokenizer)."""
+    """Built-in model both sides train: `tiny` (0.6M parameters) or `tiny-30m` (42M with its untied embeddings; same
+    tokenizer). Its SFT start is trained once: ~3 min for `tiny` on one busy core, likely an hour or more for
+    `tiny-30m` on 2 cores (not yet timed)."""
     init: Literal["sft", "untrained"] = "sft"
     """Starting weights of both sides: `sft`, a weak posttrain SFT policy (the demo's SFT settings stopped at 650
     steps; trained once and cached under $POSTTRAIN_CACHE/bench/), or `untrained`, the raw random-init model
