@@ -110,7 +110,7 @@ class BenchConfig:
     """posttrain GRPO vs TRL GRPOTrainer: completions/s and held-out accuracy gain at equal settings."""
 
     model: str = "tiny"
-    """Built-in model both sides train: `tiny` (0.6M parameters) or `tiny-30m` (42M with its untied embeddings; same
+    """Built-in model both sides train: `tiny` (0.6M parameters) or `tiny-30m` (42M parameters by count; same
     tokenizer). Its SFT start is trained once: ~3 min for `tiny` on one busy core, likely an hour or more for
     `tiny-30m` on 2 cores (not yet timed)."""
     init: Literal["sft", "untrained"] = "sft"
