@@ -19,11 +19,9 @@ field by field before every TRL run, and tests/bench/test_grpo_settings.py check
 
 - Model: the built-in tiny Llama (`--model tiny`, 0.6M parameters, or `tiny-30m`, 42M), fp32, no
   gradient checkpointing, no torch.compile, no vLLM, one process. Both sides start from the SAME weights:
-  `--init sft` (default) trains posttrain SFT once with the demo's SFT settings (src/posttrain/demo.py::sft_stage:
-  lr 1e-3, betas (0.9, 0.95), weight decay 0.01, 50 warm-up steps, cosine to 0.1 x lr, batch 64, max_length 64,
-  length-bucketed) on the chosen model, for 650 steps instead of 1500 (`max_steps` 650, so the cosine decays over
-  those 650): a weak policy that answers some held-out problems (on `tiny` 9.0% of the first 200, 9.4% of all 500,
-  where 15-30% was expected; the bench prints what it measures), cached under $POSTTRAIN_CACHE/bench/.
+  `--init sft` (default) is the demo's GRPO start: the demo's SFT stage (src/posttrain/demo.py::sft_stage, 1500
+  steps, a checkpoint every 25) and its weak-checkpoint stage (`weak_sft_stage`: the checkpoint that gets 15-30%
+  of 100 training problems right), trained once and cached under $POSTTRAIN_CACHE/bench/ (`tiny` only).
   `--init untrained` starts from the raw random-init model (for speed-only runs).
 - Prompts: the train split of `builtin:arithmetic?ops=+&digits=2&pad=0.7` (7600 prompts), written once in TRL's
   conversational prompt format, `{"prompt": [{"role": "user", "content": ...}], "answer": ...}`, so both sides
@@ -43,7 +41,7 @@ field by field before every TRL run, and tests/bench/test_grpo_settings.py check
   and to mask completions. With this tokenizer that rule is exactly posttrain's stop string: "." is one token
   (id 16) and no other token contains "." (`end_token_ids` checks). Both sides keep the "." token in the trained
   completion; only the reward's text differs ("68." on TRL's side, "68" on posttrain's, the same score).
-- Update: AdamW lr 1e-4 (betas 0.9/0.999, eps 1e-8, no weight decay), cosine to 0 over the run's steps, no warm-up
+- Update: AdamW lr 3e-4, the demo's GRPO setting (betas 0.9/0.999, eps 1e-8, no weight decay), cosine to 0 over the run's steps, no warm-up
   on either side, gradient clipping at 1; KL beta 0 (no reference model on either side); clip epsilon 0.2 both ways;
   token-level loss aggregation (TRL `loss_type="dapo"`, posttrain `--rl.loss-aggregation token`: the mean over
   every completion token of the step); advantages scaled by the group's std (unbiased, + 1e-4, both sides).
@@ -100,9 +98,8 @@ PROMPTS_PER_STEP = 32
 MICRO_GROUPS = 8  # groups per forward/backward: 64 completions
 MAX_COMPLETION_TOKENS = 24
 STOP = "."
-LR = 1e-4
+LR = 3e-4  # the demo's GRPO stage (src/posttrain/demo.py::grpo_stage), cosine
 EPSILON = 0.2
-SFT_STEPS = 650
 
 
 @dataclass
@@ -111,12 +108,11 @@ class BenchConfig:
 
     model: str = "tiny"
     """Built-in model both sides train: `tiny` (0.6M parameters) or `tiny-30m` (42M parameters by count; same
-    tokenizer). Its SFT start is trained once: ~3 min for `tiny` on one busy core, likely an hour or more for
-    `tiny-30m` on 2 cores (not yet timed)."""
+    tokenizer; with `--init untrained` only, for speed)."""
     init: Literal["sft", "untrained"] = "sft"
-    """Starting weights of both sides: `sft`, a weak posttrain SFT policy (the demo's SFT settings stopped at 650
-    steps; trained once and cached under $POSTTRAIN_CACHE/bench/), or `untrained`, the raw random-init model
-    (for speed-only runs: its reward is almost always 0, so little is learned)."""
+    """Starting weights of both sides: `sft`, the demo's weak SFT checkpoint of `tiny` (15-30% of training problems
+    right; trained once, a few minutes, and cached under $POSTTRAIN_CACHE/bench/), or `untrained`, the raw
+    random-init model (for speed-only runs: its reward is almost always 0, so little is learned)."""
     steps: int = 60
     """Optimizer steps per run; each samples 32 prompts x 8 completions."""
     repeats: int = 2
@@ -186,43 +182,49 @@ def prepare(cfg: BenchConfig, folder: Path) -> dict:
 
 
 def starting_weights(cfg: BenchConfig) -> Path:
-    """The model both sides start from: the raw built-in model, or its cached weak SFT policy (trained if absent)."""
+    """The model both sides start from: the raw built-in model, or the demo's weak SFT checkpoint (trained once and
+    cached; `tiny` only, as the demo trains `tiny`)."""
     from posttrain.models.load import cache_dir, resolve_model_dir
 
     base = resolve_model_dir(cfg.model)
     if cfg.init == "untrained":
         return base
-    run_dir = cache_dir() / "bench" / f"grpo-init-sft{SFT_STEPS}-{base.name}-{_source_hash()}"
-    if not (run_dir / "final").is_dir():
-        print(f"training the SFT start once ({SFT_STEPS} steps of {cfg.model}) into {run_dir}", flush=True)
+    if cfg.model != "tiny":
+        raise SystemExit(f"--init sft is the demo's weak SFT checkpoint of `tiny`; for {cfg.model} use --init untrained")
+    folder = cache_dir() / "bench" / f"grpo-init-demo-{_source_hash()}"
+    if not (folder / "sft-weak" / "final").is_dir():
+        print(f"training the demo's SFT once and picking its weak checkpoint, into {folder}", flush=True)
         t0 = time.perf_counter()
-        in_fresh_process(train_sft, cfg.model, str(run_dir), cfg.threads)
+        in_fresh_process(train_sft, str(folder), cfg.threads)
         print(f"  done in {time.perf_counter() - t0:.0f} s", flush=True)
-    return run_dir / "final"
+    return folder / "sft-weak" / "final"
 
 
 def _source_hash() -> str:
-    """Of the SFT settings below: a change to them trains a new start instead of reusing a stale one."""
+    """Of the demo's SFT and checkpoint-picking code: a change to them trains a new start instead of reusing a stale
+    one."""
     import inspect
 
-    return hashlib.sha256(inspect.getsource(train_sft).encode()).hexdigest()[:8]
+    from posttrain import demo
+
+    code = inspect.getsource(demo.sft_stage) + inspect.getsource(demo.weak_sft_stage)
+    return hashlib.sha256(code.encode()).hexdigest()[:8]
 
 
-def train_sft(model: str, run_dir: str, threads: int) -> None:
-    """posttrain SFT with src/posttrain/demo.py::sft_stage's settings, on `model`, stopped at SFT_STEPS steps."""
-    from posttrain.config import ModelConfig, OptimConfig, RunConfig
-    from posttrain.recipes.sft import SFTConfig, SFTDataConfig, train
+def train_sft(folder: str, threads: int) -> None:
+    """The demo's SFT stage and its weak-checkpoint stage (src/posttrain/demo.py): the checkpoint the demo's GRPO
+    stage starts from, 15-30% right on training problems."""
+    import torch
 
-    out = Path(run_dir)
-    train(SFTConfig(
-        model=ModelConfig(name=model),
-        data=SFTDataConfig(train=TRAIN, max_length=64, bucket_by_length=True),
-        optim=OptimConfig(lr=1e-3, betas=(0.9, 0.95), weight_decay=0.01, warmup_steps=50, min_lr_ratio=0.1,
-                          batch_size=64, max_steps=SFT_STEPS),
-        run=RunConfig(name=out.name, output_dir=str(out.parent), seed=SEED, overwrite=True, log_every=50,
-                      eval_every=0, progress=False, threads=threads, trackers=()),
-    ))
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)  # only final/ is used
+    from posttrain.demo import DemoConfig, sft_stage, weak_sft_stage
+
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = DemoConfig(output_dir=folder, progress=False, seed=SEED)
+    result, _ = sft_stage(cfg)
+    weak, _ = weak_sft_stage(cfg, result.run_dir)
+    print(f"  {weak.result}", flush=True)
+    shutil.rmtree(Path(folder) / "sft" / "checkpoints", ignore_errors=True)  # only sft-weak/final is used
 
 
 def heldout_accuracy(model_dir: str, n: int, threads: int = 0) -> float:
@@ -585,7 +587,7 @@ def results_markdown(cfg: BenchConfig, results: dict[str, list[Result]], data: d
     threads = results["posttrain"][0].extra["threads"]
     n = results["posttrain"][0].completions
     start = ("the raw random-init model" if cfg.init == "untrained" else
-             f"a weak posttrain SFT policy (the demo's SFT settings stopped at {SFT_STEPS} steps)")
+             "the demo's weak SFT checkpoint (15-30% of training problems right)")
     tail = max(1, cfg.steps // 4)
     return "\n".join([
         f"`{' '.join(['.venv/bin/python bench/grpo.py', *sys.argv[1:]])}` ({time.strftime('%Y-%m-%d %H:%M')}): "
