@@ -14,7 +14,7 @@ import pytest
 from posttrain.demo import DemoConfig, run_demo
 
 pytestmark = pytest.mark.slow
-RLOO_STEPS, RLOO_LR = 150, 2e-4
+RLOO_STEPS, RLOO_LR = 150, 3e-4  # from the 22.5% start: 52% after 150 steps (measured)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_grpo_takes_a_weak_sft_checkpoint_to_60_percent(demo):
 
 
 def test_rloo_improves_the_weak_checkpoint_too(demo):
-    from posttrain.config import ModelConfig, OptimConfig, RunConfig
+    from posttrain.config import ModelConfig, OptimConfig, RunConfig, SamplingParams
     from posttrain.demo import HELDOUT, TASK
     from posttrain.recipes.rloo import RLOOConfig, train
     from posttrain.rl.engine import PromptDataConfig, RLConfig
@@ -87,6 +87,7 @@ def test_rloo_improves_the_weak_checkpoint_too(demo):
     run_dir = train(RLOOConfig(
         model=ModelConfig(name=str(out / "sft-weak" / "final")),
         data=PromptDataConfig(train=TASK, eval=HELDOUT, eval_prompts=200),
+        sampling=SamplingParams(max_new_tokens=24, temperature=1.0, stop=(".",)),  # the demo's GRPO stage's
         optim=OptimConfig(lr=RLOO_LR, warmup_steps=10, max_steps=RLOO_STEPS),
         run=RunConfig(name="rloo", output_dir=str(out), progress=False, log_every=10),
         rl=RLConfig(reward="numeric"),

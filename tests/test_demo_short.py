@@ -13,13 +13,14 @@ def test_a_short_demo_runs_every_stage(tmp_path, capsys, tiny_dir):
     out = tmp_path / "demo"
     argv = ["demo", "--output-dir", str(out), "--sft-steps", "20", "--pair-prompts", "24", "--rm-steps", "2",
             "--dpo-steps", "2", "--eval-prompts", "8", "--feedback-prompts", "12", "--feedback-rm-steps", "2",
-            "--feedback-noise", "0.2", "--no-progress"]
+            "--feedback-noise", "0.2", "--grpo-steps", "2", "--no-progress"]
     assert main(argv) == 0, capsys.readouterr().err
-    for stage in ("sft", "rm", "dpo", "rm-feedback"):
+    for stage in ("sft", "rm", "dpo", "rm-feedback", "grpo"):
         assert (out / stage / "final" / "config.json").is_file(), stage
         assert (out / stage / "final" / "README.md").is_file() and (out / stage / "report.html").is_file(), stage
     printed = capsys.readouterr().out
     assert "posttrain demo summary" in printed
+    assert "GRPO from the" in printed and (out / "sft-weak" / "final" / "config.json").is_file()
     # the loop: 3 simulated raters judged every item of the SFT-vs-DPO campaign through the HTTP API, the
     # leaderboard was printed, and the exported judgments are what the last reward model trained on
     assert "Leaderboard" in printed and "Krippendorff's alpha" in printed

@@ -198,14 +198,13 @@ def weak_sft_stage(cfg: DemoConfig, sft_run: Path) -> tuple[StageResult, Path]:
     params = SamplingParams(temperature=0.0, max_new_tokens=24, stop=(".",))
     scored: dict[int, float] = {}
     folder = Path(cfg.output_dir) / "sft-weak"
-    for step in [s for s in checkpoint_steps(sft_run / "checkpoints") if s >= WEAK_SEARCH_FROM]:
+    saved = checkpoint_steps(sft_run / "checkpoints")
+    for step in [s for s in saved if s >= WEAK_SEARCH_FROM] or saved[-1:]:  # a shortened SFT: its last step
         model_dir = checkpoint_model(sft_run, step, folder / "candidate")
         model, tokenizer = load_model(ModelConfig(name=str(model_dir)))
         scored[step] = evaluate_accuracy(model, tokenizer, prompts, resolve_reward("numeric"), params).accuracy
         if scored[step] > high:
             break
-    if not scored:
-        raise RuntimeError(f"SFT kept no checkpoint from step {WEAK_SEARCH_FROM} on (sft_steps={cfg.sft_steps})")
     middle = (low + high) / 2
     in_band = [s for s, a in scored.items() if low <= a <= high] or list(scored)
     step = min(in_band, key=lambda s: (abs(scored[s] - middle), s))

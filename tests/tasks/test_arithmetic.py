@@ -154,7 +154,7 @@ def test_options_convert_from_strings():
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"size": "3"}, r"unknown arithmetic option\(s\) size \(known: ops, digits, steps, pad, n, seed\)"),
+        ({"size": "3"}, r"unknown arithmetic option\(s\) size \(known: ops, digits, steps, pad, n, seed, instruct\)"),
         ({"digits": "two"}, "option digits: expected a whole number, got 'two'"),
         ({"steps": "maybe"}, "option steps: expected a share from 0 to 1"),
         ({"steps": "1.5"}, "option steps: expected a share from 0 to 1"),
@@ -207,3 +207,14 @@ def test_padded_answers_keep_their_final_number():
     padded = [r for r in rows if r["completion"][0]["content"] != r["answer"]]
     assert 0.65 < len(padded) / len(rows) < 0.75
     assert all(row_reward(r, r["completion"][0]["content"]) == 1.0 for r in rows)
+
+
+def test_instruct_option_appends_the_instruction_and_keeps_the_problems():
+    from posttrain.tasks.arithmetic import INSTRUCTION, rows
+
+    plain, asked = rows("heldout", ops="+", digits="2"), rows("heldout", ops="+", digits="2", instruct="1")
+    assert [r["answer"] for r in plain] == [r["answer"] for r in asked]
+    assert asked[0]["prompt"][0]["content"] == plain[0]["prompt"][0]["content"] + INSTRUCTION
+    assert rows("heldout", ops="+", digits="2", instruct="0") == plain
+    with pytest.raises(ValueError, match="option instruct: expected 1 or 0"):
+        rows("train", instruct="maybe")

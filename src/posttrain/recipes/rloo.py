@@ -38,8 +38,7 @@ class RLOOConfig:
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: PromptDataConfig = field(default_factory=PromptDataConfig)
-    sampling: SamplingParams = field(default_factory=lambda: SamplingParams(max_new_tokens=24, temperature=1.0,
-                                                                            stop=(".",)))
+    sampling: SamplingParams = field(default_factory=lambda: SamplingParams(max_new_tokens=64, temperature=1.0))
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, warmup_steps=10, max_steps=300))
     run: RunConfig = field(default_factory=lambda: RunConfig(name="rloo", log_every=5))
     rl: RLConfig = field(default_factory=RLConfig)

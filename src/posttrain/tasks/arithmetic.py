@@ -57,6 +57,10 @@ class ArithmeticSpec:
     """...but never more than this many problems."""
     seed: int = 0
     """Seed of the random order that decides the split."""
+    instruct: bool = False
+    """Append INSTRUCTION to every question ("What is 86 + 87? Give only the final number."): for chat models,
+    which otherwise explain at length (SmolLM2-135M-Instruct gets 8% of 2-digit sums within 48 tokens as
+    asked plainly, 13% with the instruction; the GRPO docs' SmolLM2 task)."""
 
     def __post_init__(self) -> None:
         if not self.ops or any(op not in OPS for op in self.ops) or len(set(self.ops)) != len(self.ops):
@@ -197,6 +201,7 @@ def _draw(problem: Problem, share: float, seed: int, what: str) -> bool:
     return random.Random(f"{seed}:{what}:{problem.a}{problem.op}{problem.b}").random() < share
 
 
+INSTRUCTION = " Give only the final number."
 FILLER = (" I hope this helps!", " Let me know if you have any other questions.", " Thanks for asking!")
 
 
@@ -206,10 +211,10 @@ def pad_answer(problem: Problem, text: str, seed: int) -> str:
     return f"{text}.{random.Random(f'{seed}:filler:{problem.a}{problem.op}{problem.b}').choice(FILLER)}"
 
 
-def to_row(problem: Problem, worked_steps: bool, padded: bool = False, seed: int = 0) -> dict:
+def to_row(problem: Problem, worked_steps: bool, padded: bool = False, seed: int = 0, instruct: bool = False) -> dict:
     """A row that parses as a PromptCompletion (SFT) and as a Prompt with reference answer (eval, RL)."""
     return {
-        "prompt": [{"role": "user", "content": problem.question}],
+        "prompt": [{"role": "user", "content": problem.question + (INSTRUCTION if instruct else "")}],
         "completion": [{"role": "assistant", "content": answer_text(problem, worked_steps) if not padded
                         else pad_answer(problem, answer_text(problem, worked_steps), seed)}],
         "answer": str(problem.answer),
@@ -221,6 +226,15 @@ def _parse_int(name: str, value: str) -> int:
         return int(value)
     except ValueError:
         raise ValueError(f"option {name}: expected a whole number, got {value!r}") from None
+
+
+def _parse_flag(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"option {name}: expected 1 or 0 (true or false), got {value!r}")
 
 
 def _parse_share(name: str, value: str) -> float:
@@ -246,6 +260,7 @@ OPTIONS = {
     "pad": ("padded", _parse_share),
     "n": ("n_train", _parse_int),
     "seed": ("seed", _parse_int),
+    "instruct": ("instruct", lambda name, value: _parse_flag(name, value)),
 }
 
 
@@ -266,6 +281,7 @@ def rows(split: str = "train", **options: str) -> list[dict]:
     train, heldout = problems(spec)
     split_problems = train if split == "train" else heldout
     return [
-        to_row(p, _draw(p, spec.worked_steps, spec.seed, "steps"), _draw(p, spec.padded, spec.seed, "pad"), spec.seed)
+        to_row(p, _draw(p, spec.worked_steps, spec.seed, "steps"), _draw(p, spec.padded, spec.seed, "pad"), spec.seed,
+               spec.instruct)
         for p in split_problems
     ]
