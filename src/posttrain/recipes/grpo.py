@@ -155,7 +155,7 @@ def run_policy_optimization(cfg, d: Dist, label: str, advantages: Callable[..., 
     run = start_run(cfg.run, cfg, d, model, optimizer, scheduler, total_steps, data_lineage, cfg.model.name, label,
                     reward=spec)
     group_size = cfg.rl.group_size
-    sampler = ModelSampler(policy, tokenizer, batch_size=max(group_size, cfg.rl.prompts_per_step * group_size))
+    sampler = ModelSampler(policy, tokenizer, batch_size=cfg.rl.sample_batch or cfg.rl.prompts_per_step * group_size)
     eval_sampler = ModelSampler(policy, tokenizer, batch_size=64)
 
     def evaluate_heldout(step: int) -> dict[str, float]:

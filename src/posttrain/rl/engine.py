@@ -84,6 +84,9 @@ class RLConfig:
     prompts_per_step: int = 32
     """Prompts per step, over all processes (a multiple of the process count). A step samples
     prompts_per_step x group_size completions."""
+    sample_batch: int = 0
+    """Rows (prompts x G) the sampler decodes together; 0: the whole step's in one batch (fastest while it fits in
+    memory). Lower it for long completions or large models; the samples do not change (per-prompt streams)."""
     micro_batch: int = 8
     """Groups (a prompt and its G completions) per forward/backward in the update; lower it if memory runs out.
     It changes nothing but memory and speed: the loss is normalised over the whole step."""
@@ -116,6 +119,7 @@ class RLConfig:
         check(self.group_size >= 1, "rl.group_size", "must be >= 1", self.group_size)
         check(self.prompts_per_step >= 1, "rl.prompts_per_step", "must be >= 1", self.prompts_per_step)
         check(self.micro_batch >= 1, "rl.micro_batch", "must be >= 1", self.micro_batch)
+        check(self.sample_batch >= 0, "rl.sample_batch", "must be >= 0 (0: the whole step at once)", self.sample_batch)
         check(self.updates_per_batch >= 1, "rl.updates_per_batch", "must be >= 1", self.updates_per_batch)
         check(1 <= self.minibatches <= self.prompts_per_step, "rl.minibatches",
               f"must be between 1 and rl.prompts_per_step ({self.prompts_per_step})", self.minibatches)
