@@ -233,6 +233,10 @@ class SamplingParams:
     seed: int | None = None
     """Seed of the sampler's own random generator, for results that do not depend on other random draws.
     Unset: a seed is drawn from torch's global generator (so `torch.manual_seed` still governs it)."""
+    kv_cache: Literal["auto", "dynamic", "preallocated"] = "auto"
+    """How the built-in sampler keeps keys and values while decoding. `dynamic`: transformers' DynamicCache, which
+    copies the whole cache every step. `preallocated`: buffers for prompt + max_new_tokens positions allocated once
+    per batch and written in place (sampling/kv_cache.py; the same tokens and log-probs). `auto`: dynamic for now."""
 
     def __post_init__(self) -> None:
         self.stop = tuple(self.stop)  # a config file or a caller may pass a list
@@ -242,6 +246,8 @@ class SamplingParams:
         check(self.top_k >= 0, "top_k", "must be >= 0 (0 turns top-k off)", self.top_k)
         check(0 <= self.min_p < 1, "min_p", "must be in [0, 1) (0 turns min-p off)", self.min_p)
         check(all(isinstance(s, str) and s for s in self.stop), "stop", "must be non-empty strings", self.stop)
+        check(self.kv_cache in ("auto", "dynamic", "preallocated"), "kv_cache",
+              "must be auto, dynamic or preallocated", self.kv_cache)
 
 
 @dataclass
