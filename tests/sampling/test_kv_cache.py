@@ -15,7 +15,7 @@ from test_sampler import PROMPTS, cut_after, greedy, hf_generate, scrambled
 from transformers.cache_utils import DynamicCache
 
 from posttrain.errors import ConfigError
-from posttrain.sampling.kv_cache import PreallocatedCache
+from posttrain.sampling.kv_cache import PreallocatedCache, use_preallocated_cache
 from posttrain.sampling.sampler import ModelSampler, SamplingParams, batch_after_finishing
 
 
@@ -231,3 +231,10 @@ def test_chunks_and_batch_sizes(model, tokenizer, prompts):
     dynamic = ModelSampler(model, tokenizer, batch_size=64)
     dynamic.eos_token_ids = eos
     assert dynamic.sample(prompts, 3, greedy(12, kv_cache="dynamic")).completion_ids == rollout.completion_ids
+
+
+def test_auto_preallocates_from_a_layer_size(model):
+    """The tiny model: 4 kv heads x 32 dims x 4 bytes (float32) x 2 (keys and values) = 1 KiB per row and position,
+    so one layer of a chunk reaches PREALLOCATE_FROM_BYTES = 10 MiB at rows x capacity = 10240: 256 rows x 40."""
+    assert use_preallocated_cache("auto", model, 256, 40) and not use_preallocated_cache("auto", model, 256, 39)
+    assert use_preallocated_cache("preallocated", model, 1, 2) and not use_preallocated_cache("dynamic", model, 256, 400)

@@ -9,8 +9,10 @@ log-probs and why each completion ended. Its loop, in order:
 2. One prefill forward over the chunk's prompts, left-padded, with position ids counted from
    each prompt's first real token. Each prompt's KV cache is then repeated `n` times along the
    batch: the prompt is encoded once, not once per sample.
-3. Decoding, one token per step, with the cache. A row leaves the batch (its cache rows are
-   dropped) as soon as it ends: on an end-of-sequence token ("eos", the token is kept), on a
+3. Decoding, one token per step, with the cache: transformers' DynamicCache, or (`params.kv_cache`)
+   buffers preallocated for the whole chunk and written in place (kv_cache.py). A row leaves the batch
+   (its cache rows are dropped; with the preallocated cache the last rows move into the places of the
+   finished ones) as soon as it ends: on an end-of-sequence token ("eos", the token is kept), on a
    stop string in its decoded text ("stop") or at `max_new_tokens` ("length"). Which rows are
    finished is a boolean tensor, never a comparison with the pad id, so models whose pad token
    is their eos token (SmolLM2) work. Stop strings are looked for in the decoded last few tokens
