@@ -312,6 +312,10 @@ def test_smollm2_greedy_matches_generate():
     rollout = ModelSampler(model, tokenizer).sample(prompts, 1, greedy(24))
     assert rollout.completion_ids == hf_generate(model, tokenizer, prompts, 24)
     assert "Paris" in rollout.texts[0]
+    preallocated = ModelSampler(model, tokenizer).sample(prompts, 1, greedy(24, kv_cache="preallocated"))
+    assert preallocated.completion_ids == rollout.completion_ids and preallocated.finish_reasons == rollout.finish_reasons
+    for a, b in zip(preallocated.logps, rollout.logps):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 
 def test_per_prompt_seeds_do_not_depend_on_the_other_prompts(model, tokenizer, prompts):

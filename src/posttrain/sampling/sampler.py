@@ -9,8 +9,10 @@ log-probs and why each completion ended. Its loop, in order:
 2. One prefill forward over the chunk's prompts, left-padded, with position ids counted from
    each prompt's first real token. Each prompt's KV cache is then repeated `n` times along the
    batch: the prompt is encoded once, not once per sample.
-3. Decoding, one token per step, with the cache. A row leaves the batch (its cache rows are
-   dropped) as soon as it ends: on an end-of-sequence token ("eos", the token is kept), on a
+3. Decoding, one token per step, with the cache: transformers' DynamicCache, or (`params.kv_cache`)
+   buffers preallocated for the whole chunk and written in place (kv_cache.py). A row leaves the batch
+   (its cache rows are dropped; with the preallocated cache the last rows move into the places of the
+   finished ones) as soon as it ends: on an end-of-sequence token ("eos", the token is kept), on a
    stop string in its decoded text ("stop") or at `max_new_tokens` ("length"). Which rows are
    finished is a boolean tensor, never a comparison with the pad id, so models whose pad token
    is their eos token (SmolLM2) work. Stop strings are looked for in the decoded last few tokens
@@ -41,6 +43,7 @@ from posttrain.config import SamplingParams, check
 from posttrain.data.records import Messages, Prompt
 from posttrain.data.tokenize import tokenize_prompt
 from posttrain.errors import DataError
+from posttrain.sampling.kv_cache import PreallocatedCache, use_preallocated_cache
 
 FinishReason = Literal["eos", "stop", "length"]
 
@@ -155,6 +158,25 @@ def stop_window(stop: tuple[str, ...]) -> int:
     return max((len(s) for s in stop), default=0) + 4
 
 
+def batch_after_finishing(live_rows: torch.Tensor, batch: int, refill: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """When only the batch rows `live_rows` (B',) of `batch` go on: the old row of each row of the new batch (B',)
+    and the new row of each live row (B',).
+
+    Without `refill` the live rows keep their order: `(live_rows, arange(B'))` (a dynamic cache copies every row
+    anyway). With it, the live rows beyond the first B' move into the places of the finished rows among them,
+    so that a preallocated cache copies only as many rows as finished there."""
+    kept = len(live_rows)
+    if not refill:
+        return live_rows, torch.arange(kept, device=live_rows.device)
+    is_live = torch.zeros(batch, dtype=torch.bool, device=live_rows.device)
+    is_live[live_rows] = True
+    rows = torch.arange(kept, device=live_rows.device)
+    rows[~is_live[:kept]] = live_rows[live_rows >= kept]  # as many finished rows below kept as live ones above
+    new_rows = torch.empty(batch, dtype=torch.long, device=live_rows.device)
+    new_rows[rows] = torch.arange(kept, device=live_rows.device)
+    return rows, new_rows[live_rows]
+
+
 def _cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
     """The text before the earliest stop string."""
     cuts = [text.find(s) for s in stop if s in text]
@@ -225,56 +247,68 @@ class ModelSampler:
 
         return track(chunks, description="sampling", transient=True)
 
-    def _prefill(self, prompts: list[list[int]], n: int):
-        """Encode each prompt once and repeat its cache n times: -> logits (R, V), cache, attention_mask (R, T)."""
+    def _prefill(self, prompts: list[list[int]], n: int, capacity: int, preallocate: bool):
+        """Encode each prompt once and repeat its cache n times: -> logits (R, V), cache, attention_mask (R, T).
+        `preallocate`: move the cache into a `PreallocatedCache` of `capacity` positions where the model allows."""
         input_ids, attention_mask = left_pad(prompts, self.pad_token_id, self.model.device)  # (U, T)
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (U, T): 0 at each prompt's first token
         out = self.model(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True, logits_to_keep=1
         )
         expand = torch.arange(len(prompts), device=input_ids.device).repeat_interleave(n)  # (R,) = (U*n,)
-        # reorder_cache is an index_select on every layer kind (full, sliding, linear attention).
-        out.cache.reorder_cache(expand)
-        return out.logits[:, -1].float()[expand], out.cache, attention_mask[expand]
+        cache = out.cache
+        if preallocate and PreallocatedCache.supports(cache):
+            cache = PreallocatedCache.from_prefill(cache, n, capacity)
+        else:
+            # reorder_cache is an index_select on every layer kind (full, sliding, linear attention).
+            cache.reorder_cache(expand)
+        return out.logits[:, -1].float()[expand], cache, attention_mask[expand]
 
     def _sample_chunk(
         self, prompts: list[list[int]], n: int, params: SamplingParams,
         generator: torch.Generator | list[torch.Generator],
     ) -> list[_Sample]:
-        logits, cache, attention_mask = self._prefill(prompts, n)  # (R, V), R rows, (R, T)
+        capacity = max(len(p) for p in prompts) + params.max_new_tokens
+        preallocate = use_preallocated_cache(params.kv_cache, self.model, len(prompts) * n, capacity)
+        logits, cache, attention_mask = self._prefill(prompts, n, capacity, preallocate)  # (R, V), R rows, (R, T)
+        refill = isinstance(cache, PreallocatedCache)  # finished rows' places are refilled: see batch_after_finishing
         next_positions = attention_mask.sum(-1)  # (R,): a prompt of L tokens continues at position L
         samples = [_Sample([], []) for _ in range(logits.shape[0])]
-        active = list(samples)  # the sample each batch row writes to; rows leave as they finish
+        active = list(samples)  # the samples still going, in sample order; they leave as they finish
+        active_rows = torch.arange(len(samples), device=logits.device)  # (B',): the batch row of each active sample
         eos_ids = torch.tensor(self.eos_token_ids, dtype=torch.long)
         window = stop_window(params.stop)
         for step in range(params.max_new_tokens):
-            tokens, logps = choose_tokens(logits, params, generator)  # (B,), (B,)
+            # Tokens are chosen in sample order whatever the batch order, so a shared generator draws the same.
+            tokens, logps = choose_tokens(logits[active_rows] if refill else logits, params, generator)  # (B',)
             # Bookkeeping on the CPU: one device sync per step.
             cpu_tokens, cpu_logps = tokens.cpu(), logps.cpu()
             for sample, token, logp in zip(active, cpu_tokens.tolist(), cpu_logps.tolist()):
                 sample.completion_ids.append(token)
                 sample.logps.append(logp)
-            eos_mask = torch.isin(cpu_tokens, eos_ids)  # (B,)
-            stop_mask = self._stop_mask(active, params.stop, window)  # (B,)
+            eos_mask = torch.isin(cpu_tokens, eos_ids)  # (B',)
+            stop_mask = self._stop_mask(active, params.stop, window)  # (B',)
             finished_mask = eos_mask | stop_mask | (step + 1 == params.max_new_tokens)
             for sample, is_eos, is_stop in zip(active, eos_mask.tolist(), stop_mask.tolist()):
                 sample.finish_reason = "eos" if is_eos else "stop" if is_stop else "length"
-            keep = (~finished_mask).nonzero().squeeze(-1).to(tokens.device)  # (B',)
+            keep = (~finished_mask).nonzero().squeeze(-1).to(tokens.device)  # (B'',)
             if keep.numel() == 0:
                 break
             if keep.numel() < len(active):  # drop finished rows so no compute goes to them
-                cache.reorder_cache(keep)
-                attention_mask, next_positions, tokens = attention_mask[keep], next_positions[keep], tokens[keep]
                 kept = keep.tolist()
                 active = [active[i] for i in kept]
                 if isinstance(generator, list):
                     generator = [generator[i] for i in kept]
-            attention_mask = torch.nn.functional.pad(attention_mask, (0, 1), value=1)  # (B', T + step + 1)
+                rows, active_rows = batch_after_finishing(active_rows[keep], len(attention_mask), refill)
+                cache.reorder_cache(rows)
+                attention_mask, next_positions, tokens = attention_mask[rows], next_positions[rows], tokens[keep]
+            batch_tokens = torch.empty_like(tokens).index_copy_(0, active_rows, tokens) if refill else tokens
+            attention_mask = torch.nn.functional.pad(attention_mask, (0, 1), value=1)  # (B'', T + step + 1)
             out = self.model(
-                input_ids=tokens[:, None], attention_mask=attention_mask, position_ids=next_positions[:, None],
+                input_ids=batch_tokens[:, None], attention_mask=attention_mask, position_ids=next_positions[:, None],
                 cache=cache, use_cache=True,
             )
-            logits = out.logits[:, -1].float()  # (B', V)
+            logits = out.logits[:, -1].float()  # (B'', V)
             next_positions = next_positions + 1
         return samples
 
