@@ -11,36 +11,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_sampler import PROMPTS, cut_after, greedy, hf_generate, scrambled
+from test_sampler import cut_after, greedy, hf_generate
 from transformers.cache_utils import DynamicCache
 
 from posttrain.errors import ConfigError
 from posttrain.sampling.kv_cache import PreallocatedCache, use_preallocated_cache
 from posttrain.sampling.sampler import ModelSampler, SamplingParams, batch_after_finishing
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    from posttrain.models.tiny import build_tiny
-
-    return build_tiny(tmp_path_factory.mktemp("tiny"))
-
-
-@pytest.fixture(scope="module")
-def model(model_dir):
-    return scrambled(model_dir)
-
-
-@pytest.fixture(scope="module")
-def tokenizer(model_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(model_dir)
-
-
-@pytest.fixture(scope="module")
-def prompts(tokenizer):
-    return [tokenizer(p)["input_ids"] for p in PROMPTS]
 
 
 def sample_both(model, tokenizer, prompts, n, params, seeds=None, eos=None):

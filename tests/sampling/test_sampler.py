@@ -41,30 +41,6 @@ def scrambled(model_dir):
     return model.eval()
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    from posttrain.models.tiny import build_tiny
-
-    return build_tiny(tmp_path_factory.mktemp("tiny"))
-
-
-@pytest.fixture(scope="module")
-def model(model_dir):
-    return scrambled(model_dir)
-
-
-@pytest.fixture(scope="module")
-def tokenizer(model_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(model_dir)
-
-
-@pytest.fixture(scope="module")
-def prompts(tokenizer):
-    return [tokenizer(p)["input_ids"] for p in PROMPTS]
-
-
 def greedy(max_new_tokens=12, **kw):
     return SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, **kw)
 
