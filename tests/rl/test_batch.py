@@ -48,7 +48,10 @@ def test_logps_equal_a_forward_per_completion(model, share, trim):
     flat = [(g, k) for g in range(2) for k in range(3)]
     for c, (g, k) in enumerate(flat):
         n = len(completions[g][k])
-        torch.testing.assert_close(logps[c, :n], plain_logps(model, prompts[g], completions[g][k]), atol=1e-5, rtol=0)
+        # equal up to float32 rounding: the trimmed LM head runs a matmul of another shape, whose blocking differs
+        # by CPU (log-probs near -10 differ by ~1e-5 there, a relative 1e-6)
+        torch.testing.assert_close(logps[c, :n], plain_logps(model, prompts[g], completions[g][k]), atol=1e-5,
+                                   rtol=1e-5)
         assert b.mask[c].sum() == n and (logps[c, n:] == 0).all() and (entropy[c, :n] > 0).all()
     assert b.advantages.tolist() == [0.5, -1.0, 0.25, 1.0, 0.0, -0.5]
     if share:  # each prompt once per group
