@@ -292,12 +292,12 @@ def run_ppo(cfg: PPOConfig, d: Dist) -> Path:
         raise ConfigError("posttrain ppo runs in one process for now; start it without torchrun")
     tokenizer = load_tokenizer(cfg.model.name)
     use_chat_template(tokenizer, cfg.data.chat_template)
+    spec = reward_spec(cfg)
     if cfg.ppo.reward_model:
         check_reward_model(cfg, tokenizer)
     elif cfg.ppo.value_model == "reward":
         raise ConfigError("ppo.value_model=reward needs ppo.reward_model; without a reward model use "
                           "--ppo.value-model policy")
-    spec = reward_spec(cfg)
     reward = resolve_reward(spec, tokenizer=tokenizer, device=cfg.run.device)
     prompts, prompt_ids = load_prompts(cfg.data.train, tokenizer, cfg.data.limit, cfg.data.max_prompt_length)
     check_reference_fields(reward, prompts, cfg.data.train)
