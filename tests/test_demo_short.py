@@ -13,9 +13,9 @@ def test_a_short_demo_runs_every_stage(tmp_path, capsys, tiny_dir):
     out = tmp_path / "demo"
     argv = ["demo", "--output-dir", str(out), "--sft-steps", "20", "--pair-prompts", "24", "--rm-steps", "2",
             "--dpo-steps", "2", "--eval-prompts", "8", "--feedback-prompts", "12", "--feedback-rm-steps", "2",
-            "--feedback-noise", "0.2", "--grpo-steps", "2", "--no-progress"]
+            "--feedback-noise", "0.2", "--grpo-steps", "2", "--ppo-steps", "2", "--no-progress"]
     assert main(argv) == 0, capsys.readouterr().err
-    for stage in ("sft", "rm", "dpo", "rm-feedback", "grpo"):
+    for stage in ("sft", "rm", "dpo", "rm-feedback", "grpo", "ppo"):
         assert (out / stage / "final" / "config.json").is_file(), stage
         assert (out / stage / "final" / "README.md").is_file() and (out / stage / "report.html").is_file(), stage
     printed = capsys.readouterr().out
@@ -33,7 +33,8 @@ def test_a_short_demo_runs_every_stage(tmp_path, capsys, tiny_dir):
     assert f"Report (curves, evaluation, answers side by side): {out / 'report.html'}" in printed
     results = json.loads((out / "eval" / "results.json").read_text())
     assert [r["model"] for r in results["accuracy"]] == ["sft", "dpo"] and results["accuracy"][0]["n"] == 8
-    assert [(w["a"], w["b"], w["n"]) for w in results["win_rates"]] == [("dpo", "sft", 8)]
+    assert [(w["a"], w["b"], w["n"]) for w in results["win_rates"]] == [("dpo", "sft", 8), ("ppo", "sft", 8)]
+    assert "PPO from the" in printed and (out / "ppo" / "final" / "value_model" / "config.json").is_file()
     html = (out / "report.html").read_text()
     assert html.count("<svg") >= 6 and "Responses side by side: sft vs dpo" in html
     for run in ("sft", "rm", "dpo", "rm-feedback"):

@@ -20,6 +20,7 @@ commands:
   dpo        preference optimization (DPO, IPO, SimPO) on prompt/chosen/rejected pairs
   grpo       online RL on a checkable reward (GRPO: group-normalised advantages, clipped updates, optional KL)
   rloo       online RL with the leave-one-out baseline (RLOO)
+  ppo        RLHF with PPO against a reward model: value model, GAE, clipped updates, a fixed or adaptive KL
   rm         reward model (Bradley-Terry) on preference pairs and rankings
   eval       models x tasks: accuracy, pass@k, win rates, Bradley-Terry ratings, each with a 95% interval
   report     one self-contained HTML file: training curves, evaluation tables, responses side by side
@@ -62,6 +63,15 @@ def _grpo(argv: list[str]) -> int:
 
     _register_sources()
     train(parse_config(GRPOConfig, argv, prog="posttrain grpo"), given=given_options(GRPOConfig, argv))
+    return 0
+
+
+def _ppo(argv: list[str]) -> int:
+    from posttrain.config import parse_config
+    from posttrain.recipes.ppo import PPOConfig, train
+
+    _register_sources()
+    train(parse_config(PPOConfig, argv, prog="posttrain ppo"), given=given_options(PPOConfig, argv))
     return 0
 
 
@@ -191,13 +201,14 @@ def config_classes() -> dict[str, type]:
     from posttrain.pairs import PairsConfig
     from posttrain.recipes.dpo import DPOConfig
     from posttrain.recipes.grpo import GRPOConfig
+    from posttrain.recipes.ppo import PPOConfig
     from posttrain.recipes.reward_model import RewardModelConfig
     from posttrain.recipes.rloo import RLOOConfig
     from posttrain.recipes.sft import SFTConfig
     from posttrain.rewards.cli import ScoreConfig
 
     return {"posttrain sft": SFTConfig, "posttrain rm": RewardModelConfig, "posttrain dpo": DPOConfig,
-            "posttrain grpo": GRPOConfig, "posttrain rloo": RLOOConfig,
+            "posttrain grpo": GRPOConfig, "posttrain rloo": RLOOConfig, "posttrain ppo": PPOConfig,
             "posttrain generate": GenerateConfig, "posttrain eval": SuiteConfig, "posttrain data pairs": PairsConfig,
             "posttrain score": ScoreConfig, "posttrain report": ReportConfig, "posttrain demo": DemoConfig,
             **{f"posttrain feedback {action}": cls for action, (cls, _) in FEEDBACK.items()}}
@@ -220,6 +231,7 @@ COMMANDS = {
     "dpo": _dpo,
     "grpo": _grpo,
     "rloo": _rloo,
+    "ppo": _ppo,
     "rm": _rm,
     "generate": _generate,
     "score": _score,

@@ -43,6 +43,8 @@ RATER = "concise"
 # tokens, which a 64-token limit did not always hold (a shortened SFT run rambles to the limit). 128 holds them;
 # a pair that still did not fit would be skipped and counted, not stop the demo.
 SAMPLED_TOKENS = 48
+PPO_LR = 1e-4  # the PPO stage's learning rate and KL coefficient (docs/algorithms/ppo.md, "Expected results")
+PPO_KL_COEF = 0.05
 PAIR_MAX_LENGTH = 128
 # SFT keeps a checkpoint this often, so the GRPO stage can start from one that is still weak at the task.
 SFT_SAVE_EVERY = 25
@@ -77,6 +79,9 @@ class DemoConfig:
     """Optimizer steps of the reward model trained on the campaign's judgments (batch 16 pairs)."""
     grpo_steps: int = 300
     """GRPO steps (32 prompts x 8 samples each) from the weak SFT checkpoint."""
+    ppo_steps: int = 60
+    """PPO steps (64 prompts, one sample each; 4 passes of 2 minibatches) from the SFT policy against the reward
+    model."""
     weak_band: tuple[float, float] = (0.15, 0.30)
     """The accuracy band (on training prompts) the GRPO stage's starting SFT checkpoint is picked from: the
     checkpoint closest to the band's middle among those SFT saved before its accuracy first rose above it."""
@@ -112,6 +117,15 @@ class RLOutcome:
     before: float
     after: float
     curve: list[tuple[int, float]]
+
+
+@dataclass
+class PPOOutcome:
+    """The PPO stage's held-out evaluations (eval/proxy_score, eval/gold_score, eval/kl): the first, the last, all."""
+
+    before: dict[str, float]
+    after: dict[str, float]
+    evals: list[dict[str, float]]
 
 
 def last_logged(run_dir: Path, key: str) -> float:
@@ -294,7 +308,7 @@ def dpo_stage(cfg: DemoConfig, sft_model: Path, pairs: Path) -> tuple[StageResul
                        time.perf_counter() - t0, run_dir, acc), run_dir / "final"
 
 
-def winrate_stage(cfg: DemoConfig, policy: Path, baseline: Path) -> StageResult:
+def winrate_stage(cfg: DemoConfig, policy: Path, baseline: Path, name: str = "DPO") -> StageResult:
     from posttrain.config import SamplingParams
     from posttrain.data.load import load_records
     from posttrain.data.records import Prompt
@@ -308,9 +322,39 @@ def winrate_stage(cfg: DemoConfig, policy: Path, baseline: Path) -> StageResult:
     model_b, _ = load_model(ModelConfig(name=str(baseline)))
     r = sample_and_compare(model_a, model_b, tokenizer, prompts, make_rater(RATER),
                            SamplingParams(temperature=0.0, max_new_tokens=48))
-    text = (f"DPO wins {r['win_rate']:.1%} (95% CI {r['ci_low']:.1%}-{r['ci_high']:.1%}; "
+    text = (f"{name} wins {r['win_rate']:.1%} (95% CI {r['ci_low']:.1%}-{r['ci_high']:.1%}; "
             f"{r['wins']} wins, {r['ties']} ties, {r['losses']} losses)")
-    return StageResult("Win rate: DPO vs SFT, same rater", text, time.perf_counter() - t0, None, r["win_rate"], r)
+    return StageResult(f"Win rate: {name} vs SFT, same rater", text, time.perf_counter() - t0, None, r["win_rate"],
+                       {**r, "a": name.lower()})
+
+
+def ppo_stage(cfg: DemoConfig, sft_model: Path, reward_model: Path) -> tuple[StageResult, Path]:
+    """PPO from the SFT policy against the demo's reward model, with the rater that made its pairs as the gold
+    judge: the held-out reward-model score, gold score and KL at the start and the end."""
+    from posttrain.config import SamplingParams
+    from posttrain.recipes.ppo import PPOConfig, PPOSettings, train
+    from posttrain.rl.engine import PromptDataConfig, RLConfig
+    from posttrain.training.metrics import read_metrics
+
+    t0 = time.perf_counter()
+    run_dir = train(PPOConfig(
+        model=ModelConfig(name=str(sft_model)),
+        data=PromptDataConfig(train=TASK, eval=HELDOUT, eval_prompts=min(cfg.eval_prompts, 200)),
+        sampling=SamplingParams(max_new_tokens=SAMPLED_TOKENS, temperature=1.0),
+        optim=OptimConfig(lr=PPO_LR, warmup_steps=0, max_steps=cfg.ppo_steps),
+        run=RunConfig(name="ppo", output_dir=cfg.output_dir, seed=cfg.seed, overwrite=True, log_every=10,
+                      eval_every=max(1, cfg.ppo_steps // 4), progress=cfg.progress),
+        rl=RLConfig(group_size=1, prompts_per_step=64, updates_per_batch=4, minibatches=2, kl_estimator="k1"),
+        ppo=PPOSettings(reward_model=str(reward_model), gold_rater=RATER, kl_coef=PPO_KL_COEF),
+    ))
+    evals = [m for m in read_metrics(run_dir) if "eval/proxy_score" in m]
+    first, last = evals[0], evals[-1]
+    text = (f"held-out reward-model score {first['eval/proxy_score']:.2f} -> {last['eval/proxy_score']:.2f}, "
+            f"KL to SFT {first['eval/kl']:.2f} -> {last['eval/kl']:.2f} nats, gold (rater) score "
+            f"{first['eval/gold_score']:.2f} -> {last['eval/gold_score']:.2f} in {cfg.ppo_steps} steps")
+    result = StageResult("PPO from the SFT policy against the reward model", text, time.perf_counter() - t0, run_dir,
+                         last["eval/proxy_score"], PPOOutcome(first, last, evals))
+    return result, run_dir / "final"
 
 
 def feedback_items(cfg: DemoConfig, models: dict[str, Path]) -> tuple[list, list[dict[str, Any]]]:
@@ -424,7 +468,7 @@ def write_evaluation(cfg: DemoConfig, results: list[StageResult]) -> Path:
         samples += [{"model": label, "task": HELDOUT, "prompt_index": i, "sample_index": 0, **s, "rm_score": None}
                     for i, s in enumerate(r.detail.samples)]
     prompts = [(s["prompt"], s["answer"]) for s in accuracy[0].detail.samples] if accuracy else []
-    wins = [{"a": "dpo", "b": "sft", "task": HELDOUT, "judge": f"rater:{r.detail['rater']}", "value": r.detail["win_rate"],
+    wins = [{"a": r.detail["a"], "b": "sft", "task": HELDOUT, "judge": f"rater:{r.detail['rater']}", "value": r.detail["win_rate"],
              "ci_low": r.detail["ci_low"], "ci_high": r.detail["ci_high"], "n": r.detail["n"],
              "wins": r.detail["wins"], "ties": r.detail["ties"], "losses": r.detail["losses"]}
             for r in results if isinstance(r.detail, dict)]
@@ -459,11 +503,15 @@ def run_demo(cfg: DemoConfig) -> list[StageResult]:
     if cfg.stages == "all":
         pairs_result, pairs = pairs_stage(cfg, sft_model)
         results.append(pairs_result)
-        results.append(rm_stage(cfg, sft_model, pairs))
+        rm_result = rm_stage(cfg, sft_model, pairs)
+        results.append(rm_result)
         dpo_result, dpo_model = dpo_stage(cfg, sft_model, pairs)
         results.append(dpo_result)
         results.append(accuracy_stage(cfg, dpo_model, "Eval: DPO policy, held-out accuracy"))
         results.append(winrate_stage(cfg, dpo_model, sft_model))
+        ppo_result, ppo_model = ppo_stage(cfg, sft_model, rm_result.run_dir / "final")
+        results.append(ppo_result)
+        results.append(winrate_stage(cfg, ppo_model, sft_model, "PPO"))
         results += feedback_stage(cfg, sft_model, dpo_model, console)
 
     table = Table(title="posttrain demo summary")

@@ -64,6 +64,14 @@ class RewardModel(torch.nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return sequence_rewards(self.classifier, input_ids, attention_mask)
 
+    def token_values(self, **inputs: Any) -> torch.Tensor:
+        """The head's output at every position, (B, T) in float32, for a causal-LM-style batch (input_ids,
+        attention_mask 2D or 4D, position_ids): PPO's value model reads its values from it (rl/batch.py)."""
+        model = self.classifier.get_base_model() if is_lora(self.classifier) else self.classifier
+        body = getattr(model, model.base_model_prefix)
+        hidden = body(**inputs).last_hidden_state  # (B, T, H)
+        return getattr(model, HEAD)(hidden).squeeze(-1).float()  # (B, T)
+
 
 def sequence_rewards(classifier: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """The scalar reward of each sequence (B,), read at its last real token; any padding side."""

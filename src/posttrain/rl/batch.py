@@ -42,6 +42,8 @@ class RolloutBatch:
     count: int = 0  # units the loss is summed over (tokens or completions: set by the aggregation)
     n_input: int = 0  # tokens through the model
     ref_logps: torch.Tensor | None = None  # (C, L), when a KL term is used
+    old_values: torch.Tensor | None = None  # (C, L): PPO's value model when the rollout was scored
+    returns: torch.Tensor | None = None  # (C, L): PPO's GAE returns, the value model's targets
 
     @property
     def tokens(self) -> int:
@@ -147,3 +149,15 @@ def completion_logps(model: torch.nn.Module, batch: RolloutBatch, with_entropy: 
             per_position = entropy_from_logits(logits.detach())  # (B, T')
             entropy = to_grid(per_position.gather(1, batch.predictors), batch)  # (C, L)
     return to_grid(logps, batch), entropy
+
+
+def completion_values(value_model: Any, batch: RolloutBatch) -> torch.Tensor:
+    """V(state before each completion token), (C, L) (0 off the mask): the value model's head at the position
+    whose logits predict the token, the same positions `completion_logps` reads (`value_model`: a
+    `models.heads.RewardModel`, with token_values)."""
+    inputs = {k: v for k, v in batch.inputs.items() if k != "logits_to_keep"}
+    values = value_model.token_values(**inputs)  # (B, T)
+    keep = batch.inputs.get("logits_to_keep")
+    if keep:  # the predictors count from the first kept position
+        values = values[:, values.shape[1] - keep :]
+    return to_grid(values.gather(1, batch.predictors), batch)

@@ -325,7 +325,9 @@ def policy_loss(rl: RLConfig, aggregate: Callable, model: torch.nn.Module, batch
     mask = batch.mask
     sums = {"tokens": float(mask.sum()), "clip_tokens": float(clipped.sum()),
             "entropy_sum": float((entropy * mask).sum()),
-            "ratio_sum": float((torch.exp(logps - batch.old_logps).detach() * mask).sum())}
+            "ratio_sum": float((torch.exp(logps - batch.old_logps).detach() * mask).sum()),
+            # k2 = ½ (log ρ)², the approximate KL to the old policy that PPO's early stop reads
+            "approx_kl_sum": float(torch.where(mask, 0.5 * (logps.detach() - batch.old_logps) ** 2, 0.0).sum())}
     if rl.kl_beta > 0:
         kl = kl_penalty(logps, batch.ref_logps, rl.kl_estimator)  # (C, L)
         per_token = per_token + rl.kl_beta * kl
@@ -356,6 +358,62 @@ def minibatch_of(groups: Groups, rl: RLConfig, m: int) -> Groups:
     return groups.select([g for g in range(len(groups)) if groups.global_position[g] % rl.minibatches == m])
 
 
+def prepare_update(groups: Groups, rl: RLConfig, layout: Layout, max_new_tokens: int, reference: Any = None,
+                   old_policy: torch.nn.Module | None = None) -> tuple[list[list[RolloutBatch]], Callable]:
+    """The step's groups as rl.minibatches lists of micro-batches, and the loss aggregation. With `reference`
+    (a `models.reference.Reference`), each batch gets its ref_logps; when samples are reused (rl.reuses_samples),
+    its old_logps from a no-grad forward of `old_policy` (the unwrapped policy, before any update of the step)."""
+    aggregate, units = aggregation(rl, max_new_tokens)
+    parts = [micro_batches(minibatch_of(groups, rl, m), rl, layout, units) for m in range(rl.minibatches)]
+    for batches in parts:
+        if reference is not None:
+            fill_logps(reference, batches, "ref_logps")
+        if rl.reuses_samples:  # the weights change before these samples' last use: the old policy is this one
+            fill_logps(old_policy, batches, "old_logps")
+    return parts, aggregate
+
+
+@dataclass
+class Passes:
+    """What `run_updates` did: metric sums over every process's tokens, each optimizer step's loss and grad norm,
+    the passes made (fewer than rl.updates_per_batch when the KL bound stopped them) and tokens trained."""
+
+    totals: dict[str, float]
+    losses: list[float]
+    norms: list[float]
+    passes: int
+    trained_tokens: float
+
+
+def run_updates(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                parts: list[list[RolloutBatch]], rl: RLConfig, loss_fn: Callable, max_grad_norm: float, run: Run,
+                step: int, d: Dist, max_approx_kl: float = 0.0) -> Passes:
+    """μ = rl.updates_per_batch passes over `parts`, one optimizer step per minibatch, `loss_fn(model, batch) ->
+    (loss, metric sums)`. `max_approx_kl` > 0: after a minibatch whose mean approximate KL to the old policy
+    (the sums' approx_kl_sum / tokens) is above it, the rest of this step's updates are skipped (PPO's early stop,
+    as in OpenAI's Spinning Up)."""
+    totals: dict[str, float] = {}
+    losses, norms, passes = [], [], 0
+    for _ in range(rl.updates_per_batch):
+        passes += 1
+        stop = False
+        for batches in parts:
+            loss, sums = accumulate(model, batches, loss_fn, d)
+            norms.append(optimizer_step(model, optimizer, scheduler, max_grad_norm, loss, run, step))
+            losses.append(loss)
+            count = all_reduce_sum(sum(b.count for b in batches), d).item()
+            for k, v in sums.items():  # accumulate gave sums / count; back to sums
+                totals[k] = totals.get(k, 0.0) + v * count
+            if max_approx_kl > 0 and sums.get("approx_kl_sum", 0.0) / max(sums.get("tokens", 0.0), 1e-12) > max_approx_kl:
+                stop = True
+                break
+        if stop:
+            break
+    # tokens through the policy with gradient (every pass), over all processes
+    trained = all_reduce_sum(passes * sum(b.n_input for batches in parts for b in batches), d).item()
+    return Passes(totals, losses, norms, passes, trained)
+
+
 def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, groups: Groups, rl: RLConfig,
            layout: Layout, max_new_tokens: int, max_grad_norm: float, run: Run, step: int, d: Dist,
            reference: Any = None, base_model: torch.nn.Module | None = None) -> dict[str, float]:
@@ -364,33 +422,25 @@ def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: 
     `reference`: a `models.reference.Reference` when rl.kl_beta > 0. `base_model`: the unwrapped policy, for the
     no-grad forwards (the old policy's log-probs when samples are reused)."""
     t0 = time.perf_counter()
-    aggregate, units = aggregation(rl, max_new_tokens)
-    parts = [micro_batches(minibatch_of(groups, rl, m), rl, layout, units) for m in range(rl.minibatches)]
-    for batches in parts:
-        if rl.kl_beta > 0:
-            fill_logps(reference, batches, "ref_logps")
-        if rl.reuses_samples:  # the weights change before these samples' last use: the old policy is this one
-            fill_logps(base_model if base_model is not None else model, batches, "old_logps")
-    totals: dict[str, float] = {}
-    losses, norms = [], []
-    for _ in range(rl.updates_per_batch):
-        for batches in parts:
-            loss, sums = accumulate(model, batches, lambda m, b: policy_loss(rl, aggregate, m, b), d)
-            norms.append(optimizer_step(model, optimizer, scheduler, max_grad_norm, loss, run, step))
-            losses.append(loss)
-            count = all_reduce_sum(sum(b.count for b in batches), d).item()
-            for k, v in sums.items():  # accumulate gave sums / count; back to sums
-                totals[k] = totals.get(k, 0.0) + v * count
-    tokens = max(totals.get("tokens", 0.0), 1.0)
-    # tokens through the policy with gradient (every pass), over all processes, per second of this update
-    trained = all_reduce_sum(rl.updates_per_batch * sum(b.n_input for batches in parts for b in batches), d).item()
-    out = {"perf/trainer_tokens_per_second": trained / max(time.perf_counter() - t0, 1e-9),"train/loss": sum(losses) / len(losses), "train/grad_norm": sum(norms) / len(norms),
-           "train/clip_ratio": totals.get("clip_tokens", 0.0) / tokens,
-           "train/ratio_mean": totals.get("ratio_sum", 0.0) / tokens,
-           "train/entropy": totals.get("entropy_sum", 0.0) / tokens}
+    parts, aggregate = prepare_update(groups, rl, layout, max_new_tokens, reference if rl.kl_beta > 0 else None,
+                                      base_model if base_model is not None else model)
+    done = run_updates(model, optimizer, scheduler, parts, rl, lambda m, b: policy_loss(rl, aggregate, m, b),
+                       max_grad_norm, run, step, d)
+    out = {"perf/trainer_tokens_per_second": done.trained_tokens / max(time.perf_counter() - t0, 1e-9),
+           **policy_metrics(done)}
     if rl.kl_beta > 0:
-        out["train/kl"] = totals.get("kl_sum", 0.0) / tokens
+        out["train/kl"] = done.totals.get("kl_sum", 0.0) / max(done.totals.get("tokens", 0.0), 1.0)
     return out
+
+
+def policy_metrics(done: Passes) -> dict[str, float]:
+    """The policy side of a step's updates: mean loss and grad norm over its optimizer steps; clip fraction, mean
+    ratio, approximate KL to the old policy and entropy over its tokens."""
+    t = done.totals
+    tokens = max(t.get("tokens", 0.0), 1.0)
+    return {"train/loss": sum(done.losses) / len(done.losses), "train/grad_norm": sum(done.norms) / len(done.norms),
+            "train/clip_ratio": t.get("clip_tokens", 0.0) / tokens, "train/ratio_mean": t.get("ratio_sum", 0.0) / tokens,
+            "train/approx_kl": t.get("approx_kl_sum", 0.0) / tokens, "train/entropy": t.get("entropy_sum", 0.0) / tokens}
 
 
 # -- metrics and evaluation -----------------------------------------------------------------------------------

@@ -125,6 +125,10 @@ class Run:
     updating: int = 0  # the last step whose optimizer update began
     rng: dict[str, Any] | None = None  # the RNG states right after step `completed`, for a checkpoint of it
     checkpoint_seconds: float = 0.0  # wall time of this process's checkpoint writes, part of time/train_seconds
+    # a recipe's own state beyond weights, optimizer, scheduler and RNGs (PPO's KL coefficient), JSON-able: saved
+    # with each checkpoint (state.json "recipe") and restored by a resume. Change it only after the step's update
+    # began, so that an interrupt's checkpoint of the last completed step holds that step's state.
+    state: dict[str, Any] = field(default_factory=dict)
 
 
 def start_run(
@@ -138,10 +142,11 @@ def start_run(
     if d.threads_note and d.is_main and run_cfg.progress:  # the checks have passed: a run is starting
         print(d.threads_note, file=sys.stderr)
     try:
-        start, lineage = 0, {}
+        start, lineage, state = 0, {}, {}
         if run_cfg.resume:
             ckpt = resume_checkpoint(run_cfg)
-            start = load_checkpoint(ckpt, model, optimizer, scheduler, d.rank)["step"]
+            saved = load_checkpoint(ckpt, model, optimizer, scheduler, d.rank)
+            start, state = saved["step"], saved.get("recipe", {})
             if d.is_main:
                 discard_after(run_dir, start)  # what a --run.resume-from leaves behind it is trained again
                 lineage = record_resume(run_dir, start, ckpt, full_cfg)
@@ -156,7 +161,7 @@ def start_run(
         raise
     bar = TrainProgress(total_steps, start, run_cfg.progress and d.is_main, label)
     return Run(run_dir, run_cfg, d, start, total_steps, sink, bar, label, created, completed=start, updating=start,
-               rng=rng_state())
+               rng=rng_state(), state=state)
 
 
 def accumulate(model: torch.nn.Module, micro: list[Batch], loss_fn: LossFn, d: Dist) -> tuple[float, dict[str, float]]:
@@ -249,7 +254,7 @@ def end_step(
     if last or (run.cfg.save_every and step % run.cfg.save_every == 0):
         t0 = time.perf_counter()
         save_checkpoint(run.dir / "checkpoints", step, model, optimizer, scheduler,
-                        {"world_size": run.d.world_size, "total_steps": run.total_steps}, run.d.rank,
+                        {"world_size": run.d.world_size, "total_steps": run.total_steps, "recipe": run.state}, run.d.rank,
                         run.cfg.keep_checkpoints)
         run.checkpoint_seconds += time.perf_counter() - t0
     run.completed = step
@@ -294,7 +299,8 @@ def _keep_on_interrupt(run: Run, model: torch.nn.Module, optimizer: torch.optim.
         return last
     set_rng_state(run.rng)  # as they were after the step, as an uninterrupted run's checkpoint holds them
     return save_checkpoint(run.dir / "checkpoints", run.completed, model, optimizer, scheduler,
-                           {"world_size": 1, "total_steps": run.total_steps}, 0, run.cfg.keep_checkpoints)
+                           {"world_size": 1, "total_steps": run.total_steps, "recipe": run.state}, 0,
+                           run.cfg.keep_checkpoints)
 
 
 def resume_command(run: Run) -> str:

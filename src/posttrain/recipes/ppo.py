@@ -1,0 +1,423 @@
+"""RLHF with PPO (InstructGPT, arXiv:2203.02155; Ziegler et al., arXiv:1909.08593): the policy samples, a reward
+model scores, and PPO (arXiv:1707.06347) pushes the policy toward higher scores with a KL leash to where it started.
+
+Each step samples one completion (or G) for each of `rl.prompts_per_step` prompts and scores it with the reward
+model (plus any other reward, `--rl.reward`). Every completion token then pays -β·KL_t to the reference (the
+starting policy) and the last token also receives the score (rl/token_rewards.py); a value model, by default
+initialised from the reward model, estimates the return from each token on, and GAE(γ, λ) (arXiv:1506.02438) turns
+rewards and values into per-token advantages, whitened over the step. The policy then takes μ passes of minibatch
+updates on the clipped surrogate, and the value model on the clipped value loss (losses/value.py), with one
+optimizer. β is fixed or steered toward a target KL (rl/kl.py). With `--ppo.gold-rater`, each evaluation also
+scores the policy's answers by a simulated rater (the "gold" judge the reward model was trained to imitate): its
+curve next to the reward model's and the KL shows where the policy starts to game its reward model (Gao et al.,
+arXiv:2210.10760). Reads top to bottom: config -> check inputs -> set up -> loop -> save; the online-RL step's
+pieces are rl/engine.py's, shared with GRPO and RLOO.
+
+    posttrain ppo --model.name runs/sft/final --ppo.reward-model runs/rm/final
+    posttrain ppo --model.name runs/sft/final --ppo.reward-model runs/rm/final --ppo.kl-target 6  # adaptive β
+    posttrain ppo ... --rl.reward 0.5*numeric          # the reward model's score plus a verifier's
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from posttrain.config import ModelConfig, OptimConfig, RunConfig, SamplingParams, check
+from posttrain.data.load import describe_source
+from posttrain.data.records import Prompt
+from posttrain.data.tokenize import use_chat_template
+from posttrain.errors import ConfigError, ModelError
+from posttrain.eval.document import document_run
+from posttrain.files import write_jsonl
+from posttrain.losses.value import clipped_value_loss
+from posttrain.models.attention import pair_layout
+from posttrain.models.heads import RewardModel, apply_reward_lora, load_classifier, save_reward_model
+from posttrain.models.load import load_model, load_tokenizer, resolve_dtype, resolve_model_dir, save_model
+from posttrain.models.lora import unwrap
+from posttrain.models.reference import Reference
+from posttrain.rewards.functions import check_reference_fields, resolve_reward
+from posttrain.rewards.score import score_completions
+from posttrain.rl.advantages import gae, whiten
+from posttrain.rl.batch import RolloutBatch, completion_values
+from posttrain.rl.engine import (
+    Layout,
+    PromptDataConfig,
+    PromptOrder,
+    RLConfig,
+    fill_logps,
+    heldout_source,
+    load_prompts,
+    make_groups,
+    micro_batches,
+    policy_loss,
+    policy_metrics,
+    prepare_update,
+    rollout_metrics,
+    run_updates,
+    sample_groups,
+    score_rollout,
+    step_seeds,
+)
+from posttrain.rl.kl import AdaptiveKLController, FixedKLController, kl_penalty
+from posttrain.rl.token_rewards import explained_variance, penalize_unfinished, sequence_kl, token_rewards
+from posttrain.sampling.sampler import ModelSampler
+from posttrain.training.checkpoint import seed_everything
+from posttrain.training.distributed import Dist, distributed
+from posttrain.training.loop import end_step, finish_run, interruptible, start_run
+from posttrain.training.metrics import check_trackers
+from posttrain.training.optim import build_optimizer, build_scheduler
+from posttrain.training.rundir import check_run_dir, resume_config, run_finished, run_path
+from posttrain.training.summary import print_summary
+
+# The held-out figures printed when training ends.
+SUMMARY = {"eval/proxy_score": "held-out reward-model score {:.3f}", "eval/gold_score": "gold (rater) score {:.3f}",
+           "eval/kl": "KL to the reference {:.2f} nats"}
+
+
+@dataclass
+class PPOSettings:
+    """PPO's own settings: the reward model, the value model, the KL leash and GAE."""
+
+    reward_model: str = ""
+    """The reward model that scores each completion (`posttrain rm`'s final/, or any num_labels=1 sequence
+    classifier). Unset: `--rl.reward` alone (a verifier, `module:function`, ...)."""
+    value_model: Literal["reward", "policy"] = "reward"
+    """What the value model starts from: the reward model's weights and head (`reward`: it already reads how good
+    an answer is), or the policy's weights with a new head (`policy`; needed when there is no reward model)."""
+    kl_coef: float = 0.05
+    """β: each completion token's reward is -β·KL_t to the reference (the starting policy). The initial value
+    when kl_target is set."""
+    kl_target: float = 0.0
+    """> 0: β adapts toward this KL (nats per completion, summed over its tokens; arXiv:1909.08593 §2.2, its 6).
+    0: β stays kl_coef."""
+    kl_horizon: int = 10000
+    """Completions over which the adaptive controller corrects its error (the paper's 10,000)."""
+    gamma: float = 1.0
+    """GAE discount γ over completion tokens (1: a reward at the end counts fully at every token)."""
+    lam: float = 0.95
+    """GAE λ: 1 is the Monte-Carlo return (no bias, most variance), 0 one-step TD."""
+    vf_coef: float = 0.1
+    """Weight of the value loss in the loss that one optimizer minimises (TRL's 0.1)."""
+    value_clip: float = 0.2
+    """Clip each value within ± this of its value at sampling time (losses/value.py); inf: no clip."""
+    whiten_advantages: bool = True
+    """Shift and scale the step's advantages to mean 0, std 1 over its tokens (detail 7 of docs/algorithms/ppo.md)."""
+    eos_penalty: float = 0.0
+    """Subtract this from the score of a completion that never ended (it reached sampling.max_new_tokens without
+    an end token or stop string): the reward model scores a cut-off answer as if it were whole. 0: none."""
+    max_approx_kl: float = 0.0
+    """> 0: stop the step's remaining passes when a minibatch's mean approximate KL to the sampling policy
+    (½(log ρ)² per token) exceeds it (Spinning Up's early stop; 0.02-0.05 is usual). 0: never."""
+    gold_rater: str = ""
+    """A simulated rater of the built-in arithmetic task (`concise`, `correctness`, `worked`) whose hidden utility
+    each evaluation logs as eval/gold_score next to the reward model's eval/proxy_score: the over-optimisation
+    watch. Unset: no gold score."""
+    retokenize: bool = False
+    """Let a reward model with another tokenizer than the policy's score the completions' text in its own tokens.
+    Without it, different tokenizers stop the run (a mix-up is likelier than an intent)."""
+
+    def __post_init__(self) -> None:
+        check(self.kl_coef >= 0, "ppo.kl_coef", "must be >= 0", self.kl_coef)
+        check(self.kl_target >= 0, "ppo.kl_target", "must be >= 0 (0: a fixed β)", self.kl_target)
+        check(self.kl_target == 0 or self.kl_coef > 0, "ppo.kl_coef", "must be > 0 for the adaptive controller to "
+              "scale it (it multiplies β)", self.kl_coef)
+        check(self.kl_horizon >= 1, "ppo.kl_horizon", "must be >= 1", self.kl_horizon)
+        check(0 <= self.gamma <= 1, "ppo.gamma", "must be in [0, 1]", self.gamma)
+        check(0 <= self.lam <= 1, "ppo.lam", "must be in [0, 1]", self.lam)
+        check(self.vf_coef > 0, "ppo.vf_coef", "must be > 0 (the value model learns only from this term)",
+              self.vf_coef)
+        check(self.value_clip > 0, "ppo.value_clip", "must be > 0 (inf: no clip)", self.value_clip)
+        check(self.eos_penalty >= 0, "ppo.eos_penalty", "must be >= 0 (it is subtracted)", self.eos_penalty)
+        check(self.max_approx_kl >= 0, "ppo.max_approx_kl", "must be >= 0 (0: no early stop)", self.max_approx_kl)
+
+
+@dataclass
+class PPOConfig:
+    """PPO: sample, score with a reward model, GAE with a value model, clipped updates of both, a KL leash."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: PromptDataConfig = field(default_factory=PromptDataConfig)
+    sampling: SamplingParams = field(default_factory=lambda: SamplingParams(max_new_tokens=48, temperature=1.0))
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, warmup_steps=0, max_steps=100,
+                                                                   weight_decay=0.0))
+    run: RunConfig = field(default_factory=lambda: RunConfig(name="ppo", log_every=5, eval_every=25))
+    # one completion per prompt, 4 passes over each batch (TRL's num_ppo_epochs), the KL in the reward
+    rl: RLConfig = field(default_factory=lambda: RLConfig(group_size=1, prompts_per_step=64, updates_per_batch=4,
+                                                          minibatches=2, kl_estimator="k1"))
+    ppo: PPOSettings = field(default_factory=PPOSettings)
+
+    def __post_init__(self) -> None:
+        check(self.rl.kl_beta == 0, "rl.kl_beta", "PPO puts the KL into the reward: set --ppo.kl-coef (and "
+              "--ppo.kl-target for an adaptive one) instead", self.rl.kl_beta)
+        check(self.rl.loss_aggregation == "token", "rl.loss_aggregation", "PPO averages its per-token losses over "
+              "the step's tokens; only `token` is implemented", self.rl.loss_aggregation)
+
+
+class PolicyAndValue(torch.nn.Module):
+    """The two trained models as one module, so that one optimizer, one gradient clip and one checkpoint hold both."""
+
+    def __init__(self, policy: torch.nn.Module, value: RewardModel):
+        super().__init__()
+        self.policy = policy
+        self.value = value
+
+
+# -- checks and set-up ------------------------------------------------------------------------------------------
+
+
+def reward_spec(cfg: PPOConfig) -> str:
+    """The reward each completion is scored with: `rm:REWARD_MODEL`, plus rl.reward when both are given."""
+    terms = [f"rm:{cfg.ppo.reward_model}"] if cfg.ppo.reward_model else []
+    terms += [cfg.rl.reward] if cfg.rl.reward else []
+    if not terms:
+        raise ConfigError("ppo.reward_model is required (train one with: posttrain rm --model.name runs/sft/final "
+                          "--data.train PAIRS.jsonl), or give a reward with --rl.reward")
+    return "+".join(terms)
+
+
+def check_reward_model(cfg: PPOConfig, policy_tokenizer) -> None:
+    """A one-line ModelError or ConfigError, before anything is loaded in full, when the reward model is not one or
+    reads other tokens than the policy writes (unless ppo.retokenize)."""
+    path = resolve_model_dir(cfg.ppo.reward_model)
+    _, new_head = load_classifier(path, torch.float32)
+    if new_head:
+        raise ModelError(f"ppo.reward_model={cfg.ppo.reward_model}: has no reward head (no `score` weights; is it a "
+                         f"causal LM?); train one with: posttrain rm --model.name {cfg.ppo.reward_model}")
+    same = load_tokenizer(str(path)).get_vocab() == policy_tokenizer.get_vocab()
+    if not same and not cfg.ppo.retokenize:
+        raise ConfigError(f"ppo.reward_model={cfg.ppo.reward_model}: its tokenizer differs from the policy's "
+                          f"({cfg.model.name}); pass --ppo.retokenize to let it score the completions' text in its "
+                          "own tokens, or train the reward model from the policy")
+    if not same and cfg.ppo.value_model == "reward":
+        raise ConfigError("ppo.value_model=reward: the value model reads the policy's tokens, but the reward model "
+                          "has another tokenizer; use --ppo.value-model policy")
+
+
+def load_value_model(cfg: PPOConfig, device: torch.device) -> RewardModel:
+    """The value model: the reward model's weights and head, or the policy's weights with a new head (seeded); LoRA
+    adapters on its body when the policy has them (the head trained in full)."""
+    source = cfg.ppo.reward_model if cfg.ppo.value_model == "reward" else cfg.model.name
+    classifier, _ = load_classifier(resolve_model_dir(source), resolve_dtype(cfg.model.dtype, device), cfg.run.seed)
+    if cfg.model.lora_r > 0:
+        classifier = apply_reward_lora(classifier, cfg.model)
+    return RewardModel(classifier).to(device).train()
+
+
+def gold_scorer(cfg: PPOConfig, prompts: list[Prompt]):
+    """The gold rater's utility, `(prompt, completion) -> float`, or None; a ConfigError naming the raters when the
+    name is unknown, a DataError when the prompts lack what it reads."""
+    if not cfg.ppo.gold_rater:
+        return None
+    from posttrain.tasks.arithmetic_raters import check_references, make_rater
+
+    try:
+        rater = make_rater(cfg.ppo.gold_rater)
+    except ValueError as e:
+        raise ConfigError(f"ppo.gold_rater={cfg.ppo.gold_rater!r}: {e}") from None
+    check_references(prompts)
+    return rater.utility
+
+
+# -- the step ---------------------------------------------------------------------------------------------------
+
+
+def score_step(values: RewardModel, parts: list[list[RolloutBatch]], scores: torch.Tensor, kl_coef: float,
+               cfg: PPOConfig) -> dict[str, float]:
+    """Per batch: the value model's values at sampling time, per-token rewards (score at the last token, -β·KL on
+    each), GAE advantages and returns; then the advantages whitened over the whole step. Returns KL and value
+    metrics of the rollout. `scores`: (N,) one per rollout completion."""
+    batches = [b for p in parts for b in p]
+    seq_kls, nonscore, explained_parts = [], [], []
+    values.eval()
+    with torch.no_grad():
+        for b in batches:
+            b.old_values = torch.where(b.mask, completion_values(values, b), 0.0)  # (C, L)
+            kl = torch.where(b.mask, kl_penalty(b.old_logps, b.ref_logps, cfg.rl.kl_estimator), 0.0)  # (C, L)
+            rewards = token_rewards(scores[b.completions], kl, b.mask, kl_coef)  # (C, L)
+            b.advantages, b.returns = gae(rewards, b.old_values, b.mask, cfg.ppo.gamma, cfg.ppo.lam)  # (C, L) each
+            seq_kls.append(sequence_kl(kl, b.mask))
+            nonscore.append(-kl_coef * sequence_kl(kl, b.mask))
+            explained_parts.append((b.old_values[b.mask], b.returns[b.mask]))
+    values.train()
+    real = [b for b in batches if b.tokens > 0]
+    if cfg.ppo.whiten_advantages and sum(b.tokens for b in real) >= 2:
+        flat = whiten(torch.cat([b.advantages[b.mask] for b in real]))  # over every token of the step
+        at = 0
+        for b in real:
+            n = b.tokens
+            b.advantages = b.advantages.masked_scatter(b.mask, flat[at : at + n])
+            at += n
+    seq_kl = torch.cat(seq_kls) if seq_kls else torch.zeros(1)
+    v = torch.cat([x for x, _ in explained_parts]) if explained_parts else torch.zeros(0)
+    r = torch.cat([y for _, y in explained_parts]) if explained_parts else torch.zeros(0)
+    return {"ppo/kl": float(seq_kl.mean()), "ppo/non_score_reward": float(torch.cat(nonscore).mean()) if nonscore else 0.0,
+            "train/explained_variance": explained_variance(v[None], r[None], torch.ones(1, len(v), dtype=torch.bool)),
+            "ppo/value_mean": float(v.mean()) if len(v) else 0.0, "ppo/return_mean": float(r.mean()) if len(r) else 0.0}
+
+
+def ppo_loss(cfg: PPOConfig, aggregate, model: PolicyAndValue, batch: RolloutBatch
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Clipped surrogate of the policy + vf_coef x clipped value loss, summed over the micro-batch's tokens, and
+    metric sums (value loss and its clip count per token, besides the policy's)."""
+    loss, sums = policy_loss(cfg.rl, aggregate, model.policy, batch)
+    values = completion_values(model.value, batch)  # (C, L)
+    per_token, clipped = clipped_value_loss(values, batch.old_values, batch.returns, batch.mask, cfg.ppo.value_clip)
+    value_loss, _ = aggregate(per_token, batch.mask)
+    sums["value_loss_sum"] = float(value_loss.detach())
+    sums["value_clip_tokens"] = float(clipped.sum())
+    return loss + cfg.ppo.vf_coef * value_loss, sums
+
+
+# -- the recipe -------------------------------------------------------------------------------------------------
+
+
+def train(cfg: PPOConfig, given: Collection[str] | None = None) -> Path:
+    """Train; returns the run directory. Resuming, the saved config is used (training/rundir.py::resume_config)."""
+    cfg = resume_config(cfg, given)
+    with distributed(cfg.run.device, cfg.run.threads) as d:
+        return run_ppo(cfg, d)
+
+
+def run_ppo(cfg: PPOConfig, d: Dist) -> Path:
+    if run_finished(cfg.run, d.is_main):  # resuming a finished run changes nothing
+        return run_path(cfg.run)
+    # -- check every input before anything is sampled or written -----------------------------------------
+    if d.enabled:
+        raise ConfigError("posttrain ppo runs in one process for now; start it without torchrun")
+    tokenizer = load_tokenizer(cfg.model.name)
+    use_chat_template(tokenizer, cfg.data.chat_template)
+    spec = reward_spec(cfg)
+    if cfg.ppo.reward_model:
+        check_reward_model(cfg, tokenizer)
+    elif cfg.ppo.value_model == "reward":
+        raise ConfigError("ppo.value_model=reward needs ppo.reward_model; without a reward model use "
+                          "--ppo.value-model policy")
+    reward = resolve_reward(spec, tokenizer=tokenizer, device=cfg.run.device)
+    prompts, prompt_ids = load_prompts(cfg.data.train, tokenizer, cfg.data.limit, cfg.data.max_prompt_length)
+    check_reference_fields(reward, prompts, cfg.data.train)
+    eval_source = heldout_source(cfg.data)
+    eval_prompts, eval_ids, gold = [], [], None
+    if eval_source:
+        eval_prompts, eval_ids = load_prompts(eval_source, tokenizer, cfg.data.eval_prompts, cfg.data.max_prompt_length)
+        check_reference_fields(reward, eval_prompts, eval_source)
+        gold = gold_scorer(cfg, eval_prompts)
+    order = PromptOrder(len(prompts), cfg.rl.prompts_per_step, cfg.run.seed)
+    check_trackers(cfg.run.trackers)
+    check_run_dir(cfg.run)
+
+    # -- set up ---------------------------------------------------------------------------------------------
+    seed_everything(cfg.run.seed)
+    policy, _ = load_model(cfg.model, d.device)
+    reference = Reference(policy, keep_copy=True)  # the starting policy (under LoRA: the base, adapters off)
+    value = load_value_model(cfg, d.device)
+    pairs = pair_layout(policy, cfg.data.share_prompt)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    layout = Layout(pairs.share_prompt, pairs.mask_dtype, pairs.trim_logits, pad_id, d.device)
+    policy.train()
+    model = PolicyAndValue(policy, value)
+    optimizer = build_optimizer(model, cfg.optim)
+    total_steps = cfg.optim.max_steps or max(1, int(cfg.optim.epochs * order.steps_per_epoch))
+    scheduler = build_scheduler(optimizer, total_steps * cfg.rl.updates_per_batch * cfg.rl.minibatches, cfg.optim)
+    data_lineage = [describe_source(s) for s in (cfg.data.train, eval_source) if s]
+    run = start_run(cfg.run, cfg, d, model, optimizer, scheduler, total_steps, data_lineage, cfg.model.name, "ppo",
+                    reward=spec)
+    controller = (AdaptiveKLController(cfg.ppo.kl_coef, cfg.ppo.kl_target, cfg.ppo.kl_horizon) if cfg.ppo.kl_target
+                  else FixedKLController(cfg.ppo.kl_coef))
+    if "kl_controller" in run.state:  # resumed: β as it was after the checkpoint's step
+        controller.load_state_dict(run.state["kl_controller"])
+    group_size = cfg.rl.group_size
+    sampler = ModelSampler(policy, tokenizer, batch_size=cfg.rl.sample_batch or cfg.rl.prompts_per_step * group_size)
+    eval_sampler = ModelSampler(policy, tokenizer, batch_size=64)
+
+    def evaluate_heldout(step: int) -> dict[str, float]:
+        metrics, samples = evaluate_ppo(cfg, policy, reference, eval_sampler, eval_prompts, eval_ids, reward, gold,
+                                        layout)
+        write_jsonl(samples, run.dir / "samples" / f"eval-step-{step}.jsonl")
+        return metrics
+
+    if eval_prompts and run.start_step == 0:
+        run.sink.log(0, evaluate_heldout(0))  # the starting policy, to compare with
+
+    # -- loop -----------------------------------------------------------------------------------------------
+    completions_done = 0
+    with interruptible(run, model, optimizer, scheduler):  # Ctrl-C: keep the last step, say how to resume
+        for step in range(run.start_step, total_steps):
+            mine = order.step(step)
+            t0 = time.perf_counter()
+            rollout = sample_groups(sampler, prompt_ids, mine, group_size, cfg.sampling, step_seeds(cfg.run.seed, step, mine))
+            sample_seconds = time.perf_counter() - t0
+            scores = score_rollout(reward, prompts, mine, rollout)
+            raw = torch.tensor(scores.total, dtype=torch.float32)  # (N,)
+            ended = torch.tensor([r != "length" for r in rollout.finish_reasons])  # (N,)
+            penalized = penalize_unfinished(raw, ended, cfg.ppo.eos_penalty)  # (N,)
+            groups = make_groups(rollout, torch.zeros(len(rollout)), group_size, list(range(len(mine))))
+            t1 = time.perf_counter()
+            parts, aggregate = prepare_update(groups, cfg.rl, layout, cfg.sampling.max_new_tokens, reference, policy)
+            scored = score_step(value, parts, penalized, controller.value, cfg)
+            done = run_updates(model, optimizer, scheduler, parts, cfg.rl, lambda m, b: ppo_loss(cfg, aggregate, m, b),
+                               cfg.optim.max_grad_norm, run, step + 1, d, cfg.ppo.max_approx_kl)
+            update_seconds = time.perf_counter() - t1
+            kl_coef = controller.value  # the β this step's rewards used
+            controller.update(scored["ppo/kl"], len(rollout))
+            run.state["kl_controller"] = controller.state_dict()
+            completions_done += len(rollout)
+            tokens = sum(len(p) + len(c) for p, c in zip(rollout.prompt_ids, rollout.completion_ids))
+            n_tokens = max(done.totals.get("tokens", 0.0), 1.0)
+            metrics = {
+                **policy_metrics(done), **scored,
+                **rollout_metrics(rollout, scores, penalized, group_size, torch.zeros(0, dtype=torch.bool),
+                                  sample_seconds, d),
+                "ppo/score": float(raw.mean()), "ppo/kl_coef": kl_coef,
+                "train/value_loss": done.totals.get("value_loss_sum", 0.0) / n_tokens,
+                "train/value_clip_ratio": done.totals.get("value_clip_tokens", 0.0) / n_tokens,
+                "train/passes": float(done.passes), "train/lr": scheduler.get_last_lr()[0],
+                "perf/update_seconds": update_seconds,
+                "perf/trainer_tokens_per_second": done.trained_tokens / max(update_seconds, 1e-9),
+                "perf/completions_per_second": completions_done / max(1e-9, time.perf_counter() - run.t0),
+            }
+            metrics.pop("train/frac_reward_zero_std", None)  # a group statistic; PPO has no groups
+            end_step(run, step + 1, metrics, tokens, (lambda s=step + 1: evaluate_heldout(s)) if eval_prompts else None,
+                     model, optimizer, scheduler)
+
+    # -- save -----------------------------------------------------------------------------------------------
+    def save(out: Path) -> None:
+        save_model(unwrap(policy), tokenizer, out, cfg.model)
+        save_reward_model(value, tokenizer, out / "value_model", {"kind": "ppo_value", "pooling": "last_token"})
+
+    finish_run(run, model, tokenizer, save=save)
+    document_run(run.dir, "ppo")  # report.html and the model card final/README.md
+    return print_summary(run.dir, "ppo", SUMMARY, cfg.run.progress)
+
+
+def evaluate_ppo(cfg: PPOConfig, policy: torch.nn.Module, reference: Reference, sampler: ModelSampler,
+                 prompts: list[Prompt], ids: list[list[int]], reward, gold, layout: Layout
+                 ) -> tuple[dict[str, float], list[dict]]:
+    """One completion per held-out prompt, sampled as in training from seeds that are the same at every
+    evaluation: the reward model's mean score (eval/proxy_score), the gold rater's (eval/gold_score) and the mean
+    KL of the completions to the reference (eval/kl, nats per completion: Σ_t log π/π_ref, k1 on the policy's own
+    samples), and the samples."""
+    t0 = time.perf_counter()
+    seeds = step_seeds(cfg.run.seed, -1, list(range(len(ids))))  # step -1: never a training step's
+    rollout = sampler.sample(ids, 1, cfg.sampling, seeds=seeds)
+    proxy = score_completions(reward, prompts, rollout.texts).total
+    groups = make_groups(rollout, torch.zeros(len(rollout)), 1, list(range(len(ids))))
+    kls = torch.zeros(len(rollout))
+    for b in micro_batches(groups, cfg.rl, layout, lambda b: 0):
+        fill_logps(reference, [b], "ref_logps")
+        kls[b.completions] = sequence_kl(b.old_logps - b.ref_logps, b.mask)
+    metrics = {"eval/proxy_score": sum(proxy) / len(proxy), "eval/kl": float(kls.mean()),
+               "eval/mean_length": sum(len(c) for c in rollout.completion_ids) / len(rollout),
+               "perf/eval_seconds": 0.0}
+    golds = [gold(p, t) for p, t in zip(prompts, rollout.texts)] if gold else []
+    if gold:
+        metrics["eval/gold_score"] = sum(golds) / len(golds)
+    metrics["perf/eval_seconds"] = time.perf_counter() - t0
+    samples = [{"prompt": p.text, "completion": t, "proxy_score": s, **({"gold_score": g} if gold else {})}
+               for p, t, s, g in zip(prompts, rollout.texts, proxy, golds or [None] * len(proxy))]
+    return metrics, samples
