@@ -4,14 +4,15 @@ One run of `posttrain demo` (the same function `make demo` calls), then its head
 SFT held-out accuracy on 2-digit addition, reward-model held-out accuracy on rater-labelled pairs
 (0% noise), the DPO policy's win rate against its SFT start, judged by the same rater, and GRPO's
 held-out accuracy from an SFT checkpoint that still got only 15-30% right. RLOO then trains from that same
-checkpoint and must improve it too.
+checkpoint and must improve it too. PPO from the SFT policy against the demo's reward model must raise the reward
+model's held-out score within the stage's KL budget and win against SFT by the rater that made the pairs.
 """
 
 import json
 
 import pytest
 
-from posttrain.demo import DemoConfig, run_demo
+from posttrain.demo import PPO_KL_BUDGET, DemoConfig, run_demo
 
 pytestmark = pytest.mark.slow
 RLOO_STEPS, RLOO_LR = 150, 3e-4  # from the 22.5% start: 52% after 150 steps (measured)
@@ -40,7 +41,21 @@ def test_reward_model_heldout_accuracy_at_least_90_percent(demo):
 
 def test_dpo_policy_wins_70_percent_against_its_sft_start(demo):
     _, results = demo
-    assert _stage(results, "Win rate").value >= 0.70
+    assert _stage(results, "Win rate: DPO").value >= 0.70
+
+
+def test_ppo_raises_the_reward_model_score_within_its_kl_budget(demo):
+    _, results = demo
+    outcome = _stage(results, "PPO from").detail
+    before, after = outcome.before, outcome.after
+    assert before["step"] == 0 and before["eval/kl"] == pytest.approx(0.0, abs=1e-3)
+    assert after["eval/proxy_score"] > before["eval/proxy_score"] + 0.5, (before, after)
+    assert 0 < after["eval/kl"] <= PPO_KL_BUDGET, after
+
+
+def test_ppo_policy_wins_65_percent_against_sft(demo):
+    _, results = demo
+    assert _stage(results, "Win rate: PPO").value >= 0.65
 
 
 def test_dpo_keeps_the_task_solved(demo):
@@ -50,7 +65,7 @@ def test_dpo_keeps_the_task_solved(demo):
 
 def test_every_stage_left_a_complete_run_directory(demo):
     out, _ = demo
-    for name in ("sft", "rm", "dpo"):
+    for name in ("sft", "rm", "dpo", "ppo"):
         run = out / name
         assert (run / "final" / "config.json").is_file()
         lineage = json.loads((run / "lineage.json").read_text())

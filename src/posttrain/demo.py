@@ -43,8 +43,14 @@ RATER = "concise"
 # tokens, which a 64-token limit did not always hold (a shortened SFT run rambles to the limit). 128 holds them;
 # a pair that still did not fit would be skipped and counted, not stop the demo.
 SAMPLED_TOKENS = 48
-PPO_LR = 1e-4  # the PPO stage's learning rate and KL coefficient (docs/algorithms/ppo.md, "Expected results")
-PPO_KL_COEF = 0.05
+# The PPO stage (docs/algorithms/ppo.md, "Expected results"). The demo's reward model learned "a bare number is
+# good" far better than "the right number is good" (92% of its rejected answers were correct but chatty), so a
+# loose leash games it: at lr 1e-4 and β 0.05 the held-out gold score fell from 8.8 to 3.8 in 15 steps while the
+# reward-model score rose 1.6 -> 8.1 (wrong bare numbers). β 0.3 makes changing the digits costly and stopping
+# after the number cheap: measured 1.6 -> 7.9 with the gold score 8.8 -> 9.3, KL 1.2 nats, in 40 steps.
+PPO_LR = 5e-5
+PPO_KL_COEF = 0.3
+PPO_KL_BUDGET = 3.0  # nats per answer: the held-out KL to the SFT policy the stage promises to stay under
 PAIR_MAX_LENGTH = 128
 # SFT keeps a checkpoint this often, so the GRPO stage can start from one that is still weak at the task.
 SFT_SAVE_EVERY = 25
@@ -79,7 +85,7 @@ class DemoConfig:
     """Optimizer steps of the reward model trained on the campaign's judgments (batch 16 pairs)."""
     grpo_steps: int = 300
     """GRPO steps (32 prompts x 8 samples each) from the weak SFT checkpoint."""
-    ppo_steps: int = 60
+    ppo_steps: int = 40
     """PPO steps (64 prompts, one sample each; 4 passes of 2 minibatches) from the SFT policy against the reward
     model."""
     weak_band: tuple[float, float] = (0.15, 0.30)
@@ -344,7 +350,8 @@ def ppo_stage(cfg: DemoConfig, sft_model: Path, reward_model: Path) -> tuple[Sta
         optim=OptimConfig(lr=PPO_LR, warmup_steps=0, max_steps=cfg.ppo_steps),
         run=RunConfig(name="ppo", output_dir=cfg.output_dir, seed=cfg.seed, overwrite=True, log_every=10,
                       eval_every=max(1, cfg.ppo_steps // 4), progress=cfg.progress),
-        rl=RLConfig(group_size=1, prompts_per_step=64, updates_per_batch=4, minibatches=2, kl_estimator="k1"),
+        rl=RLConfig(group_size=1, prompts_per_step=64, updates_per_batch=4, minibatches=2, micro_batch=32,
+                    kl_estimator="k1"),
         ppo=PPOSettings(reward_model=str(reward_model), gold_rater=RATER, kl_coef=PPO_KL_COEF),
     ))
     evals = [m for m in read_metrics(run_dir) if "eval/proxy_score" in m]

@@ -147,9 +147,10 @@ class PPOConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, warmup_steps=0, max_steps=100,
                                                                    weight_decay=0.0))
     run: RunConfig = field(default_factory=lambda: RunConfig(name="ppo", log_every=5, eval_every=25))
-    # one completion per prompt, 4 passes over each batch (TRL's num_ppo_epochs), the KL in the reward
+    # one completion per prompt, 4 passes over each batch (TRL's num_ppo_epochs) in 2 minibatches, each minibatch
+    # one forward/backward (32 single-completion groups: 8 would leave the tiny model's passes overhead-bound)
     rl: RLConfig = field(default_factory=lambda: RLConfig(group_size=1, prompts_per_step=64, updates_per_batch=4,
-                                                          minibatches=2, kl_estimator="k1"))
+                                                          minibatches=2, micro_batch=32, kl_estimator="k1"))
     ppo: PPOSettings = field(default_factory=PPOSettings)
 
     def __post_init__(self) -> None:
