@@ -1,16 +1,19 @@
 """posttrain PPO against TRL's experimental PPOTrainer on the same policy, reward model, prompts and settings.
 
     python bench/ppo.py                      # writes the "PPO" section of bench/RESULTS.md
+    python bench/ppo.py --trl-scoring template    # TRL trained on posttrain's reading of the reward model
     python bench/ppo.py --steps 2 --repeats 1 --no-write --threads 1     # a quick look, nothing written
 
 What it measures: (a) episodes/s = completions sampled and trained on / wall time of the training loop (no model
 loading, no saving): posttrain's `time/train_seconds` less `time/checkpoint_seconds` (no held-out evaluation runs);
 TRL's `PPOTrainer.train()` call timed around it (it returns no runtime), nothing saved, no sample generations.
 (b) Peak RSS of each run's own process (`ru_maxrss`, before the bench's scoring below). (c) The reward curve: the
-mean reward-model score of each step's 64 completions, two ways: each side's own (posttrain's `ppo/score`, TRL's
-`objective/scores`, which differ in where they read the score, see below), and one scorer for both: every
-completion text of both sides scored afterwards by posttrain's `RewardFunction` (the chat template, as the reward
-model was trained), outside the timed loop. For posttrain the two ways are the same numbers (checked).
+mean reward-model score of each step's 64 completions. The two sides read their reward model differently (below),
+so after each run, outside the timed loop, every completion of both sides is scored both ways by the same
+reward model: through the chat template (posttrain's way: `RewardFunction` on the completion's text) and at the
+last sampled token (TRL's way: the sampled prompt + completion ids, read at the eos). Each run checks that its
+own logged scores are what its own way gives there (posttrain's `ppo/score`, TRL's `objective/scores`), so each
+curve compares the two sides under one scorer.
 
 TRL: trl >= 1.13 has no PPOTrainer; trl 1.12.0 is the last with `trl/experimental/ppo/ppo_trainer.py`. The bench
 installs it once with `pip install --no-deps --target $POSTTRAIN_CACHE/bench/trl-1.12.0 trl==1.12.0` (whatever trl
@@ -56,8 +59,12 @@ What is not the same, and cannot be made so by settings:
   score at that token (the last one before padding); a response that hit 48 tokens is read at its last token.
   posttrain scores the completion's text as the reward model was trained: prompt and completion through the chat
   template, so the score is read after `<|im_end|>` at the template's closing "\\n" (and a cut-off completion gets
-  its `<|im_end|>\\n` too). The same weights read one token apart give different numbers: the "one scorer" curve
-  puts TRL's completions on posttrain's scale, and TRL's own curve is shown next to it.
+  its `<|im_end|>\\n` too). The same weights read one token apart give different numbers: this reward model
+  was trained reading the newline (as posttrain rm and TRL's RewardTrainer read chat-template text), and on the
+  SFT policy's samples it scores from about -11 (chatty answers) to +10 (a bare number) through the template but
+  only 1.4 to 3.8 at the eos. So stock TRL optimises a weaker reward than posttrain from the same model; hence
+  the two scorings of both sides, and `--trl-scoring template`, which trains TRL's side on posttrain's scorer
+  (a documented departure, its own section) so that the curves compare the two PPO implementations alone.
 - GAE bookkeeping. TRL adds the score one position past the last response token (a padding position, which its
   value loss also covers: `padding_mask_p1`); posttrain adds it at the last completion token and computes values
   and losses on completion tokens only. TRL re-shuffles the minibatches each pass (`np.random.permutation`);
@@ -88,10 +95,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Literal
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -128,6 +137,11 @@ class BenchConfig:
     """Runs per side, alternating; the table reports medians."""
     threads: int = 0
     """torch threads in each run (0 leaves torch's default, one per core). On a machine busy with other jobs use 1."""
+    trl_scoring: Literal["eos", "template"] = "eos"
+    """Where TRL's side reads the reward model: `eos`, TRL's own way (the sampled tokens, read at the eos), or
+    `template`, a departure from stock TRL: its reward-model call is replaced by posttrain's scorer on the
+    completions' text through the chat template, so that both sides optimise the same reward and the reward curves
+    compare the two PPO implementations alone. Its own section of RESULTS.md."""
     write: bool = True
     """Write the results into bench/RESULTS.md."""
 
@@ -142,8 +156,9 @@ class Result:
     sample_seconds: float
     score_seconds: float
     end_to_end_seconds: float  # model loading, set-up, training, saving (posttrain: also its report)
-    scores: list[float]  # the side's own mean reward-model score of each step
-    common: list[list[float]]  # each completion's score by posttrain's RewardFunction, per step
+    scores: list[float]  # the side's own mean reward-model score of each step (as it logged it)
+    by_template: list[list[float]]  # each completion's score read through the chat template (posttrain's way)
+    at_eos: list[list[float]]  # ... read at the last sampled token, the eos (TRL's way)
     lengths: list[float]  # mean completion tokens of each step (the eos included)
     rss_after_imports_mb: float
     peak_rss_mb: float
@@ -157,9 +172,9 @@ class Result:
     def update_seconds(self) -> float:
         return self.loop_seconds - self.sample_seconds - self.score_seconds
 
-    @property
-    def common_means(self) -> list[float]:
-        return [statistics.mean(step) for step in self.common]
+    def curve(self, scorer: str) -> list[float]:
+        """Mean score of each step's completions by `scorer` (`by_template` or `at_eos`)."""
+        return [statistics.mean(step) for step in getattr(self, scorer)]
 
 
 # -- TRL 1.12, the models and the prompts -----------------------------------------------------------------------
@@ -263,17 +278,35 @@ def parameter_count(model_dir: str) -> int:
     return count_parameters(load_model(ModelConfig(name=model_dir))[0])[1]
 
 
-def common_scores(reward_model: str, steps_file: str, texts: list[list[str]]) -> list[list[float]]:
-    """Each completion text scored by posttrain's RewardFunction as the answer to its step's prompt: one scorer for
-    both sides' completions."""
+def both_scorings(reward_model: str, steps_file: str, texts: list[list[str]], sequences: list[list[list[int]]],
+                  own: list[list[float]], own_way: str) -> tuple[list[list[float]], list[list[float]]]:
+    """Every completion of a run scored by the reward model both ways, per step: through the chat template
+    (posttrain's RewardFunction on the completion's text), and at the last token of the sampled prompt + completion
+    tokens (the eos, or the 48th token of one cut off: where TRL reads). Stops unless the side's own scores are
+    the ones its own way gives here (`own_way`, `by_template` or `at_eos`), so that both curves come from scorers
+    that reproduce the sides' own."""
+    import torch
+
+    from posttrain.data.collate import pad_batch
     from posttrain.data.load import load_records
     from posttrain.data.records import Prompt
+    from posttrain.data.tokenize import Example
     from posttrain.rewards.model import RewardFunction
 
     prompts = load_records(TRAIN, accept=(Prompt,))
     indices = json.loads(Path(steps_file).read_text())["indices"]
     scorer = RewardFunction.load(reward_model)
-    return [scorer.score_batch([prompts[i] for i in step], step_texts) for step, step_texts in zip(indices, texts)]
+    by_template = [scorer.score_batch([prompts[i] for i in step], step_texts) for step, step_texts in zip(indices, texts)]
+    at_eos = []
+    with torch.inference_mode():
+        for step in sequences:
+            batch = pad_batch([Example(ids, [False] * len(ids)) for ids in step], scorer.tokenizer.pad_token_id, "right")
+            at_eos.append(scorer.model(batch["input_ids"], batch["attention_mask"]).tolist())
+    mine = by_template if own_way == "by_template" else at_eos
+    drift = max(abs(a - b) for step_a, step_b in zip(own, mine) for a, b in zip(step_a, step_b))
+    if drift > 1e-3:
+        raise SystemExit(f"the bench's {own_way} scorer differs from the side's own scores by {drift:.2g}")
+    return by_template, at_eos
 
 
 # -- the two configurations ------------------------------------------------------------------------------------
@@ -401,6 +434,7 @@ def run_posttrain(cfg: BenchConfig, data: dict, out: Path) -> Result:
 
     after_imports = rss_mb()
     texts: list[list[str]] = []
+    sequences: list[list[list[int]]] = []  # prompt + completion ids of each completion, per step
     own: list[list[float]] = []
     seconds = {"score": 0.0}
     inner = ppo.score_rollout
@@ -410,6 +444,7 @@ def run_posttrain(cfg: BenchConfig, data: dict, out: Path) -> Result:
         scores = inner(reward, prompts, indices, rollout)
         seconds["score"] += time.perf_counter() - t0
         texts.append(list(rollout.texts))
+        sequences.append([p + c for p, c in zip(rollout.prompt_ids, rollout.completion_ids)])
         own.append(list(scores.total))
         return scores
 
@@ -423,13 +458,10 @@ def run_posttrain(cfg: BenchConfig, data: dict, out: Path) -> Result:
     if len(steps) != cfg.steps or len(texts) != cfg.steps or any(len(t) != PROMPTS_PER_STEP for t in texts):
         raise SystemExit(f"posttrain logged {len(steps)} steps and scored {len(texts)}, not {cfg.steps} of "
                          f"{PROMPTS_PER_STEP}; the count of episodes is off")
-    common = common_scores(data["reward_model"], data["steps"], texts)
-    drift = max(abs(a - b) for step_a, step_b in zip(own, common) for a, b in zip(step_a, step_b))
-    if drift > 1e-3:
-        raise SystemExit(f"posttrain's own scores and the bench's scorer differ by {drift:.2g}: not one scorer")
+    by_template, at_eos = both_scorings(data["reward_model"], data["steps"], texts, sequences, own, "by_template")
     return Result("posttrain", cfg.steps * PROMPTS_PER_STEP, posttrain_loop_seconds(metrics),
                   sum(m["perf/sample_seconds"] for m in steps), seconds["score"], end_to_end,
-                  [m["ppo/score"] for m in steps], common, [m["completions/mean_length"] for m in steps],
+                  [m["ppo/score"] for m in steps], by_template, at_eos, [m["completions/mean_length"] for m in steps],
                   after_imports, peak, {"threads": torch.get_num_threads()})
 
 
@@ -442,6 +474,7 @@ def run_trl(cfg: BenchConfig, data: dict, out: Path) -> Result:
     from trl.experimental.ppo import PPOTrainer
 
     disable_progress_bars()
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.* is deprecated")  # TRL's wrapper asks
     after_imports = rss_mb()
     steps = json.loads(Path(data["steps"]).read_text())
     t0 = time.perf_counter()
@@ -458,7 +491,7 @@ def run_trl(cfg: BenchConfig, data: dict, out: Path) -> Result:
     read_in_order(trainer, dataset)
     clip_gradients(trainer)
     check_trl_setup(trainer, cfg, data, rows, steps)
-    seen = watch_trl(trainer)
+    seen = watch_trl(trainer, template_scorer(data, tokenizer) if cfg.trl_scoring == "template" else None)
     t1 = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):  # PrinterCallback prints every step's dict
         trainer.train()
@@ -470,9 +503,12 @@ def run_trl(cfg: BenchConfig, data: dict, out: Path) -> Result:
     check_trl_data(seen, logged, cfg, steps, tokenizer)
     responses = [[ids[ids != tokenizer.pad_token_id].tolist() for ids in batch] for batch in seen["responses"]]
     texts = [tokenizer.batch_decode(step, skip_special_tokens=True) for step in responses]
+    sequences = [[p + r for p, r in zip(prompts, step)] for prompts, step in zip(steps["ids"], responses)]
+    own = [scores.tolist() for scores in seen["scores"]]
+    own_way = "by_template" if cfg.trl_scoring == "template" else "at_eos"
+    by_template, at_eos = both_scorings(data["reward_model"], data["steps"], texts, sequences, own, own_way)
     return Result("trl", cfg.steps * PROMPTS_PER_STEP, loop, seen["seconds"]["sample"], seen["seconds"]["score"],
-                  end_to_end, [h["objective/scores"] for h in logged],
-                  common_scores(data["reward_model"], data["steps"], texts),
+                  end_to_end, [h["objective/scores"] for h in logged], by_template, at_eos,
                   [statistics.mean(len(r) for r in step) for step in responses], after_imports, peak,
                   {"threads": torch.get_num_threads(), "optim": str(trainer.args.optim)})
 
@@ -501,10 +537,31 @@ def clip_gradients(trainer) -> None:
     optimizer.register_step_pre_hook(clip)
 
 
-def watch_trl(trainer) -> dict:
+def template_scorer(data: dict, tokenizer):
+    """`--trl-scoring template`: `(step, responses) -> scores (B,)`, posttrain's RewardFunction on the decoded
+    responses (TRL's padded response ids, cut after the eos) as answers to the step's prompts."""
+    import torch
+
+    from posttrain.data.load import load_records
+    from posttrain.data.records import Prompt
+    from posttrain.rewards.model import RewardFunction
+
+    prompts = load_records(TRAIN, accept=(Prompt,))
+    indices = json.loads(Path(data["steps"]).read_text())["indices"]
+    scorer = RewardFunction.load(data["reward_model"])
+
+    def score(step: int, responses: torch.Tensor) -> torch.Tensor:
+        texts = tokenizer.batch_decode([r[r != tokenizer.pad_token_id] for r in responses], skip_special_tokens=True)
+        return torch.tensor(scorer.score_batch([prompts[i] for i in indices[step]], texts))
+
+    return score
+
+
+def watch_trl(trainer, score_text=None) -> dict:
     """Seconds in sampling (`batch_generation`) and reward-model scoring (`get_reward` on the reward model), the
     prompts each generation got, the generation settings and each scored response with its score. The module's
-    functions are wrapped: what they do is unchanged."""
+    functions are wrapped: what they do is unchanged, except that with `score_text` (template_scorer) it scores
+    the reward model's calls instead."""
     from trl.experimental.ppo import ppo_trainer
 
     seen = {"seconds": {"sample": 0.0, "score": 0.0}, "queries": [], "generation": [], "responses": [], "scores": []}
@@ -523,7 +580,10 @@ def watch_trl(trainer) -> dict:
         if model is not trainer.reward_model:  # the value model's forward: part of the update
             return get_reward(model, query_responses, pad_token_id, context_length)
         t0 = time.perf_counter()
-        out = get_reward(model, query_responses, pad_token_id, context_length)
+        if score_text is None:
+            out = get_reward(model, query_responses, pad_token_id, context_length)
+        else:  # TRL reads only the scores (`_, score, _ = get_reward(...)`)
+            out = (None, score_text(len(seen["responses"]), query_responses[:, context_length:]), None)
         seen["seconds"]["score"] += time.perf_counter() - t0
         seen["responses"].append(query_responses[:, context_length:].clone())
         seen["scores"].append(out[1].clone())
@@ -609,12 +669,12 @@ def compare(cfg: BenchConfig, folder: Path) -> tuple[dict[str, list[Result]], di
         for side in SIDES:
             res = Result(**in_fresh_process(run_side, side, cfg, data, str(folder / f"{side}-{r}")))
             results[side].append(res)
+            template, eos = res.curve("by_template"), res.curve("at_eos")
             print(f"  [{r + 1}/{cfg.repeats}] {side}: {res.episodes_per_second:.2f} episodes/s ({res.episodes} / "
                   f"{res.loop_seconds:.2f} s loop: sampling {res.sample_seconds:.2f} s, scoring "
-                  f"{res.score_seconds:.2f} s, update {res.update_seconds:.2f} s), RM score step 1 "
-                  f"{res.common_means[0]:.3f}, last {res.common_means[-1]:.3f} (own scoring {res.scores[0]:.3f}, "
-                  f"{res.scores[-1]:.3f}), peak RSS {res.peak_rss_mb:.0f} MB, end-to-end "
-                  f"{res.end_to_end_seconds:.1f} s", flush=True)
+                  f"{res.score_seconds:.2f} s, update {res.update_seconds:.2f} s); RM score step 1 -> last: "
+                  f"{template[0]:.3f} -> {template[-1]:.3f} through the template, {eos[0]:.3f} -> {eos[-1]:.3f} at eos; "
+                  f"peak RSS {res.peak_rss_mb:.0f} MB, end-to-end {res.end_to_end_seconds:.1f} s", flush=True)
     return results, data
 
 
@@ -626,10 +686,6 @@ def windows(steps: int) -> list[tuple[int, int]]:
     """About 12 step windows [start, end) covering the run, for the reward-curve table."""
     size = max(1, -(-steps // 12))
     return [(a, min(a + size, steps)) for a in range(0, steps, size)]
-
-
-def window_mean(values: list[float], a: int, b: int) -> float:
-    return statistics.mean(values[a:b])
 
 
 def table_rows(results: dict[str, list[Result]]) -> list[str]:
@@ -651,46 +707,56 @@ def table_rows(results: dict[str, list[Result]]) -> list[str]:
 
 
 def curve_rows(results: dict[str, list[Result]], steps: int) -> list[str]:
-    """The reward curve, one row per step window: each side's median over runs of the window's mean score (one
-    scorer), with each run's in brackets; TRL's own scoring (at the eos token) last."""
-    def cell(runs: list[Result], key) -> str:
-        values = [window_mean(key(r), a, b) for r in runs]
-        runs_text = f" ({', '.join(f'{v:.3f}' for v in values)})" if len(values) > 1 else ""
-        return f"{statistics.median(values):.3f}{runs_text}"
+    """The reward curves, one row per step window: per side and scorer, the median over runs of the window's mean
+    score, each run's in brackets."""
+    def cell(runs: list[Result], scorer: str, a: int, b: int) -> str:
+        values = [statistics.mean(r.curve(scorer)[a:b]) for r in runs]
+        each = f" ({', '.join(f'{v:.3f}' for v in values)})" if len(values) > 1 else ""
+        return f"{statistics.median(values):.3f}{each}"
 
     rows = []
     for a, b in windows(steps):
-        label = f"{a + 1}" if b == a + 1 else f"{a + 1}-{b}"
-        rows.append(f"| {label} | {cell(results['posttrain'], lambda r: r.common_means)} | "
-                    f"{cell(results['trl'], lambda r: r.common_means)} | {cell(results['trl'], lambda r: r.scores)} |")
+        cells = [f"{a + 1}" if b == a + 1 else f"{a + 1}-{b}"]
+        cells += [cell(results[side], scorer, a, b) for scorer in ("by_template", "at_eos") for side in SIDES]
+        rows.append("| " + " | ".join(cells) + " |")
     return rows
 
 
-def tail_statistics(runs: list[Result], steps: int) -> tuple[float, float, int]:
-    """Mean and standard deviation of the one-scorer scores of every completion of the last quarter of the steps,
-    over all runs, and their count."""
+def tail_difference(results: dict[str, list[Result]], scorer: str, steps: int) -> tuple[float, float, float]:
+    """Over the last quarter of the steps, every run's completions pooled per side: posttrain's mean score, TRL's,
+    and 2 standard errors of their difference from sampling that many completions alone."""
     start = steps - max(1, steps // 4)
-    scores = [s for r in runs for step in r.common[start:] for s in step]
-    return statistics.mean(scores), statistics.stdev(scores) if len(scores) > 1 else 0.0, len(scores)
+    stats = []
+    for side in SIDES:
+        scores = [s for r in results[side] for step in getattr(r, scorer)[start:] for s in step]
+        stats.append((statistics.mean(scores), statistics.variance(scores) / len(scores) if len(scores) > 1 else 0.0))
+    (mean_p, var_p), (mean_t, var_t) = stats
+    return mean_p, mean_t, 2 * (var_p + var_t) ** 0.5
 
 
 def verdict(cfg: BenchConfig, results: dict[str, list[Result]]) -> str:
     """The issue's target next to what this run measured (stated, not judged for the reader)."""
     rate = {side: _median(runs, lambda r: r.episodes_per_second) for side, runs in results.items()}
     peak = {side: _median(runs, lambda r: r.peak_rss_mb) for side, runs in results.items()}
-    (mean_p, sd_p, n_p), (mean_t, sd_t, n_t) = (tail_statistics(results[s], cfg.steps) for s in SIDES)
-    noise = 2 * (sd_p**2 / n_p + sd_t**2 / n_t) ** 0.5
+    tails = []
+    for scorer, name in (("by_template", "through the chat template"), ("at_eos", "at eos")):
+        mean_p, mean_t, noise = tail_difference(results, scorer, cfg.steps)
+        tails.append(f"{name} {mean_p:.3f} (posttrain) vs {mean_t:.3f} (TRL), {mean_p - mean_t:+.3f} ± {noise:.3f}")
     return (f"Target (the issue): ≥ 2x TRL's episodes/s, the same reward curve within noise, no more memory. "
             f"Measured: {rate['posttrain'] / rate['trl']:.2f}x episodes/s; peak RSS {peak['posttrain']:.0f} MB "
-            f"(posttrain) vs {peak['trl']:.0f} MB (TRL); mean RM score (one scorer) over the last "
-            f"{max(1, cfg.steps // 4)} steps {mean_p:.3f} (posttrain) vs {mean_t:.3f} (TRL), a difference of "
-            f"{mean_p - mean_t:+.3f} against ±{noise:.3f} from sampling {n_p} and {n_t} completions alone (2 standard "
-            "errors; runs also differ by their whole trajectories, as the bracketed runs show).")
+            f"(posttrain) vs {peak['trl']:.0f} MB (TRL); mean RM score over the last {max(1, cfg.steps // 4)} steps, "
+            f"{'; '.join(tails)} (± two standard errors from sampling that many completions alone; runs also differ "
+            "by their whole trajectories, as the bracketed runs show).")
 
 
 def results_markdown(cfg: BenchConfig, results: dict[str, list[Result]], data: dict, before: str, after: str) -> str:
     threads = results["posttrain"][0].extra["threads"]
     n = results["posttrain"][0].episodes
+    trl_reads = ("TRL's side is trained on its own reading of the reward model, at the eos token."
+                 if cfg.trl_scoring == "eos" else
+                 "TRL's side is trained on posttrain's reading of the reward model (`--trl-scoring template`: the "
+                 "bench replaces its reward-model call by posttrain's scorer on the completions' text), so both sides "
+                 "optimise the same reward.")
     return "\n".join([
         f"`{' '.join(['.venv/bin/python bench/ppo.py', *sys.argv[1:]])}` ({time.strftime('%Y-%m-%d %H:%M')}): "
         f"policy: the demo's SFT model (tiny Llama, {data['params'] / 1e6:.1f}M parameters), reward model: the "
@@ -702,7 +768,7 @@ def results_markdown(cfg: BenchConfig, results: dict[str, list[Result]], data: d
         f"{MAX_GRAD_NORM:g} (on TRL's side by the bench's hook: TRL 1.12 does not clip), fixed KL coefficient "
         f"{KL_COEF:g} (k1) in the reward, γ {GAMMA:g}, λ {LAM:g}, clip {CLIP:g}, value clip {VALUE_CLIP:g}, value "
         f"weight {VF_COEF:g}, whitened advantages; fp32, no gradient checkpointing, {threads} torch thread(s) per "
-        f"run; {cfg.repeats} alternating runs per side, each in a fresh process; medians.",
+        f"run; {cfg.repeats} alternating runs per side, each in a fresh process; medians. {trl_reads}",
         "",
         "episodes/s = completions sampled and trained on / training-loop wall time (posttrain: `time/train_seconds` "
         "less its checkpoint write; TRL: its `train()` call, nothing saved). Sampling, reward-model scoring and "
@@ -721,15 +787,17 @@ def results_markdown(cfg: BenchConfig, results: dict[str, list[Result]], data: d
         "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *table_rows(results),
         "",
-        "Reward curve: the mean reward-model score of each step's completions, averaged over the steps of each row "
-        "(median over runs; each run's in brackets). \"One scorer\": every completion of both sides scored afterwards "
-        "by posttrain's `RewardFunction` (prompt and completion through the chat template, read at its last token, "
-        "as the reward model was trained), which is posttrain's own `ppo/score`. TRL's own `objective/scores` reads "
-        "the same model at the eos token (the one before the template's closing newline), so its level differs; "
-        "the two sides sample different completions (different RNGs).",
+        "Reward curves: the mean reward-model score of each step's completions, averaged over the steps of each row "
+        "(median over runs; each run's in brackets), with every completion of both sides scored afterwards two "
+        "ways. *Through the chat template*: posttrain's way and the reward model's training format (prompt and "
+        "completion text through the template, read at its last token, the newline after `<|im_end|>`); "
+        "posttrain's own `ppo/score`. *At eos*: TRL's way (the sampled tokens, read at the last one: the eos "
+        "`<|im_end|>`, or the last token of a completion cut off), TRL's own `objective/scores` unless "
+        "`--trl-scoring template`. Each run checks that its own scores are what its way gives here. The two sides sample different completions (different "
+        "RNGs).",
         "",
-        "| steps | posttrain (one scorer) | TRL (one scorer) | TRL (its own scoring, at eos) |",
-        "|---|---:|---:|---:|",
+        "| steps | posttrain, template | TRL, template | posttrain, at eos | TRL, at eos |",
+        "|---|---:|---:|---:|---:|",
         *curve_rows(results, cfg.steps),
         "",
         verdict(cfg, results),
@@ -749,7 +817,8 @@ def main(cfg: BenchConfig) -> None:
         text = results_markdown(cfg, results, data, before, machine_line())
     print(text)
     if cfg.write:
-        update_results("PPO: posttrain vs TRL PPOTrainer" + threads_note(cfg.threads), text)
+        scoring = ", TRL scoring through the chat template" if cfg.trl_scoring == "template" else ""
+        update_results("PPO: posttrain vs TRL PPOTrainer" + scoring + threads_note(cfg.threads), text)
 
 
 if __name__ == "__main__":
