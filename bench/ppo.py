@@ -7,7 +7,8 @@
 What it measures: (a) episodes/s = completions sampled and trained on / wall time of the training loop (no model
 loading, no saving): posttrain's `time/train_seconds` less `time/checkpoint_seconds` (no held-out evaluation runs);
 TRL's `PPOTrainer.train()` call timed around it (it returns no runtime), nothing saved, no sample generations.
-(b) Peak RSS of each run's own process (`ru_maxrss`, before the bench's scoring below). (c) The reward curve: the
+(b) Peak RSS of each run's own process (`ru_maxrss`) at the end of its training loop (before saving, posttrain's
+report and the bench's scoring below). (c) The reward curve: the
 mean reward-model score of each step's 64 completions. The two sides read their reward model differently (below),
 so after each run, outside the timed loop, every completion of both sides is scored both ways by the same
 reward model: through the chat template (posttrain's way: `RewardFunction` on the completion's text) and at the
@@ -37,8 +38,8 @@ field before every TRL run, and tests/bench/test_ppo_settings.py checks that the
   equal), `ref_model=None` (TRL copies the policy, as posttrain keeps a copy). fp32, no gradient checkpointing, no
   torch.compile, no LoRA, one process.
 - Prompts: the train split of `builtin:arithmetic?ops=+&digits=2&pad=0.7` (7600 prompts), chat template. Each step
-  the same 64 prompts on both sides, in the same order: posttrain's `rl.engine.PromptOrder` (seed 0); TRL reads them
-  from its replaced, unshuffled DataLoader, tokenized the way TRL's example script does
+  the same 64 prompts on both sides, in the same order: posttrain's `rl.engine.PromptOrder` (the run's seed); TRL
+  reads them from its replaced, unshuffled DataLoader, tokenized the way TRL's example script does
   (`apply_chat_template(..., add_generation_prompt=True)`, left padding); the bench checks that those are
   posttrain's prompt ids and, after the run, that every generation saw its step's prompts.
 - Rollout: one completion per prompt, 64 per step (TRL `per_device_train_batch_size` 64, `gradient_accumulation_steps`
@@ -52,7 +53,10 @@ field before every TRL run, and tests/bench/test_ppo_settings.py checks that the
   KL: fixed coefficient 0.05 on the k1 estimator in the per-token reward; GAE γ 1, λ 0.95; clip range 0.2, value
   clip range 0.2, value loss weight 0.1 (one optimizer for both models); advantages whitened over the step; no
   reward whitening, no missing-eos penalty, no early stop.
-- Runs: each in a fresh process, alternating A B A B, medians over `--repeats`.
+- Runs: each in a fresh process, alternating A B A B, medians over `--repeats`. Repeat r seeds both sides with r
+  (posttrain `run.seed`, TRL `seed`, the prompt order, and numpy and torch through transformers' `set_seed`, which
+  PPOTrainer, not calling Trainer's constructor, would otherwise leave unseeded for its minibatch shuffles), so
+  the repeats are independent draws and a rerun repeats them.
 
 What is not the same, and cannot be made so by settings:
 - Where the reward model reads its score. TRL cuts each response after the first stop token (eos) and reads the
@@ -60,7 +64,7 @@ What is not the same, and cannot be made so by settings:
   posttrain scores the completion's text as the reward model was trained: prompt and completion through the chat
   template, so the score is read after `<|im_end|>` at the template's closing "\\n" (and a cut-off completion gets
   its `<|im_end|>\\n` too). The same weights read one token apart give different numbers: this reward model
-  was trained reading the newline (as posttrain rm and TRL's RewardTrainer read chat-template text), and on the
+  was trained reading the newline (posttrain rm reads chat-template text at its last token), and on the
   SFT policy's samples it scores from about -11 (chatty answers) to +10 (a bare number) through the template but
   only 1.4 to 3.8 at the eos. So stock TRL optimises a weaker reward than posttrain from the same model; hence
   the two scorings of both sides, and `--trl-scoring template`, which trains TRL's side on posttrain's scorer
@@ -70,11 +74,13 @@ What is not the same, and cannot be made so by settings:
   and losses on completion tokens only. TRL re-shuffles the minibatches each pass (`np.random.permutation`);
   posttrain splits the step once. TRL steps its learning-rate schedule once per PPO step (8 optimizer steps
   at one lr); posttrain once per optimizer step (the same cosine over 8x as many points).
-- The random draws: both seed 0 but with different RNGs (posttrain one stream per prompt, TRL `generate` on the
+- The random draws: one seed on both sides but different RNGs (posttrain one stream per prompt, TRL `generate` on the
   global generator), so the completions differ and the curves are two draws of the same procedure.
-- What each side computes besides: TRL's generate returns the logits of every step (`output_scores`) and forwards
-  padded rows; posttrain trims padding, computes the LM head only at completion positions and keeps the
-  sampler's log-probs. Those are each side's defaults, part of what is timed.
+- How each side computes: TRL takes the sampling policy's log-probs from the logits `generate` returns
+  (`output_scores`), and runs the reference, value and reward forwards and the updates on padded rows with the LM
+  head at every position; posttrain recomputes the sampling policy's log-probs with a no-grad forward (the samples
+  are reused over 4 passes), and runs its LM head only from the last prompt token on (`logits_to_keep`). Those are
+  each side's defaults, part of what is timed.
 
 Seconds, per side: sampling (posttrain `perf/sample_seconds`; TRL the time in `ppo_trainer.batch_generation`),
 reward-model scoring (posttrain the time in `score_rollout`; TRL in `get_reward` calls on the reward model), and
@@ -134,7 +140,8 @@ class BenchConfig:
     """PPO steps per run (the demo's PPO stage); each samples 64 prompts x 1 completion and takes 8 optimizer
     steps."""
     repeats: int = 2
-    """Runs per side, alternating; the table reports medians."""
+    """Runs per side, alternating; repeat r seeds both sides with r (independent draws); the table reports
+    medians."""
     threads: int = 0
     """torch threads in each run (0 leaves torch's default, one per core). On a machine busy with other jobs use 1."""
     trl_scoring: Literal["eos", "template"] = "eos"
@@ -260,15 +267,22 @@ def prepare(cfg: BenchConfig, folder: Path) -> dict:
     models = starting_models(cfg.threads)
     policy, reward_model = models / "sft" / "final", models / "rm" / "final"
     prompts, ids = load_prompts(TRAIN, load_tokenizer(str(policy)), None, 512)  # as posttrain's PPO tokenizes
-    order = PromptOrder(len(prompts), PROMPTS_PER_STEP, SEED)
-    steps = [order.step(s) for s in range(cfg.steps)]
-    expected = folder / "steps.json"
-    expected.write_text(json.dumps({
-        "indices": steps, "ids": [[ids[i] for i in step] for step in steps],
-        "messages": [[[{"role": m.role, "content": m.content} for m in prompts[i].prompt] for i in step]
-                     for step in steps]}))
-    return {"policy": str(policy), "reward_model": str(reward_model), "steps": str(expected),
+    files = []
+    for seed in range(SEED, SEED + cfg.repeats):
+        order = PromptOrder(len(prompts), PROMPTS_PER_STEP, seed)
+        steps = [order.step(s) for s in range(cfg.steps)]
+        files.append(folder / f"steps-seed{seed}.json")
+        files[-1].write_text(json.dumps({
+            "indices": steps, "ids": [[ids[i] for i in step] for step in steps],
+            "messages": [[[{"role": m.role, "content": m.content} for m in prompts[i].prompt] for i in step]
+                         for step in steps]}))
+    return {"policy": str(policy), "reward_model": str(reward_model), "steps_by_seed": [str(f) for f in files],
             "n_prompts": len(prompts), "params": in_fresh_process(parameter_count, str(policy))}
+
+
+def for_repeat(data: dict, r: int) -> dict:
+    """What repeat r's runs read: its seed and its steps' prompts."""
+    return {**data, "seed": SEED + r, "steps": data["steps_by_seed"][r]}
 
 
 def parameter_count(model_dir: str) -> int:
@@ -296,11 +310,13 @@ def both_scorings(reward_model: str, steps_file: str, texts: list[list[str]], se
     prompts = load_records(TRAIN, accept=(Prompt,))
     indices = json.loads(Path(steps_file).read_text())["indices"]
     scorer = RewardFunction.load(reward_model)
-    by_template = [scorer.score_batch([prompts[i] for i in step], step_texts) for step, step_texts in zip(indices, texts)]
+    by_template = [scorer.score_batch([prompts[i] for i in step], step_texts)
+                   for step, step_texts in zip(indices, texts)]
     at_eos = []
     with torch.inference_mode():
         for step in sequences:
-            batch = pad_batch([Example(ids, [False] * len(ids)) for ids in step], scorer.tokenizer.pad_token_id, "right")
+            examples = [Example(ids, [False] * len(ids)) for ids in step]
+            batch = pad_batch(examples, scorer.tokenizer.pad_token_id, "right")
             at_eos.append(scorer.model(batch["input_ids"], batch["attention_mask"]).tolist())
     mine = by_template if own_way == "by_template" else at_eos
     drift = max(abs(a - b) for step_a, step_b in zip(own, mine) for a, b in zip(step_a, step_b))
@@ -324,7 +340,7 @@ def posttrain_config(cfg: BenchConfig, data: dict, out: str, threads: int):
         sampling=SamplingParams(max_new_tokens=MAX_COMPLETION_TOKENS, temperature=1.0, top_p=1.0, top_k=0, min_p=0.0),
         optim=OptimConfig(lr=LR, weight_decay=0.0, betas=(0.9, 0.999), schedule="cosine", warmup_steps=0,
                           min_lr_ratio=0.0, max_grad_norm=MAX_GRAD_NORM, max_steps=cfg.steps),
-        run=RunConfig(name="ppo", output_dir=out, device="cpu", seed=SEED, progress=False, log_every=1,
+        run=RunConfig(name="ppo", output_dir=out, device="cpu", seed=data["seed"], progress=False, log_every=1,
                       trackers=(), threads=threads),  # TRL's thread count: posttrain would pick fewer on a busy machine
         rl=RLConfig(group_size=1, prompts_per_step=PROMPTS_PER_STEP, micro_batch=MICRO_BATCH, updates_per_batch=PASSES,
                     minibatches=MINIBATCHES, eps_low=CLIP, eps_high=CLIP, loss_aggregation="token", kl_beta=0.0,
@@ -335,7 +351,7 @@ def posttrain_config(cfg: BenchConfig, data: dict, out: str, threads: int):
     )
 
 
-def trl_config(cfg: BenchConfig, out: str, **changes):
+def trl_config(cfg: BenchConfig, out: str, seed: int, **changes):
     """TRL's PPOConfig at the same settings (TRL's defaults for everything not named); `changes` override fields
     (for the test that a changed setting is caught). Needs trl 1.12 importable (use_trl_112)."""
     from trl.experimental.ppo import PPOConfig
@@ -343,7 +359,7 @@ def trl_config(cfg: BenchConfig, out: str, **changes):
     return PPOConfig(**{
         "output_dir": out, "use_cpu": True, "bf16": False, "fp16": False, "activation_checkpointing": False,
         "torch_compile": False, "report_to": "none", "save_strategy": "no", "eval_strategy": "no", "logging_steps": 1,
-        "disable_tqdm": True, "seed": SEED, "num_sample_generations": 0,
+        "disable_tqdm": True, "seed": seed, "num_sample_generations": 0,
         "total_episodes": cfg.steps * PROMPTS_PER_STEP, "per_device_train_batch_size": PROMPTS_PER_STEP,
         "gradient_accumulation_steps": 1, "num_mini_batches": MINIBATCHES, "num_ppo_epochs": PASSES,
         "local_rollout_forward_batch_size": PROMPTS_PER_STEP,
@@ -417,9 +433,9 @@ def settings_of_both(cfg: BenchConfig, out: str, *trl_changes: dict) -> tuple[di
     """posttrain's settings, and TRL's as the bench sets them and with each of `trl_changes`, for the test. Call it
     in a fresh process: trl 1.12 must be imported before any other trl."""
     use_trl_112()
-    data = {"policy": "tiny", "reward_model": "unused"}
+    data = {"policy": "tiny", "reward_model": "unused", "seed": SEED}
     return (posttrain_settings(posttrain_config(cfg, data, out, 1)),
-            [trl_settings(trl_config(cfg, out, **changes)) for changes in ({}, *trl_changes)])
+            [trl_settings(trl_config(cfg, out, SEED, **changes)) for changes in ({}, *trl_changes)])
 
 
 # -- one run per process -------------------------------------------------------------------------------------
@@ -436,23 +452,28 @@ def run_posttrain(cfg: BenchConfig, data: dict, out: Path) -> Result:
     texts: list[list[str]] = []
     sequences: list[list[list[int]]] = []  # prompt + completion ids of each completion, per step
     own: list[list[float]] = []
-    seconds = {"score": 0.0}
+    measured = {"score_seconds": 0.0}
     inner = ppo.score_rollout
 
     def score_rollout(reward, prompts, indices, rollout):
         t0 = time.perf_counter()
         scores = inner(reward, prompts, indices, rollout)
-        seconds["score"] += time.perf_counter() - t0
+        measured["score_seconds"] += time.perf_counter() - t0
         texts.append(list(rollout.texts))
         sequences.append([p + c for p, c in zip(rollout.prompt_ids, rollout.completion_ids)])
         own.append(list(scores.total))
         return scores
 
-    ppo.score_rollout = score_rollout
+    def finish_run(*args, **kwargs):  # called right after the loop, before the final save and the report
+        measured["peak_rss_mb"] = peak_rss_mb()
+        return finish(*args, **kwargs)
+
+    finish = ppo.finish_run
+    ppo.score_rollout, ppo.finish_run = score_rollout, finish_run
     t0 = time.perf_counter()
     run_dir = ppo.train(posttrain_config(cfg, data, str(out), torch.get_num_threads()))
     end_to_end = time.perf_counter() - t0
-    peak = peak_rss_mb()
+    peak_end_to_end = peak_rss_mb()
     metrics = read_metrics(run_dir)
     steps = [m for m in metrics if "ppo/score" in m]
     if len(steps) != cfg.steps or len(texts) != cfg.steps or any(len(t) != PROMPTS_PER_STEP for t in texts):
@@ -460,9 +481,10 @@ def run_posttrain(cfg: BenchConfig, data: dict, out: Path) -> Result:
                          f"{PROMPTS_PER_STEP}; the count of episodes is off")
     by_template, at_eos = both_scorings(data["reward_model"], data["steps"], texts, sequences, own, "by_template")
     return Result("posttrain", cfg.steps * PROMPTS_PER_STEP, posttrain_loop_seconds(metrics),
-                  sum(m["perf/sample_seconds"] for m in steps), seconds["score"], end_to_end,
+                  sum(m["perf/sample_seconds"] for m in steps), measured["score_seconds"], end_to_end,
                   [m["ppo/score"] for m in steps], by_template, at_eos, [m["completions/mean_length"] for m in steps],
-                  after_imports, peak, {"threads": torch.get_num_threads()})
+                  after_imports, measured["peak_rss_mb"],
+                  {"threads": torch.get_num_threads(), "peak_rss_end_to_end_mb": peak_end_to_end})
 
 
 def run_trl(cfg: BenchConfig, data: dict, out: Path) -> Result:
@@ -470,7 +492,7 @@ def run_trl(cfg: BenchConfig, data: dict, out: Path) -> Result:
     use_trl_112()
     import torch
     from datasets import Dataset, disable_progress_bars
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, set_seed
     from trl.experimental.ppo import PPOTrainer
 
     disable_progress_bars()
@@ -478,6 +500,7 @@ def run_trl(cfg: BenchConfig, data: dict, out: Path) -> Result:
     after_imports = rss_mb()
     steps = json.loads(Path(data["steps"]).read_text())
     t0 = time.perf_counter()
+    set_seed(data["seed"])  # what Trainer's constructor does, and PPOTrainer's does not
     policy = AutoModelForCausalLM.from_pretrained(data["policy"], dtype=torch.float32)
     reward = AutoModelForSequenceClassification.from_pretrained(data["reward_model"], num_labels=1, dtype=torch.float32)
     value = AutoModelForSequenceClassification.from_pretrained(data["reward_model"], num_labels=1, dtype=torch.float32)
@@ -486,8 +509,8 @@ def run_trl(cfg: BenchConfig, data: dict, out: Path) -> Result:
                                                         return_dict=False)}
             for step in steps["messages"] for messages in step]
     dataset = Dataset.from_list(rows)
-    trainer = PPOTrainer(args=trl_config(cfg, str(out)), processing_class=tokenizer, model=policy, ref_model=None,
-                         reward_model=reward, train_dataset=dataset, value_model=value)
+    trainer = PPOTrainer(args=trl_config(cfg, str(out), data["seed"]), processing_class=tokenizer, model=policy,
+                         ref_model=None, reward_model=reward, train_dataset=dataset, value_model=value)
     read_in_order(trainer, dataset)
     clip_gradients(trainer)
     check_trl_setup(trainer, cfg, data, rows, steps)
@@ -496,9 +519,10 @@ def run_trl(cfg: BenchConfig, data: dict, out: Path) -> Result:
     with contextlib.redirect_stdout(io.StringIO()):  # PrinterCallback prints every step's dict
         trainer.train()
     loop = time.perf_counter() - t1
+    peak = peak_rss_mb()
     trainer.save_model(str(out / "final"))
     end_to_end = time.perf_counter() - t0
-    peak = peak_rss_mb()
+    peak_end_to_end = peak_rss_mb()
     logged = [h for h in trainer.state.log_history if "objective/scores" in h]
     check_trl_data(seen, logged, cfg, steps, tokenizer)
     responses = [[ids[ids != tokenizer.pad_token_id].tolist() for ids in batch] for batch in seen["responses"]]
@@ -510,7 +534,8 @@ def run_trl(cfg: BenchConfig, data: dict, out: Path) -> Result:
     return Result("trl", cfg.steps * PROMPTS_PER_STEP, loop, seen["seconds"]["sample"], seen["seconds"]["score"],
                   end_to_end, [h["objective/scores"] for h in logged], by_template, at_eos,
                   [statistics.mean(len(r) for r in step) for step in responses], after_imports, peak,
-                  {"threads": torch.get_num_threads(), "optim": str(trainer.args.optim)})
+                  {"threads": torch.get_num_threads(), "optim": str(trainer.args.optim),
+                   "peak_rss_end_to_end_mb": peak_end_to_end})
 
 
 def read_in_order(trainer, dataset) -> None:
@@ -641,6 +666,7 @@ def check_trl_data(seen: dict, logged: list[dict], cfg: BenchConfig, steps: dict
 
 def run_side(side: str, cfg: BenchConfig, data: dict, out: str) -> dict:
     """Entry point of a fresh process: one run, returned as a plain dict."""
+    import peft  # noqa: F401  imported before timing on both sides (TRL imports it at import)
     import torch
     import transformers
     import transformers.models.llama.modeling_llama  # noqa: F401  imported before timing on both sides
@@ -667,14 +693,16 @@ def compare(cfg: BenchConfig, folder: Path) -> tuple[dict[str, list[Result]], di
     results: dict[str, list[Result]] = {side: [] for side in SIDES}
     for r in range(cfg.repeats):
         for side in SIDES:
-            res = Result(**in_fresh_process(run_side, side, cfg, data, str(folder / f"{side}-{r}")))
+            res = Result(**in_fresh_process(run_side, side, cfg, for_repeat(data, r), str(folder / f"{side}-{r}")))
             results[side].append(res)
             template, eos = res.curve("by_template"), res.curve("at_eos")
             print(f"  [{r + 1}/{cfg.repeats}] {side}: {res.episodes_per_second:.2f} episodes/s ({res.episodes} / "
                   f"{res.loop_seconds:.2f} s loop: sampling {res.sample_seconds:.2f} s, scoring "
                   f"{res.score_seconds:.2f} s, update {res.update_seconds:.2f} s); RM score step 1 -> last: "
-                  f"{template[0]:.3f} -> {template[-1]:.3f} through the template, {eos[0]:.3f} -> {eos[-1]:.3f} at eos; "
-                  f"peak RSS {res.peak_rss_mb:.0f} MB, end-to-end {res.end_to_end_seconds:.1f} s", flush=True)
+                  f"{template[0]:.3f} -> {template[-1]:.3f} through the template, "
+                  f"{eos[0]:.3f} -> {eos[-1]:.3f} at eos; "
+                  f"peak RSS {res.peak_rss_mb:.0f} MB (end-to-end {res.extra['peak_rss_end_to_end_mb']:.0f} MB), "
+                  f"end-to-end {res.end_to_end_seconds:.1f} s", flush=True)
     return results, data
 
 
@@ -745,8 +773,8 @@ def verdict(cfg: BenchConfig, results: dict[str, list[Result]]) -> str:
     return (f"Target (the issue): ≥ 2x TRL's episodes/s, the same reward curve within noise, no more memory. "
             f"Measured: {rate['posttrain'] / rate['trl']:.2f}x episodes/s; peak RSS {peak['posttrain']:.0f} MB "
             f"(posttrain) vs {peak['trl']:.0f} MB (TRL); mean RM score over the last {max(1, cfg.steps // 4)} steps, "
-            f"{'; '.join(tails)} (± two standard errors from sampling that many completions alone; runs also differ "
-            "by their whole trajectories, as the bracketed runs show).")
+            f"{'; '.join(tails)} (± two standard errors from sampling that many completions alone; each run is also "
+            "one trajectory of its seed: the bracketed runs show how far they spread).")
 
 
 def results_markdown(cfg: BenchConfig, results: dict[str, list[Result]], data: dict, before: str, after: str) -> str:
@@ -768,14 +796,15 @@ def results_markdown(cfg: BenchConfig, results: dict[str, list[Result]], data: d
         f"{MAX_GRAD_NORM:g} (on TRL's side by the bench's hook: TRL 1.12 does not clip), fixed KL coefficient "
         f"{KL_COEF:g} (k1) in the reward, γ {GAMMA:g}, λ {LAM:g}, clip {CLIP:g}, value clip {VALUE_CLIP:g}, value "
         f"weight {VF_COEF:g}, whitened advantages; fp32, no gradient checkpointing, {threads} torch thread(s) per "
-        f"run; {cfg.repeats} alternating runs per side, each in a fresh process; medians. {trl_reads}",
+        f"run; {cfg.repeats} alternating runs per side, each in a fresh process, repeat r seeded r on both sides; "
+        f"medians. {trl_reads}",
         "",
         "episodes/s = completions sampled and trained on / training-loop wall time (posttrain: `time/train_seconds` "
         "less its checkpoint write; TRL: its `train()` call, nothing saved). Sampling, reward-model scoring and "
         "update (the rest of the loop: reference and value forwards, GAE, 8 optimizer steps, logging) are timed the "
         "same way on both sides (bench/ppo.py's docstring). End-to-end adds model loading, set-up and saving the "
-        "policy (posttrain also writes its run report). Peak RSS = `ru_maxrss` of the run's own process. Completion "
-        "tokens include the eos token.",
+        "policy (posttrain also writes its run report). Peak RSS = `ru_maxrss` of the run's own process at the end of "
+        "its training loop. Completion tokens include the eos token.",
         "",
         f"- machine before: {before}",
         f"- machine after: {after}",
@@ -793,8 +822,8 @@ def results_markdown(cfg: BenchConfig, results: dict[str, list[Result]], data: d
         "completion text through the template, read at its last token, the newline after `<|im_end|>`); "
         "posttrain's own `ppo/score`. *At eos*: TRL's way (the sampled tokens, read at the last one: the eos "
         "`<|im_end|>`, or the last token of a completion cut off), TRL's own `objective/scores` unless "
-        "`--trl-scoring template`. Each run checks that its own scores are what its way gives here. The two sides sample different completions (different "
-        "RNGs).",
+        "`--trl-scoring template`. Each run checks that its own scores are what its way gives here. The two "
+        "sides sample different completions (different RNGs).",
         "",
         "| steps | posttrain, template | TRL, template | posttrain, at eos | TRL, at eos |",
         "|---|---:|---:|---:|---:|",

@@ -35,6 +35,7 @@ def test_posttrain_and_trl_configs_agree(settings):
 
 def test_a_changed_setting_is_caught(settings):
     ours, (_, changed) = settings
-    with pytest.raises(SystemExit, match=r"minibatches per pass: posttrain 2, TRL 4; completions per "
-                                         r"forward/backward: posttrain 32, TRL 16;.* value clip: posttrain 0.2, TRL 0.3"):
+    caught = (r"minibatches per pass: posttrain 2, TRL 4; completions per forward/backward: posttrain 32, TRL 16;"
+              r".* value clip: posttrain 0.2, TRL 0.3")
+    with pytest.raises(SystemExit, match=caught):
         ppo.same_settings(ours, changed)
