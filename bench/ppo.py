@@ -48,9 +48,9 @@ field before every TRL run, and tests/bench/test_ppo_settings.py checks that the
   same id: checked); 64 completions sampled in one batch on both sides.
 - Update: 4 passes over the step (TRL `num_ppo_epochs`, posttrain `rl.updates_per_batch`), each in 2 minibatches
   of 32 completions (`num_mini_batches`, `rl.minibatches`), one optimizer step each (8 per step) and 32 completions
-  per forward/backward (posttrain `rl.micro_batch` 32). AdamW lr 1e-4 (the demo's PPO stage), betas 0.9/0.999,
+  per forward/backward (posttrain `rl.micro_batch` 32). AdamW lr 5e-5 (the demo's PPO stage, `demo.PPO_LR`), betas 0.9/0.999,
   eps 1e-8, no weight decay, cosine to 0 without warm-up, gradient clipping at 1 over policy and value model.
-  KL: fixed coefficient 0.05 on the k1 estimator in the per-token reward; GAE γ 1, λ 0.95; clip range 0.2, value
+  KL: fixed coefficient 0.3 (`demo.PPO_KL_COEF`) on the k1 estimator in the per-token reward; GAE γ 1, λ 0.95; clip range 0.2, value
   clip range 0.2, value loss weight 0.1 (one optimizer for both models); advantages whitened over the step; no
   reward whitening, no missing-eos penalty, no early stop.
 - Runs: each in a fresh process, alternating A B A B, medians over `--repeats`. Repeat r seeds both sides with r
@@ -115,6 +115,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import machine_line, peak_rss_mb, posttrain_loop_seconds, rss_mb, threads_note, update_results  # noqa: E402
 
+from posttrain.demo import PPO_KL_COEF, PPO_LR  # noqa: E402
+
 SIDES = ("posttrain", "trl")
 TRL_VERSION = "1.12.0"  # the last trl with PPOTrainer (trl/experimental/ppo)
 LABELS = {"posttrain": "posttrain ppo", "trl": f"TRL PPOTrainer (trl {TRL_VERSION})"}
@@ -125,8 +127,8 @@ PASSES = 4  # TRL num_ppo_epochs
 MINIBATCHES = 2
 MICRO_BATCH = PROMPTS_PER_STEP // MINIBATCHES  # TRL forwards a whole minibatch (32 < per_device_train_batch_size 64)
 MAX_COMPLETION_TOKENS = 48
-LR = 1e-4  # the demo's PPO stage (src/posttrain/demo.py::PPO_LR)
-KL_COEF = 0.05
+LR = PPO_LR  # the demo's PPO stage's settings
+KL_COEF = PPO_KL_COEF
 GAMMA, LAM = 1.0, 0.95
 CLIP, VALUE_CLIP, VF_COEF = 0.2, 0.2, 0.1
 MAX_GRAD_NORM = 1.0
