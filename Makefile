@@ -24,8 +24,8 @@ demo: $(VENV)/.installed
 chromium:  # Debian's chromium for the browser tests (apt, once)
 	bash scripts/install-chromium.sh
 
-test: $(VENV)/.installed chromium
-	$(PY) -m pytest -q --durations=15
+test: $(VENV)/.installed chromium  # every test; the demo's outcome tests in a second process alongside the rest
+	PY=$(PY) bash scripts/test.sh
 
 test-fast: $(VENV)/.installed chromium
 	$(PY) -m pytest -q -m "not slow"
