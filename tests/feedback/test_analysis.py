@@ -4,6 +4,7 @@ and noise rates judging through the core functions, then the manager's page and 
 import datetime as dt
 import json
 import math
+import random
 import re
 
 import numpy as np
@@ -86,7 +87,8 @@ def judge_campaign(fb, campaign_id: int, rater_ids: list[int], choose) -> None: 
     presentation, rng)`: the response index they prefer, or a choice string ("tie")."""
     rng = np.random.default_rng(1)
     for r, uid in enumerate(rater_ids):
-        while (lease_id := assign.next_lease(fb.db, campaign_id, uid, T0)) is not None:
+        picks = random.Random(r)  # which open item a rater gets is random: seeded, so the judgments are fixed
+        while (lease_id := assign.next_lease(fb.db, campaign_id, uid, T0, picks)) is not None:
             with fb.db() as s:
                 lease = s.get(Lease, lease_id)
                 responses, shown = s.get(Item, lease.item_id).responses, lease.presentation
