@@ -68,3 +68,39 @@ def test_shared_prompt_gradient_equals_one_row_per_completion(model):
         (logps * b.advantages[:, None]).sum().backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
     torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
+
+
+def packing_groups():
+    """Three groups whose spans (prompt + completions) are 18, 13 and 5 tokens: the last two share a row."""
+    g = torch.Generator().manual_seed(2)
+    prompts = [torch.randint(5, 200, (n,), generator=g).tolist() for n in (7, 3, 2)]
+    completions = [[torch.randint(5, 200, (n,), generator=g).tolist() for n in lens]
+                   for lens in ((4, 1, 6), (2, 5, 3), (1, 2))]
+    old = [[torch.zeros(len(c)) for c in group] for group in completions]
+    adv = [[0.5, -1.0, 0.25], [1.0, 0.0, -0.5], [2.0, -2.0]]
+    idx = [[0, 1, 2], [3, 4, 5], [6, 7]]
+    return prompts, completions, old, adv, idx
+
+
+@pytest.mark.parametrize("trim", [True, False])
+def test_packed_groups_see_nothing_of_each_other(model, trim):
+    prompts, completions, old, adv, idx = packing_groups()
+    b = rollout_batch(prompts, completions, old, adv, idx, 0, torch.device("cpu"), True, trim_logits=trim)
+    assert b.inputs["input_ids"].shape == (2, 18)  # rows [group 0] and [group 1, group 2], no wider than group 0
+    with torch.no_grad():
+        logps, _ = completion_logps(model, b)
+    flat = [(g, k) for g in range(3) for k in range(len(completions[g]))]
+    assert b.completions == list(range(8))
+    for c, (g, k) in enumerate(flat):
+        n = len(completions[g][k])
+        torch.testing.assert_close(logps[c, :n], plain_logps(model, prompts[g], completions[g][k]), atol=1e-5,
+                                   rtol=1e-5)
+    # the packed row's gradient equals one row per completion's
+    grads = []
+    for share in (True, False):
+        model.zero_grad()
+        b = rollout_batch(prompts, completions, old, adv, idx, 0, torch.device("cpu"), share, trim_logits=trim)
+        logps, _ = completion_logps(model, b)
+        (logps * b.advantages[:, None]).sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)

@@ -2,10 +2,12 @@
 
 A group is one prompt and its G completions. Two layouts give the same log-probs:
 
-- shared prompt (default where the attention takes a 4D mask: sdpa, eager): ONE row per group,
+- shared prompt (default where the attention takes a 4D mask: sdpa, eager): each group as one span
   [prompt, c_1, ..., c_G], with a block mask so that completion k sees the prompt and its own earlier tokens
   only, and position ids that restart after the prompt for each completion (prefix sharing, arXiv:2410.20305).
-  The prompt goes through the model once per group instead of G times;
+  The prompt goes through the model once per group instead of G times. The spans are packed into rows no wider
+  than the longest span (first-fit decreasing), a span seeing nothing of the others in its row: with prompts of
+  mixed lengths most rows take two or more groups, and fewer positions are padding;
 - one row per completion, [prompt, c_k], right-padded.
 
 Either way `completion_logps(model, batch)` returns the log-probs in a (C, L) grid, one row per completion of the
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from posttrain.data.collate import pack_lengths
 from posttrain.losses.policy import entropy_from_logits
 from posttrain.models.logprobs import gathered_token_logps
 
@@ -64,50 +67,59 @@ def rollout_batch(prompts: list[list[int]], completions: list[list[list[int]]], 
     longest = max(1, max(len(completions[g][k]) for g, k in flat))  # L
     n_completions = len(flat)  # C
     slot_of = {gk: c for c, gk in enumerate(flat)}
-    if share_prompt:
-        rows = [[(g, k) for k in range(len(completions[g]))] for g in range(len(prompts))]
-        row_prompt = list(range(len(prompts)))
+    # a row is a list of (group, [its completions in the row]); its "documents" are the groups
+    if share_prompt:  # whole groups, packed into rows no wider than the longest group: no row grows, fewer pads
+        spans = [len(prompts[g]) + sum(len(c) for c in completions[g]) for g in range(len(prompts))]
+        rows = [[(g, list(range(len(completions[g])))) for g in sorted(row)] for row in pack_lengths(spans, max(spans))]
     else:
-        rows = [[gk] for gk in flat]
-        row_prompt = [g for g, _ in flat]
-    width = max(len(prompts[row_prompt[r]]) + sum(len(completions[g][k]) for g, k in row) for r, row in enumerate(rows))
-    n_scored = max(1, max(sum(len(completions[g][k]) for g, k in row) for row in rows))
+        rows = [[(g, [k])] for g, k in flat]
+    row_spans = [[len(prompts[g]) + sum(len(completions[g][k]) for k in ks) for g, ks in row] for row in rows]
+    width = max(sum(spans_) for spans_ in row_spans)
+    n_scored = max(1, max(sum(len(completions[g][k]) for g, ks in row for k in ks) for row in rows))
     n_rows = len(rows)
     input_ids = np.full((n_rows, width), pad_id, dtype=np.int64)  # (B, T)
     position_ids = np.zeros((n_rows, width), dtype=np.int64)  # (B, T)
+    document = np.full((n_rows, width), -1, dtype=np.int64)  # (B, T): the group's place in its row, -1 padding
     segment = np.full((n_rows, width), -1, dtype=np.int64)  # (B, T): 0 prompt, k + 1 completion k, -1 padding
     targets = np.full((n_rows, n_scored), IGNORE, dtype=np.int64)  # (B, N)
     predictors = np.zeros((n_rows, n_scored), dtype=np.int64)  # (B, N)
     slots = np.full((n_rows, n_scored), n_completions * longest, dtype=np.int64)  # (B, N)
+    first = width  # the first position whose logits are read, over all rows
     for r, row in enumerate(rows):
-        prompt = prompts[row_prompt[r]]
-        p = len(prompt)
-        input_ids[r, :p], segment[r, :p], position_ids[r, :p] = prompt, 0, np.arange(p)
-        at, scored = p, 0
-        for j, (g, k) in enumerate(row):
-            ids = completions[g][k]
-            n = len(ids)
-            input_ids[r, at : at + n] = ids
-            segment[r, at : at + n] = j + 1
-            position_ids[r, at : at + n] = np.arange(p, p + n)  # each completion continues the prompt
-            targets[r, scored : scored + n] = ids
-            # the first token is predicted by the prompt's last position, the others by the one before them
-            predictors[r, scored : scored + n] = np.concatenate([[p - 1], np.arange(at, at + n - 1)])[:n]
-            slots[r, scored : scored + n] = slot_of[(g, k)] * longest + np.arange(n)
-            at, scored = at + n, scored + n
-        position_ids[r, at:] = np.arange(p, p + width - at)  # padding just counts on
+        at, scored = 0, 0
+        for d, (g, ks) in enumerate(row):
+            prompt = prompts[g]
+            p = len(prompt)
+            input_ids[r, at : at + p], document[r, at : at + p] = prompt, d
+            segment[r, at : at + p], position_ids[r, at : at + p] = 0, np.arange(p)
+            first = min(first, at + p - 1)
+            start = at
+            at += p
+            for j, k in enumerate(ks):
+                ids = completions[g][k]
+                n = len(ids)
+                input_ids[r, at : at + n], document[r, at : at + n] = ids, d
+                segment[r, at : at + n] = j + 1
+                position_ids[r, at : at + n] = np.arange(p, p + n)  # each completion continues its prompt
+                targets[r, scored : scored + n] = ids
+                # the first token is predicted by the prompt's last position, the others by the one before them
+                predictors[r, scored : scored + n] = np.concatenate([[start + p - 1], np.arange(at, at + n - 1)])[:n]
+                slots[r, scored : scored + n] = slot_of[(g, k)] * longest + np.arange(n)
+                at, scored = at + n, scored + n
+        position_ids[r, at:] = np.arange(width - at)  # padding counts its own positions from 0
     mask = torch.zeros(n_completions, longest, dtype=torch.bool)
     old = torch.zeros(n_completions, longest)
     for c, (g, k) in enumerate(flat):
         n = len(completions[g][k])
         mask[c, :n] = True
         old[c, :n] = old_logps[g][k]
-    shortest_prompt = min(len(prompts[g]) for g in row_prompt)
-    first = shortest_prompt - 1 if trim_logits else 0  # logits are needed from the shortest prompt's last token on
-    seg = torch.from_numpy(segment)
+    first = first if trim_logits else 0  # logits are needed from the first row's prompt's last token on
+    seg, doc = torch.from_numpy(segment), torch.from_numpy(document)
     if share_prompt:
-        # query i may see key j: j <= i, and j is in the prompt or in i's own completion (or both are padding)
-        visible = (seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None])  # (B, T, T): [query, key]
+        # query i may see key j: j <= i, both in one group (or both padding), and j in the prompt or in i's own
+        # completion
+        same_group = doc[:, None, :] == doc[:, :, None]  # (B, T, T): [query, key]
+        visible = same_group & ((seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None]))  # (B, T, T)
         attention = (visible & torch.ones(width, width, dtype=torch.bool).tril())[:, None]  # (B, 1, T, T)
         if mask_dtype != torch.bool:  # eager attention adds the mask to its scores
             attention = torch.zeros(attention.shape, dtype=mask_dtype).masked_fill_(~attention,
