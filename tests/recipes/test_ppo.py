@@ -175,3 +175,37 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, reward_model)
     assert killed_rows == full_rows  # the KL coefficient (ppo/kl_coef) of every step included
     coefs = [r["ppo/kl_coef"] for r in full_rows if "ppo/kl_coef" in r]
     assert len(set(coefs)) == len(coefs), "the adaptive β should move every step"
+
+
+@pytest.mark.slow
+def test_two_process_torchrun_matches_one_process(tmp_path, reward_model):
+    """2 processes sampling 4 prompts each equal 1 process sampling 8: 2 minibatches (each spread over both
+    processes), 2 passes, the adaptive β (steered by the step's KL over both processes), whitening over both
+    processes' tokens, and the held-out scores over both shares."""
+    common = ["--ppo.reward-model", str(reward_model), "--ppo.kl-target", "0.5", "--ppo.gold-rater", "correctness",
+              "--data.train", TASK, "--data.limit", "64", "--data.eval-prompts", "6", "--rl.prompts-per-step", "8",
+              "--rl.micro-batch", "2", "--sampling.max-new-tokens", "8", "--optim.max-steps", "4", "--optim.lr",
+              "1e-3", "--run.output-dir", str(tmp_path), "--run.no-progress", "--run.log-every", "1",
+              "--run.eval-every", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "posttrain", "ppo", *common, "--run.name", "one"], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "-m", "posttrain", "ppo", *common, "--run.name", "two"], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    for part in ("model.safetensors", "value_model/model.safetensors"):
+        a = load_file(str(tmp_path / "one" / "final" / part))
+        b = load_file(str(tmp_path / "two" / "final" / part))
+        for name in a:
+            torch.testing.assert_close(b[name], a[name], atol=5e-5, rtol=1e-4, msg=f"{part} {name}")
+    keys = ("train/loss", "train/value_loss", "train/grad_norm", "train/clip_ratio", "train/explained_variance",
+            "ppo/score", "ppo/kl", "ppo/kl_coef", "completions/mean_length", "eval/proxy_score", "eval/kl",
+            "eval/gold_score")
+    for key in keys:
+        one_run = [m[key] for m in metrics(tmp_path / "one") if key in m]
+        two_runs = [m[key] for m in metrics(tmp_path / "two") if key in m]
+        assert one_run and one_run == pytest.approx(two_runs, rel=1e-4, abs=1e-5), key
+    samples = [json.loads(x) for x in (tmp_path / "two" / "samples" / "eval-step-4.jsonl").read_text().splitlines()]
+    assert len(samples) == 6  # both processes' held-out samples, gathered

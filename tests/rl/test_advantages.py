@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from posttrain.rl.advantages import gae, group_advantages, leave_one_out_advantages, whiten, zero_variance_groups
+from posttrain.rl.engine import global_moments
+from posttrain.training.distributed import Dist
 
 
 @pytest.mark.parametrize("scale", ["group", "batch", "none"])
@@ -105,6 +107,16 @@ def test_whiten_gives_mean_zero_std_one_over_the_mask():
     one[0, 0] = True
     with pytest.raises(ValueError, match="at least 2 positions in the mask to estimate a spread, got 1"):
         whiten(values, one)
+
+
+def test_whiten_with_moments_of_the_whole_equals_whitening_the_whole():
+    """Two processes' halves, each whitened with the moments of both (what PPO does under torchrun), give the
+    whitened whole; rl.engine.global_moments gives those moments (worked: [1, 2, 3, 6] has mean 3, variance 14/3)."""
+    values = torch.tensor([1.0, 2.0, 3.0, 6.0], dtype=torch.float64)
+    n, mean, variance = global_moments(values, Dist(0, 1, 0, torch.device("cpu")))
+    assert (n, mean, variance) == (4, 3.0, pytest.approx(14 / 3))
+    halves = torch.cat([whiten(values[:1], moments=(mean, variance)), whiten(values[1:], moments=(mean, variance))])
+    torch.testing.assert_close(halves, whiten(values))
 
 
 def loop_gae(rewards, values, mask, gamma, lam):

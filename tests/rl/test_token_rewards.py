@@ -62,3 +62,14 @@ def test_explained_variance_worked_numbers():
     assert explained_variance(torch.full_like(r, 2.5), r, mask) == pytest.approx(0.0)
     assert explained_variance(torch.tensor([[2.0, 1.0, 4.0, 3.0, 0.0]]), r, mask) == pytest.approx(0.2)
     assert math.isnan(explained_variance(r, torch.ones_like(r), mask))
+
+
+def test_explained_variance_over_two_processes_equals_the_whole():
+    """A `variance` over both processes' values (here: this half's and the other's, concatenated) makes one
+    process's half give the whole's figure: PPO's train/explained_variance under torchrun."""
+    r = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    v = torch.tensor([[2.0, 1.0, 4.0, 3.0]])
+    ones = torch.ones_like(r, dtype=torch.bool)
+    calls = iter([r[0, 2:].double(), (r - v)[0, 2:].double()])  # the other process's R, then R - V
+    half = explained_variance(v[:, :2], r[:, :2], ones[:, :2], lambda x: float(torch.cat([x, next(calls)]).var()))
+    assert half == pytest.approx(explained_variance(v, r, ones)) == pytest.approx(0.2)

@@ -27,7 +27,6 @@ import torch
 from posttrain.config import ModelConfig, OptimConfig, RunConfig, SamplingParams, check
 from posttrain.data.load import describe_source
 from posttrain.data.tokenize import use_chat_template
-from posttrain.errors import ConfigError
 from posttrain.eval.document import document_run
 from posttrain.files import write_jsonl
 from posttrain.models.attention import pair_layout
@@ -41,18 +40,19 @@ from posttrain.rl.engine import (
     PromptDataConfig,
     PromptOrder,
     RLConfig,
+    check_world_size,
     eval_reward_spec,
     evaluate_policy,
     global_std,
     heldout_source,
     load_prompts,
     make_groups,
-    my_share,
     reward_spec,
     rollout_metrics,
     sample_groups,
     score_rollout,
     step_seeds,
+    step_share,
     update,
 )
 from posttrain.sampling.sampler import ModelSampler
@@ -128,9 +128,7 @@ def run_policy_optimization(cfg, d: Dist, label: str, advantages: Callable[..., 
                                      device=cfg.run.device)
         eval_prompts, eval_ids = load_prompts(eval_source, tokenizer, cfg.data.eval_prompts, cfg.data.max_prompt_length)
         check_reference_fields(eval_reward, eval_prompts, eval_source)
-    if cfg.rl.prompts_per_step % d.world_size:
-        raise ConfigError(f"rl.prompts_per_step={cfg.rl.prompts_per_step}: must be a multiple of the {d.world_size} "
-                          "processes (each samples an equal share)")
+    check_world_size(cfg.rl, d)
     order = PromptOrder(len(prompts), cfg.rl.prompts_per_step, cfg.run.seed)
     check_trackers(cfg.run.trackers)
     check_run_dir(cfg.run)
@@ -172,8 +170,7 @@ def run_policy_optimization(cfg, d: Dist, label: str, advantages: Callable[..., 
     with interruptible(run, model, optimizer, scheduler):  # Ctrl-C: keep the last step, say how to resume
         for step in range(run.start_step, total_steps):
             step_prompts = order.step(step)
-            mine = my_share(step_prompts, d)  # this process's prompts, and their places in the step
-            positions = my_share(list(range(len(step_prompts))), d)
+            mine, positions = step_share(step_prompts, cfg.rl, d)  # this process's prompts, their places in the step
             t0 = time.perf_counter()
             rollout = sample_groups(sampler, prompt_ids, mine, group_size, cfg.sampling,
                                     step_seeds(cfg.run.seed, step, mine))

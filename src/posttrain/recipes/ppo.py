@@ -50,11 +50,14 @@ from posttrain.rl.engine import (
     PromptDataConfig,
     PromptOrder,
     RLConfig,
+    check_world_size,
     fill_logps,
+    global_moments,
     heldout_source,
     load_prompts,
     make_groups,
     micro_batches,
+    my_share,
     policy_loss,
     policy_metrics,
     prepare_update,
@@ -63,12 +66,13 @@ from posttrain.rl.engine import (
     sample_groups,
     score_rollout,
     step_seeds,
+    step_share,
 )
 from posttrain.rl.kl import AdaptiveKLController, FixedKLController, kl_penalty
 from posttrain.rl.token_rewards import explained_variance, penalize_unfinished, sequence_kl, token_rewards
 from posttrain.sampling.sampler import ModelSampler
 from posttrain.training.checkpoint import seed_everything
-from posttrain.training.distributed import Dist, distributed
+from posttrain.training.distributed import Dist, all_reduce_sum, distributed, gather_to_main
 from posttrain.training.loop import end_step, finish_run, interruptible, start_run
 from posttrain.training.metrics import check_trackers
 from posttrain.training.optim import build_optimizer, build_scheduler
@@ -161,12 +165,18 @@ class PPOConfig:
 
 
 class PolicyAndValue(torch.nn.Module):
-    """The two trained models as one module, so that one optimizer, one gradient clip and one checkpoint hold both."""
+    """The two trained models as one module, so that one optimizer, one gradient clip and one checkpoint hold both,
+    and under torchrun one DistributedDataParallel wraps both."""
 
     def __init__(self, policy: torch.nn.Module, value: RewardModel):
         super().__init__()
         self.policy = policy
         self.value = value
+
+    def forward(self, loss_fn, batch: RolloutBatch):
+        """`loss_fn(self, batch)`: the whole loss is one call of this module, so that under DDP (which synchronises
+        gradients only for forwards through its own wrapper) both models' gradients are averaged."""
+        return loss_fn(self, batch)
 
 
 # -- checks and set-up ------------------------------------------------------------------------------------------
@@ -229,12 +239,12 @@ def gold_scorer(cfg: PPOConfig, prompts: list[Prompt]):
 
 
 def score_step(values: RewardModel, parts: list[list[RolloutBatch]], scores: torch.Tensor, kl_coef: float,
-               cfg: PPOConfig) -> dict[str, float]:
+               cfg: PPOConfig, d: Dist) -> dict[str, float]:
     """Per batch: the value model's values at sampling time, per-token rewards (score at the last token, -β·KL on
-    each), GAE advantages and returns; then the advantages whitened over the whole step. Returns KL and value
-    metrics of the rollout. `scores`: (N,) one per rollout completion."""
+    each), GAE advantages and returns; then the advantages whitened over the whole step (every process's tokens).
+    Returns KL and value metrics of the rollout, over every process's. `scores`: (N,) one per rollout completion."""
     batches = [b for p in parts for b in p]
-    seq_kls, nonscore, explained_parts = [], [], []
+    seq_kls, explained_parts = [], []
     values.eval()
     with torch.no_grad():
         for b in batches:
@@ -242,30 +252,37 @@ def score_step(values: RewardModel, parts: list[list[RolloutBatch]], scores: tor
             kl = torch.where(b.mask, kl_penalty(b.old_logps, b.ref_logps, cfg.rl.kl_estimator), 0.0)  # (C, L)
             rewards = token_rewards(scores[b.completions], kl, b.mask, kl_coef)  # (C, L)
             b.advantages, b.returns = gae(rewards, b.old_values, b.mask, cfg.ppo.gamma, cfg.ppo.lam)  # (C, L) each
-            seq_kls.append(sequence_kl(kl, b.mask))
-            nonscore.append(-kl_coef * sequence_kl(kl, b.mask))
+            seq_kls.append(sequence_kl(kl, b.mask)[torch.tensor(b.completions) >= 0])  # (C,) less an empty stand-in
             explained_parts.append((b.old_values[b.mask], b.returns[b.mask]))
     values.train()
     real = [b for b in batches if b.tokens > 0]
-    if cfg.ppo.whiten_advantages and sum(b.tokens for b in real) >= 2:
-        flat = whiten(torch.cat([b.advantages[b.mask] for b in real]))  # over every token of the step
+    flat = torch.cat([b.advantages[b.mask] for b in real]) if real else torch.zeros(0)  # every token of the step
+    n, mean, variance = global_moments(flat, d)
+    if cfg.ppo.whiten_advantages and n >= 2:
+        flat = whiten(flat, moments=(mean, variance))
         at = 0
         for b in real:
-            n = b.tokens
-            b.advantages = b.advantages.masked_scatter(b.mask, flat[at : at + n])
-            at += n
-    seq_kl = torch.cat(seq_kls) if seq_kls else torch.zeros(1)
-    v = torch.cat([x for x, _ in explained_parts]) if explained_parts else torch.zeros(0)
-    r = torch.cat([y for _, y in explained_parts]) if explained_parts else torch.zeros(0)
-    return {"ppo/kl": float(seq_kl.mean()), "ppo/non_score_reward": float(torch.cat(nonscore).mean()) if nonscore else 0.0,
-            "train/explained_variance": explained_variance(v[None], r[None], torch.ones(1, len(v), dtype=torch.bool)),
-            "ppo/value_mean": float(v.mean()) if len(v) else 0.0, "ppo/return_mean": float(r.mean()) if len(r) else 0.0}
+            b.advantages = b.advantages.masked_scatter(b.mask, flat[at : at + b.tokens])
+            at += b.tokens
+    seq_kl = torch.cat(seq_kls) if seq_kls else torch.zeros(0)  # (N,)
+    v = torch.cat([x for x, _ in explained_parts]) if explained_parts else torch.zeros(0)  # (tokens,)
+    r = torch.cat([y for _, y in explained_parts]) if explained_parts else torch.zeros(0)  # (tokens,)
+    kl_mean = global_moments(seq_kl, d)[1]
+    explained = explained_variance(v, r, torch.ones_like(v, dtype=torch.bool), lambda x: global_moments(x, d)[2])
+    return {"ppo/kl": kl_mean, "ppo/non_score_reward": -kl_coef * kl_mean, "train/explained_variance": explained,
+            "ppo/value_mean": global_moments(v, d)[1], "ppo/return_mean": global_moments(r, d)[1]}
 
 
-def ppo_loss(cfg: PPOConfig, aggregate, model: PolicyAndValue, batch: RolloutBatch
+def ppo_loss(cfg: PPOConfig, aggregate, model: torch.nn.Module, batch: RolloutBatch
              ) -> tuple[torch.Tensor, dict[str, float]]:
     """Clipped surrogate of the policy + vf_coef x clipped value loss, summed over the micro-batch's tokens, and
-    metric sums (value loss and its clip count per token, besides the policy's)."""
+    metric sums (value loss and its clip count per token, besides the policy's). `model`: the PolicyAndValue, or
+    the DDP wrapping it (one call of it computes both terms)."""
+    return model(lambda m, b: ppo_terms(cfg, aggregate, m, b), batch)
+
+
+def ppo_terms(cfg: PPOConfig, aggregate, model: PolicyAndValue, batch: RolloutBatch
+              ) -> tuple[torch.Tensor, dict[str, float]]:
     loss, sums = policy_loss(cfg.rl, aggregate, model.policy, batch)
     values = completion_values(model.value, batch)  # (C, L)
     per_token, clipped = clipped_value_loss(values, batch.old_values, batch.returns, batch.mask, cfg.ppo.value_clip)
@@ -289,8 +306,6 @@ def run_ppo(cfg: PPOConfig, d: Dist) -> Path:
     if run_finished(cfg.run, d.is_main):  # resuming a finished run changes nothing
         return run_path(cfg.run)
     # -- check every input before anything is sampled or written -----------------------------------------
-    if d.enabled:
-        raise ConfigError("posttrain ppo runs in one process for now; start it without torchrun")
     tokenizer = load_tokenizer(cfg.model.name)
     use_chat_template(tokenizer, cfg.data.chat_template)
     spec = reward_spec(cfg)
@@ -308,6 +323,7 @@ def run_ppo(cfg: PPOConfig, d: Dist) -> Path:
         eval_prompts, eval_ids = load_prompts(eval_source, tokenizer, cfg.data.eval_prompts, cfg.data.max_prompt_length)
         check_reference_fields(reward, eval_prompts, eval_source)
         gold = gold_scorer(cfg, eval_prompts)
+    check_world_size(cfg.rl, d)
     order = PromptOrder(len(prompts), cfg.rl.prompts_per_step, cfg.run.seed)
     check_trackers(cfg.run.trackers)
     check_run_dir(cfg.run)
@@ -322,6 +338,8 @@ def run_ppo(cfg: PPOConfig, d: Dist) -> Path:
     layout = Layout(pairs.share_prompt, pairs.mask_dtype, pairs.trim_logits, pad_id, d.device)
     policy.train()
     model = PolicyAndValue(policy, value)
+    if d.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(model)
     optimizer = build_optimizer(model, cfg.optim)
     total_steps = cfg.optim.max_steps or max(1, int(cfg.optim.epochs * order.steps_per_epoch))
     scheduler = build_scheduler(optimizer, total_steps * cfg.rl.updates_per_batch * cfg.rl.minibatches, cfg.optim)
@@ -338,8 +356,9 @@ def run_ppo(cfg: PPOConfig, d: Dist) -> Path:
 
     def evaluate_heldout(step: int) -> dict[str, float]:
         metrics, samples = evaluate_ppo(cfg, policy, reference, eval_sampler, eval_prompts, eval_ids, reward, gold,
-                                        layout)
-        write_jsonl(samples, run.dir / "samples" / f"eval-step-{step}.jsonl")
+                                        layout, d)
+        if d.is_main:
+            write_jsonl(samples, run.dir / "samples" / f"eval-step-{step}.jsonl")
         return metrics
 
     if eval_prompts and run.start_step == 0:
@@ -349,7 +368,8 @@ def run_ppo(cfg: PPOConfig, d: Dist) -> Path:
     completions_done = 0
     with interruptible(run, model, optimizer, scheduler):  # Ctrl-C: keep the last step, say how to resume
         for step in range(run.start_step, total_steps):
-            mine = order.step(step)
+            step_prompts = order.step(step)
+            mine, positions = step_share(step_prompts, cfg.rl, d)  # this process's prompts, their places in the step
             t0 = time.perf_counter()
             rollout = sample_groups(sampler, prompt_ids, mine, group_size, cfg.sampling, step_seeds(cfg.run.seed, step, mine))
             sample_seconds = time.perf_counter() - t0
@@ -357,24 +377,25 @@ def run_ppo(cfg: PPOConfig, d: Dist) -> Path:
             raw = torch.tensor(scores.total, dtype=torch.float32)  # (N,)
             ended = torch.tensor([r != "length" for r in rollout.finish_reasons])  # (N,)
             penalized = penalize_unfinished(raw, ended, cfg.ppo.eos_penalty)  # (N,)
-            groups = make_groups(rollout, torch.zeros(len(rollout)), group_size, list(range(len(mine))))
+            groups = make_groups(rollout, torch.zeros(len(rollout)), group_size, positions)
             t1 = time.perf_counter()
             parts, aggregate = prepare_update(groups, cfg.rl, layout, cfg.sampling.max_new_tokens, reference, policy)
-            scored = score_step(value, parts, penalized, controller.value, cfg)
+            scored = score_step(value, parts, penalized, controller.value, cfg, d)
             done = run_updates(model, optimizer, scheduler, parts, cfg.rl, lambda m, b: ppo_loss(cfg, aggregate, m, b),
                                cfg.optim.max_grad_norm, run, step + 1, d, cfg.ppo.max_approx_kl)
             update_seconds = time.perf_counter() - t1
             kl_coef = controller.value  # the β this step's rewards used
-            controller.update(scored["ppo/kl"], len(rollout))
+            n_step = cfg.rl.prompts_per_step * group_size  # completions of the step, over every process
+            controller.update(scored["ppo/kl"], n_step)
             run.state["kl_controller"] = controller.state_dict()
-            completions_done += len(rollout)
+            completions_done += n_step
             tokens = sum(len(p) + len(c) for p, c in zip(rollout.prompt_ids, rollout.completion_ids))
             n_tokens = max(done.totals.get("tokens", 0.0), 1.0)
             metrics = {
                 **policy_metrics(done), **scored,
                 **rollout_metrics(rollout, scores, penalized, group_size, torch.zeros(0, dtype=torch.bool),
                                   sample_seconds, d),
-                "ppo/score": float(raw.mean()), "ppo/kl_coef": kl_coef,
+                "ppo/score": global_moments(raw, d)[1], "ppo/kl_coef": kl_coef,
                 "train/value_loss": done.totals.get("value_loss_sum", 0.0) / n_tokens,
                 "train/value_clip_ratio": done.totals.get("value_clip_tokens", 0.0) / n_tokens,
                 "train/passes": float(done.passes), "train/lr": scheduler.get_last_lr()[0],
@@ -392,33 +413,39 @@ def run_ppo(cfg: PPOConfig, d: Dist) -> Path:
         save_reward_model(value, tokenizer, out / "value_model", {"kind": "ppo_value", "pooling": "last_token"})
 
     finish_run(run, model, tokenizer, save=save)
-    document_run(run.dir, "ppo")  # report.html and the model card final/README.md
-    return print_summary(run.dir, "ppo", SUMMARY, cfg.run.progress)
+    if d.is_main:
+        document_run(run.dir, "ppo")  # report.html and the model card final/README.md
+    return print_summary(run.dir, "ppo", SUMMARY, cfg.run.progress and d.is_main)
 
 
 def evaluate_ppo(cfg: PPOConfig, policy: torch.nn.Module, reference: Reference, sampler: ModelSampler,
-                 prompts: list[Prompt], ids: list[list[int]], reward, gold, layout: Layout
+                 prompts: list[Prompt], ids: list[list[int]], reward, gold, layout: Layout, d: Dist
                  ) -> tuple[dict[str, float], list[dict]]:
     """One completion per held-out prompt, sampled as in training from seeds that are the same at every
     evaluation: the reward model's mean score (eval/proxy_score), the gold rater's (eval/gold_score) and the mean
     KL of the completions to the reference (eval/kl, nats per completion: Σ_t log π/π_ref, k1 on the policy's own
-    samples), and the samples."""
+    samples), over every process's share of the prompts; and the samples (all of them on the main process)."""
     t0 = time.perf_counter()
-    seeds = step_seeds(cfg.run.seed, -1, list(range(len(ids))))  # step -1: never a training step's
-    rollout = sampler.sample(ids, 1, cfg.sampling, seeds=seeds)
-    proxy = score_completions(reward, prompts, rollout.texts).total
-    groups = make_groups(rollout, torch.zeros(len(rollout)), 1, list(range(len(ids))))
-    kls = torch.zeros(len(rollout))
-    for b in micro_batches(groups, cfg.rl, layout, lambda b: 0):
-        fill_logps(reference, [b], "ref_logps")
-        kls[b.completions] = sequence_kl(b.old_logps - b.ref_logps, b.mask)
-    metrics = {"eval/proxy_score": sum(proxy) / len(proxy), "eval/kl": float(kls.mean()),
-               "eval/mean_length": sum(len(c) for c in rollout.completion_ids) / len(rollout),
-               "perf/eval_seconds": 0.0}
-    golds = [gold(p, t) for p, t in zip(prompts, rollout.texts)] if gold else []
+    indices = my_share(list(range(len(ids))), d)
+    proxy, golds, kls, lengths, texts = [], [], torch.zeros(len(indices)), [], []
+    if indices:
+        seeds = step_seeds(cfg.run.seed, -1, indices)  # step -1: never a training step's
+        rollout = sampler.sample([ids[i] for i in indices], 1, cfg.sampling, seeds=seeds)
+        texts, lengths = rollout.texts, [len(c) for c in rollout.completion_ids]
+        mine = [prompts[i] for i in indices]
+        proxy = score_completions(reward, mine, texts).total
+        golds = [gold(p, t) for p, t in zip(mine, texts)] if gold else []
+        groups = make_groups(rollout, torch.zeros(len(rollout)), 1, list(range(len(indices))))
+        for b in micro_batches(groups, cfg.rl, layout, lambda b: 0):
+            fill_logps(reference, [b], "ref_logps")
+            kls[b.completions] = sequence_kl(b.old_logps - b.ref_logps, b.mask)
+    n, proxy_sum, kl_sum, length_sum, gold_sum = all_reduce_sum(
+        torch.tensor([len(indices), sum(proxy), float(kls.sum()), sum(lengths), sum(golds)]), d).tolist()
+    n = max(n, 1.0)
+    metrics = {"eval/proxy_score": proxy_sum / n, "eval/kl": kl_sum / n, "eval/mean_length": length_sum / n}
     if gold:
-        metrics["eval/gold_score"] = sum(golds) / len(golds)
+        metrics["eval/gold_score"] = gold_sum / n
     metrics["perf/eval_seconds"] = time.perf_counter() - t0
-    samples = [{"prompt": p.text, "completion": t, "proxy_score": s, **({"gold_score": g} if gold else {})}
-               for p, t, s, g in zip(prompts, rollout.texts, proxy, golds or [None] * len(proxy))]
-    return metrics, samples
+    samples = [{"prompt": prompts[i].text, "completion": t, "proxy_score": s, **({"gold_score": g} if gold else {})}
+               for i, t, s, g in zip(indices, texts, proxy, golds or [None] * len(proxy))]
+    return metrics, gather_to_main(samples, d)

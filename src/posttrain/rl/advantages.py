@@ -68,18 +68,22 @@ def zero_variance_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor
 
 
 def whiten(values: torch.Tensor, mask: torch.Tensor | None = None, shift_mean: bool = True,
-           eps: float = 1e-8) -> torch.Tensor:
+           eps: float = 1e-8, moments: tuple[float, float] | None = None) -> torch.Tensor:
     """(values - mean) / sqrt(var + eps) over the positions where `mask` is True (all when None); same shape out,
     0 outside the mask. Unbiased variance, like TRL's masked_whiten. shift_mean=False adds the mean back: only the
-    spread is rescaled (PPO whitens rewards that way, advantages with the shift; arXiv:1909.08593's code)."""
+    spread is rescaled (PPO whitens rewards that way, advantages with the shift; arXiv:1909.08593's code).
+    `moments`: (mean, variance) to use instead of the masked values' own, e.g. over every process's values."""
     mask = torch.ones_like(values, dtype=torch.bool) if mask is None else mask.bool()
     if mask.shape != values.shape:
         raise ValueError(f"mask {tuple(mask.shape)} and values {tuple(values.shape)} disagree")
-    count = mask.sum()
-    if count < 2:
-        raise ValueError(f"whiten needs at least 2 positions in the mask to estimate a spread, got {int(count)}")
-    selected = values[mask]  # (count,)
-    mean, var = selected.mean(), selected.var()
+    if moments is None:
+        count = mask.sum()
+        if count < 2:
+            raise ValueError(f"whiten needs at least 2 positions in the mask to estimate a spread, got {int(count)}")
+        selected = values[mask]  # (count,)
+        mean, var = selected.mean(), selected.var()
+    else:
+        mean, var = (torch.tensor(m, dtype=values.dtype) for m in moments)
     whitened = (values - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         whitened = whitened + mean

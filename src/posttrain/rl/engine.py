@@ -36,7 +36,7 @@ from posttrain.rl.batch import RolloutBatch, completion_logps, rollout_batch
 from posttrain.rl.kl import kl_penalty
 from posttrain.sampling.sampler import ModelSampler, Rollout
 from posttrain.tasks import TASKS
-from posttrain.training.distributed import Dist, all_reduce_sum
+from posttrain.training.distributed import Dist, all_reduce_sum, gather_to_main
 from posttrain.training.loop import Run, accumulate, optimizer_step
 
 
@@ -82,7 +82,7 @@ class RLConfig:
     group_size: int = 8
     """Completions sampled per prompt (G); advantages compare the completions of one prompt."""
     prompts_per_step: int = 32
-    """Prompts per step, over all processes (a multiple of the process count). A step samples
+    """Prompts per step, over all processes (under torchrun a multiple of minibatches x processes). A step samples
     prompts_per_step x group_size completions."""
     sample_batch: int = 0
     """Rows (prompts x G) the sampler decodes together; 0: the whole step's in one batch (fastest while it fits in
@@ -211,6 +211,22 @@ def my_share(items: list, d: Dist) -> list:
     return items[d.rank :: d.world_size]
 
 
+def step_share(step_prompts: list[int], rl: RLConfig, d: Dist) -> tuple[list[int], list[int]]:
+    """This process's prompts of a step and their places in it: the places p with (p // rl.minibatches) %
+    world_size == rank. Minibatch m holds the places p % rl.minibatches == m (`minibatch_of`), so each minibatch
+    is spread evenly over the processes instead of falling to one of them."""
+    positions = [p for p in range(len(step_prompts)) if (p // rl.minibatches) % d.world_size == d.rank]
+    return [step_prompts[p] for p in positions], positions
+
+
+def check_world_size(rl: RLConfig, d: Dist) -> None:
+    """A ConfigError unless each process can sample an equal share of every minibatch."""
+    if d.enabled and rl.prompts_per_step % (rl.minibatches * d.world_size):
+        raise ConfigError(f"rl.prompts_per_step={rl.prompts_per_step}: must be a multiple of rl.minibatches x the "
+                          f"processes ({rl.minibatches} x {d.world_size}), so that each process samples an equal "
+                          "share of every minibatch")
+
+
 def step_seeds(seed: int, step: int, prompt_indices: list[int]) -> list[int]:
     """One sampling seed per prompt of step `step`, from (run seed, step, the prompt's index) only."""
     return [((seed * 1_000_003 + step) * 1_000_003 + i) % 2**62 for i in prompt_indices]
@@ -228,13 +244,19 @@ def score_rollout(reward: Any, prompts: list[Prompt], indices: list[int], rollou
     return score_completions(reward, records, rollout.texts)
 
 
-def global_std(values: torch.Tensor, d: Dist) -> float:
-    """Unbiased std of `values` over every process's values (the batch std of GRPO's scale="batch")."""
+def global_moments(values: torch.Tensor, d: Dist) -> tuple[int, float, float]:
+    """(count, mean, unbiased variance) of `values` over every process's values; mean 0 with no values, variance 0
+    with fewer than 2. Every process must call it (a collective), with or without values of its own."""
     n, total, squares = all_reduce_sum(torch.stack([torch.tensor(float(len(values)), dtype=torch.float64),
                                                     values.double().sum(), (values.double() ** 2).sum()]), d).tolist()
-    if n < 2:
-        return 0.0
-    return math.sqrt(max(squares - total * total / n, 0.0) / (n - 1))
+    mean = total / n if n else 0.0
+    variance = max(squares - total * total / n, 0.0) / (n - 1) if n >= 2 else 0.0
+    return int(n), mean, variance
+
+
+def global_std(values: torch.Tensor, d: Dist) -> float:
+    """Unbiased std of `values` over every process's values (the batch std of GRPO's scale="batch")."""
+    return math.sqrt(global_moments(values, d)[2])
 
 
 # -- the update -----------------------------------------------------------------------------------------------
@@ -479,7 +501,8 @@ def rollout_metrics(rollout: Rollout, scores: Scores, rewards: torch.Tensor, gro
 def evaluate_policy(model: torch.nn.Module, sampler: ModelSampler, prompts: list[Prompt], ids: list[list[int]],
                     reward: Any, params: SamplingParams, d: Dist) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Greedy completions of this process's share of the held-out prompts, scored by `reward`: the mean score
-    over all processes (eval/accuracy for a 0/1 verifier), mean length, and this process's samples."""
+    over all processes (eval/accuracy for a 0/1 verifier), mean length, and the samples (every process's, on the
+    main process)."""
     indices = my_share(list(range(len(prompts))), d)
     greedy = SamplingParams(max_new_tokens=params.max_new_tokens, temperature=0.0, stop=params.stop)
     t0 = time.perf_counter()
@@ -494,4 +517,4 @@ def evaluate_policy(model: torch.nn.Module, sampler: ModelSampler, prompts: list
                for i, t, s in zip(indices, texts, scores)]
     metrics = {"eval/accuracy": total / max(n, 1), "eval/mean_length": length / max(n, 1),
                "perf/eval_seconds": time.perf_counter() - t0}
-    return metrics, samples
+    return metrics, gather_to_main(samples, d)

@@ -9,6 +9,8 @@ into advantages and returns.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 
@@ -44,12 +46,14 @@ def sequence_kl(kl: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask.bool(), kl, 0.0).sum(1)
 
 
-def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
+                       variance: Callable[[torch.Tensor], float] | None = None) -> float:
     """1 - Var(R - V) / Var(R) over the masked tokens: 1 when the value model predicts the returns exactly, 0 when
-    it does no better than their mean, negative when worse; NaN when the returns do not vary."""
+    it does no better than their mean, negative when worse; NaN when the returns do not vary. `variance`: the
+    unbiased variance of a 1-D tensor, 0 below 2 values (default: of the tensor itself; PPO passes one over every
+    process's values)."""
     mask = mask.bool()
     r, v = returns[mask].double(), values[mask].double()
-    if r.numel() < 2:
-        return float("nan")
-    var = r.var()
-    return float("nan") if var == 0 else float(1 - (r - v).var() / var)
+    var_of = variance or (lambda x: float(x.var()) if x.numel() >= 2 else 0.0)
+    var = var_of(r)
+    return float("nan") if var == 0 else float(1 - var_of(r - v) / var)

@@ -57,6 +57,15 @@ def all_reduce_sum(value: float | torch.Tensor, d: Dist) -> torch.Tensor:
     return t
 
 
+def gather_to_main(items: list, d: Dist) -> list:
+    """Every process's `items` (picklable), concatenated in rank order, on the main process; [] on the others."""
+    if not d.enabled:
+        return items
+    parts = [None] * d.world_size if d.is_main else None
+    dist.gather_object(items, parts, dst=0)
+    return [x for part in parts for x in part] if d.is_main else []
+
+
 @contextmanager
 def distributed(device: str = "auto", threads: int = 0) -> Iterator[Dist]:
     """`setup_distributed(device)` and the CPU threads (`cpu.choose_threads`) for the block, and `teardown`
