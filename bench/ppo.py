@@ -78,9 +78,9 @@ What is not the same, and cannot be made so by settings:
   global generator), so the completions differ and the curves are two draws of the same procedure.
 - How each side computes: TRL takes the sampling policy's log-probs from the logits `generate` returns
   (`output_scores`), and runs the reference, value and reward forwards and the updates on padded rows with the LM
-  head at every position; posttrain recomputes the sampling policy's log-probs with a no-grad forward (the samples
-  are reused over 4 passes), and runs its LM head only from the last prompt token on (`logits_to_keep`). Those are
-  each side's defaults, part of what is timed.
+  head at every position; posttrain takes them from its sampler too (`--rl.old-logps auto` at fp32), packs
+  several prompt groups into each row (rl/batch.py), and runs its LM head only from the first group's last prompt
+  token on (`logits_to_keep`). Those are each side's defaults, part of what is timed.
 
 Seconds, per side: sampling (posttrain `perf/sample_seconds`; TRL the time in `ppo_trainer.batch_generation`),
 reward-model scoring (posttrain the time in `score_rollout`; TRL in `get_reward` calls on the reward model), and

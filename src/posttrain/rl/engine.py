@@ -96,6 +96,13 @@ class RLConfig:
     update near the policy that sampled them."""
     minibatches: int = 1
     """Optimizer steps per pass: the step's groups are split into this many minibatches."""
+    old_logps: Literal["auto", "sampler", "forward"] = "auto"
+    """Where the old policy's log-probs (the ratio's denominator) come from. `sampler`: the sampler's own, drawn
+    with the same weights (no extra forward; TRL's PPOTrainer takes them from generate's scores too). `forward`:
+    a no-grad forward of the policy before the step's first update. `auto`: the sampler's where they equal a
+    forward's within 1e-4 (a float32 policy, tests/sampling/test_sampler.py), and with one pass and one minibatch;
+    a forward for a lower-precision policy trained on its samples more than once (its incremental decoding rounds
+    differently from a full forward)."""
     eps_low: float = 0.2
     """Clip the importance ratio below at 1 - eps_low (PPO's ε, arXiv:1707.06347)."""
     eps_high: float = 0.2
@@ -129,8 +136,14 @@ class RLConfig:
 
     @property
     def reuses_samples(self) -> bool:
-        """Whether the old policy's log-probs need their own forward (the weights change before the last use)."""
+        """Whether the weights change before the samples' last use (several passes or minibatches)."""
         return self.updates_per_batch > 1 or self.minibatches > 1
+
+    def recomputes_old_logps(self, policy: torch.nn.Module) -> bool:
+        """Whether the old policy's log-probs come from a no-grad forward of `policy` rather than the sampler."""
+        if self.old_logps != "auto":
+            return self.old_logps == "forward"
+        return self.reuses_samples and next(policy.parameters()).dtype != torch.float32
 
 
 # -- prompts --------------------------------------------------------------------------------------------------
@@ -383,14 +396,15 @@ def minibatch_of(groups: Groups, rl: RLConfig, m: int) -> Groups:
 def prepare_update(groups: Groups, rl: RLConfig, layout: Layout, max_new_tokens: int, reference: Any = None,
                    old_policy: torch.nn.Module | None = None) -> tuple[list[list[RolloutBatch]], Callable]:
     """The step's groups as rl.minibatches lists of micro-batches, and the loss aggregation. With `reference`
-    (a `models.reference.Reference`), each batch gets its ref_logps; when samples are reused (rl.reuses_samples),
-    its old_logps from a no-grad forward of `old_policy` (the unwrapped policy, before any update of the step)."""
+    (a `models.reference.Reference`), each batch gets its ref_logps; when rl.recomputes_old_logps, its old_logps
+    from a no-grad forward of `old_policy` (the unwrapped policy, before any update of the step), else they stay
+    the sampler's."""
     aggregate, units = aggregation(rl, max_new_tokens)
     parts = [micro_batches(minibatch_of(groups, rl, m), rl, layout, units) for m in range(rl.minibatches)]
     for batches in parts:
         if reference is not None:
             fill_logps(reference, batches, "ref_logps")
-        if rl.reuses_samples:  # the weights change before these samples' last use: the old policy is this one
+        if old_policy is not None and rl.recomputes_old_logps(old_policy):  # the old policy is this one
             fill_logps(old_policy, batches, "old_logps")
     return parts, aggregate
 
