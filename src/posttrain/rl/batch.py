@@ -149,27 +149,41 @@ def to_grid(values: torch.Tensor, batch: RolloutBatch) -> torch.Tensor:
     return grid[:-1].view(c, length)
 
 
-def completion_logps(model: torch.nn.Module, batch: RolloutBatch, with_entropy: bool = False
-                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """log π(token) of every completion token, (C, L) (0 off the mask), from one forward over the batch; with
-    `with_entropy`, also the entropy of the distribution each token was drawn from, (C, L), without gradient."""
-    logits = model(**batch.inputs).logits  # (B, T', V)
+def at_predictors(per_position: torch.Tensor, batch: RolloutBatch) -> torch.Tensor:
+    """Per position values (B, T') -> each completion token's, read at the position whose logits predict it, in
+    the (C, L) grid (0 off the mask). T' counts from the first kept position when the layout trims logits."""
+    return to_grid(per_position.gather(1, batch.predictors), batch)
+
+
+def kept_positions(per_position: torch.Tensor, batch: RolloutBatch) -> torch.Tensor:
+    """(B, T) -> (B, T'): the last `logits_to_keep` positions when the batch trims logits (the positions the
+    predictors count from), else all of them."""
+    keep = batch.inputs.get("logits_to_keep")
+    return per_position[:, per_position.shape[1] - keep :] if keep else per_position
+
+
+def logps_from_logits(logits: torch.Tensor, batch: RolloutBatch, with_entropy: bool
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Logits (B, T', V) -> (log-probs, entropy or None), each (C, L): see `completion_logps`."""
     logps = gathered_token_logps(logits, batch.predictors, batch.targets)  # (B, N)
     entropy = None
     if with_entropy:
         with torch.no_grad():
-            per_position = entropy_from_logits(logits.detach())  # (B, T')
-            entropy = to_grid(per_position.gather(1, batch.predictors), batch)  # (C, L)
+            entropy = at_predictors(entropy_from_logits(logits.detach()), batch)  # (C, L)
     return to_grid(logps, batch), entropy
+
+
+def completion_logps(model: torch.nn.Module, batch: RolloutBatch, with_entropy: bool = False
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log π(token) of every completion token, (C, L) (0 off the mask), from one forward over the batch; with
+    `with_entropy`, also the entropy of the distribution each token was drawn from, (C, L), without gradient."""
+    return logps_from_logits(model(**batch.inputs).logits, batch, with_entropy)  # logits (B, T', V)
 
 
 def completion_values(value_model: Any, batch: RolloutBatch) -> torch.Tensor:
     """V(state before each completion token), (C, L) (0 off the mask): the value model's head at the position
     whose logits predict the token, the same positions `completion_logps` reads (`value_model`: a
-    `models.heads.RewardModel`, with token_values)."""
+    `models.heads.RewardModel`, or anything with its token_values)."""
     inputs = {k: v for k, v in batch.inputs.items() if k != "logits_to_keep"}
-    values = value_model.token_values(**inputs)  # (B, T)
-    keep = batch.inputs.get("logits_to_keep")
-    if keep:  # the predictors count from the first kept position
-        values = values[:, values.shape[1] - keep :]
-    return to_grid(values.gather(1, batch.predictors), batch)
+    return at_predictors(kept_positions(value_model.token_values(**inputs), batch), batch)  # values (B, T)
+
