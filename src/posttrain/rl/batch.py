@@ -12,7 +12,9 @@ A group is one prompt and its G completions. Two layouts give the same log-probs
 
 Either way `completion_logps(model, batch)` returns the log-probs in a (C, L) grid, one row per completion of the
 micro-batch (C = groups x G, L the longest completion), with `batch.mask` (C, L) True on real tokens: the shape
-the losses in `losses/policy.py` and the KL estimators in `rl/kl.py` take.
+the losses in `losses/policy.py` and the KL estimators in `rl/kl.py` take. `completion_values` reads PPO's value
+model at the same positions; `completion_logps_and_values` reads a value head on the policy itself from the
+policy's one forward (PPO's `value_model=shared`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 from posttrain.data.collate import pack_lengths
 from posttrain.losses.policy import entropy_from_logits
 from posttrain.models.logprobs import gathered_token_logps
+from posttrain.models.lora import transformers_model
 
 IGNORE = -100
 
@@ -187,3 +190,23 @@ def completion_values(value_model: Any, batch: RolloutBatch) -> torch.Tensor:
     inputs = {k: v for k, v in batch.inputs.items() if k != "logits_to_keep"}
     return at_predictors(kept_positions(value_model.token_values(**inputs), batch), batch)  # values (B, T)
 
+
+def completion_logps_and_values(model: torch.nn.Module, value_head: torch.nn.Linear, batch: RolloutBatch,
+                                with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """`completion_logps` and the values of a value head on the same model, (C, L) each, from ONE forward:
+    `value_head` (H -> 1) reads the final hidden states the LM head reads, at the positions the log-probs are
+    read at. A forward pre-hook takes those hidden states from the LM head's input, so the logits are the model's own
+    forward's (trimmed by logits_to_keep, any logit scaling applied) and the values see the same trimmed (B, T', H).
+    Values are in float32, the head's input cast to its dtype (as TRL's ValueHead does)."""
+    hidden: list[torch.Tensor] = []
+    hook = transformers_model(model).get_output_embeddings().register_forward_pre_hook(
+        lambda module, args: hidden.append(args[0]))
+    try:
+        logits = model(**batch.inputs).logits  # (B, T', V)
+    finally:
+        hook.remove()
+    if len(hidden) != 1:
+        raise RuntimeError(f"expected the forward to call the LM head once, it called it {len(hidden)} times")
+    values = value_head(hidden[0].to(value_head.weight.dtype)).squeeze(-1).float()  # (B, T', H) -> (B, T')
+    logps, entropy = logps_from_logits(logits, batch, with_entropy)
+    return logps, entropy, at_predictors(values, batch)
