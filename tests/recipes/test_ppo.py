@@ -1,6 +1,7 @@
 """Recipe tier: PPO on the tiny model against a (random-head) reward model. A run logs what it promises and writes
-the policy and the value model; a SIGKILLed run resumes to the same policy, value model and KL coefficient; bad
-input stops before any sampling with one line."""
+the policy and the value model (or, shared, the value head on the policy's backbone); the shared forward reads
+log-probs and values at the right positions; a SIGKILLed run resumes to the same policy, value model and KL
+coefficient; bad input stops before any sampling with one line."""
 
 import json
 import os
@@ -19,7 +20,8 @@ from posttrain.config import ModelConfig, OptimConfig, RunConfig, SamplingParams
 from posttrain.errors import ConfigError, ModelError
 from posttrain.models.heads import RewardModel, load_classifier, save_reward_model
 from posttrain.models.load import load_tokenizer, resolve_model_dir
-from posttrain.recipes.ppo import PPOConfig, PPOSettings, train
+from posttrain.recipes.ppo import PPOConfig, PPOSettings, SharedValueHead, train
+from posttrain.rl.batch import completion_logps, completion_logps_and_values, completion_values, rollout_batch
 from posttrain.rl.engine import PromptDataConfig, RLConfig
 
 TASK = "builtin:arithmetic?ops=+&digits=2"
@@ -92,6 +94,103 @@ def test_the_value_model_can_start_from_the_policy_and_the_reward_be_a_verifier_
     assert all("train/value_loss" in r for r in metrics(run_dir) if "train/loss" in r)
 
 
+def other_tokenizer_rm(tmp_path: Path, reward_model: Path) -> Path:
+    """The reward model with a tokenizer that reads other ids than the policy writes."""
+    rm = tmp_path / "other-rm"
+    shutil.copytree(reward_model, rm)
+    tokenizer = load_tokenizer(str(rm))
+    tokenizer.add_tokens(["<another-vocabulary>"])
+    tokenizer.save_pretrained(rm)
+    return rm
+
+
+def test_a_shared_value_head_trains_on_the_policy_backbone_and_is_saved_beside_it(tmp_path, reward_model):
+    # a reward model of another tokenizer, bridged by retokenize: the shared head reads the policy's own tokens
+    run_dir = train(cfg_for(tmp_path, "s", other_tokenizer_rm(tmp_path, reward_model), value_model="shared",
+                            retokenize=True))
+    steps = [r for r in metrics(run_dir) if "train/loss" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3]
+    for key in ("train/value_loss", "train/value_clip_ratio", "train/explained_variance", "ppo/value_mean"):
+        assert all(key in r for r in steps), key
+    assert steps[0]["ppo/value_mean"] == 0.0  # the head starts at zero
+    assert steps[-1]["ppo/value_mean"] != 0.0 and steps[-1]["train/value_loss"] > 0
+    final = run_dir / "final"
+    from transformers import AutoModelForCausalLM
+
+    policy = AutoModelForCausalLM.from_pretrained(final)
+    hidden = policy.config.hidden_size
+    assert not (final / "value_model").exists()
+    head = load_file(str(final / "value_head.safetensors"))
+    assert head["weight"].shape == (1, hidden) and head["bias"].shape == (1,) and head["weight"].abs().sum() > 0
+    from safetensors import safe_open
+
+    with safe_open(str(final / "value_head.safetensors"), "pt") as f:
+        assert f.metadata()["hidden_size"] == str(hidden)
+    # one copy of the backbone: the trained module is the policy and the head's H + 1 numbers, in the optimizer too
+    n_policy = sum(p.numel() for p in policy.parameters())
+    assert json.loads((run_dir / "lineage.json").read_text())["base_model"]["parameters"] == n_policy + hidden + 1
+    ckpt = run_dir / "checkpoints" / "step-3"
+    weights = load_file(str(ckpt / "trainable.safetensors"))
+    assert {k for k in weights if not k.startswith("policy.")} == {"value.head.weight", "value.head.bias"}
+    assert sum(w.numel() for w in weights.values()) == n_policy + hidden + 1
+    groups = torch.load(ckpt / "optimizer.pt", weights_only=False)["param_groups"]
+    assert sum(len(g["params"]) for g in groups) == len(list(policy.parameters())) + 2
+
+
+def test_under_lora_the_shared_head_trains_in_full_beside_the_policys_adapters(tmp_path, reward_model):
+    cfg = cfg_for(tmp_path, "l", reward_model, value_model="shared")
+    cfg.model.lora_r = 4
+    run_dir = train(cfg)
+    weights = load_file(str(run_dir / "checkpoints" / "step-3" / "trainable.safetensors"))
+    assert {k for k in weights if "lora_" not in k} == {"value.head.weight", "value.head.bias"}
+    assert weights["value.head.weight"].abs().sum() > 0
+    evals = [r for r in metrics(run_dir) if "eval/kl" in r]
+    assert evals[0]["eval/kl"] == pytest.approx(0.0, abs=1e-4)  # the reference is the policy with adapters off
+    assert (run_dir / "final" / "value_head.safetensors").is_file()
+
+
+def packed_batch(trim: bool):
+    """Three groups whose spans are 18, 13 and 5 tokens (tests/rl/test_batch.py's): the last two share a row."""
+    g = torch.Generator().manual_seed(2)
+    prompts = [torch.randint(5, 200, (n,), generator=g).tolist() for n in (7, 3, 2)]
+    completions = [[torch.randint(5, 200, (n,), generator=g).tolist() for n in lens]
+                   for lens in ((4, 1, 6), (2, 5, 3), (1, 2))]
+    old = [[torch.zeros(len(c)) for c in group] for group in completions]
+    adv = [[0.0] * len(group) for group in completions]
+    idx = [[0, 1, 2], [3, 4, 5], [6, 7]]
+    b = rollout_batch(prompts, completions, old, adv, idx, 0, torch.device("cpu"), True, trim_logits=trim)
+    return b, [(prompts[g], c) for g in range(3) for c in completions[g]]
+
+
+@pytest.mark.parametrize("trim", [True, False])
+def test_the_shared_forward_reads_logps_and_values_where_the_separate_ones_do(tiny_dir, trim):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir, attn_implementation="sdpa").eval()
+    value = SharedValueHead(model)
+    with torch.no_grad():
+        value.head.weight.normal_(generator=torch.Generator().manual_seed(0))  # values that differ by position
+        value.head.bias.fill_(0.5)
+    b, pairs = packed_batch(trim)
+    assert b.inputs["input_ids"].shape == (2, 18) and ("logits_to_keep" in b.inputs) == trim
+    with torch.no_grad():
+        logps, entropy, values = completion_logps_and_values(model, value.head, b, with_entropy=True)
+        want_logps, want_entropy = completion_logps(model, b, with_entropy=True)
+        sampling_time = completion_values(value, b)  # score_step's path: the body alone, then the head
+        assert torch.equal(logps, want_logps) and torch.equal(entropy, want_entropy)
+        for c, (prompt, completion) in enumerate(pairs):
+            # a plain forward of [prompt, completion]: V_t is read where the logits that predict token t are
+            hidden = model.model(torch.tensor([prompt + completion])).last_hidden_state[0]  # (T, H)
+            n, p = len(completion), len(prompt)
+            want = value.head(hidden[p - 1 : p + n - 1]).squeeze(-1)  # (n,)
+            torch.testing.assert_close(values[c, :n], want, atol=1e-5, rtol=1e-5)
+            assert (values[c, n:] == 0).all() and b.mask[c].sum() == n
+    torch.testing.assert_close(sampling_time, values, atol=1e-5, rtol=1e-5)
+    # shared means shared: the values' gradient reaches the backbone, not only the head
+    completion_logps_and_values(model, value.head, b)[2].sum().backward()
+    assert model.model.layers[0].mlp.down_proj.weight.grad.abs().sum() > 0 and value.head.weight.grad is not None
+
+
 def test_early_stop_skips_the_remaining_passes(tmp_path, reward_model):
     run_dir = train(cfg_for(tmp_path, "e", reward_model, max_approx_kl=1e-12))
     passes = [r["train/passes"] for r in metrics(run_dir) if "train/passes" in r]
@@ -112,11 +211,7 @@ def test_bad_input_stops_before_sampling(tmp_path, reward_model, make, error, ma
 
 
 def test_a_reward_model_with_another_tokenizer_is_refused_unless_bridged(tmp_path, reward_model):
-    rm = tmp_path / "other-rm"
-    shutil.copytree(reward_model, rm)
-    tokenizer = load_tokenizer(str(rm))
-    tokenizer.add_tokens(["<another-vocabulary>"])  # a tokenizer that reads other ids than the policy writes
-    tokenizer.save_pretrained(rm)
+    rm = other_tokenizer_rm(tmp_path, reward_model)
     with pytest.raises(ConfigError, match="tokenizer differs from the policy's.*--ppo.retokenize"):
         train(cfg_for(tmp_path, "bad", rm))
     with pytest.raises(ConfigError, match="value_model=reward: the value model reads the policy's tokens"):
@@ -145,10 +240,15 @@ def run_cli(args: list[str]) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, reward_model):
-    common = ["--ppo.reward-model", str(reward_model), "--ppo.kl-target", "0.5", "--data.train", TASK,
-              "--data.limit", "64", "--data.eval-prompts", "8", "--rl.prompts-per-step", "8", "--rl.micro-batch", "2",
-              "--sampling.max-new-tokens", "8", "--optim.max-steps", "10", "--optim.lr", "1e-3",
+@pytest.mark.parametrize("value_model, steps, parts", [
+    ("reward", 10, ("model.safetensors", "value_model/model.safetensors")),
+    ("shared", 6, ("model.safetensors", "value_head.safetensors")),  # fewer steps: the same code resumes both
+])
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, reward_model, value_model, steps, parts):
+    common = ["--ppo.reward-model", str(reward_model), "--ppo.value-model", value_model, "--ppo.kl-target", "0.5",
+              "--data.train", TASK, "--data.limit", "64", "--data.eval-prompts", "8", "--rl.prompts-per-step", "8",
+              "--rl.micro-batch", "2", "--sampling.max-new-tokens", "8", "--optim.max-steps", str(steps),
+              "--optim.lr", "1e-3",
               "--run.output-dir", str(tmp_path), "--run.no-progress", "--run.log-every", "1", "--run.eval-every", "5",
               "--run.save-every", "2", "--run.keep-checkpoints", "100"]
     full = run_cli([*common, "--run.name", "full"])
@@ -164,7 +264,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, reward_model)
     assert not (tmp_path / "killed" / "final").exists()
     resumed = run_cli([*common, "--run.name", "killed", "--run.resume"])
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read().decode()
-    for part in ("model.safetensors", "value_model/model.safetensors"):
+    for part in parts:
         a = load_file(str(tmp_path / "full" / "final" / part))
         b = load_file(str(tmp_path / "killed" / "final" / part))
         for name in a:

@@ -39,12 +39,12 @@ from posttrain.losses.value import clipped_value_loss
 from posttrain.models.attention import pair_layout
 from posttrain.models.heads import RewardModel, apply_reward_lora, load_classifier, save_reward_model
 from posttrain.models.load import load_model, load_tokenizer, resolve_dtype, resolve_model_dir, save_model
-from posttrain.models.lora import unwrap
+from posttrain.models.lora import transformers_model, unwrap
 from posttrain.models.reference import Reference
 from posttrain.rewards.functions import check_reference_fields, resolve_reward
 from posttrain.rewards.score import score_completions
 from posttrain.rl.advantages import gae, whiten
-from posttrain.rl.batch import RolloutBatch, completion_values
+from posttrain.rl.batch import RolloutBatch, completion_logps_and_values, completion_values
 from posttrain.rl.engine import (
     Layout,
     PromptDataConfig,
@@ -91,9 +91,11 @@ class PPOSettings:
     reward_model: str = ""
     """The reward model that scores each completion (`posttrain rm`'s final/, or any num_labels=1 sequence
     classifier). Unset: `--rl.reward` alone (a verifier, `module:function`, ...)."""
-    value_model: Literal["reward", "policy"] = "reward"
+    value_model: Literal["reward", "policy", "shared"] = "reward"
     """What the value model starts from: the reward model's weights and head (`reward`: it already reads how good
-    an answer is), or the policy's weights with a new head (`policy`; needed when there is no reward model)."""
+    an answer is), the policy's weights with a new head (`policy`; needed when there is no reward model), or no
+    second model (`shared`): a new head on the policy's own final hidden states, read from the policy's forward,
+    so one model's memory and one forward; the value loss then moves the policy's features too."""
     kl_coef: float = 0.05
     """β: each completion token's reward is -β·KL_t to the reference (the starting policy). The initial value
     when kl_target is set."""
@@ -164,11 +166,55 @@ class PPOConfig:
               "the step's tokens; only `token` is implemented", self.rl.loss_aggregation)
 
 
+VALUE_HEAD = "value_head.safetensors"  # final/'s value head under ppo.value_model=shared
+
+
+class SharedValueHead(torch.nn.Module):
+    """`ppo.value_model=shared`: a scalar head, Linear(H, 1) in float32, on the policy's final hidden states (the
+    design of TRL's AutoModelForCausalLMWithValueHead). The policy is referenced, not a submodule, so PolicyAndValue
+    holds its backbone once (one copy in the optimizer and the checkpoint) and the head's H + 1 numbers beside it."""
+
+    def __init__(self, policy: torch.nn.Module):
+        super().__init__()
+        lm_head = transformers_model(policy).get_output_embeddings()
+        if lm_head is None:
+            raise ModelError(f"ppo.value_model=shared: {type(transformers_model(policy)).__name__} has no LM head "
+                             "whose input the value head could read; use --ppo.value-model policy")
+        self.head = torch.nn.Linear(lm_head.weight.shape[-1], 1, dtype=torch.float32)  # H: what the LM head reads
+        # zeros: V = 0 at the start, and while w = 0 the value loss's gradient into the body (dL/dV·w) is 0, so a
+        # random head does not push the policy's features at the start; the head itself learns (dL/dw = dL/dV·h).
+        # Deterministic, so there is nothing to seed.
+        torch.nn.init.zeros_(self.head.weight)
+        torch.nn.init.zeros_(self.head.bias)
+        self._policy = (policy,)  # in a tuple: not registered as a submodule
+
+    def token_values(self, **inputs) -> torch.Tensor:
+        """The head on the policy body's final hidden states, (B, T) in float32: the values at sampling time
+        (score_step, through rl/batch.py::completion_values), from the body alone, without the LM head."""
+        lm = transformers_model(self._policy[0])  # peft's LoRA layers sit inside it, so the adapters act
+        hidden = getattr(lm, lm.base_model_prefix)(**inputs).last_hidden_state  # (B, T, H)
+        return self.head(hidden.float()).squeeze(-1)  # (B, T)
+
+    def train(self, mode: bool = True) -> "SharedValueHead":
+        """eval() and train() reach the policy too: score_step reads the values in eval mode."""
+        self._policy[0].train(mode)
+        return super().train(mode)
+
+    def save(self, path: Path) -> None:
+        """`weight` (1, H) and `bias` (1,) as safetensors, the hidden size in the metadata."""
+        from safetensors.torch import save_file
+
+        tensors = {k: v.detach().float().cpu().contiguous() for k, v in self.head.state_dict().items()}
+        save_file(tensors, str(path), metadata={"kind": "ppo_value_head", "hidden_size": str(self.head.in_features),
+                                                "reads": "the policy's final hidden state (last_hidden_state)"})
+
+
 class PolicyAndValue(torch.nn.Module):
     """The two trained models as one module, so that one optimizer, one gradient clip and one checkpoint hold both,
-    and under torchrun one DistributedDataParallel wraps both."""
+    and under torchrun one DistributedDataParallel wraps both. `value`: a second model (RewardModel), or a
+    SharedValueHead on the policy (its head the only other weights)."""
 
-    def __init__(self, policy: torch.nn.Module, value: RewardModel):
+    def __init__(self, policy: torch.nn.Module, value: RewardModel | SharedValueHead):
         super().__init__()
         self.policy = policy
         self.value = value
@@ -207,12 +253,15 @@ def check_reward_model(cfg: PPOConfig, policy_tokenizer) -> None:
                           "own tokens, or train the reward model from the policy")
     if not same and cfg.ppo.value_model == "reward":
         raise ConfigError("ppo.value_model=reward: the value model reads the policy's tokens, but the reward model "
-                          "has another tokenizer; use --ppo.value-model policy")
+                          "has another tokenizer; use --ppo.value-model policy or shared")
 
 
-def load_value_model(cfg: PPOConfig, device: torch.device) -> RewardModel:
+def load_value_model(cfg: PPOConfig, device: torch.device, policy: torch.nn.Module) -> RewardModel | SharedValueHead:
     """The value model: the reward model's weights and head, or the policy's weights with a new head (seeded); LoRA
-    adapters on its body when the policy has them (the head trained in full)."""
+    adapters on its body when the policy has them (the head trained in full). `shared`: a new head on `policy`
+    itself, trained in full (under LoRA its body learns through the policy's adapters)."""
+    if cfg.ppo.value_model == "shared":
+        return SharedValueHead(policy).to(device).train()
     source = cfg.ppo.reward_model if cfg.ppo.value_model == "reward" else cfg.model.name
     classifier, _ = load_classifier(resolve_model_dir(source), resolve_dtype(cfg.model.dtype, device), cfg.run.seed)
     if cfg.model.lora_r > 0:
@@ -283,8 +332,16 @@ def ppo_loss(cfg: PPOConfig, aggregate, model: torch.nn.Module, batch: RolloutBa
 
 def ppo_terms(cfg: PPOConfig, aggregate, model: PolicyAndValue, batch: RolloutBatch
               ) -> tuple[torch.Tensor, dict[str, float]]:
-    loss, sums = policy_loss(cfg.rl, aggregate, model.policy, batch)
-    values = completion_values(model.value, batch)  # (C, L)
+    """ppo_loss's terms. With a shared value head, one forward of the policy gives both, and the value loss's
+    gradient reaches the policy's body: PPO's combined objective for parameters shared by policy and value
+    function (arXiv:1707.06347 §5, eq. 9; vf_coef is its c1)."""
+    if isinstance(model.value, SharedValueHead):
+        logps, entropy, values = completion_logps_and_values(model.policy, model.value.head, batch,
+                                                             with_entropy=True)  # (C, L) each
+        loss, sums = policy_loss(cfg.rl, aggregate, model.policy, batch, (logps, entropy))
+    else:
+        loss, sums = policy_loss(cfg.rl, aggregate, model.policy, batch)
+        values = completion_values(model.value, batch)  # (C, L)
     per_token, clipped = clipped_value_loss(values, batch.old_values, batch.returns, batch.mask, cfg.ppo.value_clip)
     value_loss, _ = aggregate(per_token, batch.mask)
     sums["value_loss_sum"] = float(value_loss.detach())
@@ -313,7 +370,7 @@ def run_ppo(cfg: PPOConfig, d: Dist) -> Path:
         check_reward_model(cfg, tokenizer)
     elif cfg.ppo.value_model == "reward":
         raise ConfigError("ppo.value_model=reward needs ppo.reward_model; without a reward model use "
-                          "--ppo.value-model policy")
+                          "--ppo.value-model policy or shared")
     reward = resolve_reward(spec, tokenizer=tokenizer, device=cfg.run.device)
     prompts, prompt_ids = load_prompts(cfg.data.train, tokenizer, cfg.data.limit, cfg.data.max_prompt_length)
     check_reference_fields(reward, prompts, cfg.data.train)
@@ -332,7 +389,7 @@ def run_ppo(cfg: PPOConfig, d: Dist) -> Path:
     seed_everything(cfg.run.seed)
     policy, _ = load_model(cfg.model, d.device)
     reference = Reference(policy, keep_copy=True)  # the starting policy (under LoRA: the base, adapters off)
-    value = load_value_model(cfg, d.device)
+    value = load_value_model(cfg, d.device, policy)
     pairs = pair_layout(policy, cfg.data.share_prompt)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     layout = Layout(pairs.share_prompt, pairs.mask_dtype, pairs.trim_logits, pad_id, d.device)
@@ -410,7 +467,10 @@ def run_ppo(cfg: PPOConfig, d: Dist) -> Path:
     # -- save -----------------------------------------------------------------------------------------------
     def save(out: Path) -> None:
         save_model(unwrap(policy), tokenizer, out, cfg.model)
-        save_reward_model(value, tokenizer, out / "value_model", {"kind": "ppo_value", "pooling": "last_token"})
+        if isinstance(value, SharedValueHead):
+            value.save(out / VALUE_HEAD)
+        else:
+            save_reward_model(value, tokenizer, out / "value_model", {"kind": "ppo_value", "pooling": "last_token"})
 
     finish_run(run, model, tokenizer, save=save)
     if d.is_main:

@@ -12,7 +12,9 @@ A group is one prompt and its G completions. Two layouts give the same log-probs
 
 Either way `completion_logps(model, batch)` returns the log-probs in a (C, L) grid, one row per completion of the
 micro-batch (C = groups x G, L the longest completion), with `batch.mask` (C, L) True on real tokens: the shape
-the losses in `losses/policy.py` and the KL estimators in `rl/kl.py` take.
+the losses in `losses/policy.py` and the KL estimators in `rl/kl.py` take. `completion_values` reads PPO's value
+model at the same positions; `completion_logps_and_values` reads a value head on the policy itself from the
+policy's one forward (PPO's `value_model=shared`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 from posttrain.data.collate import pack_lengths
 from posttrain.losses.policy import entropy_from_logits
 from posttrain.models.logprobs import gathered_token_logps
+from posttrain.models.lora import transformers_model
 
 IGNORE = -100
 
@@ -149,27 +152,61 @@ def to_grid(values: torch.Tensor, batch: RolloutBatch) -> torch.Tensor:
     return grid[:-1].view(c, length)
 
 
-def completion_logps(model: torch.nn.Module, batch: RolloutBatch, with_entropy: bool = False
-                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """log π(token) of every completion token, (C, L) (0 off the mask), from one forward over the batch; with
-    `with_entropy`, also the entropy of the distribution each token was drawn from, (C, L), without gradient."""
-    logits = model(**batch.inputs).logits  # (B, T', V)
+def at_predictors(per_position: torch.Tensor, batch: RolloutBatch) -> torch.Tensor:
+    """Per position values (B, T') -> each completion token's, read at the position whose logits predict it, in
+    the (C, L) grid (0 off the mask). T' counts from the first kept position when the layout trims logits."""
+    return to_grid(per_position.gather(1, batch.predictors), batch)
+
+
+def kept_positions(per_position: torch.Tensor, batch: RolloutBatch) -> torch.Tensor:
+    """(B, T) -> (B, T'): the last `logits_to_keep` positions when the batch trims logits (the positions the
+    predictors count from), else all of them."""
+    keep = batch.inputs.get("logits_to_keep")
+    return per_position[:, per_position.shape[1] - keep :] if keep else per_position
+
+
+def logps_from_logits(logits: torch.Tensor, batch: RolloutBatch, with_entropy: bool
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Logits (B, T', V) -> (log-probs, entropy or None), each (C, L): see `completion_logps`."""
     logps = gathered_token_logps(logits, batch.predictors, batch.targets)  # (B, N)
     entropy = None
     if with_entropy:
         with torch.no_grad():
-            per_position = entropy_from_logits(logits.detach())  # (B, T')
-            entropy = to_grid(per_position.gather(1, batch.predictors), batch)  # (C, L)
+            entropy = at_predictors(entropy_from_logits(logits.detach()), batch)  # (C, L)
     return to_grid(logps, batch), entropy
+
+
+def completion_logps(model: torch.nn.Module, batch: RolloutBatch, with_entropy: bool = False
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log π(token) of every completion token, (C, L) (0 off the mask), from one forward over the batch; with
+    `with_entropy`, also the entropy of the distribution each token was drawn from, (C, L), without gradient."""
+    return logps_from_logits(model(**batch.inputs).logits, batch, with_entropy)  # logits (B, T', V)
 
 
 def completion_values(value_model: Any, batch: RolloutBatch) -> torch.Tensor:
     """V(state before each completion token), (C, L) (0 off the mask): the value model's head at the position
     whose logits predict the token, the same positions `completion_logps` reads (`value_model`: a
-    `models.heads.RewardModel`, with token_values)."""
+    `models.heads.RewardModel`, or anything with its token_values)."""
     inputs = {k: v for k, v in batch.inputs.items() if k != "logits_to_keep"}
-    values = value_model.token_values(**inputs)  # (B, T)
-    keep = batch.inputs.get("logits_to_keep")
-    if keep:  # the predictors count from the first kept position
-        values = values[:, values.shape[1] - keep :]
-    return to_grid(values.gather(1, batch.predictors), batch)
+    return at_predictors(kept_positions(value_model.token_values(**inputs), batch), batch)  # values (B, T)
+
+
+def completion_logps_and_values(model: torch.nn.Module, value_head: torch.nn.Linear, batch: RolloutBatch,
+                                with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """`completion_logps` and the values of a value head on the same model, (C, L) each, from ONE forward:
+    `value_head` (H -> 1) reads the final hidden states the LM head reads, at the positions the log-probs are
+    read at. A forward pre-hook takes those hidden states from the LM head's input, so the logits are the model's own
+    forward's (trimmed by logits_to_keep, any logit scaling applied) and the values see the same trimmed (B, T', H).
+    Values are in float32, the head's input cast to its dtype (as TRL's ValueHead does)."""
+    hidden: list[torch.Tensor] = []
+    hook = transformers_model(model).get_output_embeddings().register_forward_pre_hook(
+        lambda module, args: hidden.append(args[0]))
+    try:
+        logits = model(**batch.inputs).logits  # (B, T', V)
+    finally:
+        hook.remove()
+    if len(hidden) != 1:
+        raise RuntimeError(f"expected the forward to call the LM head once, it called it {len(hidden)} times")
+    values = value_head(hidden[0].to(value_head.weight.dtype)).squeeze(-1).float()  # (B, T', H) -> (B, T')
+    logps, entropy = logps_from_logits(logits, batch, with_entropy)
+    return logps, entropy, at_predictors(values, batch)

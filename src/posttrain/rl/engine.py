@@ -350,11 +350,16 @@ def aggregation(rl: RLConfig, max_new_tokens: int) -> tuple[Callable, Callable[[
     return (lambda per_token, mask: constant_normalizer_sum(per_token, mask, max_new_tokens)), lambda b: b.mask.shape[0]
 
 
-def policy_loss(rl: RLConfig, aggregate: Callable, model: torch.nn.Module, batch: RolloutBatch
+def policy_loss(rl: RLConfig, aggregate: Callable, model: torch.nn.Module, batch: RolloutBatch,
+                logps_and_entropy: tuple[torch.Tensor, torch.Tensor] | None = None
                 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The clipped surrogate (+ β·KL) of one micro-batch, summed as the aggregation says, and metric sums
-    (token sums, divided by the step's tokens afterwards; see `update`)."""
-    logps, entropy = completion_logps(model, batch, with_entropy=True)  # (C, L), (C, L)
+    (token sums, divided by the step's tokens afterwards; see `update`). `logps_and_entropy`: the micro-batch's
+    log-probs and entropy, (C, L) each, when the caller's forward gave them (PPO's shared value head); unset, the
+    forward is made here."""
+    if logps_and_entropy is None:
+        logps_and_entropy = completion_logps(model, batch, with_entropy=True)
+    logps, entropy = logps_and_entropy  # (C, L), (C, L)
     per_token, clipped = clipped_policy_loss(logps, batch.old_logps, batch.advantages, batch.mask, rl.eps_low,
                                              rl.eps_high)  # (C, L) each
     mask = batch.mask
