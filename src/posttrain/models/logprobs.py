@@ -52,8 +52,12 @@ def gathered_token_logps(logits: torch.Tensor, predictors: torch.Tensor, targets
     """log p(targets[b, n] | logits[b, predictors[b, n]]): (B, T, V), (B, N), (B, N) -> (B, N); 0 where the
     target is IGNORE_INDEX. For layouts where a token is not predicted by the position just before it
     (the shared-prompt pair rows of data/preference.py)."""
-    rows = logits.gather(1, predictors[..., None].expand(-1, -1, logits.shape[-1]))  # (B, N, V)
-    return token_logps(rows, targets)
+    return token_logps(predictor_logits(logits, predictors), targets)
+
+
+def predictor_logits(logits: torch.Tensor, predictors: torch.Tensor) -> torch.Tensor:
+    """The logits at the positions `predictors` (B, N) name, per row: (B, T, V) -> (B, N, V)."""
+    return logits.gather(1, predictors[..., None].expand(-1, -1, logits.shape[-1]))
 
 
 def sequence_logps(token_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

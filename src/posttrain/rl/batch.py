@@ -27,7 +27,7 @@ import torch
 
 from posttrain.data.collate import pack_lengths
 from posttrain.losses.policy import entropy_from_logits
-from posttrain.models.logprobs import gathered_token_logps
+from posttrain.models.logprobs import predictor_logits, token_logps
 from posttrain.models.lora import transformers_model
 
 IGNORE = -100
@@ -168,11 +168,12 @@ def kept_positions(per_position: torch.Tensor, batch: RolloutBatch) -> torch.Ten
 def logps_from_logits(logits: torch.Tensor, batch: RolloutBatch, with_entropy: bool
                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Logits (B, T', V) -> (log-probs, entropy or None), each (C, L): see `completion_logps`."""
-    logps = gathered_token_logps(logits, batch.predictors, batch.targets)  # (B, N)
+    rows = predictor_logits(logits, batch.predictors)  # (B, N, V): the logits that predict each scored token
+    logps = token_logps(rows, batch.targets)  # (B, N)
     entropy = None
-    if with_entropy:
+    if with_entropy:  # at the scored tokens' positions only, not at every kept one
         with torch.no_grad():
-            entropy = at_predictors(entropy_from_logits(logits.detach()), batch)  # (C, L)
+            entropy = to_grid(entropy_from_logits(rows.detach()), batch)  # (C, L)
     return to_grid(logps, batch), entropy
 
 
