@@ -527,7 +527,10 @@ def run_trl(cfg: BenchConfig, data: dict, out: Path) -> Result:
     peak_end_to_end = peak_rss_mb()
     logged = [h for h in trainer.state.log_history if "objective/scores" in h]
     check_trl_data(seen, logged, cfg, steps, tokenizer)
-    responses = [[ids[ids != tokenizer.pad_token_id].tolist() for ids in batch] for batch in seen["responses"]]
+    # a response ends at its first pad token, as TRL reads it (get_reward's sequence_lengths, the training masks'
+    # sequence_length): the eos truncation pads what follows, and a pad the policy itself sampled mid-response
+    # (rare: the tiny vocabulary's id 0) ends it there too
+    responses = [[until_pad(ids.tolist(), tokenizer.pad_token_id) for ids in batch] for batch in seen["responses"]]
     texts = [tokenizer.batch_decode(step, skip_special_tokens=True) for step in responses]
     sequences = [[p + r for p, r in zip(prompts, step)] for prompts, step in zip(steps["ids"], responses)]
     own = [scores.tolist() for scores in seen["scores"]]
@@ -538,6 +541,11 @@ def run_trl(cfg: BenchConfig, data: dict, out: Path) -> Result:
                   [statistics.mean(len(r) for r in step) for step in responses], after_imports, peak,
                   {"threads": torch.get_num_threads(), "optim": str(trainer.args.optim),
                    "peak_rss_end_to_end_mb": peak_end_to_end})
+
+
+def until_pad(ids: list[int], pad_id: int) -> list[int]:
+    """The tokens before the first `pad_id` (all of them when there is none)."""
+    return ids[: ids.index(pad_id)] if pad_id in ids else ids
 
 
 def read_in_order(trainer, dataset) -> None:
