@@ -164,18 +164,11 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_process_torchrun_matches_one_process(tmp_path):
+def test_two_process_torchrun_matches_one_process(tmp_path, one_and_two_processes):
     """2 processes sampling 2 prompts each equal 1 process sampling 4, with zero-variance groups dropped (so a
     process can be left with nothing to train on) and the batch-std scale (a reduction over processes)."""
     common = common_args(tmp_path, 4) + ["--rl.drop-zero-variance", "--grpo.scale", "batch"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(tmp_path)}
-    one = subprocess.run([sys.executable, "-m", "posttrain", "grpo", *common, "--run.name", "one"], env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                          "-m", "posttrain", "grpo", *common, "--run.name", "two"], env=env, capture_output=True,
-                         text=True, timeout=600)
-    assert two.returncode == 0, two.stderr[-3000:]
+    one_and_two_processes("grpo", common, env={"PYTHONPATH": str(tmp_path)})
     a, b = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
     for name in a:
         torch.testing.assert_close(b[name], a[name], atol=5e-5, rtol=1e-4)

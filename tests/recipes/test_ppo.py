@@ -18,9 +18,9 @@ from safetensors.torch import load_file
 
 from posttrain.config import ModelConfig, OptimConfig, RunConfig, SamplingParams
 from posttrain.errors import ConfigError, ModelError
-from posttrain.models.heads import RewardModel, load_classifier, save_reward_model
+from posttrain.models.heads import RewardModel, SharedValueHead, load_classifier, save_reward_model
 from posttrain.models.load import load_tokenizer, resolve_model_dir
-from posttrain.recipes.ppo import PPOConfig, PPOSettings, SharedValueHead, train
+from posttrain.recipes.ppo import PPOConfig, PPOSettings, train
 from posttrain.rl.batch import completion_logps, completion_logps_and_values, completion_values, rollout_batch
 from posttrain.rl.engine import PromptDataConfig, RLConfig
 
@@ -278,7 +278,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, reward_model,
 
 
 @pytest.mark.slow
-def test_two_process_torchrun_matches_one_process(tmp_path, reward_model):
+def test_two_process_torchrun_matches_one_process(tmp_path, reward_model, one_and_two_processes):
     """2 processes sampling 4 prompts each equal 1 process sampling 8: 2 minibatches (each spread over both
     processes), 2 passes, the adaptive β (steered by the step's KL over both processes), whitening over both
     processes' tokens, and the held-out scores over both shares."""
@@ -287,14 +287,7 @@ def test_two_process_torchrun_matches_one_process(tmp_path, reward_model):
               "--rl.micro-batch", "2", "--sampling.max-new-tokens", "8", "--optim.max-steps", "4", "--optim.lr",
               "1e-3", "--run.output-dir", str(tmp_path), "--run.no-progress", "--run.log-every", "1",
               "--run.eval-every", "2"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, "-m", "posttrain", "ppo", *common, "--run.name", "one"], env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                          "-m", "posttrain", "ppo", *common, "--run.name", "two"], env=env, capture_output=True,
-                         text=True, timeout=600)
-    assert two.returncode == 0, two.stderr[-3000:]
+    one_and_two_processes("ppo", common)
     for part in ("model.safetensors", "value_model/model.safetensors"):
         a = load_file(str(tmp_path / "one" / "final" / part))
         b = load_file(str(tmp_path / "two" / "final" / part))

@@ -177,21 +177,13 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_process_torchrun_matches_one_process(tmp_path):
+def test_two_process_torchrun_matches_one_process(tmp_path, one_and_two_processes):
     """DDP on CPU (gloo): 2 processes x 4 examples equal 1 process x 8 within float tolerance."""
     data = chats(tmp_path / "chats.jsonl", n=32)
     common = ["--data.train", str(data), "--data.max-length", "64", "--optim.max-steps", "4",
               "--optim.warmup-steps", "1", "--optim.lr", "3e-3", "--run.output-dir", str(tmp_path), "--run.no-progress",
               "--run.log-every", "1"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, "-m", "posttrain", "sft", *common, "--optim.batch-size", "8",
-                          "--run.name", "one"], env=env, capture_output=True, text=True, timeout=600)
-    assert one.returncode == 0, one.stderr
-    # --standalone: the rendezvous store takes a free port (a fixed one can still be held by an earlier run)
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                          "-m", "posttrain", "sft", *common, "--optim.batch-size", "4",
-                          "--run.name", "two"], env=env, capture_output=True, text=True, timeout=600)
-    assert two.returncode == 0, two.stderr[-3000:]
+    one_and_two_processes("sft", common, ["--optim.batch-size", "8"], ["--optim.batch-size", "4"])
     a, b = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
     for name in a:
         # the two runs sum gradients in a different order; where a gradient is ~0 that rounding noise is all Adam

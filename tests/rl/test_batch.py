@@ -7,19 +7,6 @@ import torch
 from posttrain.rl.batch import completion_logps, rollout_batch
 
 
-@pytest.fixture(scope="module")
-def model(tiny_dir):
-    from transformers import AutoModelForCausalLM
-
-    m = AutoModelForCausalLM.from_pretrained(tiny_dir, attn_implementation="sdpa")
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # weights that make every position's distribution depend on its context
-        for name, p in m.named_parameters():
-            if p.dim() == 2:
-                p.copy_(torch.randn(p.shape, generator=g) * (0.3 if "embed" in name else 0.1))
-    return m
-
-
 def groups():
     g = torch.Generator().manual_seed(1)
     prompts = [torch.randint(5, 200, (n,), generator=g).tolist() for n in (7, 3)]

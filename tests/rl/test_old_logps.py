@@ -11,16 +11,10 @@ from posttrain.sampling.sampler import ModelSampler
 
 
 @pytest.fixture(scope="module")
-def model_and_tokenizer(tiny_dir):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def model_and_tokenizer(model, tiny_dir):
+    from transformers import AutoTokenizer
 
-    m = AutoModelForCausalLM.from_pretrained(tiny_dir, attn_implementation="sdpa")
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # weights that make every position's distribution depend on its context
-        for name, p in m.named_parameters():
-            if p.dim() == 2:
-                p.copy_(torch.randn(p.shape, generator=g) * (0.3 if "embed" in name else 0.1))
-    return m.eval(), AutoTokenizer.from_pretrained(tiny_dir)
+    return model, AutoTokenizer.from_pretrained(tiny_dir)
 
 
 def prepared_old_logps(model, tokenizer, old_logps: str, passes: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,6 +21,10 @@ Starting from a causal LM
 LoRA
     Adapters on the body (arXiv:2106.09685), the `score` head fully trained (peft
     `modules_to_save`), merged into plain weights on save.
+
+A value head on a policy (`SharedValueHead`)
+    PPO's `value_model=shared`: Linear(hidden, 1) on a causal LM's final hidden states, the LM
+    itself not copied; saved alone as `value_head.safetensors`.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from posttrain.models.load import (
     resolve_dtype,
     resolve_model_dir,
 )
-from posttrain.models.lora import apply_lora, is_lora, merged_copy
+from posttrain.models.lora import apply_lora, is_lora, merged_copy, transformers_model
 
 MARKER_FILE = REWARD_MODEL_MARKER
 HEAD = "score"  # transformers' name for the scalar head of *ForSequenceClassification models
@@ -184,3 +188,46 @@ def save_reward_model(model: RewardModel, tokenizer, out_dir: str | Path, marker
         (tmp / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
 
     return write_dir_atomic(Path(out_dir), write)
+
+
+VALUE_HEAD = "value_head.safetensors"  # final/'s value head under ppo.value_model=shared
+
+
+class SharedValueHead(torch.nn.Module):
+    """`ppo.value_model=shared`: a scalar head, Linear(H, 1) in float32, on the policy's final hidden states (the
+    design of TRL's AutoModelForCausalLMWithValueHead). The policy is referenced, not a submodule, so PolicyAndValue
+    holds its backbone once (one copy in the optimizer and the checkpoint) and the head's H + 1 numbers beside it."""
+
+    def __init__(self, policy: torch.nn.Module):
+        super().__init__()
+        lm_head = transformers_model(policy).get_output_embeddings()
+        if lm_head is None:
+            raise ModelError(f"ppo.value_model=shared: {type(transformers_model(policy)).__name__} has no LM head "
+                             "whose input the value head could read; use --ppo.value-model policy")
+        self.head = torch.nn.Linear(lm_head.weight.shape[-1], 1, dtype=torch.float32)  # H: what the LM head reads
+        # zeros: V = 0 at the start, and while w = 0 the value loss's gradient into the body (dL/dV·w) is 0, so a
+        # random head does not push the policy's features at the start; the head itself learns (dL/dw = dL/dV·h).
+        # Deterministic, so there is nothing to seed.
+        torch.nn.init.zeros_(self.head.weight)
+        torch.nn.init.zeros_(self.head.bias)
+        self._policy = (policy,)  # in a tuple: not registered as a submodule
+
+    def token_values(self, **inputs) -> torch.Tensor:
+        """The head on the policy body's final hidden states, (B, T) in float32: the values at sampling time
+        (score_step, through rl/batch.py::completion_values), from the body alone, without the LM head."""
+        lm = transformers_model(self._policy[0])  # peft's LoRA layers sit inside it, so the adapters act
+        hidden = getattr(lm, lm.base_model_prefix)(**inputs).last_hidden_state  # (B, T, H)
+        return self.head(hidden.float()).squeeze(-1)  # (B, T)
+
+    def train(self, mode: bool = True) -> "SharedValueHead":
+        """eval() and train() reach the policy too: score_step reads the values in eval mode."""
+        self._policy[0].train(mode)
+        return super().train(mode)
+
+    def save(self, path: Path) -> None:
+        """`weight` (1, H) and `bias` (1,) as safetensors, the hidden size in the metadata."""
+        from safetensors.torch import save_file
+
+        tensors = {k: v.detach().float().cpu().contiguous() for k, v in self.head.state_dict().items()}
+        save_file(tensors, str(path), metadata={"kind": "ppo_value_head", "hidden_size": str(self.head.in_features),
+                                                "reads": "the policy's final hidden state (last_hidden_state)"})
