@@ -212,6 +212,36 @@ class RunConfig:
 
 
 @dataclass
+class DistConfig:
+    """How a torchrun job spreads the model over its processes (docs/scale.md). One process (plain `posttrain`)
+    trains the model as it is, whatever these say."""
+
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    """`ddp`: every process holds the whole model, its gradients and its optimizer state; gradients are averaged
+    after each backward (DistributedDataParallel). `fsdp`: FSDP2 (torch.distributed.fsdp.fully_shard): each
+    transformer block's weights, gradients and optimizer state are split over the processes and gathered block by
+    block for each forward and backward, so a model whose training state does not fit one device trains on
+    several. Checkpoints are then sharded (torch.distributed.checkpoint, every process writes its part) and
+    final/ is gathered into one model that plain transformers loads. The reference and value models are sharded
+    too; sampling and held-out scoring gather the whole policy for their duration."""
+    reshard_after_forward: bool = True
+    """fsdp: free a block's gathered weights after its forward and gather them again for its backward (least
+    memory, as ZeRO-3); false keeps them from the forward to the backward (one all-gather fewer per block and
+    step, the gathered weights of every block held at once)."""
+    mixed_precision: Literal["none", "bf16"] = "none"
+    """fsdp: `bf16` computes forward and backward in bfloat16 from float32 weights, and reduces gradients in
+    float32 (FSDP2's MixedPrecisionPolicy; for GPUs: bfloat16 is slow on most CPUs). `none`: compute in the
+    weights' dtype (--model.dtype)."""
+
+    def __post_init__(self) -> None:
+        check(self.strategy in ("ddp", "fsdp"), "dist.strategy", "must be ddp or fsdp", self.strategy)
+        check(self.mixed_precision in ("none", "bf16"), "dist.mixed_precision", "must be none or bf16",
+              self.mixed_precision)
+        check(self.mixed_precision == "none" or self.strategy == "fsdp", "dist.mixed_precision",
+              "applies to --dist.strategy fsdp only (with ddp, set --model.dtype)", self.mixed_precision)
+
+
+@dataclass
 class SamplingParams:
     """How completions are drawn."""
 

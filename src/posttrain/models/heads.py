@@ -61,6 +61,8 @@ class RewardModel(torch.nn.Module):
     gradients only for forwards that go through its own `__call__`.
     """
 
+    fsdp_forward_methods = ("token_values",)  # sharded (models/sharding.py), token_values gathers as forward does
+
     def __init__(self, classifier: torch.nn.Module):
         super().__init__()
         self.classifier = classifier  # a transformers *ForSequenceClassification, maybe inside peft

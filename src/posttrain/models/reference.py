@@ -27,6 +27,7 @@ import torch
 
 from posttrain.files import write_file_atomic
 from posttrain.models.lora import is_lora, reference_context, unwrap
+from posttrain.models.sharding import shard
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,14 @@ class Reference:
     def __init__(self, model: torch.nn.Module, keep_copy: bool):
         base = unwrap(model)
         self.lora = is_lora(base)
-        self._module = base if self.lora or not keep_copy else copy.deepcopy(base).requires_grad_(False)
+        self.copy = keep_copy and not self.lora  # a frozen copy of its own, not the live model
+        self._module = copy.deepcopy(base).requires_grad_(False) if self.copy else base
+
+    def shard(self, reshard_after_forward: bool = True, mixed_precision: str = "none") -> None:
+        """Shard the frozen copy, when there is one, as the policy is (`models.sharding.shard`); with LoRA the
+        reference is the sharded policy itself. Every process must call it."""
+        if self.copy:
+            shard(self._module, reshard_after_forward, mixed_precision, is_main=False)
 
     @torch.no_grad()
     def __call__(self, fn: Callable[[torch.nn.Module], T]) -> T:

@@ -30,7 +30,7 @@ from typing import Collection, Literal
 
 import torch
 
-from posttrain.config import DataConfig, ModelConfig, OptimConfig, RunConfig, check
+from posttrain.config import DataConfig, DistConfig, ModelConfig, OptimConfig, RunConfig, check
 from posttrain.data.preference import PREFERENCE_KINDS, PairBatch, PreferenceExample, pair_batch, tokenize_preferences
 from posttrain.data.splits import train_and_heldout
 from posttrain.data.tokenize import use_chat_template
@@ -40,10 +40,9 @@ from posttrain.losses.preference import dpo_loss, ipo_loss, simpo_loss
 from posttrain.models.attention import pair_layout
 from posttrain.models.load import load_model, load_tokenizer, save_model
 from posttrain.models.logprobs import pair_logps
-from posttrain.models.lora import unwrap
 from posttrain.models.reference import REFERENCE_CACHE, Reference, fingerprint, load_logps, precompute_logps, save_logps
 from posttrain.training.checkpoint import seed_everything
-from posttrain.training.distributed import Dist, all_reduce_sum, distributed
+from posttrain.training.distributed import Dist, all_reduce_sum, check_heldout, distributed, parallelize
 from posttrain.training.loop import (
     DataOrder,
     accumulate,
@@ -154,6 +153,7 @@ class DPOConfig:
     data: PreferenceDataConfig = field(default_factory=PreferenceDataConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, warmup_steps=10, batch_size=16))
     run: RunConfig = field(default_factory=lambda: RunConfig(name="dpo"))
+    dist: DistConfig = field(default_factory=DistConfig)
     dpo: PreferenceConfig = field(default_factory=PreferenceConfig)
 
 
@@ -240,6 +240,7 @@ def _train(cfg: DPOConfig, d: Dist) -> Path:
     # -- check every input before anything is written; the run directory last, so a data error shows first --
     tokenizer = load_tokenizer(cfg.model.name)
     train_examples, eval_examples, data_lineage = prepare_data(cfg, tokenizer)
+    check_heldout(len(eval_examples), d, cfg.dist)
     check_trackers(cfg.run.trackers)
     check_run_dir(cfg.run)
     splits = {"train": train_examples, "eval": eval_examples}
@@ -262,8 +263,7 @@ def _train(cfg: DPOConfig, d: Dist) -> Path:
         reference = None  # from here on the live model trains and is no reference
 
     model.train()
-    if d.enabled:
-        model = torch.nn.parallel.DistributedDataParallel(model)
+    model = parallelize(model, d, cfg.dist, reference)  # DDP or FSDP2 under torchrun (--dist.strategy)
     optimizer = build_optimizer(model, cfg.optim)
     order = DataOrder([len(e) for e in train_examples], cfg.optim.batch_size * d.world_size,
                       cfg.optim.grad_accum, cfg.run.seed, cfg.data.bucket_by_length)
@@ -306,7 +306,7 @@ def _train(cfg: DPOConfig, d: Dist) -> Path:
                      model, optimizer, scheduler)
 
     # -- save --------------------------------------------------------------------------------
-    finish_run(run, model, tokenizer, save=lambda out: save_model(unwrap(model), tokenizer, out, cfg.model))
+    finish_run(run, model, tokenizer, save=lambda plain, out: save_model(plain, tokenizer, out, cfg.model))
     if d.is_main:  # report.html and the model card final/README.md
         document_run(run.dir, "dpo")
     return print_summary(run.dir, "dpo", SUMMARY, cfg.run.progress and d.is_main)

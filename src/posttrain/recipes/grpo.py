@@ -24,14 +24,13 @@ from typing import Literal
 
 import torch
 
-from posttrain.config import ModelConfig, OptimConfig, RunConfig, SamplingParams, check
+from posttrain.config import DistConfig, ModelConfig, OptimConfig, RunConfig, SamplingParams, check
 from posttrain.data.load import describe_source
 from posttrain.data.tokenize import use_chat_template
 from posttrain.eval.document import document_run
 from posttrain.files import write_jsonl
 from posttrain.models.attention import pair_layout
 from posttrain.models.load import load_model, load_tokenizer, save_model
-from posttrain.models.lora import unwrap
 from posttrain.models.reference import Reference
 from posttrain.rewards.functions import check_reference_fields, resolve_reward
 from posttrain.rl.advantages import group_advantages, zero_variance_groups
@@ -57,7 +56,7 @@ from posttrain.rl.engine import (
 )
 from posttrain.sampling.sampler import ModelSampler
 from posttrain.training.checkpoint import seed_everything
-from posttrain.training.distributed import Dist, distributed
+from posttrain.training.distributed import Dist, distributed, parallelize
 from posttrain.training.loop import end_step, finish_run, interruptible, start_run
 from posttrain.training.metrics import check_trackers
 from posttrain.training.optim import build_optimizer, build_scheduler
@@ -88,6 +87,7 @@ class GRPOConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, warmup_steps=10, max_steps=300,
                                                                    weight_decay=0.0))
     run: RunConfig = field(default_factory=lambda: RunConfig(name="grpo", log_every=5))
+    dist: DistConfig = field(default_factory=DistConfig)
     rl: RLConfig = field(default_factory=RLConfig)
     grpo: GRPOSettings = field(default_factory=GRPOSettings)
 
@@ -143,8 +143,7 @@ def run_policy_optimization(cfg, d: Dist, label: str, advantages: Callable[..., 
     layout = Layout(pairs.share_prompt, pairs.mask_dtype, pairs.trim_logits, pad_id, d.device)
     model.train()
     policy = model
-    if d.enabled:
-        model = torch.nn.parallel.DistributedDataParallel(model)
+    model = parallelize(model, d, cfg.dist, reference)  # DDP or FSDP2 under torchrun (--dist.strategy)
     optimizer = build_optimizer(model, cfg.optim)
     total_steps = cfg.optim.max_steps or max(1, int(cfg.optim.epochs * order.steps_per_epoch))
     updates_per_step = cfg.rl.updates_per_batch * cfg.rl.minibatches
@@ -195,7 +194,7 @@ def run_policy_optimization(cfg, d: Dist, label: str, advantages: Callable[..., 
                      model, optimizer, scheduler)
 
     # -- save -----------------------------------------------------------------------------------------------
-    finish_run(run, model, tokenizer, save=lambda out: save_model(unwrap(model), tokenizer, out, cfg.model))
+    finish_run(run, model, tokenizer, save=lambda plain, out: save_model(plain, tokenizer, out, cfg.model))
     if d.is_main:  # report.html and the model card final/README.md
         document_run(run.dir, label)
     return print_summary(run.dir, label, SUMMARY, cfg.run.progress and d.is_main)

@@ -28,7 +28,7 @@ from typing import Literal
 
 import torch
 
-from posttrain.config import ModelConfig, OptimConfig, RunConfig, SamplingParams, check
+from posttrain.config import DistConfig, ModelConfig, OptimConfig, RunConfig, SamplingParams, check
 from posttrain.data.load import describe_source
 from posttrain.data.records import Prompt
 from posttrain.data.tokenize import use_chat_template
@@ -46,7 +46,6 @@ from posttrain.models.heads import (
     save_reward_model,
 )
 from posttrain.models.load import load_model, load_tokenizer, resolve_dtype, resolve_model_dir, save_model
-from posttrain.models.lora import unwrap
 from posttrain.models.reference import Reference
 from posttrain.rewards.functions import check_reference_fields, resolve_reward
 from posttrain.rewards.score import score_completions
@@ -61,6 +60,7 @@ from posttrain.rl.engine import (
     fill_logps,
     global_moments,
     heldout_source,
+    in_step,
     load_prompts,
     make_groups,
     micro_batches,
@@ -79,7 +79,7 @@ from posttrain.rl.kl import AdaptiveKLController, FixedKLController, kl_penalty
 from posttrain.rl.token_rewards import explained_variance, penalize_unfinished, sequence_kl, token_rewards
 from posttrain.sampling.sampler import ModelSampler
 from posttrain.training.checkpoint import seed_everything
-from posttrain.training.distributed import Dist, all_reduce_sum, distributed, gather_to_main
+from posttrain.training.distributed import Dist, all_reduce_sum, distributed, gather_to_main, parallelize
 from posttrain.training.loop import end_step, finish_run, interruptible, start_run
 from posttrain.training.metrics import check_trackers
 from posttrain.training.optim import build_optimizer, build_scheduler
@@ -160,6 +160,7 @@ class PPOConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, warmup_steps=0, max_steps=100,
                                                                    weight_decay=0.0))
     run: RunConfig = field(default_factory=lambda: RunConfig(name="ppo", log_every=5, eval_every=25))
+    dist: DistConfig = field(default_factory=DistConfig)
     # one completion per prompt, 4 passes over each batch (TRL's num_ppo_epochs) in 2 minibatches, each minibatch
     # one forward/backward (32 single-completion groups: 8 would leave the tiny model's passes overhead-bound)
     rl: RLConfig = field(default_factory=lambda: RLConfig(group_size=1, prompts_per_step=64, updates_per_batch=4,
@@ -171,6 +172,9 @@ class PPOConfig:
               "--ppo.kl-target for an adaptive one) instead", self.rl.kl_beta)
         check(self.rl.loss_aggregation == "token", "rl.loss_aggregation", "PPO averages its per-token losses over "
               "the step's tokens; only `token` is implemented", self.rl.loss_aggregation)
+        check(self.dist.strategy != "fsdp" or self.ppo.value_model != "shared", "ppo.value_model", "shared (a head "
+              "on the policy's body) is not available with --dist.strategy fsdp yet; use reward or policy (a value "
+              "model of its own, sharded too) or --dist.strategy ddp", self.ppo.value_model)
 
 
 class PolicyAndValue(torch.nn.Module):
@@ -359,8 +363,7 @@ def run_ppo(cfg: PPOConfig, d: Dist) -> Path:
     layout = Layout(pairs.share_prompt, pairs.mask_dtype, pairs.trim_logits, pad_id, d.device)
     policy.train()
     model = PolicyAndValue(policy, value)
-    if d.enabled:
-        model = torch.nn.parallel.DistributedDataParallel(model)
+    model = parallelize(model, d, cfg.dist, reference)  # DDP or FSDP2 under torchrun (--dist.strategy)
     optimizer = build_optimizer(model, cfg.optim)
     total_steps = cfg.optim.max_steps or max(1, int(cfg.optim.epochs * order.steps_per_epoch))
     scheduler = build_scheduler(optimizer, total_steps * cfg.rl.updates_per_batch * cfg.rl.minibatches, cfg.optim)
@@ -400,7 +403,8 @@ def run_ppo(cfg: PPOConfig, d: Dist) -> Path:
             penalized = penalize_unfinished(raw, ended, cfg.ppo.eos_penalty)  # (N,)
             groups = make_groups(rollout, torch.zeros(len(rollout)), group_size, positions)
             t1 = time.perf_counter()
-            parts, aggregate = prepare_update(groups, cfg.rl, layout, cfg.sampling.max_new_tokens, reference, policy)
+            parts, aggregate = prepare_update(groups, cfg.rl, layout, cfg.sampling.max_new_tokens, reference, policy,
+                                              d)
             scored = score_step(value, parts, penalized, controller.value, cfg, d)
             done = run_updates(model, optimizer, scheduler, parts, cfg.rl, lambda m, b: ppo_loss(cfg, aggregate, m, b),
                                cfg.optim.max_grad_norm, run, step + 1, d, cfg.ppo.max_approx_kl)
@@ -429,12 +433,12 @@ def run_ppo(cfg: PPOConfig, d: Dist) -> Path:
                      model, optimizer, scheduler)
 
     # -- save -----------------------------------------------------------------------------------------------
-    def save(out: Path) -> None:
-        save_model(unwrap(policy), tokenizer, out, cfg.model)
-        if isinstance(value, SharedValueHead):
-            value.save(out / VALUE_HEAD)
+    def save(plain: PolicyAndValue, out: Path) -> None:
+        save_model(plain.policy, tokenizer, out, cfg.model)
+        if isinstance(plain.value, SharedValueHead):
+            plain.value.save(out / VALUE_HEAD)
         else:
-            save_reward_model(value, tokenizer, out / "value_model", {"kind": "ppo_value", "pooling": "last_token"})
+            save_reward_model(plain.value, tokenizer, out / "value_model", {"kind": "ppo_value", "pooling": "last_token"})
 
     finish_run(run, model, tokenizer, save=save)
     if d.is_main:
@@ -451,7 +455,7 @@ def evaluate_ppo(cfg: PPOConfig, policy: torch.nn.Module, reference: Reference, 
     samples), over every process's share of the prompts; and the samples (all of them on the main process)."""
     t0 = time.perf_counter()
     indices = my_share(list(range(len(ids))), d)
-    proxy, golds, kls, lengths, texts = [], [], torch.zeros(len(indices)), [], []
+    proxy, golds, kls, lengths, texts, batches = [], [], torch.zeros(len(indices)), [], [], []
     if indices:
         seeds = step_seeds(cfg.run.seed, -1, indices)  # step -1: never a training step's
         rollout = sampler.sample([ids[i] for i in indices], 1, cfg.sampling, seeds=seeds)
@@ -460,8 +464,10 @@ def evaluate_ppo(cfg: PPOConfig, policy: torch.nn.Module, reference: Reference, 
         proxy = score_completions(reward, mine, texts).total
         golds = [gold(p, t) for p, t in zip(mine, texts)] if gold else []
         groups = make_groups(rollout, torch.zeros(len(rollout)), 1, list(range(len(indices))))
-        for b in micro_batches(groups, cfg.rl, layout, lambda b: 0):
-            fill_logps(reference, [b], "ref_logps")
+        batches = micro_batches(groups, cfg.rl, layout, lambda b: 0)
+    for b in in_step(batches, layout, d):  # as many on every process: a sharded reference computes in step
+        fill_logps(reference, [b], "ref_logps")
+        if b.tokens > 0:  # not a stand-in
             kls[b.completions] = sequence_kl(b.old_logps - b.ref_logps, b.mask)
     n, proxy_sum, kl_sum, length_sum, gold_sum = all_reduce_sum(
         torch.tensor([len(indices), sum(proxy), float(kls.sum()), sum(lengths), sum(golds)]), d).tolist()

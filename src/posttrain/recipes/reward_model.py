@@ -26,7 +26,7 @@ from typing import Collection
 
 import torch
 
-from posttrain.config import DataConfig, ModelConfig, OptimConfig, RunConfig, check
+from posttrain.config import DataConfig, DistConfig, ModelConfig, OptimConfig, RunConfig, check
 from posttrain.data.rankings import RANKING_KINDS, GroupBatch, RankedGroup, group_batch, tokenize_groups
 from posttrain.data.splits import train_and_heldout
 from posttrain.data.tokenize import use_chat_template
@@ -35,9 +35,8 @@ from posttrain.eval.document import document_run
 from posttrain.losses.reward import ranking_loss
 from posttrain.models.heads import load_reward_model, save_reward_model
 from posttrain.models.load import load_tokenizer
-from posttrain.models.lora import unwrap
 from posttrain.training.checkpoint import seed_everything
-from posttrain.training.distributed import Dist, distributed
+from posttrain.training.distributed import Dist, check_heldout, distributed, parallelize
 from posttrain.training.loop import (
     DataOrder,
     accumulate,
@@ -71,6 +70,7 @@ class RewardModelConfig:
     data: DataConfig = field(default_factory=lambda: DataConfig(train=""))
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=3e-4, warmup_steps=10, batch_size=16))
     run: RunConfig = field(default_factory=lambda: RunConfig(name="rm"))
+    dist: DistConfig = field(default_factory=DistConfig)
     margin: bool = False
     """Subtract each pair's `margin` field (where the record has one) from its reward gap, so pairs rated
     as clearly different must be separated by more (Llama 2, arXiv:2307.09288 §3.2.2)."""
@@ -149,6 +149,7 @@ def _train(cfg: RewardModelConfig, d: Dist) -> Path:
     # -- check every input before anything is written; the run directory last, so a data error shows first --
     tokenizer = load_tokenizer(cfg.model.name)
     train_groups, eval_groups, data_lineage = prepare_data(cfg, tokenizer)
+    check_heldout(len(eval_groups), d, cfg.dist)
     check_trackers(cfg.run.trackers)
     check_run_dir(cfg.run)
 
@@ -156,8 +157,7 @@ def _train(cfg: RewardModelConfig, d: Dist) -> Path:
     seed_everything(cfg.run.seed)
     model, _ = load_reward_model(cfg.model, d.device, seed=cfg.run.seed)  # the data's tokenizer is the one saved
     model.train()
-    if d.enabled:
-        model = torch.nn.parallel.DistributedDataParallel(model)
+    model = parallelize(model, d, cfg.dist)  # DDP or FSDP2 under torchrun (--dist.strategy)
     optimizer = build_optimizer(model, cfg.optim)
     order = DataOrder([len(g) for g in train_groups], cfg.optim.batch_size * d.world_size,
                       cfg.optim.grad_accum, cfg.run.seed, cfg.data.bucket_by_length)
@@ -187,7 +187,7 @@ def _train(cfg: RewardModelConfig, d: Dist) -> Path:
                      model, optimizer, scheduler)
 
     # -- save --------------------------------------------------------------------------------
-    finish_run(run, model, tokenizer, save=lambda out: save_reward_model(unwrap(model), tokenizer, out, MARKER))
+    finish_run(run, model, tokenizer, save=lambda plain, out: save_reward_model(plain, tokenizer, out, MARKER))
     if d.is_main:  # report.html and the model card final/README.md
         document_run(run.dir, "rm")
     return print_summary(run.dir, "rm", SUMMARY, cfg.run.progress and d.is_main)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from posttrain.config import ModelConfig, OptimConfig, RunConfig, SamplingParams, check
+from posttrain.config import DistConfig, ModelConfig, OptimConfig, RunConfig, SamplingParams, check
 from posttrain.recipes.grpo import run_policy_optimization
 from posttrain.rl.advantages import leave_one_out_advantages
 from posttrain.rl.engine import PromptDataConfig, RLConfig
@@ -41,6 +41,7 @@ class RLOOConfig:
     sampling: SamplingParams = field(default_factory=lambda: SamplingParams(max_new_tokens=64, temperature=1.0))
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, warmup_steps=10, max_steps=300))
     run: RunConfig = field(default_factory=lambda: RunConfig(name="rloo", log_every=5))
+    dist: DistConfig = field(default_factory=DistConfig)
     rl: RLConfig = field(default_factory=RLConfig)
 
     def __post_init__(self) -> None:

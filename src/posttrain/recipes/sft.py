@@ -19,7 +19,7 @@ from typing import Collection
 
 import torch
 
-from posttrain.config import DataConfig, ModelConfig, OptimConfig, RunConfig
+from posttrain.config import DataConfig, DistConfig, ModelConfig, OptimConfig, RunConfig
 from posttrain.data.batches import SFTBatch, sft_batch
 from posttrain.data.records import Conversation, PromptCompletion, Text
 from posttrain.data.splits import train_and_heldout
@@ -29,9 +29,8 @@ from posttrain.losses.sft import sft_loss
 from posttrain.models.attention import use_varlen_attention
 from posttrain.models.load import load_model, load_tokenizer, save_model
 from posttrain.models.logprobs import accepts_logits_to_keep
-from posttrain.models.lora import unwrap
 from posttrain.training.checkpoint import seed_everything
-from posttrain.training.distributed import Dist, distributed
+from posttrain.training.distributed import Dist, check_heldout, distributed, parallelize
 from posttrain.training.loop import (
     DataOrder,
     accumulate,
@@ -76,6 +75,7 @@ class SFTConfig:
     data: SFTDataConfig = field(default_factory=SFTDataConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, warmup_steps=20))
     run: RunConfig = field(default_factory=lambda: RunConfig(name="sft"))
+    dist: DistConfig = field(default_factory=DistConfig)
 
 
 def prepare_data(cfg: SFTConfig, tokenizer) -> tuple[list[Example], list[Example], list[dict]]:
@@ -109,6 +109,7 @@ def _train(cfg: SFTConfig, d: Dist) -> Path:
     # -- check every input before anything is written; the run directory last, so a data error shows first --
     tokenizer = load_tokenizer(cfg.model.name)
     train_examples, eval_examples, data_lineage = prepare_data(cfg, tokenizer)
+    check_heldout(len(eval_examples), d, cfg.dist)
     check_trackers(cfg.run.trackers)
     check_run_dir(cfg.run)
 
@@ -116,8 +117,7 @@ def _train(cfg: SFTConfig, d: Dist) -> Path:
     seed_everything(cfg.run.seed)
     model, _ = load_model(cfg.model, d.device)  # the data's tokenizer, with data.chat_template, is the one saved
     model.train()
-    if d.enabled:
-        model = torch.nn.parallel.DistributedDataParallel(model)
+    model = parallelize(model, d, cfg.dist)  # DDP or FSDP2 under torchrun (--dist.strategy)
     optimizer = build_optimizer(model, cfg.optim)
     order = DataOrder([len(e) for e in train_examples], cfg.optim.batch_size * d.world_size,
                       cfg.optim.grad_accum, cfg.run.seed, cfg.data.bucket_by_length)
@@ -149,7 +149,7 @@ def _train(cfg: SFTConfig, d: Dist) -> Path:
                      model, optimizer, scheduler)
 
     # -- save --------------------------------------------------------------------------------
-    finish_run(run, model, tokenizer, save=lambda out: save_model(unwrap(model), tokenizer, out, cfg.model))
+    finish_run(run, model, tokenizer, save=lambda plain, out: save_model(plain, tokenizer, out, cfg.model))
     if d.is_main:  # report.html and the model card final/README.md
         document_run(run.dir, "sft")
     return print_summary(run.dir, "sft", SUMMARY, cfg.run.progress and d.is_main)

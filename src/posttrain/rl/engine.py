@@ -36,7 +36,7 @@ from posttrain.rl.batch import RolloutBatch, completion_logps, rollout_batch
 from posttrain.rl.kl import kl_penalty
 from posttrain.sampling.sampler import ModelSampler, Rollout
 from posttrain.tasks import TASKS
-from posttrain.training.distributed import Dist, all_reduce_sum, gather_to_main
+from posttrain.training.distributed import Dist, all_reduce_max, all_reduce_sum, gather_to_main
 from posttrain.training.loop import Run, accumulate, optimizer_step
 
 
@@ -333,12 +333,28 @@ def micro_batches(groups: Groups, rl: RLConfig, layout: Layout, aggregation_unit
         b.count = aggregation_units(b)
         out.append(b)
     if not out:  # nothing to learn from here: a stand-in whose loss is 0, with a gradient of zeros
-        b = rollout_batch([[layout.pad_id]], [[[layout.pad_id]]], [[torch.zeros(1)]], [[0.0]], [[-1]],
-                          layout.pad_id, layout.device, False, layout.mask_dtype, False)
-        b.mask.zero_()
-        b.count = 0
-        out.append(b)
+        out.append(stand_in(layout))
     return out
+
+
+def stand_in(layout: Layout) -> RolloutBatch:
+    """A one-token micro-batch of no completion (mask all False, count 0, completion index -1): its loss is 0 and
+    its gradient zeros, but it takes part in every collective of a forward and backward."""
+    b = rollout_batch([[layout.pad_id]], [[[layout.pad_id]]], [[torch.zeros(1)]], [[0.0]], [[-1]],
+                      layout.pad_id, layout.device, False, layout.mask_dtype, False)
+    b.mask.zero_()
+    b.count = 0
+    return b
+
+
+def in_step(batches: list[RolloutBatch], layout: Layout, d: Dist | None) -> list[RolloutBatch]:
+    """`batches` and as many stand-ins after them as make every process's list as long: the processes of a
+    sharded (FSDP2) model must run the same number of forwards and backwards (models/sharding.py), and packing
+    gives each process the micro-batches its own completions fill."""
+    if d is None or not d.enabled:
+        return batches
+    most = int(all_reduce_max(len(batches), d))
+    return batches + [stand_in(layout) for _ in range(most - len(batches))]
 
 
 def aggregation(rl: RLConfig, max_new_tokens: int) -> tuple[Callable, Callable[[RolloutBatch], int]]:
@@ -399,13 +415,15 @@ def minibatch_of(groups: Groups, rl: RLConfig, m: int) -> Groups:
 
 
 def prepare_update(groups: Groups, rl: RLConfig, layout: Layout, max_new_tokens: int, reference: Any = None,
-                   old_policy: torch.nn.Module | None = None) -> tuple[list[list[RolloutBatch]], Callable]:
-    """The step's groups as rl.minibatches lists of micro-batches, and the loss aggregation. With `reference`
-    (a `models.reference.Reference`), each batch gets its ref_logps; when rl.recomputes_old_logps, its old_logps
-    from a no-grad forward of `old_policy` (the unwrapped policy, before any update of the step), else they stay
-    the sampler's."""
+                   old_policy: torch.nn.Module | None = None, d: Dist | None = None
+                   ) -> tuple[list[list[RolloutBatch]], Callable]:
+    """The step's groups as rl.minibatches lists of micro-batches (with `d`, as many on every process: `in_step`),
+    and the loss aggregation. With `reference` (a `models.reference.Reference`), each batch gets its ref_logps;
+    when rl.recomputes_old_logps, its old_logps from a no-grad forward of `old_policy` (the unwrapped policy,
+    before any update of the step), else they stay the sampler's."""
     aggregate, units = aggregation(rl, max_new_tokens)
-    parts = [micro_batches(minibatch_of(groups, rl, m), rl, layout, units) for m in range(rl.minibatches)]
+    parts = [in_step(micro_batches(minibatch_of(groups, rl, m), rl, layout, units), layout, d)
+             for m in range(rl.minibatches)]
     for batches in parts:
         if reference is not None:
             fill_logps(reference, batches, "ref_logps")
@@ -464,7 +482,7 @@ def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: 
     no-grad forwards (the old policy's log-probs when samples are reused)."""
     t0 = time.perf_counter()
     parts, aggregate = prepare_update(groups, rl, layout, max_new_tokens, reference if rl.kl_beta > 0 else None,
-                                      base_model if base_model is not None else model)
+                                      base_model if base_model is not None else model, d)
     done = run_updates(model, optimizer, scheduler, parts, rl, lambda m, b: policy_loss(rl, aggregate, m, b),
                        max_grad_norm, run, step, d)
     out = {"perf/trainer_tokens_per_second": done.trained_tokens / max(time.perf_counter() - t0, 1e-9),

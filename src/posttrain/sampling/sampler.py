@@ -43,6 +43,7 @@ from posttrain.config import SamplingParams, check
 from posttrain.data.records import Messages, Prompt
 from posttrain.data.tokenize import tokenize_prompt
 from posttrain.errors import DataError
+from posttrain.models.sharding import gathered
 from posttrain.sampling.kv_cache import PreallocatedCache, use_preallocated_cache
 
 FinishReason = Literal["eos", "stop", "length"]
@@ -229,7 +230,8 @@ class ModelSampler:
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.inference_mode():
+            # a sharded (FSDP2) model is gathered whole: processes decode different numbers of steps
+            with gathered(self.model), torch.inference_mode():
                 for chunk in self._maybe_progress(chunks):
                     chunk_generator = generator if streams is None else [
                         streams[i * n + j] for i in chunk for j in range(n)]

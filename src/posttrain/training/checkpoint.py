@@ -6,6 +6,11 @@ LoRA), `optimizer.pt`, `scheduler.pt`, `rng.pt` (Python, NumPy, torch and CUDA
 generators, per process) and `state.json` (step and anything the recipe adds,
 e.g. its data position). It is written to a temporary directory and renamed into
 place, so a run killed mid-write never leaves a half checkpoint behind.
+
+A model sharded by FSDP2 (`models.sharding`) is saved sharded instead: `sharded/` holds the trainable weights
+and the optimizer state as torch.distributed.checkpoint writes them, each process its own part, with no process
+ever holding the whole; `trainable.safetensors` and `optimizer.pt` are then absent. Loading reads them back
+into the sharded model, exactly.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from posttrain.models.lora import unwrap
+from posttrain.models.sharding import is_sharded
+
+SHARDED = "sharded"  # the directory of a sharded checkpoint's weights and optimizer state
 
 
 def seed_everything(seed: int) -> None:
@@ -62,19 +70,25 @@ def save_checkpoint(
     """Write `step-N/` atomically. Rank 0 writes weights and optimizer; every rank writes its RNG file.
 
     Under DDP every rank must call this (weights and optimizer state are identical across ranks,
-    RNG streams are not).
+    RNG streams are not); a sharded model's weights and optimizer state are written by every rank.
     """
     final = checkpoints_dir / f"step-{step}"
     tmp = checkpoints_dir / f".tmp-step-{step}"
+    sharded = is_sharded(unwrap(model))
     if rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        # tied weights appear once in named_parameters, so no shared storage reaches safetensors
-        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        if not sharded:
+            # tied weights appear once in named_parameters, so no shared storage reaches safetensors
+            save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=2))
     _barrier()
+    if sharded:
+        import torch.distributed.checkpoint as dcp
+
+        dcp.save(_sharded_state(model, optimizer), checkpoint_id=str(tmp / SHARDED))
     torch.save(rng_state(), tmp / f"rng-{rank}.pt")
     _barrier()
     if rank == 0:
@@ -115,12 +129,33 @@ def load_checkpoint(
     path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, rank: int = 0
 ) -> dict[str, Any]:
     """Restore weights, optimizer, scheduler and this rank's RNGs; return the saved state dict."""
-    weights = load_file(str(path / "trainable.safetensors"))
-    params = dict(unwrap(model).named_parameters())
-    with torch.no_grad():
-        for name, value in weights.items():
-            params[name].copy_(value)
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
+    if (path / SHARDED).is_dir():
+        _load_sharded(path / SHARDED, model, optimizer)
+    else:
+        weights = load_file(str(path / "trainable.safetensors"))
+        params = dict(unwrap(model).named_parameters())
+        with torch.no_grad():
+            for name, value in weights.items():
+                params[name].copy_(value)
+        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
     set_rng_state(torch.load(path / f"rng-{rank}.pt", weights_only=False))
     return json.loads((path / "state.json").read_text())
+
+
+def _sharded_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """This process's shards of the trainable weights and of the optimizer state, keyed by parameter name."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    weights, optim = get_state_dict(unwrap(model), optimizer, options=StateDictOptions(ignore_frozen_params=True))
+    return {"model": weights, "optimizer": optim}
+
+
+def _load_sharded(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    state = _sharded_state(model, optimizer)  # the layout to read into
+    dcp.load(state, checkpoint_id=str(path))
+    set_state_dict(unwrap(model), optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
+                   options=StateDictOptions(ignore_frozen_params=True, strict=False))

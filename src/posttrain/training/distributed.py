@@ -10,14 +10,18 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 
 import torch
 import torch.distributed as dist
 
+from posttrain.config import DistConfig
 from posttrain.cpu import choose_threads
+from posttrain.errors import ConfigError
 from posttrain.models.load import resolve_device
+from posttrain.models.reference import Reference
+from posttrain.models.sharding import shard
 
 
 @dataclass(frozen=True)
@@ -50,11 +54,49 @@ def setup_distributed(device: str = "auto") -> Dist:
     return Dist(rank, world_size, local_rank, dev)
 
 
+def parallelize(model: torch.nn.Module, d: Dist, cfg: DistConfig, reference: Reference | None = None
+                ) -> torch.nn.Module:
+    """`model` ready to train under torchrun as `cfg.strategy` says: wrapped in DistributedDataParallel, or
+    sharded in place by FSDP2 (`models.sharding.shard`), and then `reference`'s frozen copy too; one process: the
+    model itself. Build the optimizer after this: sharding replaces the parameters."""
+    if not d.enabled:
+        return model
+    if cfg.strategy == "fsdp":
+        model = shard(model, cfg.reshard_after_forward, cfg.mixed_precision, d.is_main)
+        if reference is not None:
+            reference.shard(cfg.reshard_after_forward, cfg.mixed_precision)
+        return model
+    return torch.nn.parallel.DistributedDataParallel(model)
+
+
+def check_heldout(n_heldout: int, d: Dist, cfg: DistConfig) -> None:
+    """A ConfigError when a sharded run's held-out set has examples but fewer than the processes: the processes of a
+    sharded model evaluate in step, each on a share of its own (training.loop.eval_order)."""
+    if cfg.strategy == "fsdp" and d.enabled and 0 < n_heldout < d.world_size:
+        raise ConfigError(f"the held-out set has {n_heldout} example(s) for {d.world_size} processes: with "
+                          "--dist.strategy fsdp each process needs one of its own; hold out more (--data.eval-fraction)")
+
+
+def no_sync(model: torch.nn.Module, last: bool):
+    """Around a micro-batch's backward: DDP's `no_sync` unless it is the step's last (gradients are averaged
+    once per step). FSDP2 reduce-scatters every micro-batch's gradients (they stay sharded, the memory FSDP saves)."""
+    if not last and isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return model.no_sync()
+    return nullcontext()
+
+
 def all_reduce_sum(value: float | torch.Tensor, d: Dist) -> torch.Tensor:
     t = torch.as_tensor(value, dtype=torch.float64, device=d.device if d.device.type == "cuda" else "cpu").clone()
     if d.enabled:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def all_reduce_max(value: float, d: Dist) -> float:
+    t = torch.tensor(float(value), dtype=torch.float64, device=d.device if d.device.type == "cuda" else "cpu")
+    if d.enabled:
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t)
 
 
 def gather_to_main(items: list, d: Dist) -> list:

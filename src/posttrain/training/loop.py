@@ -30,18 +30,20 @@ import shlex
 import shutil
 import sys
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 import torch
+from torch.distributed.tensor import DTensor
 
 from posttrain.config import RunConfig, to_jsonable
 from posttrain.data.collate import length_batches
 from posttrain.errors import TrainingDiverged
 from posttrain.models.load import count_parameters, save_pretrained_merged
 from posttrain.models.lora import unwrap
+from posttrain.models.sharding import full_model
 from posttrain.training.checkpoint import (
     checkpoint_steps,
     latest_checkpoint,
@@ -50,7 +52,7 @@ from posttrain.training.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from posttrain.training.distributed import Dist, all_reduce_sum
+from posttrain.training.distributed import Dist, all_reduce_sum, no_sync
 from posttrain.training.metrics import MetricsSink, TrainProgress
 from posttrain.training.rundir import discard_after, prepare_run_dir, record_resume, resume_checkpoint, write_lineage
 
@@ -175,7 +177,7 @@ def accumulate(model: torch.nn.Module, micro: list[Batch], loss_fn: LossFn, d: D
     sums: dict[str, float] = {}
     for i, m in enumerate(micro):
         last = i == len(micro) - 1
-        with model.no_sync() if d.enabled and not last else nullcontext():
+        with no_sync(model, last):
             loss, metric_sums = loss_fn(model, m)
             # DDP averages gradients over processes: multiply by world size to get sum / count
             (loss * d.world_size / max(count, 1)).backward()
@@ -189,10 +191,15 @@ def accumulate(model: torch.nn.Module, micro: list[Batch], loss_fn: LossFn, d: D
 
 
 def eval_order(lengths: list[int], batch_size: int, d: Dist) -> list[list[int]]:
-    """This process's share of the held-out examples, in batches of similar length (every world_size-th
-    batch of the length-sorted order)."""
+    """This process's share of the held-out examples, in batches of similar length: every world_size-th example of
+    the length-sorted order, cut into as many batches as every other process's share (about `batch_size` each),
+    so that the processes of a sharded model run their forwards in step (`models.sharding`)."""
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    return [order[j : j + batch_size] for j in range(d.rank * batch_size, len(order), batch_size * d.world_size)]
+    mine = order[d.rank :: d.world_size]
+    n = max(1, min(-(-len(order) // (batch_size * d.world_size)), len(order) // d.world_size))
+    size, extra = divmod(len(mine), n)
+    cuts = [k * size + min(k, extra) for k in range(n + 1)]
+    return [mine[a:b] for a, b in zip(cuts, cuts[1:]) if b > a]
 
 
 @torch.no_grad()
@@ -222,7 +229,8 @@ def optimizer_step(
 ) -> float:
     """Clip, then step, unless the loss or the gradient is not finite: then stop, keeping the last checkpoint."""
     params = [p for p in model.parameters() if p.grad is not None]
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else float("inf")))
+    norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else float("inf"))
+    grad_norm = float(norm.full_tensor() if isinstance(norm, DTensor) else norm)  # sharded weights: a DTensor
     if not (math.isfinite(loss) and math.isfinite(grad_norm)):
         last = latest_checkpoint(run.dir / "checkpoints")
         raise TrainingDiverged(
@@ -310,17 +318,20 @@ def resume_command(run: Run) -> str:
     return " ".join([launcher, run.label, *where, "--run.name", shlex.quote(run.cfg.name), "--run.resume"])
 
 
-def finish_run(run: Run, model: torch.nn.Module, tokenizer: Any, save: Callable[[Path], Any] | None = None) -> Path:
+def finish_run(run: Run, model: torch.nn.Module, tokenizer: Any,
+               save: Callable[[torch.nn.Module, Path], Any] | None = None) -> Path:
     """Close metrics and progress; write final/ (merged LoRA, loadable by plain transformers), atomically: a run
-    with final/ is finished (`run_finished`)."""
+    with final/ is finished (`run_finished`). `save(plain, out)` writes the model: `plain` is the trained module
+    without DDP's wrapper, gathered whole when it was sharded (`models.sharding.full_model`)."""
     run.bar.close()
     run.sink.log(run.total_steps, {"time/train_seconds": time.perf_counter() - run.t0,
                                    "time/checkpoint_seconds": run.checkpoint_seconds})
     run.sink.close()
+    plain = full_model(unwrap(model), run.d.is_main)  # every process takes part in gathering a sharded model
     if run.d.is_main:
         tmp, final = run.dir / ".tmp-final", run.dir / "final"
         shutil.rmtree(tmp, ignore_errors=True)
-        (save or (lambda out: save_pretrained_merged(unwrap(model), tokenizer, out)))(tmp)
+        (save or (lambda m, out: save_pretrained_merged(m, tokenizer, out)))(plain, tmp)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
     return run.dir
