@@ -32,7 +32,7 @@ RUNS = [  # (label, processes, extra options)
 def chats(path: Path, n: int) -> Path:
     rows = []
     for i in range(n):
-        text = " ".join(f"step {j}: {i} plus {j} is {i + j}." for j in range(1 + i % 12))
+        text = " ".join(f"step {j}: {i} plus {j} is {i + j}." for j in range(1 + i % 10))
         rows.append({"messages": [{"role": "user", "content": f"Count up from {i}."},
                                   {"role": "assistant", "content": text}]})
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
