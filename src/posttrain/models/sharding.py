@@ -55,7 +55,7 @@ def shard(model: torch.nn.Module, reshard_after_forward: bool = True, mixed_prec
     reduced in float32 (FSDP2's MixedPrecisionPolicy); "none": in the weights' own dtype. `reshard_after_forward`
     False keeps a block's gathered weights from its forward until its backward (one all-gather fewer per block
     and step, more memory). Call it before the optimizer is built: sharding replaces the parameters."""
-    from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
     twin = None
     if is_main:  # a twin without weights: every parameter a meta tensor, buffers (rotary tables) real copies
@@ -81,7 +81,6 @@ def shard(model: torch.nn.Module, reshard_after_forward: bool = True, mixed_prec
     model._get_fsdp_state()._lazy_init()
     reshard = {model: False} | {m: reshard_after_forward for m in units}
     _SHARDED[model] = _Sharded(twin, reshard)
-    assert all(isinstance(m, FSDPModule) for m in reshard)
     return model
 
 

@@ -465,8 +465,9 @@ def evaluate_ppo(cfg: PPOConfig, policy: torch.nn.Module, reference: Reference, 
         golds = [gold(p, t) for p, t in zip(mine, texts)] if gold else []
         groups = make_groups(rollout, torch.zeros(len(rollout)), 1, list(range(len(indices))))
         batches = micro_batches(groups, cfg.rl, layout, lambda b: 0)
-    for b in in_step(batches, layout, d):  # as many on every process: a sharded reference computes in step
-        fill_logps(reference, [b], "ref_logps")
+    batches = in_step(batches, layout, d)  # as many on every process: a sharded reference computes in step
+    fill_logps(reference, batches, "ref_logps")
+    for b in batches:
         if b.tokens > 0:  # not a stand-in
             kls[b.completions] = sequence_kl(b.old_logps - b.ref_logps, b.mask)
     n, proxy_sum, kl_sum, length_sum, gold_sum = all_reduce_sum(

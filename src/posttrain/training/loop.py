@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 import torch
-from torch.distributed.tensor import DTensor
 
 from posttrain.config import RunConfig, to_jsonable
 from posttrain.data.collate import length_batches
@@ -230,7 +229,7 @@ def optimizer_step(
     """Clip, then step, unless the loss or the gradient is not finite: then stop, keeping the last checkpoint."""
     params = [p for p in model.parameters() if p.grad is not None]
     norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else float("inf"))
-    grad_norm = float(norm.full_tensor() if isinstance(norm, DTensor) else norm)  # sharded weights: a DTensor
+    grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # sharded weights: a DTensor
     if not (math.isfinite(loss) and math.isfinite(grad_norm)):
         last = latest_checkpoint(run.dir / "checkpoints")
         raise TrainingDiverged(
