@@ -39,7 +39,7 @@ from typing import Literal, Protocol
 
 import torch
 
-from posttrain.config import SamplingParams, check
+from posttrain.config import SamplingCommandConfig, SamplingParams, check
 from posttrain.data.records import Messages, Prompt
 from posttrain.data.tokenize import tokenize_prompt
 from posttrain.errors import DataError
@@ -70,7 +70,7 @@ class Rollout:
 
 
 class Sampler(Protocol):
-    """What RL, evaluation and pair generation sample through; an optional vLLM backend would fit it too."""
+    """What RL, evaluation and pair generation sample through: `ModelSampler` here, `VLLMSampler` (vllm_sampler.py)."""
 
     def sample(self, prompts: list[list[int]], n: int, params: SamplingParams,
                seeds: Sequence[int] | None = None) -> Rollout: ...
@@ -141,9 +141,8 @@ def left_pad(prompts: list[list[int]], pad_token_id: int, device: torch.device) 
     return input_ids.to(device), attention_mask.to(device)
 
 
-def _eos_token_ids(model, tokenizer) -> list[int]:
+def eos_token_ids(generation_config, tokenizer) -> list[int]:
     """The ids that end a completion: the model's generation config (what `generate` uses), else the tokenizer's."""
-    generation_config = getattr(model, "generation_config", None)
     ids = getattr(generation_config, "eos_token_id", None)
     if ids is None:
         ids = tokenizer.eos_token_id
@@ -184,6 +183,31 @@ def _cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
     return text[: min(cuts)] if cuts else text
 
 
+def check_sample_args(prompts: list[list[int]], n: int, seeds: Sequence[int] | None) -> None:
+    """What every `Sampler.sample` refuses: n < 1, an empty prompt, a seed count other than one per prompt."""
+    check(n >= 1, "n", "must be >= 1 (samples per prompt)", n)
+    for i, prompt in enumerate(prompts):
+        if len(prompt) == 0:
+            raise DataError(f"prompt {i}: has no tokens (a prompt needs at least one token to condition on)")
+    if seeds is not None and len(seeds) != len(prompts):
+        raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts (one per prompt)")
+
+
+def make_rollout(tokenizer, prompts: list[list[int]], n: int, completion_ids: list[list[int]], logps: list[list[float]],
+                 finish_reasons: list[FinishReason], stop: tuple[str, ...]) -> Rollout:
+    """A `Rollout` of n samples per prompt (sample i answers prompt i // n), its texts decoded by `tokenizer`
+    without special tokens and cut before the stop string of a completion that ended on one."""
+    texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
+    return Rollout(
+        prompt_ids=[list(prompts[i // n]) for i in range(len(completion_ids))],
+        completion_ids=completion_ids,
+        texts=[_cut_at_stop(t, stop) if r == "stop" else t for t, r in zip(texts, finish_reasons)],
+        logps=[torch.tensor(lp, dtype=torch.float32) for lp in logps],
+        group=[i // n for i in range(len(completion_ids))],
+        finish_reasons=list(finish_reasons),
+    )
+
+
 @dataclass
 class _Sample:
     completion_ids: list[int]
@@ -204,7 +228,7 @@ class ModelSampler:
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.progress = progress
-        self.eos_token_ids = _eos_token_ids(model, tokenizer)
+        self.eos_token_ids = eos_token_ids(getattr(model, "generation_config", None), tokenizer)
         pad = tokenizer.pad_token_id
         # Padding is masked out, so any id works; prefer the tokenizer's pad, then eos.
         self.pad_token_id = pad if pad is not None else (self.eos_token_ids or [0])[0]
@@ -213,12 +237,7 @@ class ModelSampler:
                seeds: Sequence[int] | None = None) -> Rollout:
         """`n` samples of each prompt; `seeds` (one per prompt) gives each sample its own random stream (see the
         module docstring), else `params.seed` seeds one generator for the call."""
-        check(n >= 1, "n", "must be >= 1 (samples per prompt)", n)
-        for i, prompt in enumerate(prompts):
-            if len(prompt) == 0:
-                raise DataError(f"prompt {i}: has no tokens (a prompt needs at least one token to condition on)")
-        if seeds is not None and len(seeds) != len(prompts):
-            raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts (one per prompt)")
+        check_sample_args(prompts, n, seeds)
         device = self.model.device
         seed = params.seed if params.seed is not None else int(torch.randint(0, 2**62, ()).item())
         generator = torch.Generator(device=device).manual_seed(seed)
@@ -323,15 +342,8 @@ class ModelSampler:
         return torch.tensor([any(s in text for s in stop) for text in texts], dtype=torch.bool)
 
     def _rollout(self, prompts: list[list[int]], n: int, samples: list[_Sample], stop: tuple[str, ...]) -> Rollout:
-        texts = self.tokenizer.batch_decode([s.completion_ids for s in samples], skip_special_tokens=True)
-        return Rollout(
-            prompt_ids=[list(prompts[i // n]) for i in range(len(samples))],
-            completion_ids=[s.completion_ids for s in samples],
-            texts=[_cut_at_stop(t, stop) if s.finish_reason == "stop" else t for t, s in zip(texts, samples)],
-            logps=[torch.tensor(s.logps, dtype=torch.float32) for s in samples],
-            group=[i // n for i in range(len(samples))],
-            finish_reasons=[s.finish_reason for s in samples],
-        )
+        return make_rollout(self.tokenizer, prompts, n, [s.completion_ids for s in samples],
+                            [s.logps for s in samples], [s.finish_reason for s in samples], stop)
 
 
 def sample_messages(
@@ -343,3 +355,25 @@ def sample_messages(
     ids = [tokenize_prompt(p.prompt, tokenizer, plain=p.plain) if isinstance(p, Prompt)
            else tokenize_prompt(p, tokenizer) for p in prompts]
     return sampler.sample(ids, n, params, seeds)
+
+
+def command_sampler(cfg: SamplingCommandConfig, name: str | None = None) -> tuple[Sampler, object]:
+    """(sampler, tokenizer) of a sampling command (`generate`, `eval`, `data pairs`) for model `name` (unset:
+    cfg.model.name): the built-in sampler on the model loaded by transformers, or with `--sampler vllm` a vLLM
+    engine on the model's directory (transformers then loads the tokenizer only)."""
+    from dataclasses import replace
+
+    from posttrain.models.load import load_model, load_tokenizer, resolve_device, resolve_dtype, resolve_model_dir
+
+    model_cfg = replace(cfg.model, name=name) if name else cfg.model
+    device = resolve_device(cfg.device)
+    if cfg.sampler == "vllm":
+        from posttrain.sampling.vllm_sampler import VLLMSampler, check_vllm_installed
+
+        check_vllm_installed()
+        tokenizer = load_tokenizer(model_cfg.name)
+        return VLLMSampler(resolve_model_dir(model_cfg.name), tokenizer, resolve_dtype(model_cfg.dtype, device),
+                           max_model_len=cfg.vllm.max_model_len or None,
+                           gpu_memory_utilization=cfg.vllm.gpu_memory_utilization), tokenizer
+    model, tokenizer = load_model(model_cfg, device)
+    return ModelSampler(model, tokenizer, batch_size=cfg.batch_size, progress=cfg.progress), tokenizer
