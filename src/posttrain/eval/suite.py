@@ -186,12 +186,10 @@ def sample_model(cfg: SuiteConfig, label: str, name: str, tasks: list[Task]) -> 
     """Load `name` once, sample every task, free it; one samples.jsonl row per (task, prompt, sample)."""
     import torch
 
-    from posttrain.models.load import load_model, resolve_device
-    from posttrain.sampling.sampler import ModelSampler, sample_messages
+    from posttrain.sampling.sampler import command_sampler, sample_messages
 
-    model, tokenizer = load_model(replace(cfg.model, name=name), resolve_device(cfg.device))
+    sampler, tokenizer = command_sampler(cfg, name)
     params = sampling_params(cfg)
-    sampler = ModelSampler(model, tokenizer, batch_size=cfg.batch_size, progress=cfg.progress)
     rows = []
     for task in tasks:
         rollout = sample_messages(sampler, task.prompts, tokenizer, cfg.n_samples, params)
@@ -201,7 +199,7 @@ def sample_model(cfg: SuiteConfig, label: str, name: str, tasks: list[Task]) -> 
                          "sample_index": i % cfg.n_samples, "prompt": prompt.text, "completion": text,
                          "answer": prompt.reference.get("answer"), "score": float(task.reward(prompt, text)),
                          "rm_score": None, "finish_reason": reason, "length": len(ids)})
-    del model, sampler
+    del sampler
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -10,6 +10,7 @@ inputs -> set up -> loop (sample, score, advantages, update) -> save. The step i
     posttrain grpo --model.name runs/sft/final                      # the built-in arithmetic task
     posttrain grpo --model.name smollm2 --model.lora-r 16 --data.train prompts.jsonl --rl.reward math
     posttrain grpo --rl.loss-aggregation constant --grpo.scale none  # Dr. GRPO
+    posttrain grpo --model.name smollm2 --rl.sampler vllm            # rollouts from a vLLM engine (docs/scale.md)
 
 `posttrain rloo` (recipes/rloo.py) is this loop with the leave-one-out baseline.
 """
@@ -24,13 +25,15 @@ from typing import Literal
 
 import torch
 
-from posttrain.config import DistConfig, ModelConfig, OptimConfig, RunConfig, SamplingParams, check
+from posttrain.config import DistConfig, ModelConfig, OptimConfig, RunConfig, SamplingParams, VLLMConfig, check
 from posttrain.data.load import describe_source
 from posttrain.data.tokenize import use_chat_template
+from posttrain.errors import ConfigError
 from posttrain.eval.document import document_run
 from posttrain.files import write_jsonl
 from posttrain.models.attention import pair_layout
-from posttrain.models.load import load_model, load_tokenizer, save_model
+from posttrain.models.load import load_model, load_tokenizer, resolve_model_dir, save_model
+from posttrain.models.lora import transformers_model
 from posttrain.models.reference import Reference
 from posttrain.rewards.functions import check_reference_fields, resolve_reward
 from posttrain.rl.advantages import group_advantages, zero_variance_groups
@@ -55,6 +58,7 @@ from posttrain.rl.engine import (
     update,
 )
 from posttrain.sampling.sampler import ModelSampler
+from posttrain.sampling.vllm_sampler import VLLMSampler, check_vllm_installed
 from posttrain.training.checkpoint import seed_everything
 from posttrain.training.distributed import Dist, distributed, parallelize
 from posttrain.training.loop import end_step, finish_run, interruptible, start_run
@@ -89,6 +93,7 @@ class GRPOConfig:
     run: RunConfig = field(default_factory=lambda: RunConfig(name="grpo", log_every=5))
     dist: DistConfig = field(default_factory=DistConfig)
     rl: RLConfig = field(default_factory=RLConfig)
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
     grpo: GRPOSettings = field(default_factory=GRPOSettings)
 
     def __post_init__(self) -> None:
@@ -101,6 +106,34 @@ def grpo_advantages(cfg: GRPOConfig, rewards: torch.Tensor, d: Dist) -> torch.Te
     if cfg.grpo.scale != "batch":
         return group_advantages(rewards, cfg.rl.group_size, cfg.grpo.scale)
     return group_advantages(rewards, cfg.rl.group_size, "none") / (global_std(rewards, d) + 1e-4)
+
+
+def check_sampler(cfg, d: Dist) -> None:
+    """Refuse, before anything is loaded, a vLLM sampler this run cannot use."""
+    if cfg.rl.sampler != "vllm":
+        return
+    check_vllm_installed()
+    if d.enabled:
+        raise ConfigError("rl.sampler=vllm: run one process, not torchrun: every process would start its own engine "
+                          "on the same devices, and the weight push does not gather sharded (FSDP2) weights")
+    if cfg.vllm.sleep_mode and d.device.type != "cuda":
+        raise ConfigError("vllm.sleep_mode: vLLM has a sleep mode on GPUs only (CUDA, ROCm); drop it on CPU")
+
+
+def rollout_sampler(cfg, policy: torch.nn.Module, tokenizer) -> ModelSampler | VLLMSampler:
+    """The built-in sampler on the policy, or (rl.sampler=vllm) a vLLM engine on the model's directory holding the
+    policy's current weights (a resumed run's, LoRA's merged)."""
+    if cfg.rl.sampler == "builtin":
+        return ModelSampler(policy, tokenizer, batch_size=cfg.rl.sample_batch or cfg.rl.prompts_per_step *
+                            cfg.rl.group_size)
+    longest = cfg.data.max_prompt_length + cfg.sampling.max_new_tokens
+    model_max = getattr(transformers_model(policy).config, "max_position_embeddings", None) or longest
+    engine = VLLMSampler(resolve_model_dir(cfg.model.name), tokenizer, next(policy.parameters()).dtype,
+                         max_model_len=cfg.vllm.max_model_len or min(longest, model_max),
+                         gpu_memory_utilization=cfg.vllm.gpu_memory_utilization, sleep_mode=cfg.vllm.sleep_mode,
+                         seed=cfg.run.seed)
+    engine.load_weights(policy)
+    return engine
 
 
 def train(cfg: GRPOConfig, given: Collection[str] | None = None) -> Path:
@@ -129,6 +162,7 @@ def run_policy_optimization(cfg, d: Dist, label: str, advantages: Callable[..., 
         eval_prompts, eval_ids = load_prompts(eval_source, tokenizer, cfg.data.eval_prompts, cfg.data.max_prompt_length)
         check_reference_fields(eval_reward, eval_prompts, eval_source)
     check_world_size(cfg.rl, d)
+    check_sampler(cfg, d)
     order = PromptOrder(len(prompts), cfg.rl.prompts_per_step, cfg.run.seed)
     check_trackers(cfg.run.trackers)
     check_run_dir(cfg.run)
@@ -152,8 +186,9 @@ def run_policy_optimization(cfg, d: Dist, label: str, advantages: Callable[..., 
     run = start_run(cfg.run, cfg, d, model, optimizer, scheduler, total_steps, data_lineage, cfg.model.name, label,
                     reward=spec)
     group_size = cfg.rl.group_size
-    sampler = ModelSampler(policy, tokenizer, batch_size=cfg.rl.sample_batch or cfg.rl.prompts_per_step * group_size)
-    eval_sampler = ModelSampler(policy, tokenizer, batch_size=64)
+    sampler = rollout_sampler(cfg, policy, tokenizer)
+    engine = sampler if isinstance(sampler, VLLMSampler) else None  # its weights are pushed after each update
+    eval_sampler = engine or ModelSampler(policy, tokenizer, batch_size=64)
 
     def evaluate_heldout(step: int) -> dict[str, float]:
         metrics, samples = evaluate_policy(policy, eval_sampler, eval_prompts, eval_ids, eval_reward, cfg.sampling, d)
@@ -174,6 +209,8 @@ def run_policy_optimization(cfg, d: Dist, label: str, advantages: Callable[..., 
             rollout = sample_groups(sampler, prompt_ids, mine, group_size, cfg.sampling,
                                     step_seeds(cfg.run.seed, step, mine))
             sample_seconds = time.perf_counter() - t0
+            if engine:
+                engine.sleep()  # with --vllm.sleep-mode: its GPU memory is the update's until the weights come back
             scores = score_rollout(reward, prompts, mine, rollout)
             rewards = torch.tensor(scores.total, dtype=torch.float32)  # (N,), G per group
             adv = advantages(cfg, rewards, d)  # (N,)
@@ -185,6 +222,10 @@ def run_policy_optimization(cfg, d: Dist, label: str, advantages: Callable[..., 
             stats = update(model, optimizer, scheduler, groups, cfg.rl, layout, cfg.sampling.max_new_tokens,
                            cfg.optim.max_grad_norm, run, step + 1, d, reference, policy)
             update_seconds = time.perf_counter() - t1
+            if engine:  # before end_step: a held-out evaluation there samples with the engine
+                t2 = time.perf_counter()
+                engine.load_weights(policy)
+                stats["perf/weight_sync_seconds"] = time.perf_counter() - t2
             completions_done += cfg.rl.prompts_per_step * group_size
             tokens = sum(len(p) + len(c) for p, c in zip(rollout.prompt_ids, rollout.completion_ids))
             metrics = {**stats, **rollout_metrics(rollout, scores, rewards, group_size, zero_std, sample_seconds, d),

@@ -172,6 +172,10 @@ class PPOConfig:
               "--ppo.kl-target for an adaptive one) instead", self.rl.kl_beta)
         check(self.rl.loss_aggregation == "token", "rl.loss_aggregation", "PPO averages its per-token losses over "
               "the step's tokens; only `token` is implemented", self.rl.loss_aggregation)
+        check(self.rl.sampler == "builtin", "rl.sampler", "PPO samples with the built-in sampler only: the weight push "
+              "and the engine/trainer correction are wired into GRPO and RLOO, and PPO's value model and per-token "
+              "rewards are not checked against an engine's rollouts yet (use posttrain grpo or rloo for vLLM)",
+              self.rl.sampler)
         check(self.dist.strategy != "fsdp" or self.ppo.value_model != "shared", "ppo.value_model", "shared (a head "
               "on the policy's body) is not available with --dist.strategy fsdp yet; use reward or policy (a value "
               "model of its own, sharded too) or --dist.strategy ddp", self.ppo.value_model)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from posttrain.config import DistConfig, ModelConfig, OptimConfig, RunConfig, SamplingParams, check
+from posttrain.config import DistConfig, ModelConfig, OptimConfig, RunConfig, SamplingParams, VLLMConfig, check
 from posttrain.recipes.grpo import run_policy_optimization
 from posttrain.rl.advantages import leave_one_out_advantages
 from posttrain.rl.engine import PromptDataConfig, RLConfig
@@ -43,6 +43,7 @@ class RLOOConfig:
     run: RunConfig = field(default_factory=lambda: RunConfig(name="rloo", log_every=5))
     dist: DistConfig = field(default_factory=DistConfig)
     rl: RLConfig = field(default_factory=RLConfig)
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
 
     def __post_init__(self) -> None:
         check(self.rl.group_size >= 2, "rl.group_size", "RLOO's baseline is the mean of the OTHER completions of a "

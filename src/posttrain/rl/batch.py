@@ -50,6 +50,7 @@ class RolloutBatch:
     ref_logps: torch.Tensor | None = None  # (C, L), when a KL term is used
     old_values: torch.Tensor | None = None  # (C, L): PPO's value model when the rollout was scored
     returns: torch.Tensor | None = None  # (C, L): PPO's GAE returns, the value model's targets
+    sampler_logps: torch.Tensor | None = None  # (C, L): an engine's sampling log-probs, kept for TIS (rl/mismatch.py)
 
     @property
     def tokens(self) -> int:

@@ -34,7 +34,8 @@ from posttrain.losses.policy import clipped_policy_loss, constant_normalizer_sum
 from posttrain.rewards.score import Scores, score_completions
 from posttrain.rl.batch import RolloutBatch, completion_logps, rollout_batch
 from posttrain.rl.kl import kl_penalty
-from posttrain.sampling.sampler import ModelSampler, Rollout
+from posttrain.rl.mismatch import truncated_importance_weights
+from posttrain.sampling.sampler import Rollout, Sampler
 from posttrain.tasks import TASKS
 from posttrain.training.distributed import Dist, all_reduce_max, all_reduce_sum, gather_to_main
 from posttrain.training.loop import Run, accumulate, optimizer_step
@@ -102,7 +103,8 @@ class RLConfig:
     a no-grad forward of the policy before the step's first update. `auto`: the sampler's where they equal a
     forward's within 1e-4 (a float32 policy, tests/sampling/test_sampler.py), and with one pass and one minibatch;
     a forward for a lower-precision policy trained on its samples more than once (its incremental decoding rounds
-    differently from a full forward)."""
+    differently from a full forward), and always with truncated importance sampling (rl.sampler=vllm, rl.tis_cap
+    > 0), which compares the forward's log-probs with the engine's."""
     eps_low: float = 0.2
     """Clip the importance ratio below at 1 - eps_low (PPO's ε, arXiv:1707.06347)."""
     eps_high: float = 0.2
@@ -117,6 +119,16 @@ class RLConfig:
     added to the per-token loss (GRPO eq. 3). 0: no reference is kept or computed (DAPO, Dr. GRPO)."""
     kl_estimator: Literal["k1", "k2", "k3"] = "k3"
     """KL estimator per token (rl/kl.py): `k3` (GRPO's, unbiased, >= 0), `k1` (log-ratio), `k2` (squared/2)."""
+    sampler: Literal["builtin", "vllm"] = "builtin"
+    """What samples the rollouts: `builtin`, posttrain's KV-cache sampler on the policy itself; `vllm`, a vLLM engine
+    in this process (sampling/vllm_sampler.py, `--vllm.*`; an optional install, docs/scale.md), to which the policy's
+    weights (LoRA merged) are pushed after every update. One process only (not under torchrun); GRPO and RLOO."""
+    tis_cap: float = 3.0
+    """With `sampler=vllm`: truncated importance sampling (rl/mismatch.py). Each token's policy-gradient loss is
+    weighted by min(π_old/π_engine, tis_cap), π_old from a forward of the policy before the update, correcting for
+    the engine computing the policy's probabilities differently from the trainer (TRL's default cap is 3). 0:
+    no correction and no extra forward; the engine's log-probs then serve as the old policy's. Ignored by the
+    built-in sampler, whose log-probs are the trainer's own."""
     drop_zero_variance: bool = False
     """Leave out of the update the groups whose G rewards are all equal (their advantages are all 0; DAPO's
     dynamic sampling, arXiv:2503.14476 §3.2, without the resampling): the loss is averaged over informative
@@ -133,6 +145,19 @@ class RLConfig:
         check(0 <= self.eps_low < 1, "rl.eps_low", "must be in [0, 1)", self.eps_low)
         check(self.eps_high >= 0, "rl.eps_high", "must be >= 0", self.eps_high)
         check(self.kl_beta >= 0, "rl.kl_beta", "must be >= 0 (0: no KL term)", self.kl_beta)
+        check(self.sampler in ("builtin", "vllm"), "rl.sampler", "must be builtin or vllm", self.sampler)
+        check(self.tis_cap == 0 or self.tis_cap >= 1, "rl.tis_cap", "must be 0 (no correction) or >= 1: the weight is "
+              "1 where trainer and engine agree, and a cap below 1 would shrink those tokens' gradients too",
+              self.tis_cap)
+        check(not (self.corrects_mismatch and self.old_logps == "sampler"), "rl.old_logps",
+              "'sampler' takes the engine's log-probs as the old policy's, but truncated importance sampling "
+              "(rl.sampler=vllm, rl.tis_cap > 0) compares the engine's with the trainer's own from a forward: leave "
+              "rl.old_logps auto, or set rl.tis_cap 0 to use the engine's log-probs uncorrected", self.old_logps)
+
+    @property
+    def corrects_mismatch(self) -> bool:
+        """Whether the update weighs tokens by truncated importance sampling (vLLM samples, tis_cap > 0)."""
+        return self.sampler == "vllm" and self.tis_cap > 0
 
     @property
     def reuses_samples(self) -> bool:
@@ -143,6 +168,8 @@ class RLConfig:
         """Whether the old policy's log-probs come from a no-grad forward of `policy` rather than the sampler."""
         if self.old_logps != "auto":
             return self.old_logps == "forward"
+        if self.corrects_mismatch:  # TIS compares the trainer's log-probs with the engine's
+            return True
         return self.reuses_samples and next(policy.parameters()).dtype != torch.float32
 
 
@@ -245,7 +272,7 @@ def step_seeds(seed: int, step: int, prompt_indices: list[int]) -> list[int]:
     return [((seed * 1_000_003 + step) * 1_000_003 + i) % 2**62 for i in prompt_indices]
 
 
-def sample_groups(sampler: ModelSampler, ids: list[list[int]], indices: list[int], group_size: int,
+def sample_groups(sampler: Sampler, ids: list[list[int]], indices: list[int], group_size: int,
                   params: SamplingParams, seeds: list[int]) -> Rollout:
     """`group_size` completions for each prompt `ids[i]`, i in `indices` (a group's completions adjacent)."""
     return sampler.sample([ids[i] for i in indices], group_size, params, seeds=seeds)
@@ -384,6 +411,10 @@ def policy_loss(rl: RLConfig, aggregate: Callable, model: torch.nn.Module, batch
             "ratio_sum": float((torch.exp(logps - batch.old_logps).detach() * mask).sum()),
             # k2 = ½ (log ρ)², the approximate KL to the old policy that PPO's early stop reads
             "approx_kl_sum": float(torch.where(mask, 0.5 * (logps.detach() - batch.old_logps) ** 2, 0.0).sum())}
+    if batch.sampler_logps is not None:  # vLLM sampled: weigh the surrogate (not the KL term) by TIS, as TRL does
+        weights, tis_sums = truncated_importance_weights(batch.old_logps, batch.sampler_logps, mask, rl.tis_cap)
+        per_token = per_token * weights  # (C, L)
+        sums |= tis_sums
     if rl.kl_beta > 0:
         kl = kl_penalty(logps, batch.ref_logps, rl.kl_estimator)  # (C, L)
         per_token = per_token + rl.kl_beta * kl
@@ -427,6 +458,9 @@ def prepare_update(groups: Groups, rl: RLConfig, layout: Layout, max_new_tokens:
     for batches in parts:
         if reference is not None:
             fill_logps(reference, batches, "ref_logps")
+        if rl.corrects_mismatch:  # keep the engine's log-probs for the TIS weights; the forward's become the old
+            for b in batches:
+                b.sampler_logps = b.old_logps
         if old_policy is not None and rl.recomputes_old_logps(old_policy):  # the old policy is this one
             fill_logps(old_policy, batches, "old_logps")
     return parts, aggregate
@@ -497,9 +531,14 @@ def policy_metrics(done: Passes) -> dict[str, float]:
     ratio, approximate KL to the old policy and entropy over its tokens."""
     t = done.totals
     tokens = max(t.get("tokens", 0.0), 1.0)
-    return {"train/loss": sum(done.losses) / len(done.losses), "train/grad_norm": sum(done.norms) / len(done.norms),
-            "train/clip_ratio": t.get("clip_tokens", 0.0) / tokens, "train/ratio_mean": t.get("ratio_sum", 0.0) / tokens,
-            "train/approx_kl": t.get("approx_kl_sum", 0.0) / tokens, "train/entropy": t.get("entropy_sum", 0.0) / tokens}
+    out = {"train/loss": sum(done.losses) / len(done.losses), "train/grad_norm": sum(done.norms) / len(done.norms),
+           "train/clip_ratio": t.get("clip_tokens", 0.0) / tokens, "train/ratio_mean": t.get("ratio_sum", 0.0) / tokens,
+           "train/approx_kl": t.get("approx_kl_sum", 0.0) / tokens, "train/entropy": t.get("entropy_sum", 0.0) / tokens}
+    if "tis_weight_sum" in t:  # truncated importance sampling of an engine's samples (rl/mismatch.py)
+        out |= {"train/tis_weight_mean": t["tis_weight_sum"] / tokens,
+                "train/tis_clip_ratio": t["tis_clipped_tokens"] / tokens,
+                "train/tis_abs_logp_diff": t["tis_abs_logp_diff_sum"] / tokens}
+    return out
 
 
 # -- metrics and evaluation -----------------------------------------------------------------------------------
@@ -535,7 +574,7 @@ def rollout_metrics(rollout: Rollout, scores: Scores, rewards: torch.Tensor, gro
     return out
 
 
-def evaluate_policy(model: torch.nn.Module, sampler: ModelSampler, prompts: list[Prompt], ids: list[list[int]],
+def evaluate_policy(model: torch.nn.Module, sampler: Sampler, prompts: list[Prompt], ids: list[list[int]],
                     reward: Any, params: SamplingParams, d: Dist) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Greedy completions of this process's share of the held-out prompts, scored by `reward`: the mean score
     over all processes (eval/accuracy for a 0/1 verifier), mean length, and the samples (every process's, on the
