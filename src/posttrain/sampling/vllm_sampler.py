@@ -100,16 +100,18 @@ class VLLMSampler:
         if seeds is None:  # one seed for the call (torch's global generator draws it when params.seed is unset)
             base = params.seed if params.seed is not None else int(torch.randint(0, 2**40, ()).item())
             seeds = [base + i for i in range(len(prompts))]
+        greedy = params.temperature == 0  # vLLM refuses n > 1 greedy requests: one sample, repeated n times
         requests = [EngineParams(
-            n=n, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k, min_p=params.min_p,
+            n=1 if greedy else n, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k, min_p=params.min_p,
             max_tokens=params.max_new_tokens, stop=list(params.stop), stop_token_ids=self.eos_token_ids,
             logprobs=0, seed=(int(seed) * SEED_STRIDE) % 2**62, skip_special_tokens=True,
         ) for seed in seeds]
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], requests,
                                     use_tqdm=False)
         completion_ids, logps, reasons = [], [], []
-        for output in outputs:  # in prompt order; each with its n samples
-            for sample in sorted(output.outputs, key=lambda c: c.index):
+        for output in outputs:  # in prompt order; each with its n samples (greedy: one)
+            samples = sorted(output.outputs, key=lambda c: c.index) * (n if greedy else 1)
+            for sample in samples:
                 ids = list(sample.token_ids)
                 completion_ids.append(ids)
                 logps.append([position[token].logprob for position, token in zip(sample.logprobs, ids)])
