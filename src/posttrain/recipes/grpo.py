@@ -112,12 +112,12 @@ def check_sampler(cfg, d: Dist) -> None:
     """Refuse, before anything is loaded, a vLLM sampler this run cannot use."""
     if cfg.rl.sampler != "vllm":
         return
-    check_vllm_installed()
     if d.enabled:
         raise ConfigError("rl.sampler=vllm: run one process, not torchrun: every process would start its own engine "
                           "on the same devices, and the weight push does not gather sharded (FSDP2) weights")
     if cfg.vllm.sleep_mode and d.device.type != "cuda":
         raise ConfigError("vllm.sleep_mode: vLLM has a sleep mode on GPUs only (CUDA, ROCm); drop it on CPU")
+    check_vllm_installed()
 
 
 def rollout_sampler(cfg, policy: torch.nn.Module, tokenizer) -> ModelSampler | VLLMSampler:

@@ -9,7 +9,7 @@ What it returns is what `ModelSampler` returns (sampler.py): token ids, texts de
 (the same function makes both samplers' texts), and per-token log-probs under the raw softmax at temperature 1,
 which vLLM gives with `logprobs_mode="raw_logprobs"` (before temperature, top-k/top-p/min-p and any other
 processing) and `logprobs=0` (the sampled token's only). Greedy completions equal the built-in sampler's token
-for token at float32 on CPU, log-probs within 1e-4 (tests/vllm). Sampled completions do not: the engine draws
+for token at float32 on CPU, log-probs within 1e-4 (tests/vllm_tier). Sampled completions do not: the engine draws
 with its own random streams. `seeds` (one per prompt) still make a prompt's samples independent of which other
 prompts share the call: prompt i is one request of n samples whose seed is seeds[i] x 1,000,003 (vLLM seeds its
 j-th sample seed + j, so neighbouring prompts' streams never meet).
