@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test test-fast bench docs clean chromium
+.PHONY: demo test test-fast test-vllm bench docs clean chromium
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ chromium:  # Debian's chromium for the browser tests (apt, once)
 test: $(VENV)/.installed chromium  # every test; the demo's outcome tests in a second process alongside the rest
 	PY=$(PY) bash scripts/test.sh
 
+test-vllm:  # the vLLM tier: builds .venv-vllm with vLLM's CPU build once (~2 min), then tests/vllm_tier (~1-2.5 min)
+	bash scripts/test-vllm.sh
+
 test-fast: $(VENV)/.installed chromium
 	$(PY) -m pytest -q -m "not slow"
 
@@ -38,4 +41,4 @@ docs: $(VENV)/.installed
 	$(PY) -c 'from posttrain.cli import config_reference; print(config_reference())' > docs/config.md
 
 clean:
-	rm -rf $(VENV) runs .cache .pytest_cache
+	rm -rf $(VENV) .venv-vllm runs .cache .pytest_cache
