@@ -1,4 +1,5 @@
-"""Math-tier tests of rl/mismatch.py: truncated importance sampling weights on worked numbers and invariants."""
+"""Math-tier tests of rl/mismatch.py: truncated importance sampling weights on worked numbers and invariants, and
+how the RL update applies them."""
 
 import math
 
@@ -60,3 +61,40 @@ def test_refuses_a_cap_below_one_and_mismatched_shapes():
         truncated_importance_weights(x, x, mask, 0.5)
     with pytest.raises(ValueError, match="shapes differ"):
         truncated_importance_weights(x, torch.zeros(2, 4), mask, 2.0)
+
+
+def test_the_update_keeps_the_engine_log_probs_and_weighs_the_surrogate(model, tiny_dir):
+    """With rl.sampler=vllm (the built-in sampler's rollout standing in for an engine's): prepare_update keeps the
+    rollout's log-probs as sampler_logps and takes the old ones from a forward; policy_loss then scales the
+    surrogate by the TIS weights. An engine that found every token half as likely (log-probs minus log 2) gives
+    weight 2, so the loss doubles; under a cap of 1.5 it is 1.5 times."""
+    from transformers import AutoTokenizer
+
+    from posttrain.config import SamplingParams
+    from posttrain.models.attention import pair_layout
+    from posttrain.rl.engine import Layout, RLConfig, make_groups, policy_loss, prepare_update
+    from posttrain.sampling.sampler import ModelSampler
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
+    prompts = [tokenizer("one two three")["input_ids"], tokenizer("seven")["input_ids"]]
+    rollout = ModelSampler(model, tokenizer).sample(prompts, 2, SamplingParams(max_new_tokens=8, seed=3))
+    groups = make_groups(rollout, torch.tensor([1.0, 0.5, 0.25, 2.0]), 2, [0, 1])
+    pairs = pair_layout(model, True)
+    layout = Layout(pairs.share_prompt, pairs.mask_dtype, pairs.trim_logits, tokenizer.pad_token_id, torch.device("cpu"))
+
+    def loss_with(cap: float, shift: float) -> float:
+        rl = RLConfig(group_size=2, prompts_per_step=2, micro_batch=2, sampler="vllm", tis_cap=cap)
+        parts, aggregate = prepare_update(groups, rl, layout, 8, None, model)
+        (batch,) = parts[0]
+        assert batch.sampler_logps is not None and not torch.equal(batch.sampler_logps, batch.old_logps)
+        torch.testing.assert_close(torch.where(batch.mask, batch.sampler_logps, 0.0),
+                                   torch.where(batch.mask, batch.old_logps, 0.0), atol=1e-4, rtol=0)
+        batch.sampler_logps = batch.old_logps - shift
+        loss, sums = policy_loss(rl, aggregate, model, batch)
+        assert sums["tis_weight_sum"] == pytest.approx(min(math.exp(shift), cap) * sums["tokens"], rel=1e-5)
+        return float(loss.detach())
+
+    base = loss_with(3.0, 0.0)
+    assert base != 0
+    assert loss_with(3.0, math.log(2)) == pytest.approx(2 * base, rel=1e-5)
+    assert loss_with(1.5, math.log(2)) == pytest.approx(1.5 * base, rel=1e-5)
