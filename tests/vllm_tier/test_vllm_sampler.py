@@ -154,6 +154,19 @@ def test_per_prompt_seeds_do_not_depend_on_the_other_prompts(engine, model, prom
         engine.sample([[]], 1, params)
 
 
+def test_a_seeded_call_past_one_engine_step_of_prompt_tokens_samples(engine, model, prompts):
+    """RL's shape: more prompt tokens in one call than the engine schedules in a step (its 4096-token budget), with
+    per-prompt seeds. With chunked prefill a prompt split across two steps has its CPU generator rewound, which
+    torch's CPU generators refuse (vllm_sampler.py turns chunked prefill off on CPU)."""
+    engine.load_weights(model)
+    long_prompt = (prompts[2] * 8)[:100]  # 100 tokens
+    batch = [long_prompt] * 48  # x 1 sample = 4800 prompt tokens > 4096
+    params = SamplingParams(max_new_tokens=2, temperature=1.0)
+    rollout = engine.sample(batch, 1, params, seeds=list(range(48)))
+    assert len(rollout) == 48 and all(len(c) >= 1 for c in rollout.completion_ids)
+    assert engine.sample(batch, 1, params, seeds=list(range(48))).completion_ids == rollout.completion_ids
+
+
 def test_load_weights_makes_the_engine_sample_the_new_weights(engine, model_dir, tokenizer, prompts):
     """Other weights pushed without a restart: the engine's greedy completions and log-probs are then those of
     the new model, not the old one's (which differ)."""

@@ -83,10 +83,16 @@ class VLLMSampler:
         except OSError:  # no generation_config.json: the tokenizer's eos
             generation_config = None
         self.eos_token_ids = eos_token_ids(generation_config, tokenizer)
+        from vllm.platforms import current_platform
+
         dtype = str(dtype).removeprefix("torch.")
+        # No chunked prefill on CPU: a prompt split across two engine steps has its seeded generator rewound by
+        # Generator.set_offset, which CPU generators lack ("CPU Generator does not use offset"), so a call
+        # whose prompts pass the step's token budget (4096: e.g. 32 prompts x 8 samples x 20 tokens) would fail.
+        # Unchunked, a prompt that does not fit waits for the next step whole.
         self.llm = LLM(model=str(model_dir), dtype=dtype, enforce_eager=True, seed=seed, max_model_len=max_model_len,
                        logprobs_mode="raw_logprobs", gpu_memory_utilization=gpu_memory_utilization,
-                       enable_sleep_mode=sleep_mode)
+                       enable_sleep_mode=sleep_mode, enable_chunked_prefill=not current_platform.is_cpu())
 
     def sample(self, prompts: list[list[int]], n: int, params: SamplingParams,
                seeds: Sequence[int] | None = None) -> Rollout:
