@@ -24,10 +24,10 @@ demo: $(VENV)/.installed
 chromium:  # Debian's chromium for the browser tests (apt, once)
 	bash scripts/install-chromium.sh
 
-test: $(VENV)/.installed chromium  # every test; the demo's outcome tests in a second process alongside the rest
+test: $(VENV)/.installed chromium  # every test, the vLLM tier included; three chains side by side (scripts/test.sh)
 	PY=$(PY) bash scripts/test.sh
 
-test-vllm:  # the vLLM tier: builds .venv-vllm with vLLM's CPU build once (~2 min), then tests/vllm_tier (~1-2.5 min)
+test-vllm:  # the vLLM tier alone (make test runs it too): builds .venv-vllm with vLLM's CPU build once (~2 min), then tests/vllm_tier (~1-2.5 min)
 	bash scripts/test-vllm.sh
 
 test-fast: $(VENV)/.installed chromium
