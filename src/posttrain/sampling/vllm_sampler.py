@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -72,6 +73,10 @@ class VLLMSampler:
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+        # The engine logs a few lines per weight push and a page at start-up; posttrain's own progress bar and
+        # summary say what happens. VLLM_LOGGING_LEVEL=INFO (or WARNING) brings vLLM's log back.
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"vllm\.")  # its own deprecated torch calls
         from transformers import GenerationConfig
         from vllm import LLM
 
