@@ -18,9 +18,8 @@ from safetensors.torch import load_file
 from posttrain.config import ModelConfig, OptimConfig, RunConfig, SamplingParams, VLLMConfig
 from posttrain.errors import ConfigError, DataError
 from posttrain.generate import GenerateConfig
-from posttrain.recipes.grpo import GRPOConfig, check_sampler, train
-from posttrain.recipes.ppo import PPOConfig
-from posttrain.rl.engine import PromptDataConfig, RLConfig
+from posttrain.recipes.grpo import GRPOConfig, train
+from posttrain.rl.engine import PromptDataConfig, RLConfig, check_sampler
 from posttrain.training.distributed import Dist
 
 # A reward that varies on a random-init model's text, so that advantages and gradients are not all zero.
@@ -189,7 +188,6 @@ VLLM_INSTALLED = importlib.util.find_spec("vllm") is not None
 @pytest.mark.parametrize("make, match", [
     (lambda: RLConfig(tis_cap=0.5), "rl.tis_cap=0.5: must be 0 .no correction. or >= 1"),
     (lambda: RLConfig(sampler="vllm", old_logps="sampler"), "rl.old_logps='sampler': 'sampler' takes the engine"),
-    (lambda: PPOConfig(rl=RLConfig(sampler="vllm")), "rl.sampler='vllm': PPO samples with the built-in sampler"),
     (lambda: GenerateConfig(vllm=VLLMConfig(sleep_mode=True)), "vllm.sleep_mode=True: frees the engine's memory"),
 ])
 def test_vllm_settings_are_checked_with_the_rule(make, match):

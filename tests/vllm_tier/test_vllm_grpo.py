@@ -1,5 +1,5 @@
-"""GRPO and RLOO with `--rl.sampler vllm` on the tiny model: the engine follows the trainer's updates (full and LoRA)
-and the run learns as it does with the built-in sampler.
+"""GRPO, RLOO and PPO with `--rl.sampler vllm` on the tiny model: the engine follows the trainer's updates (full and
+LoRA) and the run learns as it does with the built-in sampler.
 
 Run by scripts/test-vllm.sh in .venv-vllm; skipped where vLLM is not installed."""
 
@@ -14,7 +14,7 @@ pytest.importorskip("vllm", reason="vLLM is not installed here: scripts/test-vll
 
 from posttrain.config import ModelConfig, OptimConfig, RunConfig, SamplingParams  # noqa: E402
 from posttrain.models.load import load_model  # noqa: E402
-from posttrain.recipes import grpo, rloo  # noqa: E402
+from posttrain.recipes import grpo, ppo, rloo  # noqa: E402
 from posttrain.rl.engine import PromptDataConfig, RLConfig, heldout_source, load_prompts  # noqa: E402
 from posttrain.sampling.sampler import ModelSampler  # noqa: E402
 
@@ -51,13 +51,26 @@ def eval_texts(run_dir: Path, step: int) -> list[str]:
             .splitlines()]
 
 
-@pytest.mark.parametrize("recipe, lora_r", [(grpo, 0), (rloo, 8)], ids=["grpo-full", "rloo-lora"])
+def ppo_config(tmp: Path, reward: str, lora_r: int) -> ppo.PPOConfig:
+    """PPO on the verifier alone, the value model a copy of the policy: one completion per prompt, greedy (its
+    held-out evaluation samples as training does, so greedy is what makes it comparable with final/'s)."""
+    cfg = config(tmp, "sync", reward, "vllm", 3, lora_r, ppo.PPOConfig)
+    cfg.sampling = SamplingParams(max_new_tokens=8, temperature=0.0)
+    cfg.rl = RLConfig(reward=reward, group_size=1, prompts_per_step=16, updates_per_batch=2, minibatches=2,
+                      micro_batch=8, kl_estimator="k1", sampler="vllm")
+    cfg.ppo = ppo.PPOSettings(reward_model="", value_model="policy")
+    return cfg
+
+
+@pytest.mark.parametrize("recipe, lora_r", [(grpo, 0), (rloo, 8), (ppo, 0)], ids=["grpo-full", "rloo-lora", "ppo-full"])
 def test_the_engine_follows_the_updates(tmp_path, reward, recipe, lora_r):
-    """After 3 updates the engine's greedy held-out completions (the run's last evaluation samples with it) are
+    """After 3 steps the engine's greedy held-out completions (the run's last evaluation samples with it) are
     those of final/ sampled by the built-in sampler, and differ from the starting policy's: the weights reached
     the engine after every update, LoRA merged. TIS weights are 1 within float32 rounding."""
-    cls = grpo.GRPOConfig if recipe is grpo else rloo.RLOOConfig
-    cfg = config(tmp_path, "sync", reward, "vllm", 3, lora_r, cls)
+    if recipe is ppo:
+        cfg = ppo_config(tmp_path, reward, lora_r)
+    else:
+        cfg = config(tmp_path, "sync", reward, "vllm", 3, lora_r, grpo.GRPOConfig if recipe is grpo else rloo.RLOOConfig)
     run_dir = recipe.train(cfg)
     model, tokenizer = load_model(ModelConfig(name=str(run_dir / "final")))
     _, ids = load_prompts(heldout_source(cfg.data), tokenizer, cfg.data.eval_prompts, cfg.data.max_prompt_length)

@@ -28,12 +28,10 @@ import torch
 from posttrain.config import DistConfig, ModelConfig, OptimConfig, RunConfig, SamplingParams, VLLMConfig, check
 from posttrain.data.load import describe_source
 from posttrain.data.tokenize import use_chat_template
-from posttrain.errors import ConfigError
 from posttrain.eval.document import document_run
 from posttrain.files import write_jsonl
 from posttrain.models.attention import pair_layout
-from posttrain.models.load import load_model, load_tokenizer, resolve_model_dir, save_model
-from posttrain.models.lora import transformers_model
+from posttrain.models.load import load_model, load_tokenizer, save_model
 from posttrain.models.reference import Reference
 from posttrain.rewards.functions import check_reference_fields, resolve_reward
 from posttrain.rl.advantages import group_advantages, zero_variance_groups
@@ -42,6 +40,7 @@ from posttrain.rl.engine import (
     PromptDataConfig,
     PromptOrder,
     RLConfig,
+    check_sampler,
     check_world_size,
     eval_reward_spec,
     evaluate_policy,
@@ -51,6 +50,7 @@ from posttrain.rl.engine import (
     make_groups,
     reward_spec,
     rollout_metrics,
+    rollout_sampler,
     sample_groups,
     score_rollout,
     step_seeds,
@@ -58,7 +58,7 @@ from posttrain.rl.engine import (
     update,
 )
 from posttrain.sampling.sampler import ModelSampler
-from posttrain.sampling.vllm_sampler import VLLMSampler, check_vllm_installed
+from posttrain.sampling.vllm_sampler import VLLMSampler
 from posttrain.training.checkpoint import seed_everything
 from posttrain.training.distributed import Dist, distributed, parallelize
 from posttrain.training.loop import end_step, finish_run, interruptible, start_run
@@ -106,34 +106,6 @@ def grpo_advantages(cfg: GRPOConfig, rewards: torch.Tensor, d: Dist) -> torch.Te
     if cfg.grpo.scale != "batch":
         return group_advantages(rewards, cfg.rl.group_size, cfg.grpo.scale)
     return group_advantages(rewards, cfg.rl.group_size, "none") / (global_std(rewards, d) + 1e-4)
-
-
-def check_sampler(cfg, d: Dist) -> None:
-    """Refuse, before anything is loaded, a vLLM sampler this run cannot use."""
-    if cfg.rl.sampler != "vllm":
-        return
-    if d.enabled:
-        raise ConfigError("rl.sampler=vllm: run one process, not torchrun: every process would start its own engine "
-                          "on the same devices, and the weight push does not gather sharded (FSDP2) weights")
-    if cfg.vllm.sleep_mode and d.device.type != "cuda":
-        raise ConfigError("vllm.sleep_mode: vLLM has a sleep mode on GPUs only (CUDA, ROCm); drop it on CPU")
-    check_vllm_installed()
-
-
-def rollout_sampler(cfg, policy: torch.nn.Module, tokenizer) -> ModelSampler | VLLMSampler:
-    """The built-in sampler on the policy, or (rl.sampler=vllm) a vLLM engine on the model's directory holding the
-    policy's current weights (a resumed run's, LoRA's merged)."""
-    if cfg.rl.sampler == "builtin":
-        return ModelSampler(policy, tokenizer, batch_size=cfg.rl.sample_batch or cfg.rl.prompts_per_step *
-                            cfg.rl.group_size)
-    longest = cfg.data.max_prompt_length + cfg.sampling.max_new_tokens
-    model_max = getattr(transformers_model(policy).config, "max_position_embeddings", None) or longest
-    engine = VLLMSampler(resolve_model_dir(cfg.model.name), tokenizer, next(policy.parameters()).dtype,
-                         max_model_len=cfg.vllm.max_model_len or min(longest, model_max),
-                         gpu_memory_utilization=cfg.vllm.gpu_memory_utilization, sleep_mode=cfg.vllm.sleep_mode,
-                         seed=cfg.run.seed)
-    engine.load_weights(policy)
-    return engine
 
 
 def train(cfg: GRPOConfig, given: Collection[str] | None = None) -> Path:

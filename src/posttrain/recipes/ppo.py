@@ -28,7 +28,7 @@ from typing import Literal
 
 import torch
 
-from posttrain.config import DistConfig, ModelConfig, OptimConfig, RunConfig, SamplingParams, check
+from posttrain.config import DistConfig, ModelConfig, OptimConfig, RunConfig, SamplingParams, VLLMConfig, check
 from posttrain.data.load import describe_source
 from posttrain.data.records import Prompt
 from posttrain.data.tokenize import use_chat_template
@@ -56,6 +56,7 @@ from posttrain.rl.engine import (
     PromptDataConfig,
     PromptOrder,
     RLConfig,
+    check_sampler,
     check_world_size,
     fill_logps,
     global_moments,
@@ -69,6 +70,7 @@ from posttrain.rl.engine import (
     policy_metrics,
     prepare_update,
     rollout_metrics,
+    rollout_sampler,
     run_updates,
     sample_groups,
     score_rollout,
@@ -77,7 +79,8 @@ from posttrain.rl.engine import (
 )
 from posttrain.rl.kl import AdaptiveKLController, FixedKLController, kl_penalty
 from posttrain.rl.token_rewards import explained_variance, penalize_unfinished, sequence_kl, token_rewards
-from posttrain.sampling.sampler import ModelSampler
+from posttrain.sampling.sampler import ModelSampler, Sampler
+from posttrain.sampling.vllm_sampler import VLLMSampler
 from posttrain.training.checkpoint import seed_everything
 from posttrain.training.distributed import Dist, all_reduce_sum, distributed, gather_to_main, parallelize
 from posttrain.training.loop import end_step, finish_run, interruptible, start_run
@@ -166,16 +169,13 @@ class PPOConfig:
     rl: RLConfig = field(default_factory=lambda: RLConfig(group_size=1, prompts_per_step=64, updates_per_batch=4,
                                                           minibatches=2, micro_batch=32, kl_estimator="k1"))
     ppo: PPOSettings = field(default_factory=PPOSettings)
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
 
     def __post_init__(self) -> None:
         check(self.rl.kl_beta == 0, "rl.kl_beta", "PPO puts the KL into the reward: set --ppo.kl-coef (and "
               "--ppo.kl-target for an adaptive one) instead", self.rl.kl_beta)
         check(self.rl.loss_aggregation == "token", "rl.loss_aggregation", "PPO averages its per-token losses over "
               "the step's tokens; only `token` is implemented", self.rl.loss_aggregation)
-        check(self.rl.sampler == "builtin", "rl.sampler", "PPO samples with the built-in sampler only: the weight push "
-              "and the engine/trainer correction are wired into GRPO and RLOO, and PPO's value model and per-token "
-              "rewards are not checked against an engine's rollouts yet (use posttrain grpo or rloo for vLLM)",
-              self.rl.sampler)
         check(self.dist.strategy != "fsdp" or self.ppo.value_model != "shared", "ppo.value_model", "shared (a head "
               "on the policy's body) is not available with --dist.strategy fsdp yet; use reward or policy (a value "
               "model of its own, sharded too) or --dist.strategy ddp", self.ppo.value_model)
@@ -353,6 +353,7 @@ def run_ppo(cfg: PPOConfig, d: Dist) -> Path:
         check_reference_fields(reward, eval_prompts, eval_source)
         gold = gold_scorer(cfg, eval_prompts)
     check_world_size(cfg.rl, d)
+    check_sampler(cfg, d)
     order = PromptOrder(len(prompts), cfg.rl.prompts_per_step, cfg.run.seed)
     check_trackers(cfg.run.trackers)
     check_run_dir(cfg.run)
@@ -379,8 +380,9 @@ def run_ppo(cfg: PPOConfig, d: Dist) -> Path:
     if "kl_controller" in run.state:  # resumed: β as it was after the checkpoint's step
         controller.load_state_dict(run.state["kl_controller"])
     group_size = cfg.rl.group_size
-    sampler = ModelSampler(policy, tokenizer, batch_size=cfg.rl.sample_batch or cfg.rl.prompts_per_step * group_size)
-    eval_sampler = ModelSampler(policy, tokenizer, batch_size=64)
+    sampler = rollout_sampler(cfg, policy, tokenizer)  # the built-in sampler, or a vLLM engine (--rl.sampler)
+    engine = sampler if isinstance(sampler, VLLMSampler) else None  # its weights are pushed after each update
+    eval_sampler = engine or ModelSampler(policy, tokenizer, batch_size=64)
 
     def evaluate_heldout(step: int) -> dict[str, float]:
         metrics, samples = evaluate_ppo(cfg, policy, reference, eval_sampler, eval_prompts, eval_ids, reward, gold,
@@ -401,6 +403,8 @@ def run_ppo(cfg: PPOConfig, d: Dist) -> Path:
             t0 = time.perf_counter()
             rollout = sample_groups(sampler, prompt_ids, mine, group_size, cfg.sampling, step_seeds(cfg.run.seed, step, mine))
             sample_seconds = time.perf_counter() - t0
+            if engine:
+                engine.sleep()  # with --vllm.sleep-mode: its GPU memory is the update's until the weights come back
             scores = score_rollout(reward, prompts, mine, rollout)
             raw = torch.tensor(scores.total, dtype=torch.float32)  # (N,)
             ended = torch.tensor([r != "length" for r in rollout.finish_reasons])  # (N,)
@@ -413,6 +417,11 @@ def run_ppo(cfg: PPOConfig, d: Dist) -> Path:
             done = run_updates(model, optimizer, scheduler, parts, cfg.rl, lambda m, b: ppo_loss(cfg, aggregate, m, b),
                                cfg.optim.max_grad_norm, run, step + 1, d, cfg.ppo.max_approx_kl)
             update_seconds = time.perf_counter() - t1
+            sync = {}
+            if engine:  # before end_step: a held-out evaluation there samples with the engine
+                t2 = time.perf_counter()
+                engine.load_weights(policy)
+                sync["perf/weight_sync_seconds"] = time.perf_counter() - t2
             kl_coef = controller.value  # the β this step's rewards used
             n_step = cfg.rl.prompts_per_step * group_size  # completions of the step, over every process
             controller.update(scored["ppo/kl"], n_step)
@@ -430,7 +439,7 @@ def run_ppo(cfg: PPOConfig, d: Dist) -> Path:
                 "train/passes": float(done.passes), "train/lr": scheduler.get_last_lr()[0],
                 "perf/update_seconds": update_seconds,
                 "perf/trainer_tokens_per_second": done.trained_tokens / max(update_seconds, 1e-9),
-                "perf/completions_per_second": completions_done / max(1e-9, time.perf_counter() - run.t0),
+                "perf/completions_per_second": completions_done / max(1e-9, time.perf_counter() - run.t0), **sync,
             }
             metrics.pop("train/frac_reward_zero_std", None)  # a group statistic; PPO has no groups
             end_step(run, step + 1, metrics, tokens, (lambda s=step + 1: evaluate_heldout(s)) if eval_prompts else None,
@@ -450,7 +459,7 @@ def run_ppo(cfg: PPOConfig, d: Dist) -> Path:
     return print_summary(run.dir, "ppo", SUMMARY, cfg.run.progress and d.is_main)
 
 
-def evaluate_ppo(cfg: PPOConfig, policy: torch.nn.Module, reference: Reference, sampler: ModelSampler,
+def evaluate_ppo(cfg: PPOConfig, policy: torch.nn.Module, reference: Reference, sampler: Sampler,
                  prompts: list[Prompt], ids: list[list[int]], reward, gold, layout: Layout, d: Dist
                  ) -> tuple[dict[str, float], list[dict]]:
     """One completion per held-out prompt, sampled as in training from seeds that are the same at every
@@ -470,6 +479,8 @@ def evaluate_ppo(cfg: PPOConfig, policy: torch.nn.Module, reference: Reference, 
         groups = make_groups(rollout, torch.zeros(len(rollout)), 1, list(range(len(indices))))
         batches = micro_batches(groups, cfg.rl, layout, lambda b: 0)
     batches = in_step(batches, layout, d)  # as many on every process: a sharded reference computes in step
+    if not isinstance(sampler, ModelSampler):  # an engine's log-probs: the KL is the trainer's policy's own
+        fill_logps(policy, batches, "old_logps")
     fill_logps(reference, batches, "ref_logps")
     for b in batches:
         if b.tokens > 0:  # not a stand-in
