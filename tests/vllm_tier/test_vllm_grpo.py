@@ -6,6 +6,7 @@ Run by scripts/test-vllm.sh in .venv-vllm; skipped where vLLM is not installed."
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -54,12 +55,12 @@ def eval_texts(run_dir: Path, step: int) -> list[str]:
 def ppo_config(tmp: Path, reward: str, lora_r: int) -> ppo.PPOConfig:
     """PPO on the verifier alone, the value model a copy of the policy: one completion per prompt, greedy (its
     held-out evaluation samples as training does, so greedy is what makes it comparable with final/'s)."""
-    cfg = config(tmp, "sync", reward, "vllm", 3, lora_r, ppo.PPOConfig)
-    cfg.sampling = SamplingParams(max_new_tokens=8, temperature=0.0)
-    cfg.rl = RLConfig(reward=reward, group_size=1, prompts_per_step=16, updates_per_batch=2, minibatches=2,
-                      micro_batch=8, kl_estimator="k1", sampler="vllm")
-    cfg.ppo = ppo.PPOSettings(reward_model="", value_model="policy")
-    return cfg
+    return replace(  # replace: PPOConfig's own checks run on these settings
+        config(tmp, "sync", reward, "vllm", 3, lora_r, ppo.PPOConfig),
+        sampling=SamplingParams(max_new_tokens=8, temperature=0.0),
+        rl=RLConfig(reward=reward, group_size=1, prompts_per_step=16, updates_per_batch=2, minibatches=2,
+                    micro_batch=8, kl_estimator="k1", sampler="vllm"),
+        ppo=ppo.PPOSettings(reward_model="", value_model="policy"))
 
 
 @pytest.mark.parametrize("recipe, lora_r", [(grpo, 0), (rloo, 8), (ppo, 0)], ids=["grpo-full", "rloo-lora", "ppo-full"])

@@ -48,6 +48,7 @@ from posttrain.rl.engine import (
     heldout_source,
     load_prompts,
     make_groups,
+    push_weights,
     reward_spec,
     rollout_metrics,
     rollout_sampler,
@@ -194,10 +195,7 @@ def run_policy_optimization(cfg, d: Dist, label: str, advantages: Callable[..., 
             stats = update(model, optimizer, scheduler, groups, cfg.rl, layout, cfg.sampling.max_new_tokens,
                            cfg.optim.max_grad_norm, run, step + 1, d, reference, policy)
             update_seconds = time.perf_counter() - t1
-            if engine:  # before end_step: a held-out evaluation there samples with the engine
-                t2 = time.perf_counter()
-                engine.load_weights(policy)
-                stats["perf/weight_sync_seconds"] = time.perf_counter() - t2
+            stats |= push_weights(engine, policy)  # before end_step: a held-out evaluation there samples with it
             completions_done += cfg.rl.prompts_per_step * group_size
             tokens = sum(len(p) + len(c) for p, c in zip(rollout.prompt_ids, rollout.completion_ids))
             metrics = {**stats, **rollout_metrics(rollout, scores, rewards, group_size, zero_std, sample_seconds, d),

@@ -69,6 +69,7 @@ from posttrain.rl.engine import (
     policy_loss,
     policy_metrics,
     prepare_update,
+    push_weights,
     rollout_metrics,
     rollout_sampler,
     run_updates,
@@ -417,11 +418,7 @@ def run_ppo(cfg: PPOConfig, d: Dist) -> Path:
             done = run_updates(model, optimizer, scheduler, parts, cfg.rl, lambda m, b: ppo_loss(cfg, aggregate, m, b),
                                cfg.optim.max_grad_norm, run, step + 1, d, cfg.ppo.max_approx_kl)
             update_seconds = time.perf_counter() - t1
-            sync = {}
-            if engine:  # before end_step: a held-out evaluation there samples with the engine
-                t2 = time.perf_counter()
-                engine.load_weights(policy)
-                sync["perf/weight_sync_seconds"] = time.perf_counter() - t2
+            sync = push_weights(engine, policy)  # before end_step: a held-out evaluation there samples with it
             kl_coef = controller.value  # the β this step's rewards used
             n_step = cfg.rl.prompts_per_step * group_size  # completions of the step, over every process
             controller.update(scored["ppo/kl"], n_step)

@@ -303,6 +303,16 @@ def rollout_sampler(cfg, policy: torch.nn.Module, tokenizer) -> ModelSampler | V
     return engine
 
 
+def push_weights(engine: VLLMSampler | None, policy: torch.nn.Module) -> dict[str, float]:
+    """After an update: the policy's weights into the vLLM engine (nothing for the built-in sampler, which samples
+    the policy itself), and the time it took as `perf/weight_sync_seconds`."""
+    if engine is None:
+        return {}
+    t0 = time.perf_counter()
+    engine.load_weights(policy)
+    return {"perf/weight_sync_seconds": time.perf_counter() - t0}
+
+
 def sample_groups(sampler: Sampler, ids: list[list[int]], indices: list[int], group_size: int,
                   params: SamplingParams, seeds: list[int]) -> Rollout:
     """`group_size` completions for each prompt `ids[i]`, i in `indices` (a group's completions adjacent)."""
