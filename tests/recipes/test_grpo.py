@@ -19,7 +19,8 @@ from posttrain.config import ModelConfig, OptimConfig, RunConfig, SamplingParams
 from posttrain.errors import ConfigError, DataError
 from posttrain.generate import GenerateConfig
 from posttrain.recipes.grpo import GRPOConfig, train
-from posttrain.rl.engine import PromptDataConfig, RLConfig, check_sampler
+from posttrain.rl.engine import PromptDataConfig, RLConfig
+from posttrain.rl.samplers import check_sampler
 from posttrain.training.distributed import Dist
 
 # A reward that varies on a random-init model's text, so that advantages and gradients are not all zero.

@@ -40,7 +40,6 @@ from posttrain.rl.engine import (
     PromptDataConfig,
     PromptOrder,
     RLConfig,
-    check_sampler,
     check_world_size,
     eval_reward_spec,
     evaluate_policy,
@@ -48,16 +47,15 @@ from posttrain.rl.engine import (
     heldout_source,
     load_prompts,
     make_groups,
-    push_weights,
     reward_spec,
     rollout_metrics,
-    rollout_sampler,
     sample_groups,
     score_rollout,
     step_seeds,
     step_share,
     update,
 )
+from posttrain.rl.samplers import check_sampler, push_weights, rollout_sampler
 from posttrain.sampling.sampler import ModelSampler
 from posttrain.sampling.vllm_sampler import VLLMSampler
 from posttrain.training.checkpoint import seed_everything

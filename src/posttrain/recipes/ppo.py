@@ -56,7 +56,6 @@ from posttrain.rl.engine import (
     PromptDataConfig,
     PromptOrder,
     RLConfig,
-    check_sampler,
     check_world_size,
     fill_logps,
     global_moments,
@@ -69,9 +68,7 @@ from posttrain.rl.engine import (
     policy_loss,
     policy_metrics,
     prepare_update,
-    push_weights,
     rollout_metrics,
-    rollout_sampler,
     run_updates,
     sample_groups,
     score_rollout,
@@ -79,6 +76,7 @@ from posttrain.rl.engine import (
     step_share,
 )
 from posttrain.rl.kl import AdaptiveKLController, FixedKLController, kl_penalty
+from posttrain.rl.samplers import check_sampler, push_weights, rollout_sampler
 from posttrain.rl.token_rewards import explained_variance, penalize_unfinished, sequence_kl, token_rewards
 from posttrain.sampling.sampler import ModelSampler, Sampler
 from posttrain.sampling.vllm_sampler import VLLMSampler

@@ -31,14 +31,11 @@ from posttrain.data.records import Prompt
 from posttrain.data.tokenize import tokenize_prompt
 from posttrain.errors import ConfigError, DataError
 from posttrain.losses.policy import clipped_policy_loss, constant_normalizer_sum, sequence_mean_sum, token_sum
-from posttrain.models.load import resolve_model_dir
-from posttrain.models.lora import transformers_model
 from posttrain.rewards.score import Scores, score_completions
 from posttrain.rl.batch import RolloutBatch, completion_logps, rollout_batch
 from posttrain.rl.kl import kl_penalty
 from posttrain.rl.mismatch import truncated_importance_weights
-from posttrain.sampling.sampler import ModelSampler, Rollout, Sampler
-from posttrain.sampling.vllm_sampler import VLLMSampler, check_vllm_installed
+from posttrain.sampling.sampler import Rollout, Sampler
 from posttrain.tasks import TASKS
 from posttrain.training.distributed import Dist, all_reduce_max, all_reduce_sum, gather_to_main
 from posttrain.training.loop import Run, accumulate, optimizer_step
@@ -273,44 +270,6 @@ def check_world_size(rl: RLConfig, d: Dist) -> None:
 def step_seeds(seed: int, step: int, prompt_indices: list[int]) -> list[int]:
     """One sampling seed per prompt of step `step`, from (run seed, step, the prompt's index) only."""
     return [((seed * 1_000_003 + step) * 1_000_003 + i) % 2**62 for i in prompt_indices]
-
-
-def check_sampler(cfg, d: Dist) -> None:
-    """Refuse, before anything is loaded, a vLLM sampler this run cannot use."""
-    if cfg.rl.sampler != "vllm":
-        return
-    if d.enabled:
-        raise ConfigError("rl.sampler=vllm: run one process, not torchrun: every process would start its own engine "
-                          "on the same devices, and the weight push does not gather sharded (FSDP2) weights")
-    if cfg.vllm.sleep_mode and d.device.type != "cuda":
-        raise ConfigError("vllm.sleep_mode: vLLM has a sleep mode on GPUs only (CUDA, ROCm); drop it on CPU")
-    check_vllm_installed()
-
-
-def rollout_sampler(cfg, policy: torch.nn.Module, tokenizer) -> ModelSampler | VLLMSampler:
-    """The built-in sampler on the policy, or (rl.sampler=vllm) a vLLM engine on the model's directory holding the
-    policy's current weights (a resumed run's, LoRA's merged)."""
-    if cfg.rl.sampler == "builtin":
-        return ModelSampler(policy, tokenizer, batch_size=cfg.rl.sample_batch or cfg.rl.prompts_per_step *
-                            cfg.rl.group_size)
-    longest = cfg.data.max_prompt_length + cfg.sampling.max_new_tokens
-    model_max = getattr(transformers_model(policy).config, "max_position_embeddings", None) or longest
-    engine = VLLMSampler(resolve_model_dir(cfg.model.name), tokenizer, next(policy.parameters()).dtype,
-                         max_model_len=cfg.vllm.max_model_len or min(longest, model_max),
-                         gpu_memory_utilization=cfg.vllm.gpu_memory_utilization, sleep_mode=cfg.vllm.sleep_mode,
-                         seed=cfg.run.seed)
-    engine.load_weights(policy)
-    return engine
-
-
-def push_weights(engine: VLLMSampler | None, policy: torch.nn.Module) -> dict[str, float]:
-    """After an update: the policy's weights into the vLLM engine (nothing for the built-in sampler, which samples
-    the policy itself), and the time it took as `perf/weight_sync_seconds`."""
-    if engine is None:
-        return {}
-    t0 = time.perf_counter()
-    engine.load_weights(policy)
-    return {"perf/weight_sync_seconds": time.perf_counter() - t0}
 
 
 def sample_groups(sampler: Sampler, ids: list[list[int]], indices: list[int], group_size: int,
