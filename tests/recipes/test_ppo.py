@@ -149,7 +149,7 @@ def test_under_lora_the_shared_head_trains_in_full_beside_the_policys_adapters(t
     assert (run_dir / "final" / "value_head.safetensors").is_file()
 
 
-def packed_batch(trim: bool):
+def packed_batch(head: str):
     """Three groups whose spans are 18, 13 and 5 tokens (tests/rl/test_batch.py's): the last two share a row."""
     g = torch.Generator().manual_seed(2)
     prompts = [torch.randint(5, 200, (n,), generator=g).tolist() for n in (7, 3, 2)]
@@ -158,12 +158,13 @@ def packed_batch(trim: bool):
     old = [[torch.zeros(len(c)) for c in group] for group in completions]
     adv = [[0.0] * len(group) for group in completions]
     idx = [[0, 1, 2], [3, 4, 5], [6, 7]]
-    b = rollout_batch(prompts, completions, old, adv, idx, 0, torch.device("cpu"), True, trim_logits=trim)
+    b = rollout_batch(prompts, completions, old, adv, idx, 0, torch.device("cpu"), True,
+                      **{"full": {}, "trim": {"trim_logits": True}, "last": {"last_layer": True}}[head])
     return b, [(prompts[g], c) for g in range(3) for c in completions[g]]
 
 
-@pytest.mark.parametrize("trim", [True, False])
-def test_the_shared_forward_reads_logps_and_values_where_the_separate_ones_do(tiny_dir, trim):
+@pytest.mark.parametrize("head", ["full", "trim", "last"])  # tests/rl/test_batch.py's HEADS
+def test_the_shared_forward_reads_logps_and_values_where_the_separate_ones_do(tiny_dir, head):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_dir, attn_implementation="sdpa").eval()
@@ -171,8 +172,8 @@ def test_the_shared_forward_reads_logps_and_values_where_the_separate_ones_do(ti
     with torch.no_grad():
         value.head.weight.normal_(generator=torch.Generator().manual_seed(0))  # values that differ by position
         value.head.bias.fill_(0.5)
-    b, pairs = packed_batch(trim)
-    assert b.inputs["input_ids"].shape == (2, 18) and ("logits_to_keep" in b.inputs) == trim
+    b, pairs = packed_batch(head)
+    assert b.inputs["input_ids"].shape == (2, 18) and ("logits_to_keep" in b.inputs) == (head == "trim")
     with torch.no_grad():
         logps, entropy, values = completion_logps_and_values(model, value.head, b, with_entropy=True)
         want_logps, want_entropy = completion_logps(model, b, with_entropy=True)
@@ -189,6 +190,16 @@ def test_the_shared_forward_reads_logps_and_values_where_the_separate_ones_do(ti
     # shared means shared: the values' gradient reaches the backbone, not only the head
     completion_logps_and_values(model, value.head, b)[2].sum().backward()
     assert model.model.layers[0].mlp.down_proj.weight.grad.abs().sum() > 0 and value.head.weight.grad is not None
+
+
+def test_a_value_models_values_with_the_last_layer_at_the_scored_positions_equal_the_full_forwards(reward_model):
+    classifier, _ = load_classifier(reward_model, torch.float32)
+    value = RewardModel(classifier).eval()
+    with torch.no_grad():
+        full = completion_values(value, packed_batch("full")[0])  # (C, L)
+        last = completion_values(value, packed_batch("last")[0])
+    torch.testing.assert_close(last, full, atol=1e-5, rtol=1e-5)
+    assert full.abs().sum() > 0
 
 
 def test_early_stop_skips_the_remaining_passes(tmp_path, reward_model):

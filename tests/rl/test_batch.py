@@ -1,10 +1,15 @@
 """The update's layouts: one row per group with a block mask gives the log-probs and gradients of one row per
-completion, and both equal a plain forward over [prompt, completion]."""
+completion, and both equal a plain forward over [prompt, completion]; so do the LM head trimmed to the scored
+positions' span and the last decoder layer at the scored positions only (`HEADS`)."""
 
 import pytest
 import torch
 
 from posttrain.rl.batch import completion_logps, rollout_batch
+
+# how far down the forward runs only where tokens are scored: nowhere, the LM head from the first scored position
+# on, the whole last decoder layer at the scored positions alone (models/last_layer.py)
+HEADS = {"full": {}, "trim": {"trim_logits": True}, "last": {"last_layer": True}}
 
 
 def groups():
@@ -33,10 +38,11 @@ def plain_entropy(model, prompt, completion):
 
 
 @pytest.mark.parametrize("share", [True, False])
-@pytest.mark.parametrize("trim", [True, False])
-def test_logps_equal_a_forward_per_completion(model, share, trim):
+@pytest.mark.parametrize("head", HEADS)
+def test_logps_equal_a_forward_per_completion(model, share, head):
     prompts, completions, old, adv, idx = groups()
-    b = rollout_batch(prompts, completions, old, adv, idx, 0, torch.device("cpu"), share, trim_logits=trim)
+    b = rollout_batch(prompts, completions, old, adv, idx, 0, torch.device("cpu"), share, **HEADS[head])
+    assert (b.positions is not None) == (head == "last")
     with torch.no_grad():
         logps, entropy = completion_logps(model, b, with_entropy=True)
     assert logps.shape == b.mask.shape == (6, 6) and b.completions == [0, 1, 2, 3, 4, 5]
@@ -58,13 +64,14 @@ def test_logps_equal_a_forward_per_completion(model, share, trim):
 def test_shared_prompt_gradient_equals_one_row_per_completion(model):
     prompts, completions, old, adv, idx = groups()
     grads = []
-    for share in (True, False):
+    for share, head in ((True, "full"), (False, "full"), (True, "last"), (False, "last")):
         model.zero_grad()
-        b = rollout_batch(prompts, completions, old, adv, idx, 0, torch.device("cpu"), share)
+        b = rollout_batch(prompts, completions, old, adv, idx, 0, torch.device("cpu"), share, **HEADS[head])
         logps, _ = completion_logps(model, b)
         (logps * b.advantages[:, None]).sum().backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
-    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
+    for other in grads[1:]:
+        torch.testing.assert_close(other, grads[0], atol=1e-5, rtol=1e-4)
 
 
 def packing_groups():
@@ -79,10 +86,10 @@ def packing_groups():
     return prompts, completions, old, adv, idx
 
 
-@pytest.mark.parametrize("trim", [True, False])
-def test_packed_groups_see_nothing_of_each_other(model, trim):
+@pytest.mark.parametrize("head", HEADS)
+def test_packed_groups_see_nothing_of_each_other(model, head):
     prompts, completions, old, adv, idx = packing_groups()
-    b = rollout_batch(prompts, completions, old, adv, idx, 0, torch.device("cpu"), True, trim_logits=trim)
+    b = rollout_batch(prompts, completions, old, adv, idx, 0, torch.device("cpu"), True, **HEADS[head])
     assert b.inputs["input_ids"].shape == (2, 18)  # rows [group 0] and [group 1, group 2], no wider than group 0
     with torch.no_grad():
         logps, _ = completion_logps(model, b)
@@ -96,7 +103,7 @@ def test_packed_groups_see_nothing_of_each_other(model, trim):
     grads = []
     for share in (True, False):
         model.zero_grad()
-        b = rollout_batch(prompts, completions, old, adv, idx, 0, torch.device("cpu"), share, trim_logits=trim)
+        b = rollout_batch(prompts, completions, old, adv, idx, 0, torch.device("cpu"), share, **HEADS[head])
         logps, _ = completion_logps(model, b)
         (logps * b.advantages[:, None]).sum().backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))

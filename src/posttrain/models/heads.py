@@ -67,6 +67,11 @@ class RewardModel(torch.nn.Module):
         super().__init__()
         self.classifier = classifier  # a transformers *ForSequenceClassification, maybe inside peft
 
+    @property
+    def backbone(self) -> torch.nn.Module:
+        """The transformers model whose layers compute token_values (the classifier)."""
+        return self.classifier
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return sequence_rewards(self.classifier, input_ids, attention_mask)
 
@@ -213,6 +218,11 @@ class SharedValueHead(torch.nn.Module):
         torch.nn.init.zeros_(self.head.weight)
         torch.nn.init.zeros_(self.head.bias)
         self._policy = (policy,)  # in a tuple: not registered as a submodule
+
+    @property
+    def backbone(self) -> torch.nn.Module:
+        """The transformers model whose layers compute token_values (the policy)."""
+        return self._policy[0]
 
     def token_values(self, **inputs) -> torch.Tensor:
         """The head on the policy body's final hidden states, (B, T) in float32: the values at sampling time

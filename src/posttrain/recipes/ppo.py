@@ -45,6 +45,7 @@ from posttrain.models.heads import (
     load_classifier,
     save_reward_model,
 )
+from posttrain.models.last_layer import supports_last_layer_at
 from posttrain.models.load import load_model, load_tokenizer, resolve_dtype, resolve_model_dir, save_model
 from posttrain.models.reference import Reference
 from posttrain.rewards.functions import check_reference_fields, resolve_reward
@@ -364,7 +365,8 @@ def run_ppo(cfg: PPOConfig, d: Dist) -> Path:
     value = load_value_model(cfg, d.device, policy)
     pairs = pair_layout(policy, cfg.data.share_prompt)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    layout = Layout(pairs.share_prompt, pairs.mask_dtype, pairs.trim_logits, pad_id, d.device)
+    layout = Layout(pairs.share_prompt, pairs.mask_dtype, pairs.trim_logits, pad_id, d.device,
+                    last_layer=supports_last_layer_at(policy) and supports_last_layer_at(value.backbone))
     policy.train()
     model = PolicyAndValue(policy, value)
     model = parallelize(model, d, cfg.dist, reference)  # DDP or FSDP2 under torchrun (--dist.strategy)

@@ -15,10 +15,15 @@ micro-batch (C = groups x G, L the longest completion), with `batch.mask` (C, L)
 the losses in `losses/policy.py` and the KL estimators in `rl/kl.py` take. `completion_values` reads PPO's value
 model at the same positions; `completion_logps_and_values` reads a value head on the policy itself from the
 policy's one forward (PPO's `value_model=shared`).
+
+With `last_layer=True` the last decoder layer runs at the scored positions only (models/last_layer.py): the
+forward's output is then (1, M, ·), one position per scored token of the micro-batch (M of them, row by row), and
+`predictors`, `targets` and `slots` are (1, M) along it.
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +32,7 @@ import torch
 
 from posttrain.data.collate import pack_lengths
 from posttrain.losses.policy import entropy_from_logits
+from posttrain.models.last_layer import last_layer_at
 from posttrain.models.logprobs import predictor_logits, token_logps
 from posttrain.models.lora import transformers_model
 
@@ -38,9 +44,9 @@ class RolloutBatch:
     """A micro-batch of sampled groups (see the module docstring), and what the loss needs per completion."""
 
     inputs: dict[str, Any]  # for model(**inputs)
-    predictors: torch.Tensor  # (rows, N): the position whose logits predict each scored token
-    targets: torch.Tensor  # (rows, N): scored token ids, -100 where none
-    slots: torch.Tensor  # (rows, N): where each scored token goes in the flattened (C, L) grid; C·L for none
+    predictors: torch.Tensor  # (rows, N): the output position whose logits predict each scored token; (1, M) flat
+    targets: torch.Tensor  # (rows, N): scored token ids, -100 where none; (1, M) with last_layer
+    slots: torch.Tensor  # (rows, N): where each scored token goes in the flattened (C, L) grid, C·L for none; (1, M)
     mask: torch.Tensor  # (C, L) bool: real completion tokens
     old_logps: torch.Tensor  # (C, L): the sampling policy's log-probs (0 off the mask)
     advantages: torch.Tensor  # (C,)
@@ -51,6 +57,8 @@ class RolloutBatch:
     old_values: torch.Tensor | None = None  # (C, L): PPO's value model when the rollout was scored
     returns: torch.Tensor | None = None  # (C, L): PPO's GAE returns, the value model's targets
     sampler_logps: torch.Tensor | None = None  # (C, L): an engine's sampling log-probs, kept for TIS (rl/mismatch.py)
+    positions: torch.Tensor | None = None  # (rows, N): where the last layer runs, when only there (last_layer)
+    scored: torch.Tensor | None = None  # (rows, N) bool: which of `positions` are scored tokens (the rest padding)
 
     @property
     def tokens(self) -> int:
@@ -59,10 +67,13 @@ class RolloutBatch:
 
 def rollout_batch(prompts: list[list[int]], completions: list[list[list[int]]], old_logps: list[list[torch.Tensor]],
                   advantages: list[list[float]], indices: list[list[int]], pad_id: int, device: torch.device,
-                  share_prompt: bool, mask_dtype: torch.dtype = torch.bool, trim_logits: bool = False) -> RolloutBatch:
+                  share_prompt: bool, mask_dtype: torch.dtype = torch.bool, trim_logits: bool = False,
+                  last_layer: bool = False) -> RolloutBatch:
     """Groups as one micro-batch. `prompts[g]` the prompt ids of group g, `completions[g][k]`, `old_logps[g][k]`
     (one value per token), `advantages[g][k]` and `indices[g][k]` (the completion's index in the rollout) for its
-    k-th completion. `mask_dtype`: bool for sdpa, the model's dtype for eager (an additive mask)."""
+    k-th completion. `mask_dtype`: bool for sdpa, the model's dtype for eager (an additive mask). `last_layer`: the
+    last decoder layer at the scored positions only (the models must pass `supports_last_layer_at`); it
+    supersedes `trim_logits`, the head then running at those positions alone."""
     flat = [(g, k) for g in range(len(prompts)) for k in range(len(completions[g]))]
     if not flat:
         raise ValueError("a micro-batch needs at least one completion")
@@ -117,6 +128,13 @@ def rollout_batch(prompts: list[list[int]], completions: list[list[list[int]]], 
         n = len(completions[g][k])
         mask[c, :n] = True
         old[c, :n] = old_logps[g][k]
+    positions = scored = None
+    if last_layer:  # the output has one position per scored token, in order: predictor m is output position m
+        positions, scored = torch.from_numpy(predictors).to(device), torch.from_numpy(targets != IGNORE).to(device)
+        real = targets != IGNORE  # (B, N)
+        targets, slots = targets[real][None], slots[real][None]  # (1, M) each, row-major
+        predictors = np.arange(targets.shape[1])[None]  # (1, M)
+        trim_logits = False
     first = first if trim_logits else 0  # logits are needed from the first row's prompt's last token on
     seg, doc = torch.from_numpy(segment), torch.from_numpy(document)
     if share_prompt:
@@ -141,8 +159,14 @@ def rollout_batch(prompts: list[list[int]], completions: list[list[list[int]]], 
         targets=torch.from_numpy(targets).to(device), slots=torch.from_numpy(slots).to(device),
         mask=mask.to(device), old_logps=old.to(device), advantages=adv.to(device),
         completions=[indices[g][k] for g, k in flat],
-        n_input=int((seg >= 0).sum()),
+        n_input=int((seg >= 0).sum()), positions=positions, scored=scored,
     )
+
+
+def scored_only(model: torch.nn.Module, batch: RolloutBatch) -> AbstractContextManager:
+    """The context a forward of `model` over `batch` runs in: its last layer at the scored positions when the
+    batch was laid out so (`last_layer`), else nothing."""
+    return nullcontext() if batch.positions is None else last_layer_at(model, batch.positions, batch.scored)
 
 
 def to_grid(values: torch.Tensor, batch: RolloutBatch) -> torch.Tensor:
@@ -182,7 +206,9 @@ def completion_logps(model: torch.nn.Module, batch: RolloutBatch, with_entropy: 
                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log π(token) of every completion token, (C, L) (0 off the mask), from one forward over the batch; with
     `with_entropy`, also the entropy of the distribution each token was drawn from, (C, L), without gradient."""
-    return logps_from_logits(model(**batch.inputs).logits, batch, with_entropy)  # logits (B, T', V)
+    with scored_only(model, batch):
+        logits = model(**batch.inputs).logits  # (B, T', V)
+    return logps_from_logits(logits, batch, with_entropy)
 
 
 def completion_values(value_model: Any, batch: RolloutBatch) -> torch.Tensor:
@@ -190,7 +216,9 @@ def completion_values(value_model: Any, batch: RolloutBatch) -> torch.Tensor:
     whose logits predict the token, the same positions `completion_logps` reads (`value_model`: a
     `models.heads.RewardModel`, or anything with its token_values)."""
     inputs = {k: v for k, v in batch.inputs.items() if k != "logits_to_keep"}
-    return at_predictors(kept_positions(value_model.token_values(**inputs), batch), batch)  # values (B, T)
+    with scored_only(value_model.backbone, batch):
+        values = value_model.token_values(**inputs)  # (B, T)
+    return at_predictors(kept_positions(values, batch), batch)
 
 
 def completion_logps_and_values(model: torch.nn.Module, value_head: torch.nn.Linear, batch: RolloutBatch,
@@ -204,7 +232,8 @@ def completion_logps_and_values(model: torch.nn.Module, value_head: torch.nn.Lin
     hook = transformers_model(model).get_output_embeddings().register_forward_pre_hook(
         lambda module, args: hidden.append(args[0]))
     try:
-        logits = model(**batch.inputs).logits  # (B, T', V)
+        with scored_only(model, batch):
+            logits = model(**batch.inputs).logits  # (B, T', V)
     finally:
         hook.remove()
     if len(hidden) != 1:

@@ -343,6 +343,7 @@ class Layout:
     trim_logits: bool
     pad_id: int
     device: torch.device
+    last_layer: bool = False  # the last decoder layer at the scored positions only (models/last_layer.py)
 
 
 def micro_batches(groups: Groups, rl: RLConfig, layout: Layout, aggregation_units: Callable[[RolloutBatch], int]
@@ -356,7 +357,8 @@ def micro_batches(groups: Groups, rl: RLConfig, layout: Layout, aggregation_unit
     for chunk in chunks:
         part = groups.select(chunk)
         b = rollout_batch(part.prompt_ids, part.completions, part.old_logps, part.advantages, part.indices,
-                          layout.pad_id, layout.device, layout.share_prompt, layout.mask_dtype, layout.trim_logits)
+                          layout.pad_id, layout.device, layout.share_prompt, layout.mask_dtype, layout.trim_logits,
+                          layout.last_layer)
         b.count = aggregation_units(b)
         out.append(b)
     if not out:  # nothing to learn from here: a stand-in whose loss is 0, with a gradient of zeros
