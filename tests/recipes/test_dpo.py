@@ -295,6 +295,8 @@ def test_shared_prompt_rows_give_the_two_row_log_probs_and_gradients(tmp_path, t
     model = AutoModelForCausalLM.from_pretrained(tiny_dir, attn_implementation=attention).eval()
     auto = pair_layout(model, share_prompt=True)
     assert auto.share_prompt and auto.trim_logits and (auto.mask_dtype == torch.bool) == (attention == "sdpa")
+    assert auto.last_layer and pair_batch(examples, [0, 1], tok.pad_token_id, torch.device("cpu"), auto).positions \
+        is not None  # the last decoder layer at the response positions only (models/last_layer.py)
     assert not pair_layout(model, share_prompt=False).share_prompt
 
     def logps_and_grad(layout: PairLayout) -> tuple[torch.Tensor, ...]:
@@ -306,7 +308,8 @@ def test_shared_prompt_rows_give_the_two_row_log_probs_and_gradients(tmp_path, t
         return chosen.detach(), rejected.detach(), chosen_mean.detach(), grad
 
     two_rows = logps_and_grad(PairLayout())
-    for layout in (auto, PairLayout(True, auto.mask_dtype, False), PairLayout(False, torch.bool, True)):
+    for layout in (auto, PairLayout(True, auto.mask_dtype, True), PairLayout(True, auto.mask_dtype, False),
+                   PairLayout(False, torch.bool, True)):
         for got, want in zip(logps_and_grad(layout), two_rows):
             torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     # the shared rows really are shorter: each prompt is in the batch once

@@ -169,6 +169,9 @@ class PairLayout:
     """The 4D mask's form: bool for sdpa, an additive float mask for eager attention."""
     trim_logits: bool = False
     """Pass `logits_to_keep` so the LM head runs only from the last prompt token on."""
+    last_layer: bool = False
+    """With `share_prompt`: the last decoder layer (and the LM head) runs at the positions that predict response
+    tokens only (models/last_layer.py); supersedes `trim_logits`."""
 
 
 @dataclass
@@ -190,6 +193,7 @@ class PairBatch:
     n_input: int  # input tokens, as if every prompt were encoded twice (the two-row count, for tokens/s)
     ref_chosen_logps: torch.Tensor | None = None  # (B,)
     ref_rejected_logps: torch.Tensor | None = None  # (B,)
+    positions: torch.Tensor | None = None  # (B, N): where the last layer runs, when only there (layout.last_layer)
 
     @property
     def shared_prompt(self) -> bool:
@@ -206,7 +210,10 @@ def pair_batch(examples: list[PreferenceExample], indices: list[int], pad_id: in
     shortest_prompt = min(len(e.prompt_ids) for e in pairs)
     # logits are needed from the shortest prompt's last token on; earlier ones only when the model cannot skip them
     first = max(shortest_prompt - 1, 0) if layout.trim_logits else 0
+    positions = None
     if layout.share_prompt and shortest_prompt > 0:
+        if layout.last_layer:  # the model's output is then one position per response token: nothing to trim
+            first = 0
         b = collate_shared_prompt(pairs, pad_id)
         mask = b["attention"]  # (B, 1, T, T)
         if layout.mask_dtype != torch.bool:  # eager attention adds the mask to its scores
@@ -215,6 +222,7 @@ def pair_batch(examples: list[PreferenceExample], indices: list[int], pad_id: in
         inputs = {"input_ids": b["input_ids"], "position_ids": b["position_ids"], "attention_mask": mask}
         predictors = (b["predictors"] - first).clamp(min=0).to(device)  # padding targets read position 0
         targets, segment, completion_mask = b["targets"].to(device), b["target_segment"].to(device), None
+        positions = predictors if layout.last_layer else None
     else:
         b = collate_pairs(pairs, pad_id)
         inputs = {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]}
@@ -223,6 +231,7 @@ def pair_batch(examples: list[PreferenceExample], indices: list[int], pad_id: in
         targets = b["input_ids"][:, first + 1 :].to(device)
     width = inputs["input_ids"].shape[1]
     inputs = {k: v.to(device) for k, v in inputs.items()} | {"use_cache": False}
-    if layout.trim_logits:
+    if layout.trim_logits and positions is None:
         inputs["logits_to_keep"] = width - first  # logits for positions first .. T-1 only
-    return PairBatch(inputs, targets, predictors, segment, completion_mask, len(indices), n_input)
+    return PairBatch(inputs, targets, predictors, segment, completion_mask, len(indices), n_input,
+                     positions=positions)

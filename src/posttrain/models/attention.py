@@ -110,7 +110,9 @@ def use_varlen_attention(model: torch.nn.Module) -> bool:
 
 def pair_layout(model: torch.nn.Module, share_prompt: bool) -> PairLayout:
     """The fastest preference-pair layout `model` supports exactly; `share_prompt=False` forces two rows. One row
-    per pair needs a 4D attention mask (sdpa, eager; not flash-attention)."""
+    per pair needs a 4D attention mask (sdpa, eager; not flash-attention); the last layer at the scored positions
+    only, a Llama-shaped last layer (models/last_layer.py)."""
+    from posttrain.models.last_layer import supports_last_layer_at
     from posttrain.models.logprobs import accepts_logits_to_keep
     from posttrain.models.lora import transformers_model
 
@@ -119,4 +121,5 @@ def pair_layout(model: torch.nn.Module, share_prompt: bool) -> PairLayout:
     share = share_prompt and attention in ("sdpa", "eager")
     if share_prompt and not share:
         log.info("data.share_prompt: %s attention takes no 4D mask; each pair is two rows", attention)
-    return PairLayout(share, torch.bool if attention == "sdpa" else base.dtype, accepts_logits_to_keep(model))
+    return PairLayout(share, torch.bool if attention == "sdpa" else base.dtype, accepts_logits_to_keep(model),
+                      supports_last_layer_at(model))

@@ -14,6 +14,7 @@ import torch
 
 from posttrain.data.collate import IGNORE_INDEX
 from posttrain.data.preference import CHOSEN, REJECTED, PairBatch
+from posttrain.models.last_layer import last_layer_at
 
 # Rows of logits handled at once: bounds the float32 temporaries to about 256 MB.
 _CHUNK_ELEMENTS = 2**26
@@ -76,6 +77,13 @@ def average_sequence_logps(token_logps: torch.Tensor, mask: torch.Tensor) -> tor
 
 def response_logps(model: torch.nn.Module, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Token log-probs of the batch's responses and where they are: (B, N) log-probs, chosen mask, rejected mask."""
+    if batch.positions is not None:  # one row per pair, the last layer at the response positions only
+        valid = batch.targets != IGNORE_INDEX  # (B, N)
+        with last_layer_at(model, batch.positions, valid):
+            logits = model(**batch.inputs).logits  # (1, M, V): one position per response token, row by row
+        flat = token_logps(logits[0], batch.targets[valid])  # (M,)
+        logps = torch.zeros(valid.shape, dtype=flat.dtype, device=flat.device).masked_scatter(valid, flat)  # (B, N)
+        return logps, batch.target_segment == CHOSEN, batch.target_segment == REJECTED
     logits = model(**batch.inputs).logits  # (rows, T - first, V)
     if batch.shared_prompt:  # one row per pair
         logps = gathered_token_logps(logits, batch.predictors, batch.targets)  # (B, N)

@@ -31,7 +31,6 @@ from posttrain.data.tokenize import use_chat_template
 from posttrain.eval.document import document_run
 from posttrain.files import write_jsonl
 from posttrain.models.attention import pair_layout
-from posttrain.models.last_layer import supports_last_layer_at
 from posttrain.models.load import load_model, load_tokenizer, save_model
 from posttrain.models.reference import Reference
 from posttrain.rewards.functions import check_reference_fields, resolve_reward
@@ -144,10 +143,10 @@ def run_policy_optimization(cfg, d: Dist, label: str, advantages: Callable[..., 
     model, _ = load_model(cfg.model, d.device)
     # the starting policy, before any update or checkpoint load (under LoRA: the base, adapters off)
     reference = Reference(model, keep_copy=True) if cfg.rl.kl_beta > 0 else None
-    pairs = pair_layout(model, cfg.data.share_prompt)  # whether the model takes a block mask; logits_to_keep
+    pairs = pair_layout(model, cfg.data.share_prompt)  # a block mask? logits_to_keep? the last layer where scored?
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     layout = Layout(pairs.share_prompt, pairs.mask_dtype, pairs.trim_logits, pad_id, d.device,
-                    last_layer=supports_last_layer_at(model))  # the reference is the same model, or a copy
+                    pairs.last_layer)  # the reference is the same model, or a copy of it
     model.train()
     policy = model
     model = parallelize(model, d, cfg.dist, reference)  # DDP or FSDP2 under torchrun (--dist.strategy)

@@ -366,7 +366,7 @@ def run_ppo(cfg: PPOConfig, d: Dist) -> Path:
     pairs = pair_layout(policy, cfg.data.share_prompt)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     layout = Layout(pairs.share_prompt, pairs.mask_dtype, pairs.trim_logits, pad_id, d.device,
-                    last_layer=supports_last_layer_at(policy) and supports_last_layer_at(value.backbone))
+                    pairs.last_layer and supports_last_layer_at(value.backbone))
     policy.train()
     model = PolicyAndValue(policy, value)
     model = parallelize(model, d, cfg.dist, reference)  # DDP or FSDP2 under torchrun (--dist.strategy)
