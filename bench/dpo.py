@@ -445,8 +445,8 @@ def results_markdown(cfg: BenchConfig, results: dict[str, list[Result]], data: d
         f"higher of the medians measured before and after the runs). FLOPs per pair count the two-row DPO work "
         f"every row must stand for: policy forward + backward and reference forward over [prompt, chosen] and "
         f"[prompt, rejected], 8N + 16·L·T·d per real token ({per_token / 1e6:.1f} MFLOP; PaLM arXiv:2204.02311 "
-        "app. B). posttrain's default row does less work for the same pairs (each prompt encoded once; the LM head "
-        "only on responses), so its figure is the effective rate, not the share of the peak its kernels ran at.",
+        "app. B). posttrain's default row does less work for the same pairs (each prompt encoded once; the last decoder "
+        "layer and the LM head only at response tokens), so its figure is the effective rate, not the share of the peak its kernels ran at.",
         "",
         f"- machine before: {before}",
         f"- machine after: {after}",
@@ -498,8 +498,8 @@ def where_time_goes(results: dict[str, list[Result]]) -> str:
         f"Where the time goes: posttrain spends {100 * pt_ref / (pt_ref + pt_loop):.0f}% of its time on the "
         f"reference pass. Prefix sharing (arXiv:2410.20305) puts {slots['posttrain']:,} sequence slots through the "
         f"model instead of {slots['posttrain-two-rows']:,} ({slots['posttrain'] / slots['posttrain-two-rows']:.2f}x; "
-        f"each prompt is encoded once, and the LM head runs only from the last prompt token on in both posttrain "
-        f"rows): it makes posttrain {pps['posttrain'] / pps['posttrain-two-rows']:.2f}x faster than with two rows per "
+        f"each prompt is encoded once, and the last decoder layer and the LM head run only at the response tokens; "
+        f"with two rows the LM head runs from the last prompt token on): it makes posttrain {pps['posttrain'] / pps['posttrain-two-rows']:.2f}x faster than with two rows per "
         f"pair. With two rows, posttrain does the same model matmuls per pair as TRL (one policy forward and "
         f"backward, one reference forward) and is {pps['posttrain-two-rows'] / pps['trl']:.2f}x TRL's default and "
         f"{pps['posttrain-two-rows'] / pps['trl-precompute']:.2f}x TRL with precomputed reference log-probs: "
