@@ -11,7 +11,8 @@ Layers, bottom to top. A module imports only from its own layer or the ones belo
 2. `data.records, tasks` — the records everything speaks; the built-in tasks' rows (the one registry of
    built-in data, `tasks.TASKS`)
 3. `data` — loading any source, chat-template tokenization, batches for every recipe, the held-out split
-4. `models` — the model loader, LoRA, reward heads, log-probs, attention layouts, the reference model
+4. `models` — the model loader, LoRA, reward heads, log-probs, attention layouts, the last layer at scored
+   positions, the reference model
 5. `losses, sampling, rewards, rl, tasks.raters, tasks.arithmetic_raters` — pure losses, the sampler, reward
    functions, RL's pure math (advantages, KL estimators and controllers), raters (simulated ones judge with the
    task's rewards)
