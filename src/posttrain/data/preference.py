@@ -209,11 +209,10 @@ def pair_batch(examples: list[PreferenceExample], indices: list[int], pad_id: in
     n_input = sum(2 * len(e.prompt_ids) + len(e.chosen_ids) + len(e.rejected_ids) for e in pairs)
     shortest_prompt = min(len(e.prompt_ids) for e in pairs)
     # logits are needed from the shortest prompt's last token on; earlier ones only when the model cannot skip them
-    first = max(shortest_prompt - 1, 0) if layout.trim_logits else 0
-    positions = None
-    if layout.share_prompt and shortest_prompt > 0:
-        if layout.last_layer:  # the model's output is then one position per response token: nothing to trim
-            first = 0
+    shared = layout.share_prompt and shortest_prompt > 0
+    last_layer = shared and layout.last_layer  # the output is then one position per response token: no trimming
+    first = max(shortest_prompt - 1, 0) if layout.trim_logits and not last_layer else 0
+    if shared:
         b = collate_shared_prompt(pairs, pad_id)
         mask = b["attention"]  # (B, 1, T, T)
         if layout.mask_dtype != torch.bool:  # eager attention adds the mask to its scores
@@ -222,7 +221,6 @@ def pair_batch(examples: list[PreferenceExample], indices: list[int], pad_id: in
         inputs = {"input_ids": b["input_ids"], "position_ids": b["position_ids"], "attention_mask": mask}
         predictors = (b["predictors"] - first).clamp(min=0).to(device)  # padding targets read position 0
         targets, segment, completion_mask = b["targets"].to(device), b["target_segment"].to(device), None
-        positions = predictors if layout.last_layer else None
     else:
         b = collate_pairs(pairs, pad_id)
         inputs = {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]}
@@ -231,7 +229,7 @@ def pair_batch(examples: list[PreferenceExample], indices: list[int], pad_id: in
         targets = b["input_ids"][:, first + 1 :].to(device)
     width = inputs["input_ids"].shape[1]
     inputs = {k: v.to(device) for k, v in inputs.items()} | {"use_cache": False}
-    if layout.trim_logits and positions is None:
+    if layout.trim_logits and not last_layer:
         inputs["logits_to_keep"] = width - first  # logits for positions first .. T-1 only
     return PairBatch(inputs, targets, predictors, segment, completion_mask, len(indices), n_input,
-                     positions=positions)
+                     positions=predictors if last_layer else None)

@@ -65,7 +65,7 @@ def _family(layer: torch.nn.Module) -> type | None:
 def _checkpointing(base: torch.nn.Module) -> bool:
     """Whether transformers' activation (gradient) checkpointing is on, by the new name where there is one."""
     for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):
-        if name in dir(type(base)):
+        if hasattr(type(base), name):  # the class, not the instance: reading the old name warns
             return bool(getattr(base, name))
     return False
 

@@ -130,8 +130,8 @@ def rollout_batch(prompts: list[list[int]], completions: list[list[list[int]]], 
         old[c, :n] = old_logps[g][k]
     positions = scored = None
     if last_layer:  # the output has one position per scored token, in order: predictor m is output position m
-        positions, scored = torch.from_numpy(predictors).to(device), torch.from_numpy(targets != IGNORE).to(device)
         real = targets != IGNORE  # (B, N)
+        positions, scored = torch.from_numpy(predictors).to(device), torch.from_numpy(real).to(device)
         targets, slots = targets[real][None], slots[real][None]  # (1, M) each, row-major
         predictors = np.arange(targets.shape[1])[None]  # (1, M)
         trim_logits = False
