@@ -16,16 +16,20 @@ import torch
 
 from posttrain.data.records import Message
 from posttrain.errors import ConfigError, DataError
+from posttrain.sampling import sampler as sampler_module
 from posttrain.sampling.sampler import (
+    MIN_SHARED_PREFIX,
     ModelSampler,
     SamplingParams,
     choose_tokens,
     filter_logits,
     left_pad,
     sample_messages,
+    shared_prefix_length,
 )
 
 PROMPTS = ["What is 12 + 7?", "hello", "The capital of france is paris. Yes it is", "1"]
+SYSTEM = "You are a careful assistant. Answer in one line. "  # a prefix every prompt shares, as a system prompt
 
 
 def scrambled(model_dir):
@@ -132,8 +136,13 @@ def test_greedy_matches_generate(model, tokenizer, prompts):
 
 @pytest.mark.parametrize("params", [SamplingParams(max_new_tokens=10, seed=1), greedy(10), SamplingParams(
     max_new_tokens=10, temperature=0.7, top_k=20, top_p=0.9, seed=2)])
-def test_logps_equal_teacher_forcing(model, tokenizer, prompts, params):
-    """Whatever the sampling settings, logps[t] = log_softmax(logits at temperature 1)[token t]."""
+@pytest.mark.parametrize("system", ["", SYSTEM])
+def test_logps_equal_teacher_forcing(model, tokenizer, prompts, params, system):
+    """Whatever the sampling settings, logps[t] = log_softmax(logits at temperature 1)[token t], with prompts
+    that share a prefix (encoded once) or not: RL takes them as the old policy's log-probs."""
+    if system:
+        prompts = [tokenizer(system + p)["input_ids"] for p in PROMPTS]
+        assert shared_prefix_length(prompts) >= MIN_SHARED_PREFIX
     rollout = ModelSampler(model, tokenizer).sample(prompts, 2, params)
     for prompt, completion, logps in zip(rollout.prompt_ids, rollout.completion_ids, rollout.logps):
         assert logps.shape == (len(completion),) and logps.dtype == torch.float32
@@ -244,6 +253,74 @@ def test_chunking_does_not_change_greedy_results(model, tokenizer, prompts):
     assert chunked.completion_ids == whole.completion_ids and chunked.group == whole.group
     for a, b in zip(chunked.logps, whole.logps):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+
+
+def test_shared_prefix_length():
+    prefix = list(range(10))
+    assert shared_prefix_length([prefix + [50, 51], prefix + [60], prefix + [70, 71, 72]]) == 10
+    assert shared_prefix_length([prefix + [50]]) == 0  # one prompt: nothing to share
+    assert shared_prefix_length([prefix[:7] + [50], prefix[:7] + [60]]) == 0  # under MIN_SHARED_PREFIX
+    assert shared_prefix_length([prefix, prefix + [60]]) == 9  # the first is all prefix: it keeps its last token
+    assert shared_prefix_length([prefix, list(prefix)]) == 9
+    assert shared_prefix_length([prefix + [50], [99] + prefix]) == 0
+
+
+def forward_shapes(model, monkeypatch) -> list[tuple[int, ...]]:
+    """The input_ids shape of every forward of `model` from now on."""
+    shapes, forward = [], model.forward
+
+    def spy(*args, **kwargs):
+        shapes.append(tuple(kwargs["input_ids"].shape))
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", spy)
+    return shapes
+
+
+@pytest.mark.parametrize("kv_cache", ["dynamic", "preallocated"])
+@pytest.mark.parametrize("params", [greedy(10), SamplingParams(max_new_tokens=10, seed=3)])
+def test_a_shared_prefix_is_encoded_once_with_the_same_results(model, tokenizer, monkeypatch, kv_cache, params):
+    """Prompts that start alike (a system prompt) share one encoding of their common prefix; the rests have
+    different lengths, so padding sits between prefix and rest. Completions and log-probs are those of the
+    prefill over whole prompts, and of `generate`."""
+    prompts = [tokenizer(SYSTEM + p)["input_ids"] for p in PROMPTS]
+    shared = shared_prefix_length(prompts)
+    assert shared >= MIN_SHARED_PREFIX and len({len(p) - shared for p in prompts}) > 1
+    params = SamplingParams(**{**params.__dict__, "kv_cache": kv_cache})
+    shapes = forward_shapes(model, monkeypatch)
+    once = ModelSampler(model, tokenizer).sample(prompts, 2, params)
+    longest_rest = max(len(p) for p in prompts) - shared
+    assert shapes[:2] == [(1, shared), (len(prompts), longest_rest)]  # the prefix once, then the rests
+    monkeypatch.setattr(sampler_module, "MIN_SHARED_PREFIX", 10**9)
+    shapes.clear()
+    whole = ModelSampler(model, tokenizer).sample(prompts, 2, params)
+    assert shapes[0] == (len(prompts), max(len(p) for p in prompts))
+    assert once.completion_ids == whole.completion_ids and once.finish_reasons == whole.finish_reasons
+    for a, b in zip(once.logps, whole.logps):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    if params.temperature == 0.0:
+        assert once.completion_ids[::2] == hf_generate(model, tokenizer, prompts, 10)
+        assert len({tuple(ids) for ids in once.completion_ids[::2]}) == len(prompts)
+
+
+def test_a_sliding_window_model_encodes_whole_prompts(tokenizer, monkeypatch):
+    """A sliding window counts cache columns, padding included: such a model keeps the prefill over whole
+    prompts (after one look at its cache), with the same results as without prefix sharing."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    config = MistralConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, sliding_window=6,
+                           pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    model = MistralForCausalLM(config).eval()
+    prompts = [tokenizer(SYSTEM + p)["input_ids"] for p in PROMPTS]
+    shared = shared_prefix_length(prompts)
+    assert shared >= MIN_SHARED_PREFIX
+    shapes = forward_shapes(model, monkeypatch)
+    first = ModelSampler(model, tokenizer).sample(prompts, 1, greedy(8))
+    assert shapes[:2] == [(1, shared), (len(prompts), max(len(p) for p in prompts))]
+    monkeypatch.setattr(sampler_module, "MIN_SHARED_PREFIX", 10**9)
+    assert ModelSampler(model, tokenizer).sample(prompts, 1, greedy(8)).completion_ids == first.completion_ids
 
 
 def test_training_mode_is_restored(model, tokenizer, prompts):

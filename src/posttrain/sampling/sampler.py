@@ -8,7 +8,11 @@ log-probs and why each completion ended. Its loop, in order:
    so that prompts of similar length share a chunk and little compute goes to padding.
 2. One prefill forward over the chunk's prompts, left-padded, with position ids counted from
    each prompt's first real token. Each prompt's KV cache is then repeated `n` times along the
-   batch: the prompt is encoded once, not once per sample.
+   batch: the prompt is encoded once, not once per sample. A prefix that every prompt of the chunk
+   starts with (a chat template's system prompt and header: 27 of SmolLM2's 40 tokens on the
+   arithmetic task) is encoded once, in a one-row forward, and the chunk's prefill runs on the
+   rest of each prompt over that shared cache (`shared_prefix_length`; the automatic prefix caching
+   of vLLM and SGLang's RadixAttention, arXiv:2312.07104, do this across requests).
 3. Decoding, one token per step, with the cache: transformers' DynamicCache, or (`params.kv_cache`)
    buffers preallocated for the whole chunk and written in place (kv_cache.py). A row leaves the batch
    (its cache rows are dropped; with the preallocated cache the last rows move into the places of the
@@ -141,6 +145,27 @@ def left_pad(prompts: list[list[int]], pad_token_id: int, device: torch.device) 
     return input_ids.to(device), attention_mask.to(device)
 
 
+# A shared prefix shorter than this is encoded with the rest of the prompts: the one-row forward that encodes it
+# costs a call through every layer. Measured on a 2-core EPYC (64 arithmetic chat prompts of ~20 tokens, the tiny
+# model): at 7 shared tokens the chunk's prefill takes as long either way (20 ms), from 8 on sharing is faster; on
+# SmolLM2-135M 27 shared tokens of 40 (its default system prompt) cut the prefill from 3.3 to 1.3 s.
+MIN_SHARED_PREFIX = 8
+
+
+def shared_prefix_length(prompts: list[list[int]]) -> int:
+    """How many leading tokens every prompt of `prompts` has in common and `ModelSampler` encodes once: their
+    longest common prefix, less one token where a prompt is all prefix (each row's prefill must read its own
+    last token), and 0 for a single prompt or a prefix under MIN_SHARED_PREFIX tokens."""
+    if len(prompts) < 2:
+        return 0
+    first, shortest = prompts[0], min(len(p) for p in prompts)
+    length = 0
+    while length < shortest and all(p[length] == first[length] for p in prompts):
+        length += 1
+    length = min(length, shortest - 1)
+    return length if length >= MIN_SHARED_PREFIX else 0
+
+
 def eos_token_ids(generation_config, tokenizer) -> list[int]:
     """The ids that end a completion: the model's generation config (what `generate` uses), else the tokenizer's."""
     ids = getattr(generation_config, "eos_token_id", None)
@@ -270,12 +295,30 @@ class ModelSampler:
 
     def _prefill(self, prompts: list[list[int]], n: int, capacity: int, preallocate: bool):
         """Encode each prompt once and repeat its cache n times: -> logits (R, V), cache, attention_mask (R, T).
-        `preallocate`: move the cache into a `PreallocatedCache` of `capacity` positions where the model allows."""
-        input_ids, attention_mask = left_pad(prompts, self.pad_token_id, self.model.device)  # (U, T)
-        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (U, T): 0 at each prompt's first token
-        out = self.model(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True, logits_to_keep=1
-        )
+        `preallocate`: move the cache into a `PreallocatedCache` of `capacity` positions where the model allows.
+
+        The prompts' shared prefix (P tokens, `shared_prefix_length`) is encoded once and its cache copied to
+        every row; the rest of each prompt (left-padded to S) then attends to it: row i of the cache holds
+        [prefix, padding, the rest of prompt i] (P + S columns), the padding masked, the positions counted on
+        from P. Only caches whose layers all attend to every earlier column take this path (a sliding window
+        counts cache columns, padding included, so padding inside the window would change what it sees)."""
+        device = self.model.device
+        shared, cache = shared_prefix_length(prompts), None
+        if shared:
+            prefix = torch.tensor(prompts[0][:shared], dtype=torch.long, device=device)[None]  # (1, P)
+            out = self.model(input_ids=prefix, position_ids=torch.arange(shared, device=device)[None], use_cache=True,
+                             logits_to_keep=1)
+            if PreallocatedCache.supports(out.cache):
+                cache = out.cache
+                cache.reorder_cache(torch.zeros(len(prompts), dtype=torch.long, device=device))  # (U, H, P, D)
+            else:
+                shared = 0
+        input_ids, attention_mask = left_pad([p[shared:] for p in prompts], self.pad_token_id, device)  # (U, S)
+        position_ids = shared + (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (U, S): P at each rest's first token
+        if shared:
+            attention_mask = torch.cat([attention_mask.new_ones(len(prompts), shared), attention_mask], 1)  # (U, P+S)
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+                         use_cache=True, logits_to_keep=1)
         expand = torch.arange(len(prompts), device=input_ids.device).repeat_interleave(n)  # (R,) = (U*n,)
         cache = out.cache
         if preallocate and PreallocatedCache.supports(cache):
