@@ -37,6 +37,7 @@ top-p, whatever the sampling settings: these are the old-policy log-probs RL rat
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -158,11 +159,7 @@ def shared_prefix_length(prompts: list[list[int]]) -> int:
     last token), and 0 for a single prompt or a prefix under MIN_SHARED_PREFIX tokens."""
     if len(prompts) < 2:
         return 0
-    first, shortest = prompts[0], min(len(p) for p in prompts)
-    length = 0
-    while length < shortest and all(p[length] == first[length] for p in prompts):
-        length += 1
-    length = min(length, shortest - 1)
+    length = min(len(os.path.commonprefix(prompts)), min(len(p) for p in prompts) - 1)  # element-wise, any lists
     return length if length >= MIN_SHARED_PREFIX else 0
 
 
@@ -257,6 +254,8 @@ class ModelSampler:
         pad = tokenizer.pad_token_id
         # Padding is masked out, so any id works; prefer the tokenizer's pad, then eos.
         self.pad_token_id = pad if pad is not None else (self.eos_token_ids or [0])[0]
+        # whether the model's cache lets chunks share a prefix's encoding (see _prefill); None until first seen
+        self.shares_prefix: bool | None = None
 
     def sample(self, prompts: list[list[int]], n: int, params: SamplingParams,
                seeds: Sequence[int] | None = None) -> Rollout:
@@ -301,14 +300,17 @@ class ModelSampler:
         every row; the rest of each prompt (left-padded to S) then attends to it: row i of the cache holds
         [prefix, padding, the rest of prompt i] (P + S columns), the padding masked, the positions counted on
         from P. Only caches whose layers all attend to every earlier column take this path (a sliding window
-        counts cache columns, padding included, so padding inside the window would change what it sees)."""
+        counts cache columns, padding included, so padding inside the window would change what it sees); the
+        first chunk's cache tells, and later chunks of a model that cannot share skip the prefix's forward."""
         device = self.model.device
-        shared, cache = shared_prefix_length(prompts), None
+        shared = shared_prefix_length(prompts) if self.shares_prefix is not False else 0
+        cache = None
         if shared:
             prefix = torch.tensor(prompts[0][:shared], dtype=torch.long, device=device)[None]  # (1, P)
             out = self.model(input_ids=prefix, position_ids=torch.arange(shared, device=device)[None], use_cache=True,
                              logits_to_keep=1)
-            if PreallocatedCache.supports(out.cache):
+            self.shares_prefix = PreallocatedCache.supports(out.cache)  # the model's cache kind: looked at once
+            if self.shares_prefix:
                 cache = out.cache
                 cache.reorder_cache(torch.zeros(len(prompts), dtype=torch.long, device=device))  # (U, H, P, D)
             else:
