@@ -1,6 +1,7 @@
 """posttrain eval against EleutherAI's lm-evaluation-harness on the same prompts: equal accuracy, and the speed.
 
-    python bench/eval.py            # 2 tiny models x 500 held-out prompts, SmolLM2 x 200; writes bench/RESULTS.md
+    python bench/eval.py            # 2 tiny models x 500 held-out prompts, SmolLM2 x 200 at batch 64 and 200;
+                                    # writes bench/RESULTS.md
     python bench/eval.py --quick    # 8 prompts per model and 4 for SmolLM2, one run each, nothing written
 
 Both sides evaluate the same JSONL (the built-in arithmetic task's held-out prompts, written once to a temporary
@@ -18,6 +19,13 @@ an untimed warm-up of the imports both sides share
 (`run_suite` for posttrain, which also computes its intervals and writes its files; `simple_evaluate` for lm-eval);
 runs alternate (posttrain, lm-eval, posttrain, ...) so that load from other processes hits both alike; medians.
 lm-eval is a bench dependency only (`pip install -e .[bench]`), never a runtime one.
+
+Model work: one more, untimed run per side counts the token slots each side pushed through the model (forward
+pre-hooks on the input embedding, which sees every slot of the decoder body, padding included, and on the LM
+head), turns them into matmul FLOPs (2 x weights per slot; attention over these short contexts adds under 2%)
+and sets them against the CPU's measured fp32 matmul peak. posttrain's FLOPs at that peak are the least time
+its own work could take, so lm-eval's median time over it bounds the speed-up any implementation of
+posttrain's work could show at this precision on this CPU.
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +47,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import machine_line, update_results  # noqa: E402
+import torch  # noqa: E402
+from common import flop_params, machine_line, matmul_peak_gflops, update_results  # noqa: E402
 
 from posttrain.config import ModelConfig, SamplingParams  # noqa: E402
 from posttrain.data.load import load_records  # noqa: E402
@@ -63,6 +74,10 @@ class BenchConfig:
     """Most new tokens per completion, both sides."""
     batch_size: int = 64
     """Prompts generated together, both sides."""
+    smollm2_batch_sizes: tuple[int, ...] = (64, 200)
+    """Batch sizes SmolLM2 is evaluated at, both sides (one row each); 200 puts all its prompts in one batch."""
+    count_work: bool = True
+    """One more, untimed run per side and row that counts the model's token slots and FLOPs."""
     repeats: int = 3
     """Runs per side and model, alternating; the table shows medians."""
     quick: bool = False
@@ -118,11 +133,54 @@ metric_list:
     return data
 
 
-def run_posttrain(model: str, data: Path, cfg: BenchConfig, out: Path) -> tuple[float, float, list[str]]:
+@dataclass
+class Work:
+    """The model work of one evaluation: token slots through the decoder body and through the LM head."""
+
+    body_slots: int = 0
+    head_slots: int = 0
+    body_params: int = 0
+    """Matmul weights of the decoder body (`flop_params` less the LM head)."""
+    head_params: int = 0
+
+    @property
+    def gflop(self) -> float:
+        return 2 * (self.body_slots * self.body_params + self.head_slots * self.head_params) / 1e9
+
+
+@contextmanager
+def counting_work() -> Iterator[Work]:
+    """Count the slots every causal LM's forward computes while the block runs, whoever calls it.
+
+    A global forward pre-hook sees each module call: at a model with an LM head it marks that model's input
+    embedding and head, and the marked modules add their inputs' token slots when they run."""
+    work = Work()
+
+    def hook(module: torch.nn.Module, args: tuple) -> None:
+        role = getattr(module, "_bench_role", None)
+        if role == "body":
+            work.body_slots += args[0].numel()  # input ids (B, T)
+        elif role == "head":
+            work.head_slots += args[0].numel() // args[0].shape[-1]  # hidden states (B, T', d)
+        elif hasattr(module, "get_output_embeddings") and getattr(module, "lm_head", None) is not None:
+            head = module.get_output_embeddings()
+            module.get_input_embeddings()._bench_role, head._bench_role = "body", "head"
+            work.head_params = head.weight.numel()
+            work.body_params = flop_params(module) - work.head_params
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(hook)
+    try:
+        yield work
+    finally:
+        handle.remove()
+
+
+def run_posttrain(model: str, data: Path, cfg: BenchConfig, out: Path, batch_size: int
+                  ) -> tuple[float, float, list[str]]:
     """(seconds, accuracy, completions) of one `posttrain eval` of `model`, loading included."""
     suite = SuiteConfig(models=(model,), tasks=(str(data),), reward=f"{__name__}:last_integer_match",
                         sampling=SamplingParams(temperature=0.0, max_new_tokens=cfg.max_new_tokens, stop=(STOP,)),
-                        batch_size=cfg.batch_size, device="cpu", progress=False, output_dir=str(out),
+                        batch_size=batch_size, device="cpu", progress=False, output_dir=str(out),
                         model=ModelConfig(name=model, dtype="float32"))
     t0 = time.perf_counter()
     results = run_suite(suite)
@@ -131,7 +189,7 @@ def run_posttrain(model: str, data: Path, cfg: BenchConfig, out: Path) -> tuple[
     return seconds, results["accuracy"][0]["value"], completions
 
 
-def run_lm_eval(model: str, folder: Path, cfg: BenchConfig) -> tuple[float, float, list[str]]:
+def run_lm_eval(model: str, folder: Path, batch_size: int) -> tuple[float, float, list[str]]:
     """(seconds, accuracy, completions) of one lm-eval `simple_evaluate` of `model`, loading included."""
     import lm_eval
     from lm_eval.tasks import TaskManager
@@ -139,7 +197,7 @@ def run_lm_eval(model: str, folder: Path, cfg: BenchConfig) -> tuple[float, floa
     t0 = time.perf_counter()
     results = lm_eval.simple_evaluate(
         model="hf", model_args=f"pretrained={resolve_model_dir(model)},dtype=float32", tasks=[TASK_NAME],
-        task_manager=TaskManager(include_path=str(folder)), apply_chat_template=True, batch_size=cfg.batch_size,
+        task_manager=TaskManager(include_path=str(folder)), apply_chat_template=True, batch_size=batch_size,
         device="cpu", log_samples=True)
     seconds = time.perf_counter() - t0
     samples = sorted(results["samples"][TASK_NAME], key=lambda s: s["doc_id"])
@@ -151,48 +209,76 @@ def run_lm_eval(model: str, folder: Path, cfg: BenchConfig) -> tuple[float, floa
 class Row:
     model: str
     prompts: int
+    batch_size: int
     posttrain_seconds: list[float]
     lm_eval_seconds: list[float]
     posttrain_accuracy: float
     lm_eval_accuracy: float
     same_completions: int
+    posttrain_work: Work | None = None
+    lm_eval_work: Work | None = None
 
     @property
     def ratio(self) -> float:
         return statistics.median(self.lm_eval_seconds) / statistics.median(self.posttrain_seconds)
 
 
-def bench_model(model: str, n: int, cfg: BenchConfig, tmp: Path) -> Row:
-    folder = tmp / f"{model.replace('/', '_')}-{n}"
+def bench_model(model: str, n: int, batch_size: int, cfg: BenchConfig, tmp: Path) -> Row:
+    folder = tmp / f"{model.replace('/', '_')}-{n}-{batch_size}"
     folder.mkdir()
     data = write_task(folder, n, cfg.max_new_tokens)
     resolve_model_dir(model)  # untimed: builds a tiny model or converts SmolLM2's GGUF once, for both sides
     ours, theirs, accuracy, completions = [], [], {}, {}
     for i in range(cfg.repeats):
-        seconds, accuracy["posttrain"], completions["posttrain"] = run_posttrain(model, data, cfg, folder / f"out{i}")
+        seconds, accuracy["posttrain"], completions["posttrain"] = run_posttrain(model, data, cfg, folder / f"out{i}",
+                                                                                 batch_size)
         ours.append(seconds)
-        seconds, accuracy["lm_eval"], completions["lm_eval"] = run_lm_eval(model, folder, cfg)
+        seconds, accuracy["lm_eval"], completions["lm_eval"] = run_lm_eval(model, folder, batch_size)
         theirs.append(seconds)
-        print(f"{model} x {n}: posttrain {ours[-1]:.1f} s, lm-eval {theirs[-1]:.1f} s", flush=True)
+        print(f"{model} x {n}, batch {batch_size}: posttrain {ours[-1]:.1f} s, lm-eval {theirs[-1]:.1f} s", flush=True)
     same = sum(a.strip() == b.strip() for a, b in zip(completions["posttrain"], completions["lm_eval"]))
-    return Row(model, n, ours, theirs, accuracy["posttrain"], accuracy["lm_eval"], same)
+    row = Row(model, n, batch_size, ours, theirs, accuracy["posttrain"], accuracy["lm_eval"], same)
+    if cfg.count_work:
+        with counting_work() as row.posttrain_work:
+            run_posttrain(model, data, cfg, folder / "out-count", batch_size)
+        with counting_work() as row.lm_eval_work:
+            run_lm_eval(model, folder, batch_size)
+    return row
 
 
-def markdown(rows: list[Row], cfg: BenchConfig, before: str, after: str) -> str:
+def markdown(rows: list[Row], cfg: BenchConfig, before: str, after: str, peak: float) -> str:
     lines = [
         f"`.venv/bin/python bench/eval.py` ({time.strftime('%Y-%m-%d %H:%M')}): held-out 2-digit arithmetic prompts "
         f"as one user message through each model's chat template, greedy, at most {cfg.max_new_tokens} new tokens, "
-        f"stop at a blank line, batch {cfg.batch_size}, fp32 on the CPU; exact match of the last integer. "
+        "stop at a blank line, the same batch size on both sides, fp32 on the CPU; exact match of the last integer. "
         f"Seconds = one whole evaluation of one model, loading included; {cfg.repeats} alternating runs per side, "
         "medians.", "", f"- machine before: {before}", f"- machine after: {after}", "",
-        "| model | prompts | posttrain s (median) | lm-eval s (median) | posttrain ÷ lm-eval time | posttrain accuracy "
-        "| lm-eval accuracy | same completions |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | prompts | batch | posttrain s (median) | lm-eval s (median) | posttrain ÷ lm-eval time "
+        "| posttrain accuracy | lm-eval accuracy | same completions |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r.model} | {r.prompts} | {statistics.median(r.posttrain_seconds):.1f} | "
+        lines.append(f"| {r.model} | {r.prompts} | {r.batch_size} | {statistics.median(r.posttrain_seconds):.1f} | "
                      f"{statistics.median(r.lm_eval_seconds):.1f} | **{r.ratio:.2f}x faster** | "
                      f"{r.posttrain_accuracy:.4f} | {r.lm_eval_accuracy:.4f} | {r.same_completions}/{r.prompts} |")
+    counted = [r for r in rows if r.posttrain_work and r.lm_eval_work]
+    if counted:
+        lines += [
+            "", f"Model work (one more, untimed run per side and row; module docstring). Slots = token positions "
+            "through the decoder body (padding included) and through the LM head; GFLOP = 2 x matmul weights per "
+            f"slot; the peak is a 2048^3 fp32 matmul on this CPU, {peak:.0f} GFLOP/s (the higher of before and "
+            "after the runs). \"Bound\" = lm-eval's median time / posttrain's GFLOP at that peak: the speed-up "
+            "posttrain's work would show if it cost nothing but its matmuls at the peak (no loading, no overhead).",
+            "", "| model | batch | side | body slots | head slots | GFLOP | s at the peak | GFLOP/s over the median "
+            "time (loading included) | bound on posttrain ÷ lm-eval |", "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+        for r in counted:
+            bound = statistics.median(r.lm_eval_seconds) / (r.posttrain_work.gflop / peak)
+            for side, work, seconds in (("posttrain", r.posttrain_work, r.posttrain_seconds),
+                                        ("lm-eval", r.lm_eval_work, r.lm_eval_seconds)):
+                lines.append(f"| {r.model} | {r.batch_size} | {side} | {work.body_slots:,} | {work.head_slots:,} | "
+                             f"{work.gflop:,.1f} | {work.gflop / peak:.2f} | "
+                             f"{work.gflop / statistics.median(seconds):.0f} | "
+                             f"{f'{bound:.2f}x' if side == 'posttrain' else ''} |")
     return "\n".join(lines)
 
 
@@ -212,12 +298,15 @@ def main(cfg: BenchConfig) -> int:
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
     if cfg.quick:
         cfg.prompts, cfg.smollm2_prompts, cfg.repeats, cfg.write = 8, min(cfg.smollm2_prompts, 4), 1, False
+        cfg.smollm2_batch_sizes = cfg.smollm2_batch_sizes[:1]
     warm_up_imports()
-    plan = [(m, cfg.prompts) for m in cfg.models] + ([("smollm2", cfg.smollm2_prompts)] if cfg.smollm2_prompts else [])
-    before = machine_line()
+    plan = [(m, cfg.prompts, cfg.batch_size) for m in cfg.models]
+    plan += [("smollm2", cfg.smollm2_prompts, b) for b in cfg.smollm2_batch_sizes if cfg.smollm2_prompts]
+    before, peak = machine_line(), matmul_peak_gflops()
     with tempfile.TemporaryDirectory(prefix="posttrain-bench-eval-") as tmp:
-        rows = [bench_model(model, n, cfg, Path(tmp)) for model, n in plan]
-    text = markdown(rows, cfg, before, machine_line())
+        rows = [bench_model(model, n, batch_size, cfg, Path(tmp)) for model, n, batch_size in plan]
+    after, peak = machine_line(), max(peak, matmul_peak_gflops())
+    text = markdown(rows, cfg, before, after, peak)
     print(text)
     if cfg.write:
         update_results("eval: posttrain eval vs lm-evaluation-harness", text)
