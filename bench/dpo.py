@@ -18,8 +18,11 @@ checks that TRL tokenized every pair to exactly posttrain's prompt, chosen and r
 Rows: posttrain with its defaults (reference log-probs precomputed once; each prompt encoded once
 for both responses, prefix sharing arXiv:2410.20305); posttrain with two rows per pair, as TRL does
 (--data.no-share-prompt); TRL's default (a second copy of the model, loaded by TRL, runs a no-grad
-forward every step); TRL with precompute_ref_log_probs; and TRL with its default random batches.
-The first four train on the SAME batches, step by step:
+forward every step); TRL's default again with the allocator policy posttrain's runs set for their
+process (`posttrain.cpu.keep_freed_memory`: glibc's malloc keeps freed blocks for reuse instead of
+faulting fresh pages in for every large tensor), so the gain that policy gives is seen on both sides;
+TRL with precompute_ref_log_probs; and TRL with its default random batches.
+The first five train on the SAME batches, step by step:
 TRL reads the rows in posttrain's (length-bucketed) batch order with a sequential sampler, so their
 loss curves must agree at every step. The last row shows what TRL does on its own: its DPOTrainer
 cannot group by length out of the box (`train_sampling_strategy="group_by_length"` stops with "Can
@@ -32,7 +35,7 @@ these runs; posttrain always checkpoints after the last step); TRL: the time of 
 (it runs in the trainer's constructor, outside `train_runtime`) plus `train_runtime`. "End-to-end"
 also counts tokenization and model loading (and posttrain's save of final/). Memory: peak RSS of the
 run's own process (`ru_maxrss`), next to its RSS once the libraries were imported. Runs alternate
-(A B C D A B C D ...) so that load from other processes hits every row alike; the table gives
+(A B C ... A B C ...) so that load from other processes hits every row alike; the table gives
 medians and ratios of medians.
 """
 
@@ -71,15 +74,16 @@ from common import (  # noqa: E402
 )
 
 LOG2 = math.log(2)
-SIDES = ("posttrain", "posttrain-two-rows", "trl", "trl-precompute", "trl-random-order")
+SIDES = ("posttrain", "posttrain-two-rows", "trl", "trl-kept-memory", "trl-precompute", "trl-random-order")
 LABELS = {
     "posttrain": "posttrain (reference precomputed once, prompt shared)",
     "posttrain-two-rows": "posttrain, two rows per pair (--data.no-share-prompt)",
     "trl": "TRL DPOTrainer (reference model forward each step)",
+    "trl-kept-memory": "TRL DPOTrainer, with posttrain's allocator policy (cpu.keep_freed_memory)",
     "trl-precompute": "TRL DPOTrainer, precompute_ref_log_probs=True",
     "trl-random-order": "TRL DPOTrainer, its own random batches",
 }
-SAME_BATCHES = ("posttrain", "posttrain-two-rows", "trl", "trl-precompute")  # rows that train on identical batches, step by step
+SAME_BATCHES = ("posttrain", "posttrain-two-rows", "trl", "trl-kept-memory", "trl-precompute")  # rows that train on identical batches, step by step
 
 
 @dataclass
@@ -344,8 +348,13 @@ def run_side(side: str, cfg: BenchConfig, data: dict, out: str) -> dict:
     transformers.logging.set_verbosity_error()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if side.startswith("posttrain"):
+    if side.startswith("posttrain"):  # posttrain's runs set its allocator policy themselves (training.distributed)
         return asdict(run_posttrain(cfg, data, Path(out), share_prompt=side == "posttrain"))
+    if side == "trl-kept-memory":  # TRL's default row with glibc's malloc keeping freed memory, as posttrain's runs do
+        from posttrain.cpu import keep_freed_memory
+
+        keep_freed_memory()
+        side = "trl"
     return asdict(run_trl(cfg, data, Path(out), side))
 
 
@@ -359,7 +368,7 @@ def run_in_fresh_process(side: str, cfg: BenchConfig, data: dict, out: Path) -> 
 
 
 def compare(cfg: BenchConfig, folder: Path) -> tuple[dict[str, list[Result]], dict]:
-    """Every row `repeats` times, interleaved (A B C D A B C D ...), each run in a fresh process."""
+    """Every row `repeats` times, interleaved (A B C ... A B C ...), each run in a fresh process."""
     data = prepare(cfg, folder)
     results: dict[str, list[Result]] = {side: [] for side in SIDES}
     for r in range(cfg.repeats):

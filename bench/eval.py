@@ -18,6 +18,8 @@ Timed: the whole evaluation of one model on each side, model loading included, a
 an untimed warm-up of the imports both sides share
 (`run_suite` for posttrain, which also computes its intervals and writes its files; `simple_evaluate` for lm-eval);
 runs alternate (posttrain, lm-eval, posttrain, ...) so that load from other processes hits both alike; medians.
+Both sides run in this one process under the allocator policy posttrain's sampling commands set for their
+process (`posttrain.cpu.keep_freed_memory`, set once before the first run), so neither gains from it alone.
 lm-eval is a bench dependency only (`pip install -e .[bench]`), never a runtime one.
 
 Model work: one more, untimed run per side counts the token slots each side pushed through the model (forward
@@ -51,6 +53,7 @@ import torch  # noqa: E402
 from common import flop_params, machine_line, matmul_peak_gflops, update_results  # noqa: E402
 
 from posttrain.config import ModelConfig, SamplingParams  # noqa: E402
+from posttrain.cpu import keep_freed_memory  # noqa: E402
 from posttrain.data.load import load_records  # noqa: E402
 from posttrain.data.records import Prompt  # noqa: E402
 from posttrain.eval.suite import SuiteConfig, run_suite  # noqa: E402
@@ -299,6 +302,7 @@ def main(cfg: BenchConfig) -> int:
     if cfg.quick:
         cfg.prompts, cfg.smollm2_prompts, cfg.repeats, cfg.write = 8, min(cfg.smollm2_prompts, 4), 1, False
         cfg.smollm2_batch_sizes = cfg.smollm2_batch_sizes[:1]
+    keep_freed_memory()  # what `posttrain eval` does first; process-wide, so lm-eval runs under it too
     warm_up_imports()
     plan = [(m, cfg.prompts, cfg.batch_size) for m in cfg.models]
     plan += [("smollm2", cfg.smollm2_prompts, b) for b in cfg.smollm2_batch_sizes if cfg.smollm2_prompts]

@@ -405,8 +405,13 @@ def sample_messages(
 def command_sampler(cfg: SamplingCommandConfig, name: str | None = None) -> tuple[Sampler, object]:
     """(sampler, tokenizer) of a sampling command (`generate`, `eval`, `data pairs`) for model `name` (unset:
     cfg.model.name): the built-in sampler on the model loaded by transformers, or with `--sampler vllm` a vLLM
-    engine on the model's directory (transformers then loads the tokenizer only)."""
+    engine on the model's directory (transformers then loads the tokenizer only). Sets the allocator policy
+    (`cpu.keep_freed_memory`) for the process first."""
     from dataclasses import replace
+
+    from posttrain.cpu import keep_freed_memory
+
+    keep_freed_memory()
 
     from posttrain.models.load import load_model, load_tokenizer, resolve_device, resolve_dtype, resolve_model_dir
 

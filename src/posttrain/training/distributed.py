@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 from posttrain.config import DistConfig
-from posttrain.cpu import choose_threads
+from posttrain.cpu import choose_threads, keep_freed_memory
 from posttrain.errors import ConfigError
 from posttrain.models.load import resolve_device
 from posttrain.models.reference import Reference
@@ -110,8 +110,10 @@ def gather_to_main(items: list, d: Dist) -> list:
 
 @contextmanager
 def distributed(device: str = "auto", threads: int = 0) -> Iterator[Dist]:
-    """`setup_distributed(device)` and the CPU threads (`cpu.choose_threads`) for the block, and `teardown`
-    however it ends: a recipe's `train` is `with distributed(cfg.run.device, cfg.run.threads) as d: ...`."""
+    """`setup_distributed(device)`, the CPU threads (`cpu.choose_threads`) and the allocator policy
+    (`cpu.keep_freed_memory`) for the block, and `teardown` however it ends: a recipe's `train` is
+    `with distributed(cfg.run.device, cfg.run.threads) as d: ...`."""
+    keep_freed_memory()
     d = setup_distributed(device)
     d = replace(d, threads_note=choose_threads(threads)[1])
     try:
