@@ -1,5 +1,6 @@
 """The CPU thread choice: other processes' load is seen, this process's own work is not, the user's choice wins."""
 
+import os
 import subprocess
 import sys
 import threading
@@ -99,8 +100,6 @@ print(kept, (faults() - start) / 20)
 
 
 def _faults_per_allocation(mode: str, **env) -> tuple[str, float]:
-    import os
-
     out = subprocess.run([sys.executable, "-c", FAULTS_PER_ALLOCATION, mode], capture_output=True, text=True,
                          check=True, env={**os.environ, **env}).stdout.split()
     return out[0], float(out[1])

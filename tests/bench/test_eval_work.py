@@ -22,8 +22,8 @@ def _llama(tied: bool) -> LlamaForCausalLM:
 @pytest.mark.parametrize("tied", [True, False])
 def test_counts_every_slot_of_the_body_and_head_and_their_weights(tied):
     """Forward of (2, 5) ids with logits for the last position only: 10 body slots, 2 head slots. Weights per
-    slot: the body's 2 layers x (q 16x16, k and v 16x8, o 16x16: 768; gate, up and down 16x32: 1,536) = 2 x 2,304; the head
-    40 x 16 = 640, tied or not."""
+    slot: the body's 2 layers x (q 16x16, k and v 16x8, o 16x16: 768; gate, up and down 16x32: 1,536) =
+    2 x 2,304; the head 40 x 16 = 640, tied or not."""
     model = _llama(tied)
     with counting_work() as work, torch.no_grad():
         model(input_ids=torch.zeros(2, 5, dtype=torch.long), logits_to_keep=1)

@@ -45,6 +45,7 @@ from typing import Literal, Protocol
 import torch
 
 from posttrain.config import SamplingCommandConfig, SamplingParams, check
+from posttrain.cpu import keep_freed_memory
 from posttrain.data.records import Messages, Prompt
 from posttrain.data.tokenize import tokenize_prompt
 from posttrain.errors import DataError
@@ -409,12 +410,9 @@ def command_sampler(cfg: SamplingCommandConfig, name: str | None = None) -> tupl
     (`cpu.keep_freed_memory`) for the process first."""
     from dataclasses import replace
 
-    from posttrain.cpu import keep_freed_memory
-
-    keep_freed_memory()
-
     from posttrain.models.load import load_model, load_tokenizer, resolve_device, resolve_dtype, resolve_model_dir
 
+    keep_freed_memory()
     model_cfg = replace(cfg.model, name=name) if name else cfg.model
     device = resolve_device(cfg.device)
     if cfg.sampler == "vllm":
