@@ -117,3 +117,44 @@ def test_generate_with_two_models_makes_a_campaign_of_both_with_identities_hidde
     assert all(r["text"] in html.unescape(page) for r in item.responses)
     for text in (page, json.dumps(task)):
         assert str(tmp_path) not in text and "runs/a" not in text and "runs/b" not in text
+
+
+def test_generate_pairwise_with_three_models_compares_the_pairs_in_turn(tmp_path, tiny_dir, capsys):
+    """Three models, pairwise: each item holds two of them, the three pairs taken in turn over the prompts (a
+    prompt whose two answers are identical is left out); the same model twice is refused in one line."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from posttrain.feedback.db import Item
+
+    dirs = []
+    for n in range(3):
+        path = tmp_path / f"m{n}"
+        shutil.copytree(tiny_dir, path)
+        model = AutoModelForCausalLM.from_pretrained(path)
+        torch.manual_seed(n)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.5 * n * p.std().nan_to_num(0.02) * torch.randn_like(p))
+        model.save_pretrained(path)
+        dirs.append(str(path))
+    db = f"sqlite:///{tmp_path}/fb.db"
+    assert main(["feedback", "generate", "--db", db, "--campaign", "abc", "--model", *dirs, "--limit", "9",
+                 "--sampling.temperature", "1", "--sampling.seed", "0", "--sampling.max-new-tokens", "12",
+                 "--device", "cpu"]) == 0
+    s = sessionmaker(make_engine(db))
+    with s() as x:
+        campaign = x.query(Campaign).filter_by(name="abc").one()
+        items = x.query(Item).filter_by(campaign_id=campaign.id).order_by(Item.id).all()
+    cycle = [(dirs[0], dirs[1]), (dirs[0], dirs[2]), (dirs[1], dirs[2])]
+    prompts = [r.prompt[-1].content for r in load_records("builtin:arithmetic/heldout", limit=9)]
+    assert len(items) >= 7
+    for item in items:
+        n = next(i for i, p in enumerate(prompts) if item.prompt[-1]["content"] == p)
+        assert tuple(r["model"] for r in item.responses) == cycle[n % 3]
+    assert {tuple(r["model"] for r in item.responses) for item in items} == set(cycle)
+    capsys.readouterr()
+    assert main(["feedback", "generate", "--db", db, "--campaign", "aa", "--model", dirs[0], dirs[0]]) == 2
+    assert "needs two or more different models" in capsys.readouterr().err

@@ -6,10 +6,14 @@ An item file is JSONL, one prompt per line, in the project's field names:
 - `{"prompt": ..., "chosen": ..., "rejected": ...}`: a preference record to be judged again (2 responses);
 - `{"prompt": ..., "completion": ..., "model": ...}`: one response per line; lines with the same prompt are
   gathered into one item (what `posttrain generate` writes, once per model).
+
+`model_items` makes items from several models' answers to the same prompts (`posttrain feedback generate`, the
+demo's campaign of its model versions).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -35,6 +39,28 @@ def _text(value: Any, where: str) -> str:
         return value["text"]
     msgs = _messages(value, where, "assistant")
     return "\n".join(m["content"] for m in msgs if m["role"] == "assistant") or "\n".join(m["content"] for m in msgs)
+
+
+def model_items(prompts: list[list[dict[str, str]]], answers: dict[str, list[str]], task_type: str
+                ) -> tuple[list[dict[str, Any]], int]:
+    """Items from each model's answer to each prompt (`answers[model][n]` answers `prompts[n]`, a message list),
+    and how many prompts were left out because the answers an item would compare are identical.
+
+    Pairwise items show two answers. With more than two models, prompt n compares the n-th pair of models in a
+    cycle through every pair (`itertools.combinations` order, then again), so each pair is judged on about
+    1/P of the prompts and the Bradley-Terry leaderboard links them all, as Chatbot Arena's battles between
+    two models at a time do (arXiv:2403.04132). Every other task type shows every model's answer in each item.
+    """
+    names = list(answers)
+    # one model alone makes one-response items, which check_campaign refuses for pairwise
+    groups = (list(itertools.combinations(names, 2)) if task_type == "pairwise" else []) or [tuple(names)]
+    items = []
+    for n, prompt in enumerate(prompts):
+        group = groups[n % len(groups)]
+        responses = [{"text": answers[name][n], "model": name} for name in group]
+        if len({r["text"] for r in responses}) == len(responses):
+            items.append({"prompt": prompt, "responses": responses})
+    return items, len(prompts) - len(items)
 
 
 def read_items(path: str | Path) -> list[dict[str, Any]]:

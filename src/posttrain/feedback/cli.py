@@ -91,7 +91,9 @@ class GenerateItemsConfig:
     db: str = "sqlite:///feedback.db"
     """Database URL: `sqlite:///feedback.db` (default, WAL mode) or `postgresql://user@host/dbname` (psycopg 3)."""
     task: str = "pairwise"
-    """Task type: pairwise (2 models), ranking, rubric or correction."""
+    """Task type: pairwise, ranking, rubric or correction. Pairwise items show two models' answers; with more
+    than two models each prompt compares the next pair of models in turn, every pair alike. The other types show
+    every model's answer in each item."""
     overlap: int = 1
     """Independent judgments each item needs (k)."""
     limit: int | None = 50
@@ -101,8 +103,8 @@ class GenerateItemsConfig:
     """`auto`, `cpu`, `cuda` or `cuda:N`."""
 
     def __post_init__(self) -> None:
-        check(len(self.model) >= 2 or self.task in ("rubric", "correction"), "model",
-              "needs two or more models to compare", self.model)
+        check(len(set(self.model)) >= 2 or self.task in ("rubric", "correction"), "model",
+              "needs two or more different models to compare", self.model)
 
 
 @dataclass
@@ -225,22 +227,22 @@ def import_items(cfg: ImportConfig) -> None:
 def generate_items(cfg: GenerateItemsConfig) -> None:
     from posttrain.data.load import load_records
     from posttrain.data.records import Prompt
+    from posttrain.feedback.campaigns import model_items
     from posttrain.models.load import load_model, resolve_device
     from posttrain.sampling.sampler import ModelSampler, sample_messages
 
     records = load_records(cfg.prompts, accept=(Prompt,), limit=cfg.limit)
-    items = [{"prompt": [m.to_dict() for m in r.prompt], "responses": []} for r in records]
-    for name in cfg.model:
+    answers = {}
+    for name in dict.fromkeys(cfg.model):
         model, tokenizer = load_model(ModelConfig(name=name), resolve_device(cfg.device))
-        rollout = sample_messages(ModelSampler(model, tokenizer, progress=False), records, tokenizer, 1, cfg.sampling)
-        for group, text in zip(rollout.group, rollout.texts):
-            items[group]["responses"].append({"text": text, "model": name})
-    distinct = [i for i in items if len({r["text"] for r in i["responses"]}) == len(i["responses"])]
-    if not distinct:
+        answers[name] = sample_messages(ModelSampler(model, tokenizer, progress=False), records, tokenizer, 1,
+                                        cfg.sampling).texts
+    items, identical = model_items([[m.to_dict() for m in r.prompt] for r in records], answers, cfg.task)
+    if not items:
         raise DataError("every prompt got identical responses from the models; nothing to compare")
-    if len(distinct) < len(items):
-        print(f"left out {len(items) - len(distinct)} prompts whose responses were identical", file=sys.stderr)
-    _store(cfg.db, cfg.campaign, cfg.task, distinct, cfg.overlap, "", [])
+    if identical:
+        print(f"left out {identical} prompts whose responses were identical", file=sys.stderr)
+    _store(cfg.db, cfg.campaign, cfg.task, items, cfg.overlap, "", [])
 
 
 def export(cfg: ExportConfig) -> None:
