@@ -73,14 +73,18 @@ def test_every_stage_left_a_complete_run_directory(demo):
     assert (out / "pairs" / "pairs.jsonl").stat().st_size > 0
 
 
-def test_people_prefer_dpo_and_a_reward_model_learns_their_judgments(demo):
-    """The feedback stage: simulated raters judging over HTTP rank the DPO policy first (it wins most of the
-    win-rate stage's comparisons), and a reward model trained on their exported judgments predicts held-out
-    ones at >= 85% (issue 14's round-trip bar)."""
+def test_people_rank_the_versions_and_a_reward_model_learns_their_judgments(demo):
+    """The feedback stage: simulated raters judging the four policies two at a time over HTTP put the two that
+    answer with the bare number (DPO, PPO: the win-rate stages' winners) above SFT's chatty answers, and SFT's
+    always-right answers above GRPO's (~78% right); a reward model trained on their exported judgments predicts
+    held-out ones at >= 80%. Measured: 85.1%, and 84-91% over seeds 0-2 on another run's policies; the raters' 10% random answers cap it
+    near 95%, and its misses are mostly on pairs with a wrong GRPO answer, where the tiny model has to check the
+    sum. Issue 14's 85% round-trip bar is tested on a campaign built for it in tests/feedback/test_loop.py."""
     _, results = demo
     judged = _stage(results, "Feedback:").detail
-    assert [row.model for row in sorted(judged.leaderboard, key=lambda r: -r.rating)] == ["dpo", "sft"]
-    assert _stage(results, "Reward model on the exported").value >= 0.85
+    ranked = [row.model for row in sorted(judged.leaderboard, key=lambda r: -r.rating)]
+    assert set(ranked[:2]) == {"dpo", "ppo"} and ranked[2:] == ["sft", "grpo"], ranked
+    assert _stage(results, "Reward model on the exported").value >= 0.80
 
 
 def test_grpo_takes_a_weak_sft_checkpoint_to_60_percent(demo):

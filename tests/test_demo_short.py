@@ -21,13 +21,15 @@ def test_a_short_demo_runs_every_stage(tmp_path, capsys, tiny_dir):
     printed = capsys.readouterr().out
     assert "posttrain demo summary" in printed
     assert "GRPO from the" in printed and (out / "sft-weak" / "final" / "config.json").is_file()
-    # the loop: 3 simulated raters judged every item of the SFT-vs-DPO campaign through the HTTP API, the
-    # leaderboard was printed, and the exported judgments are what the last reward model trained on
+    # the loop: 3 simulated raters judged every item of the campaign of the four policies, two at a time, through
+    # the HTTP API, the leaderboard was printed, and the exported judgments are what the last reward model trained on
     assert "Leaderboard" in printed and "Krippendorff's alpha" in printed
     assert "Feedback: 3 simulated" in printed and "Reward model on the" in printed  # table cells wrap at 80 columns
     exported = [json.loads(line) for line in (out / "feedback" / "judgments.jsonl").read_text().splitlines()]
-    assert exported and {row["feedback"]["campaign"] for row in exported} == {"demo-sft-vs-dpo"}
+    assert exported and {row["feedback"]["campaign"] for row in exported} == {"demo-versions"}
     assert len({row["feedback"]["rater"] for row in exported}) == 3
+    judged = {(row["feedback"]["models"]["chosen"], row["feedback"]["models"]["rejected"]) for row in exported}
+    assert {m for pair in judged for m in pair} == {"sft", "dpo", "grpo", "ppo"}
     lineage = json.loads((out / "rm-feedback" / "lineage.json").read_text())
     assert "judgments.jsonl" in json.dumps(lineage)
     assert f"Report (curves, evaluation, answers side by side): {out / 'report.html'}" in printed
