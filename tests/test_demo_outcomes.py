@@ -77,9 +77,10 @@ def test_people_rank_the_versions_and_a_reward_model_learns_their_judgments(demo
     """The feedback stage: simulated raters judging the four policies two at a time over HTTP put the two that
     answer with the bare number (DPO, PPO: the win-rate stages' winners) above SFT's chatty answers, and SFT's
     always-right answers above GRPO's (~78% right); a reward model trained on their exported judgments predicts
-    held-out ones at >= 80%. Measured: 85.1%, and 84-91% over seeds 0-2 on another run's policies; the raters' 10% random answers cap it
-    near 95%, and its misses are mostly on pairs with a wrong GRPO answer, where the tiny model has to check the
-    sum. Issue 14's 85% round-trip bar is tested on a campaign built for it in tests/feedback/test_loop.py."""
+    held-out ones at >= 80%. Measured: 85.1%, and 84-91% over seeds 0-2 on another run's policies. The raters'
+    10% random answers cap it near 95%, and its misses are mostly on pairs with a wrong GRPO answer, where the
+    tiny model has to check the sum. Issue 14's 85% round-trip bar is tested on a campaign built for it in
+    tests/feedback/test_loop.py."""
     _, results = demo
     judged = _stage(results, "Feedback:").detail
     ranked = [row.model for row in sorted(judged.leaderboard, key=lambda r: -r.rating)]

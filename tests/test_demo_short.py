@@ -1,8 +1,9 @@
 """A shortened demo runs end to end: its SFT policy rambles to the sampling limit, and the pair, RM and DPO
 stages once refused such pairs as longer than max_length (suggesting --data.max-length, which the demo does not
-take) and left runs/demo/sft and pairs/ behind. Its feedback stage serves a campaign of both policies' answers,
-lets simulated raters judge it over HTTP and trains a reward model on the export. It ends by printing the path
-of its report, which holds every run's curves, the evaluation it wrote (both policies' accuracy, the win rate) and the two policies' answers."""
+take) and left runs/demo/sft and pairs/ behind. Its feedback stage serves a campaign of the four policies'
+answers, two at a time, lets simulated raters judge it over HTTP and trains a reward model on the export. It ends
+by printing the path of its report, which holds every run's curves, the evaluation it wrote (both policies'
+accuracy, the win rate) and the two policies' answers."""
 
 import json
 

@@ -18,10 +18,11 @@ shows is what a user gets from the same commands:
    15-30% of the problems right, is trained with GRPO (`posttrain grpo`) on the exact-answer reward; its
    held-out accuracy before and after is printed.
 7. The feedback loop: a pairwise campaign of the model versions' sampled answers to held-out prompts (SFT,
-   DPO, GRPO and PPO, two at a time, every pair alike) is served by the feedback app; simulated raters (the same rater's preference plus `feedback_noise` random answers)
-   judge it through the HTTP API; the campaign's leaderboard and agreement are printed (`posttrain feedback
-   stats`); its judgments are exported (`posttrain feedback export`) and a reward model trains on them
-   (`posttrain rm`), with its held-out accuracy on judgments it did not see.
+   DPO, GRPO and PPO, two at a time, every pair alike) is served by the feedback app; simulated raters (the
+   same rater's preference plus `feedback_noise` random answers) judge it through the HTTP API; the
+   campaign's leaderboard and agreement are printed (`posttrain feedback stats`); its judgments are exported
+   (`posttrain feedback export`) and a reward model trains on them (`posttrain rm`), with its held-out
+   accuracy on judgments it did not see.
 
 Every stage writes a normal run directory under `output_dir`; the summary table at the end
 says where.
