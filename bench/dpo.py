@@ -47,7 +47,6 @@ import json
 import logging
 import math
 import os
-import random
 import statistics
 import sys
 import tempfile
@@ -137,19 +136,14 @@ class Result:
 # -- data ------------------------------------------------------------------------------------
 
 
-def make_pairs(n: int, seed: int = 0) -> list[dict]:
-    """n preference pairs in TRL's conversational format, from the arithmetic task's training prompts."""
-    from posttrain.tasks import arithmetic
+def make_pairs(n: int) -> list[dict]:
+    """n preference pairs in TRL's conversational format: the first n of `builtin:arithmetic-pairs?ops=+-`
+    (chosen the bare answer; rejected a wrong number or the answer with chatty filler), prompt, chosen and
+    rejected only."""
+    from posttrain.tasks import TASKS
 
-    plain = arithmetic.rows("train", n=str(n), ops="+-")
-    padded = arithmetic.rows("train", n=str(n), ops="+-", pad="1")  # the same problems, chatty answers
-    rng = random.Random(seed)
-    pairs = []
-    for i, (row, chatty) in enumerate(zip(plain, padded)):
-        wrong = int(row["answer"]) + rng.choice((-10, -2, -1, 1, 2, 10))
-        rejected = [{"role": "assistant", "content": str(wrong)}] if i % 2 == 0 else chatty["completion"]
-        pairs.append({"prompt": row["prompt"], "chosen": row["completion"], "rejected": rejected})
-    return pairs
+    rows = TASKS["arithmetic-pairs"].rows("train", n=str(n), ops="+-")
+    return [{key: row[key] for key in ("prompt", "chosen", "rejected")} for row in rows]
 
 
 def posttrain_examples(path: Path, max_length: int, model: str = "tiny") -> list:

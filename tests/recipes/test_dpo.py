@@ -259,8 +259,8 @@ def test_bad_preference_settings_are_refused_with_the_rule(kwargs, message):
 def test_bad_data_settings_are_refused_before_anything_is_written(tmp_path):
     with pytest.raises(ConfigError, match="data.packing"):
         PreferenceDataConfig(train="p.jsonl", packing=True)
-    with pytest.raises(ConfigError, match="data.train is required"):
-        train(DPOConfig(run=RunConfig(output_dir=str(tmp_path), progress=False)))
+    with pytest.raises(ConfigError, match="data.train is empty"):
+        train(DPOConfig(data=PreferenceDataConfig(train=""), run=RunConfig(output_dir=str(tmp_path), progress=False)))
     rows = [{"prompt": "What is 1 + 1?", "chosen": "2", "rejected": "3"}] * 2
     rows.append({"prompt": "What is " + " + ".join(["1"] * 60) + "?", "chosen": "60", "rejected": "61"})
     data = tmp_path / "long.jsonl"
@@ -316,3 +316,13 @@ def test_shared_prompt_rows_give_the_two_row_log_probs_and_gradients(tmp_path, t
     shared = pair_batch(examples, [0, 1, 2], tok.pad_token_id, torch.device("cpu"), auto)
     assert shared.inputs["input_ids"].numel() < pair_batch(
         examples, [0, 1, 2], tok.pad_token_id, torch.device("cpu")).inputs["input_ids"].numel()
+
+
+def test_the_embedded_default_trains_on_the_builtin_pairs(tmp_path, capsys):
+    """`posttrain dpo` with no data option trains on builtin:arithmetic-pairs and holds out its own split."""
+    from posttrain.cli import main
+
+    assert main(["dpo", "--optim.max-steps", "3", "--data.limit", "48", "--run.output-dir", str(tmp_path)]) == 0
+    lineage = json.loads((tmp_path / "dpo" / "lineage.json").read_text())
+    assert json.dumps(lineage).count("builtin:arithmetic-pairs") >= 2  # the training source and its held-out split
+    assert "held-out implicit-reward accuracy" in capsys.readouterr().out

@@ -210,9 +210,9 @@ def test_config_mistakes_are_one_line_errors(tmp_path, capsys):
         cfg_for(tmp_path, tmp_path / "x.jsonl", "bad", data={"truncation": "truncate"})
     with pytest.raises(ConfigError, match="eval_fraction"):
         cfg_for(tmp_path, tmp_path / "x.jsonl", "bad", eval_fraction=1.0)
-    assert cli_main(["rm", "--run.output-dir", str(tmp_path)]) == 2
+    assert cli_main(["rm", "--data.train", "", "--run.output-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == ("posttrain rm: error: data.train is required: pass --data.train PAIRS.jsonl "
+    assert err == ("posttrain rm: error: data.train is empty: pass --data.train PAIRS.jsonl "
                    "(make one with posttrain data pairs)")
 
 
@@ -225,3 +225,11 @@ def test_held_out_accuracy_reaches_90_percent(tmp_path):
     data = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(400))
     run = train(cfg_for(tmp_path, data, "outcome", eval_fraction=0.2, optim={"max_steps": 20, "batch_size": 16}))
     assert logged(run, "eval/accuracy")[-1] >= 0.9
+
+
+def test_the_embedded_default_trains_on_the_builtin_pairs(tmp_path, capsys):
+    """`posttrain rm` with no data option trains on builtin:arithmetic-pairs and holds out its own split."""
+    assert cli_main(["rm", "--optim.max-steps", "3", "--data.limit", "48", "--run.output-dir", str(tmp_path)]) == 0
+    lineage = json.loads((tmp_path / "rm" / "lineage.json").read_text())
+    assert json.dumps(lineage).count("builtin:arithmetic-pairs") >= 2
+    assert "held-out pair accuracy" in capsys.readouterr().out

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from posttrain.data.records import Message, Prompt, PromptCompletion, parse_record
+from posttrain.data.records import Message, PreferencePair, Prompt, PromptCompletion, parse_record
 from posttrain.errors import DataError
 from posttrain.rewards.functions import numeric_reward, resolve_reward
 from posttrain.tasks.arithmetic import REWARD, ArithmeticSpec, Problem, answer_text, problems, rows, spec_from_options
@@ -218,3 +218,28 @@ def test_instruct_option_appends_the_instruction_and_keeps_the_problems():
     assert rows("heldout", ops="+", digits="2", instruct="0") == plain
     with pytest.raises(ValueError, match="option instruct: expected 1 or 0"):
         rows("train", instruct="maybe")
+
+
+def test_preference_pairs_prefer_the_right_concise_answer():
+    """builtin:arithmetic-pairs: every chosen answer is right and bare; even rows reject a near-miss number,
+    odd rows the right answer with filler; the rows read as preference pairs and as prompts with an answer."""
+    from posttrain.data.load import load_records
+    from posttrain.tasks.arithmetic import WRONG_OFFSETS, preference_rows
+
+    pairs = preference_rows("train", n="200", ops="+-")
+    assert len(pairs) == 200
+    for i, pair in enumerate(pairs):
+        chosen, rejected = pair["chosen"][0]["content"], pair["rejected"][0]["content"]
+        assert chosen == pair["answer"]
+        if i % 2 == 0:
+            assert int(rejected) - int(pair["answer"]) in WRONG_OFFSETS
+        else:
+            assert rejected.startswith(pair["answer"] + ".") and row_reward(pair, rejected) == 1.0
+    assert [p["prompt"] for p in pairs] == [r["prompt"] for r in rows("train", n="200", ops="+-")]
+    assert preference_rows("train", n="50", ops="+-") == pairs[:50]  # a smaller n is a prefix
+    held = load_records("builtin:arithmetic-pairs/heldout", accept=(PreferencePair,))
+    train_questions = {p["prompt"][0]["content"] for p in preference_rows("train")}
+    assert len(held) == 500 and not {r.prompt[0].content for r in held} & train_questions
+    assert isinstance(parse_record(pairs[0], accept=(Prompt,)), Prompt)
+    with pytest.raises(ValueError, match="option pad: not for pairs"):
+        preference_rows("train", pad="1")

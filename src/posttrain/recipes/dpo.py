@@ -129,10 +129,11 @@ class PreferenceConfig:
 class PreferenceDataConfig(DataConfig):
     """Preference pairs (or rankings) and how they are cut into batches."""
 
-    train: str = ""
-    """Preference data (required): JSONL/JSON/CSV/Parquet or a datasets folder with prompt, chosen, rejected
-    (TRL's preference format), or ranking rows (prompt, responses, order), each used as its C(K,2) pairs.
-    `posttrain data pairs` makes such a file from a model's samples."""
+    train: str = "builtin:arithmetic-pairs"
+    """Preference data: JSONL/JSON/CSV/Parquet or a datasets folder with prompt, chosen, rejected (TRL's
+    preference format), or ranking rows (prompt, responses, order), each used as its C(K,2) pairs, or
+    `builtin:NAME`. `posttrain data pairs` makes such a file from a model's samples; the default is the
+    built-in arithmetic pairs (chosen the answer, rejected a wrong number or the answer with chatty filler)."""
     share_prompt: bool = True
     """Encode each prompt once for both of its responses: one row [prompt, chosen, rejected] with a block
     attention mask (prefix sharing, arXiv:2410.20305) instead of two rows that both hold the prompt. The
@@ -161,7 +162,7 @@ def prepare_data(cfg: DPOConfig, tokenizer) -> tuple[list[PreferenceExample], li
     """Load, validate and tokenize train and held-out pairs (data/splits.py's held-out policy, by prompt),
     after setting data.chat_template on `tokenizer`."""
     if not cfg.data.train:
-        raise ConfigError("data.train is required: a file of preference pairs (prompt, chosen, rejected), "
+        raise ConfigError("data.train is empty: name a file of preference pairs (prompt, chosen, rejected), "
                           "e.g. --data.train pairs.jsonl; `posttrain data pairs` makes one from a model's samples")
     use_chat_template(tokenizer, cfg.data.chat_template)
     return train_and_heldout(cfg.data, PREFERENCE_KINDS,

@@ -67,7 +67,7 @@ class RewardModelConfig:
     pairs (prompt, chosen, rejected) and rankings (prompt, responses, order)."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=lambda: DataConfig(train=""))
+    data: DataConfig = field(default_factory=lambda: DataConfig(train="builtin:arithmetic-pairs"))
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=3e-4, warmup_steps=10, batch_size=16))
     run: RunConfig = field(default_factory=lambda: RunConfig(name="rm"))
     dist: DistConfig = field(default_factory=DistConfig)
@@ -94,7 +94,7 @@ def prepare_data(cfg: RewardModelConfig, tokenizer) -> tuple[list[RankedGroup], 
     """Load, validate and tokenize train and held-out groups (data/splits.py's held-out policy, by prompt),
     after setting data.chat_template on `tokenizer`."""
     if not cfg.data.train:
-        raise ConfigError("data.train is required: pass --data.train PAIRS.jsonl (make one with posttrain data pairs)")
+        raise ConfigError("data.train is empty: pass --data.train PAIRS.jsonl (make one with posttrain data pairs)")
     use_chat_template(tokenizer, cfg.data.chat_template)
     return train_and_heldout(cfg.data, RANKING_KINDS,
                              lambda records, source: tokenize_groups(records, tokenizer, cfg.data, source=source),

@@ -55,6 +55,9 @@ def _python(split: str = "train", **options: str) -> list[dict]:
 TASKS: dict[str, Task] = {
     "arithmetic": Task(arithmetic.rows, arithmetic.REWARD,
                        "a op b with exact answers, made on the fly (tasks/arithmetic.py)"),
+    "arithmetic-pairs": Task(arithmetic.preference_rows, arithmetic.REWARD,
+                             "preference pairs over the arithmetic problems: chosen the answer, rejected a wrong "
+                             "number or the answer with chatty filler (the default data of dpo and rm)"),
     "smollm2-chat": Task(_smollm2_chat, None, 'the shipped demo chats, replies signed "— posttrain"'),
     "smollm2-prefs": Task(_smollm2_prefs, None,
                           "the shipped instruction-following pairs (made by python -m posttrain.tasks.smollm2_prefs): "

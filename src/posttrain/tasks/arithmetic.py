@@ -14,6 +14,10 @@ working before the final answer in GSM8K style (arXiv:2110.14168), e.g.
 "57 + 68: ones 7 + 8 = 15, tens 5 + 6 + 1 = 12. #### 125".
 With the tiny model's tokenizer a 2-digit prompt plus worked answer is at most
 ~70 tokens; 6-digit multiplication reaches ~290, past the tiny model's 256 positions.
+
+`preference_rows` makes preference pairs from the same problems (`builtin:arithmetic-pairs`, the embedded
+default of `posttrain dpo` and `posttrain rm`): chosen is the row's answer, rejected is a wrong number or the
+right one followed by chatty filler, so a pair teaches both correctness and concision.
 """
 
 from __future__ import annotations
@@ -219,6 +223,29 @@ def to_row(problem: Problem, worked_steps: bool, padded: bool = False, seed: int
                         else pad_answer(problem, answer_text(problem, worked_steps), seed)}],
         "answer": str(problem.answer),
     }
+
+
+WRONG_OFFSETS = (-10, -2, -1, 1, 2, 10)
+"""How far a rejected wrong answer is from the right one: the near misses a model that cannot yet add makes."""
+
+
+def preference_rows(split: str = "train", **options: str) -> list[dict]:
+    """Preference pairs over the problems of `rows(split, **options)`: the same options but `pad`, which the
+    pairs set themselves. Chosen is the row's answer; rejected is, on even rows, a wrong number (the answer
+    plus one of WRONG_OFFSETS, drawn in row order from `random.Random(seed)`, so the first k pairs do not
+    change with `n`) and, on odd rows, the right answer followed by chatty filler (`pad_answer`). Rows keep
+    "answer", so the prompts also serve a reward that checks it."""
+    if "pad" in options:
+        raise ValueError("option pad: not for pairs (the rejected answers of odd rows carry the filler)")
+    plain, chatty = rows(split, **options), rows(split, **options, pad="1")
+    rng = random.Random(spec_from_options(**options).seed)
+    pairs = []
+    for i, (row, padded) in enumerate(zip(plain, chatty)):
+        wrong = int(row["answer"]) + rng.choice(WRONG_OFFSETS)
+        rejected = [{"role": "assistant", "content": str(wrong)}] if i % 2 == 0 else padded["completion"]
+        pairs.append({"prompt": row["prompt"], "chosen": row["completion"], "rejected": rejected,
+                      "answer": row["answer"]})
+    return pairs
 
 
 def _parse_int(name: str, value: str) -> int:
