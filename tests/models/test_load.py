@@ -213,3 +213,13 @@ def test_the_tiny_cache_entry_changes_with_the_factory_code(isolated_cache, monk
     edited.write_text(Path(tiny.__file__).read_text() + "\n# a change\n")
     monkeypatch.setattr(tiny, "__file__", str(edited))
     assert _tiny_cache_path("tiny") != before and _tiny_cache_path("tiny").parent == before.parent
+
+
+def test_loading_draws_no_transformers_bar_even_when_transformers_came_first(isolated_cache, capfd):
+    """A command that imported transformers before models.load (eval does) still gets no "Loading weights"
+    bar: load_model turns it off itself, not only through HF_HUB_DISABLE_PROGRESS_BARS."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.enable_progress_bar()  # as if transformers had been imported before the variable was set
+    load.load_model(ModelConfig(name="tiny"), "cpu")
+    assert "Loading weights" not in capfd.readouterr().err

@@ -45,6 +45,7 @@ from posttrain.models.load import (
     REWARD_MODEL_MARKER,
     enable_gradient_checkpointing,
     load_tokenizer,
+    quiet_transformers,
     resolve_dtype,
     resolve_model_dir,
 )
@@ -136,6 +137,7 @@ def load_classifier(path: Path, dtype: torch.dtype, seed: int = 0) -> tuple[torc
     `path` had no score head (a causal LM) and one was initialised here."""
     from transformers import AutoModelForSequenceClassification
 
+    quiet_transformers()
     try:
         with _quiet_load_report():
             model, info = AutoModelForSequenceClassification.from_pretrained(

@@ -44,6 +44,14 @@ from posttrain.models.tiny import SIZES, build_tiny
 # transformers draws a progress bar for every load and save of a small model; our own bars say more.
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
+
+def quiet_transformers() -> None:
+    """Turn off transformers' "Loading weights" bar. The variable above reaches it only when transformers is
+    imported after this module; a command that imported it first (eval, through its tasks) needs this call."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
 __all__ = [
     "cache_dir",
     "count_parameters",
@@ -51,6 +59,7 @@ __all__ = [
     "known_models",
     "load_model",
     "load_tokenizer",
+    "quiet_transformers",
     "reference_context",
     "resolve_device",
     "resolve_dtype",
@@ -124,6 +133,7 @@ def _convert_gguf(gguf_path: Path, out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     print(f"posttrain: converting {gguf_path} to a Hugging Face directory (once; ~30 s)", file=sys.stderr)
+    quiet_transformers()
     folder, name = str(gguf_path.parent), gguf_path.name
     try:
         # dequantize=True gives plain nn.Linear weights; a model kept in GGUF blocks refuses save_pretrained.
@@ -210,6 +220,7 @@ def _adapter_dir(path: Path) -> Path:
         from transformers import AutoModelForCausalLM
 
         base_dir = resolve_model_dir(base)
+        quiet_transformers()
         model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
         with quiet_peft():
             merged = PeftModel.from_pretrained(model, path).merge_and_unload()
@@ -326,6 +337,7 @@ def load_model(cfg: ModelConfig, device: torch.device | str = "cpu"):
             "not generate; pass a policy to --model.name (e.g. runs/sft/final), and score completions with "
             f"posttrain.rewards.model.RewardFunction.load({str(cfg.name)!r})")
     tokenizer = _tokenizer_from(path)
+    quiet_transformers()
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(cfg.dtype, device))
     except (OSError, ValueError) as e:

@@ -289,9 +289,11 @@ class ModelSampler:
     def _maybe_progress(self, chunks: list[list[int]]):
         if not self.progress:
             return chunks
+        from rich.console import Console
         from rich.progress import track
 
-        return track(chunks, description="sampling", transient=True)
+        # off the terminal (a pipe, a log file) a transient bar draws nothing but leaves a blank line
+        return track(chunks, description="sampling", transient=True, disable=not Console().is_terminal)
 
     def _prefill(self, prompts: list[list[int]], n: int, capacity: int, preallocate: bool):
         """Encode each prompt once and repeat its cache n times: -> logits (R, V), cache, attention_mask (R, T).
