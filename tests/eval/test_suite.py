@@ -159,6 +159,23 @@ def test_compare_to_says_outside_noise_only_when_the_interval_excludes_zero(tmp_
     assert "outside noise" in capsys.readouterr().out
 
 
+def test_compare_to_pairs_one_new_model_with_one_old_and_skips_changed_task_data(tmp_path, capsys):
+    """The docs' `--models runs/dpo/final --compare-to runs/sft/eval/results.json`: one model in each pairs them
+    though their labels differ; a task evaluated on other prompts (another sha256) is named and not compared."""
+    eval_cli(tmp_path / "one", "--model.name", "tiny", "--labels", "sft", "--limit", "10", "--reward", REWARD)
+    old = tmp_path / "one" / "out" / "results.json"
+    capsys.readouterr()
+    eval_cli(tmp_path / "two", "--model.name", "tiny", "--labels", "dpo", "--limit", "10", "--reward", REWARD,
+             "--compare-to", str(old))
+    out = " ".join(capsys.readouterr().out.split())
+    assert "comparing dpo with the earlier evaluation's sft" in out and "within noise" in out
+    eval_cli(tmp_path / "three", "--model.name", "tiny", "--labels", "dpo", "--limit", "8", "--reward", REWARD,
+             "--compare-to", str(old))
+    out = " ".join(capsys.readouterr().out.split())
+    assert "its data changed since the earlier evaluation" in out and "nothing to compare" in out
+    assert "within noise" not in out
+
+
 def test_one_model_of_a_run_writes_into_the_run_and_is_labelled_by_it(tmp_path, tiny_dir, monkeypatch):
     run = tmp_path / "runs" / "sft"
     shutil.copytree(tiny_dir, run / "final")

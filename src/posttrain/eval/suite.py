@@ -385,6 +385,7 @@ def run_suite(cfg: SuiteConfig) -> dict[str, Any]:
     write_json_atomic(out_dir / "results.json", results)
     if old is not None:
         results["changes"] = compare_results(old, results)
+        results["change_notes"] = compare_plan(old, results)[2]
     return {**results, "output_dir": str(out_dir)}
 
 
@@ -401,13 +402,54 @@ def _keyed(results: dict[str, Any]) -> dict[tuple, tuple[float, float, float]]:
     return out
 
 
+def _renamed(results: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """`results` with model labels replaced by `names` (old label -> new) in every per-model figure."""
+    def rename(label: str) -> str:
+        return names.get(label, label)
+
+    out = {kind: [{**f, "model": rename(f["model"])} for f in results.get(kind, [])]
+           for kind in ("accuracy", "pass_at_k", "rm_score", "length", "ratings")}
+    out["win_rates"] = [{**f, "a": rename(f["a"]), "b": rename(f["b"])} for f in results.get("win_rates", [])]
+    return out
+
+
+def compare_plan(old: dict[str, Any], new: dict[str, Any]) -> tuple[dict[str, str], set[str], list[str]]:
+    """How the two evaluations line up: (old model label -> new label, the tasks to compare, notes to print).
+
+    Figures pair by model label and task name. One model in each evaluation is the usual "new version against
+    the last one" (`--models runs/dpo/final --compare-to runs/sft/eval/results.json`), so those two pair whatever
+    their labels. A task whose data changed (another sha256) is not compared: its figures measure other prompts."""
+    old_labels, new_labels = [m["label"] for m in old["models"]], [m["label"] for m in new["models"]]
+    names, notes = {}, []
+    if len(old_labels) == len(new_labels) == 1 and old_labels != new_labels:
+        names = {old_labels[0]: new_labels[0]}
+        notes.append(f"comparing {new_labels[0]} with the earlier evaluation's {old_labels[0]} (one model in each)")
+    else:
+        missing = [label for label in new_labels if label not in old_labels]
+        if missing:
+            notes.append(f"not in the earlier evaluation: {', '.join(missing)} (its models: {', '.join(old_labels)}); "
+                         "figures pair by model label: --labels names models as they were named then")
+    old_sha, tasks = {t["name"]: t.get("sha256") for t in old.get("tasks", [])}, set()
+    for t in new["tasks"]:
+        if t["name"] not in old_sha:
+            notes.append(f"task {t['name']}: not in the earlier evaluation")
+        elif old_sha[t["name"]] != t.get("sha256"):
+            notes.append(f"task {t['name']}: its data changed since the earlier evaluation (another sha256); "
+                         "not compared")
+        else:
+            tasks.add(t["name"])
+    return names, tasks, notes
+
+
 def compare_results(old: dict[str, Any], new: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each figure present in both: old and new value, the difference with its 95% interval (`stats.difference_ci`,
-    MOVER from the two figures' own intervals) and whether that interval excludes 0 ("outside noise")."""
-    before, after = _keyed(old), _keyed(new)
+    """Each figure present in both (paired as `compare_plan` says): old and new value, the difference with its
+    95% interval (`stats.difference_ci`, MOVER from the two figures' own intervals) and whether that interval
+    excludes 0 ("outside noise")."""
+    names, tasks, _ = compare_plan(old, new)
+    before, after = _keyed(_renamed(old, names)), _keyed(new)
     changes = []
     for key in after:
-        if key in before:
+        if key in before and (key[2] is None or key[2] in tasks):  # key[2]: the task (None for ratings)
             d, low, high = stats.difference_ci(after[key], before[key])
             changes.append({"figure": key[0], "what": " ".join(str(k) for k in key[1:] if k is not None),
                             "old": before[key][0], "new": after[key][0], "diff": d, "ci_low": low, "ci_high": high,
@@ -458,11 +500,18 @@ def print_results(results: dict[str, Any]) -> None:
             ratings.add_row(str(r["rank"]), r["model"], f"{r['rating']:.0f}", f"[{r['ci_low']:.0f}, {r['ci_high']:.0f}]")
         console.print(ratings)
     if "changes" in results:
-        print_changes(console, results["changes"])
+        print_changes(console, results["changes"], results.get("change_notes", []))
 
 
-def print_changes(console, changes: list[dict[str, Any]]) -> None:
+def print_changes(console, changes: list[dict[str, Any]], notes: list[str]) -> None:
+    from rich.markup import escape
     from rich.table import Table
+
+    for note in notes:
+        console.print(f"--compare-to: {escape(note)}")
+    if not changes:
+        console.print("--compare-to: no figure of this evaluation is in the earlier one, so nothing to compare")
+        return
 
     table = Table(title="against --compare-to: old -> new, the difference with its 95% interval (MOVER)")
     for col in ("figure", "what", "old -> new", "difference [95%]", ""):
