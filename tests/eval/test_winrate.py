@@ -29,6 +29,9 @@ def test_ties_count_half_and_the_interval_stays_in_bounds():
     assert rate == 0.0 and low == 0.0 and 0.5 < high < 1.0
     low, high = wilson_interval(50, 100)
     assert low == pytest.approx(1 - high)  # symmetric around one half
+    for n in (3, 10, 500):  # no success (or no failure): the bound is exactly 0 (or 1), not a rounding residue
+        assert wilson_interval(0, n)[0] == 0.0 and wilson_interval(n, n)[1] == 1.0
+        assert wilson_interval(0, n)[1] == pytest.approx(1 - wilson_interval(n, n)[0])
 
 
 def test_win_rate_rejects_bad_outcomes():

@@ -37,7 +37,11 @@ def wilson_interval(successes: float, n: int, confidence: float = 0.95) -> tuple
     scale = 1 + z * z / n
     center = (p + z * z / (2 * n)) / scale
     half = z / scale * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, center - half), min(1.0, center + half)
+    # at p̂ = 0 (or 1) the bound is exactly 0 (or 1): center and half width are both z²/2n / (1 + z²/n), and
+    # rounding would leave 2.8e-17 where a table should read 0
+    low = 0.0 if successes == 0 else max(0.0, center - half)
+    high = 1.0 if successes == n else min(1.0, center + half)
+    return low, high
 
 
 def win_rate(outcomes: list[float], confidence: float = 0.95) -> tuple[float, float, float]:
