@@ -89,9 +89,13 @@ def test_ppo_run_logs_its_metrics_and_writes_policy_and_value_model(tmp_path, re
     assert "ppo" in (final / "README.md").read_text()
 
 
-def test_the_value_model_can_start_from_the_policy_and_the_reward_be_a_verifier_alone(tmp_path):
-    run_dir = train(cfg_for(tmp_path, "v", "", rl_reward="numeric", value_model="policy"))
+def test_the_value_model_can_start_from_the_policy_and_the_reward_be_a_verifier_alone(tmp_path, capsys):
+    cfg = cfg_for(tmp_path, "v", "", rl_reward="numeric", value_model="policy")
+    cfg.run.progress = True
+    run_dir = train(cfg)
     assert all("train/value_loss" in r for r in metrics(run_dir) if "train/loss" in r)
+    said = capsys.readouterr().out.splitlines()[-1]  # no reward model: the summary names the reward, not one
+    assert said.startswith("posttrain ppo: held-out reward ") and "reward-model" not in said
 
 
 def other_tokenizer_rm(tmp_path: Path, reward_model: Path) -> Path:

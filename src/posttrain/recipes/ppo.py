@@ -89,7 +89,7 @@ from posttrain.training.optim import build_optimizer, build_scheduler
 from posttrain.training.rundir import check_run_dir, resume_config, run_finished, run_path
 from posttrain.training.summary import print_summary
 
-# The held-out figures printed when training ends.
+# The held-out figures printed when training ends (with rl.reward, eval/proxy_score is that reward's score, or the sum's).
 SUMMARY = {"eval/proxy_score": "held-out reward-model score {:.3f}", "eval/gold_score": "gold (rater) score {:.3f}",
            "eval/kl": "KL to the reference {:.2f} nats"}
 
@@ -453,7 +453,9 @@ def run_ppo(cfg: PPOConfig, d: Dist) -> Path:
     finish_run(run, model, tokenizer, save=save)
     if d.is_main:
         document_run(run.dir, "ppo")  # report.html and the model card final/README.md
-    return print_summary(run.dir, "ppo", SUMMARY, cfg.run.progress and d.is_main)
+    rm_alone = cfg.ppo.reward_model and not cfg.rl.reward
+    summary = SUMMARY if rm_alone else {**SUMMARY, "eval/proxy_score": "held-out reward {:.3f}"}
+    return print_summary(run.dir, "ppo", summary, cfg.run.progress and d.is_main)
 
 
 def evaluate_ppo(cfg: PPOConfig, policy: torch.nn.Module, reference: Reference, sampler: Sampler,
