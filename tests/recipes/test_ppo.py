@@ -42,10 +42,10 @@ def reward_model(tmp_path_factory) -> Path:
     return make_reward_model(tmp_path_factory.mktemp("rm") / "rm")
 
 
-def cfg_for(tmp: Path, name: str, rm: Path | str, rl_reward: str = "", **ppo) -> PPOConfig:
+def cfg_for(tmp: Path, name: str, rm: Path | str, rl_reward: str = "", train: str = TASK, **ppo) -> PPOConfig:
     return PPOConfig(
         model=ModelConfig(name="tiny"),
-        data=PromptDataConfig(train=TASK, eval_prompts=8, limit=64),
+        data=PromptDataConfig(train=train, eval_prompts=8, limit=64),
         sampling=SamplingParams(max_new_tokens=8, temperature=1.0),
         optim=OptimConfig(lr=1e-3, warmup_steps=0, max_steps=3),
         run=RunConfig(name=name, output_dir=str(tmp), progress=False, log_every=1, eval_every=2),
@@ -212,11 +212,33 @@ def test_early_stop_skips_the_remaining_passes(tmp_path, reward_model):
     assert passes == [1.0, 1.0, 1.0]
 
 
+def prompts_file(tmp: Path) -> str:
+    path = tmp / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"What is {i} + 1?"}) + "\n" for i in range(16)))
+    return str(path)
+
+
+def test_the_embedded_default_scores_with_the_tasks_own_reward(tmp_path, capsys):
+    """`posttrain ppo` with no reward model or reward: the built-in task's reward, a value model from the policy,
+    said in one line at the start; config.json records the resolved value model."""
+    from posttrain.cli import main
+
+    assert main(["ppo", "--optim.max-steps", "2", "--data.limit", "16", "--data.eval-prompts", "8",
+                 "--rl.prompts-per-step", "8", "--rl.micro-batch", "8", "--sampling.max-new-tokens", "8",
+                 "--run.output-dir", str(tmp_path)]) == 0
+    assert "no --ppo.reward-model: each completion is scored by the task's own reward, numeric (builtin:arithmetic" \
+        in " ".join(capsys.readouterr().err.split())
+    config = json.loads((tmp_path / "ppo" / "config.json").read_text())
+    assert config["ppo"]["value_model"] == "policy" and (tmp_path / "ppo" / "final" / "value_model").is_dir()
+
+
 @pytest.mark.parametrize("make, error, match", [
     # a causal LM given as the reward model
     (lambda t, rm: cfg_for(t, "bad", resolve_model_dir("tiny")), ModelError, "has no reward head"),
-    (lambda t, rm: cfg_for(t, "bad", "", rl_reward="numeric"), ConfigError, "value_model=reward needs ppo.reward_model"),
-    (lambda t, rm: cfg_for(t, "bad", ""), ConfigError, "ppo.reward_model is required"),
+    (lambda t, rm: cfg_for(t, "bad", "", rl_reward="numeric", value_model="reward"), ConfigError,
+     "value_model=reward needs ppo.reward_model"),
+    # prompts of a file bring no reward of their own
+    (lambda t, rm: cfg_for(t, "bad", "", train=prompts_file(t)), ConfigError, "ppo.reward_model is required for"),
     (lambda t, rm: cfg_for(t, "bad", rm, gold_rater="nobody"), ConfigError, "ppo.gold_rater='nobody'"),
 ])
 def test_bad_input_stops_before_sampling(tmp_path, reward_model, make, error, match):
@@ -241,9 +263,9 @@ def test_config_rules_are_explained():
         PPOSettings(lam=1.5)
 
 
-def test_cli_without_a_reward_model_is_one_line(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "posttrain", "ppo", "--run.output-dir", str(tmp_path)],
-                         capture_output=True, text=True, timeout=120)
+def test_cli_without_a_reward_model_for_a_prompts_file_is_one_line(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "posttrain", "ppo", "--data.train", prompts_file(tmp_path),
+                          "--run.output-dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.count("\n") == 1 and "ppo.reward_model is required" in out.stderr
 

@@ -20,6 +20,7 @@ pieces are rl/engine.py's, shared with GRPO and RLOO.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -76,6 +77,7 @@ from posttrain.rl.engine import (
     step_seeds,
     step_share,
 )
+from posttrain.rl.engine import reward_spec as task_reward_spec
 from posttrain.rl.kl import AdaptiveKLController, FixedKLController, kl_penalty
 from posttrain.rl.samplers import check_sampler, push_weights, rollout_sampler
 from posttrain.rl.token_rewards import explained_variance, penalize_unfinished, sequence_kl, token_rewards
@@ -100,12 +102,14 @@ class PPOSettings:
 
     reward_model: str = ""
     """The reward model that scores each completion (`posttrain rm`'s final/, or any num_labels=1 sequence
-    classifier). Unset: `--rl.reward` alone (a verifier, `module:function`, ...)."""
-    value_model: Literal["reward", "policy", "shared"] = "reward"
+    classifier). Unset: `--rl.reward` alone (a verifier, `module:function`, ...), and with neither, a built-in
+    task's own checkable reward (PPO on a verifiable reward, as Tulu 3's RLVR, arXiv:2411.15124)."""
+    value_model: Literal["auto", "reward", "policy", "shared"] = "auto"
     """What the value model starts from: the reward model's weights and head (`reward`: it already reads how good
     an answer is), the policy's weights with a new head (`policy`; needed when there is no reward model), or no
     second model (`shared`): a new head on the policy's own final hidden states, read from the policy's forward,
-    so one model's memory and one forward; the value loss then moves the policy's features too."""
+    so one model's memory and one forward; the value loss then moves the policy's features too. `auto`: `reward`
+    with a reward model, else `policy`."""
     kl_coef: float = 0.05
     """β: each completion token's reward is -β·KL_t to the reference (the starting policy). The initial value
     when kl_target is set."""
@@ -172,6 +176,8 @@ class PPOConfig:
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
 
     def __post_init__(self) -> None:
+        if self.ppo.value_model == "auto":  # resolved here, so config.json records what the run used
+            self.ppo.value_model = "reward" if self.ppo.reward_model else "policy"
         check(self.rl.kl_beta == 0, "rl.kl_beta", "PPO puts the KL into the reward: set --ppo.kl-coef (and "
               "--ppo.kl-target for an adaptive one) instead", self.rl.kl_beta)
         check(self.rl.loss_aggregation == "token", "rl.loss_aggregation", "PPO averages its per-token losses over "
@@ -201,13 +207,18 @@ class PolicyAndValue(torch.nn.Module):
 
 
 def reward_spec(cfg: PPOConfig) -> str:
-    """The reward each completion is scored with: `rm:REWARD_MODEL`, plus rl.reward when both are given."""
+    """The reward each completion is scored with: `rm:REWARD_MODEL`, plus rl.reward when both are given; with
+    neither, a built-in task's own reward (`rl.engine.reward_spec`)."""
     terms = [f"rm:{cfg.ppo.reward_model}"] if cfg.ppo.reward_model else []
     terms += [cfg.rl.reward] if cfg.rl.reward else []
-    if not terms:
-        raise ConfigError("ppo.reward_model is required (train one with: posttrain rm --model.name runs/sft/final "
-                          "--data.train PAIRS.jsonl), or give a reward with --rl.reward")
-    return "+".join(terms)
+    if terms:
+        return "+".join(terms)
+    try:
+        return task_reward_spec("", cfg.data.train, "rl.reward")
+    except ConfigError:
+        raise ConfigError(f"ppo.reward_model is required for {cfg.data.train!r} (train one with: posttrain rm "
+                          "--model.name runs/sft/final --data.train PAIRS.jsonl), or give a reward with --rl.reward "
+                          "(a built-in task brings its own)") from None
 
 
 def check_reward_model(cfg: PPOConfig, policy_tokenizer) -> None:
@@ -338,6 +349,9 @@ def run_ppo(cfg: PPOConfig, d: Dist) -> Path:
     tokenizer = load_tokenizer(cfg.model.name)
     use_chat_template(tokenizer, cfg.data.chat_template)
     spec = reward_spec(cfg)
+    if not (cfg.ppo.reward_model or cfg.rl.reward) and d.is_main:
+        print(f"posttrain ppo: no --ppo.reward-model: each completion is scored by the task's own reward, {spec} "
+              f"({cfg.data.train}); value model: {cfg.ppo.value_model}", file=sys.stderr)
     if cfg.ppo.reward_model:
         check_reward_model(cfg, tokenizer)
     elif cfg.ppo.value_model == "reward":
