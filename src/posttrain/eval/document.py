@@ -32,7 +32,8 @@ ALGORITHMS = {
              "AutoModelForCausalLM", "text-generation", "docs/algorithms/grpo.md"),
     "rloo": ("rloo", "online RL with the leave-one-out baseline (RLOO) on a checkable reward",
              "AutoModelForCausalLM", "text-generation", "docs/algorithms/rloo.md"),
-    "ppo": ("ppo", "RLHF with PPO: a reward model's score, a value model and GAE, clipped updates, a KL leash",
+    "ppo": ("ppo", "PPO: a reward (a reward model's score or a checkable one), a value model and GAE, clipped "
+            "updates, a KL leash",
             "AutoModelForCausalLM", "text-generation", "docs/algorithms/ppo.md"),
     "rm": ("reward-model", "a Bradley-Terry reward model: a scalar head on the language model, trained on "
            "preference pairs and rankings", "AutoModelForSequenceClassification", "text-classification",
