@@ -525,8 +525,9 @@ def _help_layout():
 
 
 def one_line_parse_error(box: str, prog: str) -> str:
-    """tyro's error box -> one line: `Error parsing --optim.lr: ...; see PROG --help`, or for options tyro does
-    not know `unrecognized option --optim.max-step (did you mean --optim.max-steps?); see PROG --help`.
+    """tyro's error box -> one line: `Error parsing --optim.lr: ...; see PROG --help`, for options tyro does
+    not know `unrecognized option --optim.max-step (did you mean --optim.max-steps?); see PROG --help`, and for
+    required options not given `missing required options --reward, --data; see PROG --help`.
 
     The box is a title line, then sections between horizontal rules (drawn with `─`, or `-` when stdout
     is not UTF-8); the first section is the error. For unknown options it lists them with their values
@@ -549,7 +550,10 @@ def one_line_parse_error(box: str, prog: str) -> str:
         if len(section) > 1 and (section[0] == "Perhaps you meant:" or similar):
             suggestions[similar.group(1) if similar else None] = section[1].split()[0]
     unknown = re.fullmatch(r"Unrecognized options?: (.*)", message)
-    if unknown:
+    if sections and sections[0][0].startswith("Missing from"):  # each option's line, then its help text
+        names = [line.split()[0] for line in sections[0][1:] if re.fullmatch(r"--[\w.-]+( \S+)?", line)]
+        message = f"missing required option{'s' if len(names) > 1 else ''} {', '.join(names)}" if names else message
+    elif unknown:
         names = [a.split("=", 1)[0] for a in unknown.group(1).split(", ") if a.startswith("-")]  # values dropped
         if len(names) == 1 and None in suggestions:
             suggestions[names[0]] = suggestions[None]

@@ -120,3 +120,34 @@ def test_generate_output_is_scored_as_it_is(tmp_path, tiny_dir, capsys):
     scored = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(scored) == 2 and all(set(r["reward_parts"]) == {"reasoning_gym", "numeric"} for r in scored)
     assert all(r["reason"].startswith("reasoning_gym=") for r in scored)
+
+
+def test_without_output_each_row_is_printed_and_nothing_written(tmp_path, capsys, monkeypatch):
+    data = write_rows(tmp_path / "rows.jsonl", ROWS)
+    monkeypatch.chdir(tmp_path)
+    assert main(["score", "--reward", "numeric", "--data", data]) == 0
+    out = capsys.readouterr().out
+    assert "row 4: reward 0 (extracted 8, expected 7)" in out and "row 1: reward 1 (extracted 68" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.jsonl"]
+
+
+def test_a_missing_required_option_is_named_without_its_help_text(capsys):
+    err = bad(["score", "--data", "rows.jsonl"], capsys)
+    assert "error: missing required option --reward; see posttrain score --help" in err
+
+
+def test_a_reward_module_in_the_current_directory_is_found(tmp_path):
+    """`--rl.reward my_rewards:f` with my_rewards.py next to the command, from the console script (whose
+    sys.path does not hold the current directory)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "my_rewards_here.py").write_text("def brevity(prompt_record, completion):\n"
+                                                 "    return -len(completion)\n")
+    data = write_rows(tmp_path / "rows.jsonl", ROWS[:2])
+    script = Path(sys.executable).parent / "posttrain"
+    run = subprocess.run([str(script), "score", "--reward", "my_rewards_here:brevity", "--data", data], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "row 2: reward -29" in run.stdout

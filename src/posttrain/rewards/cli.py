@@ -7,7 +7,8 @@ reference fields the reward reads (`answer`, `tests`, ...), at the top level or 
 output of `posttrain generate --output` can be scored as it is). Each is written back unchanged plus `reward` (the
 total; fields this command wrote before are replaced, so a scored file can be scored again), `reason` (why: the reward's own explanation, e.g. "extracted 41, expected 42") and, for a weighted
 sum, `reward_parts` (each part's unweighted value). The output is written atomically (a temporary file renamed
-into place), and a summary table (mean, min, max and count per part and for the total) is printed. Bad input
+into place), and a summary table (mean, min, max and count per part and for the total) is printed; without
+`--output` nothing is written and the first rows' rewards and reasons are printed instead. Bad input
 (an unknown spec, a row that cannot be read, a row without a field the reward reads) is one line naming the
 spec or `file:line`, before anything is scored.
 """
@@ -27,6 +28,7 @@ from posttrain.rewards.functions import check_reference_fields, resolve_reward
 from posttrain.rewards.score import Scores, explain_completions
 
 WRITTEN = ("reward", "reason", "reward_parts")  # the fields this command adds (a scored file can be rescored)
+SHOWN_ROWS = 20  # rows printed when no --output is given
 
 
 @dataclass
@@ -41,8 +43,9 @@ class ScoreConfig:
     data: str
     """Rows with `prompt`, `completion` and the reference fields the reward reads (at the top level or in a
     `reference` object, as `posttrain generate` writes them): a JSONL, JSON, CSV or Parquet file."""
-    output: str
-    """The JSONL file to write: each row as read plus `reward`, `reason` and (for a sum) `reward_parts`."""
+    output: str = ""
+    """The JSONL file to write: each row as read plus `reward`, `reason` and (for a sum) `reward_parts`. Unset:
+    nothing is written, and the first SHOWN_ROWS rows' rewards and reasons are printed above the summary."""
     tokenizer: str | None = None
     """The model whose tokenizer counts tokens for token-length rewards (`overlong`): a name `--model.name` takes
     (`tiny`, a local directory, ...); use the policy's."""
@@ -91,7 +94,13 @@ def score_file(cfg: ScoreConfig) -> dict[str, Any]:
         if scores.parts:
             out["reward_parts"] = {name: values[i] for name, values in scores.parts.items()}
         scored.append(out)
-    write_jsonl(scored, cfg.output)
+    if cfg.output:
+        write_jsonl(scored, cfg.output)
+    else:
+        for i, row in enumerate(scored[:SHOWN_ROWS]):
+            print(f"row {i + 1}: reward {row['reward']:.4g} ({row['reason']})")
+        if len(scored) > SHOWN_ROWS:
+            print(f"... {len(scored) - SHOWN_ROWS} more rows; --output FILE writes every row with its reward")
     summary = summarize(cfg.reward, scores)
     print_summary(summary, cfg.output)
     return summary
@@ -119,7 +128,8 @@ def print_summary(summary: dict[str, Any], output: str) -> None:
     for name, s in named:
         table.add_row(name, f"{s['mean']:.4f}", f"{s['min']:.4g}", f"{s['max']:.4g}", str(s["count"]))
     Console().print(table)
-    print(f"wrote {summary['total']['count']} scored rows to {output}", file=sys.stderr)
+    if output:
+        print(f"wrote {summary['total']['count']} scored rows to {output}", file=sys.stderr)
 
 
 def main(argv: list[str]) -> int:

@@ -29,7 +29,9 @@ import difflib
 import functools
 import importlib
 import inspect
+import os
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -373,15 +375,33 @@ def _reward_model(path: str, device: str) -> RewardFn:
     return RewardFunction.load(path, device=resolve_device(device), name=f"rm:{path}")
 
 
+def _import_here_too(module_name: str) -> Any:
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        here = os.getcwd()
+        if e.name != module_name.split(".")[0] or here in sys.path or "" in sys.path:
+            raise
+        sys.path.append(here)  # kept, for the later imports of the module's own imports and of spawned workers
+        try:
+            return importlib.import_module(module_name)
+        except ImportError:
+            sys.path.remove(here)
+            raise
+
+
 def _user_function(spec: str) -> RewardFn:
-    """`module:function`, imported (the module on sys.path)."""
+    """`module:function`, imported: the module on sys.path, or else in the current directory (as `python -m` and
+    TRL's scripts find a `my_rewards.py` next to the command), which is searched after sys.path so that a file
+    there never shadows an installed module."""
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise ValueError(f"{spec!r} is not module:function")
     try:
-        module = importlib.import_module(module_name)
+        module = _import_here_too(module_name)
     except ImportError as e:
-        raise ValueError(f"cannot import module {module_name!r} ({e})") from None
+        raise ValueError(f"cannot import module {module_name!r} ({e}; looked on sys.path and in "
+                         f"{os.getcwd()})") from None
     if not hasattr(module, attr):
         raise ValueError(f"module {module_name!r} has no attribute {attr!r}")
     function = getattr(module, attr)

@@ -42,7 +42,8 @@ def _shorten(text: str, limit: int = 80) -> str:
 
 def _failure(name: str, prompt: Prompt, completion: str, what: str) -> RewardError:
     return RewardError(f"reward {name}: {what} for prompt {_shorten(prompt.text)} and completion "
-                       f"{_shorten(completion)}; check it with: posttrain score --reward SPEC --data FILE")
+                       f"{_shorten(completion)}; check it with: posttrain score --reward SPEC "
+                       "--data ROWS.jsonl (rows of prompt, completion and the reference fields)")
 
 
 def _checked(name: str, values: Sequence[Any], prompts: Sequence[Prompt], completions: Sequence[str]) -> list[float]:
