@@ -19,6 +19,7 @@ from posttrain.config import ModelConfig, OptimConfig, RunConfig, SamplingParams
 from posttrain.errors import ConfigError, DataError
 from posttrain.generate import GenerateConfig
 from posttrain.recipes.grpo import GRPOConfig, train
+from posttrain.rewards.score import RewardError
 from posttrain.rl.engine import PromptDataConfig, RLConfig
 from posttrain.rl.samplers import check_sampler
 from posttrain.training.distributed import Dist
@@ -109,6 +110,19 @@ def test_bad_input_stops_before_sampling(tmp_path, make, error, match):
     (tmp_path / "no_answers.jsonl").write_text('{"prompt": "What is 2 + 2?"}\n' * 4)
     with pytest.raises(error, match=match):
         train(make(tmp_path))
+    assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("eval_prompts", [8, 0])  # found at the step-0 evaluation, or in the first step
+def test_a_reward_that_raises_leaves_no_run_directory(tmp_path, monkeypatch, eval_prompts):
+    """The mistake shows only once completions are scored: the run directory goes, so the rerun after the fix
+    is not refused with 'already exists'."""
+    (tmp_path / "raising.py").write_text("def boom(prompt, completion):\n    raise ValueError('boom')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = cfg_for(tmp_path, "bad", reward="raising:boom")
+    cfg.data.eval_prompts = eval_prompts
+    with pytest.raises(RewardError, match="boom"):
+        train(cfg)
     assert not (tmp_path / "bad").exists()
 
 

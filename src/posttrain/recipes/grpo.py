@@ -168,12 +168,11 @@ def run_policy_optimization(cfg, d: Dist, label: str, advantages: Callable[..., 
             write_jsonl(samples, run.dir / "samples" / f"eval-step-{step}.jsonl")
         return metrics
 
-    if eval_prompts and run.start_step == 0:
-        run.sink.log(0, evaluate_heldout(0))  # the starting policy, to compare with
-
     # -- loop -----------------------------------------------------------------------------------------------
     completions_done = 0
     with interruptible(run, model, optimizer, scheduler):  # Ctrl-C: keep the last step, say how to resume
+        if eval_prompts and run.start_step == 0:
+            run.sink.log(0, evaluate_heldout(0))  # the starting policy, to compare with
         for step in range(run.start_step, total_steps):
             step_prompts = order.step(step)
             mine, positions = step_share(step_prompts, cfg.rl, d)  # this process's prompts, their places in the step

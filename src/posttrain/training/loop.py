@@ -39,7 +39,7 @@ import torch
 
 from posttrain.config import RunConfig, to_jsonable
 from posttrain.data.collate import length_batches
-from posttrain.errors import TrainingDiverged
+from posttrain.errors import TrainingDiverged, UserError
 from posttrain.models.load import count_parameters, save_pretrained_merged
 from posttrain.models.lora import unwrap
 from posttrain.models.sharding import full_model
@@ -277,7 +277,8 @@ def interruptible(run: Run, model: torch.nn.Module, optimizer: torch.optim.Optim
     The checkpoint is exact: the weights, optimizer and scheduler are still those of the last completed step
     until the next step's update begins, and the RNG states are the ones saved after that step. An interrupt
     after the update began (or under torchrun, where the processes stop at different places) keeps the last
-    checkpoint on disk instead; a new run interrupted before its first step is removed."""
+    checkpoint on disk instead; a new run interrupted before its first step is removed, as is one stopped by a
+    user's mistake (UserError: a reward that raises, ...) before its first step."""
     try:
         yield
     except KeyboardInterrupt:
@@ -294,6 +295,13 @@ def interruptible(run: Run, model: torch.nn.Module, optimizer: torch.optim.Optim
                 print(f"{where}, before any step was complete: {run.dir} removed", file=sys.stderr)
             else:
                 print(f"{where}: no checkpoint to keep; start again with --run.overwrite", file=sys.stderr)
+        raise
+    except UserError:  # a mistake found only once the run began (a reward that raises on its first completions)
+        if run.created and run.completed == 0:  # nothing trained: the retry after the fix is not refused
+            run.bar.close()
+            run.sink.close()
+            if run.d.is_main:
+                shutil.rmtree(run.dir, ignore_errors=True)
         raise
 
 
