@@ -186,7 +186,8 @@ class RunConfig:
     keep_checkpoints: int = 2
     """How many recent checkpoints to keep on disk."""
     progress: bool = True
-    """Show a progress bar with ETA and tokens/s."""
+    """Show a progress bar with ETA and tokens/s, and the closing line with the held-out figures and where final/
+    is; `--run.no-progress` prints neither (for scripts that print their own: the figures are in metrics.jsonl)."""
     threads: int = 0
     """torch threads (CPU). 0 chooses at start: torch's default (one per core) less the cores other processes
     keep busy, measured over the run's setup, so a laptop doing other work does not lose most of the speed to
