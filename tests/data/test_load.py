@@ -92,7 +92,7 @@ def test_parquet_with_nested_messages_and_nulls(tmp_path):
     records = load_records(str(path))
     assert isinstance(records[0], Conversation) and records[1] == Text("plain")
     pq.write_table(pa.Table.from_pylist([{"text": "a"}, {"text": ""}]), path)
-    assert error_of(path) == f'{path} row 1: field "text" is empty'
+    assert error_of(path) == f'{path} row 2: field "text" is empty'
 
 
 def test_datasets_folders_and_splits(tmp_path):
@@ -106,7 +106,7 @@ def test_datasets_folders_and_splits(tmp_path):
     datasets.DatasetDict({"train": one, "test": bad}).save_to_disk(str(tmp_path / "dict"))
     assert load_records(str(tmp_path / "dict")) == [Text("a"), Text("b")]
     message = error_of(f"{tmp_path / 'dict'}#test")
-    assert message.startswith(f'{tmp_path / "dict"}#test row 1: field "messages" is an empty list')
+    assert message.startswith(f'{tmp_path / "dict"}#test row 2: field "messages" is an empty list')
     assert "has no split 'dev' (splits: train, test" in error_of(f"{tmp_path / 'dict'}#dev")
 
 

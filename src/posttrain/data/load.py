@@ -242,7 +242,7 @@ def _json_rows(source: str, path: Path) -> Rows:
 
 
 def _listed_rows(source: str, rows: Any) -> Rows:
-    for i, row in enumerate(rows):
+    for i, row in enumerate(rows, start=1):  # row 1 is the first, as line 1 of a JSONL file
         yield f"{source} row {i}", partial(_same, row)
 
 

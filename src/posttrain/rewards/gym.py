@@ -80,7 +80,7 @@ def _rows(source: str) -> Rows:
     name, config = parse(source)
     ds = dataset(name, config, source)
     for i in range(len(ds)):
-        yield f"{source} row {i}", functools.partial(_row, ds, i, name, config)
+        yield f"{source} row {i + 1}", functools.partial(_row, ds, i, name, config)  # counted from 1
 
 
 def _row(ds: Any, i: int, name: str, config: dict[str, Any]) -> dict[str, Any]:
