@@ -75,6 +75,7 @@ def test_two_models_on_two_tasks_every_figure_is_its_samples(tmp_path, prompts_f
     assert len(r["win_rates"]) == 2 and len(r["ratings"]) == 2
     assert np.mean([x["rating"] for x in r["ratings"]]) == pytest.approx(1000.0)
     assert all(x["ci_low"] <= x["rating"] <= x["ci_high"] and x["rank"] in (1, 2) for x in r["ratings"])
+    assert all((x["judge"], x["rated"]) == ("verifier", ["tiny", "tiny-small"]) for x in r["ratings"])
 
 
 def test_pass_at_k_from_several_samples(tmp_path, prompts_file):

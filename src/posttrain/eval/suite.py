@@ -6,7 +6,7 @@ tokens and the finish reasons. For every pair of models: win rates judged by the
 model's scores or a simulated rater (ties half; a rater sees each pair in both orders and both are reported),
 and, from all the pairwise outcomes, Bradley-Terry ratings with a bootstrap over prompts and Arena ranks
 (`eval.stats`). Writes DIR/results.json and DIR/samples.jsonl (the format of docs/evaluation.md) and prints
-tables; `--compare-to OLD/results.json` prints what changed and whether it is outside noise.
+tables; `--compare-to OLD` (a results.json or its folder) prints what changed and whether it is outside noise.
 
 The steps, top to bottom: `load_tasks` -> `sample_model` (per model, all tasks, then the model is freed) ->
 `score_with_reward_model` -> `summarize` (per model and task) -> `pairwise` -> `ratings` -> `write_results`.
@@ -19,9 +19,10 @@ import hashlib
 import itertools
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -65,7 +66,8 @@ class SuiteConfig(SamplingCommandConfig):
     (the higher reward-model score) or `rater:NAME`, a simulated rater (`rater:concise`, `rater:worked`,
     `rater:correctness`), which sees each pair in both orders."""
     compare_to: str | None = None
-    """An earlier evaluation's results.json: print each figure old -> new and whether the change is outside noise."""
+    """An earlier evaluation's folder (e.g. runs/sft/eval) or its results.json: print each figure old -> new and
+    whether the change is outside noise."""
     output_dir: str | None = None
     """Where results.json and samples.jsonl go; unset: RUN/eval for one model RUN/final, else evals/TIMESTAMP."""
     seed: int = 0
@@ -327,8 +329,10 @@ def pairwise(cfg: SuiteConfig, rows: list[dict], tasks: list[Task], labels: list
         return win_rates, []
     fit = stats.bradley_terry_bootstrap(np.array(a_idx), np.array(b_idx), np.array(outcomes), np.array(clusters),
                                         len(labels), cfg.bootstrap_resamples, seed=cfg.seed)
+    # A rating is relative to its judge and to the models rated together: both are kept with it for --compare-to.
     ratings = [{"model": label, "rating": float(fit.rating[i]), "ci_low": float(fit.ci_low[i]),
-                "ci_high": float(fit.ci_high[i]), "rank": int(fit.rank[i])} for i, label in enumerate(labels)]
+                "ci_high": float(fit.ci_high[i]), "rank": int(fit.rank[i]), "judge": cfg.judge,
+                "rated": sorted(labels)} for i, label in enumerate(labels)]
     return win_rates, sorted(ratings, key=lambda r: -r["rating"])
 
 
@@ -340,10 +344,16 @@ def default_output_dir(names: tuple[str, ...]) -> Path:
 
 
 def read_results(path: str) -> dict[str, Any]:
-    """An earlier results.json, or a one-line error saying what the file is not."""
+    """An earlier results.json (given itself or its evaluation folder), or a one-line error saying what it is not."""
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"--compare-to {path}: no such file (give an earlier evaluation's results.json)")
+    if p.is_dir():
+        if not (p / "results.json").is_file():
+            raise UserError(f"--compare-to {path}: a folder without results.json (give an earlier evaluation's "
+                            "folder, e.g. runs/sft/eval, or its results.json)")
+        p = p / "results.json"
+    elif not p.is_file():
+        raise UserError(f"--compare-to {path}: no such file or folder (give an earlier evaluation's folder, "
+                        "e.g. runs/sft/eval, or its results.json)")
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -385,7 +395,7 @@ def run_suite(cfg: SuiteConfig) -> dict[str, Any]:
     write_json_atomic(out_dir / "results.json", results)
     if old is not None:
         results["changes"] = compare_results(old, results)
-        results["change_notes"] = compare_plan(old, results)[2]
+        results["change_notes"] = compare_plan(old, results).notes
     return {**results, "output_dir": str(out_dir)}
 
 
@@ -408,17 +418,29 @@ def _renamed(results: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
         return names.get(label, label)
 
     out = {kind: [{**f, "model": rename(f["model"])} for f in results.get(kind, [])]
-           for kind in ("accuracy", "pass_at_k", "rm_score", "length", "ratings")}
+           for kind in ("accuracy", "pass_at_k", "rm_score", "length")}
+    out["ratings"] = [{**f, "model": rename(f["model"])} for f in results.get("ratings", [])]
+    for f in out["ratings"]:
+        if "rated" in f:
+            f["rated"] = sorted(map(rename, f["rated"]))
     out["win_rates"] = [{**f, "a": rename(f["a"]), "b": rename(f["b"])} for f in results.get("win_rates", [])]
     return out
 
 
-def compare_plan(old: dict[str, Any], new: dict[str, Any]) -> tuple[dict[str, str], set[str], list[str]]:
-    """How the two evaluations line up: (old model label -> new label, the tasks to compare, notes to print).
+class ComparePlan(NamedTuple):
+    names: dict[str, str]  # old model label -> new label
+    tasks: set[str]  # the tasks whose figures are compared
+    ratings: bool  # whether the Bradley-Terry ratings are compared
+    notes: list[str]  # to print
+
+
+def compare_plan(old: dict[str, Any], new: dict[str, Any]) -> ComparePlan:
+    """How the two evaluations line up.
 
     Figures pair by model label and task name. One model in each evaluation is the usual "new version against
     the last one" (`--models runs/dpo/final --compare-to runs/sft/eval/results.json`), so those two pair whatever
-    their labels. A task whose data changed (another sha256) is not compared: its figures measure other prompts."""
+    their labels. A task whose data changed (another sha256) is not compared: its figures measure other prompts.
+    Ratings pair only under the same judge, over the same models and the same tasks (`ratings_comparable`)."""
     old_labels, new_labels = [m["label"] for m in old["models"]], [m["label"] for m in new["models"]]
     names, notes = {}, []
     if len(old_labels) == len(new_labels) == 1 and old_labels != new_labels:
@@ -438,18 +460,43 @@ def compare_plan(old: dict[str, Any], new: dict[str, Any]) -> tuple[dict[str, st
                          "not compared")
         else:
             tasks.add(t["name"])
-    return names, tasks, notes
+    same_tasks = {(t["name"], t.get("sha256")) for t in old.get("tasks", [])} == {
+        (t["name"], t.get("sha256")) for t in new["tasks"]}
+    ratings, why = ratings_comparable(_renamed(old, names)["ratings"], new.get("ratings", []), same_tasks)
+    if why:
+        notes.append(f"ratings: not compared ({why})")
+    return ComparePlan(names, tasks, ratings, notes)
+
+
+def ratings_comparable(old: list[dict], new: list[dict], same_tasks: bool) -> tuple[bool, str | None]:
+    """Whether two sets of Bradley-Terry ratings can be paired, and if not (with both present) why not.
+
+    A rating is only relative: to the judge (another judge rates the same responses otherwise), to the models
+    rated together (adding a model moves the others' ratings) and to the prompts. results.json files written
+    before ratings recorded their judge and models ("judge", "rated") count as unknown: not compared."""
+    if not old or not new:
+        return False, None
+    if any("judge" not in r or "rated" not in r for r in old):
+        return False, "the earlier results.json does not record their judge and models"
+    if old[0]["judge"] != new[0]["judge"]:
+        return False, f"judged by {old[0]['judge']} then, by {new[0]['judge']} now"
+    if old[0]["rated"] != new[0]["rated"]:
+        return False, (f"other models rated together: {', '.join(old[0]['rated'])} then, "
+                       f"{', '.join(new[0]['rated'])} now")
+    if not same_tasks:
+        return False, "rated over other tasks or other task data"
+    return True, None
 
 
 def compare_results(old: dict[str, Any], new: dict[str, Any]) -> list[dict[str, Any]]:
     """Each figure present in both (paired as `compare_plan` says): old and new value, the difference with its
     95% interval (`stats.difference_ci`, MOVER from the two figures' own intervals) and whether that interval
     excludes 0 ("outside noise")."""
-    names, tasks, _ = compare_plan(old, new)
-    before, after = _keyed(_renamed(old, names)), _keyed(new)
+    plan = compare_plan(old, new)
+    before, after = _keyed(_renamed(old, plan.names)), _keyed(new)
     changes = []
     for key in after:
-        if key in before and (key[2] is None or key[2] in tasks):  # key[2]: the task (None for ratings)
+        if key in before and (plan.ratings if key[0] == "rating" else key[2] in plan.tasks):  # key[2]: the task
             d, low, high = stats.difference_ci(after[key], before[key])
             changes.append({"figure": key[0], "what": " ".join(str(k) for k in key[1:] if k is not None),
                             "old": before[key][0], "new": after[key][0], "diff": d, "ci_low": low, "ci_high": high,
@@ -457,21 +504,39 @@ def compare_results(old: dict[str, Any], new: dict[str, Any]) -> list[dict[str, 
     return changes
 
 
-def print_results(results: dict[str, Any]) -> None:
+def table_console():
+    """A console for tables: a terminal's own width; elsewhere (a log, CI, `| tee`, `> file`) wide enough that no
+    cell is cut, where rich would otherwise fall back to 80 columns."""
     from rich.console import Console
-    from rich.table import Table
 
     console = Console()
+    return console if console.is_terminal else Console(width=100_000)
+
+
+def new_table(title: str, columns: Iterable[str]):
+    """A table whose cells fold onto more lines when narrowed, never cut with an ellipsis: two task names that share
+    a prefix stay apart. Cells are rich markup: pass names through `rich.markup.escape`."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, overflow="fold")
+    return table
+
+
+def print_results(results: dict[str, Any]) -> None:
+    from rich.markup import escape
+
+    console = table_console()
 
     def cell(f: dict | None, fmt: str = "{:.1%}") -> str:
         return "" if f is None else f"{fmt.format(f['value'])} [{fmt.format(f['ci_low'])}, {fmt.format(f['ci_high'])}]"
 
     ks = sorted({f["k"] for f in results["pass_at_k"]})
     has_rm = bool(results["rm_score"])
-    table = Table(title=f"posttrain eval -> {results['output_dir']}")
-    for col in ["model", "task", "accuracy", *[f"pass@{k}" for k in ks], *(["rm score"] if has_rm else []),
-                "length (tokens)", "finish"]:
-        table.add_column(col)
+    table = new_table(f"posttrain eval -> {escape(results['output_dir'])}",
+                      ["model", "task", "accuracy", *[f"pass@{k}" for k in ks], *(["rm score"] if has_rm else []),
+                       "length (tokens)", "finish"])
     find = {(kind, f["model"], f["task"], f.get("k")): f for kind in ("accuracy", "pass_at_k", "rm_score", "length")
             for f in results[kind]}
     for m in results["models"]:
@@ -479,33 +544,42 @@ def print_results(results: dict[str, Any]) -> None:
             key = (m["label"], t["name"])
             reasons = next(f["counts"] for f in results["finish_reasons"] if (f["model"], f["task"]) == key)
             rm = [cell(find.get(("rm_score", *key, None)), "{:.3f}")] if has_rm else []
-            table.add_row(m["label"], t["name"], cell(find.get(("accuracy", *key, None))),
+            table.add_row(escape(m["label"]), escape(t["name"]), cell(find.get(("accuracy", *key, None))),
                           *[cell(find.get(("pass_at_k", *key, k))) for k in ks], *rm,
                           cell(find.get(("length", *key, None)), "{:.1f}"),
                           " ".join(f"{r}:{c}" for r, c in sorted(reasons.items())))
     console.print(table)
     if results["win_rates"]:
-        wins = Table(title=f"win rates (judge: {results['settings']['judge']}; ties count half)")
-        for col in ("A", "B", "task", "A wins", "W/T/L", "A shown first", "B shown first"):
-            wins.add_column(col)
+        wins = new_table(f"win rates (judge: {escape(results['settings']['judge'])}; ties count half)",
+                         ("A", "B", "task", "A wins", "W/T/L", "A shown first", "B shown first"))
         for f in results["win_rates"]:
             first = [("" if f[k] is None else f"{f[k]:.1%}") for k in ("a_first_win_rate", "b_first_win_rate")]
-            wins.add_row(f["a"], f["b"], f["task"], cell(f), f"{f['wins']}/{f['ties']}/{f['losses']}", *first)
+            wins.add_row(escape(f["a"]), escape(f["b"]), escape(f["task"]), cell(f), f"{f['wins']}/{f['ties']}/{f['losses']}", *first)
         console.print(wins)
     if results["ratings"]:
-        ratings = Table(title="Bradley-Terry ratings (95% bootstrap over prompts; ranks tie where intervals overlap)")
-        for col in ("rank", "model", "rating", "95% interval"):
-            ratings.add_column(col)
+        ratings = new_table("Bradley-Terry ratings (95% bootstrap over prompts; ranks tie where intervals overlap)",
+                            ("rank", "model", "rating", "95% interval"))
         for r in results["ratings"]:
-            ratings.add_row(str(r["rank"]), r["model"], f"{r['rating']:.0f}", f"[{r['ci_low']:.0f}, {r['ci_high']:.0f}]")
+            ratings.add_row(str(r["rank"]), escape(r["model"]), f"{r['rating']:.0f}", f"[{r['ci_low']:.0f}, {r['ci_high']:.0f}]")
         console.print(ratings)
     if "changes" in results:
         print_changes(console, results["changes"], results.get("change_notes", []))
 
 
+PERCENT_FIGURES = ("accuracy", "pass_at_k", "win_rate")  # fractions, printed as percentages and points
+
+
+def change_cells(c: dict[str, Any]) -> tuple[str, str]:
+    """"old -> new" and "difference [95%]" of one change: fractions as the main tables print them (36.9% -> 40.0%,
+    +3.1 pts [-8.2, +14.4]), ratings and lengths in their own units."""
+    if c["figure"] in PERCENT_FIGURES:
+        return (f"{c['old']:.1%} -> {c['new']:.1%}",
+                f"{100 * c['diff']:+.1f} pts [{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}]")
+    return f"{c['old']:.4g} -> {c['new']:.4g}", f"{c['diff']:+.4g} [{c['ci_low']:+.4g}, {c['ci_high']:+.4g}]"
+
+
 def print_changes(console, changes: list[dict[str, Any]], notes: list[str]) -> None:
     from rich.markup import escape
-    from rich.table import Table
 
     for note in notes:
         console.print(f"--compare-to: {escape(note)}")
@@ -513,11 +587,9 @@ def print_changes(console, changes: list[dict[str, Any]], notes: list[str]) -> N
         console.print("--compare-to: no figure of this evaluation is in the earlier one, so nothing to compare")
         return
 
-    table = Table(title="against --compare-to: old -> new, the difference with its 95% interval (MOVER)")
-    for col in ("figure", "what", "old -> new", "difference [95%]", ""):
-        table.add_column(col)
+    table = new_table("against --compare-to: old -> new, the difference with its 95% interval (MOVER)",
+                      ("figure", "what", "old -> new", "difference [95%]", ""))
     for c in changes:
-        table.add_row(c["figure"], c["what"], f"{c['old']:.4g} -> {c['new']:.4g}",
-                      f"{c['diff']:+.4g} [{c['ci_low']:+.4g}, {c['ci_high']:+.4g}]",
+        table.add_row(c["figure"], escape(c["what"]), *change_cells(c),
                       "outside noise" if c["outside_noise"] else "within noise")
     console.print(table)

@@ -1,0 +1,132 @@
+"""What `posttrain eval` prints and how `--compare-to` lines two evaluations up (unit tier, hand-made results, no
+model): tables legible in logs and pipes, a folder given to --compare-to, ratings paired only when comparable,
+fractions printed as percentages."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from rich.console import Console
+
+from posttrain.errors import UserError
+from posttrain.eval.suite import (
+    FORMAT,
+    compare_plan,
+    compare_results,
+    new_table,
+    print_changes,
+    print_results,
+    read_results,
+)
+
+LONG = "builtin:arithmetic/heldout"
+LONGER = "builtin:arithmetic/heldout?ops=+&digits=2"
+MODELS = ("runs/very-long-experiment-name/sft", "runs/very-long-experiment-name/dpo")
+
+
+def figure(model: str, task: str, value: float, **extra) -> dict:
+    return {"model": model, "task": task, "value": value, "ci_low": value - 0.1, "ci_high": value + 0.1, "n": 50,
+            **extra}
+
+
+def results(judge: str = "verifier", models=MODELS, tasks=(LONG, LONGER), rating_fields: bool = True) -> dict:
+    """A results.json as `posttrain eval` writes it, two models on two tasks, every figure made up."""
+    extra = {"judge": judge, "rated": sorted(models)} if rating_fields else {}
+    return {
+        "format": FORMAT, "output_dir": "evals/20261207-065649",
+        "models": [{"label": m, "name": m, "lineage": None} for m in models],
+        "tasks": [{"name": t, "sha256": "ab" * 32, "n": 50, "reward": "arithmetic"} for t in tasks],
+        "settings": {"judge": judge},
+        "accuracy": [figure(m, t, 0.369) for m in models for t in tasks],
+        "pass_at_k": [], "rm_score": [],
+        "length": [figure(m, t, 31.5) for m in models for t in tasks],
+        "finish_reasons": [{"model": m, "task": t, "counts": {"eos": 50}} for m in models for t in tasks],
+        "win_rates": [{"a": models[0], "b": models[1], "task": t, "judge": judge, "value": 0.5, "ci_low": 0.4,
+                       "ci_high": 0.6, "n": 50, "wins": 20, "ties": 10, "losses": 20, "a_first_win_rate": None,
+                       "b_first_win_rate": None} for t in tasks],
+        "ratings": [{"model": m, "rating": 1000.0 + 10 * i, "ci_low": 950.0, "ci_high": 1050.0, "rank": 1, **extra}
+                    for i, m in enumerate(models)]}
+
+
+def test_tables_printed_to_a_pipe_cut_no_cell(capsys):
+    """Captured stdout is not a terminal, where rich would fall back to 80 columns and print `builtin:arithmet…`:
+    every task and model name, and every header, appears whole on one line."""
+    print_results(results())
+    out = capsys.readouterr().out
+    assert "…" not in out
+    lines = out.splitlines()
+    for name in (LONG, LONGER, *MODELS, "length (tokens)", "accuracy", "B shown first"):
+        assert any(name in line for line in lines), name
+    assert any(LONGER in line and "36.9% [26.9%, 46.9%]" in line for line in lines)
+
+
+def test_a_narrow_terminal_folds_names_never_cuts_them():
+    """On a terminal the tables keep its width; a name too long for its column continues on the next line."""
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=40, force_terminal=True, color_system=None)
+    table = new_table("t", ("model", "task", "accuracy"))
+    table.add_row(MODELS[0], LONGER, "36.9% [26.9%, 46.9%]")
+    console.print(table)
+    out = buffer.getvalue()
+    assert "…" not in out and max(len(line) for line in out.splitlines()) <= 40
+    cells = "".join(line.split("│")[2].strip() for line in out.splitlines() if line.count("│") == 4)
+    assert LONGER in cells
+
+
+def test_compare_to_takes_an_evaluation_folder(tmp_path):
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "results.json").write_text(json.dumps(results()))
+    assert read_results(str(tmp_path / "eval"))["format"] == FORMAT
+    assert read_results(str(tmp_path / "eval" / "results.json"))["format"] == FORMAT
+    with pytest.raises(UserError, match=r"^--compare-to \S+: a folder without results.json \(give an earlier") as e:
+        read_results(str(tmp_path))
+    assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match="no such file or folder"):
+        read_results(str(tmp_path / "typo"))
+
+
+def test_ratings_pair_only_under_the_same_judge_and_models():
+    """Win rates pair by judge in their key; ratings have none, so a judge change would read as a rating change."""
+    same = compare_results(results(), results())
+    assert sorted(c["what"] for c in same if c["figure"] == "rating") == sorted(MODELS)
+    assert compare_plan(results(), results()).notes == []
+
+    cases = {"judged by rater:concise then, by verifier now": results(judge="rater:concise"),
+             "other models rated together": results(models=(*MODELS, "runs/ppo")),
+             "does not record their judge and models": results(rating_fields=False),  # before these fields
+             "rated over other tasks": results(tasks=(LONG,))}
+    for why, old in cases.items():
+        new = results()
+        assert not [c for c in compare_results(old, new) if c["figure"] == "rating"], why
+        (note,) = [n for n in compare_plan(old, new).notes if n.startswith("ratings:")]
+        assert "ratings: not compared (" in note and why in note
+    # the win rates of the judge change are not paired either (their key has the judge); accuracy still is
+    figures = {c["figure"] for c in compare_results(results(judge="rater:concise"), results())}
+    assert figures == {"accuracy", "length"}
+
+
+def test_changes_print_fractions_in_percentage_points(capsys):
+    changes = [{"figure": "accuracy", "what": f"{MODELS[1]} {LONGER}", "old": 0.369, "new": 0.4, "diff": 0.031,
+                "ci_low": -0.082, "ci_high": 0.144, "outside_noise": False},
+               {"figure": "win_rate", "what": "a vs b t verifier", "old": 0.5, "new": 0.5, "diff": 0.0,
+                "ci_low": -0.1135, "ci_high": 0.1135, "outside_noise": False},
+               {"figure": "rating", "what": "a", "old": 1000.0, "new": 1012.0, "diff": 12.0, "ci_low": -40.0,
+                "ci_high": 64.0, "outside_noise": False}]
+    print_changes(Console(width=100_000), changes, [])
+    out = capsys.readouterr().out
+    assert "36.9% -> 40.0%" in out and "+3.1 pts [-8.2, +14.4]" in out
+    assert "50.0% -> 50.0%" in out and "+0.0 pts [-11.3, +11.3]" in out
+    assert "1000 -> 1012" in out and "+12 [-40, +64]" in out
+    assert f"{MODELS[1]} {LONGER}" in out
+
+
+def test_print_results_with_changes_end_to_end(capsys):
+    """The pieces together, as `posttrain eval --compare-to` prints them: a judge change is noted, not compared."""
+    old, new = results(judge="rater:concise"), results()
+    new["changes"], new["change_notes"] = compare_results(old, new), compare_plan(old, new).notes
+    print_results(new)
+    out = capsys.readouterr().out
+    assert "--compare-to: ratings: not compared (judged by rater:concise then, by verifier now)" in out
+    assert "36.9% -> 36.9%" in out and "+0.0 pts" in out
