@@ -95,6 +95,19 @@ def test_pass_at_k_from_several_samples(tmp_path, prompts_file):
     assert figures[1]["value"] <= figures[2]["value"] <= figures[4]["value"]
 
 
+def never_right(prompt, completion: str) -> float:
+    return 0.0
+
+
+def test_pass_at_k_of_no_right_answer_has_wilsons_interval_not_none(tmp_path, prompts_file):
+    """Every prompt's pass@k is 0: the bootstrap's resamples are all 0, but 6 prompts do not make 0% certain."""
+    r = eval_cli(tmp_path, "--model.name", "tiny", "--tasks", str(prompts_file), "--n-samples", "2",
+                 "--sampling.temperature", "1.0", "--reward", f"{__name__}:never_right")
+    for f in r["pass_at_k"]:
+        assert f["value"] == 0 and (f["ci_low"], f["ci_high"]) == pytest.approx(wilson_interval(0, 6))
+        assert f["ci_high"] > 0.3
+
+
 def test_a_rater_judges_both_orders(tmp_path):
     from posttrain.data.load import load_records
     from posttrain.data.records import Prompt

@@ -244,8 +244,12 @@ def summarize(cfg: SuiteConfig, rows: list[dict[str, Any]], task: Task, label: s
     if cfg.n_samples > 1:
         correct = (scores >= 1.0).sum(axis=1)  # (P,)
         for k in stats.pass_at_k_values(cfg.n_samples):
-            values = stats.pass_at_k(np.full(n, cfg.n_samples), correct, k)
-            out["pass_at_k"].append(figure(label, task.name, values.mean(), stats.bootstrap_ci(values, **boot), n, k=k))
+            values = stats.pass_at_k(np.full(n, cfg.n_samples), correct, k)  # (P,)
+            # every prompt 0 (or every one 1): each resample is the same and the bootstrap has no width, yet n
+            # prompts do not make a 0% certain; Wilson over prompts says what they rule out, as for accuracy
+            degenerate = bool(np.all(values == values[0])) and values[0] in (0.0, 1.0)
+            pass_interval = wilson_interval(float(values.sum()), n) if degenerate else stats.bootstrap_ci(values, **boot)
+            out["pass_at_k"].append(figure(label, task.name, values.mean(), pass_interval, n, k=k))
     out["rm_score"] = []
     if cfg.reward_model is not None:
         rm = per_prompt(rows, "rm_score", n).mean(axis=1)
