@@ -178,8 +178,8 @@ def test_the_rater_who_answers_at_random_is_the_one_flagged(fb):
 
 
 def test_the_stats_page_shows_the_figures_escaped(fb):
-    """The manager's page for a campaign with an HTML-looking model name shows it as text; a campaign with no
-    judgments says so instead of failing."""
+    """The manager's page for a campaign with an HTML-looking model name shows it as text and states the flagging
+    rule with the code's MIN_FLAG_ITEMS; a campaign with no judgments says so instead of failing."""
     items = [{"prompt": [{"role": "user", "content": f"q{n}"}],
               "responses": [{"text": f"a{n}", "model": "<b>v1</b>"}, {"text": f"b{n}", "model": "v2"}]}
              for n in range(12)]
@@ -191,6 +191,7 @@ def test_the_stats_page_shows_the_figures_escaped(fb):
     assert page.status_code == 200
     assert "&lt;b&gt;v1&lt;/b&gt;" in page.text and "<b>v1</b>" not in page.text
     assert re.search(r"Krippendorff.{0,80}1\.000", page.text, re.S)
+    assert f"at least {MIN_FLAG_ITEMS} items compared" in page.text  # the rule flag_outliers applies, not 5
     empty = c.get("/manage/campaigns/1/stats")
     assert empty.status_code == 200 and "no judgments yet" in empty.text
     assert c.get("/manage/campaigns/999/stats").status_code == 404

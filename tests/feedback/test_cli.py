@@ -61,6 +61,42 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     assert main(["feedback", "frobnicate"]) == 2
 
 
+def test_reading_commands_refuse_a_missing_sqlite_file_and_create_nothing(tmp_path, monkeypatch, capsys):
+    """A typo in the path (feedbak.db) is an error naming the URL and `feedback init`, not a new empty database
+    that then has no campaign: stats, export and the feedback: data source alike; the directory stays empty."""
+    from posttrain.errors import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    expect = "sqlite:///feedbak.db: no such database file; create one with posttrain feedback init --db sqlite:///"
+    for action in ("stats", "export"):
+        assert main(["feedback", action, "--db", "sqlite:///feedbak.db", "--campaign", "versions"]) == 2, action
+        err = capsys.readouterr().err.strip()
+        assert expect in err and "\n" not in err, err
+    try:
+        load_records("feedback:sqlite:///feedbak.db#versions", accept=PREFERENCE_KINDS)
+        raise AssertionError("read a database that does not exist")
+    except ConfigError as e:
+        assert expect in str(e)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_init_says_whether_it_created_the_schema_and_a_refused_init_leaves_no_file(tmp_path, monkeypatch, capsys):
+    db_file = tmp_path / "fb.db"
+    db = f"sqlite:///{db_file}"
+    monkeypatch.delenv("POSTTRAIN_ADMIN_PASSWORD", raising=False)
+    assert main(["feedback", "init", "--db", db, "--admin", "boss"]) == 2  # no password, no terminal to ask on
+    assert "POSTTRAIN_ADMIN_PASSWORD" in capsys.readouterr().err
+    monkeypatch.setenv("POSTTRAIN_ADMIN_PASSWORD", "short")
+    assert main(["feedback", "init", "--db", db, "--admin", "boss"]) == 2
+    assert "8 characters" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setenv("POSTTRAIN_ADMIN_PASSWORD", "s3cret-password")
+    assert main(["feedback", "init", "--db", db, "--admin", "boss"]) == 0
+    assert "created the schema; created admin 'boss'" in capsys.readouterr().err
+    assert main(["feedback", "init", "--db", db, "--admin", "boss"]) == 0
+    assert "schema is up to date; user 'boss' exists" in capsys.readouterr().err
+
+
 def test_repeated_model_options_add_up():
     from posttrain.feedback.cli import merge_repeated
 
@@ -158,3 +194,42 @@ def test_generate_pairwise_with_three_models_compares_the_pairs_in_turn(tmp_path
     capsys.readouterr()
     assert main(["feedback", "generate", "--db", db, "--campaign", "aa", "--model", dirs[0], dirs[0]]) == 2
     assert "needs two or more different models" in capsys.readouterr().err
+
+
+def test_generate_rubric_takes_the_scales_and_raters_score_on_them(tmp_path, tiny_dir, capsys):
+    """`generate --task rubric --rubric JSON` with one tiny model: each item holds its one response, the campaign
+    has the scales, a rater scores through the API and the export gives rating records on those scales. Without
+    --rubric it stops in one line before any model is loaded."""
+    from fastapi.testclient import TestClient
+
+    from posttrain.feedback.app import Settings, create_app
+    from posttrain.feedback.db import Item
+
+    from .conftest import add_users, login
+
+    db = f"sqlite:///{tmp_path}/fb.db"
+    args = ["feedback", "generate", "--db", db, "--campaign", "rated", "--task", "rubric", "--model", str(tiny_dir),
+            "--limit", "3", "--sampling.temperature", "0", "--sampling.max-new-tokens", "8", "--device", "cpu"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "a rubric campaign needs scales" in err and "\n" not in err
+    assert main([*args, "--rubric", '[{"name": "helpful", "min": 1, "max": 5}]']) == 0
+    assert "campaign 'rated': 3 items, rubric" in capsys.readouterr().err
+    s = sessionmaker(make_engine(db))
+    with s() as x:
+        campaign = x.query(Campaign).filter_by(name="rated").one()
+        items = x.query(Item).filter_by(campaign_id=campaign.id).all()
+    assert campaign.rubric == [{"name": "helpful", "min": 1, "max": 5}]
+    assert len(items) == 3 and all(len(i.responses) == 1 for i in items)
+    app = create_app(Settings(db=db))
+    add_users(app.state.db, {"rater1": "rater"})
+    c = TestClient(app)
+    csrf = login(c, "rater1")
+    while (task := c.post(f"/api/campaigns/{campaign.id}/next", headers={"X-CSRF-Token": csrf}).json()) is not None:
+        r = c.post(f"/api/leases/{task['lease_id']}/judgment", headers={"X-CSRF-Token": csrf},
+                   json={"client_id": f"vote-{task['lease_id']:04d}", "answer": {"scores": [{"helpful": 4}]}})
+        assert r.status_code == 200, r.text
+    out = tmp_path / "ratings.jsonl"
+    assert main(["feedback", "export", "--db", db, "--campaign", "rated", "-o", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 3 and all(r["scores"] == {"helpful": 4} and r["scales"] == {"helpful": [1, 5]} for r in rows)

@@ -98,6 +98,8 @@ class GenerateItemsConfig:
     """Independent judgments each item needs (k)."""
     limit: int | None = 50
     """Use only the first N prompts."""
+    rubric: str | None = None
+    """Rubric scales as JSON, e.g. `[{"name": "helpful", "min": 1, "max": 5}]` (rubric campaigns)."""
     sampling: SamplingParams = field(default_factory=SamplingParams)
     device: str = "auto"
     """`auto`, `cpu`, `cuda` or `cuda:N`."""
@@ -105,6 +107,9 @@ class GenerateItemsConfig:
     def __post_init__(self) -> None:
         check(len(set(self.model)) >= 2 or self.task in ("rubric", "correction"), "model",
               "needs two or more different models to compare", self.model)
+        check(self.task != "rubric" or bool(self.rubric), "rubric",  # before the models sample, not after
+              "a rubric campaign needs scales, e.g. '[{\"name\": \"helpful\", \"min\": 1, \"max\": 5}]'",
+              self.rubric)
 
 
 @dataclass
@@ -152,33 +157,46 @@ def _need_extra() -> None:
         require(module, "feedback", "posttrain feedback")
 
 
-def _engine(url: str):  # noqa: ANN202
+def _engine(url: str, *, must_exist: bool = False):  # noqa: ANN202
     from posttrain.feedback.source import open_database
 
-    return open_database(url)
+    return open_database(url, must_exist=must_exist)
+
+
+def _admin_password(cfg: InitConfig) -> str:
+    password = os.environ.get(cfg.password_env)
+    if password is None:
+        if not sys.stdin.isatty():
+            raise ConfigError(f"set {cfg.password_env} to the admin's password (no terminal to ask on)")
+        password = getpass.getpass(f"password for {cfg.admin}: ")
+    if len(password) < 8:
+        raise ConfigError("the admin's password needs 8 characters or more")
+    return password
 
 
 def init(cfg: InitConfig) -> None:
     from sqlalchemy.orm import Session
 
+    from posttrain.feedback import migrate
     from posttrain.feedback.db import Audit, User
     from posttrain.feedback.security import hash_password
+    from posttrain.feedback.source import sqlite_file
 
+    path = sqlite_file(cfg.db)
+    # a new SQLite file has no admin yet: ask for the password first, so that a refused one leaves no file behind
+    password = _admin_password(cfg) if path is not None and not path.exists() else None
     engine = _engine(cfg.db)
+    was = engine.schema_was
+    schema = ("created the schema" if was is None else "schema is up to date" if was == migrate.head()
+              else f"upgraded the schema from revision {was}")
     with Session(engine) as s, s.begin():
         if s.query(User).filter_by(username=cfg.admin).first() is not None:
-            print(f"schema is up to date; user {cfg.admin!r} exists", file=sys.stderr)
+            print(f"{schema}; user {cfg.admin!r} exists", file=sys.stderr)
             return
-        password = os.environ.get(cfg.password_env)
-        if password is None:
-            if not sys.stdin.isatty():
-                raise ConfigError(f"set {cfg.password_env} to the admin's password (no terminal to ask on)")
-            password = getpass.getpass(f"password for {cfg.admin}: ")
-        if len(password) < 8:
-            raise ConfigError("the admin's password needs 8 characters or more")
+        password = password or _admin_password(cfg)
         s.add(User(username=cfg.admin, password_hash=hash_password(password), role="admin", active=True))
         s.add(Audit(action="user.create", target=f"user:{cfg.admin}", detail={"role": "admin", "by": "init"}))
-    print(f"schema is up to date; created admin {cfg.admin!r}", file=sys.stderr)
+    print(f"{schema}; created admin {cfg.admin!r}", file=sys.stderr)
 
 
 def serve(cfg: ServeConfig) -> None:
@@ -211,15 +229,23 @@ def _store(db: str, name: str, task: str, items: list[dict], overlap: int, guide
     print(f"campaign {name!r}: {len(items)} items, {task}, overlap {overlap}", file=sys.stderr)
 
 
+def parse_rubric(text: str | None) -> list:
+    """`--rubric` of `import` and `generate`: the scales as a JSON list (checked with the campaign: tasks.py)."""
+    try:
+        rubric = json.loads(text) if text else []
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--rubric is not JSON ({e.msg})") from None
+    if not isinstance(rubric, list) or not all(isinstance(s, dict) for s in rubric):
+        raise ConfigError('--rubric must be a JSON list of scales, e.g. [{"name": "helpful", "min": 1, "max": 5}]')
+    return rubric
+
+
 def import_items(cfg: ImportConfig) -> None:
     from pathlib import Path
 
     from posttrain.feedback.campaigns import read_items
 
-    try:
-        rubric = json.loads(cfg.rubric) if cfg.rubric else []
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"--rubric is not JSON ({e.msg})") from None
+    rubric = parse_rubric(cfg.rubric)
     guidelines = Path(cfg.guidelines).read_text(encoding="utf-8") if cfg.guidelines else ""
     _store(cfg.db, cfg.campaign, cfg.task, read_items(cfg.items), cfg.overlap, guidelines, rubric, cfg.lease_seconds)
 
@@ -228,9 +254,16 @@ def generate_items(cfg: GenerateItemsConfig) -> None:
     from posttrain.data.load import load_records
     from posttrain.data.records import Prompt
     from posttrain.feedback.campaigns import model_items
+    from posttrain.feedback.tasks import AnswerError, check_campaign
     from posttrain.models.load import load_model, resolve_device
     from posttrain.sampling.sampler import ModelSampler, sample_messages
 
+    rubric = parse_rubric(cfg.rubric)
+    if cfg.task == "rubric":  # the scales' errors now, not after every model has sampled
+        try:
+            check_campaign("rubric", 1, rubric)
+        except AnswerError as e:
+            raise ConfigError(f"--rubric: {e}") from None
     records = load_records(cfg.prompts, accept=(Prompt,), limit=cfg.limit)
     answers = {}
     for name in dict.fromkeys(cfg.model):
@@ -242,7 +275,7 @@ def generate_items(cfg: GenerateItemsConfig) -> None:
         raise DataError("every prompt got identical responses from the models; nothing to compare")
     if identical:
         print(f"left out {identical} prompts whose responses were identical", file=sys.stderr)
-    _store(cfg.db, cfg.campaign, cfg.task, items, cfg.overlap, "", [])
+    _store(cfg.db, cfg.campaign, cfg.task, items, cfg.overlap, "", rubric)
 
 
 def export(cfg: ExportConfig) -> None:
@@ -274,7 +307,7 @@ def stats(cfg: StatsConfig) -> None:
     from posttrain.feedback.analysis import campaign_stats, print_stats
     from posttrain.files import write_json_atomic
 
-    with Session(_engine(cfg.db)) as s:
+    with Session(_engine(cfg.db, must_exist=True)) as s:
         result = campaign_stats(s, cfg.campaign, cfg.resamples, cfg.seed)
     print_stats(result, Console())
     if cfg.json:

@@ -50,7 +50,7 @@ def export(request: Request, campaign_id: int, who: Principal = Depends(manager)
 def campaign_stats_page(request: Request, campaign_id: int, who: Principal = Depends(manager)) -> Response:
     """Agreement, position bias and the leaderboard of one campaign (analysis.py); a campaign without judgments
     shows that one line."""
-    from posttrain.feedback.analysis import FLAG_MARGIN, MIN_COMMON, campaign_stats
+    from posttrain.feedback.analysis import FLAG_MARGIN, MIN_FLAG_ITEMS, campaign_stats
 
     with request.app.state.read() as s:
         c = campaign_or_404(s, campaign_id)
@@ -59,7 +59,7 @@ def campaign_stats_page(request: Request, campaign_id: int, who: Principal = Dep
         except DataError as e:
             result, error = None, str(e)
     return render(request, "stats.html", c=c, stats=result, error=error, flag_margin=FLAG_MARGIN,
-                  min_common=MIN_COMMON)
+                  min_flag_items=MIN_FLAG_ITEMS)
 
 
 @router.post("/manage/campaigns/{campaign_id}/exclusions")

@@ -44,20 +44,30 @@ def public_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username}@{host}" if parts.username else host))
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file a `sqlite:///PATH` URL names (None: another database, or SQLite in memory)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url[len("sqlite:///"):].split("?", 1)[0]
+    return None if not path or path == ":memory:" else Path(path)
+
+
 def open_database(url: str, *, must_exist: bool = False):  # noqa: ANN201
     """An engine on `url` with the schema at the newest migration; a URL that cannot be opened or reached is a
-    one-line ConfigError. `must_exist`: a SQLite file that is not there is an error (not a new database)."""
+    one-line ConfigError. `must_exist`: a SQLite file that is not there is an error, and nothing is created (a
+    typo in the path must not read as a new, empty database). The engine's `schema_was` is the revision the
+    database was at before (None: the schema was created now)."""
     for module in ("sqlalchemy", "alembic"):
         require(module, "feedback", "feedback databases")
     from posttrain.feedback import migrate
     from posttrain.feedback.db import make_engine
 
-    if must_exist and url.startswith("sqlite:///") and ":memory:" not in url:
-        path = Path(url[len("sqlite:///"):])
-        if not path.is_file():
-            raise ConfigError(f"{url}: no such database file ({path}); make one with posttrain feedback init")
+    path = sqlite_file(url)
+    if must_exist and path is not None and not path.is_file():
+        raise ConfigError(f"{url}: no such database file; create one with posttrain feedback init --db {url}")
     try:
         engine = make_engine(url)
+        engine.schema_was = migrate.current(engine)  # type: ignore[attr-defined]
         migrate.upgrade(engine)
     except Exception as e:  # a bad URL or an unreachable server: one line, not a traceback
         if "sqlalchemy" not in type(e).__module__ and not isinstance(e, ValueError):
@@ -88,7 +98,7 @@ def read_campaign(url: str, campaign: str, *, must_exist: bool = True):  # noqa:
 def _rows(source: str) -> Rows:
     url, campaign = parse(source)
     exported = _READ[source] = read_campaign(url, campaign)
-    for i, row in enumerate(exported.rows):
+    for i, row in enumerate(exported.rows, start=1):  # counted from 1, as every source's rows
         yield f"{source} row {i}", (lambda row=row: row)
 
 
