@@ -532,10 +532,12 @@ def policy_metrics(done: Passes) -> dict[str, float]:
     """The policy side of a step's updates: mean loss and grad norm over its optimizer steps; clip fraction, mean
     ratio, approximate KL to the old policy and entropy over its tokens."""
     t = done.totals
-    tokens = max(t.get("tokens", 0.0), 1.0)
-    out = {"train/loss": sum(done.losses) / len(done.losses), "train/grad_norm": sum(done.norms) / len(done.norms),
-           "train/clip_ratio": t.get("clip_tokens", 0.0) / tokens, "train/ratio_mean": t.get("ratio_sum", 0.0) / tokens,
-           "train/approx_kl": t.get("approx_kl_sum", 0.0) / tokens, "train/entropy": t.get("entropy_sum", 0.0) / tokens}
+    out = {"train/loss": sum(done.losses) / len(done.losses), "train/grad_norm": sum(done.norms) / len(done.norms)}
+    if not t.get("tokens"):  # no token trained (--rl.drop-zero-variance left out every group): no ratio to report,
+        return out           # where 0s would read as a collapsed policy on the curves
+    tokens = t["tokens"]
+    out |= {"train/clip_ratio": t.get("clip_tokens", 0.0) / tokens, "train/ratio_mean": t.get("ratio_sum", 0.0) / tokens,
+            "train/approx_kl": t.get("approx_kl_sum", 0.0) / tokens, "train/entropy": t.get("entropy_sum", 0.0) / tokens}
     if "tis_weight_sum" in t:  # truncated importance sampling of an engine's samples (rl/mismatch.py)
         out |= {"train/tis_weight_mean": t["tis_weight_sum"] / tokens,
                 "train/tis_clip_ratio": t["tis_clipped_tokens"] / tokens,
