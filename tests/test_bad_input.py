@@ -243,6 +243,22 @@ def test_several_unknown_options_each_get_their_suggestion_and_no_values():
     )
 
 
+@pytest.mark.parametrize("command, option, suggested", [
+    ("sft", "--optim.learning-rate", "--optim.lr"),  # transformers' TrainingArguments names, under a section or not
+    ("sft", "--learning_rate", "--optim.lr"),
+    ("dpo", "--beta", "--dpo.beta"),
+    ("grpo", "--num-generations", "--rl.group-size"),  # TRL's GRPOConfig
+    ("eval", "--learning-rate", None),  # a command without that option suggests nothing
+])
+def test_other_trainers_option_names_point_to_posttrains(command, option, suggested, capsys):
+    from posttrain.cli import main
+
+    assert main([command, option, "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"unrecognized option {option}" in err and err.count("\n") == 1
+    assert (f"(did you mean {suggested}?)" in err) if suggested else "did you mean" not in err
+
+
 EVAL_CASES = {
     "unknown task": Case({}, ["--tasks", "builtin:arithmatic/heldout"],
                          ["builtin:arithmatic", "unknown built-in task", "did you mean 'arithmetic'"]),

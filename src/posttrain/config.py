@@ -22,7 +22,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union
+from typing import Any, Callable, Literal, TypeVar, Union
 
 import tomllib
 
@@ -485,7 +485,8 @@ def parse_config(cls: type[T], argv: list[str] | None = None, prog: str | None =
     except SystemExit as e:
         failed = e.code not in (0, None)
         if failed:
-            raise ConfigError(one_line_parse_error(printed.getvalue(), prog or cls.__name__)) from None
+            raise ConfigError(one_line_parse_error(printed.getvalue(), prog or cls.__name__,
+                                                   lambda option: familiar_option(option, cls))) from None
         raise
     finally:
         if not failed:  # anything else tyro printed (warnings) still reaches the user
@@ -525,7 +526,31 @@ def _help_layout():
             os.environ["COLUMNS"] = columns
 
 
-def one_line_parse_error(box: str, prog: str) -> str:
+# The names other trainers (transformers' TrainingArguments, TRL) give to options posttrain names otherwise,
+# by their last part: `--optim.learning-rate` and `--learning_rate` both point to `--optim.lr`.
+FAMILIAR = {"learning_rate": "optim.lr", "lr_scheduler_type": "optim.schedule", "num_train_epochs": "optim.epochs",
+            "per_device_train_batch_size": "optim.batch_size", "train_batch_size": "optim.batch_size",
+            "gradient_accumulation_steps": "optim.grad_accum",
+            "model_name_or_path": "model.name", "model_name": "model.name", "max_seq_length": "data.max_length",
+            "dataset_name": "data.train", "train_file": "data.train", "logging_steps": "run.log_every",
+            "save_steps": "run.save_every", "eval_steps": "run.eval_every", "report_to": "run.trackers",
+            "resume_from_checkpoint": "run.resume_from", "num_generations": "rl.group_size", "beta": "dpo.beta"}
+
+
+def familiar_option(option: str, cls: type) -> str | None:
+    """`--optim.learning-rate` -> `--optim.lr`: the posttrain option of `cls` that FAMILIAR names for the last
+    part of an unknown option, when `cls` has it."""
+    path = FAMILIAR.get(option.lstrip("-").rsplit(".", 1)[-1].replace("-", "_"))
+    node: Any = cls
+    for part in (path or "").split("."):
+        fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
+        if part not in fields:
+            return None
+        node = typing.get_type_hints(node).get(part)
+    return "--" + path.replace("_", "-") if path else None
+
+
+def one_line_parse_error(box: str, prog: str, familiar: Callable[[str], str | None] | None = None) -> str:
     """tyro's error box -> one line: `Error parsing --optim.lr: ...; see PROG --help`, for options tyro does
     not know `unrecognized option --optim.max-step (did you mean --optim.max-steps?); see PROG --help`, and for
     required options not given `missing required options --reward, --data; see PROG --help`.
@@ -558,6 +583,9 @@ def one_line_parse_error(box: str, prog: str) -> str:
         names = [a.split("=", 1)[0] for a in unknown.group(1).split(", ") if a.startswith("-")]  # values dropped
         if len(names) == 1 and None in suggestions:
             suggestions[names[0]] = suggestions[None]
+        for n in names:  # another trainer's name for an option tyro finds nothing close to
+            if familiar and familiar(n):
+                suggestions[n] = familiar(n)
         named = [f"{n} (did you mean {suggestions[n]}?)" if n in suggestions else n for n in names]
         message = f"unrecognized option{'s' if len(names) > 1 else ''} {', '.join(named)}" if names else message
     elif None in suggestions:
