@@ -223,3 +223,13 @@ def test_loading_draws_no_transformers_bar_even_when_transformers_came_first(iso
     hf_logging.enable_progress_bar()  # as if transformers had been imported before the variable was set
     load.load_model(ModelConfig(name="tiny"), "cpu")
     assert "Loading weights" not in capfd.readouterr().err
+
+
+def test_building_a_built_in_model_draws_no_transformers_bar(empty_cache, capfd):
+    """The first use of `tiny` builds and saves it: no "Writing model shards" bar, transformers imported first."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.enable_progress_bar()
+    assert (load.resolve_model_dir("tiny") / "config.json").is_file()
+    err = capfd.readouterr().err
+    assert "Writing model shards" not in err and "Loading weights" not in err

@@ -264,6 +264,7 @@ def resolve_model_dir(name: str) -> Path:
     tiny = _tiny_names()
     if name in tiny:
         size, family = tiny[name]
+        quiet_transformers()  # building it the first time: no "Writing model shards" bar
         return _build_once(_tiny_cache_path(size, family), lambda out: build_tiny(out, size, seed=0, family=family))
     if name == "smollm2":
         return _smollm2_dir()
