@@ -190,7 +190,7 @@ def test_compare_to_pairs_one_new_model_with_one_old_and_skips_changed_task_data
     assert "within noise" not in out
 
 
-def test_one_model_of_a_run_writes_into_the_run_and_is_labelled_by_it(tmp_path, tiny_dir, monkeypatch):
+def test_one_model_of_a_run_writes_into_the_run_and_is_labelled_by_it(tmp_path, tiny_dir, monkeypatch, capsys):
     run = tmp_path / "runs" / "sft"
     shutil.copytree(tiny_dir, run / "final")
     (run / "lineage.json").write_text('{"base_model": "tiny"}\n')
@@ -200,3 +200,6 @@ def test_one_model_of_a_run_writes_into_the_run_and_is_labelled_by_it(tmp_path, 
     assert results["models"] == [{"label": "sft", "name": "runs/sft/final", "lineage": {"base_model": "tiny"}}]
     assert results["win_rates"] == [] and results["ratings"] == []
     assert len((run / "eval" / "samples.jsonl").read_text().splitlines()) == 3
+    capsys.readouterr()
+    assert main(["eval", "--model.name", "runs/sft/final", "--limit", "2", "--no-progress"]) == 0  # again: said
+    assert f"replacing {Path('runs/sft/eval/results.json')} (of " in capsys.readouterr().err

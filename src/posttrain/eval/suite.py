@@ -18,6 +18,7 @@ import gc
 import hashlib
 import itertools
 import json
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -395,6 +396,11 @@ def run_suite(cfg: SuiteConfig) -> dict[str, Any]:
                 results[key] += values
     results["win_rates"], results["ratings"] = pairwise(cfg, rows, tasks, labels)
     out_dir = Path(cfg.output_dir) if cfg.output_dir else default_output_dir(cfg.model_names)
+    previous = out_dir / "results.json"
+    if previous.is_file():  # RUN/eval is the baseline a later --compare-to reads: say that it is replaced
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(previous.stat().st_mtime))
+        print(f"posttrain eval: replacing {previous} (of {when}); --output-dir DIR keeps the earlier one",
+              file=sys.stderr)
     write_jsonl(rows, out_dir / "samples.jsonl")
     write_json_atomic(out_dir / "results.json", results)
     if old is not None:
