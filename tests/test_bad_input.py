@@ -277,6 +277,8 @@ EVAL_CASES = {
     "unknown rater": Case({}, ["--judge", "rater:kind"], ["rater:kind", "unknown rater", "concise"]),
     "reward-model judge without a reward model": Case({}, ["--judge", "reward-model"], ["judge", "--reward-model"]),
     "several greedy samples": Case({}, ["--n-samples", "4"], ["n_samples=4", "temperature"]),
+    "a task file without answers": Case({"mine.jsonl": '{"prompt": "What is 2 + 2?"}\n'},
+                                        ["--tasks", "mine.jsonl"], ["mine.jsonl:1", 'no "answer" field']),
 }
 
 

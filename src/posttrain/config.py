@@ -528,7 +528,7 @@ def _help_layout():
 
 # The names other trainers (transformers' TrainingArguments, TRL) give to options posttrain names otherwise,
 # by their last part: `--optim.learning-rate` and `--learning_rate` both point to `--optim.lr`.
-FAMILIAR = {"learning_rate": "optim.lr", "lr_scheduler_type": "optim.schedule", "num_train_epochs": "optim.epochs",
+FAMILIAR = {"model": "model.name", "learning_rate": "optim.lr", "lr_scheduler_type": "optim.schedule", "num_train_epochs": "optim.epochs",
             "per_device_train_batch_size": "optim.batch_size", "train_batch_size": "optim.batch_size",
             "gradient_accumulation_steps": "optim.grad_accum",
             "model_name_or_path": "model.name", "model_name": "model.name", "max_seq_length": "data.max_length",

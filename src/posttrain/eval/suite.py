@@ -34,7 +34,7 @@ from posttrain.errors import ConfigError, ModelError, UserError
 from posttrain.eval import stats
 from posttrain.eval.accuracy import task_reward
 from posttrain.eval.winrate import wilson_interval
-from posttrain.rewards.functions import RewardFn
+from posttrain.rewards.functions import RewardFn, check_reference_fields
 
 FORMAT = "posttrain-eval/1"
 POSITION_FREE_JUDGES = ("verifier", "reward-model")
@@ -114,6 +114,7 @@ def load_tasks(cfg: SuiteConfig) -> list[Task]:
         else:
             digest = source_sha256(name)
         tasks.append(Task(name, prompts, task_reward(name, cfg.reward), reward_name(name, cfg.reward), digest))
+        check_reference_fields(tasks[-1].reward, prompts, name)  # `file:LINE` lacking `answer`, before sampling
     if cfg.judge.startswith("rater:"):
         from posttrain.tasks.arithmetic_raters import check_references
 
