@@ -97,6 +97,39 @@ def test_init_says_whether_it_created_the_schema_and_a_refused_init_leaves_no_fi
     assert "schema is up to date; user 'boss' exists" in capsys.readouterr().err
 
 
+def test_serve_on_a_port_in_use_is_one_line_and_creates_nothing(tmp_path, monkeypatch, capsys):
+    import socket
+
+    monkeypatch.chdir(tmp_path)
+    with socket.create_server(("127.0.0.1", 0)) as held:
+        port = held.getsockname()[1]
+        assert main(["feedback", "serve", "--db", "sqlite:///f.db", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port} (Address already in use)" in err and err.count("\n") == 1
+    assert not (tmp_path / "f.db").exists()
+
+
+def test_token_makes_an_api_token_for_a_user_from_the_command_line(tmp_path, monkeypatch, capsys):
+    """For curl and scripts without the /tokens page: the printed token authenticates on the API."""
+    from fastapi.testclient import TestClient
+
+    from posttrain.feedback.app import Settings, create_app
+
+    db = f"sqlite:///{tmp_path}/fb.db"
+    monkeypatch.setenv("POSTTRAIN_ADMIN_PASSWORD", "s3cret-password")
+    assert main(["feedback", "init", "--db", db, "--admin", "boss"]) == 0
+    capsys.readouterr()
+    assert main(["feedback", "token", "--db", db, "--user", "boss", "--name", "curl"]) == 0
+    out = capsys.readouterr()
+    token = out.out.strip()
+    assert token.startswith("pt_") and "Authorization: Bearer" in out.err
+    api = TestClient(create_app(Settings(db=db)))
+    assert api.get("/api/me", headers={"Authorization": f"Bearer {token}"}).json()["username"] == "boss"
+    assert api.get("/api/me", headers={"Authorization": "Bearer pt_wrong"}).status_code == 401
+    assert main(["feedback", "token", "--db", db, "--user", "nobody"]) == 2
+    assert "user 'nobody': no such user" in capsys.readouterr().err
+
+
 def test_repeated_model_options_add_up():
     from posttrain.feedback.cli import merge_repeated
 

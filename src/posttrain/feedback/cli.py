@@ -152,6 +152,19 @@ class StatsConfig:
         check(self.resamples >= 10, "resamples", "must be >= 10", self.resamples)
 
 
+@dataclass
+class TokenConfig:
+    """Make an API token for a user (as the /tokens page does), for scripts and curl: printed once on stdout,
+    stored only as its hash. Needs the database itself, so only whoever runs the server can make one this way."""
+
+    user: str
+    """The user the token acts as (an existing, active account)."""
+    db: str = "sqlite:///feedback.db"
+    """Database URL: `sqlite:///feedback.db` (default, WAL mode) or `postgresql://user@host/dbname` (psycopg 3)."""
+    name: str = "cli"
+    """A name for the token, shown on the user's /tokens page (where it can be revoked)."""
+
+
 def _need_extra() -> None:
     for module in ("fastapi", "sqlalchemy", "alembic", "argon2", "nh3"):
         require(module, "feedback", "posttrain feedback")
@@ -199,6 +212,19 @@ def init(cfg: InitConfig) -> None:
     print(f"{schema}; created admin {cfg.admin!r}", file=sys.stderr)
 
 
+def _port_is_free(host: str, port: int) -> None:
+    """A port another server holds is one line before anything starts (uvicorn would exit 3 with its own log)."""
+    import socket
+
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as e:
+        why = os.strerror(e.errno) if e.errno else str(e)
+        raise ConfigError(f"cannot listen on {host}:{port} ({why}); stop what holds it or pick another with --port") \
+            from None
+
+
 def serve(cfg: ServeConfig) -> None:
     import dataclasses
 
@@ -206,7 +232,13 @@ def serve(cfg: ServeConfig) -> None:
 
     from posttrain.feedback.app import SETTINGS_ENV, Settings, create_app
 
+    _port_is_free(cfg.host, cfg.port)
     _engine(cfg.db).dispose()
+    from posttrain.feedback.source import public_url
+
+    shown = cfg.public_url or f"http://{cfg.host}:{cfg.port}"
+    print(f"posttrain feedback: serving {public_url(cfg.db)} at {shown} ({cfg.workers} worker"
+          f"{'s' if cfg.workers > 1 else ''}); Ctrl-C stops", file=sys.stderr, flush=True)
     settings = Settings(db=cfg.db, public_url=cfg.public_url, login_limit=cfg.login_limit,
                         upload_limit_mb=cfg.upload_limit_mb, migrate=False)
     if cfg.workers == 1:
@@ -215,6 +247,26 @@ def serve(cfg: ServeConfig) -> None:
     os.environ[SETTINGS_ENV] = json.dumps(dataclasses.asdict(settings))  # the workers are new processes
     uvicorn.run("posttrain.feedback.app:app_from_env", factory=True, workers=cfg.workers, host=cfg.host,
                 port=cfg.port, proxy_headers=True, log_level="warning")
+
+
+def make_token(cfg: TokenConfig) -> None:
+    from sqlalchemy.orm import Session
+
+    from posttrain.feedback.db import ApiToken, Audit, User
+    from posttrain.feedback.security import new_token, token_hash
+
+    raw = new_token("pt_")
+    with Session(_engine(cfg.db, must_exist=True)) as s, s.begin():
+        user = s.query(User).filter_by(username=cfg.user).first()
+        if user is None or not user.active:
+            raise ConfigError(f"user {cfg.user!r}: {'no such user' if user is None else 'deactivated'} in "
+                              f"{cfg.db}; an admin adds users on /admin/users")
+        role = user.role
+        s.add(ApiToken(user_id=user.id, name=cfg.name[:80], token_hash=token_hash(raw)))
+        s.add(Audit(user_id=user.id, action="token.create", target=f"token:{cfg.name[:80]}", detail={"by": "cli"}))
+    print(raw)
+    print(f"API token {cfg.name!r} for {cfg.user!r} ({role}): send it as 'Authorization: Bearer TOKEN'; shown "
+          "once, revoke it on /tokens", file=sys.stderr)
 
 
 def _store(db: str, name: str, task: str, items: list[dict], overlap: int, guidelines: str, rubric: list,
@@ -348,6 +400,7 @@ ACTIONS = {
     "generate": (GenerateItemsConfig, generate_items),
     "export": (ExportConfig, export),
     "stats": (StatsConfig, stats),
+    "token": (TokenConfig, make_token),
 }
 
 
