@@ -99,7 +99,8 @@ def export_campaign(s: Session, campaign_name: str) -> Export:
     items = {i.id: i for i in s.query(Item).filter_by(campaign_id=campaign.id)}
     excluded = set(s.scalars(select(ExportExclusion.rater_id).where(ExportExclusion.campaign_id == campaign.id)))
     names = dict(s.execute(select(User.id, User.username)).tuples().all())
-    judgments = [j for j in current_judgments(s, campaign.id) if j.rater_id not in excluded]
+    current = current_judgments(s, campaign.id)
+    judgments = [j for j in current if j.rater_id not in excluded]
     out = Export(campaign.name, campaign.task_type, export_id(campaign.name, [j.id for j in judgments]),
                  judgments=len(judgments), excluded_raters=sorted(names[r] for r in excluded))
     if judgments:
@@ -141,8 +142,9 @@ def export_campaign(s: Session, campaign_name: str) -> Export:
                 out.rows.append({**to_dict(record), "feedback": {**meta, "response": i, "model": models[i]}})
     if out.rows:
         out.counts["records"] = len(out.rows)
-    if excluded:
-        out.counts["excluded raters"] = len(excluded)
+    if excluded:  # "48 records of 48 judgments" must not read as the whole campaign's 72
+        rater_word = "rater" if len(excluded) == 1 else "raters"
+        out.counts[f"judgments of {len(excluded)} excluded {rater_word}"] = len(current) - len(judgments)
     return out
 
 
