@@ -50,3 +50,16 @@ def test_a_builtin_task_holds_out_its_own_split():
     assert {src for src, _ in held} == {"builtin:arithmetic/heldout?ops=+&digits=1"}
     assert not {p for _, p in held} & {p for _, p in train}  # the task's split never shares a problem
     assert [entry["source"] for entry in lineage] == [data.train, "builtin:arithmetic/heldout?ops=+&digits=1"]
+
+
+def test_a_tiny_held_out_split_is_warned_about(tmp_path, caplog):
+    from posttrain.data.records import Text
+
+    small, large = tmp_path / "small.jsonl", tmp_path / "large.jsonl"
+    small.write_text("".join(json.dumps({"text": f"row {i}"}) + "\n" for i in range(10)))
+    large.write_text("".join(json.dumps({"text": f"row {i}"}) + "\n" for i in range(200)))
+    train_and_heldout(DataConfig(train=str(small)), (Text,), tokens, key=lambda x: x[1], seed=0)
+    assert f"{small} gives only 1 held-out example (data.eval_fraction=0.1)" in caplog.text
+    caplog.clear()
+    train_and_heldout(DataConfig(train=str(large)), (Text,), tokens, key=lambda x: x[1], seed=0)  # 20 held out
+    assert caplog.text == ""

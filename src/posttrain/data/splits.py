@@ -9,6 +9,8 @@ In this order:
 
 from __future__ import annotations
 
+import logging
+import os
 import random
 from collections.abc import Callable, Hashable, Sequence
 from typing import TYPE_CHECKING, TypeVar
@@ -19,6 +21,8 @@ if TYPE_CHECKING:
     from posttrain.config import DataConfig
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+FEW_HELD_OUT = 20  # fewer held-out examples than this and the split warns: their figures are noise
 
 
 def split_by_key(items: Sequence[T], keys: Sequence[Hashable], fraction: float, seed: int) -> tuple[list[T], list[T]]:
@@ -48,4 +52,8 @@ def train_and_heldout(
         held = tokenize(load_records(heldout_source, accept=accept), heldout_source)
         return train, held, lineage + [describe_source(heldout_source)]
     train, held = split_by_key(train, [key(x) for x in train], data.eval_fraction, seed)
+    if 0 < len(held) < FEW_HELD_OUT and os.environ.get("RANK", "0") == "0":
+        log.warning(f"warning: {data.train} gives only {len(held)} held-out example{'s' if len(held) > 1 else ''} "
+                    f"(data.eval_fraction={data.eval_fraction}): held-out figures from so few are mostly noise (one "
+                    "example moves an accuracy by 1/N); give --data.eval FILE, more data or a larger fraction")
     return train, held, lineage
