@@ -259,6 +259,21 @@ def test_other_trainers_option_names_point_to_posttrains(command, option, sugges
     assert (f"(did you mean {suggested}?)" in err) if suggested else "did you mean" not in err
 
 
+@pytest.mark.parametrize("argv, field", [
+    (["data", "pairs", "--output", "p.jsonl", "--model.lora-r", "8"], "model.lora_r=8"),
+    (["generate", "--output", "g.jsonl", "--model.gradient-checkpointing"], "model.gradient_checkpointing=True"),
+    (["eval", "--model.lora-r", "4"], "model.lora_r=4"),
+])
+def test_sampling_commands_refuse_training_only_model_options(argv, field, tmp_path, monkeypatch, capsys):
+    from posttrain.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert field in err and "only samples" in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
 EVAL_CASES = {
     "unknown task": Case({}, ["--tasks", "builtin:arithmatic/heldout"],
                          ["builtin:arithmatic", "unknown built-in task", "did you mean 'arithmetic'"]),

@@ -334,6 +334,11 @@ class SamplingCommandConfig:
               "sampling command makes no update to free it for", self.vllm.sleep_mode)
         check(self.limit is None or self.limit >= 1, "limit", "must be >= 1 when set", self.limit)
         check(self.batch_size >= 1, "batch_size", "must be >= 1", self.batch_size)
+        # the training-only options of ModelConfig, which a command that only samples would silently ignore
+        check(self.model.lora_r == 0, "model.lora_r", "adds adapters to train; this command only samples (a LoRA run's "
+              "final/ is a merged model, or point --model.name at its adapter folder)", self.model.lora_r)
+        check(not self.model.gradient_checkpointing, "model.gradient_checkpointing", "saves memory in the backward "
+              "pass of training; this command only samples", self.model.gradient_checkpointing)
 
 
 # ---------------------------------------------------------------------------------------------

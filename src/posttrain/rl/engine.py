@@ -81,7 +81,8 @@ class RLConfig:
     """What the held-out accuracy is scored with (mean over greedy completions; a 0/1 verifier gives accuracy).
     Unset: the task's own reward for a built-in task, else `reward`."""
     group_size: int = 8
-    """Completions sampled per prompt (G); advantages compare the completions of one prompt."""
+    """Completions sampled per prompt (G); GRPO's and RLOO's advantages compare the completions of one prompt (at
+    least 2). PPO's baseline is its value model, so 1 there (its default) is usual."""
     prompts_per_step: int = 32
     """Prompts per step, over all processes (under torchrun a multiple of minibatches x processes). A step samples
     prompts_per_step x group_size completions."""
@@ -116,7 +117,8 @@ class RLConfig:
     arXiv:2503.20783: no length bias)."""
     kl_beta: float = 0.0
     """β of the KL penalty to the reference (the starting policy; the base with adapters off under LoRA),
-    added to the per-token loss (GRPO eq. 3). 0: no reference is kept or computed (DAPO, Dr. GRPO)."""
+    added to the per-token loss (GRPO eq. 3). 0: no reference is kept or computed (DAPO, Dr. GRPO). PPO keeps
+    it at 0 and puts the KL into the reward instead (`--ppo.kl-coef`)."""
     kl_estimator: Literal["k1", "k2", "k3"] = "k3"
     """KL estimator per token (rl/kl.py): `k3` (GRPO's, unbiased, >= 0), `k1` (log-ratio), `k2` (squared/2)."""
     sampler: Literal["builtin", "vllm"] = "builtin"
