@@ -182,6 +182,14 @@ def test_two_runs_share_axes_and_runs_of_the_same_name_are_told_apart(tmp_path):
     assert all("a/sft" in s and "b/sft" in s for s in svgs)
 
 
+def test_an_input_given_twice_is_shown_once(tmp_path):
+    """The same run twice, and a run beside its own eval/results.json, are one run and one evaluation."""
+    run = write_run(tmp_path / "sft")
+    write_eval(run / "eval", {"sft": ["0", "2", "5"]})
+    runs, evals = load_inputs([str(run), str(run), str(run / "eval" / "results.json"), str(run / "eval")])
+    assert [r.name for r in runs] == ["sft"] and len(evals) == 1
+
+
 # -- bad input --------------------------------------------------------------------------------------
 
 

@@ -114,6 +114,13 @@ def load_inputs(paths: list[str]) -> tuple[list[RunData], list[Evaluation]]:
     if not paths:
         raise UserError("no run directory given; e.g. posttrain report runs/sft runs/dpo -o report.html")
     runs, evals = [], []
+    seen: set[Path] = set()  # a run or results.json given twice (or a run and its own eval/) is shown once
+
+    def add_evaluation(path: Path, name: str) -> None:
+        if path.resolve() not in seen:
+            seen.add(path.resolve())
+            evals.append(load_evaluation(path, name))
+
     for raw in paths:
         p = Path(raw)
         if not p.exists():
@@ -121,14 +128,17 @@ def load_inputs(paths: list[str]) -> tuple[list[RunData], list[Evaluation]]:
         if p.is_file():
             if p.suffix != ".json":
                 raise UserError(f"{p}: expected a run directory or a results.json")
-            evals.append(load_evaluation(p, str(p)))
+            add_evaluation(p, str(p))
         elif (p / "metrics.jsonl").is_file():
+            if p.resolve() in seen:
+                continue
+            seen.add(p.resolve())
             run = load_run(p)
             runs.append(run)
             if (p / "eval" / "results.json").is_file():
-                evals.append(load_evaluation(p / "eval" / "results.json", f"{run.name}/eval"))
+                add_evaluation(p / "eval" / "results.json", f"{run.name}/eval")
         elif (p / "results.json").is_file():
-            evals.append(load_evaluation(p / "results.json", str(p)))
+            add_evaluation(p / "results.json", str(p))
         else:
             raise UserError(f"{p}: no metrics.jsonl (not a run directory) and no results.json (not an evaluation); "
                             "pass a run directory such as runs/sft")
