@@ -116,7 +116,7 @@ def test_a_rater_judges_both_orders(tmp_path):
     task = "builtin:arithmetic/heldout"
     r = eval_cli(tmp_path, "--models", "tiny", "tiny-small", "--limit", "6", "--judge", "rater:concise")
     (w,) = r["win_rates"]
-    assert w["judge"] == "rater:concise" and w["n"] == 12  # 6 prompts, each shown in both orders
+    assert w["judge"] == "rater:concise" and w["n"] == 12 and w["prompts"] == 6  # each prompt shown in both orders
     rater, prompts = make_rater("concise"), load_records(task, accept=(Prompt,), limit=6)
     a, b = rows(r, "tiny", task), rows(r, "tiny-small", task)
     outcome = {"a": 1.0, "b": 0.0, "tie": 0.5}

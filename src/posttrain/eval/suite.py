@@ -312,7 +312,8 @@ def win_rate_figure(cfg: SuiteConfig, a: str, b: str, task: str, c: Comparisons)
     interval = wilson_interval(float(means.sum()), means.size)
     position_free = cfg.judge in POSITION_FREE_JUDGES
     return {"a": a, "b": b, "task": task, "judge": cfg.judge, "value": float(outcome.mean()),
-            "ci_low": float(interval[0]), "ci_high": float(interval[1]), "n": int(outcome.size),
+            "ci_low": float(interval[0]), "ci_high": float(interval[1]), "n": int(outcome.size),  # judgments
+            "prompts": int(means.size),  # what the interval is over
             "wins": int((outcome == 1).sum()), "ties": int((outcome == 0.5).sum()), "losses": int((outcome == 0).sum()),
             "a_first_win_rate": None if position_free else float(outcome[first].mean()),
             "b_first_win_rate": None if position_free else float(outcome[~first].mean())}
