@@ -45,6 +45,9 @@ def test_init_import_judge_export(tmp_path, monkeypatch, capsys):
     assert main(["feedback", "export", "--db", db, "--campaign", "sums", "-o", str(out)]) == 0
     records = load_records(str(out), accept=PREFERENCE_KINDS)
     assert sorted(r.chosen[0].content for r in records) == ["4", "6"] and texts
+    monkeypatch.chdir(tmp_path)
+    assert main(["feedback", "export", "--db", db, "--campaign", "sums"]) == 0  # unset: named by the campaign
+    assert (tmp_path / "sums.jsonl").read_text() == out.read_text()
 
 
 def test_bad_input_is_one_line(tmp_path, capsys):

@@ -1,12 +1,16 @@
-"""`posttrain feedback ACTION`: init (schema + first admin), serve, import, generate, export, stats."""
+"""`posttrain feedback ACTION`: init (schema + first admin), serve, import, generate, export, stats, token."""
 
 from __future__ import annotations
 
 import getpass
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass, field
+from typing import Annotated
+
+import tyro
 
 from posttrain.config import ModelConfig, SamplingParams, check, parse_config
 from posttrain.errors import ConfigError, DataError, UserError
@@ -120,9 +124,9 @@ class ExportConfig:
 
     campaign: str
     """Campaign to export."""
-    output: str = "pairs.jsonl"
-    """JSONL file to write; `posttrain rm` / `posttrain dpo` (pairs, rankings) or `posttrain sft` (corrections)
-    read it with --data.train."""
+    output: Annotated[str, tyro.conf.arg(aliases=("-o",))] = ""
+    """JSONL file to write (`-o` for short; unset: CAMPAIGN.jsonl); `posttrain rm` / `posttrain dpo` (pairs,
+    rankings) or `posttrain sft` (corrections) read it with --data.train."""
     db: str = "sqlite:///feedback.db"
     """Database URL: `sqlite:///feedback.db` (default, WAL mode) or `postgresql://user@host/dbname` (psycopg 3)."""
     ties: str | None = None
@@ -341,10 +345,11 @@ def export(cfg: ExportConfig) -> None:
     if cfg.correction_pairs is not None and exported.task_type != "correction":
         raise ConfigError(f"--correction-pairs: campaign {cfg.campaign!r} is a {exported.task_type} campaign, "
                           "not a correction campaign")
-    write_jsonl(exported.rows, cfg.output)
+    output = cfg.output or re.sub(r"[^\w.-]", "_", cfg.campaign) + ".jsonl"
+    write_jsonl(exported.rows, output)
     left = ", ".join(f"{n} {k}" for k, n in sorted(exported.counts.items()) if k != "records")
     print(f"export {exported.export_id}: wrote {len(exported.rows)} records of {exported.judgments} judgments to "
-          f"{cfg.output}" + (f" (left out: {left})" if left else ""), file=sys.stderr)
+          f"{output}" + (f" (left out: {left})" if left else ""), file=sys.stderr)
     for path, rows, what in ((cfg.ties, exported.ties, "ties"),
                              (cfg.correction_pairs, exported.correction_pairs, "correction pairs")):
         if path is not None:
@@ -412,7 +417,7 @@ def main(argv: list[str]) -> int:
     if argv[0] not in ACTIONS:
         raise UserError(f"unknown action {argv[0]!r}; expected one of: {', '.join(ACTIONS)}")
     cls, run = ACTIONS[argv[0]]
-    rest = ["--output" if a == "-o" else a for a in argv[1:]]  # `export -o FILE`, as other tools spell it
+    rest = argv[1:]
     if argv[0] == "generate":
         rest = merge_repeated(rest, "--model")  # the issue's `--model runs/a/final --model runs/b/final`
     cfg = parse_config(cls, rest, prog=f"posttrain feedback {argv[0]}")
