@@ -324,3 +324,23 @@ def test_the_report_of_a_real_run_in_chromium(sft_run, page, tmp_path, capsys):
     shot = tmp_path / "report.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 20_000
+
+
+def test_an_evaluation_into_the_run_updates_its_card_and_report(sft_run, tmp_path, capsys):
+    """`posttrain eval --models RUN/final` writes RUN/eval/ and then RUN/final/README.md and RUN/report.html
+    show it (the card's algorithm read back from its own tags)."""
+    import shutil
+
+    from posttrain.eval.document import documented_algorithm
+
+    run = tmp_path / "sft"
+    shutil.copytree(sft_run, run)
+    shutil.rmtree(run / "eval")
+    assert documented_algorithm(run) == "sft"
+    assert "From `eval/results.json`" not in (run / "final" / "README.md").read_text()
+    assert main(["eval", "--models", str(run / "final"), "--limit", "3", "--no-progress",
+                 "--sampling.max-new-tokens", "4"]) == 0
+    card = (run / "final" / "README.md").read_text()
+    assert "From `eval/results.json`" in card and front_matter(card)["tags"][:2] == ["posttrain", "sft"]
+    assert "builtin:arithmetic/heldout" in (run / "report.html").read_text()
+    assert "now show it" in capsys.readouterr().err

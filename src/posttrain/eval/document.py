@@ -130,6 +130,20 @@ def evaluation_lines(heldout: dict[str, float], results: dict[str, Any] | None) 
     return lines or ["No held-out data and no evaluation yet (`posttrain eval` writes one)."]
 
 
+def documented_algorithm(run_dir: Path) -> str | None:
+    """The algorithm a run's final/README.md (written by `document_run`) names in its tags, or None."""
+    card = Path(run_dir) / "final" / "README.md"
+    text = card.read_text(encoding="utf-8") if card.is_file() else ""
+    if not text.startswith("---\n") or "\n---" not in text[4:]:
+        return None
+    try:
+        tags = (yaml.safe_load(text[4:text.index("\n---", 4)]) or {}).get("tags") or []
+    except yaml.YAMLError:
+        return None
+    by_tag = {tag: name for name, (tag, *_) in ALGORITHMS.items()}
+    return by_tag.get(tags[1]) if len(tags) > 1 and tags[0] == "posttrain" else None
+
+
 def document_run(run_dir: Path, algorithm: str) -> Path:
     """After finish_run, on the main process: final/README.md (the model card) and report.html (the run's own
     report, with its eval/ if there is one). Returns the report's path."""

@@ -350,6 +350,21 @@ def default_output_dir(names: tuple[str, ...]) -> Path:
     return Path("evals") / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
 
 
+def refresh_run_documents(out_dir: Path) -> None:
+    """An evaluation written into a run's eval/ (RUN/final evaluated alone) goes into the run's model card and
+    report.html too, as the docs' Model cards section says; runs without a posttrain card are left alone."""
+    from posttrain.eval.document import document_run, documented_algorithm
+
+    run_dir = out_dir.parent
+    if out_dir.name != "eval" or not (run_dir / "metrics.jsonl").is_file():
+        return
+    algorithm = documented_algorithm(run_dir)
+    if algorithm is not None:
+        document_run(run_dir, algorithm)
+        print(f"posttrain eval: {run_dir / 'final' / 'README.md'} and {run_dir / 'report.html'} now show it",
+              file=sys.stderr)
+
+
 def read_results(path: str) -> dict[str, Any]:
     """An earlier results.json (given itself or its evaluation folder), or a one-line error saying what it is not."""
     p = Path(path)
@@ -405,6 +420,7 @@ def run_suite(cfg: SuiteConfig) -> dict[str, Any]:
               file=sys.stderr)
     write_jsonl(rows, out_dir / "samples.jsonl")
     write_json_atomic(out_dir / "results.json", results)
+    refresh_run_documents(out_dir)
     if old is not None:
         results["changes"] = compare_results(old, results)
         results["change_notes"] = compare_plan(old, results).notes
