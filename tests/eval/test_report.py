@@ -265,7 +265,7 @@ def test_every_recipe_documents_its_run_and_the_card_reads_as_a_hugging_face_car
                     "library_name": "transformers", "pipeline_tag": "text-generation"}
     loaded = ModelCard.load(sft_run / "final" / "README.md")
     assert loaded.data.base_model == "tiny" and loaded.data.tags == ["posttrain", "sft"]
-    assert "| `optim.max_steps` | 8 |" in card and lineage["data"][0]["sha256"] in card
+    assert "| `optim.max_steps` | 8 |" in card and f"sha256 `{lineage['data'][0]['sha256']}`" in card
     assert "| `eval/loss` |" in card  # the held-out figure the run logged
 
 

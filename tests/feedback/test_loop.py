@@ -192,7 +192,9 @@ def test_dpo_and_sft_read_campaigns_directly(judged, tmp_path):
     from posttrain.feedback.db import User, make_engine, utcnow
 
     assert main(short_run("dpo", f"feedback:{judged}#arith", tmp_path, "dpo")) == 0
-    assert feedback_lineage(tmp_path / "dpo")["export_id"].startswith("fb-")
+    export_id = feedback_lineage(tmp_path / "dpo")["export_id"]
+    assert export_id.startswith("fb-")
+    assert f"feedback export `{export_id}`" in (tmp_path / "dpo" / "final" / "README.md").read_text()  # not `?`
     url, db = new_db(tmp_path / "fix.db")
     cid = add_campaign(db, "fix", task="correction", items=[
         {"prompt": [{"role": "user", "content": f"What is {i} + 1?"}], "responses": [{"text": "0", "model": "v1"}]}
