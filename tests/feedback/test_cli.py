@@ -176,7 +176,7 @@ def test_generate_with_two_models_makes_a_campaign_of_both_with_identities_hidde
         items = x.query(Item).filter_by(campaign_id=campaign.id).all()
     assert campaign.task_type == "pairwise" and 1 <= len(items) <= 6
     for item in items:
-        assert [r["model"] for r in item.responses] == [str(model_a), str(model_b)]
+        assert [r["model"] for r in item.responses] == ["a", "b"]  # runs/a/final by its run's name, as eval does
         assert item.responses[0]["text"] != item.responses[1]["text"]
     app = create_app(Settings(db=db))
     add_users(app.state.db, {"rater1": "rater"})
@@ -220,7 +220,7 @@ def test_generate_pairwise_with_three_models_compares_the_pairs_in_turn(tmp_path
     with s() as x:
         campaign = x.query(Campaign).filter_by(name="abc").one()
         items = x.query(Item).filter_by(campaign_id=campaign.id).order_by(Item.id).all()
-    cycle = [(dirs[0], dirs[1]), (dirs[0], dirs[2]), (dirs[1], dirs[2])]
+    cycle = [("m0", "m1"), ("m0", "m2"), ("m1", "m2")]  # a directory that is not a run's final/: its own name
     prompts = [r.prompt[-1].content for r in load_records("builtin:arithmetic/heldout", limit=9)]
     assert len(items) >= 7
     for item in items:
@@ -230,6 +230,11 @@ def test_generate_pairwise_with_three_models_compares_the_pairs_in_turn(tmp_path
     capsys.readouterr()
     assert main(["feedback", "generate", "--db", db, "--campaign", "aa", "--model", dirs[0], dirs[0]]) == 2
     assert "needs two or more different models" in capsys.readouterr().err
+    assert main(["feedback", "generate", "--db", db, "--campaign", "ab", "--model", *dirs[:2], "--labels", "v1"]) == 2
+    assert "needs one label per model (2)" in capsys.readouterr().err
+    twins = [str(tmp_path / "x" / "final"), str(tmp_path / "y" / "x")]  # both would be named x
+    assert main(["feedback", "generate", "--db", db, "--campaign", "xx", "--model", *twins]) == 2
+    assert "two models would have the same name; name them with --labels" in capsys.readouterr().err
 
 
 def test_generate_rubric_takes_the_scales_and_raters_score_on_them(tmp_path, tiny_dir, capsys):

@@ -104,13 +104,26 @@ class GenerateItemsConfig:
     """Use only the first N prompts."""
     rubric: str | None = None
     """Rubric scales as JSON, e.g. `[{"name": "helpful", "min": 1, "max": 5}]` (rubric campaigns)."""
+    labels: tuple[str, ...] = ()
+    """The model versions' names in the campaign, its leaderboard and its exports, one per --model in order.
+    Unset: a run's `final/` by its run's name (`runs/dpo/final` -> `dpo`), as `posttrain eval` labels them."""
     sampling: SamplingParams = field(default_factory=SamplingParams)
     device: str = "auto"
     """`auto`, `cpu`, `cuda` or `cuda:N`."""
 
+    def model_labels(self) -> list[str]:
+        from posttrain.eval.suite import model_label
+
+        return list(self.labels) or [model_label(m) for m in dict.fromkeys(self.model)]
+
     def __post_init__(self) -> None:
         check(len(set(self.model)) >= 2 or self.task in ("rubric", "correction"), "model",
               "needs two or more different models to compare", self.model)
+        check(not self.labels or len(self.labels) == len(set(self.model)), "labels",
+              f"needs one label per model ({len(set(self.model))})", self.labels)
+        labels = self.model_labels()
+        check(len(set(labels)) == len(labels), "labels", "two models would have the same name; name them with "
+              "--labels", tuple(labels))
         check(self.task != "rubric" or bool(self.rubric), "rubric",  # before the models sample, not after
               "a rubric campaign needs scales, e.g. '[{\"name\": \"helpful\", \"min\": 1, \"max\": 5}]'",
               self.rubric)
@@ -322,9 +335,9 @@ def generate_items(cfg: GenerateItemsConfig) -> None:
             raise ConfigError(f"--rubric: {e}") from None
     records = load_records(cfg.prompts, accept=(Prompt,), limit=cfg.limit)
     answers = {}
-    for name in dict.fromkeys(cfg.model):
+    for name, label in zip(dict.fromkeys(cfg.model), cfg.model_labels()):
         model, tokenizer = load_model(ModelConfig(name=name), resolve_device(cfg.device))
-        answers[name] = sample_messages(ModelSampler(model, tokenizer, progress=False), records, tokenizer, 1,
+        answers[label] = sample_messages(ModelSampler(model, tokenizer, progress=False), records, tokenizer, 1,
                                         cfg.sampling).texts
     items, identical = model_items([[m.to_dict() for m in r.prompt] for r in records], answers, cfg.task)
     if not items:
