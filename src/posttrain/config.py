@@ -533,13 +533,16 @@ def _help_layout():
 
 # The names other trainers (transformers' TrainingArguments, TRL) give to options posttrain names otherwise,
 # by their last part: `--optim.learning-rate` and `--learning_rate` both point to `--optim.lr`.
-FAMILIAR = {"model": "model.name", "learning_rate": "optim.lr", "lr_scheduler_type": "optim.schedule", "num_train_epochs": "optim.epochs",
-            "per_device_train_batch_size": "optim.batch_size", "train_batch_size": "optim.batch_size",
-            "gradient_accumulation_steps": "optim.grad_accum",
-            "model_name_or_path": "model.name", "model_name": "model.name", "max_seq_length": "data.max_length",
-            "dataset_name": "data.train", "train_file": "data.train", "logging_steps": "run.log_every",
-            "save_steps": "run.save_every", "eval_steps": "run.eval_every", "report_to": "run.trackers",
-            "resume_from_checkpoint": "run.resume_from", "num_generations": "rl.group_size", "beta": "dpo.beta"}
+FAMILIAR = {
+    "model": "model.name", "model_name": "model.name", "model_name_or_path": "model.name",
+    "learning_rate": "optim.lr", "lr_scheduler_type": "optim.schedule", "num_train_epochs": "optim.epochs",
+    "per_device_train_batch_size": "optim.batch_size", "train_batch_size": "optim.batch_size",
+    "gradient_accumulation_steps": "optim.grad_accum",
+    "max_seq_length": "data.max_length", "dataset_name": "data.train", "train_file": "data.train",
+    "logging_steps": "run.log_every", "save_steps": "run.save_every", "eval_steps": "run.eval_every",
+    "report_to": "run.trackers", "resume_from_checkpoint": "run.resume_from",
+    "num_generations": "rl.group_size", "beta": "dpo.beta",
+}
 
 
 def familiar_option(option: str, cls: type) -> str | None:
@@ -589,8 +592,9 @@ def one_line_parse_error(box: str, prog: str, familiar: Callable[[str], str | No
         if len(names) == 1 and None in suggestions:
             suggestions[names[0]] = suggestions[None]
         for n in names:  # another trainer's name for an option tyro finds nothing close to
-            if familiar and familiar(n):
-                suggestions[n] = familiar(n)
+            known = familiar(n) if familiar else None
+            if known:
+                suggestions[n] = known
         named = [f"{n} (did you mean {suggestions[n]}?)" if n in suggestions else n for n in names]
         message = f"unrecognized option{'s' if len(names) > 1 else ''} {', '.join(named)}" if names else message
     elif None in suggestions:

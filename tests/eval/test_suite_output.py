@@ -11,15 +11,8 @@ import pytest
 from rich.console import Console
 
 from posttrain.errors import UserError
-from posttrain.eval.suite import (
-    FORMAT,
-    compare_plan,
-    compare_results,
-    new_table,
-    print_changes,
-    print_results,
-    read_results,
-)
+from posttrain.eval.compare import FORMAT, compare_plan, compare_results, read_results
+from posttrain.eval.suite import new_table, print_changes, print_results
 
 LONG = "builtin:arithmetic/heldout"
 LONGER = "builtin:arithmetic/heldout?ops=+&digits=2"

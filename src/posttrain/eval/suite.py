@@ -6,7 +6,8 @@ tokens and the finish reasons. For every pair of models: win rates judged by the
 model's scores or a simulated rater (ties half; a rater sees each pair in both orders and both are reported),
 and, from all the pairwise outcomes, Bradley-Terry ratings with a bootstrap over prompts and Arena ranks
 (`eval.stats`). Writes DIR/results.json and DIR/samples.jsonl (the format of docs/evaluation.md) and prints
-tables; `--compare-to OLD` (a results.json or its folder) prints what changed and whether it is outside noise.
+tables; `--compare-to OLD` (a results.json or its folder) prints what changed and whether it is outside noise
+(which figures pair up, and their differences: `eval/compare.py`).
 
 The steps, top to bottom: `load_tasks` -> `sample_model` (per model, all tasks, then the model is freed) ->
 `score_with_reward_model` -> `summarize` (per model and task) -> `pairwise` -> `ratings` -> `write_results`.
@@ -23,20 +24,20 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from posttrain.config import SamplingCommandConfig, SamplingParams, check
 from posttrain.data.load import BUILTIN_PREFIX, load_records, source_sha256
 from posttrain.data.records import Prompt, to_dict
-from posttrain.errors import ConfigError, ModelError, UserError
+from posttrain.errors import ConfigError, ModelError
 from posttrain.eval import stats
 from posttrain.eval.accuracy import task_reward
+from posttrain.eval.compare import FORMAT, change_cells, compare_plan, compare_results, read_results
 from posttrain.eval.winrate import wilson_interval
 from posttrain.rewards.functions import RewardFn, check_reference_fields
 
-FORMAT = "posttrain-eval/1"
 POSITION_FREE_JUDGES = ("verifier", "reward-model")
 """Judges that compare two scores, each given alone: the order the responses are shown in cannot matter."""
 
@@ -365,27 +366,6 @@ def refresh_run_documents(out_dir: Path) -> None:
               file=sys.stderr)
 
 
-def read_results(path: str) -> dict[str, Any]:
-    """An earlier results.json (given itself or its evaluation folder), or a one-line error saying what it is not."""
-    p = Path(path)
-    if p.is_dir():
-        if not (p / "results.json").is_file():
-            raise UserError(f"--compare-to {path}: a folder without results.json (give an earlier evaluation's "
-                            "folder, e.g. runs/sft/eval, or its results.json)")
-        p = p / "results.json"
-    elif not p.is_file():
-        raise UserError(f"--compare-to {path}: no such file or folder (give an earlier evaluation's folder, "
-                        "e.g. runs/sft/eval, or its results.json)")
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"--compare-to {path}: not JSON ({e}); give an earlier evaluation's results.json") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise UserError(f"--compare-to {path}: not a posttrain results.json (its \"format\" is not {FORMAT!r}); "
-                        "give the results.json that posttrain eval wrote")
-    return data
-
-
 def run_suite(cfg: SuiteConfig) -> dict[str, Any]:
     """Evaluate, write DIR/results.json and DIR/samples.jsonl, and return the results (with "output_dir")."""
     from posttrain.config import to_jsonable
@@ -425,111 +405,6 @@ def run_suite(cfg: SuiteConfig) -> dict[str, Any]:
         results["changes"] = compare_results(old, results)
         results["change_notes"] = compare_plan(old, results).notes
     return {**results, "output_dir": str(out_dir)}
-
-
-def _keyed(results: dict[str, Any]) -> dict[tuple, tuple[float, float, float]]:
-    """(figure, identifying fields...) -> (value, ci_low, ci_high) for every figure with an interval."""
-    out = {}
-    for kind in ("accuracy", "pass_at_k", "rm_score", "length"):
-        for f in results.get(kind, []):
-            out[(kind, f["model"], f["task"], f.get("k"))] = (f["value"], f["ci_low"], f["ci_high"])
-    for f in results.get("win_rates", []):
-        out[("win_rate", f"{f['a']} vs {f['b']}", f["task"], f["judge"])] = (f["value"], f["ci_low"], f["ci_high"])
-    for f in results.get("ratings", []):
-        out[("rating", f["model"], None, None)] = (f["rating"], f["ci_low"], f["ci_high"])
-    return out
-
-
-def _renamed(results: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
-    """`results` with model labels replaced by `names` (old label -> new) in every per-model figure."""
-    def rename(label: str) -> str:
-        return names.get(label, label)
-
-    out = {kind: [{**f, "model": rename(f["model"])} for f in results.get(kind, [])]
-           for kind in ("accuracy", "pass_at_k", "rm_score", "length")}
-    out["ratings"] = [{**f, "model": rename(f["model"])} for f in results.get("ratings", [])]
-    for f in out["ratings"]:
-        if "rated" in f:
-            f["rated"] = sorted(map(rename, f["rated"]))
-    out["win_rates"] = [{**f, "a": rename(f["a"]), "b": rename(f["b"])} for f in results.get("win_rates", [])]
-    return out
-
-
-class ComparePlan(NamedTuple):
-    names: dict[str, str]  # old model label -> new label
-    tasks: set[str]  # the tasks whose figures are compared
-    ratings: bool  # whether the Bradley-Terry ratings are compared
-    notes: list[str]  # to print
-
-
-def compare_plan(old: dict[str, Any], new: dict[str, Any]) -> ComparePlan:
-    """How the two evaluations line up.
-
-    Figures pair by model label and task name. One model in each evaluation is the usual "new version against
-    the last one" (`--models runs/dpo/final --compare-to runs/sft/eval/results.json`), so those two pair whatever
-    their labels. A task whose data changed (another sha256) is not compared: its figures measure other prompts.
-    Ratings pair only under the same judge, over the same models and the same tasks (`ratings_comparable`)."""
-    old_labels, new_labels = [m["label"] for m in old["models"]], [m["label"] for m in new["models"]]
-    names, notes = {}, []
-    if len(old_labels) == len(new_labels) == 1 and old_labels != new_labels:
-        names = {old_labels[0]: new_labels[0]}
-        notes.append(f"comparing {new_labels[0]} with the earlier evaluation's {old_labels[0]} (one model in each)")
-    else:
-        missing = [label for label in new_labels if label not in old_labels]
-        if missing:
-            notes.append(f"not in the earlier evaluation: {', '.join(missing)} (its models: {', '.join(old_labels)}); "
-                         "figures pair by model label: --labels names models as they were named then")
-    old_sha, tasks = {t["name"]: t.get("sha256") for t in old.get("tasks", [])}, set()
-    for t in new["tasks"]:
-        if t["name"] not in old_sha:
-            notes.append(f"task {t['name']}: not in the earlier evaluation")
-        elif old_sha[t["name"]] != t.get("sha256"):
-            notes.append(f"task {t['name']}: its data changed since the earlier evaluation (another sha256); "
-                         "not compared")
-        else:
-            tasks.add(t["name"])
-    same_tasks = {(t["name"], t.get("sha256")) for t in old.get("tasks", [])} == {
-        (t["name"], t.get("sha256")) for t in new["tasks"]}
-    ratings, why = ratings_comparable(_renamed(old, names)["ratings"], new.get("ratings", []), same_tasks)
-    if why:
-        notes.append(f"ratings: not compared ({why})")
-    return ComparePlan(names, tasks, ratings, notes)
-
-
-def ratings_comparable(old: list[dict], new: list[dict], same_tasks: bool) -> tuple[bool, str | None]:
-    """Whether two sets of Bradley-Terry ratings can be paired, and if not (with both present) why not.
-
-    A rating is only relative: to the judge (another judge rates the same responses otherwise), to the models
-    rated together (adding a model moves the others' ratings) and to the prompts. results.json files written
-    before ratings recorded their judge and models ("judge", "rated") count as unknown: not compared."""
-    if not old or not new:
-        return False, None
-    if any("judge" not in r or "rated" not in r for r in old):
-        return False, "the earlier results.json does not record their judge and models"
-    if old[0]["judge"] != new[0]["judge"]:
-        return False, f"judged by {old[0]['judge']} then, by {new[0]['judge']} now"
-    if old[0]["rated"] != new[0]["rated"]:
-        return False, (f"other models rated together: {', '.join(old[0]['rated'])} then, "
-                       f"{', '.join(new[0]['rated'])} now")
-    if not same_tasks:
-        return False, "rated over other tasks or other task data"
-    return True, None
-
-
-def compare_results(old: dict[str, Any], new: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each figure present in both (paired as `compare_plan` says): old and new value, the difference with its
-    95% interval (`stats.difference_ci`, MOVER from the two figures' own intervals) and whether that interval
-    excludes 0 ("outside noise")."""
-    plan = compare_plan(old, new)
-    before, after = _keyed(_renamed(old, plan.names)), _keyed(new)
-    changes = []
-    for key in after:
-        if key in before and (plan.ratings if key[0] == "rating" else key[2] in plan.tasks):  # key[2]: the task
-            d, low, high = stats.difference_ci(after[key], before[key])
-            changes.append({"figure": key[0], "what": " ".join(str(k) for k in key[1:] if k is not None),
-                            "old": before[key][0], "new": after[key][0], "diff": d, "ci_low": low, "ci_high": high,
-                            "outside_noise": bool(low > 0 or high < 0)})
-    return changes
 
 
 def table_console():
@@ -592,18 +467,6 @@ def print_results(results: dict[str, Any]) -> None:
         console.print(ratings)
     if "changes" in results:
         print_changes(console, results["changes"], results.get("change_notes", []))
-
-
-PERCENT_FIGURES = ("accuracy", "pass_at_k", "win_rate")  # fractions, printed as percentages and points
-
-
-def change_cells(c: dict[str, Any]) -> tuple[str, str]:
-    """"old -> new" and "difference [95%]" of one change: fractions as the main tables print them (36.9% -> 40.0%,
-    +3.1 pts [-8.2, +14.4]), ratings and lengths in their own units."""
-    if c["figure"] in PERCENT_FIGURES:
-        return (f"{c['old']:.1%} -> {c['new']:.1%}",
-                f"{100 * c['diff']:+.1f} pts [{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}]")
-    return f"{c['old']:.4g} -> {c['new']:.4g}", f"{c['diff']:+.4g} [{c['ci_low']:+.4g}, {c['ci_high']:+.4g}]"
 
 
 def print_changes(console, changes: list[dict[str, Any]], notes: list[str]) -> None:

@@ -248,11 +248,10 @@ def serve(cfg: ServeConfig) -> None:
     import uvicorn
 
     from posttrain.feedback.app import SETTINGS_ENV, Settings, create_app
+    from posttrain.feedback.source import public_url
 
     _port_is_free(cfg.host, cfg.port)
     _engine(cfg.db).dispose()
-    from posttrain.feedback.source import public_url
-
     shown = cfg.public_url or f"http://{cfg.host}:{cfg.port}"
     print(f"posttrain feedback: serving {public_url(cfg.db)} at {shown} ({cfg.workers} worker"
           f"{'s' if cfg.workers > 1 else ''}); Ctrl-C stops", file=sys.stderr, flush=True)
