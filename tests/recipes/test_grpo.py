@@ -88,6 +88,27 @@ def test_reused_samples_take_several_updates_and_clip(tmp_path, reward_module):
     assert any(abs(r["train/ratio_mean"] - 1) > 1e-4 for r in steps)
 
 
+CONSTANT_REWARD = "def same(prompt, completion):\n    return 1.0\n"
+
+
+@pytest.mark.parametrize("drop", [True, False])
+def test_a_step_whose_groups_are_all_dropped_leaves_the_weights_alone(tmp_path, monkeypatch, drop):
+    """Every group's rewards are equal, so --rl.drop-zero-variance leaves nothing to train on: no optimizer
+    update at all, so AdamW's weight decay (and momentum) do not move the weights either. Without the flag the
+    same run takes zero-gradient steps, and weight decay does move them (the contrast the check needs)."""
+    from posttrain.models.load import resolve_model_dir
+    (tmp_path / "constreward.py").write_text(CONSTANT_REWARD)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = cfg_for(tmp_path, "flat", reward="constreward:same", drop_zero_variance=drop)
+    cfg.optim.weight_decay = 0.1
+    run_dir = train(cfg)
+    assert all(r["train/frac_reward_zero_std"] == 1.0 for r in metrics(run_dir) if "train/loss" in r)
+    start = load_file(str(resolve_model_dir("tiny") / "model.safetensors"))
+    after = final_weights(run_dir)
+    same = all(torch.equal(start[k], after[k]) for k in start)
+    assert same == drop
+
+
 def test_rloo_runs_with_the_same_loop(tmp_path, reward_module):
     from posttrain.recipes.rloo import RLOOConfig
     from posttrain.recipes.rloo import train as rloo_train

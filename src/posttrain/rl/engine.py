@@ -38,7 +38,7 @@ from posttrain.rl.mismatch import truncated_importance_weights
 from posttrain.sampling.sampler import Rollout, Sampler
 from posttrain.tasks import TASKS
 from posttrain.training.distributed import Dist, all_reduce_max, all_reduce_sum, gather_to_main
-from posttrain.training.loop import Run, accumulate, optimizer_step
+from posttrain.training.loop import Run, accumulate, optimizer_step, skip_update
 
 
 @dataclass
@@ -134,7 +134,8 @@ class RLConfig:
     drop_zero_variance: bool = False
     """Leave out of the update the groups whose G rewards are all equal (their advantages are all 0; DAPO's
     dynamic sampling, arXiv:2503.14476 §3.2, without the resampling): the loss is averaged over informative
-    groups only."""
+    groups only, and a minibatch with none is no update at all (a zero-gradient AdamW step would still move the
+    weights by momentum and weight decay)."""
 
     def __post_init__(self) -> None:
         check(self.group_size >= 1, "rl.group_size", "must be >= 1", self.group_size)
@@ -495,10 +496,15 @@ def run_updates(model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedu
         passes += 1
         stop = False
         for batches in parts:
+            count = all_reduce_sum(sum(b.count for b in batches), d).item()
+            if count == 0:  # every group of the minibatch left out (--rl.drop-zero-variance), on every process
+                skip_update(optimizer, scheduler, run, step)
+                losses.append(0.0)
+                norms.append(0.0)
+                continue
             loss, sums = accumulate(model, batches, loss_fn, d)
             norms.append(optimizer_step(model, optimizer, scheduler, max_grad_norm, loss, run, step))
             losses.append(loss)
-            count = all_reduce_sum(sum(b.count for b in batches), d).item()
             for k, v in sums.items():  # accumulate gave sums / count; back to sums
                 totals[k] = totals.get(k, 0.0) + v * count
             if max_approx_kl > 0 and sums.get("approx_kl_sum", 0.0) / max(sums.get("tokens", 0.0), 1e-12) > max_approx_kl:

@@ -30,6 +30,7 @@ import shlex
 import shutil
 import sys
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -241,6 +242,17 @@ def optimizer_step(
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return grad_norm
+
+
+def skip_update(optimizer: torch.optim.Optimizer, scheduler: Any, run: Run, step: int) -> None:
+    """An optimizer step with nothing to learn from (no unit in it on any process): the weights and AdamW's
+    moments stay as they are (a zero-gradient step would still move them by momentum and weight decay), and
+    the learning-rate schedule keeps its place."""
+    run.updating = step
+    optimizer.zero_grad(set_to_none=True)
+    with warnings.catch_warnings():  # "lr_scheduler.step() before optimizer.step()": here on purpose
+        warnings.simplefilter("ignore", UserWarning)
+        scheduler.step()
 
 
 def end_step(
