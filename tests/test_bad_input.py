@@ -248,6 +248,8 @@ def test_several_unknown_options_each_get_their_suggestion_and_no_values():
     ("sft", "--learning_rate", "--optim.lr"),
     ("dpo", "--beta", "--dpo.beta"),
     ("grpo", "--num-generations", "--rl.group-size"),  # TRL's GRPOConfig
+    ("grpo", "--run.steps", "--optim.max-steps"),
+    ("sft", "--run.max-steps", "--optim.max-steps"),  # the right name under the wrong section
     ("eval", "--learning-rate", None),  # a command without that option suggests nothing
 ])
 def test_other_trainers_option_names_point_to_posttrains(command, option, suggested, capsys):

@@ -541,21 +541,32 @@ FAMILIAR = {
     "max_seq_length": "data.max_length", "dataset_name": "data.train", "train_file": "data.train",
     "logging_steps": "run.log_every", "save_steps": "run.save_every", "eval_steps": "run.eval_every",
     "report_to": "run.trackers", "resume_from_checkpoint": "run.resume_from",
-    "num_generations": "rl.group_size", "beta": "dpo.beta",
+    "num_generations": "rl.group_size", "beta": "dpo.beta", "steps": "optim.max_steps",
 }
 
 
 def familiar_option(option: str, cls: type) -> str | None:
     """`--optim.learning-rate` -> `--optim.lr`: the posttrain option of `cls` that FAMILIAR names for the last
-    part of an unknown option, when `cls` has it."""
-    path = FAMILIAR.get(option.lstrip("-").rsplit(".", 1)[-1].replace("-", "_"))
-    node: Any = cls
-    for part in (path or "").split("."):
-        fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
-        if part not in fields:
-            return None
-        node = typing.get_type_hints(node).get(part)
+    part of an unknown option, when `cls` has it; else the one option of `cls` with that last part under
+    another section (`--run.max-steps` -> `--optim.max-steps`)."""
+    last = option.lstrip("-").rsplit(".", 1)[-1].replace("-", "_")
+    paths = option_paths(cls)
+    path = FAMILIAR.get(last)
+    if path not in paths:
+        same = [p for p in paths if p.rsplit(".", 1)[-1] == last]
+        path = same[0] if len(same) == 1 else None
     return "--" + path.replace("_", "-") if path else None
+
+
+def option_paths(cls: Any, prefix: str = "") -> set[str]:
+    """Every option of a config class as a dotted path (`optim.max_steps`), sections included."""
+    if not dataclasses.is_dataclass(cls):
+        return set()
+    out: set[str] = set()
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        out |= {prefix + f.name} | option_paths(hints.get(f.name), f"{prefix}{f.name}.")
+    return out
 
 
 def one_line_parse_error(box: str, prog: str, familiar: Callable[[str], str | None] | None = None) -> str:
