@@ -155,6 +155,10 @@ def test_reward_model_scores_and_judges(tmp_path, saved_rm):
     (w,) = r["win_rates"]
     diff = np.sign([x["rm_score"] - y["rm_score"] for x, y in zip(rows(r, "tiny", task), rows(r, "tiny-small", task))])
     assert (w["wins"], w["losses"]) == ((diff > 0).sum(), (diff < 0).sum())
+    from posttrain.data.load import file_sha256  # the reward model named by its weights, for --compare-to
+
+    assert r["settings"]["reward_model_sha256"] == hashlib.sha256(
+        file_sha256(saved_rm / "model.safetensors").encode()).hexdigest()
 
 
 def test_compare_to_says_outside_noise_only_when_the_interval_excludes_zero(tmp_path, capsys):

@@ -100,6 +100,28 @@ def test_ratings_pair_only_under_the_same_judge_and_models():
     assert figures == {"accuracy", "length"}
 
 
+def judged_by_reward_model(sha: str | None) -> dict:
+    r = results(judge="reward-model")
+    r["settings"]["reward_model_sha256"] = sha
+    r["rm_score"] = [figure(m, t, 1.5) for m in MODELS for t in (LONG, LONGER)]
+    return r
+
+
+def test_reward_model_figures_pair_only_under_the_same_reward_model():
+    """Two reward models' scores have no common scale: its scores, the win rates it judged and the ratings from
+    them pair only when the weights are the same (their sha256, recorded in settings); accuracy still pairs."""
+    same = {c["figure"] for c in compare_results(judged_by_reward_model("aa" * 32), judged_by_reward_model("aa" * 32))}
+    assert same == {"accuracy", "length", "rm_score", "win_rate", "rating"}
+    cases = {"another reward model: weights sha256 aaaaaaaaaaaa then, bbbbbbbbbbbb now": "aa" * 32,
+             "the earlier results.json does not identify its reward model": None}
+    for why, old_sha in cases.items():
+        old, new = judged_by_reward_model(old_sha), judged_by_reward_model("bb" * 32)
+        assert {c["figure"] for c in compare_results(old, new)} == {"accuracy", "length"}, why
+        notes = compare_plan(old, new).notes
+        assert f"reward-model figures: not compared ({why})" in notes
+        assert "ratings: not compared (judged by another reward model)" in notes
+
+
 def test_changes_print_fractions_in_percentage_points(capsys):
     changes = [{"figure": "accuracy", "what": f"{MODELS[1]} {LONGER}", "old": 0.369, "new": 0.4, "diff": 0.031,
                 "ci_low": -0.082, "ci_high": 0.144, "outside_noise": False},

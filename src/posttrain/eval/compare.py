@@ -68,6 +68,7 @@ class ComparePlan(NamedTuple):
     tasks: set[str]  # the tasks whose figures are compared
     ratings: bool  # whether the Bradley-Terry ratings are compared
     notes: list[str]  # to print
+    reward_model: bool = True  # whether the reward model's figures (scores, its win rates) are compared
 
 
 def compare_plan(old: dict[str, Any], new: dict[str, Any]) -> ComparePlan:
@@ -98,13 +99,37 @@ def compare_plan(old: dict[str, Any], new: dict[str, Any]) -> ComparePlan:
             tasks.add(t["name"])
     same_tasks = {(t["name"], t.get("sha256")) for t in old.get("tasks", [])} == {
         (t["name"], t.get("sha256")) for t in new["tasks"]}
-    ratings, why = ratings_comparable(_renamed(old, names)["ratings"], new.get("ratings", []), same_tasks)
+    same_rm, why = same_reward_model(old, new)
+    if why:
+        notes.append(f"reward-model figures: not compared ({why})")
+    ratings, why = ratings_comparable(_renamed(old, names)["ratings"], new.get("ratings", []), same_tasks, same_rm)
     if why:
         notes.append(f"ratings: not compared ({why})")
-    return ComparePlan(names, tasks, ratings, notes)
+    return ComparePlan(names, tasks, ratings, notes, same_rm)
 
 
-def ratings_comparable(old: list[dict], new: list[dict], same_tasks: bool) -> tuple[bool, str | None]:
+def uses_reward_model(results: dict[str, Any]) -> bool:
+    """Whether an evaluation has figures of a reward model: its scores, or win rates it judged."""
+    return bool(results.get("rm_score")) or results.get("settings", {}).get("judge") == "reward-model"
+
+
+def same_reward_model(old: dict[str, Any], new: dict[str, Any]) -> tuple[bool, str | None]:
+    """Whether the two evaluations' reward-model figures come from the same reward model (the same weights,
+    whatever its folder), and if not (with both having such figures) why not. A reward model's scores have no
+    common scale with another's."""
+    if not (uses_reward_model(old) and uses_reward_model(new)):
+        return False, None
+    before = old.get("settings", {}).get("reward_model_sha256")
+    after = new.get("settings", {}).get("reward_model_sha256")
+    if before is None:
+        return False, "the earlier results.json does not identify its reward model"
+    if before != after:
+        return False, f"another reward model: weights sha256 {before[:12]} then, {str(after)[:12]} now"
+    return True, None
+
+
+def ratings_comparable(old: list[dict], new: list[dict], same_tasks: bool, same_reward_model: bool = True
+                       ) -> tuple[bool, str | None]:
     """Whether two sets of Bradley-Terry ratings can be paired, and if not (with both present) why not.
 
     A rating is only relative: to the judge (another judge rates the same responses otherwise), to the models
@@ -116,6 +141,8 @@ def ratings_comparable(old: list[dict], new: list[dict], same_tasks: bool) -> tu
         return False, "the earlier results.json does not record their judge and models"
     if old[0]["judge"] != new[0]["judge"]:
         return False, f"judged by {old[0]['judge']} then, by {new[0]['judge']} now"
+    if old[0]["judge"] == "reward-model" and not same_reward_model:
+        return False, "judged by another reward model"
     if old[0]["rated"] != new[0]["rated"]:
         return False, (f"other models rated together: {', '.join(old[0]['rated'])} then, "
                        f"{', '.join(new[0]['rated'])} now")
@@ -132,7 +159,9 @@ def compare_results(old: dict[str, Any], new: dict[str, Any]) -> list[dict[str, 
     before, after = _keyed(_renamed(old, plan.names)), _keyed(new)
     changes = []
     for key in after:
-        if key in before and (plan.ratings if key[0] == "rating" else key[2] in plan.tasks):  # key[2]: the task
+        judged_by_rm = key[0] == "rm_score" or (key[0] == "win_rate" and key[3] == "reward-model")
+        if key in before and (plan.ratings if key[0] == "rating" else key[2] in plan.tasks) \
+                and (plan.reward_model or not judged_by_rm):  # key[2]: the task
             d, low, high = stats.difference_ci(after[key], before[key])
             changes.append({"figure": key[0], "what": " ".join(str(k) for k in key[1:] if k is not None),
                             "old": before[key][0], "new": after[key][0], "diff": d, "ci_low": low, "ci_high": high,

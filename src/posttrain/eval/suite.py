@@ -158,6 +158,20 @@ def model_lineage(name: str) -> dict[str, Any] | None:
     return json.loads(lineage.read_text()) if path.name == "final" and lineage.is_file() else None
 
 
+def weights_sha256(name: str) -> str:
+    """One digest of a model's weight files (sorted by name): what names a reward model across evaluations
+    (`--compare-to` pairs its figures only under the same weights), whatever folder it is in."""
+    from posttrain.data.load import file_sha256
+    from posttrain.models.load import resolve_model_dir
+
+    path = resolve_model_dir(name)
+    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+    return hashlib.sha256("".join(file_sha256(f) for f in files).encode()).hexdigest()
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")
+
+
 def check_models(cfg: SuiteConfig) -> list[str]:
     """Labels, one per model; refuses duplicates, non-models and tokenizers a reward model cannot compare."""
     from posttrain.models.load import load_tokenizer, resolve_model_dir
@@ -383,7 +397,9 @@ def run_suite(cfg: SuiteConfig) -> dict[str, Any]:
                    for label, name in zip(labels, cfg.model_names)],
         "tasks": [{"name": t.name, "sha256": t.sha256, "n": len(t.prompts), "reward": t.reward_name} for t in tasks],
         "settings": {**to_jsonable(sampling_params(cfg)), "n_samples": cfg.n_samples, "judge": cfg.judge,
-                     "reward_model": cfg.reward_model, "bootstrap_resamples": cfg.bootstrap_resamples,
+                     "reward_model": cfg.reward_model,
+                     "reward_model_sha256": weights_sha256(cfg.reward_model) if cfg.reward_model else None,
+                     "bootstrap_resamples": cfg.bootstrap_resamples,
                      "bootstrap_seed": cfg.seed},
         "accuracy": [], "pass_at_k": [], "rm_score": [], "length": [], "finish_reasons": []}
     for label in labels:
