@@ -166,15 +166,18 @@ def test_generate_with_two_models_makes_a_campaign_of_both_with_identities_hidde
             p.add_(0.5 * p.std().nan_to_num(0.02) * torch.randn_like(p))
     nudged.save_pretrained(model_b)
     db = f"sqlite:///{tmp_path}/fb.db"
+    (tmp_path / "guide.md").write_text("Prefer the **correct** sum.\n")
     assert main(["feedback", "generate", "--db", db, "--campaign", "ab", "--model", str(model_a), "--model",
                  str(model_b), "--prompts", "builtin:arithmetic/heldout", "--limit", "6",
-                 "--sampling.temperature", "0", "--sampling.max-new-tokens", "12", "--device", "cpu"]) == 0
+                 "--sampling.temperature", "0", "--sampling.max-new-tokens", "12", "--device", "cpu",
+                 "--guidelines", str(tmp_path / "guide.md"), "--lease-seconds", "120"]) == 0
     assert "campaign 'ab'" in capsys.readouterr().err
     s = sessionmaker(make_engine(db))
     with s() as x:
         campaign = x.query(Campaign).filter_by(name="ab").one()
         items = x.query(Item).filter_by(campaign_id=campaign.id).all()
     assert campaign.task_type == "pairwise" and 1 <= len(items) <= 6
+    assert (campaign.guidelines, campaign.lease_seconds) == ("Prefer the **correct** sum.\n", 120)
     for item in items:
         assert [r["model"] for r in item.responses] == ["a", "b"]  # runs/a/final by its run's name, as eval does
         assert item.responses[0]["text"] != item.responses[1]["text"]

@@ -102,8 +102,12 @@ class GenerateItemsConfig:
     """Independent judgments each item needs (k)."""
     limit: int | None = 50
     """Use only the first N prompts."""
+    guidelines: str | None = None
+    """Markdown file shown to raters beside the task."""
     rubric: str | None = None
     """Rubric scales as JSON, e.g. `[{"name": "helpful", "min": 1, "max": 5}]` (rubric campaigns)."""
+    lease_seconds: int = 900
+    """How long a rater holds an item before it returns to the queue."""
     labels: tuple[str, ...] = ()
     """The model versions' names in the campaign, its leaderboard and its exports, one per --model in order.
     Unset: a run's `final/` by its run's name (`runs/dpo/final` -> `dpo`), as `posttrain eval` labels them."""
@@ -309,13 +313,23 @@ def parse_rubric(text: str | None) -> list:
 
 
 def import_items(cfg: ImportConfig) -> None:
-    from pathlib import Path
-
     from posttrain.feedback.campaigns import read_items
 
     rubric = parse_rubric(cfg.rubric)
-    guidelines = Path(cfg.guidelines).read_text(encoding="utf-8") if cfg.guidelines else ""
+    guidelines = read_guidelines(cfg.guidelines)
     _store(cfg.db, cfg.campaign, cfg.task, read_items(cfg.items), cfg.overlap, guidelines, rubric, cfg.lease_seconds)
+
+
+def read_guidelines(path: str | None) -> str:
+    """`--guidelines` of `import` and `generate`: the Markdown file's text, or a one-line error."""
+    from pathlib import Path
+
+    if not path:
+        return ""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"--guidelines {path}: cannot read it ({getattr(e, 'strerror', None) or e})") from None
 
 
 def generate_items(cfg: GenerateItemsConfig) -> None:
@@ -327,6 +341,7 @@ def generate_items(cfg: GenerateItemsConfig) -> None:
     from posttrain.sampling.sampler import ModelSampler, sample_messages
 
     rubric = parse_rubric(cfg.rubric)
+    guidelines = read_guidelines(cfg.guidelines)  # a wrong path now, not after every model has sampled
     if cfg.task == "rubric":  # the scales' errors now, not after every model has sampled
         try:
             check_campaign("rubric", 1, rubric)
@@ -343,7 +358,7 @@ def generate_items(cfg: GenerateItemsConfig) -> None:
         raise DataError("every prompt got identical responses from the models; nothing to compare")
     if identical:
         print(f"left out {identical} prompts whose responses were identical", file=sys.stderr)
-    _store(cfg.db, cfg.campaign, cfg.task, items, cfg.overlap, "", rubric)
+    _store(cfg.db, cfg.campaign, cfg.task, items, cfg.overlap, guidelines, rubric, cfg.lease_seconds)
 
 
 def export(cfg: ExportConfig) -> None:
