@@ -11,6 +11,7 @@ from posttrain.data.load import load_records
 from posttrain.data.preference import PREFERENCE_KINDS
 from posttrain.feedback import assign
 from posttrain.feedback.db import Campaign, User, make_engine
+from posttrain.feedback.simulate import free_port
 
 
 def test_init_import_judge_export(tmp_path, monkeypatch, capsys):
@@ -66,13 +67,15 @@ def test_bad_input_is_one_line(tmp_path, capsys):
 
 def test_reading_commands_refuse_a_missing_sqlite_file_and_create_nothing(tmp_path, monkeypatch, capsys):
     """A typo in the path (feedbak.db) is an error naming the URL and `feedback init`, not a new empty database
-    that then has no campaign: stats, export and the feedback: data source alike; the directory stays empty."""
+    that then has no campaign (or, served, no user to log in as): stats, export, serve, token and the feedback:
+    data source alike; the directory stays empty."""
     from posttrain.errors import ConfigError
 
     monkeypatch.chdir(tmp_path)
     expect = "sqlite:///feedbak.db: no such database file; create one with posttrain feedback init --db sqlite:///"
-    for action in ("stats", "export"):
-        assert main(["feedback", action, "--db", "sqlite:///feedbak.db", "--campaign", "versions"]) == 2, action
+    for action, args in (("stats", ["--campaign", "versions"]), ("export", ["--campaign", "versions"]),
+                         ("serve", ["--port", str(free_port())]), ("token", ["--user", "alice"])):
+        assert main(["feedback", action, "--db", "sqlite:///feedbak.db", *args]) == 2, action
         err = capsys.readouterr().err.strip()
         assert expect in err and "\n" not in err, err
     try:
@@ -81,6 +84,17 @@ def test_reading_commands_refuse_a_missing_sqlite_file_and_create_nothing(tmp_pa
     except ConfigError as e:
         assert expect in str(e)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_import_into_a_new_database_says_it_made_one_without_users(tmp_path, capsys):
+    items = tmp_path / "items.jsonl"
+    items.write_text('{"prompt": "2+2?", "responses": ["4", "5"]}\n')
+    db = f"sqlite:///{tmp_path}/new.db"
+    assert main(["feedback", "import", "--db", db, "--campaign", "a", "--items", str(items)]) == 0
+    assert (f"created the database {db}; it has no users yet: posttrain feedback init --db {db} makes the first "
+            "admin") in capsys.readouterr().err
+    assert main(["feedback", "import", "--db", db, "--campaign", "b", "--items", str(items)]) == 0
+    assert "created the database" not in capsys.readouterr().err  # the second time it was there
 
 
 def test_init_says_whether_it_created_the_schema_and_a_refused_init_leaves_no_file(tmp_path, monkeypatch, capsys):

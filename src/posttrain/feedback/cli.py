@@ -31,7 +31,7 @@ class InitConfig:
 
 @dataclass
 class ServeConfig:
-    """Serve the feedback app (pages and JSON API); upgrades the schema first."""
+    """Serve the feedback app (pages and JSON API) on a database `init` made; upgrades its schema first."""
 
     db: str = "sqlite:///feedback.db"
     """Database URL: `sqlite:///feedback.db` (default, WAL mode) or `postgresql://user@host/dbname` (psycopg 3)."""
@@ -255,7 +255,7 @@ def serve(cfg: ServeConfig) -> None:
     from posttrain.feedback.source import public_url
 
     _port_is_free(cfg.host, cfg.port)
-    _engine(cfg.db).dispose()
+    _engine(cfg.db, must_exist=True).dispose()  # a typo in the path must not serve a new, empty app
     shown = cfg.public_url or f"http://{cfg.host}:{cfg.port}"
     print(f"posttrain feedback: serving {public_url(cfg.db)} at {shown} ({cfg.workers} worker"
           f"{'s' if cfg.workers > 1 else ''}); Ctrl-C stops", file=sys.stderr, flush=True)
@@ -294,11 +294,18 @@ def _store(db: str, name: str, task: str, items: list[dict], overlap: int, guide
     from sqlalchemy.orm import Session
 
     from posttrain.feedback.campaigns import create_campaign
+    from posttrain.feedback.db import User
+    from posttrain.feedback.source import public_url
 
-    with Session(_engine(db)) as s, s.begin():
+    engine = _engine(db)
+    with Session(engine) as s, s.begin():
         create_campaign(s, name, task, items, overlap=overlap, guidelines=guidelines, rubric=rubric,
                         lease_seconds=lease_seconds)
+        users = s.query(User).count()
     print(f"campaign {name!r}: {len(items)} items, {task}, overlap {overlap}", file=sys.stderr)
+    if engine.schema_was is None and not users:  # a new database: say so, in case the path was a typo
+        print(f"created the database {public_url(db)}; it has no users yet: posttrain feedback init --db {db} "
+              "makes the first admin", file=sys.stderr)
 
 
 def parse_rubric(text: str | None) -> list:
