@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 from starlette.routing import Mount
 
 from posttrain.feedback import assign
-from posttrain.feedback.db import utcnow
+from posttrain.feedback.db import Judgment, utcnow
 
 from .conftest import PASSWORD, add_campaign, add_users, login, pairwise_items
 
@@ -169,6 +169,15 @@ def test_api_tokens_work_without_cookies_and_stop_when_revoked(fb):
     again = api.post(f"/api/leases/{task['lease_id']}/judgment", headers=auth,
                      json={"client_id": "client-0001", "answer": {"choice": "B"}})
     assert again.json() == {"judgment_id": r.json()["judgment_id"], "created": False, "next": None}
+    # the same client id with another answer (the same task answered in two tabs): refused, the first kept
+    other = api.post(f"/api/leases/{task['lease_id']}/judgment", headers=auth,
+                     json={"client_id": "client-0001", "answer": {"choice": "A"}})
+    jid = r.json()["judgment_id"]
+    assert other.status_code == 409 and other.json()["detail"] == (
+        f"this task was already answered otherwise (judgment {jid}, perhaps from another tab); that first answer "
+        f"was kept and this one was not: to change it, edit it at /judgments/{jid}/edit")
+    with fb.db() as s:
+        assert [j.payload["choice"] for j in s.query(Judgment).filter_by(client_id="client-0001")] == ["B"]
     bad = api.post("/api/campaigns/1/next", headers=auth).json()
     assert api.post(f"/api/leases/{bad['lease_id']}/judgment", headers=auth,
                     json={"client_id": "client-0002", "answer": {"choice": "Z"}}).status_code == 422

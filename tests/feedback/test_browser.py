@@ -131,6 +131,32 @@ def test_a_rater_cannot_open_another_raters_task_or_the_admin_pages(live, browse
         two.close()
 
 
+def test_one_task_answered_otherwise_in_a_second_tab_is_refused_with_the_first_kept(live, page):
+    """Two tabs of one task share its draft, and so its client id: the second tab's other answer is not a
+    resend. It is refused with a page that says so and links to editing the kept answer; nothing is lost
+    silently, nothing stored twice."""
+    server, app, _ = live
+    log_in(page, server.url, "rater1")
+    page.goto(server.url + "/c/1/next")
+    page.wait_for_selector("#task-form")
+    second = page.context.new_page()
+    second.goto(page.url)
+    second.wait_for_selector("#task-form")
+    page.keyboard.press("1")
+    page.keyboard.press("Enter")
+    page.wait_for_url(lambda u: "/task/" in u and u != second.url)
+    second.keyboard.press("2")
+    second.keyboard.press("Enter")
+    second.wait_for_selector("text=already answered otherwise")
+    with app.state.db() as s:
+        judgments = list(s.scalars(select(Judgment)))
+    assert [j.payload["choice"] for j in judgments] == ["A"]
+    second.click("text=edit the answer that was kept")
+    second.wait_for_selector("#task-form")
+    assert second.url.endswith(f"/judgments/{judgments[0].id}/edit")
+    assert second.is_checked("input[name=choice][value=A]")
+
+
 def k_items(n: int, k: int) -> list[dict]:
     return [{"prompt": [{"role": "user", "content": f"Name a number near {i}."}],
              "responses": [{"text": f"answer {i}.{r}", "model": f"model-{r}"} for r in range(k)]} for i in range(n)]

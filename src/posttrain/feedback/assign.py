@@ -31,7 +31,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from posttrain.feedback.db import Audit, Campaign, Item, Judgment, Lease, Skip
-from posttrain.feedback.tasks import presentation_order, read_answer
+from posttrain.feedback.tasks import AnswerError, presentation_order, read_answer
 
 T = TypeVar("T")
 RETRIES = 20
@@ -40,6 +40,16 @@ CANDIDATES = 16  # a rater picks at random among the first few open items, so co
 
 class Conflict(Exception):
     """The request cannot be honoured as asked (lease gone, already judged, not yours); the message says why."""
+
+
+class AnsweredOtherwise(Conflict):
+    """A resend of a client id with another answer than the one it stored (`judgment_id`), which stays."""
+
+    def __init__(self, judgment_id: int) -> None:
+        super().__init__(f"this task was already answered otherwise (judgment {judgment_id}, perhaps from another "
+                         f"tab); that first answer was kept and this one was not: to change it, edit it at "
+                         f"/judgments/{judgment_id}/edit")
+        self.judgment_id = judgment_id
 
 
 @dataclass(frozen=True)
@@ -101,7 +111,8 @@ _SLOTS = select(Lease.slot).where(Lease.item_id == _p("item"))
 _RECLAIM = delete(Lease).where(Lease.judged.is_(False), Lease.expires_at <= _p("now"),
                                Lease.item_id.in_(select(Item.id).where(Item.campaign_id == _p("campaign"))))
 _NEW_LEASE = insert(_LEASES)
-_SAME_CLIENT = select(Judgment.id, Judgment.rater_id, Judgment.campaign_id).where(Judgment.client_id == _p("client"))
+_SAME_CLIENT = (select(Judgment.id, Judgment.rater_id, Judgment.campaign_id, Judgment.payload, Judgment.presentation)
+                .where(Judgment.client_id == _p("client")))
 _LEASE_TO_JUDGE = (select(Lease.rater_id, Lease.item_id, Lease.slot, Lease.overlap, Lease.presentation,
                           Item.campaign_id).join(Item, Item.id == Lease.item_id).where(Lease.id == _p("lease")))
 _CLAIM = (update(Lease).where(Lease.id == _p("lease"), Lease.rater_id == _p("rater"), Lease.judged.is_(False))
@@ -201,7 +212,7 @@ def _submit_work(s: Session, lease_id: int, rater_id: int, client_id: str, answe
                  now: dt.datetime, seconds: float | None) -> Written:
     """submit's transaction."""
     conn = s.connection()
-    again = _same_client(s, client_id, rater_id)
+    again = _same_client(s, client_id, rater_id, answer)
     if again is not None:
         return again
     lease = conn.execute(_LEASE_TO_JUDGE, {"lease": lease_id}).first()
@@ -211,7 +222,7 @@ def _submit_work(s: Session, lease_id: int, rater_id: int, client_id: str, answe
     payload = read_answer(rules.task_type, answer, lease.presentation, rules.rubric)
     claimed = conn.execute(_CLAIM, {"lease": lease_id, "rater": rater_id}).rowcount
     if claimed != 1:  # a concurrent submit for this lease committed first
-        again = _same_client(s, client_id, rater_id)
+        again = _same_client(s, client_id, rater_id, answer)
         if again is not None:
             return again
         raise Conflict("you already judged this item; edit your judgment instead")
@@ -244,12 +255,22 @@ def submit_and_next(db: sessionmaker, lease_id: int, rater_id: int, client_id: s
     return _retry(db, work)
 
 
-def _same_client(s: Session, client_id: str, rater_id: int) -> Written | None:
+def _same_client(s: Session, client_id: str, rater_id: int, answer: dict[str, Any]) -> Written | None:
+    """The judgment this client id already stored, when `answer` is its resend (a double click, a retried
+    request); None when the id is new. The same id with another answer is a Conflict, never a quiet "stored":
+    it is the same task answered twice, e.g. in two tabs sharing one draft, and the second answer is not kept."""
     j = s.connection().execute(_SAME_CLIENT, {"client": client_id}).first()
     if j is None:
         return None
     if j.rater_id != rater_id:
         raise Conflict("this client id belongs to another judgment; send a fresh one")
+    rules = _campaign_rules(s, j.campaign_id)
+    try:
+        same = read_answer(rules.task_type, answer, j.presentation, rules.rubric) == j.payload
+    except AnswerError:
+        same = False
+    if not same:
+        raise AnsweredOtherwise(j.id)
     return Written(j.id, False, j.campaign_id)
 
 
@@ -258,7 +279,7 @@ def edit(db: sessionmaker, judgment_id: int, rater_id: int, client_id: str, answ
     """Supersede the rater's current judgment with a new revision; the old row stays as it was."""
 
     def work(s: Session) -> Written:
-        again = _same_client(s, client_id, rater_id)
+        again = _same_client(s, client_id, rater_id, answer)
         if again is not None:
             return again
         old = s.get(Judgment, judgment_id)

@@ -176,6 +176,10 @@ async def submit_task(request: Request, lease_id: int, who: Principal = Depends(
                       answer, utcnow(), seconds)
     except AnswerError as e:
         return _task_page(request, lease, item, campaign, who, status=422, error=str(e))
+    except assign.AnsweredOtherwise as e:  # the same task answered in another tab first: say so, link both ways on
+        return render(request, "error.html", status=409, message=str(e).split(":")[0],
+                      links=[(f"/judgments/{e.judgment_id}/edit", "edit the answer that was kept"),
+                             (f"/c/{campaign.id}/next", "take the next task")])
     except assign.Conflict as e:
         raise HTTPException(409, str(e)) from None
     return RedirectResponse(f"/c/{campaign.id}/next", status_code=303)
