@@ -63,6 +63,7 @@ def test_judge_with_the_keyboard_keep_the_draft_skip_and_finish(live, page, shot
     page.screenshot(path=str(shots / "feedback-home.png"))
     page.click("text=start >> nth=0")
     page.wait_for_selector("#task-form")
+    assert "arithmetic · 0 done, 3 to go, this one included" in " ".join(page.inner_text("#progress").split())
     page.keyboard.press("1")
     assert page.is_checked("input[name=choice][value=A]")
     page.fill("textarea[name=comment]", "A is right")
@@ -111,6 +112,26 @@ def test_a_script_in_a_model_response_stays_inert(live, page):
     assert "<script>window.__xss = 1" in page.inner_text("#task-form")  # shown as text
     assert page.locator(".response img").count() == 0
     assert not [s for s in seen if s.startswith("dialog")], seen
+
+
+def test_a_long_response_scrolls_in_its_box_and_leaves_the_answer_in_reach(tmp_path, page):
+    from posttrain.feedback.app import Settings, create_app
+
+    app = create_app(Settings(db=f"sqlite:///{tmp_path}/long.db"))
+    add_users(app.state.db, {"rater1": "rater"})
+    add_campaign(app.state.db, "long", items=pairwise_items(1, "A long answer. " * 400), overlap=1)
+    server = ThreadServer(app)
+    try:
+        page.set_viewport_size({"width": 1280, "height": 900})
+        log_in(page, server.url, "rater1")
+        page.goto(server.url + "/c/1/next")
+        page.wait_for_selector("#task-form")
+        box = page.evaluate("[...document.querySelectorAll('.response-text')].map(e => "
+                            "[e.clientHeight, e.scrollHeight])")
+        assert any(scroll > client for client, scroll in box) and all(client <= 0.6 * 900 + 1 for client, _ in box)
+        assert page.locator("#task-form button[type=submit]").bounding_box()["y"] < 2 * 900
+    finally:
+        server.stop()
 
 
 def test_a_rater_cannot_open_another_raters_task_or_the_admin_pages(live, browser):
