@@ -596,7 +596,7 @@ def one_line_parse_error(box: str, prog: str, familiar: Callable[[str], str | No
             suggestions[similar.group(1) if similar else None] = section[1].split()[0]
     unknown = re.fullmatch(r"Unrecognized options?: (.*)", message)
     if sections and sections[0][0].startswith("Missing from"):  # each option's line, then its help text
-        names = [line.split()[0] for line in sections[0][1:] if re.fullmatch(r"--[\w.-]+( \S+)?", line)]
+        names = [line.split()[0] for line in sections[0][1:] if re.fullmatch(r"--[\w.-]+( \S+| \[.*\])?", line)]
         message = f"missing required option{'s' if len(names) > 1 else ''} {', '.join(names)}" if names else message
     elif unknown:
         names = [a.split("=", 1)[0] for a in unknown.group(1).split(", ") if a.startswith("-")]  # values dropped

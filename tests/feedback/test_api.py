@@ -232,3 +232,29 @@ def test_only_admins_create_users(fb, role):
     csrf = login(c, "rater1" if role == "rater" else "manager")
     r = c.post("/admin/users", data={"csrf_token": csrf, "username": "x", "password": "12345678", "role": "admin"})
     assert r.status_code == 403
+
+
+def test_the_users_page_keeps_the_form_and_says_which_rule_a_new_user_breaks(fb):
+    """A taken name, a name with spaces or markup, a short password, an unknown role: the users page again,
+    422, the rule named and the name typed kept, as for a blank form; a good one is made and audited."""
+    from posttrain.feedback.db import Audit, User
+
+    c = TestClient(fb.app)
+    csrf = login(c, "admin")
+    cases = {("rater1", "12345678", "rater"): "user &#39;rater1&#39; exists already; pick another name",
+             ("new rater", "12345678", "rater"): "use 1 to 64 letters, digits and . _ @ + - (no spaces)",
+             ("<b>eve</b>", "12345678", "rater"): "use 1 to 64 letters",
+             ("eve", "short", "rater"): "the password needs 8 characters or more",
+             ("eve", "12345678", "boss"): "role &#39;boss&#39; is not one of rater, manager, admin",
+             ("", "12345678", "rater"): "user name &#39;&#39;: use 1 to 64"}
+    for (name, password, role), why in cases.items():
+        r = c.post("/admin/users", data={"csrf_token": csrf, "username": name, "password": password, "role": role})
+        assert r.status_code == 422 and why in r.text and "<h2>New user</h2>" in r.text, (name, r.text[-600:])
+    r = c.post("/admin/users", data={"csrf_token": csrf, "username": "eve@school.org", "password": "12345678",
+                                     "role": "rater"}, follow_redirects=False)
+    assert r.status_code == 303
+    with fb.db() as s:
+        assert s.query(User).filter_by(username="eve@school.org", role="rater").count() == 1
+        assert s.query(User).filter(User.username.in_(["new rater", "<b>eve</b>", "eve"])).count() == 0
+        audit = s.query(Audit).filter_by(target="user:eve@school.org").one()
+        assert audit.detail == {"role": "rater", "by": "page"} and audit.user_id == fb.users["admin"]

@@ -291,3 +291,39 @@ def test_generate_rubric_takes_the_scales_and_raters_score_on_them(tmp_path, tin
     assert main(["feedback", "export", "--db", db, "--campaign", "rated", "-o", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 3 and all(r["scores"] == {"helpful": 4} and r["scales"] == {"helpful": [1, 5]} for r in rows)
+
+
+def test_user_adds_raters_from_the_command_line_all_or_nothing(tmp_path, monkeypatch, capsys):
+    """Several names: each a random password, printed once as NAME<tab>PASSWORD, that logs in; one name with
+    POSTTRAIN_USER_PASSWORD: that password. A taken or bad name adds no one; a missing --name is one line."""
+    from fastapi.testclient import TestClient
+
+    from posttrain.feedback.app import Settings, create_app
+
+    db = f"sqlite:///{tmp_path}/fb.db"
+    monkeypatch.setenv("POSTTRAIN_ADMIN_PASSWORD", "s3cret-password")
+    assert main(["feedback", "init", "--db", db, "--admin", "boss"]) == 0
+    capsys.readouterr()
+    assert main(["feedback", "user", "--db", db, "--name", "t1", "t2", "--name", "t3"]) == 0
+    out, err = capsys.readouterr()
+    lines = [line.split("\t") for line in out.splitlines()]
+    assert [n for n, _ in lines] == ["t1", "t2", "t3"] and all(len(p) >= 16 for _, p in lines)
+    assert f"added 3 raters to {db}; hand each their password" in err
+    monkeypatch.setenv("POSTTRAIN_USER_PASSWORD", "their-own-password")
+    assert main(["feedback", "user", "--db", db, "--name", "lead", "--role", "manager"]) == 0
+    assert capsys.readouterr().out == ""  # the password given is not printed
+    c = TestClient(create_app(Settings(db=db)))
+    for name, password in [*lines, ("lead", "their-own-password")]:
+        r = c.post("/login", data={"username": name, "password": password}, follow_redirects=False)
+        assert r.status_code == 303, name
+        c.post("/logout", headers={"Origin": "http://testserver"})
+    for argv, why in ((["--name", "t4", "t1"], "user 't1' exists already; pick another name"),
+                      (["--name", "t4", "bad name"], "user name 'bad name': use 1 to 64 letters"),
+                      (["--name", "t4", "t4"], "--name: t4 given twice"),
+                      ([], "missing required option --name; see posttrain feedback user --help")):
+        assert main(["feedback", "user", "--db", db, *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert why in err and "\n" not in err, err
+    with sessionmaker(make_engine(db))() as s:
+        assert sorted(u.username for u in s.query(User)) == ["boss", "lead", "t1", "t2", "t3"]
+        assert s.query(User).filter_by(username="lead").one().role == "manager"

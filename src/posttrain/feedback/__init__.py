@@ -3,8 +3,9 @@
 Modules, each owning one thing:
 - `db` the tables and the engine; `migrate` + `migrations/` the schema's history (Alembic);
 - `tasks` task types and their answers (pure); `assign` leases, overlap and append-only judgments (the core);
-- `campaigns` reading item files and storing campaigns; `export` judgments -> training records (pairs, rankings,
-  ratings, SFT records), export ids, exclusions; `source` the `feedback:DB#CAMPAIGN` data source;
+- `campaigns` reading item files and storing campaigns; `accounts` the rules for new users; `export`
+  judgments -> training records (pairs, rankings, ratings, SFT records), export ids, exclusions; `source` the
+  `feedback:DB#CAMPAIGN` data source;
 - `analysis` a campaign's agreement (α, κ, raters flagged), position bias and leaderboard, from eval/stats;
 - `simulate` simulated raters judging through the HTTP API, and a server in a thread;
 - `security` passwords, tokens, CSRF, rate limits, headers; `render` Markdown through a sanitiser;

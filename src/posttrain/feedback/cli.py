@@ -1,4 +1,4 @@
-"""`posttrain feedback ACTION`: init (schema + first admin), serve, import, generate, export, stats, token."""
+"""`posttrain feedback ACTION`: init (schema + first admin), serve, import, generate, export, stats, user, token."""
 
 from __future__ import annotations
 
@@ -174,6 +174,22 @@ class StatsConfig:
 
 
 @dataclass
+class UserConfig:
+    """Add user accounts from the command line, as an admin does on the /admin/users page: raters for a campaign,
+    or a manager. All or nothing: a name that breaks a rule or is taken adds no one."""
+
+    name: tuple[str, ...]
+    """User names: `--name alice`, or several, `--name t1 t2 t3` (each then gets a new random password)."""
+    role: str = "rater"
+    """rater, manager or admin (docs/feedback.md, Roles)."""
+    db: str = "sqlite:///feedback.db"
+    """Database URL: `sqlite:///feedback.db` (default, WAL mode) or `postgresql://user@host/dbname` (psycopg 3)."""
+    password_env: str = "POSTTRAIN_USER_PASSWORD"
+    """Environment variable holding the password of a single user; unset (or several names): each user gets a
+    random password, printed once on stdout as `NAME<tab>PASSWORD`."""
+
+
+@dataclass
 class TokenConfig:
     """Make an API token for a user (as the /tokens page does), for scripts and curl: printed once on stdout,
     stored only as its hash. Needs the database itself, so only whoever runs the server can make one this way."""
@@ -212,13 +228,15 @@ def init(cfg: InitConfig) -> None:
     from sqlalchemy.orm import Session
 
     from posttrain.feedback import migrate
-    from posttrain.feedback.db import Audit, User
-    from posttrain.feedback.security import hash_password
+    from posttrain.feedback.accounts import MIN_PASSWORD, add_user, check_account
+    from posttrain.feedback.db import User
     from posttrain.feedback.source import sqlite_file
 
     path = sqlite_file(cfg.db)
-    # a new SQLite file has no admin yet: ask for the password first, so that a refused one leaves no file behind
+    # a new SQLite file has no admin yet: check the name and the password first, so that a refused one leaves no
+    # file behind
     password = _admin_password(cfg) if path is not None and not path.exists() else None
+    check_account(cfg.admin, password or "?" * MIN_PASSWORD, "admin")
     engine = _engine(cfg.db)
     was = engine.schema_was
     schema = ("created the schema" if was is None else "schema is up to date" if was == migrate.head()
@@ -227,10 +245,33 @@ def init(cfg: InitConfig) -> None:
         if s.query(User).filter_by(username=cfg.admin).first() is not None:
             print(f"{schema}; user {cfg.admin!r} exists", file=sys.stderr)
             return
-        password = password or _admin_password(cfg)
-        s.add(User(username=cfg.admin, password_hash=hash_password(password), role="admin", active=True))
-        s.add(Audit(action="user.create", target=f"user:{cfg.admin}", detail={"role": "admin", "by": "init"}))
+        add_user(s, cfg.admin, password or _admin_password(cfg), "admin", None, "init")
     print(f"{schema}; created admin {cfg.admin!r}", file=sys.stderr)
+
+
+def add_users(cfg: UserConfig) -> None:
+    import secrets
+
+    from sqlalchemy.orm import Session
+
+    from posttrain.feedback.accounts import add_user, check_account
+
+    names = list(cfg.name)
+    if len(set(names)) < len(names):
+        raise ConfigError(f"--name: {', '.join(sorted({n for n in names if names.count(n) > 1}))} given twice")
+    given = os.environ.get(cfg.password_env) if len(names) == 1 else None
+    passwords = {n: given or secrets.token_urlsafe(12) for n in names}
+    for n in names:  # every rule before anything is written
+        check_account(n, passwords[n], cfg.role)
+    with Session(_engine(cfg.db, must_exist=True)) as s, s.begin():
+        for n in names:
+            add_user(s, n, passwords[n], cfg.role, None, "cli")
+    if given is None:
+        for n in names:
+            print(f"{n}\t{passwords[n]}")
+    made = f"{len(names)} {cfg.role}{'s' if len(names) > 1 else ''}"
+    print(f"added {made} to {cfg.db}" + ("" if given else "; hand each their password (printed once, above)") +
+          "; they log in at the app's /login", file=sys.stderr)
 
 
 def _port_is_free(host: str, port: int) -> None:
@@ -439,6 +480,7 @@ ACTIONS = {
     "generate": (GenerateItemsConfig, generate_items),
     "export": (ExportConfig, export),
     "stats": (StatsConfig, stats),
+    "user": (UserConfig, add_users),
     "token": (TokenConfig, make_token),
 }
 
@@ -454,6 +496,8 @@ def main(argv: list[str]) -> int:
     rest = argv[1:]
     if argv[0] == "generate":
         rest = merge_repeated(rest, "--model")  # the issue's `--model runs/a/final --model runs/b/final`
+    if argv[0] == "user":
+        rest = merge_repeated(rest, "--name")
     cfg = parse_config(cls, rest, prog=f"posttrain feedback {argv[0]}")
     _need_extra()
     run(cfg)

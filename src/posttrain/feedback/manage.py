@@ -11,10 +11,10 @@ from sqlalchemy import func, select
 from starlette.datastructures import UploadFile
 
 from posttrain.errors import DataError
+from posttrain.feedback.accounts import add_user
 from posttrain.feedback.campaigns import create_campaign, parse_items
 from posttrain.feedback.db import ROLES, Audit, Campaign, Item, Judgment, User
 from posttrain.feedback.export import excluded_raters, export_rows, set_exclusion
-from posttrain.feedback.security import hash_password
 from posttrain.feedback.tasks import TASK_TYPES
 from posttrain.feedback.web import Need, Principal, campaign_or_404, render
 
@@ -153,16 +153,14 @@ def users(request: Request, who: Principal = Depends(admin), error: str | None =
 async def create_user(request: Request, who: Principal = Depends(admin)) -> Response:
     form = await request.form()
     username, password, role = (str(form.get(k, "")).strip() for k in ("username", "password", "role"))
-    if not username or len(password) < 8 or role not in ROLES:
+    try:
+        with request.app.state.db() as s, s.begin():
+            add_user(s, username, password, role, who.user_id, "page")
+    except DataError as e:  # the users page again, with the rule broken and the name kept
         with request.app.state.read() as s:
             rows = list(s.scalars(select(User).order_by(User.id)))
-        return render(request, "users.html", status=422, users=rows, roles=ROLES,
-                      error="a user needs a name, a password of 8 characters or more, and a role")
-    with request.app.state.db() as s, s.begin():
-        if s.scalar(select(User.id).where(User.username == username)) is not None:
-            raise HTTPException(409, f"user {username!r} exists already")
-        s.add(User(username=username, password_hash=hash_password(password), role=role, active=True))
-        s.add(Audit(user_id=who.user_id, action="user.create", target=f"user:{username}", detail={"role": role}))
+        return render(request, "users.html", status=422, users=rows, roles=ROLES, error=str(e),
+                      values={"username": username, "role": role})
     return RedirectResponse("/admin/users", status_code=303)
 
 

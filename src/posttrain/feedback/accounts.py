@@ -1,0 +1,39 @@
+"""Making user accounts, one rule for every way in: the admin's users page, `feedback init` (the first admin) and
+`feedback user` (raters from the command line). A user name is what people type at the login form, so it is
+plain: 1 to 64 letters, digits and `. _ @ + -` (an e-mail address works)."""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from posttrain.errors import DataError
+from posttrain.feedback.db import ROLES, Audit, User
+from posttrain.feedback.security import hash_password
+
+USERNAME = re.compile(r"[\w.@+-]{1,64}")
+MIN_PASSWORD = 8
+
+
+def check_account(username: str, password: str, role: str) -> None:
+    """DataError saying which rule a new account breaks."""
+    if not USERNAME.fullmatch(username):
+        raise DataError(f"user name {username!r}: use 1 to 64 letters, digits and . _ @ + - (no spaces)")
+    if len(password) < MIN_PASSWORD:
+        raise DataError(f"user {username!r}: the password needs {MIN_PASSWORD} characters or more")
+    if role not in ROLES:
+        raise DataError(f"user {username!r}: role {role!r} is not one of {', '.join(ROLES)}")
+
+
+def add_user(s: Session, username: str, password: str, role: str, by: int | None, how: str) -> User:
+    """A new active user, audited as made `how` (`page`, `init`, `cli`) by user `by`; DataError when a rule is
+    broken or the name is taken."""
+    check_account(username, password, role)
+    if s.scalar(select(User.id).where(User.username == username)) is not None:
+        raise DataError(f"user {username!r} exists already; pick another name")
+    user = User(username=username, password_hash=hash_password(password), role=role, active=True)
+    s.add(user)
+    s.add(Audit(user_id=by, action="user.create", target=f"user:{username}", detail={"role": role, "by": how}))
+    return user
