@@ -181,6 +181,10 @@ def test_api_tokens_work_without_cookies_and_stop_when_revoked(fb):
     bad = api.post("/api/campaigns/1/next", headers=auth).json()
     assert api.post(f"/api/leases/{bad['lease_id']}/judgment", headers=auth,
                     json={"client_id": "client-0002", "answer": {"choice": "Z"}}).status_code == 422
+    broken = api.post(f"/api/leases/{bad['lease_id']}/judgment", content='{"client_id": "client-0002", "answer"',
+                      headers={**auth, "Content-Type": "application/json"})
+    assert broken.status_code == 422 and broken.json()["detail"].startswith(
+        "the request body is not JSON (Expecting ':' delimiter at character ")
     both = api.post(f"/api/leases/{bad['lease_id']}/judgment?next=true", headers=auth,
                     json={"client_id": "client-0003", "answer": {"choice": "tie"}}).json()
     assert both["created"] and both["next"]["lease_id"] not in (task["lease_id"], bad["lease_id"])

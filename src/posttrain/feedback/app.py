@@ -109,6 +109,11 @@ def create_app(settings: Settings) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, e: RequestValidationError):  # noqa: ANN202
         first = e.errors()[0] if e.errors() else {}
+        if first.get("type") == "json_invalid":  # loc is ("body", character offset)
+            why = (first.get("ctx") or {}).get("error", "JSON decode error")
+            at = first.get("loc", ("body", "?"))[-1]
+            return JSONResponse({"detail": f"the request body is not JSON ({why} at character {at}); send "
+                                           "Content-Type: application/json with a JSON object"}, status_code=422)
         where = ".".join(str(x) for x in first.get("loc", ()))
         return JSONResponse({"detail": f"{where}: {first.get('msg', 'invalid')}"}, status_code=422)
 
