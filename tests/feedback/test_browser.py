@@ -134,6 +134,40 @@ def test_a_long_response_scrolls_in_its_box_and_leaves_the_answer_in_reach(tmp_p
         server.stop()
 
 
+def test_the_markdown_view_formats_responses_safely_and_is_remembered(tmp_path, page):
+    """`m` (or the button) shows the responses as Markdown, sanitised: no script, no image, links as text only;
+    the choice holds across tasks and reloads, and `m` again shows the exact text."""
+    from posttrain.feedback.app import Settings, create_app
+
+    text = "**Four**, since 2 + 2 = 4.\n\n- [see here](http://example.org)\n\n`code`\n\n" + XSS
+    app = create_app(Settings(db=f"sqlite:///{tmp_path}/md.db"))
+    add_users(app.state.db, {"rater1": "rater"})
+    add_campaign(app.state.db, "md", items=pairwise_items(2, text), overlap=1)
+    server = ThreadServer(app)
+    try:
+        seen = watch(page)
+        log_in(page, server.url, "rater1")
+        page.goto(server.url + "/c/1/next")
+        page.wait_for_selector("#task-form")
+        first = page.locator(".response").nth(0) if "Four" in page.inner_text(".response >> nth=0") \
+            else page.locator(".response").nth(1)
+        assert "**Four**" in first.locator(".response-text").inner_text()  # the exact text first
+        assert not first.locator(".response-md").is_visible()
+        page.keyboard.press("m")
+        md = first.locator(".response-md")
+        assert md.is_visible() and not first.locator(".response-text").is_visible()
+        assert md.locator("strong").inner_text() == "Four" and md.locator("li").inner_text() == "see here"
+        assert md.locator("a, script, img").count() == 0 and md.locator("code").count() == 1
+        page.reload()
+        page.wait_for_selector("#task-form")
+        assert first.locator(".response-md").is_visible()  # remembered
+        page.click("#md-toggle")
+        assert first.locator(".response-text").is_visible() and not first.locator(".response-md").is_visible()
+        assert page.evaluate("window.__xss") is None and not [x for x in seen if x.startswith("dialog")], seen
+    finally:
+        server.stop()
+
+
 def test_a_rater_cannot_open_another_raters_task_or_the_admin_pages(live, browser):
     server, _app, _ = live
     one, two = browser.new_context(), browser.new_context()

@@ -21,7 +21,7 @@ from sqlalchemy.orm import sessionmaker
 
 from posttrain.feedback import migrate
 from posttrain.feedback.db import make_engine
-from posttrain.feedback.render import markdown_html
+from posttrain.feedback.render import markdown_html, response_html
 from posttrain.feedback.security import HEADERS, RateLimiter
 from posttrain.feedback.web import LoginRequired, PrincipalCache, render
 
@@ -88,6 +88,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.principals = PrincipalCache()
     templates = Jinja2Templates(directory=str(HERE / "templates"))  # autoescape on for .html
     templates.env.filters["markdown"] = markdown_html
+    templates.env.filters["response_markdown"] = response_html
     app.state.templates = templates
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.include_router(api.router)  # first: the busiest routes (scripts, the benchmark) match after fewer tries

@@ -70,6 +70,24 @@
     var skip = document.getElementById("skip");
     if (skip) skip.addEventListener("click", function () { localStorage.removeItem(key); });
 
+    // The responses as plain text (what the model wrote, character for character) or as Markdown rendered by
+    // the server (sanitised, links as text); the rater's choice is kept for every task.
+    var mdButton = document.getElementById("md-toggle");
+    function showMarkdown(on) {
+      Array.prototype.forEach.call(document.querySelectorAll(".response"), function (r) {
+        var text = r.querySelector(".response-text"), md = r.querySelector(".response-md");
+        if (text && md) { text.hidden = on; md.hidden = !on; }
+      });
+      if (mdButton) mdButton.setAttribute("aria-pressed", on ? "true" : "false");
+    }
+    function toggleMarkdown() {
+      var on = localStorage.getItem("posttrain-markdown") !== "1";
+      if (on) localStorage.setItem("posttrain-markdown", "1"); else localStorage.removeItem("posttrain-markdown");
+      showMarkdown(on);
+    }
+    showMarkdown(localStorage.getItem("posttrain-markdown") === "1");
+    if (mdButton) mdButton.addEventListener("click", toggleMarkdown);
+
     var guide = document.getElementById("guidelines");
     var task = form.dataset.task;
     var handlers = {pairwise: pairwiseKeys, ranking: rankingKeys, rubric: rubricKeys, correction: correctionKeys};
@@ -85,6 +103,7 @@
       if (ev.key === "Enter") { ev.preventDefault(); submit(); }
       else if (ev.key === "s" && skip) { ev.preventDefault(); skip.click(); }
       else if (ev.key === "?" && guide) { ev.preventDefault(); guide.hidden = !guide.hidden; }
+      else if (ev.key === "m") { ev.preventDefault(); toggleMarkdown(); }
       else if (ev.key === "Escape" && guide) { guide.hidden = true; }
     });
   }
