@@ -217,7 +217,8 @@ def _submit_work(s: Session, lease_id: int, rater_id: int, client_id: str, answe
         return again
     lease = conn.execute(_LEASE_TO_JUDGE, {"lease": lease_id}).first()
     if lease is None or lease.rater_id != rater_id:
-        raise Conflict("this task is no longer yours (the lease expired and went to another rater); take the next")
+        raise Conflict("this task is no longer yours, or never was (its lease expired and went back to the "
+                       "queue, or there is no such lease); take the next")
     rules = _campaign_rules(s, lease.campaign_id)
     payload = read_answer(rules.task_type, answer, lease.presentation, rules.rubric)
     claimed = conn.execute(_CLAIM, {"lease": lease_id, "rater": rater_id}).rowcount
