@@ -37,6 +37,15 @@ def shorter_is_better(prompt: Prompt, completion: str) -> float:
 NOT_A_FUNCTION = 3
 
 
+def trl_style(completions, **kwargs):  # noqa: ANN001, ANN003, ANN201
+    """TRL's reward-function signature, which posttrain's is not."""
+    return [0.0 for _ in completions]
+
+
+def with_defaults(prompt, completion, scale=1.0):  # noqa: ANN001, ANN201
+    return scale
+
+
 def test_numeric_reward_reads_the_final_number():
     assert numeric_reward(PROMPT, "23 + 45: ones 3 + 5 = 8, tens 2 + 4 = 6. #### 68") == 1.0
     assert numeric_reward(PROMPT, "The answer is 68.") == 1.0
@@ -68,6 +77,7 @@ def test_resolve_reward_names_and_module_function():
     assert mine is shorter_is_better
     assert mine(PROMPT, "68") == pytest.approx(1 / 3)  # 1 / (1 + 2 characters)
     assert resolve_reward("posttrain.rewards.functions:numeric_reward") is numeric_reward
+    assert resolve_reward(f"{__name__}:with_defaults") is with_defaults  # extra parameters with defaults are fine
 
 
 @pytest.mark.parametrize("spec, words", [
@@ -77,6 +87,8 @@ def test_resolve_reward_names_and_module_function():
     ("no_such_module_here:f", ["cannot import module 'no_such_module_here'", "No module named"]),
     ("math:no_such_function", ["module 'math' has no attribute 'no_such_function'"]),
     (f"{__name__}:NOT_A_FUNCTION", ["'NOT_A_FUNCTION' is a int, not a function"]),
+    (f"{__name__}:trl_style", [f"{__name__}:trl_style takes (completions, kwargs), but a reward is called as "
+                               "f(prompt, completion)"]),
     ("numeric+", ["an empty term"]),
     ("numeric+0.2*", ["an empty term"]),
     ("numeric+0.2*thinkformat", ["term 'thinkformat'", "did you mean think_format?"]),

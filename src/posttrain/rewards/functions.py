@@ -407,6 +407,12 @@ def _user_function(spec: str) -> RewardFn:
     function = getattr(module, attr)
     if not callable(function):
         raise ValueError(f"{attr!r} is a {type(function).__name__}, not a function")
+    if inspect.isfunction(function) and not hasattr(function, "score_batch"):  # before any model loads or samples
+        try:
+            inspect.signature(function).bind(None, None)
+        except TypeError:
+            raise ValueError(f"{spec} takes ({', '.join(inspect.signature(function).parameters)}), but a reward is "
+                             "called as f(prompt, completion)") from None
     return function
 
 
