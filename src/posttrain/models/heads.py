@@ -82,7 +82,9 @@ class RewardModel(torch.nn.Module):
         model = self.classifier.get_base_model() if is_lora(self.classifier) else self.classifier
         body = getattr(model, model.base_model_prefix)
         hidden = body(**inputs).last_hidden_state  # (B, T, H)
-        return getattr(model, HEAD)(hidden).squeeze(-1).float()  # (B, T)
+        # (B, T); sum over the head's one output is that output, as a new tensor: an FSDP2-sharded token_values
+        # must not return a view
+        return getattr(model, HEAD)(hidden).float().sum(-1)
 
 
 def sequence_rewards(classifier: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -113,7 +115,8 @@ def last_token_rewards(values: torch.Tensor, attention_mask: torch.Tensor) -> to
         )
     positions = torch.arange(values.shape[1], device=values.device)  # (T,)
     last_index = (attention_mask.long() * positions).argmax(dim=-1)  # (B,): first max wins ties
-    return values.gather(-1, last_index.unsqueeze(-1)).squeeze(-1)  # (B,)
+    rows = torch.arange(values.shape[0], device=values.device)  # (B,)
+    return values[rows, last_index]  # (B,): a new tensor, not a view (an FSDP2-wrapped model must not return one)
 
 
 @contextmanager
@@ -231,7 +234,7 @@ class SharedValueHead(torch.nn.Module):
         (score_step, through rl/batch.py::completion_values), from the body alone, without the LM head."""
         lm = transformers_model(self._policy[0])  # peft's LoRA layers sit inside it, so the adapters act
         hidden = getattr(lm, lm.base_model_prefix)(**inputs).last_hidden_state  # (B, T, H)
-        return self.head(hidden.float()).squeeze(-1)  # (B, T)
+        return self.head(hidden.float()).sum(-1)  # (B, T): its one output, as a new tensor (not a view)
 
     def train(self, mode: bool = True) -> "SharedValueHead":
         """eval() and train() reach the policy too: score_step reads the values in eval mode."""

@@ -127,8 +127,9 @@ def _layer_at(layer: torch.nn.Module, positions: torch.Tensor, where: tuple[torc
                     scaling=attn.scaling)  # (B, S, heads, D)
     out = out.reshape(b, s, -1)[row, slot]  # (M, heads·D)
     hidden = hidden_states[row, at] + attn.o_proj(out)  # (M, H)
-    hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))  # (M, H)
-    return hidden[None] if flat else hidden.view(b, s, h)  # (1, M, H) or (B, S, H)
+    mlp = layer.mlp(layer.post_attention_layernorm(hidden))  # (M, H)
+    shape = (1, -1, h) if flat else (b, s, h)  # (1, M, H) or (B, S, H)
+    return hidden.view(shape) + mlp.view(shape)  # the sum is a new tensor: an FSDP2 block must not return a view
 
 
 def _query_rows(mask: torch.Tensor | None, positions: torch.Tensor, t: int, dtype: torch.dtype,
