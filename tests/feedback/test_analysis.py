@@ -223,3 +223,33 @@ def test_stats_bad_input_is_one_line(fb, tmp_path, capsys):
         assert main(["feedback", "stats", *args]) == 2, args
         err = capsys.readouterr().err.strip()
         assert expect in err and "\n" not in err and "Traceback" not in err, err
+
+
+def test_items_without_model_names_stay_out_of_the_leaderboard(fb, tmp_path, capsys):
+    """A chosen/rejected line with no chosen_model/rejected_model names no model version: its responses keep model
+    None, the import says so, raters judge it and it is exported, but "chosen" and "rejected" never rank as if
+    they were models; the named items still make the leaderboard."""
+    from posttrain.feedback.source import read_campaign
+
+    lines = [{"prompt": f"q{i}", "responses": [f"a{i}", f"b{i}"], "models": ["v1", "v2"]} for i in range(3)]
+    lines += [{"prompt": "Write a haiku", "chosen": "old pond", "rejected": "frog"},
+              {"prompt": "Name a colour", "chosen": "red", "rejected": "blue", "chosen_model": "v1",
+               "rejected_model": "v2"}]
+    items = tmp_path / "items.jsonl"
+    items.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert main(["feedback", "import", "--db", fb.url, "--campaign", "mixed", "--items", str(items)]) == 0
+    assert "note: 1 of 5 items name no model for a response" in capsys.readouterr().err
+    with fb.db() as s:
+        cid = s.query(Item).filter_by(prompt=[{"role": "user", "content": "q0"}]).one().campaign_id
+    rater = fb.users["rater1"]
+    while (lease := assign.next_lease(fb.db, cid, rater, T0)) is not None:
+        assign.submit(fb.db, lease, rater, f"vote-{lease}", {"choice": "A"}, T0)
+    with fb.db() as s:
+        result = campaign_stats(s, "mixed", 50, 0)
+    assert sorted(row.model for row in result.leaderboard) == ["v1", "v2"]
+    assert any(n.startswith("leaderboard: 1 judged items left out, their responses name no model") for n in
+               result.notes), result.notes
+    rows = read_campaign(fb.url, "mixed").rows
+    assert len(rows) == 5  # every judgment is exported, the unnamed one with models null
+    haiku = [r for r in rows if r["prompt"][0]["content"] == "Write a haiku"]
+    assert haiku and haiku[0]["feedback"]["models"] == {"chosen": None, "rejected": None}

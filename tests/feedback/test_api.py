@@ -245,6 +245,8 @@ def test_the_users_page_keeps_the_form_and_says_which_rule_a_new_user_breaks(fb)
 
     c = TestClient(fb.app)
     csrf = login(c, "admin")
+    page = c.get("/admin/users").text  # no button to deactivate oneself (the server refuses it: 409)
+    assert f'/admin/users/{fb.users["admin"]}/active"' not in page and f'/admin/users/{fb.users["rater1"]}/active"' in page
     cases = {("rater1", "12345678", "rater"): "user &#39;rater1&#39; exists already; pick another name",
              ("new rater", "12345678", "rater"): "use 1 to 64 letters, digits and . _ @ + - (no spaces)",
              ("<b>eve</b>", "12345678", "rater"): "use 1 to 64 letters",

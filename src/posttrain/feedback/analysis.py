@@ -221,13 +221,19 @@ def campaign_stats(s: Session, campaign_name: str, n_resamples: int = 1000, seed
         return out
 
     labels: dict[str, dict[int, str]] = defaultdict(dict)
-    first, games = [], []
+    first, games, unnamed = [], [], set()
     for j in judgments:
         labels[names[j.rater_id]][j.item_id] = label_of(campaign.task_type, j.payload)
         first.append(first_shown_outcome(campaign.task_type, j.payload, j.presentation))
-        models = [r.get("model") or f"response {n}" for n, r in enumerate(items[j.item_id].responses)]
+        models = [r.get("model") for r in items[j.item_id].responses]
+        if None in models:  # a response of no named model version: nothing to rank it as
+            unnamed.add(j.item_id)
+            continue
         games += [(models[x], models[y], score, j.item_id) for x, y, score in games_of(campaign.task_type, j.payload)
                   if models[x] != models[y]]
+    if unnamed:
+        out.notes.append(f"leaderboard: {len(unnamed)} judged items left out, their responses name no model version "
+                         "(give models, chosen_model/rejected_model or model in the item file)")
 
     out.alpha, out.kappas, out.rater_agreement = agreement(labels)
     if out.alpha is None:
@@ -237,7 +243,7 @@ def campaign_stats(s: Session, campaign_name: str, n_resamples: int = 1000, seed
     if games:
         out.leaderboard = leaderboard(games, n_resamples, seed)
     else:
-        out.notes.append("no leaderboard: every item's responses come from one model")
+        out.notes.append("no leaderboard: no judged item compares two named model versions")
     return out
 
 

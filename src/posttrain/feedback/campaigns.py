@@ -4,8 +4,12 @@ An item file is JSONL, one prompt per line, in the project's field names:
 - `{"prompt": ..., "responses": [...], "models": [...]}`: K responses (strings, message lists, or
   `{"text", "model"}` objects); `models` (optional) names the model of each, kept from raters;
 - `{"prompt": ..., "chosen": ..., "rejected": ...}`: a preference record to be judged again (2 responses);
+  `chosen_model` / `rejected_model` (optional) name their models;
 - `{"prompt": ..., "completion": ..., "model": ...}`: one response per line; lines with the same prompt are
   gathered into one item (what `posttrain generate` writes, once per model).
+
+A response whose model is not named keeps model None: it is judged and exported, and the leaderboard of model
+versions leaves its item out (a placeholder such as "chosen" would rank as if it were a model).
 
 `model_items` makes items from several models' answers to the same prompts (`posttrain feedback generate`, the
 demo's campaign of its model versions).
@@ -63,6 +67,16 @@ def model_items(prompts: list[list[dict[str, str]]], answers: dict[str, list[str
     return items, len(prompts) - len(items)
 
 
+def _model(name: Any) -> str | None:
+    """A response's model version as the file names it, or None when it names none."""
+    return None if name is None or name == "" else str(name)
+
+
+def unnamed_items(items: list[dict[str, Any]]) -> int:
+    """How many items have a response whose model is not named (left out of the leaderboard)."""
+    return sum(any(r.get("model") is None for r in item["responses"]) for item in items)
+
+
 def read_items(path: str | Path) -> list[dict[str, Any]]:
     """Items `[{"prompt": messages, "responses": [{"text", "model"}], "source": "FILE:LINE"}]` from a JSONL file
     (formats above)."""
@@ -93,13 +107,13 @@ def parse_items(text: str, source: str) -> list[dict[str, Any]]:
             if not isinstance(raw, list) or len(models) != len(raw):
                 raise DataError(f"{where}: responses must be a list, and models (if given) as long")
             responses = [{"text": _text(r, f"{where}: responses[{i}]"),
-                          "model": (r.get("model") if isinstance(r, dict) else None) or models[i] or f"response {i}"}
+                          "model": _model((r.get("model") if isinstance(r, dict) else None) or models[i])}
                          for i, r in enumerate(raw)]
             items.append({"prompt": prompt, "responses": responses, "source": where})
         elif "chosen" in row and "rejected" in row:
             items.append({"prompt": prompt, "responses": [
-                {"text": _text(row["chosen"], f"{where}: chosen"), "model": row.get("chosen_model", "chosen")},
-                {"text": _text(row["rejected"], f"{where}: rejected"), "model": row.get("rejected_model", "rejected")},
+                {"text": _text(row["chosen"], f"{where}: chosen"), "model": _model(row.get("chosen_model"))},
+                {"text": _text(row["rejected"], f"{where}: rejected"), "model": _model(row.get("rejected_model"))},
             ], "source": where})
         elif "completion" in row:
             key = json.dumps(prompt, sort_keys=True)
@@ -108,7 +122,7 @@ def parse_items(text: str, source: str) -> list[dict[str, Any]]:
                 item = gathered[key] = {"prompt": prompt, "responses": [], "source": where}
                 items.append(item)
             item["responses"].append({"text": _text(row["completion"], f"{where}: completion"),
-                                      "model": str(row.get("model", f"response {len(item['responses'])}"))})
+                                      "model": _model(row.get("model"))})
         else:
             raise DataError(f"{where}: responses: missing (a line needs responses, chosen and rejected, "
                             "or completion)")

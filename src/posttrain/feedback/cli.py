@@ -361,11 +361,17 @@ def parse_rubric(text: str | None) -> list:
 
 
 def import_items(cfg: ImportConfig) -> None:
-    from posttrain.feedback.campaigns import read_items
+    from posttrain.feedback.campaigns import read_items, unnamed_items
 
     rubric = parse_rubric(cfg.rubric)
     guidelines = read_guidelines(cfg.guidelines)
-    _store(cfg.db, cfg.campaign, cfg.task, read_items(cfg.items), cfg.overlap, guidelines, rubric, cfg.lease_seconds)
+    items = read_items(cfg.items)
+    _store(cfg.db, cfg.campaign, cfg.task, items, cfg.overlap, guidelines, rubric, cfg.lease_seconds)
+    unnamed = unnamed_items(items)
+    if unnamed and cfg.task in ("pairwise", "ranking"):
+        print(f"note: {unnamed} of {len(items)} items name no model for a response (models, chosen_model/"
+              "rejected_model or model): they are judged and exported, but left out of the leaderboard",
+              file=sys.stderr)
 
 
 def read_guidelines(path: str | None) -> str:
@@ -429,7 +435,7 @@ def export(cfg: ExportConfig) -> None:
                              (cfg.correction_pairs, exported.correction_pairs, "correction pairs")):
         if path is not None:
             write_jsonl(rows, path)
-            print(f"wrote {len(rows)} {what} to {path}", file=sys.stderr)
+            print(f"wrote {len(rows)} {what if len(rows) != 1 else what[:-1]} to {path}", file=sys.stderr)
 
 
 def stats(cfg: StatsConfig) -> None:
