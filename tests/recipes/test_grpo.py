@@ -245,3 +245,18 @@ def test_a_missing_vllm_is_one_line_naming_the_install(tmp_path):
     with pytest.raises(ConfigError, match="vLLM is not installed: scripts/test-vllm.sh"):
         train(cfg_for(tmp_path, "novllm", reward="numeric", sampler="vllm"))
     assert not (tmp_path / "novllm").exists()
+
+
+def test_a_sharded_run_with_fewer_held_out_prompts_than_processes_is_refused_up_front(tmp_path):
+    """Under FSDP2 every process evaluates its own share in step with the others: 1 held-out prompt for 2
+    processes used to hang the run silently (found under torchrun); it is one line before anything is written."""
+    from posttrain.config import DistConfig
+    from posttrain.recipes.grpo import grpo_advantages, run_policy_optimization
+
+    cfg = cfg_for(tmp_path, "sharded", reward="numeric")
+    cfg.data.eval_prompts = 1
+    cfg.dist = DistConfig(strategy="fsdp")
+    d = Dist(rank=0, world_size=2, local_rank=0, device=torch.device("cpu"))
+    with pytest.raises(ConfigError, match=r"the held-out set has 1 example\(s\) for 2 processes: .*--data.eval-prompts"):
+        run_policy_optimization(cfg, d, "grpo", grpo_advantages)
+    assert not (tmp_path / "sharded").exists()

@@ -59,7 +59,7 @@ from posttrain.rl.samplers import check_sampler, push_weights, rollout_sampler
 from posttrain.sampling.sampler import ModelSampler
 from posttrain.sampling.vllm_sampler import VLLMSampler
 from posttrain.training.checkpoint import seed_everything
-from posttrain.training.distributed import Dist, distributed, parallelize
+from posttrain.training.distributed import Dist, check_heldout, distributed, parallelize
 from posttrain.training.loop import end_step, finish_run, interruptible, start_run
 from posttrain.training.metrics import check_trackers
 from posttrain.training.optim import build_optimizer, build_scheduler
@@ -133,6 +133,7 @@ def run_policy_optimization(cfg, d: Dist, label: str, advantages: Callable[..., 
         eval_prompts, eval_ids = load_prompts(eval_source, tokenizer, cfg.data.eval_prompts, cfg.data.max_prompt_length)
         check_reference_fields(eval_reward, eval_prompts, eval_source)
     check_world_size(cfg.rl, d)
+    check_heldout(len(eval_prompts), d, cfg.dist, "--data.eval-prompts")  # a prompt per sharded process
     check_sampler(cfg, d)
     order = PromptOrder(len(prompts), cfg.rl.prompts_per_step, cfg.run.seed)
     check_trackers(cfg.run.trackers)

@@ -84,7 +84,7 @@ from posttrain.rl.token_rewards import explained_variance, penalize_unfinished, 
 from posttrain.sampling.sampler import ModelSampler, Sampler
 from posttrain.sampling.vllm_sampler import VLLMSampler
 from posttrain.training.checkpoint import seed_everything
-from posttrain.training.distributed import Dist, all_reduce_sum, distributed, gather_to_main, parallelize
+from posttrain.training.distributed import Dist, all_reduce_sum, check_heldout, distributed, gather_to_main, parallelize
 from posttrain.training.loop import end_step, finish_run, interruptible, start_run
 from posttrain.training.metrics import check_trackers
 from posttrain.training.optim import build_optimizer, build_scheduler
@@ -367,6 +367,7 @@ def run_ppo(cfg: PPOConfig, d: Dist) -> Path:
         check_reference_fields(reward, eval_prompts, eval_source)
         gold = gold_scorer(cfg, eval_prompts)
     check_world_size(cfg.rl, d)
+    check_heldout(len(eval_prompts), d, cfg.dist, "--data.eval-prompts")  # a prompt per sharded process
     check_sampler(cfg, d)
     order = PromptOrder(len(prompts), cfg.rl.prompts_per_step, cfg.run.seed)
     check_trackers(cfg.run.trackers)

@@ -69,12 +69,12 @@ def parallelize(model: torch.nn.Module, d: Dist, cfg: DistConfig, reference: Ref
     return torch.nn.parallel.DistributedDataParallel(model)
 
 
-def check_heldout(n_heldout: int, d: Dist, cfg: DistConfig) -> None:
+def check_heldout(n_heldout: int, d: Dist, cfg: DistConfig, more: str = "--data.eval-fraction") -> None:
     """A ConfigError when a sharded run's held-out set has examples but fewer than the processes: the processes of a
     sharded model evaluate in step, each on a share of its own (training.loop.eval_order)."""
     if cfg.strategy == "fsdp" and d.enabled and 0 < n_heldout < d.world_size:
         raise ConfigError(f"the held-out set has {n_heldout} example(s) for {d.world_size} processes: with "
-                          "--dist.strategy fsdp each process needs one of its own; hold out more (--data.eval-fraction)")
+                          f"--dist.strategy fsdp each process needs one of its own; hold out more ({more})")
 
 
 def no_sync(model: torch.nn.Module, last: bool):
