@@ -82,6 +82,7 @@ def test_resolve_reward_names_and_module_function():
 
 @pytest.mark.parametrize("spec, words", [
     ("numerik", ["reward='numerik'", "unknown reward 'numerik' (did you mean numeric?)"]),
+    ("gym", ["unknown reward 'gym' (did you mean reasoning_gym?)"]),
     (":shorter_is_better", ["reward=':shorter_is_better'", "is not module:function"]),
     ("os.path:", ["reward='os.path:'", "is not module:function"]),
     ("no_such_module_here:f", ["cannot import module 'no_such_module_here'", "No module named"]),

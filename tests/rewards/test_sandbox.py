@@ -214,8 +214,9 @@ def test_prompts_without_tests_or_with_bad_tests_are_a_data_error():
     reward = CodeReward(FAST)
     with pytest.raises(DataError, match='"tests"'):
         reward(Prompt.from_dict({"prompt": "Write add."}), ADD)
-    with pytest.raises(DataError, match="non-empty list of strings"):
-        reward(prompt([1, 2]), ADD)
+    for bad in ([1, 2], [], "", "  \n", ["assert add(1, 2) == 3", ""]):  # an empty test passes anything
+        with pytest.raises(DataError, match="non-empty list of strings"):
+            reward(prompt(bad), ADD)
     with pytest.raises(DataError, match='"setup" must be a string'):
         reward(prompt(ADD_TESTS, setup=["import math"]), ADD)
 

@@ -65,7 +65,9 @@ def test_a_weighted_sum_is_scored_part_by_part():
 
 
 @pytest.mark.parametrize("value, what", [(math.nan, "returned nan"), (math.inf, "returned inf"),
-                                         ("high", "returned 'high', not a number")])
+                                         ("high", "returned 'high', a string, not a number"),
+                                         ("1.0", "returned '1.0', a string, not a number"),  # not float()-ed
+                                         (None, "returned None, not a number")])
 def test_a_reward_returning_no_finite_number_names_the_prompt_and_completion(value, what):
     def broken(prompt: Prompt, completion: str):
         return value

@@ -28,7 +28,7 @@ from posttrain.rewards.functions import check_reference_fields, resolve_reward
 from posttrain.rewards.score import Scores, explain_completions
 
 WRITTEN = ("reward", "reason", "reward_parts")  # the fields this command adds (a scored file can be rescored)
-SHOWN_ROWS = 20  # rows printed when no --output is given
+SHOWN_ROWS = 20  # rows printed when no --output is given (--output's help says 20)
 
 
 @dataclass
@@ -45,7 +45,7 @@ class ScoreConfig:
     `reference` object, as `posttrain generate` writes them): a JSONL, JSON, CSV or Parquet file."""
     output: str = ""
     """The JSONL file to write: each row as read plus `reward`, `reason` and (for a sum) `reward_parts`. Unset:
-    nothing is written, and the first SHOWN_ROWS rows' rewards and reasons are printed above the summary."""
+    nothing is written, and the first 20 rows' rewards and reasons are printed above the summary."""
     tokenizer: str | None = None
     """The model whose tokenizer counts tokens for token-length rewards (`overlong`): a name `--model.name` takes
     (`tiny`, a local directory, ...); use the policy's."""

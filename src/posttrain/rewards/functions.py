@@ -296,7 +296,8 @@ def _resolve_atom(atom: str, tokenizer: Any, device: str) -> RewardFn:
         return _build(name, FACTORIES[name], args or {}, tokenizer)
     if ":" in atom:
         return _user_function(atom)
-    close = difflib.get_close_matches(name, [*REWARDS, *FACTORIES], n=1)
+    known = [*REWARDS, *FACTORIES]
+    close = difflib.get_close_matches(name, known, n=1) or [k for k in known if name and name in k][:1]  # gym
     raise ValueError(f"unknown reward {name!r}" + (f" (did you mean {close[0]}?)" if close else ""))
 
 

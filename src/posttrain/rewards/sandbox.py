@@ -297,7 +297,8 @@ def tests_of(prompt: Prompt) -> tuple[list[str], str]:
     tests = reference_field(prompt, "tests", "code")
     if isinstance(tests, str):
         tests = [tests]
-    if not isinstance(tests, list) or not tests or not all(isinstance(t, str) for t in tests):
+    if not isinstance(tests, list) or not tests or not all(isinstance(t, str) and t.strip() for t in tests):
+        # an empty test would pass any program: a free reward, not a check
         raise DataError(f'prompt {prompt.text[:40]!r}: "tests" must be a non-empty list of strings (each a test '
                         f'statement such as "assert f(1) == 2") or one string of test code, got {tests!r:.80}')
     setup = prompt.reference.get("setup", "")

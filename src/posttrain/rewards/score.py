@@ -51,6 +51,8 @@ def _checked(name: str, values: Sequence[Any], prompts: Sequence[Prompt], comple
         raise RewardError(f"reward {name}: returned {len(values)} values for {len(completions)} completions")
     out = []
     for value, prompt, completion in zip(values, prompts, completions):
+        if isinstance(value, (str, bytes)):  # float("1.0") would pass a text the reward meant to parse itself
+            raise _failure(name, prompt, completion, f"returned {value!r}, a string, not a number")
         try:
             number = float(value)
         except (TypeError, ValueError):

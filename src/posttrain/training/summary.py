@@ -23,5 +23,5 @@ def print_summary(run_dir: Path, command: str, figures: dict[str, str], show: bo
     found = [fmt.format(next(r[k] for r in reversed(rows) if k in r)) for k, fmt in figures.items()
              if any(k in r for r in rows)]
     said = ", ".join(found) if found else "no held-out data to report"
-    print(f"posttrain {command}: {said} after {steps} steps; the model is in {run_dir / 'final'}", flush=True)
+    print(f"posttrain {command}: {said} after {steps} step{'s' if steps != 1 else ''}; the model is in {run_dir / 'final'}", flush=True)
     return run_dir
