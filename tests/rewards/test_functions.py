@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -204,6 +206,19 @@ def test_check_reference_fields_names_the_row_and_the_field(tmp_path):
         check_reference_fields(resolve_reward("think_format+numeric"), prompts, str(data))
     assert str(info.value) == (f'{data}:3: has no "answer" field, which the reward think_format+numeric reads; '
                                "add it to every row or pick another reward")
+
+
+def test_check_reference_fields_runs_a_rewards_own_rule_on_every_row(tmp_path):
+    """The code reward's tests must be non-empty strings: a row with `"tests": []` is refused with its place before
+    sampling (it used to stop a run at the step that first drew it), also inside a sum."""
+    data = tmp_path / "code.jsonl"
+    rows = [{"prompt": "Write add.", "tests": ["assert add(1, 2) == 3"]}, {"prompt": "Write sub.", "tests": []}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    prompts = [Prompt.from_dict(r) for r in rows]
+    check_reference_fields(resolve_reward("code"), prompts[:1], str(data))
+    for spec in ("code", "code+0.1*think_format"):
+        with pytest.raises(DataError, match=rf'^{re.escape(str(data))}:2: prompt \'Write sub.\': "tests" must be'):
+            check_reference_fields(resolve_reward(spec), prompts, str(data))
 
 
 @pytest.mark.parametrize("reward, completion, score, reason", [

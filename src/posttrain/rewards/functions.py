@@ -434,8 +434,15 @@ def check_reference_fields(reward: Any, prompts: Sequence[Prompt], source: str) 
     from posttrain.rewards.score import reward_name
 
     fields = sorted(required_fields(reward))
+    parts = [part for _, _, part in getattr(reward, "parts", None) or [(None, None, reward)]]
+    checks = [check for check in (getattr(part, "check_reference", None) for part in parts) if check]
     for i, prompt in enumerate(prompts):
         for name in fields:
             if name not in prompt.reference:
                 raise DataError(f'{row_location(source, i + 1)}: has no "{name}" field, which the reward '
                                 f'{reward_name(reward)} reads; add it to every row or pick another reward')
+        for check in checks:  # a reward's own rule for its fields' values (the code reward's tests)
+            try:
+                check(prompt)
+            except DataError as e:
+                raise DataError(f"{row_location(source, i + 1)}: {e}") from None

@@ -325,6 +325,12 @@ class CodeReward:
     def __call__(self, prompt_record: Prompt, completion: str) -> float:
         return self.score_batch([prompt_record], [completion])[0]
 
+    @staticmethod
+    def check_reference(prompt_record: Prompt) -> None:
+        """A DataError when the prompt's tests or setup have the wrong shape: `check_reference_fields` runs it
+        on every prompt before sampling, so a bad row does not stop a run at the step that first draws it."""
+        tests_of(prompt_record)
+
     def score_batch(self, prompts: Sequence[Prompt], completions: Sequence[str]) -> list[float]:
         return [score for score, _ in self.explain_batch(prompts, completions)]
 
