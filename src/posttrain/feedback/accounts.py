@@ -17,10 +17,15 @@ USERNAME = re.compile(r"[\w.@+-]{1,64}")
 MIN_PASSWORD = 8
 
 
-def check_account(username: str, password: str, role: str) -> None:
-    """DataError saying which rule a new account breaks."""
+def check_username(username: str) -> None:
+    """DataError when `username` is not a plain login name."""
     if not USERNAME.fullmatch(username):
         raise DataError(f"user name {username!r}: use 1 to 64 letters, digits and . _ @ + - (no spaces)")
+
+
+def check_account(username: str, password: str, role: str) -> None:
+    """DataError saying which rule a new account breaks."""
+    check_username(username)
     if len(password) < MIN_PASSWORD:
         raise DataError(f"user {username!r}: the password needs {MIN_PASSWORD} characters or more")
     if role not in ROLES:

@@ -46,10 +46,10 @@ class AnsweredOtherwise(Conflict):
     """A resend of a client id with another answer than the one it stored (`judgment_id`), which stays."""
 
     def __init__(self, judgment_id: int) -> None:
-        super().__init__(f"this task was already answered otherwise (judgment {judgment_id}, perhaps from another "
-                         f"tab); that first answer was kept and this one was not: to change it, edit it at "
-                         f"/judgments/{judgment_id}/edit")
         self.judgment_id = judgment_id
+        self.summary = (f"this task was already answered otherwise (judgment {judgment_id}, perhaps from another "
+                        "tab); that first answer was kept and this one was not")
+        super().__init__(f"{self.summary}: to change it, edit it at /judgments/{judgment_id}/edit")
 
 
 @dataclass(frozen=True)

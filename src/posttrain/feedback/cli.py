@@ -228,7 +228,7 @@ def init(cfg: InitConfig) -> None:
     from sqlalchemy.orm import Session
 
     from posttrain.feedback import migrate
-    from posttrain.feedback.accounts import MIN_PASSWORD, add_user, check_account
+    from posttrain.feedback.accounts import add_user, check_username
     from posttrain.feedback.db import User
     from posttrain.feedback.source import sqlite_file
 
@@ -236,7 +236,7 @@ def init(cfg: InitConfig) -> None:
     # a new SQLite file has no admin yet: check the name and the password first, so that a refused one leaves no
     # file behind
     password = _admin_password(cfg) if path is not None and not path.exists() else None
-    check_account(cfg.admin, password or "?" * MIN_PASSWORD, "admin")
+    check_username(cfg.admin)
     engine = _engine(cfg.db)
     was = engine.schema_was
     schema = ("created the schema" if was is None else "schema is up to date" if was == migrate.head()
@@ -254,16 +254,14 @@ def add_users(cfg: UserConfig) -> None:
 
     from sqlalchemy.orm import Session
 
-    from posttrain.feedback.accounts import add_user, check_account
+    from posttrain.feedback.accounts import add_user
 
     names = list(cfg.name)
     if len(set(names)) < len(names):
         raise ConfigError(f"--name: {', '.join(sorted({n for n in names if names.count(n) > 1}))} given twice")
     given = os.environ.get(cfg.password_env) if len(names) == 1 else None
     passwords = {n: given or secrets.token_urlsafe(12) for n in names}
-    for n in names:  # every rule before anything is written
-        check_account(n, passwords[n], cfg.role)
-    with Session(_engine(cfg.db, must_exist=True)) as s, s.begin():
+    with Session(_engine(cfg.db, must_exist=True)) as s, s.begin():  # one transaction: all or no one
         for n in names:
             add_user(s, n, passwords[n], cfg.role, None, "cli")
     if given is None:

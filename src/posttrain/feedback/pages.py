@@ -177,7 +177,7 @@ async def submit_task(request: Request, lease_id: int, who: Principal = Depends(
     except AnswerError as e:
         return _task_page(request, lease, item, campaign, who, status=422, error=str(e))
     except assign.AnsweredOtherwise as e:  # the same task answered in another tab first: say so, link both ways on
-        return render(request, "error.html", status=409, message=str(e).split(":")[0],
+        return render(request, "error.html", status=409, message=e.summary,
                       links=[(f"/judgments/{e.judgment_id}/edit", "edit the answer that was kept"),
                              (f"/c/{campaign.id}/next", "take the next task")])
     except assign.Conflict as e:

@@ -417,13 +417,16 @@ def _user_function(spec: str) -> RewardFn:
     return function
 
 
+def reward_leaves(reward: Any) -> list[Any]:
+    """The rewards a spec is made of: each part of a weighted sum, or the reward itself."""
+    parts = getattr(reward, "parts", None)
+    return [leaf for _, _, part in parts for leaf in reward_leaves(part)] if parts else [reward]
+
+
 def required_fields(reward: Any) -> set[str]:
     """The reference fields `reward` reads (`answer` for numeric, exact and math; `tests` for code; ...): its
     `reference_fields`, over every part of a weighted sum. A user's function may declare its own attribute."""
-    parts = getattr(reward, "parts", None)
-    if parts:
-        return set().union(*(required_fields(part) for _, _, part in parts))
-    return set(getattr(reward, "reference_fields", ()))
+    return set().union(*(getattr(leaf, "reference_fields", ()) for leaf in reward_leaves(reward)))
 
 
 def check_reference_fields(reward: Any, prompts: Sequence[Prompt], source: str) -> None:
@@ -434,8 +437,7 @@ def check_reference_fields(reward: Any, prompts: Sequence[Prompt], source: str) 
     from posttrain.rewards.score import reward_name
 
     fields = sorted(required_fields(reward))
-    parts = [part for _, _, part in getattr(reward, "parts", None) or [(None, None, reward)]]
-    checks = [check for check in (getattr(part, "check_reference", None) for part in parts) if check]
+    checks = [check for check in (getattr(leaf, "check_reference", None) for leaf in reward_leaves(reward)) if check]
     for i, prompt in enumerate(prompts):
         for name in fields:
             if name not in prompt.reference:
