@@ -125,6 +125,10 @@ def test_a_fork_bomb_is_contained_by_the_kernel_layers_alone():
     while runner_processes() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert runner_processes() == []
+    # the very next job has its full process quota (as root, the bomb's zombies kept its uid's count up for ~1 s)
+    fork_once = "import os\npid = os.fork()\nif pid == 0:\n    os._exit(0)\nos.waitpid(pid, 0)\n"
+    assert run_program(bomb, ["assert True"], limits=KERNEL_ONLY).reason == "timeout"
+    assert run_program(fork_once, ["assert True"], limits=KERNEL_ONLY).reason == "passed"
 
 
 def test_the_trainers_environment_is_not_visible(monkeypatch):

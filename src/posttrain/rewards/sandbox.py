@@ -43,7 +43,8 @@ from posttrain.rewards.functions import reference_field
 
 RUNNER = Path(__file__).with_name("sandbox_runner.py")
 UID_BASE = 61000
-"""As root, each running job gets its own uid from UID_BASE .. UID_BASE + UID_COUNT - 1 (free ones only)."""
+"""As root, each running job gets its own uid from UID_BASE .. UID_BASE + UID_COUNT - 1: one no job holds and
+no process (not even a zombie, which still counts against RLIMIT_NPROC until init reaps it) belongs to."""
 UID_COUNT = 256
 
 
@@ -96,8 +97,11 @@ class _Uids:
 
     def acquire(self) -> int:
         with self._lock:
+            # A job killed with many processes (a fork bomb) leaves zombies for a second or so: a fresh uid
+            # then, or the next job on this one would find its process quota already spent.
+            busy = _uids_with_processes()
             for uid in range(UID_BASE, UID_BASE + UID_COUNT):
-                if uid in self._held:
+                if uid in self._held or uid in busy:
                     continue
                 fd = os.open(os.path.join(tempfile.gettempdir(), f"posttrain-sandbox-uid-{uid}.lock"),
                              os.O_RDWR | os.O_CREAT, 0o600)
@@ -116,6 +120,18 @@ class _Uids:
 
 
 _UIDS = _Uids()
+
+
+def _uids_with_processes() -> set[int]:
+    """The uids that own a process now, zombies included."""
+    uids = set()
+    for name in os.listdir("/proc"):
+        try:
+            if name.isdigit():
+                uids.add(os.stat(f"/proc/{name}").st_uid)
+        except OSError:
+            continue  # gone meanwhile
+    return uids
 
 
 def _live_pids_of(uid: int) -> list[int]:
