@@ -8,6 +8,7 @@ on a laptop and on many nodes.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -58,8 +59,13 @@ def parallelize(model: torch.nn.Module, d: Dist, cfg: DistConfig, reference: Ref
                 ) -> torch.nn.Module:
     """`model` ready to train under torchrun as `cfg.strategy` says: wrapped in DistributedDataParallel, or
     sharded in place by FSDP2 (`models.sharding.shard`), and then `reference`'s frozen copy too; one process: the
-    model itself. Build the optimizer after this: sharding replaces the parameters."""
+    model itself (saying so when --dist.* asked for more). Build the optimizer after this: sharding replaces the
+    parameters."""
     if not d.enabled:
+        if cfg != DistConfig():
+            print(f"note: --dist.strategy {cfg.strategy} (and the other --dist.* options) take effect only under "
+                  "torchrun with 2 or more processes; this one-process run trains the model as it is",
+                  file=sys.stderr)
         return model
     if cfg.strategy == "fsdp":
         model = shard(model, cfg.reshard_after_forward, cfg.mixed_precision, d.is_main)
