@@ -98,6 +98,8 @@ def test_resolve_reward_names_and_module_function():
     ("numeric+0.2*no_such_module_here:f", ["term 'no_such_module_here:f'", "cannot import"]),
     ("format", ["format needs pattern=...", "usage: format(pattern=VALUE)"]),
     ("format(x=1)", ["format takes no argument 'x'"]),
+    ("code(walls=1)", ["code takes no argument 'walls' (did you mean wall_s?)"]),
+    ("rewards/no_such_file.py:f", ["'rewards/no_such_file.py' is a file name", "no_such_file:f"]),
     ("format(pattern='(')", ["is not a regular expression"]),
     ("format(pattern='a'", ["unclosed ("]),
     ("format(pattern='a)", ["unclosed '"]),

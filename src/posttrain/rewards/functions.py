@@ -344,7 +344,9 @@ def _build(name: str, factory: Callable[..., RewardFn], args: dict[str, str], to
     usage = f"(usage: {_usage(name, factory)})"
     unknown = sorted(key for key in args if key not in params or key == "tokenizer")
     if unknown:
-        raise ValueError(f"{name} takes no argument {unknown[0]!r} {usage}")
+        close = difflib.get_close_matches(unknown[0], [k for k in params if k != "tokenizer"], n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ValueError(f"{name} takes no argument {unknown[0]!r}{hint} {usage}")
     missing = [p for p in params.values() if p.default is p.empty and p.name not in args and p.name != "tokenizer"]
     if missing:
         raise ValueError(f"{name} needs {missing[0].name}=... {usage}")
@@ -401,6 +403,10 @@ def _user_function(spec: str) -> RewardFn:
     try:
         module = _import_here_too(module_name)
     except ImportError as e:
+        if module_name.endswith(".py"):  # a file name where the module's name goes
+            stem = os.path.splitext(os.path.basename(module_name))[0]
+            raise ValueError(f"{module_name!r} is a file name: give the module's name, {stem}:{attr}, and run from "
+                             "the folder that holds it (or put that folder on PYTHONPATH)") from None
         raise ValueError(f"cannot import module {module_name!r} ({e}; looked on sys.path and in "
                          f"{os.getcwd()})") from None
     if not hasattr(module, attr):
