@@ -9,7 +9,7 @@ import pytest
 
 from posttrain.data.records import Message, Prompt
 from posttrain.rewards.functions import WeightedSum, numeric_reward
-from posttrain.rewards.score import RewardError, explain_completions, score_completions
+from posttrain.rewards.score import RewardError, explain_completions, reward_name, score_completions
 
 PROMPTS = [Prompt((Message("user", f"What is {i} + {i}?"),), {"answer": 2 * i}) for i in range(3)]
 
@@ -96,3 +96,10 @@ def test_a_batch_of_the_wrong_length_is_refused():
 
     with pytest.raises(RewardError, match="returned 1 values for 3 completions"):
         score_completions(Short(), PROMPTS, ["a", "b", "c"])
+
+
+def test_a_users_module_function_is_named_as_its_spec_names_it():
+    import os.path
+
+    assert reward_name(os.path.basename) == "posixpath:basename"  # e.g. my_rewards:shorter_is_better
+    assert reward_name(numeric_reward) == "numeric"

@@ -16,6 +16,7 @@ a reward's `explain` / `explain_batch` where it has one: what `posttrain score` 
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -64,8 +65,16 @@ def _checked(name: str, values: Sequence[Any], prompts: Sequence[Prompt], comple
 
 
 def reward_name(reward: Any) -> str:
-    """The name a reward is logged under: its `name` attribute, else its function name."""
-    return str(getattr(reward, "name", None) or getattr(reward, "__name__", None) or type(reward).__name__)
+    """The name a reward is logged under and errors give: its `name` attribute; a user's function as its spec
+    names it (`my_rewards:shorter_is_better`); else its function or class name."""
+    name = getattr(reward, "name", None)
+    if name:
+        return str(name)
+    module = getattr(reward, "__module__", None) or ""
+    if (inspect.isfunction(reward) and reward.__qualname__ == reward.__name__  # a module's own, as specs name them
+            and module and not module.startswith("posttrain.")):
+        return f"{module}:{reward.__name__}"
+    return str(getattr(reward, "__name__", None) or type(reward).__name__)
 
 
 def _call_batch(name: str, batch: Any, prompts: Sequence[Prompt], completions: Sequence[str]) -> list[Any]:
