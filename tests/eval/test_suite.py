@@ -58,6 +58,7 @@ def test_two_models_on_two_tasks_every_figure_is_its_samples(tmp_path, prompts_f
         for task in (heldout, str(prompts_file)):
             mine = rows(r, model, task)
             assert [s["score"] for s in mine] == [char_parity(None, s["completion"]) for s in mine]
+            assert [s["reason"] for s in mine] == [f"{__name__}:char_parity = {s['score']:.4g}" for s in mine]
             acc = next(f for f in r["accuracy"] if (f["model"], f["task"]) == (model, task))
             scores = [s["score"] for s in mine]
             assert acc["value"] == pytest.approx(np.mean(scores)) and acc["n"] == len(mine)

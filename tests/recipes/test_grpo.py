@@ -71,7 +71,8 @@ def test_grpo_run_logs_and_writes_a_loadable_model(tmp_path, reward_module):
     assert any(r["train/grad_norm"] > 0 for r in steps)
     evals = [r for r in rows if "eval/accuracy" in r]
     assert [r["step"] for r in evals] == [0, 3]  # before training, and at the end
-    assert (run_dir / "samples" / "eval-step-3.jsonl").is_file()
+    held_out = [json.loads(x) for x in (run_dir / "samples" / "eval-step-3.jsonl").read_text().splitlines()]
+    assert held_out and all(f"expected {r['answer']}" in r["reason"] for r in held_out)  # numeric's reason
     from transformers import AutoModelForCausalLM
 
     AutoModelForCausalLM.from_pretrained(run_dir / "final")

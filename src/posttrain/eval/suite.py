@@ -37,6 +37,7 @@ from posttrain.eval.accuracy import task_reward
 from posttrain.eval.compare import FORMAT, change_cells, compare_plan, compare_results, read_results
 from posttrain.eval.winrate import wilson_interval
 from posttrain.rewards.functions import RewardFn, check_reference_fields
+from posttrain.rewards.score import explain_completions
 
 POSITION_FREE_JUDGES = ("verifier", "reward-model")
 """Judges that compare two scores, each given alone: the order the responses are shown in cannot matter."""
@@ -212,11 +213,12 @@ def sample_model(cfg: SuiteConfig, label: str, name: str, tasks: list[Task]) -> 
     rows = []
     for task in tasks:
         rollout = sample_messages(sampler, task.prompts, tokenizer, cfg.n_samples, params)
+        prompts = [task.prompts[g] for g in rollout.group]
+        scores, why = explain_completions(task.reward, prompts, rollout.texts)  # ("extracted 41, expected 42")
         for i, (text, ids, reason) in enumerate(zip(rollout.texts, rollout.completion_ids, rollout.finish_reasons)):
-            prompt = task.prompts[rollout.group[i]]
             rows.append({"model": label, "task": task.name, "prompt_index": rollout.group[i],
-                         "sample_index": i % cfg.n_samples, "prompt": prompt.text, "completion": text,
-                         "answer": prompt.reference.get("answer"), "score": float(task.reward(prompt, text)),
+                         "sample_index": i % cfg.n_samples, "prompt": prompts[i].text, "completion": text,
+                         "answer": prompts[i].reference.get("answer"), "score": scores.total[i], "reason": why[i],
                          "rm_score": None, "finish_reason": reason, "length": len(ids)})
     del sampler
     gc.collect()

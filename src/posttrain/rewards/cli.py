@@ -98,7 +98,8 @@ def score_file(cfg: ScoreConfig) -> dict[str, Any]:
         write_jsonl(scored, cfg.output)
     else:
         for i, row in enumerate(scored[:SHOWN_ROWS]):
-            print(f"row {i + 1}: reward {row['reward']:.4g} ({row['reason']})")
+            reason = row["reason"].replace("\n", "\\n")  # one line per row, as the file has it
+            print(f"row {i + 1}: reward {row['reward']:.4g} ({reason})")
         if len(scored) > SHOWN_ROWS:
             print(f"... {len(scored) - SHOWN_ROWS} more rows; --output FILE writes every row with its reward")
     summary = summarize(cfg.reward, scores)

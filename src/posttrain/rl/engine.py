@@ -31,7 +31,7 @@ from posttrain.data.records import Prompt
 from posttrain.data.tokenize import tokenize_prompt
 from posttrain.errors import ConfigError, DataError
 from posttrain.losses.policy import clipped_policy_loss, constant_normalizer_sum, sequence_mean_sum, token_sum
-from posttrain.rewards.score import Scores, score_completions
+from posttrain.rewards.score import Scores, explain_completions, score_completions
 from posttrain.rl.batch import RolloutBatch, completion_logps, rollout_batch
 from posttrain.rl.kl import kl_penalty
 from posttrain.rl.mismatch import truncated_importance_weights
@@ -596,13 +596,15 @@ def evaluate_policy(model: torch.nn.Module, sampler: Sampler, prompts: list[Prom
     t0 = time.perf_counter()
     rollout = sampler.sample([ids[i] for i in indices], 1, greedy) if indices else None
     texts = rollout.texts if rollout else []
-    scores = score_completions(reward, [prompts[i] for i in indices], texts).total if indices else []
+    scored, reasons = explain_completions(reward, [prompts[i] for i in indices], texts) if indices else (None, [])
+    scores = scored.total if indices else []
     lengths = [len(c) for c in rollout.completion_ids] if rollout else []
     n, total, length = all_reduce_sum(torch.tensor([len(scores), sum(scores), sum(lengths)], dtype=torch.float64),
                                       d).tolist()
-    samples = [{"prompt": prompts[i].text, "completion": t, "reward": s, **{k: v for k, v in prompts[i].reference.items()
-                                                                            if isinstance(v, (str, int, float))}}
-               for i, t, s in zip(indices, texts, scores)]
+    samples = [{"prompt": prompts[i].text, "completion": t, "reward": s, "reason": why,
+                **{k: v for k, v in prompts[i].reference.items()
+                   if isinstance(v, (str, int, float)) and k not in ("reward", "reason")}}
+               for i, t, s, why in zip(indices, texts, scores, reasons)]
     metrics = {"eval/accuracy": total / max(n, 1), "eval/mean_length": length / max(n, 1),
                "perf/eval_seconds": time.perf_counter() - t0}
     return metrics, gather_to_main(samples, d)
