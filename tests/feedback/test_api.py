@@ -13,7 +13,7 @@ from .conftest import PASSWORD, add_campaign, add_users, login, pairwise_items
 
 # The least role each route needs; None: open to everyone. Every route of the app must be listed here.
 ACCESS = {
-    ("GET", "/login"): None, ("POST", "/login"): None, ("GET", "/healthz"): None, ("GET", "/openapi.json"): None,
+    ("GET", "/login"): None, ("POST", "/login"): None, ("GET", "/healthz"): None, ("GET", "/openapi.json"): "rater",
     ("GET", "/static"): None,
     ("GET", "/"): "rater", ("GET", "/c/{campaign_id}/next"): "rater", ("GET", "/task/{lease_id}"): "rater",
     ("POST", "/task/{lease_id}"): "rater", ("POST", "/task/{lease_id}/skip"): "rater",
@@ -75,7 +75,7 @@ def test_authorisation_matrix_over_every_route_and_role(fb):
             if need is None:
                 continue
             if who == "anonymous":
-                expected = 401 if path.startswith("/api/") else 303
+                expected = 401 if path.startswith("/api/") or path == "/openapi.json" else 303
                 assert r.status_code == expected, where
                 if expected == 303:
                     assert r.headers["location"] == "/login", where
@@ -209,7 +209,10 @@ def test_expired_leases_return_items_to_the_queue_over_http(fb):
 
 
 def test_openapi_schema_lists_the_json_api(fb):
-    paths = TestClient(fb.app).get("/openapi.json").json()["paths"]
+    c = TestClient(fb.app)
+    assert c.get("/openapi.json").status_code == 401  # anonymous
+    login(c, "rater1")
+    paths = c.get("/openapi.json").json()["paths"]
     assert "/api/leases/{lease_id}/judgment" in paths and "/login" not in paths
 
 

@@ -2,7 +2,8 @@
 (raters), manage.py (managers and admins) and api.py (the JSON API for scripts).
 
 `create_app(Settings(db=...))` upgrades the schema to the newest migration, then serves. The OpenAPI schema is at
-/openapi.json; FastAPI's own docs pages are off (they load scripts from a CDN, which the CSP forbids).
+/openapi.json, for logged-in users and token holders; FastAPI's own docs pages are off (they load scripts from a
+CDN, which the CSP forbids).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
@@ -23,7 +24,7 @@ from posttrain.feedback import migrate
 from posttrain.feedback.db import make_engine
 from posttrain.feedback.render import markdown_html, response_html
 from posttrain.feedback.security import HEADERS, RateLimiter
-from posttrain.feedback.web import LoginRequired, PrincipalCache, render
+from posttrain.feedback.web import LoginRequired, Principal, PrincipalCache, render
 
 HERE = Path(__file__).resolve().parent
 
@@ -75,7 +76,7 @@ def create_app(settings: Settings) -> FastAPI:
     engine = make_engine(settings.db)
     if settings.migrate:
         migrate.upgrade(engine)
-    app = FastAPI(title="posttrain feedback", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
+    app = FastAPI(title="posttrain feedback", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
     app.state.engine = engine
     app.state.db = sessionmaker(engine, expire_on_commit=False)  # transactions that write (assign.py's and others)
@@ -117,6 +118,11 @@ def create_app(settings: Settings) -> FastAPI:
                                            "Content-Type: application/json with a JSON object"}, status_code=422)
         where = ".".join(str(x) for x in first.get("loc", ()))
         return JSONResponse({"detail": f"{where}: {first.get('msg', 'invalid')}"}, status_code=422)
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi_schema(who: Principal = Depends(api.rater)) -> dict:
+        """The API's schema, for anyone logged in or holding a token (an anonymous caller gets 401)."""
+        return app.openapi()
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict:

@@ -151,7 +151,7 @@ class Need:
     async def __call__(self, request: Request) -> Principal:
         who = principal(request)
         if who is None:
-            if request.url.path.startswith("/api/"):
+            if request.url.path.startswith("/api/") or request.url.path == "/openapi.json":  # JSON: no redirect
                 raise HTTPException(401, "log in or send an API token (Authorization: Bearer ...)")
             raise LoginRequired()
         await check_csrf(request, who)
