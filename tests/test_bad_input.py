@@ -339,3 +339,18 @@ def test_models_with_different_tokenizers_judged_by_a_reward_model(tmp_path, cap
     assert code == 2
     assert f"--reward-model {rm}" in line and "tiny and other have different tokenizers" in line, line
     assert not (tmp_path / "out").exists()
+
+
+def test_under_torchrun_an_option_error_is_said_once_and_other_errors_name_their_rank(tmp_path, monkeypatch,
+                                                                                        capsys):
+    """Every process checks the same options, so only rank 0 prints their error; any other error may be one
+    process's own (its share of the completions), so the others print it too, with their rank."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank, expected in (("0", "posttrain sft: error: optim.lr=-1.0: must be > 0\n"), ("1", "")):
+        monkeypatch.setenv("RANK", rank)
+        assert main(["sft", "--optim.lr", "-1"]) == 2
+        assert capsys.readouterr().err == expected
+    (tmp_path / "bad.jsonl").write_text("{not json\n")
+    assert main(["score", "--data", "bad.jsonl", "--reward", "numeric"]) == 2  # RANK=1
+    assert capsys.readouterr().err.startswith("posttrain score (rank 1): error: bad.jsonl:1")

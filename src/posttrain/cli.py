@@ -8,9 +8,10 @@ never a traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 
-from posttrain.errors import UserError
+from posttrain.errors import ConfigError, UserError
 
 USAGE = """usage: posttrain COMMAND [OPTIONS]   (posttrain COMMAND --help for every option; posttrain --version)
 
@@ -257,7 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[cmd](rest)
     except UserError as e:
-        print(f"posttrain {cmd}: error: {e}", file=sys.stderr)
+        rank = os.environ.get("RANK", "0") if int(os.environ.get("WORLD_SIZE", "1")) > 1 else "0"
+        if rank == "0":
+            print(f"posttrain {cmd}: error: {e}", file=sys.stderr)
+        elif not isinstance(e, ConfigError):  # an option's check fails alike on every process: rank 0 says it
+            print(f"posttrain {cmd} (rank {rank}): error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"posttrain {cmd}: interrupted", file=sys.stderr)
