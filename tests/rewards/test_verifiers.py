@@ -90,6 +90,15 @@ def test_numeric_match_without_a_number_is_zero():
     assert numeric_match("I do not know", "42") == 0.0
 
 
+def test_numeric_match_on_a_number_that_is_no_value_or_too_long_for_a_float_is_zero_not_an_error():
+    """A weak policy writes "1/0" or 400 nines: a wrong answer, which must not stop an RL run."""
+    assert numeric_match("1/0", "2") == 0.0
+    assert numeric_match("9" * 400, "2") == 0.0
+    assert numeric_match("9" * 400, "9" * 400) == 1.0  # exact arithmetic: no float overflow either way
+    assert numeric_match("1000001", "1000000") == 1.0  # relative 1e-6, as math.isclose(rel_tol=1e-6)
+    assert numeric_match("0.000002", "0") == 0.0 and numeric_match("0.000001", "0") == 1.0  # absolute 1e-6
+
+
 def test_numeric_match_rejects_a_reference_that_is_not_a_number():
     with pytest.raises(ValueError, match="not a number"):
         numeric_match("42", "forty-two")

@@ -87,6 +87,10 @@ def explain_numeric(prompt: Prompt, completion: str) -> tuple[float, str]:
     shown = answer if isinstance(answer, str) else f"{answer:g}"
     if got is None:
         return score, f"no number found, expected {shown}"
+    try:
+        verifiers.parse_number(got)
+    except ValueError:
+        return score, f"extracted {got}, not a value, expected {shown}"
     return score, f"extracted {got}, expected {shown}" + ("" if str(expected) == shown else f" (= {expected})")
 
 

@@ -19,7 +19,6 @@ record and calls one of these.
 
 from __future__ import annotations
 
-import math
 import re
 import threading
 from fractions import Fraction
@@ -98,14 +97,20 @@ def parse_number(text: str | float) -> Fraction:
 def numeric_match(completion: str, answer: str | float, tol: float = 1e-6) -> float:
     """1.0 when the completion's final number (`extract_final_number`) equals `answer` within `tol`, else 0.0.
 
-    `tol` is both an absolute and a relative tolerance (`math.isclose`), so "1035" matches 1035.0, "0.50"
-    matches "1/2", and a completion with no number scores 0.0. A reference that is not a number is a ValueError.
+    `tol` is both an absolute and a relative tolerance (as `math.isclose`, in exact arithmetic), so "1035"
+    matches 1035.0, "0.50" matches "1/2", and a completion with no number, or one that is not a value ("1/0"),
+    scores 0.0, as does a number too long for a float. A reference that is not a number is a ValueError.
     """
     expected = parse_number(answer)
     predicted = extract_final_number(completion)
     if predicted is None:
         return 0.0
-    return float(math.isclose(float(parse_number(predicted)), float(expected), rel_tol=tol, abs_tol=tol))
+    try:
+        got = parse_number(predicted)
+    except ValueError:  # the model wrote "x/0": a wrong answer, not a broken reward
+        return 0.0
+    bound = Fraction(str(tol)) * max(abs(got), abs(expected), 1)  # max(rel * max(|a|, |b|), abs), tol as written
+    return float(abs(got - expected) <= bound)
 
 
 def _math_timeout() -> int | None:
