@@ -83,6 +83,8 @@ CASES = {
         "error: unrecognized option --optim.max-step (did you mean --optim.max-steps?); see posttrain sft --help"]),
     "misspelt CLI option=value": Case({}, ["--optim.max-step=5"], [
         "error: unrecognized option --optim.max-step (did you mean --optim.max-steps?); see posttrain sft --help"]),
+    "a flag without its section": Case({}, ["--no-progress"], [  # the flag's form typed, not its first form
+        "error: unrecognized option --no-progress (did you mean --run.no-progress?); see posttrain sft --help"]),
     "invalid choice": Case({}, ["--data.truncation", "cut"], ["--data.truncation", "'cut'", "truncate"]),
     "unknown key in a YAML config": Case({"run.yaml": "optim:\n  lrate: 0.1\n"}, ["--config", "run.yaml"],
                                          ["run.yaml", "unknown config key 'optim.lrate'"]),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import io
 import json
 import os
@@ -593,7 +594,13 @@ def one_line_parse_error(box: str, prog: str, familiar: Callable[[str], str | No
     for section in sections[1:]:
         similar = re.fullmatch(r"Arguments similar to (\S+):", section[0])
         if len(section) > 1 and (section[0] == "Perhaps you meant:" or similar):
-            suggestions[similar.group(1) if similar else None] = section[1].split()[0]
+            # "--run.progress, --run.no-progress  Show ...": a flag's forms, then its help; the form closest to
+            # what was typed (--no-progress -> --run.no-progress)
+            forms = re.match(r"(--[\w.-]+(?:, --[\w.-]+)*)", section[1])
+            names = forms.group(1).split(", ") if forms else [section[1].split()[0]]
+            typed = similar.group(1) if similar else (re.findall(r"--[\w.-]+", message) or [""])[0]
+            suggestions[similar.group(1) if similar else None] = (
+                difflib.get_close_matches(typed, names, n=1, cutoff=0) or names)[0]
     unknown = re.fullmatch(r"Unrecognized options?: (.*)", message)
     if sections and sections[0][0].startswith("Missing from"):  # each option's line, then its help text
         names = [line.split()[0] for line in sections[0][1:] if re.fullmatch(r"--[\w.-]+( \S+| \[.*\])?", line)]

@@ -252,8 +252,25 @@ def test_a_reward_model_with_another_tokenizer_is_refused_unless_bridged(tmp_pat
     with pytest.raises(ConfigError, match="tokenizer differs from the policy's.*--ppo.retokenize"):
         train(cfg_for(tmp_path, "bad", rm))
     with pytest.raises(ConfigError, match="value_model=reward: the value model reads the policy's tokens"):
-        train(cfg_for(tmp_path, "bad", rm, retokenize=True))
+        train(cfg_for(tmp_path, "bad", rm, retokenize=True, value_model="reward"))
     assert not (tmp_path / "bad").exists()
+
+
+def test_auto_picks_the_reward_model_as_value_model_from_the_command_line_too(tmp_path, reward_model):
+    """`auto` is resolved when the run starts, not when the default config is built (where --ppo.reward-model is
+    still unset): from the CLI too, a reward model of the policy's tokens is the value model's start."""
+    from posttrain.cli import main
+    from posttrain.recipes.ppo import check_reward_model, resolve_value_model
+
+    assert main(["ppo", "--ppo.reward-model", str(reward_model), "--optim.max-steps", "1", "--data.limit", "16",
+                 "--data.eval-prompts", "0", "--rl.prompts-per-step", "8", "--rl.micro-batch", "8",
+                 "--sampling.max-new-tokens", "4", "--run.output-dir", str(tmp_path), "--run.no-progress"]) == 0
+    assert json.loads((tmp_path / "ppo" / "config.json").read_text())["ppo"]["value_model"] == "reward"
+    other = cfg_for(tmp_path, "o", other_tokenizer_rm(tmp_path, reward_model), retokenize=True)
+    from posttrain.models.load import load_tokenizer
+
+    same = check_reward_model(other, load_tokenizer("tiny"))
+    assert resolve_value_model(other, same).ppo.value_model == "policy"  # it could not read the policy's tokens
 
 
 def test_config_rules_are_explained():

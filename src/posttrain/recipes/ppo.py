@@ -23,7 +23,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -109,7 +109,7 @@ class PPOSettings:
     an answer is), the policy's weights with a new head (`policy`; needed when there is no reward model), or no
     second model (`shared`): a new head on the policy's own final hidden states, read from the policy's forward,
     so one model's memory and one forward; the value loss then moves the policy's features too. `auto`: `reward`
-    with a reward model, else `policy`."""
+    with a reward model that reads the policy's tokens, else `policy`; config.json records the choice."""
     kl_coef: float = 0.05
     """β: each completion token's reward is -β·KL_t to the reference (the starting policy). The initial value
     when kl_target is set."""
@@ -176,8 +176,6 @@ class PPOConfig:
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
 
     def __post_init__(self) -> None:
-        if self.ppo.value_model == "auto":  # resolved here, so config.json records what the run used
-            self.ppo.value_model = "reward" if self.ppo.reward_model else "policy"
         check(self.rl.kl_beta == 0, "rl.kl_beta", "PPO puts the KL into the reward: set --ppo.kl-coef (and "
               "--ppo.kl-target for an adaptive one) instead", self.rl.kl_beta)
         check(self.rl.loss_aggregation == "token", "rl.loss_aggregation", "PPO averages its per-token losses over "
@@ -221,9 +219,9 @@ def reward_spec(cfg: PPOConfig) -> str:
                           "(a built-in task brings its own)") from None
 
 
-def check_reward_model(cfg: PPOConfig, policy_tokenizer) -> None:
+def check_reward_model(cfg: PPOConfig, policy_tokenizer) -> bool:
     """A one-line ModelError or ConfigError, before anything is loaded in full, when the reward model is not one or
-    reads other tokens than the policy writes (unless ppo.retokenize)."""
+    reads other tokens than the policy writes (unless ppo.retokenize); else whether it reads the policy's tokens."""
     path = resolve_model_dir(cfg.ppo.reward_model)
     _, new_head = load_classifier(path, torch.float32)
     if new_head:
@@ -237,6 +235,16 @@ def check_reward_model(cfg: PPOConfig, policy_tokenizer) -> None:
     if not same and cfg.ppo.value_model == "reward":
         raise ConfigError("ppo.value_model=reward: the value model reads the policy's tokens, but the reward model "
                           "has another tokenizer; use --ppo.value-model policy or shared")
+    return same
+
+
+def resolve_value_model(cfg: PPOConfig, same_tokens: bool) -> PPOConfig:
+    """`cfg` with ppo.value_model `auto` made `reward` (a reward model that reads the policy's tokens) or `policy`,
+    before the run is written, so that config.json (and a resumed run) records what was trained."""
+    if cfg.ppo.value_model != "auto":
+        return cfg
+    chosen = "reward" if cfg.ppo.reward_model and same_tokens else "policy"
+    return replace(cfg, ppo=replace(cfg.ppo, value_model=chosen))
 
 
 def load_value_model(cfg: PPOConfig, device: torch.device, policy: torch.nn.Module) -> RewardModel | SharedValueHead:
@@ -349,14 +357,15 @@ def run_ppo(cfg: PPOConfig, d: Dist) -> Path:
     tokenizer = load_tokenizer(cfg.model.name)
     use_chat_template(tokenizer, cfg.data.chat_template)
     spec = reward_spec(cfg)
-    if not (cfg.ppo.reward_model or cfg.rl.reward) and d.is_main:
-        print(f"posttrain ppo: no --ppo.reward-model: each completion is scored by the task's own reward, {spec} "
-              f"({cfg.data.train}); value model: {cfg.ppo.value_model}", file=sys.stderr)
     if cfg.ppo.reward_model:
-        check_reward_model(cfg, tokenizer)
+        cfg = resolve_value_model(cfg, check_reward_model(cfg, tokenizer))
     elif cfg.ppo.value_model == "reward":
         raise ConfigError("ppo.value_model=reward needs ppo.reward_model; without a reward model use "
                           "--ppo.value-model policy or shared")
+    cfg = resolve_value_model(cfg, False)
+    if not (cfg.ppo.reward_model or cfg.rl.reward) and d.is_main:
+        print(f"posttrain ppo: no --ppo.reward-model: each completion is scored by the task's own reward, {spec} "
+              f"({cfg.data.train}); value model: {cfg.ppo.value_model}", file=sys.stderr)
     reward = resolve_reward(spec, tokenizer=tokenizer, device=cfg.run.device)
     prompts, prompt_ids = load_prompts(cfg.data.train, tokenizer, cfg.data.limit, cfg.data.max_prompt_length)
     check_reference_fields(reward, prompts, cfg.data.train)
