@@ -12,6 +12,7 @@ import importlib.util
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -125,6 +126,51 @@ def test_ctrl_c_keeps_the_last_step_and_the_printed_command_resumes_to_the_unint
     assert (run / "config.json").read_bytes() == config
     assert [r["from_step"] for r in json.loads((run / "lineage.json").read_text())["resumes"]] == [3]
     assert tensorboard_steps(run) == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.fixture
+def sigint_in_update(monkeypatch):
+    """Send this process SIGINT (a real Ctrl-C) `times` times from inside AdamW's update of step `n`."""
+    def arm(n: int, times: int = 1) -> None:
+        calls = {"n": 0}
+        real = torch.optim.AdamW.step
+
+        def step(self, *args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == n:
+                for _ in range(times):
+                    os.kill(os.getpid(), signal.SIGINT)  # handled before the next bytecode: inside the update
+            return real(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    return arm
+
+
+def test_ctrl_c_during_an_update_finishes_that_step_and_keeps_it(tmp_path, tiny_dir, capsys, monkeypatch,
+                                                                  sigint_in_update):
+    """A Ctrl-C inside step 4's update (most of a PPO step) waits for step 4 to end, which is kept and resumes to
+    the uninterrupted run; a second Ctrl-C there stops at once and keeps step 3."""
+    assert main(flags(tmp_path, "full")) == 0
+    capsys.readouterr()
+    sigint_in_update(4)
+    assert main(flags(tmp_path, "held")) == 130
+    err = capsys.readouterr().err
+    run = tmp_path / "runs" / "held"
+    assert "Ctrl-C: finishing step 4 so that it is kept (Ctrl-C again to stop now, with no checkpoint to keep)" in err
+    assert f"interrupted in step 5 of 6: step 4 is kept in {run / 'checkpoints' / 'step-4'}" in err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    monkeypatch.undo()
+    assert main(flags(tmp_path, "held", "--run.resume")) == 0
+    for name, value in weights(tmp_path / "runs" / "full").items():
+        assert torch.equal(value, weights(run)[name]), name
+    assert metrics(run) == metrics(tmp_path / "runs" / "full")
+
+    sigint_in_update(4, times=2)
+    assert main(flags(tmp_path, "now", "--run.save-every", "2")) == 130
+    err = capsys.readouterr().err
+    assert "(Ctrl-C again to stop now, keeping step 2, the last checkpoint)" in err
+    assert "interrupted in step 4 of 6: step 2 is kept" in err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_ctrl_c_before_the_first_step_leaves_no_run_behind(tmp_path, tiny_dir, capsys, interrupt_in_step):

@@ -28,7 +28,9 @@ import math
 import os
 import shlex
 import shutil
+import signal
 import sys
+import threading
 import time
 import warnings
 from contextlib import contextmanager
@@ -125,6 +127,10 @@ class Run:
     tokens: int = 0  # input tokens processed since this process started, all ranks
     completed: int = 0  # the last step whose end_step returned
     updating: int = 0  # the last step whose optimizer update began
+    # Ctrl-C while a step's update runs is held until the step ends (`hold_interrupts`): SIGINT's handler before
+    # that, and whether a Ctrl-C came meanwhile
+    held_sigint: Any = None
+    interrupt_pending: bool = False
     rng: dict[str, Any] | None = None  # the RNG states right after step `completed`, for a checkpoint of it
     checkpoint_seconds: float = 0.0  # wall time of this process's checkpoint writes, part of time/train_seconds
     # a recipe's own state beyond weights, optimizer, scheduler and RNGs (PPO's KL coefficient), JSON-able: saved
@@ -238,6 +244,7 @@ def optimizer_step(
             f"{last or 'none (none written yet)'}; lower --optim.lr, raise --run.save-every frequency, or check the data."
         )
     run.updating = step  # from here the weights are no longer those of step run.completed
+    hold_interrupts(run)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
@@ -249,6 +256,7 @@ def skip_update(optimizer: torch.optim.Optimizer, scheduler: Any, run: Run, step
     moments stay as they are (a zero-gradient step would still move them by momentum and weight decay), and
     the learning-rate schedule keeps its place."""
     run.updating = step
+    hold_interrupts(run)
     optimizer.zero_grad(set_to_none=True)
     with warnings.catch_warnings():  # "lr_scheduler.step() before optimizer.step()": here on purpose
         warnings.simplefilter("ignore", UserWarning)
@@ -279,6 +287,40 @@ def end_step(
     run.completed = step
     if not run.d.enabled:  # an interrupt is kept as a checkpoint only by a single process (see interruptible)
         run.rng = rng_state()
+    release_interrupts(run)
+
+
+def hold_interrupts(run: Run) -> None:
+    """From the first update of a step to its end, a Ctrl-C waits for the step to finish, so that the interrupt
+    keeps that step (an update half done cannot be checkpointed exactly: with several updates per step, as PPO's
+    passes and minibatches, most of a step is its update). A second Ctrl-C stops at once, keeping the step
+    before. One process only (under torchrun each process gets its own SIGINT), in the main thread, and only
+    where Ctrl-C still raises KeyboardInterrupt (Python's own handler)."""
+    if (run.held_sigint is not None or run.d.enabled or threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        return
+
+    def on_ctrl_c(signum: int, frame: Any) -> None:
+        if run.interrupt_pending:
+            raise KeyboardInterrupt
+        run.interrupt_pending = True
+        on_disk = checkpoint_steps(run.dir / "checkpoints")
+        now = f"keeping step {on_disk[-1]}, the last checkpoint" if on_disk else "with no checkpoint to keep"
+        print(f"\nCtrl-C: finishing step {run.updating} so that it is kept (Ctrl-C again to stop now, {now})",
+              file=sys.stderr)
+
+    run.held_sigint = signal.signal(signal.SIGINT, on_ctrl_c)
+
+
+def release_interrupts(run: Run) -> None:
+    """At the end of a step: Python's Ctrl-C handler back, and the interrupt that came during the step raised."""
+    if run.held_sigint is None:
+        return
+    signal.signal(signal.SIGINT, run.held_sigint)
+    run.held_sigint = None
+    if run.interrupt_pending:
+        run.interrupt_pending = False
+        raise KeyboardInterrupt
 
 
 @contextmanager
@@ -287,9 +329,9 @@ def interruptible(run: Run, model: torch.nn.Module, optimizer: torch.optim.Optim
     metrics, print the command that resumes, and let the interrupt go on (the CLI exits 130).
 
     The checkpoint is exact: the weights, optimizer and scheduler are still those of the last completed step
-    until the next step's update begins, and the RNG states are the ones saved after that step. An interrupt
-    after the update began (or under torchrun, where the processes stop at different places) keeps the last
-    checkpoint on disk instead; a new run interrupted before its first step is removed, as is one stopped by a
+    until the next step's update begins, and the RNG states are the ones saved after that step. A Ctrl-C during
+    an update waits for its step to end (`hold_interrupts`), and that step is kept. A second Ctrl-C there (or one
+    under torchrun, where the processes stop at different places) keeps the last checkpoint on disk instead; a new run interrupted before its first step is removed, as is one stopped by a
     user's mistake (UserError: a reward that raises, ...) before its first step."""
     try:
         yield
@@ -315,6 +357,10 @@ def interruptible(run: Run, model: torch.nn.Module, optimizer: torch.optim.Optim
             if run.d.is_main:
                 shutil.rmtree(run.dir, ignore_errors=True)
         raise
+    finally:
+        if run.held_sigint is not None:  # left inside a step (a second Ctrl-C, an error): Python's handler back
+            signal.signal(signal.SIGINT, run.held_sigint)
+            run.held_sigint = None
 
 
 def _keep_on_interrupt(run: Run, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any

@@ -50,8 +50,9 @@ def resume_checkpoint(cfg: RunConfig) -> Path:
         return chosen
     last = latest_checkpoint(path / "checkpoints")
     if last is None:
-        raise UserError(f"{path}: nothing to resume (no checkpoint in {path / 'checkpoints'}: it stopped before "
-                        "its first); pass --run.overwrite instead of --run.resume to start it again")
+        raise UserError(f"{path}: nothing to resume (no checkpoint in {path / 'checkpoints'}: none was written "
+                        "before it stopped; --run.save-every N writes one every N steps); pass --run.overwrite "
+                        "instead of --run.resume to start it again")
     return last
 
 
