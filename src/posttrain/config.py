@@ -132,10 +132,10 @@ class OptimConfig:
     max_grad_norm: float = 1.0
     """Clip the global gradient norm to this value; 0 disables clipping."""
     batch_size: int = 16
-    """Examples per micro-batch on each process."""
+    """Examples per micro-batch on each process (sft, rm, dpo; the RL recipes size theirs with --rl.*)."""
     grad_accum: int = 1
-    """Micro-batches per optimizer step. The loss is normalised by the number of trained tokens across
-    all of them (and all processes), so 1x8 and 4x2 give the same update."""
+    """Micro-batches per optimizer step (sft, rm, dpo). The loss is normalised by the number of trained tokens
+    across all of them (and all processes), so 1x8 and 4x2 give the same update."""
     max_steps: int = 0
     """Optimizer steps to run; 0 means run `epochs` passes over the data."""
     epochs: float = 1.0

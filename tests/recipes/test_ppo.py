@@ -280,6 +280,16 @@ def test_config_rules_are_explained():
         PPOSettings(lam=1.5)
 
 
+@pytest.mark.parametrize("command", ["grpo", "rloo", "ppo"])
+@pytest.mark.parametrize("option", ["--optim.batch-size", "--optim.grad-accum"])
+def test_rl_recipes_refuse_the_batch_options_they_would_ignore(command, option, capsys):
+    from posttrain.cli import main
+
+    assert main([command, option, "3"]) == 2
+    err = capsys.readouterr().err
+    assert f"{option[2:].replace('-', '_')}=3: is not used by RL recipes" in err and "--rl.micro-batch" in err
+
+
 def test_cli_without_a_reward_model_for_a_prompts_file_is_one_line(tmp_path):
     out = subprocess.run([sys.executable, "-m", "posttrain", "ppo", "--data.train", prompts_file(tmp_path),
                           "--run.output-dir", str(tmp_path)], capture_output=True, text=True, timeout=120)

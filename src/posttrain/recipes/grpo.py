@@ -40,6 +40,7 @@ from posttrain.rl.engine import (
     PromptDataConfig,
     PromptOrder,
     RLConfig,
+    check_rl_optim,
     check_world_size,
     eval_reward_spec,
     evaluate_policy,
@@ -96,6 +97,7 @@ class GRPOConfig:
     grpo: GRPOSettings = field(default_factory=GRPOSettings)
 
     def __post_init__(self) -> None:
+        check_rl_optim(self.optim)
         check(self.rl.group_size >= 2, "rl.group_size", "GRPO compares the completions of one prompt with each "
               "other, so it needs at least 2 (4-16 is usual)", self.rl.group_size)
 

@@ -58,6 +58,7 @@ from posttrain.rl.engine import (
     PromptDataConfig,
     PromptOrder,
     RLConfig,
+    check_rl_optim,
     check_world_size,
     fill_logps,
     global_moments,
@@ -176,6 +177,7 @@ class PPOConfig:
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
 
     def __post_init__(self) -> None:
+        check_rl_optim(self.optim)
         check(self.rl.kl_beta == 0, "rl.kl_beta", "PPO puts the KL into the reward: set --ppo.kl-coef (and "
               "--ppo.kl-target for an adaptive one) instead", self.rl.kl_beta)
         check(self.rl.loss_aggregation == "token", "rl.loss_aggregation", "PPO averages its per-token losses over "

@@ -27,7 +27,7 @@ import torch
 from posttrain.config import DistConfig, ModelConfig, OptimConfig, RunConfig, SamplingParams, VLLMConfig, check
 from posttrain.recipes.grpo import run_policy_optimization
 from posttrain.rl.advantages import leave_one_out_advantages
-from posttrain.rl.engine import PromptDataConfig, RLConfig
+from posttrain.rl.engine import PromptDataConfig, RLConfig, check_rl_optim
 from posttrain.training.distributed import Dist, distributed
 from posttrain.training.rundir import resume_config
 
@@ -46,6 +46,7 @@ class RLOOConfig:
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
 
     def __post_init__(self) -> None:
+        check_rl_optim(self.optim)
         check(self.rl.group_size >= 2, "rl.group_size", "RLOO's baseline is the mean of the OTHER completions of a "
               "prompt, so it needs at least 2 (4-8 is usual)", self.rl.group_size)
 

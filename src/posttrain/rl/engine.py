@@ -25,7 +25,7 @@ from typing import Any, Callable, Literal
 
 import torch
 
-from posttrain.config import SamplingParams, check
+from posttrain.config import OptimConfig, SamplingParams, check
 from posttrain.data.load import BUILTIN_PREFIX, default_heldout, load_records, parse_builtin
 from posttrain.data.records import Prompt
 from posttrain.data.tokenize import tokenize_prompt
@@ -260,6 +260,19 @@ def step_share(step_prompts: list[int], rl: RLConfig, d: Dist) -> tuple[list[int
     is spread evenly over the processes instead of falling to one of them."""
     positions = [p for p in range(len(step_prompts)) if (p // rl.minibatches) % d.world_size == d.rank]
     return [step_prompts[p] for p in positions], positions
+
+
+def check_rl_optim(optim: OptimConfig) -> None:
+    """A ConfigError when --optim.batch-size or --optim.grad-accum is set: the RL loop sizes its batches with its
+    own options, and would ignore them (TRL users map per_device_train_batch_size and gradient_accumulation_steps
+    to these)."""
+    default = OptimConfig()
+    sizes = ("an RL step samples --rl.prompts-per-step prompts x --rl.group-size completions, updates on them in "
+             "--rl.minibatches optimizer steps per pass, --rl.micro-batch groups per forward")
+    check(optim.batch_size == default.batch_size, "optim.batch_size", f"is not used by RL recipes: {sizes}",
+          optim.batch_size)
+    check(optim.grad_accum == default.grad_accum, "optim.grad_accum", f"is not used by RL recipes: {sizes}",
+          optim.grad_accum)
 
 
 def check_world_size(rl: RLConfig, d: Dist) -> None:
