@@ -217,7 +217,7 @@ class RunConfig:
 @dataclass
 class DistConfig:
     """How a torchrun job spreads the model over its processes (docs/scale.md). One process (plain `posttrain`)
-    trains the model as it is, whatever these say."""
+    trains the model as it is, whatever these say (and says so)."""
 
     strategy: Literal["ddp", "fsdp"] = "ddp"
     """`ddp`: every process holds the whole model, its gradients and its optimizer state; gradients are averaged

@@ -169,10 +169,11 @@ class PPOConfig:
                                                                    weight_decay=0.0))
     run: RunConfig = field(default_factory=lambda: RunConfig(name="ppo", log_every=5, eval_every=25))
     dist: DistConfig = field(default_factory=DistConfig)
-    # one completion per prompt, 4 passes over each batch (TRL's num_ppo_epochs) in 2 minibatches, each minibatch
-    # one forward/backward (32 single-completion groups: 8 would leave the tiny model's passes overhead-bound)
     rl: RLConfig = field(default_factory=lambda: RLConfig(group_size=1, prompts_per_step=64, updates_per_batch=4,
                                                           minibatches=2, micro_batch=32, kl_estimator="k1"))
+    """The online-RL loop. PPO's defaults: one completion per prompt (the value model is the baseline), 4 passes
+    over each step's samples (TRL's num_ppo_epochs) in 2 minibatches, each one forward/backward of 32
+    completions."""
     ppo: PPOSettings = field(default_factory=PPOSettings)
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
 
