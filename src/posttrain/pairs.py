@@ -168,7 +168,7 @@ def make_pairs(cfg: PairsConfig) -> PairStats:
 
     check_output(cfg.output, cfg.overwrite)
     prompts = load_records(cfg.prompts, accept=(Prompt,), limit=cfg.limit)
-    check_references(prompts)
+    check_references(prompts, cfg.prompts)
     rater = make_rater(cfg.rater, cfg.noise, cfg.seed)
     sampler, tokenizer = command_sampler(cfg)
     params = cfg.sampling if cfg.sampling.seed is not None else dataclasses.replace(cfg.sampling, seed=cfg.seed)

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -240,6 +241,9 @@ def test_the_embedded_default_scores_with_the_tasks_own_reward(tmp_path, capsys)
     # prompts of a file bring no reward of their own
     (lambda t, rm: cfg_for(t, "bad", "", train=prompts_file(t)), ConfigError, "ppo.reward_model is required for"),
     (lambda t, rm: cfg_for(t, "bad", rm, gold_rater="nobody"), ConfigError, "ppo.gold_rater='nobody'"),
+    # a gold rater with nothing held out to score was ignored without a word
+    (lambda t, rm: replace(cfg_for(t, "bad", rm, gold_rater="concise"), data=PromptDataConfig(train=TASK, eval_prompts=0)),
+     ConfigError, "ppo.gold_rater='concise': scores the held-out answers, and this run holds none out"),
 ])
 def test_bad_input_stops_before_sampling(tmp_path, reward_model, make, error, match):
     with pytest.raises(error, match=match):

@@ -251,6 +251,14 @@ def test_a_reference_the_reward_cannot_read_is_a_data_error():
         math_reward(Prompt(PROMPT.prompt, {"answer": " "}), "40")
 
 
+def test_a_numeric_reference_that_is_no_number_is_named_by_its_row_before_sampling(tmp_path):
+    source = tmp_path / "tasks.jsonl"
+    source.write_text('{"prompt": "2 + 2?", "answer": "4"}\n{"prompt": "3 + 3?", "answer": "six"}\n')
+    rows = [Prompt("2 + 2?", {"answer": "4"}), Prompt("3 + 3?", {"answer": "six"})]
+    with pytest.raises(DataError, match=f'^{source}:2: field "answer" \'six\' is not a number'):
+        check_reference_fields(resolve_reward("numeric+0.2*think_format"), rows, str(source))
+
+
 def test_explained_sum_lists_each_part_with_its_value_and_reason():
     reward = resolve_reward("numeric+0.2*think_format")
     scores, reasons = explain_completions(reward, [PROMPT], ["#### 68"])

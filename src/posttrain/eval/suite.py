@@ -122,7 +122,7 @@ def load_tasks(cfg: SuiteConfig) -> list[Task]:
 
         make_rater_or_error(cfg.judge)
         for task in tasks:
-            check_references(task.prompts)
+            check_references(task.prompts, task.name)
     return tasks
 
 

@@ -263,9 +263,10 @@ def load_value_model(cfg: PPOConfig, device: torch.device, policy: torch.nn.Modu
     return RewardModel(classifier).to(device).train()
 
 
-def gold_scorer(cfg: PPOConfig, prompts: list[Prompt]):
+def gold_scorer(cfg: PPOConfig, prompts: list[Prompt], source: str | None):
     """The gold rater's utility, `(prompt, completion) -> float`, or None; a ConfigError naming the raters when the
-    name is unknown, a DataError when the prompts lack what it reads."""
+    name is unknown or there are no held-out prompts for it to score, a DataError naming the first held-out row
+    (`source`'s file:line) that lacks what it reads."""
     if not cfg.ppo.gold_rater:
         return None
     from posttrain.tasks.arithmetic_raters import check_references, make_rater
@@ -274,7 +275,10 @@ def gold_scorer(cfg: PPOConfig, prompts: list[Prompt]):
         rater = make_rater(cfg.ppo.gold_rater)
     except ValueError as e:
         raise ConfigError(f"ppo.gold_rater={cfg.ppo.gold_rater!r}: {e}") from None
-    check_references(prompts)
+    if not source:
+        raise ConfigError(f"ppo.gold_rater={cfg.ppo.gold_rater!r}: scores the held-out answers, and this run holds "
+                          "none out; set --data.eval-prompts N (and --data.eval FILE for a prompts file of your own)")
+    check_references(prompts, source)
     return rater.utility
 
 
@@ -373,11 +377,11 @@ def run_ppo(cfg: PPOConfig, d: Dist) -> Path:
     prompts, prompt_ids = load_prompts(cfg.data.train, tokenizer, cfg.data.limit, cfg.data.max_prompt_length)
     check_reference_fields(reward, prompts, cfg.data.train)
     eval_source = heldout_source(cfg.data)
-    eval_prompts, eval_ids, gold = [], [], None
+    eval_prompts, eval_ids = [], []
     if eval_source:
         eval_prompts, eval_ids = load_prompts(eval_source, tokenizer, cfg.data.eval_prompts, cfg.data.max_prompt_length)
         check_reference_fields(reward, eval_prompts, eval_source)
-        gold = gold_scorer(cfg, eval_prompts)
+    gold = gold_scorer(cfg, eval_prompts, eval_source)
     check_world_size(cfg.rl, d)
     check_heldout(len(eval_prompts), d, cfg.dist, "--data.eval-prompts")  # a prompt per sharded process
     check_sampler(cfg, d)

@@ -91,11 +91,16 @@ def make_rater(name: str, noise: float = 0.0, seed: int = 0) -> SimulatedRater:
     return SimulatedRater(name, RATERS[name], noise, seed)
 
 
-def check_references(prompts: list[Prompt]) -> None:
-    """Every prompt carries the reference answer the raters compare responses with."""
+def check_references(prompts: list[Prompt], source: str | None = None) -> None:
+    """Every prompt carries the reference answer the raters compare responses with; a DataError naming the first
+    that does not by its place in `source` (`file.jsonl:LINE`), or by its text when no source is given."""
     for i, prompt in enumerate(prompts):
         if "answer" not in prompt.reference:
-            raise DataError(
-                f'prompt {i} ({prompt.text[:40]!r}): has no "answer" field; the arithmetic raters compare '
-                "each response with the reference answer (rows like builtin:arithmetic carry one)"
-            )
+            if source is not None:
+                from posttrain.data.load import row_location
+
+                where = row_location(source, i + 1)
+            else:
+                where = f"prompt {i + 1} ({prompt.text[:40]!r})"
+            raise DataError(f'{where}: has no "answer" field; the arithmetic raters compare each response with '
+                            "the reference answer (rows like builtin:arithmetic carry one)")
