@@ -168,3 +168,19 @@ def test_a_rating_record_round_trips_and_checks_its_scores():
         with pytest.raises(RecordError) as e:
             parse_record({**row, **bad}, accept=(Rating,))
         assert e.value.field == where, (bad, e.value)
+
+
+def test_a_messages_row_ending_in_a_user_turn_is_a_prompt_to_a_prompt_reader():
+    """`{"messages": [user]}` is what one writes to ask a model something: generate, eval and RL read it as the
+    prompt (its other fields the reference); to eval and RL a conversation ending with the assistant is refused;
+    to SFT a conversation without an assistant turn is still refused (nothing to train on)."""
+    row = {"messages": [{"role": "user", "content": "What is 3+3?"}], "answer": "6"}
+    expected = Prompt((Message("user", "What is 3+3?"),), {"answer": "6"})
+    assert parse_record(row, accept=(Prompt,)) == expected
+    assert parse_record(row, accept=(Prompt, Conversation)) == expected
+    answered = {"messages": [*row["messages"], {"role": "assistant", "content": "6"}]}
+    with pytest.raises(RecordError, match="ends with an assistant turn, and this command reads prompts"):
+        parse_record(answered, accept=(Prompt,))
+    assert isinstance(parse_record(answered, accept=(Prompt, Conversation)), Conversation)
+    with pytest.raises(RecordError, match="has no assistant turn"):
+        parse_record(row, accept=(Conversation,))

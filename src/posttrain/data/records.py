@@ -371,15 +371,31 @@ def detect_kind(d: dict) -> type:
     )
 
 
+def _conversation_as_prompt(d: dict) -> Prompt:
+    """A `messages` row read by a prompt-only consumer (generate, eval, RL): the conversation so far is the prompt
+    when it ends in a turn to answer; one ending in an assistant turn is refused (which turn would be answered?)."""
+    msgs = _messages(d["messages"], "messages")
+    if msgs and msgs[-1].role == "assistant":
+        raise RecordError("messages", "ends with an assistant turn, and this command reads prompts: give the "
+                          'conversation up to the turn to answer, as "messages" or "prompt"')
+    return Prompt(msgs, {k: v for k, v in d.items() if k != "messages"})
+
+
 def parse_record(d: Any, accept: tuple[type, ...] | None = None) -> Record:
     """Build the record a raw row describes; `accept` limits the kinds a consumer can use.
 
     A row that could be several kinds is read as the consumer's: the first accepted kind, in `PRIORITY`
     order, whose required keys it has (a prompt-only consumer, evaluation or RL, so reads any prompt row,
-    the other fields becoming its reference). Else the kind is detected from the keys, and a kind the
-    consumer does not accept is refused."""
+    the other fields becoming its reference, and a `messages` row ending in a user turn as that prompt).
+    Else the kind is detected from the keys, and a kind the consumer does not accept is refused."""
     if not isinstance(d, dict):
         raise RecordError("(row)", f"expected a JSON object, got {type(d).__name__}")
+    if accept is not None and Prompt in accept and "messages" in d and "prompt" not in d:
+        if Conversation not in accept:
+            return _conversation_as_prompt(d)
+        msgs = _messages(d["messages"], "messages")
+        if not any(m.role == "assistant" for m in msgs):  # nothing to train on, but a prompt to answer
+            return Prompt(msgs, {k: v for k, v in d.items() if k != "messages"})
     fits = [k for k, keys in PRIORITY.items() if accept is not None and k in accept and all(x in d for x in keys)]
     kind = fits[0] if fits else detect_kind(d)
     if accept is not None and kind not in accept:
