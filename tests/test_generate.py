@@ -31,7 +31,7 @@ def test_generate_prints_a_table(capsys):
 def test_generate_bad_value_is_one_line(capsys):
     assert main(["generate", "--sampling.top-p", "0"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("posttrain generate: error: top_p=0.0") and "\n" not in err
+    assert err.startswith("posttrain generate: error: sampling.top_p=0.0") and "\n" not in err
 
 
 def test_inline_prompt_replaces_prompts(tmp_path):

@@ -276,13 +276,13 @@ class SamplingParams:
 
     def __post_init__(self) -> None:
         self.stop = tuple(self.stop)  # a config file or a caller may pass a list
-        check(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1", self.max_new_tokens)
-        check(self.temperature >= 0, "temperature", "must be >= 0 (0 is greedy)", self.temperature)
-        check(0 < self.top_p <= 1, "top_p", "must be in (0, 1] (1 turns nucleus sampling off)", self.top_p)
-        check(self.top_k >= 0, "top_k", "must be >= 0 (0 turns top-k off)", self.top_k)
-        check(0 <= self.min_p < 1, "min_p", "must be in [0, 1) (0 turns min-p off)", self.min_p)
-        check(all(isinstance(s, str) and s for s in self.stop), "stop", "must be non-empty strings", self.stop)
-        check(self.kv_cache in ("auto", "dynamic", "preallocated"), "kv_cache",
+        check(self.max_new_tokens >= 1, "sampling.max_new_tokens", "must be >= 1", self.max_new_tokens)
+        check(self.temperature >= 0, "sampling.temperature", "must be >= 0 (0 is greedy)", self.temperature)
+        check(0 < self.top_p <= 1, "sampling.top_p", "must be in (0, 1] (1 turns nucleus sampling off)", self.top_p)
+        check(self.top_k >= 0, "sampling.top_k", "must be >= 0 (0 turns top-k off)", self.top_k)
+        check(0 <= self.min_p < 1, "sampling.min_p", "must be in [0, 1) (0 turns min-p off)", self.min_p)
+        check(all(isinstance(s, str) and s for s in self.stop), "sampling.stop", "must be non-empty strings", self.stop)
+        check(self.kv_cache in ("auto", "dynamic", "preallocated"), "sampling.kv_cache",
               "must be auto, dynamic or preallocated", self.kv_cache)
 
 

@@ -122,7 +122,7 @@ def test_rloo_runs_with_the_same_loop(tmp_path, reward_module):
 
 
 @pytest.mark.parametrize("make, error, match", [
-    (lambda t: cfg_for(t, "bad", reward="nonsense"), ConfigError, "unknown reward 'nonsense'"),
+    (lambda t: cfg_for(t, "bad", reward="nonsense"), ConfigError, "rl.reward='nonsense': unknown reward 'nonsense'"),
     (lambda t: cfg_for(t, "bad", reward="no_such_module:f"), ConfigError, "no_such_module"),
     (lambda t: GRPOConfig(data=PromptDataConfig(train=str(t / "no_answers.jsonl")), rl=RLConfig(reward="numeric"),
                           run=RunConfig(name="bad", output_dir=str(t))), DataError, 'no "answer" field'),

@@ -241,6 +241,7 @@ def test_the_embedded_default_scores_with_the_tasks_own_reward(tmp_path, capsys)
     # prompts of a file bring no reward of their own
     (lambda t, rm: cfg_for(t, "bad", "", train=prompts_file(t)), ConfigError, "ppo.reward_model is required for"),
     (lambda t, rm: cfg_for(t, "bad", rm, gold_rater="nobody"), ConfigError, "ppo.gold_rater='nobody'"),
+    (lambda t, rm: cfg_for(t, "bad", str(t / "no-such-rm")), ModelError, "^ppo.reward_model=.*no-such-rm: model "),
     # a gold rater with nothing held out to score was ignored without a word
     (lambda t, rm: replace(cfg_for(t, "bad", rm, gold_rater="concise"), data=PromptDataConfig(train=TASK, eval_prompts=0)),
      ConfigError, "ppo.gold_rater='concise': scores the held-out answers, and this run holds none out"),

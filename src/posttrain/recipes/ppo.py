@@ -218,14 +218,17 @@ def reward_spec(cfg: PPOConfig) -> str:
         return task_reward_spec("", cfg.data.train, "rl.reward")
     except ConfigError:
         raise ConfigError(f"ppo.reward_model is required for {cfg.data.train!r} (train one with: posttrain rm "
-                          "--model.name runs/sft/final --data.train PAIRS.jsonl), or give a reward with --rl.reward "
-                          "(a built-in task brings its own)") from None
+                          f"--model.name {cfg.model.name} --data.train PAIRS.jsonl), or give a reward with "
+                          "--rl.reward (a built-in task brings its own)") from None
 
 
 def check_reward_model(cfg: PPOConfig, policy_tokenizer) -> bool:
     """A one-line ModelError or ConfigError, before anything is loaded in full, when the reward model is not one or
     reads other tokens than the policy writes (unless ppo.retokenize); else whether it reads the policy's tokens."""
-    path = resolve_model_dir(cfg.ppo.reward_model)
+    try:
+        path = resolve_model_dir(cfg.ppo.reward_model)
+    except ModelError as e:  # say which of the run's models the path was given for
+        raise ModelError(f"ppo.reward_model={cfg.ppo.reward_model}: {e}") from None
     _, new_head = load_classifier(path, torch.float32)
     if new_head:
         raise ModelError(f"ppo.reward_model={cfg.ppo.reward_model}: has no reward head (no `score` weights; is it a "
@@ -373,7 +376,8 @@ def run_ppo(cfg: PPOConfig, d: Dist) -> Path:
     if not (cfg.ppo.reward_model or cfg.rl.reward) and d.is_main:
         print(f"posttrain ppo: no --ppo.reward-model: each completion is scored by the task's own reward, {spec} "
               f"({cfg.data.train}); value model: {cfg.ppo.value_model}", file=sys.stderr)
-    reward = resolve_reward(spec, tokenizer=tokenizer, device=cfg.run.device)
+    reward = resolve_reward(spec, tokenizer=tokenizer, device=cfg.run.device,
+                            option="reward" if cfg.ppo.reward_model else "rl.reward")
     prompts, prompt_ids = load_prompts(cfg.data.train, tokenizer, cfg.data.limit, cfg.data.max_prompt_length)
     check_reference_fields(reward, prompts, cfg.data.train)
     eval_source = heldout_source(cfg.data)

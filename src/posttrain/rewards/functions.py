@@ -280,31 +280,32 @@ _WEIGHTED = re.compile(r"\s*(-?(?:\d+(?:\.\d*)?|\.\d+))\s*\*(.*)", re.DOTALL)
 _CALL = re.compile(r"\s*([A-Za-z_]\w*)\s*\((.*)\)\s*", re.DOTALL)
 
 
-def resolve_reward(spec: str, *, tokenizer: Any = None, device: str = "auto") -> RewardFn:
-    """The reward `spec` names (the grammar in the module docstring); a one-line ConfigError naming the spec
-    and the forms otherwise. `tokenizer`: the policy's, for token-length rewards (`overlong`); `device`: where
-    an `rm:PATH` model runs (`auto`: CUDA when available)."""
+def resolve_reward(spec: str, *, tokenizer: Any = None, device: str = "auto", option: str = "reward") -> RewardFn:
+    """The reward `spec` names (the grammar in the module docstring); a one-line ConfigError naming the option
+    (`option`, as the command spells it: `rl.reward`) with the spec and the forms otherwise. `tokenizer`: the
+    policy's, for token-length rewards (`overlong`); `device`: where an `rm:PATH` model runs (`auto`: CUDA when
+    available)."""
     try:
         terms = _split(spec, "+")
     except ValueError as e:
-        raise ConfigError(f"reward={spec!r}: {e}; {FORMS}") from None
+        raise ConfigError(f"{option}={spec!r}: {e}; {FORMS}") from None
     parts = []
     for term in terms:
         weighted = _WEIGHTED.fullmatch(term)
         weight, atom = (float(weighted[1]), weighted[2].strip()) if weighted else (1.0, term.strip())
         if not atom:
-            raise ConfigError(f"reward={spec!r}: an empty term; {FORMS}")
+            raise ConfigError(f"{option}={spec!r}: an empty term; {FORMS}")
         try:
             parts.append((atom, weight, _resolve_atom(atom, tokenizer, device)))
         except ValueError as e:
             where = f" term {atom!r}:" if len(terms) > 1 else ""
-            raise ConfigError(f"reward={spec!r}:{where} {e}; {FORMS}") from None
+            raise ConfigError(f"{option}={spec!r}:{where} {e}; {FORMS}") from None
     if len(parts) == 1 and parts[0][1] == 1.0:
         return parts[0][2]
     names = [name for name, _, _ in parts]
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
-        raise ConfigError(f"reward={spec!r}: {', '.join(twice)} appears twice; give each reward one weight")
+        raise ConfigError(f"{option}={spec!r}: {', '.join(twice)} appears twice; give each reward one weight")
     return WeightedSum(spec, parts)
 
 
