@@ -344,3 +344,30 @@ def test_an_evaluation_into_the_run_updates_its_card_and_report(sft_run, tmp_pat
     assert "From `eval/results.json`" in card and front_matter(card)["tags"][:2] == ["posttrain", "sft"]
     assert "builtin:arithmetic/heldout" in (run / "report.html").read_text()
     assert "now show it" in capsys.readouterr().err
+
+
+def test_the_cards_base_model_is_a_hub_id_where_one_is_known(tmp_path):
+    """A card copied to the Hub must name a repository there: smollm2's source, what a posttrain run itself
+    started from (runs/sft/final -> its card's base_model), a Hub cache folder's repository; a random-init
+    built-in or a plain local folder has none and is named as given."""
+    from posttrain.eval.document import hub_base_model
+
+    assert hub_base_model("smollm2") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    sft = tmp_path / "runs" / "sft" / "final"
+    sft.mkdir(parents=True)
+    (sft / "README.md").write_text("---\nbase_model: HuggingFaceTB/SmolLM2-135M-Instruct\ntags: [posttrain]\n---\n")
+    assert hub_base_model(str(sft)) == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    cache = tmp_path / "hub" / "models--Qwen--Qwen2.5-0.5B" / "snapshots" / "abc123"
+    cache.mkdir(parents=True)
+    assert hub_base_model(str(cache)) == "Qwen/Qwen2.5-0.5B"
+    assert hub_base_model("Qwen/Qwen2.5-0.5B") == "Qwen/Qwen2.5-0.5B"
+    assert hub_base_model("tiny") is None and hub_base_model(str(tmp_path)) is None
+
+
+def test_a_lora_runs_card_says_whether_the_adapters_are_merged(tmp_path, tiny_dir):
+    from posttrain.eval.document import model_card
+
+    run = write_run(tmp_path / "sft")
+    for save, said in (("merged", "merged into these weights: a plain model"), ("adapter", "LoRA adapters (r=8) only")):
+        (run / "config.json").write_text(json.dumps({"model": {"name": "tiny", "lora_r": 8, "lora_save": save}}))
+        assert said in model_card(run, "sft")

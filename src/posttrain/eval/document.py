@@ -69,6 +69,39 @@ def _number(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else _cell(value)
 
 
+def hub_base_model(name: str | None) -> str | None:
+    """The Hugging Face Hub id a card's `base_model` should hold for a run started from `name` (the Hub wants a
+    repository id, which a local path or a built-in short name is not): a built-in's source repository (`smollm2`;
+    the random-init `tiny` models have none), the `base_model` of a posttrain run's own card (runs/sft/final ->
+    what SFT started from), a Hub cache folder's repository (`.../models--ORG--NAME/snapshots/...`), or the name
+    itself when it is not a local path. None when none is known (then the card names `name` as it is)."""
+    from posttrain.models.load import SMOLLM2_HUB_ID, known_models
+
+    if not name:
+        return None
+    if name == "smollm2":
+        return SMOLLM2_HUB_ID
+    if name in known_models():
+        return None
+    path = Path(name)
+    card = path / "README.md"
+    if card.is_file():
+        text = card.read_text(encoding="utf-8", errors="replace")
+        if text.startswith("---\n") and "\n---" in text[4:]:
+            try:
+                front = yaml.safe_load(text[4:text.index("\n---", 4)]) or {}
+            except yaml.YAMLError:
+                front = {}
+            if isinstance(front, dict) and isinstance(front.get("base_model"), str):
+                return front["base_model"]
+    for part in path.parts:
+        if part.startswith("models--") and part.count("--") >= 2:
+            return "/".join(part.split("--")[1:])
+    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") != 1:
+        return None
+    return name  # ORG/NAME as the Hub spells it
+
+
 def model_card(run_dir: Path, algorithm: str) -> str:
     """final/README.md of a finished run: YAML front matter (base_model, datasets, tags, library_name,
     pipeline_tag), then the algorithm and its settings, the evaluation results and the lineage."""
@@ -81,14 +114,16 @@ def model_card(run_dir: Path, algorithm: str) -> str:
     data = lineage.get("data") or []
     objective = (config.get("dpo") or {}).get("loss") if algorithm == "dpo" else None
     tags = ["posttrain", tag] + ([objective] if objective and objective != tag else [])
-    meta = {"base_model": base.get("name") or (config.get("model") or {}).get("name"),
+    started_from = base.get("name") or (config.get("model") or {}).get("name")
+    # the Hub id where there is one; else (a random-init built-in, a local folder) the name the run started from
+    meta = {"base_model": hub_base_model(started_from) or started_from,
             "datasets": [d["source"] for d in data if d.get("source")], "tags": tags,
             "library_name": "transformers", "pipeline_tag": pipeline}
     code = lineage.get("code") or {}
     version = code.get("posttrain", __version__) + (f", commit {code['git_commit']}" if code.get("git_commit") else "")
     lines = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip(), "---", "",
              f"# {run_dir.resolve().name}", "",
-             f"`{meta['base_model']}` after {what}{f' ({objective})' if objective else ''}, trained with posttrain "
+             f"`{started_from}` after {what}{f' ({objective})' if objective else ''}, trained with posttrain "
              f"{version}. Algorithm and metrics: {doc} in the posttrain repository.", "",
              "```python", f"from transformers import {auto_class}, AutoTokenizer", "",
              f'model = {auto_class}.from_pretrained("path/to/this/folder"' +
@@ -96,6 +131,12 @@ def model_card(run_dir: Path, algorithm: str) -> str:
              'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")', "```", "",
              "## Training", "", "| setting | value |", "|---|---|"]
     lines += [f"| `{k}` | {_cell(v)} |" for k, v in key_settings(config).items()]
+    model_cfg = config.get("model") or {}
+    if model_cfg.get("lora_r"):
+        lines += ["", (f"LoRA adapters (r={model_cfg['lora_r']}) were trained and merged into these weights: a plain "
+                       "model, no peft needed." if model_cfg.get("lora_save", "merged") == "merged" else
+                       f"This folder holds LoRA adapters (r={model_cfg['lora_r']}) only: load them with peft "
+                       "on the base model.")]
     lines += ["", "## Evaluation", ""]
     lines += evaluation_lines(last_values(read_metrics(run_dir), "eval/", SKIPPED), results)
     lines += ["", "## Lineage", "", f"- base model: `{base.get('name', '?')}` ({base.get('parameters', '?')} "

