@@ -179,7 +179,8 @@ def evaluation_lines(heldout: dict[str, float], results: dict[str, Any] | None) 
                       for name, r in rows] + [""]
     while lines and not lines[-1]:
         lines.pop()
-    return lines or ["No held-out data and no evaluation yet (`posttrain eval` writes one)."]
+    return lines or ["No held-out data and no evaluation yet: `posttrain eval --models RUN/final`, of this model "
+                     "alone, writes RUN/eval and adds its figures here."]
 
 
 def documented_algorithm(run_dir: Path) -> str | None:
