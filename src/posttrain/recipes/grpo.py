@@ -48,6 +48,7 @@ from posttrain.rl.engine import (
     heldout_source,
     load_prompts,
     make_groups,
+    note_untrained_start,
     reward_spec,
     rollout_metrics,
     sample_groups,
@@ -140,6 +141,7 @@ def run_policy_optimization(cfg, d: Dist, label: str, advantages: Callable[..., 
     order = PromptOrder(len(prompts), cfg.rl.prompts_per_step, cfg.run.seed)
     check_trackers(cfg.run.trackers)
     check_run_dir(cfg.run)
+    note_untrained_start(cfg.model.name, d)
 
     # -- set up ---------------------------------------------------------------------------------------------
     seed_everything(cfg.run.seed)

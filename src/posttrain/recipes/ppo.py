@@ -68,6 +68,7 @@ from posttrain.rl.engine import (
     make_groups,
     micro_batches,
     my_share,
+    note_untrained_start,
     policy_loss,
     policy_metrics,
     prepare_update,
@@ -392,6 +393,7 @@ def run_ppo(cfg: PPOConfig, d: Dist) -> Path:
     order = PromptOrder(len(prompts), cfg.rl.prompts_per_step, cfg.run.seed)
     check_trackers(cfg.run.trackers)
     check_run_dir(cfg.run)
+    note_untrained_start(cfg.model.name, d)
 
     # -- set up ---------------------------------------------------------------------------------------------
     seed_everything(cfg.run.seed)

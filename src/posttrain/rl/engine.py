@@ -19,6 +19,7 @@ The update's loss is normalised over the whole step (all micro-batches, all proc
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
@@ -273,6 +274,18 @@ def check_rl_optim(optim: OptimConfig) -> None:
           optim.batch_size)
     check(optim.grad_accum == default.grad_accum, "optim.grad_accum", f"is not used by RL recipes: {sizes}",
           optim.grad_accum)
+
+
+def note_untrained_start(model_name: str, d: Dist) -> None:
+    """One line when RL starts from a built-in random-init model (`tiny`...): its completions are noise, so a
+    verifier's reward starts at 0 and, with nothing to compare, usually stays there; a smoke test, not a run that
+    learns."""
+    from posttrain.models.load import known_models
+
+    if d.is_main and model_name != "smollm2" and model_name in known_models():
+        print(f"note: {model_name} is a random-init built-in model: its answers are noise, so the reward starts at "
+              "0 and usually stays there (a smoke test); to learn, start from a trained policy (posttrain sft "
+              "first, then --model.name runs/sft/final)", file=sys.stderr)
 
 
 def check_world_size(rl: RLConfig, d: Dist) -> None:

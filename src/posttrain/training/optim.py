@@ -46,7 +46,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, cfg: Opt
 
 
 def warmup_warning(total_steps: int, warmup_steps: int) -> str:
-    return (f"warning: the run has {total_steps} optimizer steps and optim.warmup_steps={warmup_steps}, so it ends "
+    steps = f"{total_steps} optimizer step{'s' if total_steps != 1 else ''}"
+    return (f"warning: the run has {steps} and optim.warmup_steps={warmup_steps}, so it ends "
             f"in warm-up (the learning rate reaches {min(1.0, total_steps / warmup_steps):.0%} of optim.lr and never "
             "decays); lower --optim.warmup-steps or raise --optim.max-steps")
 
