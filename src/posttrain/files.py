@@ -41,6 +41,13 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
     return write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
+def jsonl_lines(text: str) -> list[str]:
+    """The lines of a JSONL text: split at "\n" only (JSON escapes it inside strings), and never at the other
+    boundaries `str.splitlines()` knows (U+2028, U+0085, \x1c, ...), which JSON leaves raw inside strings, as
+    `write_jsonl` writes them (model outputs hold such characters). A Windows line's "\r" is dropped."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
 def write_jsonl(rows: Iterable[dict[str, Any]], path: str | Path) -> Path:
     """Write one JSON object a line, atomically."""
     return write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))

@@ -371,3 +371,20 @@ def test_a_lora_runs_card_says_whether_the_adapters_are_merged(tmp_path, tiny_di
     for save, said in (("merged", "merged into these weights: a plain model"), ("adapter", "LoRA adapters (r=8) only")):
         (run / "config.json").write_text(json.dumps({"model": {"name": "tiny", "lora_r": 8, "lora_save": save}}))
         assert said in model_card(run, "sft")
+
+
+def test_an_rl_runs_report_shows_its_held_out_answers_before_and_after(tmp_path):
+    """grpo/rloo/ppo write samples/eval-step-N.jsonl; the report puts the first and last evaluation side by side,
+    matched by prompt, with each answer's reward and reason. A completion holding U+2028 (which str.splitlines
+    would take for a line break) is one JSONL line."""
+    from posttrain.eval.report import write_report
+    from posttrain.files import write_jsonl
+
+    run = write_run(tmp_path / "grpo")
+    for step, answers in ((0, ["7\u2028", "one"]), (3, ["9", "8"]), (5, ["8", "9"])):
+        write_jsonl([{"prompt": f"What is {p}?", "completion": a, "reward": float(a.strip() == str(4 + p)),
+                      "reason": f"extracted {a.strip()}", "answer": str(4 + p)} for p, a in zip((4, 5), answers)],
+                    run / "samples" / f"eval-step-{step}.jsonl")
+    html = write_report([str(run)], tmp_path / "r.html").read_text()
+    assert "Responses side by side: grpo step 0 vs grpo step 5" in html
+    assert "2 of 2 prompts both models answered" in html and "(extracted 9)" in html

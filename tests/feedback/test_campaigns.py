@@ -37,3 +37,14 @@ def test_other_task_types_show_every_models_answer():
     items, identical = model_items(_prompts(2), answers, "ranking")
     assert identical == 1  # prompt 1: a and c answered alike
     assert [(r["model"], r["text"]) for r in items[0]["responses"]] == [("a", "1"), ("b", "3"), ("c", "5")]
+
+
+def test_an_item_file_keeps_responses_holding_unicode_line_separators_whole():
+    """Model output holds U+2028 and U+0085, which JSON leaves raw and str.splitlines() took for line breaks
+    (the item was cut in two and refused as 'not JSON')."""
+    import json
+
+    from posttrain.feedback.campaigns import parse_items
+
+    text = json.dumps({"prompt": "hi", "responses": ["a\u2028b", "c\x85d"]}, ensure_ascii=False) + "\n"
+    assert [r["text"] for r in parse_items(text, "items.jsonl")[0]["responses"]] == ["a\u2028b", "c\x85d"]

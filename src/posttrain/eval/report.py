@@ -23,6 +23,7 @@ from typing import Annotated, Any
 import tyro
 
 from posttrain.errors import UserError
+from posttrain.files import jsonl_lines
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 EVAL_FORMAT = "posttrain-eval/"
@@ -45,7 +46,8 @@ class ReportConfig:
     max_samples: int = 50
     """At most this many prompts in the side-by-side table."""
     compare: tuple[str, str] | None = None
-    """The two models (labels in samples.jsonl) shown side by side; unset: the first two found."""
+    """The two models (labels in samples.jsonl, or an RL run's held-out answers as `RUN step N`) shown side by
+    side; unset: the first two found (an RL run alone: its first and last evaluation)."""
 
 
 @dataclass
@@ -68,7 +70,7 @@ class Evaluation:
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """The objects of a JSONL file; a bad line is a one-line error naming the file and line."""
     rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for i, line in enumerate(jsonl_lines(path.read_text(encoding="utf-8")), 1):
         if not line.strip():
             continue
         try:
@@ -96,6 +98,32 @@ def load_run(path: Path) -> RunData:
     optional = {name: read_json(path / f"{name}.json") if (path / f"{name}.json").is_file() else None
                 for name in ("config", "lineage")}
     return RunData(path.resolve().name, path, rows, optional["config"], optional["lineage"])
+
+
+def heldout_answers(run: RunData) -> list[Evaluation]:
+    """An RL run's held-out answers (`samples/eval-step-N.jsonl`, written by grpo, rloo and ppo) at its first and
+    its last evaluation, as two models of the side-by-side table ("grpo step 0", "grpo step 30"): what training
+    changed. Rows are matched by prompt; a file that is not there gives nothing."""
+    files = {}
+    for f in (run.path / "samples").glob("eval-step-*.jsonl"):
+        step = f.stem.removeprefix("eval-step-")
+        if step.isdigit():
+            files[int(step)] = f
+    if not files:
+        return []
+    index: dict[str, int] = {}  # prompt text -> its place, as in the first file
+    out = []
+    for step in sorted({min(files), max(files)}):
+        samples = []
+        for row in read_jsonl(files[step]):
+            prompt = str(row.get("prompt", ""))
+            samples.append({"model": f"{run.name} step {step}", "task": "held-out", "sample_index": 0,
+                            "prompt_index": index.setdefault(prompt, len(index)), "prompt": prompt,
+                            "answer": row.get("answer"), "completion": row.get("completion", ""),
+                            "score": row.get("reward", row.get("proxy_score")),  # grpo/rloo, ppo
+                            "reason": row.get("reason")})
+        out.append(Evaluation(f"{run.name} step {step}", files[step], {}, samples))
+    return out
 
 
 def load_evaluation(path: Path, name: str) -> Evaluation:
@@ -264,7 +292,7 @@ def render_report(runs: list[RunData], evals: list[Evaluation], max_samples: int
         runs=[{**run_summary(r), "config": flatten(r.config or {}), "lineage": r.lineage or {}} for r in runs],
         figures=[(t, Markup(svg)) for t, svg in figures(runs)],  # checked by figures.checked_svg
         evaluations=[evaluation_tables(e) for e in evals],
-        pairs=side_by_side(evals, compare, max_samples),
+        pairs=side_by_side([*evals, *(a for r in runs for a in heldout_answers(r))], compare, max_samples),
     )
 
 

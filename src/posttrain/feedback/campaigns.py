@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from posttrain.errors import DataError
 from posttrain.feedback.db import Audit, Campaign, Item
 from posttrain.feedback.tasks import TASK_TYPES, AnswerError, check_campaign
+from posttrain.files import jsonl_lines
 
 
 def _messages(value: Any, where: str, role: str) -> list[dict[str, str]]:
@@ -90,7 +91,7 @@ def parse_items(text: str, source: str) -> list[dict[str, Any]]:
     """Items from the text of a JSONL item file; `source` names the file in error messages (FILE:LINE: field)."""
     items: list[dict[str, Any]] = []
     gathered: dict[str, dict[str, Any]] = {}
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(jsonl_lines(text), 1):
         if not line.strip():
             continue
         where = f"{source}:{n}"

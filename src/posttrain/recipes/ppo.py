@@ -50,7 +50,7 @@ from posttrain.models.last_layer import supports_last_layer_at
 from posttrain.models.load import load_model, load_tokenizer, resolve_dtype, resolve_model_dir, save_model
 from posttrain.models.reference import Reference
 from posttrain.rewards.functions import check_reference_fields, resolve_reward
-from posttrain.rewards.score import score_completions
+from posttrain.rewards.score import explain_completions
 from posttrain.rl.advantages import gae, whiten
 from posttrain.rl.batch import RolloutBatch, completion_logps_and_values, completion_values
 from posttrain.rl.engine import (
@@ -503,13 +503,14 @@ def evaluate_ppo(cfg: PPOConfig, policy: torch.nn.Module, reference: Reference, 
     samples), over every process's share of the prompts; and the samples (all of them on the main process)."""
     t0 = time.perf_counter()
     indices = my_share(list(range(len(ids))), d)
-    proxy, golds, kls, lengths, texts, batches = [], [], torch.zeros(len(indices)), [], [], []
+    proxy, golds, kls, lengths, texts, batches, reasons = [], [], torch.zeros(len(indices)), [], [], [], []
     if indices:
         seeds = step_seeds(cfg.run.seed, -1, indices)  # step -1: never a training step's
         rollout = sampler.sample([ids[i] for i in indices], 1, cfg.sampling, seeds=seeds)
         texts, lengths = rollout.texts, [len(c) for c in rollout.completion_ids]
         mine = [prompts[i] for i in indices]
-        proxy = score_completions(reward, mine, texts).total
+        scored, reasons = explain_completions(reward, mine, texts)  # the reason too: samples/eval-step-N.jsonl
+        proxy = scored.total
         golds = [gold(p, t) for p, t in zip(mine, texts)] if gold else []
         groups = make_groups(rollout, torch.zeros(len(rollout)), 1, list(range(len(indices))))
         batches = micro_batches(groups, cfg.rl, layout, lambda b: 0)
@@ -527,6 +528,9 @@ def evaluate_ppo(cfg: PPOConfig, policy: torch.nn.Module, reference: Reference, 
     if gold:
         metrics["eval/gold_score"] = gold_sum / n
     metrics["perf/eval_seconds"] = time.perf_counter() - t0
-    samples = [{"prompt": prompts[i].text, "completion": t, "proxy_score": s, **({"gold_score": g} if gold else {})}
-               for i, t, s, g in zip(indices, texts, proxy, golds or [None] * len(proxy))]
+    samples = [{"prompt": prompts[i].text, "completion": t, "proxy_score": s, "reason": why,
+                **({"gold_score": g} if gold else {}),
+                **{k: v for k, v in prompts[i].reference.items()
+                   if isinstance(v, (str, int, float)) and k not in ("proxy_score", "gold_score", "reason")}}
+               for i, t, s, g, why in zip(indices, texts, proxy, golds or [None] * len(proxy), reasons)]
     return metrics, gather_to_main(samples, d)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 
+from posttrain.files import jsonl_lines
 from posttrain.tasks import arithmetic
 
 
@@ -36,7 +37,7 @@ def _shipped_rows(filename: str, split: str, options: dict[str, str]) -> list[di
     if split not in ("train", "heldout"):
         raise ValueError(f"unknown split {split!r} (expected one of: train, heldout)")
     text = resources.files("posttrain.tasks").joinpath("data", filename).read_text(encoding="utf-8")
-    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    rows = [json.loads(line) for line in jsonl_lines(text) if line.strip()]
     return [row for i, row in enumerate(rows) if (i % 5 == 4) == (split == "heldout")]
 
 

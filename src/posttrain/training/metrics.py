@@ -16,6 +16,7 @@ from typing import Any, Sequence
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from posttrain.extras import require
+from posttrain.files import jsonl_lines
 
 # tracker -> (module, the pyproject extra that installs it); tensorboard is a core dependency
 TRACKER_PACKAGES = {"wandb": ("wandb", "wandb"), "trackio": ("trackio", "trackio")}
@@ -114,13 +115,13 @@ class MetricsSink:
 
 def _truncate_after(path: Path, step: int) -> None:
     """On resume, drop lines logged after the checkpoint so the file matches an uninterrupted run."""
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+    kept = [line for line in jsonl_lines(path.read_text()) if line.strip() and json.loads(line).get("step", 0) <= step]
     path.write_text("".join(line + "\n" for line in kept))
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return [json.loads(line) for line in jsonl_lines(path.read_text()) if line.strip()] if path.exists() else []
 
 
 class TrainProgress:
