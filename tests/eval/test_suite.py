@@ -208,3 +208,15 @@ def test_one_model_of_a_run_writes_into_the_run_and_is_labelled_by_it(tmp_path, 
     capsys.readouterr()
     assert main(["eval", "--model.name", "runs/sft/final", "--limit", "2", "--no-progress"]) == 0  # again: said
     assert f"replacing {Path('runs/sft/eval/results.json')} (of " in capsys.readouterr().err
+
+
+def test_many_answers_cut_at_max_new_tokens_are_warned_of(capsys):
+    from posttrain.eval.suite import SuiteConfig, warn_cut_answers
+
+    counts = [{"model": "sft", "task": "t", "counts": {"length": 3, "stop": 7}},
+              {"model": "dpo", "task": "t", "counts": {"length": 1, "stop": 9}},
+              {"model": "tiny", "task": "t", "counts": {"length": 10}}]  # random-init: never ends, not news
+    warn_cut_answers(SuiteConfig(), counts, {"sft": "runs/sft/final", "dpo": "runs/dpo/final", "tiny": "tiny"})
+    err = capsys.readouterr().err
+    assert err == ("warning: 3 of 10 answers of sft on t stopped at --sampling.max-new-tokens 32 (finish reason "
+                   "length); an answer cut short scores 0: raise it if they were still going\n")

@@ -382,6 +382,25 @@ def refresh_run_documents(out_dir: Path) -> None:
               file=sys.stderr)
 
 
+CUT_SHARE = 0.2
+"""The share of a model's answers on a task that end at max_new_tokens from which `warn_cut_answers` speaks."""
+
+
+def warn_cut_answers(cfg: SuiteConfig, finish_reasons: list[dict[str, Any]], names: dict[str, str]) -> None:
+    """One line per model and task where many answers stopped at --sampling.max-new-tokens (finish reason
+    `length`): an answer cut before its number scores 0, which reads as a wrong answer. Not for the random-init
+    built-in models, whose answers never end."""
+    from posttrain.models.load import known_models
+
+    for f in finish_reasons:
+        n, cut = sum(f["counts"].values()), f["counts"].get("length", 0)
+        name = names.get(f["model"], "")
+        if n and cut / n >= CUT_SHARE and (name == "smollm2" or name not in known_models()):
+            print(f"warning: {cut} of {n} answers of {f['model']} on {f['task']} stopped at --sampling.max-new-tokens "
+                  f"{cfg.sampling.max_new_tokens} (finish reason length); an answer cut short scores 0: raise it if "
+                  "they were still going", file=sys.stderr)
+
+
 def run_suite(cfg: SuiteConfig) -> dict[str, Any]:
     """Evaluate, write DIR/results.json and DIR/samples.jsonl, and return the results (with "output_dir")."""
     from posttrain.config import to_jsonable
@@ -410,6 +429,7 @@ def run_suite(cfg: SuiteConfig) -> dict[str, Any]:
             for key, values in summarize(cfg, mine, task, label).items():
                 results[key] += values
     results["win_rates"], results["ratings"] = pairwise(cfg, rows, tasks, labels)
+    warn_cut_answers(cfg, results["finish_reasons"], dict(zip(labels, cfg.model_names)))
     out_dir = Path(cfg.output_dir) if cfg.output_dir else default_output_dir(cfg.model_names)
     previous = out_dir / "results.json"
     if previous.is_file():  # RUN/eval is the baseline a later --compare-to reads: say that it is replaced
