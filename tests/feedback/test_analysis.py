@@ -253,3 +253,14 @@ def test_items_without_model_names_stay_out_of_the_leaderboard(fb, tmp_path, cap
     assert len(rows) == 5  # every judgment is exported, the unnamed one with models null
     haiku = [r for r in rows if r["prompt"][0]["content"] == "Write a haiku"]
     assert haiku and haiku[0]["feedback"]["models"] == {"chosen": None, "rejected": None}
+
+
+def test_raters_who_agree_on_one_answer_get_full_agreement_not_a_crash():
+    """All compared items got one label; another label only on an item one rater judged alone (not compared): the
+    package refuses a one-value domain, so α is 1 there; `feedback stats` crashed on it (a newcomer's first campaign)."""
+    from posttrain.feedback.analysis import agreement
+
+    labels = {"ann": {i: "A" for i in range(8)}, "ben": {i: "A" for i in range(8)},
+              "cho": {**{i: "A" for i in range(7)}, 8: "tie"}}
+    alpha, _, per_rater = agreement(labels)
+    assert alpha == 1.0 and [r.alpha_without for r in per_rater] == [1.0, 1.0, 1.0]

@@ -135,10 +135,10 @@ def _alpha(table: np.ndarray) -> float | None:
     pairable = (np.sum(~np.isnan(table), axis=0) >= 2) if table.size else np.array([], dtype=bool)
     if not pairable.any():
         return None
-    values = table[~np.isnan(table)]
-    if np.unique(values).size < 2:
+    compared = table[:, pairable]  # the items α reads; a label elsewhere (an item one rater judged) is not in it
+    if np.unique(compared[~np.isnan(compared)]).size < 2:
         return 1.0  # every label the same: α's expected disagreement is 0, the package refuses; agreement is total
-    return stats.krippendorff_alpha(table[:, pairable], level="nominal")
+    return stats.krippendorff_alpha(compared, level="nominal")
 
 
 def agreement(labels: dict[str, dict[int, str]]) -> tuple[float | None, list[PairKappa], list[RaterAgreement]]:
