@@ -118,3 +118,17 @@ def test_config_reference_shows_each_commands_own_defaults():
     assert default("posttrain eval", "--sampling.temperature") == "`0.0`"
     assert default("posttrain generate", "--sampling.temperature") == "`1.0`"
     assert default("posttrain data pairs", "--output") == "required"
+
+
+def test_help_into_a_closed_pipe_stops_quietly():
+    """`posttrain sft --help | head` closes the pipe early: no BrokenPipeError traceback, the shell's status 141."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(f"{sys.executable} -m posttrain sft --help | head -1", shell=True, capture_output=True,
+                         text=True, timeout=120, executable="/bin/bash")
+    assert out.stdout.startswith("usage: posttrain sft") and "Traceback" not in out.stderr, out.stderr
+    # `true` reads nothing and is gone long before Python has started: the write always meets a closed pipe
+    out = subprocess.run(f"set -o pipefail; {sys.executable} -m posttrain sft --help | true", shell=True,
+                         capture_output=True, text=True, timeout=120, executable="/bin/bash")
+    assert (out.returncode, out.stderr) == (141, ""), out.stderr

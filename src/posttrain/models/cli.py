@@ -18,7 +18,7 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--seed", type=int, default=0, help="seed of the random init (default: %(default)s)")
     prepare = actions.add_parser("prepare", help="build or convert a model once into the cache; print its path")
     prepare.add_argument("name", help="a built-in name (see `posttrain models list`), a .gguf file or a hub id")
-    actions.add_parser("list", help="print the built-in short names and whether each is cached")
+    actions.add_parser("list", help="print the built-in short names and whether each is ready (made already) or made on first use")
     return parser
 
 
@@ -60,6 +60,6 @@ def main(argv: list[str]) -> int:
         models = known_models()
         width = max(map(len, models))
         for name, (description, path) in models.items():
-            cached = "cached" if (path / "config.json").is_file() else "not cached"
-            print(f"{name:<{width}}  {cached:<11} {description}")
+            cached = "ready" if (path / "config.json").is_file() else "first use"  # made on first use, offline
+            print(f"{name:<{width}}  {cached:<9} {description}")
     return 0
