@@ -280,7 +280,8 @@ def pairs_stage(cfg: DemoConfig, sft_model: Path) -> tuple[StageResult, Path]:
         limit=cfg.pair_prompts, seed=cfg.seed, overwrite=True, progress=cfg.progress,
         sampling=SamplingParams(temperature=1.0, max_new_tokens=SAMPLED_TOKENS),
     ))
-    text = f"{stats.written} pairs from {stats.prompts} prompts (rater '{RATER}'; {stats.ties + stats.identical} tied)"
+    text = (f"{stats.written} pairs from {stats.prompts} prompts (rater '{RATER}'; {stats.ties + stats.identical} "
+            f"dropped: {stats.identical} identical, {stats.ties} tied)")
     return StageResult("Preferences: 4 samples/prompt, simulated rater", text, time.perf_counter() - t0, out.parent,
                        stats.written), out
 
