@@ -200,7 +200,7 @@ def test_non_utf8_bytes_name_the_line(tmp_path):
         ({**PAIR, "rejected": "Blue."}, 'field "rejected" is identical to chosen'),
         (
             {"prompt": "q", "responses": ["a", "b", "c"], "order": [0, 0, 1]},
-            'field "order" must be a permutation of 0..2: duplicate positions [0]; missing positions [2]',
+            'field "order" must be a permutation of 0..2: response indices given twice [0]; response indices missing [2]',
         ),
         ({"label": 1}, "row keys ['label'] match no record kind"),
     ],

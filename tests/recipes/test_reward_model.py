@@ -135,6 +135,13 @@ def test_rankings_of_three_train_with_three_pairs_per_group(tmp_path):
     assert all(math.isfinite(x) for x in logged(run, "train/loss"))
 
 
+def test_margin_on_data_without_margins_is_warned_of(tmp_path, capsys):
+    """--margin on rankings (which carry none) or pairs without a `margin` field would change nothing unsaid."""
+    data = write_jsonl(tmp_path / "ranks.jsonl", ranking_rows(16))
+    train(cfg_for(tmp_path, data, "m", eval_fraction=0.25, margin=True, optim={"max_steps": 1, "batch_size": 4}))
+    assert "warning: --margin: 0 of 12 training groups carry a margin" in capsys.readouterr().err
+
+
 def test_lora_trains_the_head_and_saves_a_merged_model(tmp_path, tiny_dir):
     data = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(16))
     cfg = cfg_for(tmp_path, data, "lora", model=ModelConfig(name="tiny", lora_r=4), eval_fraction=0.0,
@@ -182,8 +189,8 @@ def test_duplicate_ranking_positions_stop_with_one_line(tmp_path):
     data = write_jsonl(tmp_path / "ranks.jsonl", rows)
     with pytest.raises(DataError) as e:
         train(cfg_for(tmp_path, data, "bad"))
-    assert str(e.value) == (f"{data}:2: field \"order\" must be a permutation of 0..2: duplicate positions [2]; "
-                            "missing positions [1]")
+    assert str(e.value) == (f"{data}:2: field \"order\" must be a permutation of 0..2: response indices given twice [2]; "
+                            "response indices missing [1]")
     assert not (tmp_path / "bad").exists()
 
 

@@ -258,11 +258,11 @@ class Ranking:
             bad = [i for i in order if not 0 <= i < k]
             parts = []
             if dupes:
-                parts.append(f"duplicate positions {dupes}")
+                parts.append(f"response indices given twice {dupes}")
             if missing:
-                parts.append(f"missing positions {missing}")
+                parts.append(f"response indices missing {missing}")
             if bad:
-                parts.append(f"out-of-range indices {bad}")
+                parts.append(f"out-of-range response indices {bad}")
             raise RecordError("order", f"must be a permutation of 0..{k - 1}: " + "; ".join(parts))
         if len(set(responses)) != k:
             raise RecordError("responses", "contains identical responses (each must differ to be ranked)")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -149,6 +150,10 @@ def _train(cfg: RewardModelConfig, d: Dist) -> Path:
     # -- check every input before anything is written; the run directory last, so a data error shows first --
     tokenizer = load_tokenizer(cfg.model.name)
     train_groups, eval_groups, data_lineage = prepare_data(cfg, tokenizer)
+    with_margin = sum(g.margin is not None for g in train_groups)
+    if cfg.margin and with_margin < len(train_groups) and d.is_main:  # the option would do less than asked
+        print(f"warning: --margin: {with_margin} of {len(train_groups)} training groups carry a margin (a pair's "
+              "`margin` field; rankings have none); the others train without one", file=sys.stderr)
     check_heldout(len(eval_groups), d, cfg.dist)
     check_trackers(cfg.run.trackers)
     check_run_dir(cfg.run)
