@@ -327,3 +327,40 @@ def test_user_adds_raters_from_the_command_line_all_or_nothing(tmp_path, monkeyp
     with sessionmaker(make_engine(db))() as s:
         assert sorted(u.username for u in s.query(User)) == ["boss", "lead", "t1", "t2", "t3"]
         assert s.query(User).filter_by(username="lead").one().role == "manager"
+
+
+def test_a_forgotten_password_is_reset_from_the_command_line(tmp_path, monkeypatch, capsys):
+    """--reset-password: a new password (random, printed once; or the variable's), the old one and the user's
+    sessions stop working, audited; an unknown name changes no one's."""
+    from fastapi.testclient import TestClient
+
+    from posttrain.feedback.app import Settings, create_app
+    from posttrain.feedback.db import Audit
+
+    db = f"sqlite:///{tmp_path}/fb.db"
+    monkeypatch.setenv("POSTTRAIN_ADMIN_PASSWORD", "s3cret-password")
+    assert main(["feedback", "init", "--db", db, "--admin", "boss"]) == 0
+    monkeypatch.setenv("POSTTRAIN_USER_PASSWORD", "first-password")
+    assert main(["feedback", "user", "--db", db, "--name", "ann"]) == 0
+    c = TestClient(create_app(Settings(db=db)))
+    assert c.post("/login", data={"username": "ann", "password": "first-password"}, follow_redirects=False
+                  ).status_code == 303
+    monkeypatch.delenv("POSTTRAIN_USER_PASSWORD")
+    capsys.readouterr()
+    assert main(["feedback", "user", "--db", db, "--name", "ann", "--reset-password"]) == 0
+    out, err = capsys.readouterr()
+    name, new = out.strip().split("\t")
+    assert name == "ann" and "new password for ann" in err and "their sessions ended" in err
+    c.app.state.principals.drop()  # what the running server's cache does within its few seconds
+    assert c.get("/", follow_redirects=False).headers["location"] == "/login"  # the old session ended
+    fresh = TestClient(c.app)
+    assert fresh.post("/login", data={"username": "ann", "password": "first-password"}).status_code == 401
+    assert fresh.post("/login", data={"username": "ann", "password": new}, follow_redirects=False).status_code == 303
+    assert main(["feedback", "user", "--db", db, "--name", "nobody", "--reset-password"]) == 2
+    assert "user 'nobody': no such user" in capsys.readouterr().err
+    monkeypatch.setenv("POSTTRAIN_ADMIN_PASSWORD", "another-password")
+    assert main(["feedback", "init", "--db", db, "--admin", "boss"]) == 0
+    assert "its password unchanged (a new one: posttrain feedback user --name boss --reset-password)" in \
+        capsys.readouterr().err
+    with sessionmaker(make_engine(db))() as s:
+        assert s.query(Audit).filter_by(action="user.password_reset", target="user:ann").count() == 1

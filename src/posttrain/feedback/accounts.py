@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from posttrain.errors import DataError
 from posttrain.feedback.db import ROLES, Audit, User
+from posttrain.feedback.db import Session as LoginSession
 from posttrain.feedback.security import hash_password
 
 USERNAME = re.compile(r"[\w.@+-]{1,64}")
@@ -42,3 +43,16 @@ def add_user(s: Session, username: str, password: str, role: str, by: int | None
     s.add(user)
     s.add(Audit(user_id=by, action="user.create", target=f"user:{username}", detail={"role": role, "by": how}))
     return user
+
+
+def reset_password(s: Session, username: str, password: str, how: str) -> None:
+    """A new password for an existing user, audited; their login sessions end (a running server notices within
+    its PrincipalCache's few seconds). API tokens stay: each is revoked on its owner's /tokens page."""
+    if len(password) < MIN_PASSWORD:
+        raise DataError(f"user {username!r}: the password needs {MIN_PASSWORD} characters or more")
+    user = s.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise DataError(f"user {username!r}: no such user (add one with: posttrain feedback user --name {username})")
+    user.password_hash = hash_password(password)
+    s.query(LoginSession).filter(LoginSession.user_id == user.id).delete()
+    s.add(Audit(user_id=None, action="user.password_reset", target=f"user:{username}", detail={"by": how}))

@@ -187,6 +187,9 @@ class UserConfig:
     password_env: str = "POSTTRAIN_USER_PASSWORD"
     """Environment variable holding the password of a single user; unset (or several names): each user gets a
     random password, printed once on stdout as `NAME<tab>PASSWORD`."""
+    reset_password: bool = False
+    """Give existing users (of any role, the admin too) a new password instead of adding them, as above; their
+    login sessions end. For a forgotten password: only whoever runs the server can do this."""
 
 
 @dataclass
@@ -243,7 +246,8 @@ def init(cfg: InitConfig) -> None:
               else f"upgraded the schema from revision {was}")
     with Session(engine) as s, s.begin():
         if s.query(User).filter_by(username=cfg.admin).first() is not None:
-            print(f"{schema}; user {cfg.admin!r} exists", file=sys.stderr)
+            print(f"{schema}; user {cfg.admin!r} exists, its password unchanged (a new one: posttrain feedback "
+                  f"user --name {cfg.admin} --reset-password)", file=sys.stderr)
             return
         add_user(s, cfg.admin, password or _admin_password(cfg), "admin", None, "init")
     print(f"{schema}; created admin {cfg.admin!r}", file=sys.stderr)
@@ -254,7 +258,7 @@ def add_users(cfg: UserConfig) -> None:
 
     from sqlalchemy.orm import Session
 
-    from posttrain.feedback.accounts import add_user
+    from posttrain.feedback.accounts import add_user, reset_password
 
     names = list(cfg.name)
     if len(set(names)) < len(names):
@@ -263,13 +267,19 @@ def add_users(cfg: UserConfig) -> None:
     passwords = {n: given or secrets.token_urlsafe(12) for n in names}
     with Session(_engine(cfg.db, must_exist=True)) as s, s.begin():  # one transaction: all or no one
         for n in names:
-            add_user(s, n, passwords[n], cfg.role, None, "cli")
+            if cfg.reset_password:
+                reset_password(s, n, passwords[n], "cli")
+            else:
+                add_user(s, n, passwords[n], cfg.role, None, "cli")
     if given is None:
         for n in names:
             print(f"{n}\t{passwords[n]}")
+    handed = "" if given else "; hand each their password (printed once, above)"
+    if cfg.reset_password:
+        print(f"new password for {', '.join(names)} in {cfg.db}{handed}; their sessions ended", file=sys.stderr)
+        return
     made = f"{len(names)} {cfg.role}{'s' if len(names) > 1 else ''}"
-    print(f"added {made} to {cfg.db}" + ("" if given else "; hand each their password (printed once, above)") +
-          "; they log in at the app's /login", file=sys.stderr)
+    print(f"added {made} to {cfg.db}{handed}; they log in at the app's /login", file=sys.stderr)
 
 
 def _port_is_free(host: str, port: int) -> None:
