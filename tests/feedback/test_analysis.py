@@ -264,3 +264,14 @@ def test_raters_who_agree_on_one_answer_get_full_agreement_not_a_crash():
               "cho": {**{i: "A" for i in range(7)}, 8: "tie"}}
     alpha, _, per_rater = agreement(labels)
     assert alpha == 1.0 and [r.alpha_without for r in per_rater] == [1.0, 1.0, 1.0]
+
+
+def test_a_version_that_won_every_game_is_noted_as_unmeasured():
+    """10-0: the Bradley-Terry rating has no finite value, and a narrow interval would read as precision."""
+    from posttrain.feedback.analysis import leaderboard, separation_notes
+
+    rows = leaderboard([("v1", "v2", 1.0, i) for i in range(10)], n_resamples=50)
+    notes = separation_notes(rows)
+    assert len(notes) == 2 and "v1 won every one of its 10 games" in notes[0] and "v2 lost every one" in notes[1]
+    mixed = leaderboard([("v1", "v2", 1.0, i) for i in range(9)] + [("v1", "v2", 0.0, 9)], n_resamples=50)
+    assert separation_notes(mixed) == []

@@ -205,6 +205,22 @@ def leaderboard(games: list[tuple[str, str, float, int]], n_resamples: int = 100
     return sorted(rows, key=lambda row: -row.rating)
 
 
+def separation_notes(rows: list[LeaderRow]) -> list[str]:
+    """A note for each model version that won, or lost, every game it played: Bradley-Terry then has no finite
+    rating for it (the likelihood keeps rising as its rating moves away), so its rating and interval are where
+    the fit's small L2 penalty holds them, and every bootstrap resample is as one-sided: a narrow interval that
+    measures nothing. Read such a version as above (below) the others by a gap the judgments do not size."""
+    notes = []
+    for row in rows:
+        if row.games and row.wins in (0, row.games):
+            how = "won" if row.wins else "lost"
+            notes.append(f"leaderboard: {row.model} {how} every one of its {row.games} games, so Bradley-Terry has no "
+                         f"finite rating for it: its rating and interval are set by the fit's regularisation, not "
+                         f"measured; it is {'above' if row.wins else 'below'} the others by a gap these judgments "
+                         "do not size")
+    return notes
+
+
 def campaign_stats(s: Session, campaign_name: str, n_resamples: int = 1000, seed: int = 0) -> CampaignStats:
     """Everything above for one campaign; DataError for an unknown campaign or one with no judgments yet."""
     campaign: Campaign = find_campaign(s, campaign_name)
@@ -242,6 +258,7 @@ def campaign_stats(s: Session, campaign_name: str, n_resamples: int = 1000, seed
     out.position_bias = PositionBias(rate, low, high, len(first))
     if games:
         out.leaderboard = leaderboard(games, n_resamples, seed)
+        out.notes += separation_notes(out.leaderboard)
     else:
         out.notes.append("no leaderboard: no judged item compares two named model versions")
     return out
