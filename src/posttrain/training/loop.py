@@ -293,8 +293,8 @@ def end_step(
 def hold_interrupts(run: Run) -> None:
     """From the first update of a step to its end, a Ctrl-C waits for the step to finish, so that the interrupt
     keeps that step (an update half done cannot be checkpointed exactly: with several updates per step, as PPO's
-    passes and minibatches, most of a step is its update). A second Ctrl-C stops at once, keeping the step
-    before. One process only (under torchrun each process gets its own SIGINT), in the main thread, and only
+    passes and minibatches, most of a step is its update). A second Ctrl-C stops at once, keeping the last
+    checkpoint on disk. One process only (under torchrun each process gets its own SIGINT), in the main thread, and only
     where Ctrl-C still raises KeyboardInterrupt (Python's own handler)."""
     if (run.held_sigint is not None or run.d.enabled or threading.current_thread() is not threading.main_thread()
             or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
@@ -331,8 +331,9 @@ def interruptible(run: Run, model: torch.nn.Module, optimizer: torch.optim.Optim
     The checkpoint is exact: the weights, optimizer and scheduler are still those of the last completed step
     until the next step's update begins, and the RNG states are the ones saved after that step. A Ctrl-C during
     an update waits for its step to end (`hold_interrupts`), and that step is kept. A second Ctrl-C there (or one
-    under torchrun, where the processes stop at different places) keeps the last checkpoint on disk instead; a new run interrupted before its first step is removed, as is one stopped by a
-    user's mistake (UserError: a reward that raises, ...) before its first step."""
+    under torchrun, where the processes stop at different places) keeps the last checkpoint on disk instead; a
+    new run interrupted before its first step is removed, as is one stopped by a user's mistake (UserError: a
+    reward that raises, ...) before its first step."""
     try:
         yield
     except KeyboardInterrupt:
