@@ -177,7 +177,8 @@ def test_cli_list_and_help(isolated_cache, capsys):
     assert main(["models", "list"]) == 0
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
     assert set(lines) == {"tiny", "tiny-small", "tiny-10m", "tiny-30m", "tiny-qwen2-base", "smollm2"}
-    assert " cached " in lines["tiny"]
+    assert " ready " in lines["tiny"]  # made; one not made yet says "first use"
+    assert all(" ready " in line or " first use " in line for line in lines.values())
     assert main(["models", "init-tiny", "--help"]) == 0
     help_text = capsys.readouterr().out
     assert all(opt in help_text for opt in ("--out", "--size", "--seed"))
