@@ -184,3 +184,9 @@ def test_a_messages_row_ending_in_a_user_turn_is_a_prompt_to_a_prompt_reader():
     assert isinstance(parse_record(answered, accept=(Prompt, Conversation)), Conversation)
     with pytest.raises(RecordError, match="has no assistant turn"):
         parse_record(row, accept=(Conversation,))
+
+
+def test_a_prompt_row_given_to_sft_names_the_missing_completion():
+    with pytest.raises(RecordError, match='"completion".* is missing'):
+        parse_record({"prompt": "hi"}, accept=(Text, Conversation, PromptCompletion))
+    assert parse_record({"prompt": "hi"}, accept=(PromptCompletion, Prompt)) == Prompt((Message("user", "hi"),), {})

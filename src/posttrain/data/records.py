@@ -398,6 +398,8 @@ def parse_record(d: Any, accept: tuple[type, ...] | None = None) -> Record:
             return Prompt(msgs, {k: v for k, v in d.items() if k != "messages"})
     fits = [k for k, keys in PRIORITY.items() if accept is not None and k in accept and all(x in d for x in keys)]
     kind = fits[0] if fits else detect_kind(d)
+    if accept is not None and kind is Prompt and PromptCompletion in accept and Prompt not in accept:
+        return PromptCompletion.from_dict(d)  # a prompt without its completion: say which field is missing
     if accept is not None and kind not in accept:
         names = ", ".join(k for k, v in KINDS.items() if v in accept)
         got = next(k for k, v in KINDS.items() if v is kind)
