@@ -256,6 +256,19 @@ def test_bad_preference_settings_are_refused_with_the_rule(kwargs, message):
         PreferenceConfig(**kwargs)
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--dpo.simpo-gamma-beta-ratio", "0.5"], "dpo.simpo_gamma_beta_ratio: only applies with --dpo.loss simpo (not dpo)"),
+    (["--dpo.loss", "ipo", "--dpo.label-smoothing", "0"], "dpo.label_smoothing: only applies with --dpo.loss dpo (not ipo)"),
+])
+def test_an_option_of_another_loss_is_refused_even_at_its_default(argv, message, tmp_path, capsys):
+    """Given on the command line with a loss that does not read it, at its default value too (which the value
+    checks cannot see); from Python (no `given`) the value checks alone apply."""
+    from posttrain.cli import main
+
+    assert main(["dpo", *argv, "--run.output-dir", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err and not any(tmp_path.iterdir())
+
+
 def test_bad_data_settings_are_refused_before_anything_is_written(tmp_path):
     with pytest.raises(ConfigError, match="data.packing"):
         PreferenceDataConfig(train="p.jsonl", packing=True)

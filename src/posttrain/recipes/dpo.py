@@ -226,13 +226,21 @@ def reference_logps_for_run(cfg: DPOConfig, splits: dict[str, list[PreferenceExa
     return logps, key, True
 
 
+ONE_LOSS_OPTIONS = {"dpo.simpo_gamma_beta_ratio": "simpo", "dpo.label_smoothing": "dpo"}
+"""Options that only one --dpo.loss reads: given with another, they are refused even at their default value."""
+
+
 def train(cfg: DPOConfig, given: Collection[str] | None = None) -> Path:
     """Train; returns the run directory. Resuming, the run's saved config is used: the options in `given` (dotted
     names, those set on the command line or in --config; None, as from Python: every field of cfg) must agree
     with it (training/rundir.py::resume_config)."""
+    for option, loss in ONE_LOSS_OPTIONS.items():  # given at its default value, __post_init__ cannot tell
+        if given is not None and option in given and cfg.dpo.loss != loss and not cfg.run.resume:
+            raise ConfigError(f"{option}: only applies with --dpo.loss {loss} (not {cfg.dpo.loss}); drop it")
     cfg = resume_config(cfg, given)
     with distributed(cfg.run.device, cfg.run.threads) as d:
         return _train(cfg, d)
+
 
 
 def _train(cfg: DPOConfig, d: Dist) -> Path:
