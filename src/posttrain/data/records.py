@@ -371,10 +371,9 @@ def detect_kind(d: dict) -> type:
     )
 
 
-def _conversation_as_prompt(d: dict) -> Prompt:
-    """A `messages` row read by a prompt-only consumer (generate, eval, RL): the conversation so far is the prompt
-    when it ends in a turn to answer; one ending in an assistant turn is refused (which turn would be answered?)."""
-    msgs = _messages(d["messages"], "messages")
+def _conversation_as_prompt(d: dict, msgs: Messages) -> Prompt:
+    """A `messages` row read by a prompt reader (generate, eval, RL): the conversation so far is the prompt when it
+    ends in a turn to answer; one ending in an assistant turn is refused (which turn would be answered?)."""
     if msgs and msgs[-1].role == "assistant":
         raise RecordError("messages", "ends with an assistant turn, and this command reads prompts: give the "
                           'conversation up to the turn to answer, as "messages" or "prompt"')
@@ -391,11 +390,10 @@ def parse_record(d: Any, accept: tuple[type, ...] | None = None) -> Record:
     if not isinstance(d, dict):
         raise RecordError("(row)", f"expected a JSON object, got {type(d).__name__}")
     if accept is not None and Prompt in accept and "messages" in d and "prompt" not in d:
-        if Conversation not in accept:
-            return _conversation_as_prompt(d)
         msgs = _messages(d["messages"], "messages")
-        if not any(m.role == "assistant" for m in msgs):  # nothing to train on, but a prompt to answer
-            return Prompt(msgs, {k: v for k, v in d.items() if k != "messages"})
+        # a reader of conversations too (generate) takes one without an assistant turn as a prompt to answer
+        if Conversation not in accept or not any(m.role == "assistant" for m in msgs):
+            return _conversation_as_prompt(d, msgs)
     fits = [k for k, keys in PRIORITY.items() if accept is not None and k in accept and all(x in d for x in keys)]
     kind = fits[0] if fits else detect_kind(d)
     if accept is not None and kind is Prompt and PromptCompletion in accept and Prompt not in accept:

@@ -69,31 +69,32 @@ def _number(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else _cell(value)
 
 
+def card_metadata(card: Path) -> dict[str, Any]:
+    """A model card's YAML front matter (huggingface_hub's reader); {} when there is no card or it cannot be read."""
+    from huggingface_hub import metadata_load
+
+    try:
+        return (metadata_load(card) or {}) if card.is_file() else {}
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError):
+        return {}
+
+
 def hub_base_model(name: str | None) -> str | None:
     """The Hugging Face Hub id a card's `base_model` should hold for a run started from `name` (the Hub wants a
     repository id, which a local path or a built-in short name is not): a built-in's source repository (`smollm2`;
     the random-init `tiny` models have none), the `base_model` of a posttrain run's own card (runs/sft/final ->
     what SFT started from), a Hub cache folder's repository (`.../models--ORG--NAME/snapshots/...`), or the name
     itself when it is not a local path. None when none is known (then the card names `name` as it is)."""
-    from posttrain.models.load import SMOLLM2_HUB_ID, known_models
+    from posttrain.models.load import SMOLLM2_HUB_ID, is_random_init
 
-    if not name:
+    if not name or is_random_init(name):
         return None
     if name == "smollm2":
         return SMOLLM2_HUB_ID
-    if name in known_models():
-        return None
     path = Path(name)
-    card = path / "README.md"
-    if card.is_file():
-        text = card.read_text(encoding="utf-8", errors="replace")
-        if text.startswith("---\n") and "\n---" in text[4:]:
-            try:
-                front = yaml.safe_load(text[4:text.index("\n---", 4)]) or {}
-            except yaml.YAMLError:
-                front = {}
-            if isinstance(front, dict) and isinstance(front.get("base_model"), str):
-                return front["base_model"]
+    base = card_metadata(path / "README.md").get("base_model")
+    if isinstance(base, str):
+        return base
     for part in path.parts:
         if part.startswith("models--") and part.count("--") >= 2:
             return "/".join(part.split("--")[1:])
@@ -185,14 +186,7 @@ def evaluation_lines(heldout: dict[str, float], results: dict[str, Any] | None) 
 
 def documented_algorithm(run_dir: Path) -> str | None:
     """The algorithm a run's final/README.md (written by `document_run`) names in its tags, or None."""
-    card = Path(run_dir) / "final" / "README.md"
-    text = card.read_text(encoding="utf-8") if card.is_file() else ""
-    if not text.startswith("---\n") or "\n---" not in text[4:]:
-        return None
-    try:
-        tags = (yaml.safe_load(text[4:text.index("\n---", 4)]) or {}).get("tags") or []
-    except yaml.YAMLError:
-        return None
+    tags = card_metadata(Path(run_dir) / "final" / "README.md").get("tags") or []
     by_tag = {tag: name for name, (tag, *_) in ALGORITHMS.items()}
     return by_tag.get(tags[1]) if len(tags) > 1 and tags[0] == "posttrain" else None
 

@@ -390,12 +390,11 @@ def warn_cut_answers(cfg: SuiteConfig, finish_reasons: list[dict[str, Any]], nam
     """One line per model and task where many answers stopped at --sampling.max-new-tokens (finish reason
     `length`): an answer cut before its number scores 0, which reads as a wrong answer. Not for the random-init
     built-in models, whose answers never end."""
-    from posttrain.models.load import known_models
+    from posttrain.models.load import is_random_init
 
     for f in finish_reasons:
         n, cut = sum(f["counts"].values()), f["counts"].get("length", 0)
-        name = names.get(f["model"], "")
-        if n and cut / n >= CUT_SHARE and (name == "smollm2" or name not in known_models()):
+        if n and cut / n >= CUT_SHARE and not is_random_init(names.get(f["model"], "")):
             print(f"warning: {cut} of {n} answers of {f['model']} on {f['task']} stopped at --sampling.max-new-tokens "
                   f"{cfg.sampling.max_new_tokens} (finish reason length); an answer cut short scores 0: raise it if "
                   "they were still going", file=sys.stderr)

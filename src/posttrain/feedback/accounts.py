@@ -24,11 +24,16 @@ def check_username(username: str) -> None:
         raise DataError(f"user name {username!r}: use 1 to 64 letters, digits and . _ @ + - (no spaces)")
 
 
+def check_password(username: str, password: str) -> None:
+    """DataError when `password` is too short for an account."""
+    if len(password) < MIN_PASSWORD:
+        raise DataError(f"user {username!r}: the password needs {MIN_PASSWORD} characters or more")
+
+
 def check_account(username: str, password: str, role: str) -> None:
     """DataError saying which rule a new account breaks."""
     check_username(username)
-    if len(password) < MIN_PASSWORD:
-        raise DataError(f"user {username!r}: the password needs {MIN_PASSWORD} characters or more")
+    check_password(username, password)
     if role not in ROLES:
         raise DataError(f"user {username!r}: role {role!r} is not one of {', '.join(ROLES)}")
 
@@ -48,8 +53,7 @@ def add_user(s: Session, username: str, password: str, role: str, by: int | None
 def reset_password(s: Session, username: str, password: str, how: str) -> None:
     """A new password for an existing user, audited; their login sessions end (a running server notices within
     its PrincipalCache's few seconds). API tokens stay: each is revoked on its owner's /tokens page."""
-    if len(password) < MIN_PASSWORD:
-        raise DataError(f"user {username!r}: the password needs {MIN_PASSWORD} characters or more")
+    check_password(username, password)
     user = s.scalar(select(User).where(User.username == username))
     if user is None:
         raise DataError(f"user {username!r}: no such user (add one with: posttrain feedback user --name {username})")

@@ -104,6 +104,11 @@ def _file_hash(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:10]
 
 
+def is_random_init(name: str) -> bool:
+    """Whether `name` is one of the built-in random-init models (`tiny`, `tiny-30m`, ...), whose answers are noise."""
+    return name in _tiny_names()
+
+
 def known_models() -> dict[str, tuple[str, Path]]:
     """Built-in short names -> (one-line description, the cache directory they resolve to)."""
     out = {}

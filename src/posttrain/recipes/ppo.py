@@ -75,6 +75,7 @@ from posttrain.rl.engine import (
     rollout_metrics,
     run_updates,
     sample_groups,
+    sample_reference,
     score_rollout,
     step_seeds,
     step_share,
@@ -530,7 +531,6 @@ def evaluate_ppo(cfg: PPOConfig, policy: torch.nn.Module, reference: Reference, 
     metrics["perf/eval_seconds"] = time.perf_counter() - t0
     samples = [{"prompt": prompts[i].text, "completion": t, "proxy_score": s, "reason": why,
                 **({"gold_score": g} if gold else {}),
-                **{k: v for k, v in prompts[i].reference.items()
-                   if isinstance(v, (str, int, float)) and k not in ("proxy_score", "gold_score", "reason")}}
+                **sample_reference(prompts[i], ("proxy_score", "gold_score", "reason"))}
                for i, t, s, g, why in zip(indices, texts, proxy, golds or [None] * len(proxy), reasons)]
     return metrics, gather_to_main(samples, d)

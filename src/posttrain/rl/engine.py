@@ -280,9 +280,9 @@ def note_untrained_start(model_name: str, d: Dist) -> None:
     """One line when RL starts from a built-in random-init model (`tiny`...): its completions are noise, so a
     verifier's reward starts at 0 and, with nothing to compare, usually stays there; a smoke test, not a run that
     learns."""
-    from posttrain.models.load import known_models
+    from posttrain.models.load import is_random_init
 
-    if d.is_main and model_name != "smollm2" and model_name in known_models():
+    if d.is_main and is_random_init(model_name):
         print(f"note: {model_name} is a random-init built-in model: its answers are noise, so the reward starts at "
               "0 and usually stays there (a smoke test); to learn, start from a trained policy (posttrain sft "
               "first, then --model.name runs/sft/final)", file=sys.stderr)
@@ -612,6 +612,12 @@ def rollout_metrics(rollout: Rollout, scores: Scores, rewards: torch.Tensor, gro
     return out
 
 
+def sample_reference(prompt: Prompt, taken: tuple[str, ...]) -> dict[str, Any]:
+    """A held-out sample row's copy of the prompt's plain reference fields (`answer`, ...), leaving out the
+    names the row's own fields `taken` use."""
+    return {k: v for k, v in prompt.reference.items() if isinstance(v, (str, int, float)) and k not in taken}
+
+
 def evaluate_policy(model: torch.nn.Module, sampler: Sampler, prompts: list[Prompt], ids: list[list[int]],
                     reward: Any, params: SamplingParams, d: Dist) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Greedy completions of this process's share of the held-out prompts, scored by `reward`: the mean score
@@ -628,8 +634,7 @@ def evaluate_policy(model: torch.nn.Module, sampler: Sampler, prompts: list[Prom
     n, total, length = all_reduce_sum(torch.tensor([len(scores), sum(scores), sum(lengths)], dtype=torch.float64),
                                       d).tolist()
     samples = [{"prompt": prompts[i].text, "completion": t, "reward": s, "reason": why,
-                **{k: v for k, v in prompts[i].reference.items()
-                   if isinstance(v, (str, int, float)) and k not in ("reward", "reason")}}
+                **sample_reference(prompts[i], ("reward", "reason"))}
                for i, t, s, why in zip(indices, texts, scores, reasons)]
     metrics = {"eval/accuracy": total / max(n, 1), "eval/mean_length": length / max(n, 1),
                "perf/eval_seconds": time.perf_counter() - t0}
