@@ -160,7 +160,8 @@ def prepare(cfg: BenchConfig, folder: Path) -> dict:
     from posttrain.data.load import load_records
     from posttrain.data.records import Prompt
     from posttrain.models.load import load_tokenizer
-    from posttrain.rl.engine import PromptOrder, load_prompts
+    from posttrain.rl.engine import PromptOrder
+    from posttrain.rl.setup import load_prompts
 
     init = starting_weights(cfg)
     rows = [{"prompt": [{"role": m.role, "content": m.content} for m in p.prompt], "answer": p.reference["answer"]}
@@ -262,7 +263,7 @@ def posttrain_config(cfg: BenchConfig, prompts: str, init: str, out: str, thread
     """posttrain's GRPO config for the bench (the module docstring's settings)."""
     from posttrain.config import ModelConfig, OptimConfig, RunConfig, SamplingParams
     from posttrain.recipes.grpo import GRPOConfig, GRPOSettings
-    from posttrain.rl.engine import PromptDataConfig, RLConfig
+    from posttrain.rl.setup import PromptDataConfig, RLConfig
 
     return GRPOConfig(
         model=ModelConfig(name=init, dtype="float32", gradient_checkpointing=False),

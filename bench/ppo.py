@@ -264,7 +264,8 @@ def prepare(cfg: BenchConfig, folder: Path) -> dict:
     """The two models, and the run's prompts in posttrain's order: their messages (for TRL to tokenize) and the
     token ids posttrain's PPO gives them (for the checks)."""
     from posttrain.models.load import load_tokenizer
-    from posttrain.rl.engine import PromptOrder, load_prompts
+    from posttrain.rl.engine import PromptOrder
+    from posttrain.rl.setup import load_prompts
 
     models = starting_models(cfg.threads)
     policy, reward_model = models / "sft" / "final", models / "rm" / "final"
@@ -334,7 +335,7 @@ def posttrain_config(cfg: BenchConfig, data: dict, out: str, threads: int):
     """posttrain's PPO config for the bench (the module docstring's settings)."""
     from posttrain.config import ModelConfig, OptimConfig, RunConfig, SamplingParams
     from posttrain.recipes.ppo import PPOConfig, PPOSettings
-    from posttrain.rl.engine import PromptDataConfig, RLConfig
+    from posttrain.rl.setup import PromptDataConfig, RLConfig
 
     return PPOConfig(
         model=ModelConfig(name=data["policy"], dtype="float32", gradient_checkpointing=False),

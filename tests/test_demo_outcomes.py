@@ -100,7 +100,7 @@ def test_rloo_improves_the_weak_checkpoint_too(demo):
     from posttrain.config import ModelConfig, OptimConfig, RunConfig, SamplingParams
     from posttrain.demo import HELDOUT, TASK
     from posttrain.recipes.rloo import RLOOConfig, train
-    from posttrain.rl.engine import PromptDataConfig, RLConfig
+    from posttrain.rl.setup import PromptDataConfig, RLConfig
     from posttrain.training.metrics import read_metrics
 
     out, results = demo

@@ -16,8 +16,9 @@ Layers, bottom to top. A module imports only from its own layer or the ones belo
 5. `losses, sampling, rewards, rl, tasks.raters, tasks.arithmetic_raters` — pure losses, the sampler, reward
    functions, RL's pure math (advantages, KL estimators and controllers), raters (simulated ones judge with the
    task's rewards)
-6. `training, rl.engine, rl.samplers` — the engine: data order, accumulation, evaluation, checkpoints, metrics,
-   DDP; the online-RL step (sample, score, advantages, updates) and which sampler it samples with
+6. `training, rl.setup, rl.engine, rl.samplers` — the engine: data order, accumulation, evaluation, checkpoints,
+   metrics, DDP; an online-RL run's options, prompts and start-up checks, its step (sample, score, advantages,
+   updates) and which sampler it samples with
 7. `recipes, eval, feedback` — one file per algorithm; evaluation and its statistics; the human-feedback app
 8. `cli, __main__, demo, generate, pairs, models.cli, feedback.cli, rewards.cli` — the commands
 """

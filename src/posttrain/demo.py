@@ -245,7 +245,7 @@ def weak_sft_stage(cfg: DemoConfig, sft_run: Path) -> tuple[StageResult, Path]:
 def grpo_stage(cfg: DemoConfig, start: Path) -> tuple[StageResult, Path]:
     from posttrain.config import SamplingParams
     from posttrain.recipes.grpo import GRPOConfig, train
-    from posttrain.rl.engine import PromptDataConfig, RLConfig
+    from posttrain.rl.setup import PromptDataConfig, RLConfig
     from posttrain.training.metrics import read_metrics
 
     t0 = time.perf_counter()
@@ -345,7 +345,7 @@ def ppo_stage(cfg: DemoConfig, sft_model: Path, reward_model: Path) -> tuple[Sta
     judge: the held-out reward-model score, gold score and KL at the start and the end."""
     from posttrain.config import SamplingParams
     from posttrain.recipes.ppo import PPOConfig, PPOSettings, train
-    from posttrain.rl.engine import PromptDataConfig, RLConfig
+    from posttrain.rl.setup import PromptDataConfig, RLConfig
     from posttrain.training.metrics import read_metrics
 
     t0 = time.perf_counter()

@@ -20,8 +20,8 @@ from posttrain.errors import ConfigError, DataError
 from posttrain.generate import GenerateConfig
 from posttrain.recipes.grpo import GRPOConfig, train
 from posttrain.rewards.score import RewardError
-from posttrain.rl.engine import PromptDataConfig, RLConfig
 from posttrain.rl.samplers import check_sampler
+from posttrain.rl.setup import PromptDataConfig, RLConfig
 from posttrain.training.distributed import Dist
 
 # A reward that varies on a random-init model's text, so that advantages and gradients are not all zero.

@@ -23,7 +23,7 @@ from posttrain.models.heads import RewardModel, SharedValueHead, load_classifier
 from posttrain.models.load import load_tokenizer, resolve_model_dir
 from posttrain.recipes.ppo import PPOConfig, PPOSettings, train
 from posttrain.rl.batch import completion_logps, completion_logps_and_values, completion_values, rollout_batch
-from posttrain.rl.engine import PromptDataConfig, RLConfig
+from posttrain.rl.setup import PromptDataConfig, RLConfig
 
 TASK = "builtin:arithmetic?ops=+&digits=2"
 

@@ -72,7 +72,8 @@ def test_the_update_keeps_the_engine_log_probs_and_weighs_the_surrogate(model, t
 
     from posttrain.config import SamplingParams
     from posttrain.models.attention import pair_layout
-    from posttrain.rl.engine import Layout, RLConfig, make_groups, policy_loss, prepare_update
+    from posttrain.rl.engine import Layout, make_groups, policy_loss, prepare_update
+    from posttrain.rl.setup import RLConfig
     from posttrain.sampling.sampler import ModelSampler
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_dir)

@@ -6,7 +6,8 @@ import torch
 
 from posttrain.config import SamplingParams
 from posttrain.models.attention import pair_layout
-from posttrain.rl.engine import Layout, RLConfig, make_groups, prepare_update
+from posttrain.rl.engine import Layout, make_groups, prepare_update
+from posttrain.rl.setup import RLConfig
 from posttrain.sampling.sampler import ModelSampler
 
 

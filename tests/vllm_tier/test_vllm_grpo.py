@@ -16,7 +16,7 @@ pytest.importorskip("vllm", reason="vLLM is not installed here: scripts/test-vll
 from posttrain.config import ModelConfig, OptimConfig, RunConfig, SamplingParams  # noqa: E402
 from posttrain.models.load import load_model  # noqa: E402
 from posttrain.recipes import grpo, ppo, rloo  # noqa: E402
-from posttrain.rl.engine import PromptDataConfig, RLConfig, heldout_source, load_prompts  # noqa: E402
+from posttrain.rl.setup import PromptDataConfig, RLConfig, heldout_source, load_prompts  # noqa: E402
 from posttrain.sampling.sampler import ModelSampler  # noqa: E402
 
 # The share of digits in the completion: a random-init model's samples vary in it, and it is learnt in ~10 steps.

@@ -37,19 +37,10 @@ from posttrain.rewards.functions import check_reference_fields, resolve_reward
 from posttrain.rl.advantages import group_advantages, zero_variance_groups
 from posttrain.rl.engine import (
     Layout,
-    PromptDataConfig,
     PromptOrder,
-    RLConfig,
-    check_rl_optim,
-    check_world_size,
-    eval_reward_spec,
     evaluate_policy,
     global_std,
-    heldout_source,
-    load_prompts,
     make_groups,
-    note_untrained_start,
-    reward_spec,
     rollout_metrics,
     sample_groups,
     score_rollout,
@@ -58,6 +49,17 @@ from posttrain.rl.engine import (
     update,
 )
 from posttrain.rl.samplers import check_sampler, push_weights, rollout_sampler
+from posttrain.rl.setup import (
+    PromptDataConfig,
+    RLConfig,
+    check_rl_optim,
+    check_world_size,
+    eval_reward_spec,
+    heldout_source,
+    load_prompts,
+    note_untrained_start,
+    reward_spec,
+)
 from posttrain.sampling.sampler import ModelSampler
 from posttrain.sampling.vllm_sampler import VLLMSampler
 from posttrain.training.checkpoint import seed_everything

@@ -55,20 +55,13 @@ from posttrain.rl.advantages import gae, whiten
 from posttrain.rl.batch import RolloutBatch, completion_logps_and_values, completion_values
 from posttrain.rl.engine import (
     Layout,
-    PromptDataConfig,
     PromptOrder,
-    RLConfig,
-    check_rl_optim,
-    check_world_size,
     fill_logps,
     global_moments,
-    heldout_source,
     in_step,
-    load_prompts,
     make_groups,
     micro_batches,
     my_share,
-    note_untrained_start,
     policy_loss,
     policy_metrics,
     prepare_update,
@@ -80,9 +73,18 @@ from posttrain.rl.engine import (
     step_seeds,
     step_share,
 )
-from posttrain.rl.engine import reward_spec as task_reward_spec
 from posttrain.rl.kl import AdaptiveKLController, FixedKLController, kl_penalty
 from posttrain.rl.samplers import check_sampler, push_weights, rollout_sampler
+from posttrain.rl.setup import (
+    PromptDataConfig,
+    RLConfig,
+    check_rl_optim,
+    check_world_size,
+    heldout_source,
+    load_prompts,
+    note_untrained_start,
+)
+from posttrain.rl.setup import reward_spec as task_reward_spec
 from posttrain.rl.token_rewards import explained_variance, penalize_unfinished, sequence_kl, token_rewards
 from posttrain.sampling.sampler import ModelSampler, Sampler
 from posttrain.sampling.vllm_sampler import VLLMSampler

@@ -27,7 +27,7 @@ import torch
 from posttrain.config import DistConfig, ModelConfig, OptimConfig, RunConfig, SamplingParams, VLLMConfig, check
 from posttrain.recipes.grpo import run_policy_optimization
 from posttrain.rl.advantages import leave_one_out_advantages
-from posttrain.rl.engine import PromptDataConfig, RLConfig, check_rl_optim
+from posttrain.rl.setup import PromptDataConfig, RLConfig, check_rl_optim
 from posttrain.training.distributed import Dist, distributed
 from posttrain.training.rundir import resume_config
 

@@ -1,7 +1,7 @@
 """The online-RL step that GRPO, RLOO and PPO share, as plain functions: a recipe calls them in order.
 
-    prompts = step_prompts(order, step, d)                 # this process's share of the step's prompts
-    rollout = sample_groups(sampler, ids, prompts, G, ...)  # G completions each, with their log-probs
+    mine, places = step_share(order.step(step), rl, d)     # this process's share of the step's prompts
+    rollout = sample_groups(sampler, ids, mine, G, ...)     # G completions each, with their log-probs
     scores  = score_completions(reward, records, texts)     # rewards (rewards/score.py)
     adv     = advantages(...)                               # the recipe's choice (rl/advantages.py)
     stats   = update(model, optimizer, ..., groups)         # μ passes over minibatches, clipped surrogate
@@ -14,215 +14,33 @@ weights, optimizer, scheduler and RNG states resumes a killed run exactly, with 
 under torchrun each process samples its share of the prompts and draws exactly what one process would.
 The update's loss is normalised over the whole step (all micro-batches, all processes; training/loop.py's
 `accumulate`), so 2 processes give the update of 1 with the same global batch.
+
+What a run sets up before its first step (its options, reward spec, prompts and checks) is rl/setup.py's.
 """
 
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import torch
 
-from posttrain.config import OptimConfig, SamplingParams, check
-from posttrain.data.load import BUILTIN_PREFIX, default_heldout, load_records, parse_builtin
+from posttrain.config import SamplingParams
 from posttrain.data.records import Prompt
-from posttrain.data.tokenize import tokenize_prompt
-from posttrain.errors import ConfigError, DataError
+from posttrain.errors import DataError
 from posttrain.losses.policy import clipped_policy_loss, constant_normalizer_sum, sequence_mean_sum, token_sum
 from posttrain.rewards.score import Scores, explain_completions, score_completions
 from posttrain.rl.batch import RolloutBatch, completion_logps, rollout_batch
 from posttrain.rl.kl import kl_penalty
 from posttrain.rl.mismatch import truncated_importance_weights
+from posttrain.rl.setup import RLConfig
 from posttrain.sampling.sampler import Rollout, Sampler
-from posttrain.tasks import TASKS
 from posttrain.training.distributed import Dist, all_reduce_max, all_reduce_sum, gather_to_main
 from posttrain.training.loop import Run, accumulate, optimizer_step, skip_update
 
-
-@dataclass
-class PromptDataConfig:
-    """The prompts RL samples from, and the held-out prompts it is measured on."""
-
-    train: str = "builtin:arithmetic?ops=+&digits=2&pad=0.7"
-    """Prompts with the reference fields the reward reads (e.g. `answer`): a JSONL/JSON/CSV/Parquet file, a
-    datasets folder, `builtin:NAME` or `reasoning_gym:NAME?size=N&seed=S` (extra `gym`). Only the `prompt`
-    (a string or a message list) and the reference fields are read; a `completion` is ignored."""
-    eval: str | None = None
-    """Held-out prompts, same forms. Unset: a built-in task's held-out split (`builtin:NAME/heldout`), else none."""
-    eval_prompts: int = 200
-    """Held-out prompts to measure (greedy completions scored by the eval reward); 0 measures nothing."""
-    limit: int | None = None
-    """Use only the first N training prompts."""
-    max_prompt_length: int = 512
-    """A prompt longer than this (in tokens, chat template applied) stops the run before sampling, naming it."""
-    chat_template: str | None = None
-    """Chat template for message-list prompts: a Jinja file or a built-in name (`chatml`); unset: the model's."""
-    share_prompt: bool = True
-    """In the update, one row per group [prompt, c_1, ..., c_G] with a block mask, so the prompt goes through
-    the model once per group, not G times (the log-probs are the same). Needs a 4D mask (sdpa, eager)."""
-
-    def __post_init__(self) -> None:
-        check(bool(self.train.strip()), "data.train", "must name the prompts to sample from", self.train)
-        check(self.eval_prompts >= 0, "data.eval_prompts", "must be >= 0 (0 measures nothing)", self.eval_prompts)
-        check(self.limit is None or self.limit >= 1, "data.limit", "must be >= 1 when set", self.limit)
-        check(self.max_prompt_length >= 1, "data.max_prompt_length", "must be >= 1", self.max_prompt_length)
-
-
-@dataclass
-class RLConfig:
-    """The online-RL loop: how many prompts and samples a step takes, how the policy is updated on them."""
-
-    reward: str = ""
-    """The reward (docs/rewards.md): a spec such as `numeric`, `math`, `code`, `numeric+0.2*think_format`,
-    `rm:runs/rm/final` or `module:function`. Unset: a built-in task's own reward (`numeric` for arithmetic)."""
-    eval_reward: str = ""
-    """What the held-out accuracy is scored with (mean over greedy completions; a 0/1 verifier gives accuracy).
-    Unset: the task's own reward for a built-in task, else `reward`."""
-    group_size: int = 8
-    """Completions sampled per prompt (G); GRPO's and RLOO's advantages compare the completions of one prompt (at
-    least 2). PPO's baseline is its value model, so 1 there (its default) is usual."""
-    prompts_per_step: int = 32
-    """Prompts per step, over all processes (under torchrun a multiple of minibatches x processes). A step samples
-    prompts_per_step x group_size completions."""
-    sample_batch: int = 0
-    """Rows (prompts x G) the sampler decodes together; 0: the whole step's in one batch (fastest while it fits in
-    memory). Lower it for long completions or large models; the samples do not change (per-prompt streams)."""
-    micro_batch: int = 8
-    """Groups (a prompt and its G completions) per forward/backward in the update; lower it if memory runs out.
-    It changes nothing but memory and speed: the loss is normalised over the whole step."""
-    updates_per_batch: int = 1
-    """μ: passes over each step's samples (arXiv:2402.03300 Alg. 1). With 1 pass and 1 minibatch the sampler's
-    log-probs are the old policy's (no extra forward); more reuse the samples, the clipped ratio keeping each
-    update near the policy that sampled them."""
-    minibatches: int = 1
-    """Optimizer steps per pass: the step's groups are split into this many minibatches."""
-    old_logps: Literal["auto", "sampler", "forward"] = "auto"
-    """Where the old policy's log-probs (the ratio's denominator) come from. `sampler`: the sampler's own, drawn
-    with the same weights (no extra forward; TRL's PPOTrainer takes them from generate's scores too). `forward`:
-    a no-grad forward of the policy before the step's first update. `auto`: the sampler's where they equal a
-    forward's within 1e-4 (a float32 policy, tests/sampling/test_sampler.py), and with one pass and one minibatch;
-    a forward for a lower-precision policy trained on its samples more than once (its incremental decoding rounds
-    differently from a full forward), and always with truncated importance sampling (rl.sampler=vllm, rl.tis_cap
-    > 0), which compares the forward's log-probs with the engine's."""
-    eps_low: float = 0.2
-    """Clip the importance ratio below at 1 - eps_low (PPO's ε, arXiv:1707.06347)."""
-    eps_high: float = 0.2
-    """Clip it above at 1 + eps_high; DAPO's clip-higher uses 0.28 (arXiv:2503.14476 §3.1)."""
-    loss_aggregation: Literal["token", "sequence", "constant"] = "token"
-    """How per-token losses become the step's loss. `token`: mean over every completion token of the step
-    (DAPO §3.3; long completions weigh by their length). `sequence`: each completion's token mean, averaged
-    over completions (GRPO's eq. 3). `constant`: token sums over completions x max_new_tokens (Dr. GRPO,
-    arXiv:2503.20783: no length bias)."""
-    kl_beta: float = 0.0
-    """β of the KL penalty to the reference (the starting policy; the base with adapters off under LoRA),
-    added to the per-token loss (GRPO eq. 3). 0: no reference is kept or computed (DAPO, Dr. GRPO). PPO keeps
-    it at 0 and puts the KL into the reward instead (`--ppo.kl-coef`)."""
-    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
-    """KL estimator per token (rl/kl.py): `k3` (GRPO's, unbiased, >= 0), `k1` (log-ratio), `k2` (squared/2)."""
-    sampler: Literal["builtin", "vllm"] = "builtin"
-    """What samples the rollouts: `builtin`, posttrain's KV-cache sampler on the policy itself; `vllm`, a vLLM engine
-    in this process (sampling/vllm_sampler.py, `--vllm.*`; an optional install, docs/scale.md), to which the policy's
-    weights (LoRA merged) are pushed after every update. One process only (not under torchrun); GRPO, RLOO and PPO."""
-    tis_cap: float = 3.0
-    """With `sampler=vllm`: truncated importance sampling (rl/mismatch.py). Each token's policy-gradient loss is
-    weighted by min(π_old/π_engine, tis_cap), π_old from a forward of the policy before the update, correcting for
-    the engine computing the policy's probabilities differently from the trainer (TRL's default cap is 3). 0:
-    no correction and no extra forward; the engine's log-probs then serve as the old policy's. Ignored by the
-    built-in sampler, whose log-probs are the trainer's own."""
-    drop_zero_variance: bool = False
-    """Leave out of the update the groups whose G rewards are all equal (their advantages are all 0; DAPO's
-    dynamic sampling, arXiv:2503.14476 §3.2, without the resampling): the loss is averaged over informative
-    groups only, and a minibatch with none is no update at all (a zero-gradient AdamW step would still move the
-    weights by momentum and weight decay)."""
-
-    def __post_init__(self) -> None:
-        check(self.group_size >= 1, "rl.group_size", "must be >= 1", self.group_size)
-        check(self.prompts_per_step >= 1, "rl.prompts_per_step", "must be >= 1", self.prompts_per_step)
-        check(self.micro_batch >= 1, "rl.micro_batch", "must be >= 1", self.micro_batch)
-        check(self.sample_batch >= 0, "rl.sample_batch", "must be >= 0 (0: the whole step at once)", self.sample_batch)
-        check(self.updates_per_batch >= 1, "rl.updates_per_batch", "must be >= 1", self.updates_per_batch)
-        check(1 <= self.minibatches <= self.prompts_per_step, "rl.minibatches",
-              f"must be between 1 and rl.prompts_per_step ({self.prompts_per_step})", self.minibatches)
-        check(0 <= self.eps_low < 1, "rl.eps_low", "must be in [0, 1)", self.eps_low)
-        check(self.eps_high >= 0, "rl.eps_high", "must be >= 0", self.eps_high)
-        check(self.kl_beta >= 0, "rl.kl_beta", "must be >= 0 (0: no KL term)", self.kl_beta)
-        check(self.sampler in ("builtin", "vllm"), "rl.sampler", "must be builtin or vllm", self.sampler)
-        check(self.tis_cap == 0 or self.tis_cap >= 1, "rl.tis_cap", "must be 0 (no correction) or >= 1: the weight is "
-              "1 where trainer and engine agree, and a cap below 1 would shrink those tokens' gradients too",
-              self.tis_cap)
-        check(not (self.corrects_mismatch and self.old_logps == "sampler"), "rl.old_logps",
-              "'sampler' takes the engine's log-probs as the old policy's, but truncated importance sampling "
-              "(rl.sampler=vllm, rl.tis_cap > 0) compares the engine's with the trainer's own from a forward: leave "
-              "rl.old_logps auto, or set rl.tis_cap 0 to use the engine's log-probs uncorrected", self.old_logps)
-
-    @property
-    def corrects_mismatch(self) -> bool:
-        """Whether the update weighs tokens by truncated importance sampling (vLLM samples, tis_cap > 0)."""
-        return self.sampler == "vllm" and self.tis_cap > 0
-
-    @property
-    def reuses_samples(self) -> bool:
-        """Whether the weights change before the samples' last use (several passes or minibatches)."""
-        return self.updates_per_batch > 1 or self.minibatches > 1
-
-    def recomputes_old_logps(self, policy: torch.nn.Module) -> bool:
-        """Whether the old policy's log-probs come from a no-grad forward of `policy` rather than the sampler."""
-        if self.old_logps != "auto":
-            return self.old_logps == "forward"
-        if self.corrects_mismatch:  # TIS compares the trainer's log-probs with the engine's
-            return True
-        return self.reuses_samples and next(policy.parameters()).dtype != torch.float32
-
-
-# -- prompts --------------------------------------------------------------------------------------------------
-
-
-def reward_spec(spec: str, source: str, what: str) -> str:
-    """`spec`, or when it is empty the built-in task's own reward (`tasks.TASKS[NAME].reward`); a ConfigError
-    naming `what` (the option) when there is neither."""
-    if spec:
-        return spec
-    if source.startswith(BUILTIN_PREFIX):
-        task = TASKS.get(parse_builtin(source)[0])
-        if task is not None and task.reward is not None:
-            return task.reward
-    raise ConfigError(f"{what} is required for {source!r} (a built-in task brings its own): e.g. --rl.reward numeric, "
-                      "--rl.reward math or --rl.reward my_module:my_reward (docs/rewards.md)")
-
-
-def eval_reward_spec(eval_spec: str, train_spec: str, eval_source: str) -> str:
-    """What held-out completions are scored with: `eval_spec`, else a built-in task's own reward, else the
-    training reward."""
-    if eval_spec:
-        return eval_spec
-    try:
-        return reward_spec("", eval_source, "rl.eval_reward")
-    except ConfigError:
-        return train_spec
-
-
-def heldout_source(data: PromptDataConfig) -> str | None:
-    """data.eval, or a built-in task's held-out split (`builtin:NAME/heldout?OPTIONS`), or None."""
-    if data.eval or data.eval_prompts == 0:
-        return data.eval if data.eval_prompts else None
-    return default_heldout(data.train)
-
-
-def load_prompts(source: str, tokenizer, limit: int | None, max_length: int) -> tuple[list[Prompt], list[list[int]]]:
-    """The Prompt records of `source` and their token ids (chat template applied, assistant turn opened);
-    a DataError naming the first prompt longer than `max_length` tokens."""
-    prompts = load_records(source, accept=(Prompt,), limit=limit)
-    if not prompts:
-        raise DataError(f"{source}: holds no prompts")
-    ids = [tokenize_prompt(p.prompt, tokenizer, plain=p.plain) for p in prompts]
-    for i, row in enumerate(ids):
-        if len(row) > max_length:
-            raise DataError(f"{source} row {i + 1}: the prompt is {len(row)} tokens, over data.max_prompt_length="
-                            f"{max_length}; raise it or shorten the prompt")
-    return prompts, ids
+# -- the step's prompts ---------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -262,38 +80,6 @@ def step_share(step_prompts: list[int], rl: RLConfig, d: Dist) -> tuple[list[int
     positions = [p for p in range(len(step_prompts)) if (p // rl.minibatches) % d.world_size == d.rank]
     return [step_prompts[p] for p in positions], positions
 
-
-def check_rl_optim(optim: OptimConfig) -> None:
-    """A ConfigError when --optim.batch-size or --optim.grad-accum is set: the RL loop sizes its batches with its
-    own options, and would ignore them (TRL users map per_device_train_batch_size and gradient_accumulation_steps
-    to these)."""
-    default = OptimConfig()
-    sizes = ("an RL step samples --rl.prompts-per-step prompts x --rl.group-size completions, updates on them in "
-             "--rl.minibatches optimizer steps per pass, --rl.micro-batch groups per forward")
-    check(optim.batch_size == default.batch_size, "optim.batch_size", f"is not used by RL recipes: {sizes}",
-          optim.batch_size)
-    check(optim.grad_accum == default.grad_accum, "optim.grad_accum", f"is not used by RL recipes: {sizes}",
-          optim.grad_accum)
-
-
-def note_untrained_start(model_name: str, d: Dist) -> None:
-    """One line when RL starts from a built-in random-init model (`tiny`...): its completions are noise, so a
-    verifier's reward starts at 0 and, with nothing to compare, usually stays there; a smoke test, not a run that
-    learns."""
-    from posttrain.models.load import is_random_init
-
-    if d.is_main and is_random_init(model_name):
-        print(f"note: {model_name} is a random-init built-in model: its answers are noise, so the reward starts at "
-              "0 and usually stays there (a smoke test); to learn, start from a trained policy (posttrain sft "
-              "first, then --model.name runs/sft/final)", file=sys.stderr)
-
-
-def check_world_size(rl: RLConfig, d: Dist) -> None:
-    """A ConfigError unless each process can sample an equal share of every minibatch."""
-    if d.enabled and rl.prompts_per_step % (rl.minibatches * d.world_size):
-        raise ConfigError(f"rl.prompts_per_step={rl.prompts_per_step}: must be a multiple of rl.minibatches x the "
-                          f"processes ({rl.minibatches} x {d.world_size}), so that each process samples an equal "
-                          "share of every minibatch")
 
 
 def step_seeds(seed: int, step: int, prompt_indices: list[int]) -> list[int]:
