@@ -217,7 +217,7 @@ ASCII_BOX = """\
 @pytest.mark.parametrize("box", [UTF8_BOX, ASCII_BOX, "\x1b[1m" + UTF8_BOX.replace("Unrecognized", "\x1b[31mUnrecognized")])
 def test_tyro_error_box_becomes_one_line(box):
     """tyro draws `─` boxes when stdout is UTF-8, `-` rules otherwise, and adds colour on a terminal."""
-    from posttrain.config import one_line_parse_error
+    from posttrain.config_parse import one_line_parse_error
 
     assert one_line_parse_error(box, "posttrain sft") == (
         "unrecognized option --optim.lrr (did you mean --optim.lr?); see posttrain sft --help"
@@ -238,7 +238,7 @@ SEVERAL_UNKNOWN = """\
 
 
 def test_several_unknown_options_each_get_their_suggestion_and_no_values():
-    from posttrain.config import one_line_parse_error
+    from posttrain.config_parse import one_line_parse_error
 
     assert one_line_parse_error(SEVERAL_UNKNOWN, "posttrain sft") == (
         "unrecognized options --optim.lrr (did you mean --optim.lr?), --foo; see posttrain sft --help"

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from posttrain.cli import main
-from posttrain.config import parse_config
+from posttrain.config_parse import parse_config
 from posttrain.recipes.sft import SFTConfig
 
 

@@ -6,8 +6,9 @@ one sampler and one training engine.
 Layers, bottom to top. A module imports only from its own layer or the ones below it
 (tests/test_layers.py reads this list and checks every import, lazy ones included):
 
-1. `__init__, errors, files, extras, config, cpu` — user-facing errors, atomic writers, optional dependencies,
-   the typed configs every command shares, the CPU thread count and allocator policy
+1. `__init__, errors, files, extras, config, config_parse, cpu` — user-facing errors, atomic writers, optional
+   dependencies, the typed configs every command shares and their parsing from files and the command line, the CPU
+   thread count and allocator policy
 2. `data.records, tasks` — the records everything speaks; the built-in tasks' rows (the one registry of
    built-in data, `tasks.TASKS`)
 3. `data` — loading any source, chat-template tokenization, batches for every recipe, the held-out split

@@ -41,7 +41,7 @@ def _register_sources() -> None:
 
 
 def _sft(argv: list[str]) -> int:
-    from posttrain.config import parse_config
+    from posttrain.config_parse import parse_config
     from posttrain.recipes.sft import SFTConfig, train
 
     _register_sources()
@@ -50,7 +50,7 @@ def _sft(argv: list[str]) -> int:
 
 
 def _dpo(argv: list[str]) -> int:
-    from posttrain.config import parse_config
+    from posttrain.config_parse import parse_config
     from posttrain.recipes.dpo import DPOConfig, train
 
     _register_sources()
@@ -59,7 +59,7 @@ def _dpo(argv: list[str]) -> int:
 
 
 def _grpo(argv: list[str]) -> int:
-    from posttrain.config import parse_config
+    from posttrain.config_parse import parse_config
     from posttrain.recipes.grpo import GRPOConfig, train
 
     _register_sources()
@@ -68,7 +68,7 @@ def _grpo(argv: list[str]) -> int:
 
 
 def _ppo(argv: list[str]) -> int:
-    from posttrain.config import parse_config
+    from posttrain.config_parse import parse_config
     from posttrain.recipes.ppo import PPOConfig, train
 
     _register_sources()
@@ -77,7 +77,7 @@ def _ppo(argv: list[str]) -> int:
 
 
 def _rloo(argv: list[str]) -> int:
-    from posttrain.config import parse_config
+    from posttrain.config_parse import parse_config
     from posttrain.recipes.rloo import RLOOConfig, train
 
     _register_sources()
@@ -86,7 +86,7 @@ def _rloo(argv: list[str]) -> int:
 
 
 def _rm(argv: list[str]) -> int:
-    from posttrain.config import parse_config
+    from posttrain.config_parse import parse_config
     from posttrain.recipes.reward_model import RewardModelConfig, train
 
     _register_sources()
@@ -100,7 +100,7 @@ def given_options(cls: type, argv: list[str]) -> set[str]:
     import dataclasses
     import typing
 
-    from posttrain.config import load_config_file
+    from posttrain.config_parse import load_config_file
 
     def leaves(c: type, prefix: str = "") -> list[str]:
         hints = typing.get_type_hints(c)
@@ -132,7 +132,7 @@ def _models(argv: list[str]) -> int:
 
 
 def _generate(argv: list[str]) -> int:
-    from posttrain.config import parse_config
+    from posttrain.config_parse import parse_config
     from posttrain.generate import GenerateConfig, generate
 
     _register_sources()
@@ -148,7 +148,7 @@ def _score(argv: list[str]) -> int:
 
 
 def _eval(argv: list[str]) -> int:
-    from posttrain.config import parse_config
+    from posttrain.config_parse import parse_config
     from posttrain.eval.suite import SuiteConfig, print_results, run_suite
 
     _register_sources()
@@ -157,7 +157,7 @@ def _eval(argv: list[str]) -> int:
 
 
 def _report(argv: list[str]) -> int:
-    from posttrain.config import parse_config
+    from posttrain.config_parse import parse_config
     from posttrain.eval.report import ReportConfig, report_command
 
     report_command(parse_config(ReportConfig, argv, prog="posttrain report"))
@@ -165,7 +165,7 @@ def _report(argv: list[str]) -> int:
 
 
 def _demo(argv: list[str]) -> int:
-    from posttrain.config import parse_config
+    from posttrain.config_parse import parse_config
     from posttrain.demo import DemoConfig, run_demo
 
     run_demo(parse_config(DemoConfig, argv, prog="posttrain demo"))
@@ -218,7 +218,7 @@ def config_classes() -> dict[str, type]:
 def config_reference() -> str:
     """docs/config.md (`make docs` writes it): every option of every command, with that command's defaults, from
     the field docstrings."""
-    from posttrain.config import reference_markdown
+    from posttrain.config_parse import reference_markdown
 
     return reference_markdown(config_classes())
 

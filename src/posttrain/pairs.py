@@ -188,7 +188,7 @@ def make_pairs(cfg: PairsConfig) -> PairStats:
 
 def main(argv: list[str]) -> int:
     """`posttrain data pairs [OPTIONS]`."""
-    from posttrain.config import parse_config
+    from posttrain.config_parse import parse_config
 
     make_pairs(parse_config(PairsConfig, argv, prog="posttrain data pairs"))
     return 0

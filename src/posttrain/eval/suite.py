@@ -402,7 +402,7 @@ def warn_cut_answers(cfg: SuiteConfig, finish_reasons: list[dict[str, Any]], nam
 
 def run_suite(cfg: SuiteConfig) -> dict[str, Any]:
     """Evaluate, write DIR/results.json and DIR/samples.jsonl, and return the results (with "output_dir")."""
-    from posttrain.config import to_jsonable
+    from posttrain.config_parse import to_jsonable
     from posttrain.files import write_json_atomic, write_jsonl
 
     old = read_results(cfg.compare_to) if cfg.compare_to else None

@@ -12,7 +12,8 @@ from typing import Annotated
 
 import tyro
 
-from posttrain.config import ModelConfig, SamplingParams, check, parse_config
+from posttrain.config import ModelConfig, SamplingParams, check
+from posttrain.config_parse import parse_config
 from posttrain.errors import ConfigError, DataError, UserError
 from posttrain.extras import require
 

@@ -134,7 +134,7 @@ def print_summary(summary: dict[str, Any], output: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    from posttrain.config import parse_config
+    from posttrain.config_parse import parse_config
 
     score_file(parse_config(ScoreConfig, argv, prog="posttrain score"))
     return 0

@@ -40,7 +40,8 @@ from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 import torch
 
-from posttrain.config import RunConfig, to_jsonable
+from posttrain.config import RunConfig
+from posttrain.config_parse import to_jsonable
 from posttrain.data.collate import length_batches
 from posttrain.errors import TrainingDiverged, UserError
 from posttrain.models.load import count_parameters, save_pretrained_merged

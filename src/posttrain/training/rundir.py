@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Collection, TypeVar
 
 from posttrain import __version__
-from posttrain.config import RunConfig, from_dict, to_jsonable
+from posttrain.config import RunConfig
+from posttrain.config_parse import from_dict, to_jsonable
 from posttrain.errors import ConfigError, UserError
 from posttrain.files import write_json_atomic
 from posttrain.training.checkpoint import checkpoint_steps, latest_checkpoint
