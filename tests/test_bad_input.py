@@ -50,7 +50,7 @@ def data(content: bytes | str, *more: str, name: str = "bad.jsonl", expect: list
 
 CASES = {
     "missing field": data(jsonl({"messages": [{"role": "user"}]}), expect=["bad.jsonl:1", "messages[0].content", "missing"]),
-    "wrong type": data(jsonl({"text": 5}), expect=["bad.jsonl:1", '"text"', "expected a string, got int"]),
+    "wrong type": data(jsonl({"text": 5}), expect=["bad.jsonl:1", '"text"', "expected a string, got a number"]),
     "empty file": data(b"", expect=["bad.jsonl", "empty"]),
     "only blank lines": data(b"\n  \n\n", expect=["bad.jsonl", "only blank lines"]),
     "bad JSON on line 3": data(jsonl(GOOD_CHAT, GOOD_CHAT, b'{"messages": [\n', GOOD_CHAT),

@@ -35,7 +35,7 @@ def error_of(source, **kwargs) -> str:
 
 def test_jsonl_keeps_line_numbers_across_blank_lines(tmp_path):
     source = write_jsonl(tmp_path / "d.jsonl", [{"text": "a"}, "", "   ", {"messages": CHAT}, {"text": 3}])
-    assert error_of(source) == f'{source}:5: field "text" expected a string, got int'
+    assert error_of(source) == f'{source}:5: field "text" expected a string, got a number'
     rows = load_records(source, limit=2)
     assert rows == [Text("a"), Conversation((Message("user", "Hi"), Message("assistant", "Hello")))]
 
@@ -69,7 +69,8 @@ def test_csv_reads_json_cells_and_names_lines(tmp_path):
         '"[{""role"": ""user""",oops\n'
     )
     message = error_of(path)
-    expected = "column \"prompt\" starts with \"[\" but is not valid JSON (Expecting ',' delimiter at character 17)"
+    expected = ("column \"prompt\" starts with \"[\" but is not valid JSON (Expecting ',' delimiter at character 17); "
+                "fix the JSON, or use a JSONL file for structured rows")
     assert message == f"{path}:5: {expected}"
     records = load_records(str(path), limit=2)
     assert records[0] == PromptCompletion((Message("user", "Hi"),), (Message("assistant", "Hello"),))
@@ -79,7 +80,31 @@ def test_csv_reads_json_cells_and_names_lines(tmp_path):
 def test_csv_row_with_missing_cells(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text("prompt,completion\nHi\n")
-    assert error_of(path) == f"{path}:2: has 1 cells but the header has 2 columns"
+    assert error_of(path) == (f"{path}:2: has 1 cell but the header has 2 columns (give every column a cell, an "
+                              "empty one as nothing between its commas: a,,c)")
+    path.write_text("prompt,completion\nHi, there,Hello\n")
+    assert error_of(path) == (f"{path}:2: has 3 cells but the header has 2 columns (a cell holding a comma must be "
+                              'quoted: "a, b")')
+
+
+def test_csv_quote_left_open_is_refused_where_it_opens(tmp_path):
+    """A quote never closed swallowed every later row into one cell, and the file trained on 1 row of 4."""
+    path = tmp_path / "d.csv"
+    path.write_text('prompt,completion\nWhat is 2+3?,"5\nWhat is 1+1?,2\nWhat is 3+3?,6\nWhat is 4+4?,8\n')
+    assert error_of(path).startswith(f"{path}:2: a quoted cell opens on this line and is never closed")
+    path.write_text('prompt,completion\n"a ""quoted""\nsecond line",x\n"What is" 1+1?,2\n')  # rows on lines 2, 4
+    assert error_of(path).startswith(f"{path}:4: is not valid CSV")
+    path.write_text('prompt,completion\n"a ""quoted""\nsecond line",x\n"What is 1+1?",2\n')
+    assert [r.completion[0].content for r in load_records(str(path))] == ["x", "2"]
+
+
+def test_csv_text_starting_with_a_bracket_stays_text(tmp_path):
+    """Only a cell meant as JSON ([{, [", [[, {" or a JSON-only column) must parse; '[1] Intro' is text."""
+    path = tmp_path / "d.csv"
+    path.write_text('text\n"[1] Introduction"\n"{name} is a placeholder"\n')
+    assert load_records(str(path)) == [Text("[1] Introduction"), Text("{name} is a placeholder")]
+    path.write_text('messages\n"[oops"\n')
+    assert error_of(path).startswith(f'{path}:2: column "messages" starts with "[" but is not valid JSON')
 
 
 def test_parquet_with_nested_messages_and_nulls(tmp_path):
@@ -192,9 +217,9 @@ def test_non_utf8_bytes_name_the_line(tmp_path):
 @pytest.mark.parametrize(
     "row, expected",
     [
-        ([1, 2], "row expected a JSON object, got list"),
+        ([1, 2], "row expected a JSON object, got a list"),
         ({"prompt": "q", "rejected": "b"}, 'field "chosen" is missing (preference records need prompt, chosen'),
-        ({"messages": [{"role": "user", "content": 3}]}, 'field "messages[0].content" expected a string, got int'),
+        ({"messages": [{"role": "user", "content": 3}]}, 'field "messages[0].content" expected a string, got a number'),
         ({"messages": []}, 'field "messages" is an empty list'),
         ({"messages": [{"role": "bot", "content": "x"}]}, "field \"messages[0].role\" unknown role 'bot'"),
         ({**PAIR, "rejected": "Blue."}, 'field "rejected" is identical to chosen'),
@@ -203,12 +228,21 @@ def test_non_utf8_bytes_name_the_line(tmp_path):
             'field "order" must be a permutation of 0..2: response indices given twice [0]; response indices missing [2]',
         ),
         ({"label": 1}, "row keys ['label'] match no record kind"),
+        ({"prompt": "q", "chosen": "a", "rejected": None}, 'field "rejected" is null; give it a value'),
+        ({"messages": [{"role": "user", "content": None}]}, 'field "messages[0].content" expected a string, got null'),
     ],
-    ids=["not-object", "missing", "wrong-type", "empty-messages", "role", "same", "ranking", "unknown-kind"],
+    ids=["not-object", "missing", "wrong-type", "empty-messages", "role", "same", "ranking", "unknown-kind",
+         "null-field", "null-content"],
 )
 def test_bad_rows_name_file_line_and_field(tmp_path, row, expected):
     source = write_jsonl(tmp_path / "d.jsonl", [{"text": "ok"}, row])
     assert error_of(source).startswith(f"{source}:2: {expected}")
+
+
+def test_a_row_of_null_fields_says_they_count_as_absent(tmp_path):
+    """{"text": null} was 'row keys [] match no record kind', naming none of the keys the user sees in the row."""
+    source = write_jsonl(tmp_path / "d.jsonl", [{"text": None}])
+    assert error_of(source).endswith('; its null fields ("text") count as absent: give them values')
 
 
 def test_kind_the_consumer_does_not_accept(tmp_path):

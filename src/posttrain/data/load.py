@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import unquote
 
-from posttrain.data.records import Record, RecordError, parse_record
+from posttrain.data.records import Record, RecordError, json_type, parse_record
 from posttrain.errors import ConfigError, DataError
 from posttrain.extras import require
 from posttrain.tasks import TASKS
@@ -106,7 +106,12 @@ def load_records_with_report(
     for where, read in _rows(source):
         n_rows += 1
         try:
-            records.append(parse_record(_without_nulls(read()), accept))
+            row = read()
+            records.append(parse_record(_without_nulls(row), accept))
+        except RecordError as e:
+            n_bad += 1
+            if len(errors) < SHOWN_ERRORS:
+                errors.append(row_error(where, _said_null(e, row)))
         except ValueError as e:
             n_bad += 1
             if len(errors) < SHOWN_ERRORS:
@@ -132,7 +137,7 @@ def load_rows(source: str) -> list[tuple[str, dict[str, Any]]]:
         except ValueError as e:
             raise DataError(row_error(where, e)) from None
         if not isinstance(row, dict):
-            raise DataError(f"{where}: row is a {type(row).__name__}, expected an object with named fields")
+            raise DataError(f"{where}: row is {json_type(row)}, expected an object with named fields")
         rows.append((where, row))
     return rows
 
@@ -151,7 +156,19 @@ def row_location(source: str, row: int) -> str:
 
 
 def _without_nulls(row: Any) -> Any:
+    """The row without its null fields: a column a Parquet or datasets row lacks reads as null, and counts as absent."""
     return {k: v for k, v in row.items() if v is not None} if isinstance(row, dict) else row
+
+
+def _said_null(e: RecordError, row: Any) -> RecordError:
+    """`e`, saying that a field it calls missing is there but null (which `_without_nulls` counted as absent)."""
+    nulls = [k for k, v in row.items() if v is None] if isinstance(row, dict) else []
+    if e.field in nulls:
+        return RecordError(e.field, "is null; give it a value")
+    if e.field == "(row)" and nulls:
+        fields = ", ".join(f'"{k}"' for k in nulls)
+        return RecordError(e.field, f"{e.message}; its null fields ({fields}) count as absent: give them values")
+    return e
 
 
 def row_error(where: str, e: ValueError) -> str:
@@ -260,17 +277,37 @@ def _decoded_lines(source: str, path: Path) -> Iterator[str]:
 
 
 def _csv_rows(source: str, path: Path) -> Rows:
-    reader = csv.reader(_decoded_lines(source, path))
-    header = next((cells for cells in reader if _has_text(cells)), None)
+    # strict: a quote left open would otherwise swallow the rest of the file into one cell, without a word
+    reader = csv.reader(_decoded_lines(source, path), strict=True)
+    records = _csv_records(source, reader)
+    header = next((cells for _, cells in records if _has_text(cells)), None)
     if header is None:
         raise DataError(f"{source}: has only blank lines (no header, no rows)")
     n = 0
-    for cells in reader:
+    for line, cells in records:
         if _has_text(cells):
             n += 1
-            yield f"{source}:{reader.line_num}", partial(_csv_row, header, cells)
+            yield f"{source}:{line}", partial(_csv_row, header, cells)
     if n == 0:
         raise DataError(f"{source}: has a header row but no data rows")
+
+
+def _csv_records(source: str, reader: Any) -> Iterator[tuple[int, list[str]]]:
+    """(the line a record starts on, its cells) for each CSV record; a DataError naming the line for bad CSV."""
+    start = 1
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            if "end of data" in str(e):
+                raise DataError(f"{source}:{start}: a quoted cell opens on this line and is never closed (the file "
+                                "ends inside it); close the quote, and double a quote inside a cell (\"\")") from None
+            raise DataError(f"{source}:{reader.line_num}: is not valid CSV ({e}); a cell holding a quote or a comma "
+                            "must be quoted whole, its quotes doubled: \"say \"\"hi\"\", then go\"") from None
+        yield start, cells
+        start = reader.line_num + 1
 
 
 def _has_text(cells: list[str]) -> bool:
@@ -279,19 +316,34 @@ def _has_text(cells: list[str]) -> bool:
 
 def _csv_row(header: list[str], cells: list[str]) -> dict[str, Any]:
     if len(cells) != len(header):
-        raise ValueError(f"has {len(cells)} cells but the header has {len(header)} columns")
+        hint = ("a cell holding a comma must be quoted: \"a, b\"" if len(cells) > len(header) else
+                "give every column a cell, an empty one as nothing between its commas: a,,c")
+        raise ValueError(f"has {len(cells)} cell{'s' * (len(cells) != 1)} but the header has {len(header)} columns "
+                         f"({hint})")
     return {name: _csv_cell(name, cell) for name, cell in zip(header, cells)}
 
 
+# Columns whose values are lists or objects only: a cell of theirs that is not valid JSON is an error.
+CSV_JSON_COLUMNS = ("messages", "responses", "order", "scores", "scales", "tests")
+
+
 def _csv_cell(name: str, cell: str) -> Any:
-    text = cell.lstrip()
+    """A cell as JSON when it is a JSON list or object (messages fit in a cell), else the text as it is. A cell
+    that is clearly meant as JSON (it opens with `[{`, `["`, `[[` or `{"`, or its column holds JSON only) and does
+    not parse is an error; other text that merely starts with a bracket (`[1] Introduction`, `{name} is...`) is
+    text."""
+    text = cell.strip()
     if not text.startswith(("[", "{")):
         return cell
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
+        opening = text[:1] + text[1:].lstrip()[:1]  # the bracket and the character after it
+        if name not in CSV_JSON_COLUMNS and opening not in ('[{', '["', "[[", '{"'):
+            return cell
         raise ValueError(
-            f'column "{name}" starts with "{text[0]}" but is not valid JSON ({e.msg} at character {e.pos + 1})'
+            f'column "{name}" starts with "{text[0]}" but is not valid JSON ({e.msg} at character {e.pos + 1}); '
+            "fix the JSON, or use a JSONL file for structured rows"
         ) from None
 
 

@@ -59,6 +59,23 @@ class Message:
 Messages = tuple[Message, ...]
 
 
+def json_type(value: Any) -> str:
+    """The JSON name of a value's type, for messages about a row: null, boolean, number, string, list, object."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return f"a {type(value).__name__}"
+
+
 def _messages(value: Any, field_name: str, *, default_role: str | None = None) -> Messages:
     """Parse a message list (or, when `default_role` is given, a plain string)."""
     if isinstance(value, str):
@@ -69,14 +86,14 @@ def _messages(value: Any, field_name: str, *, default_role: str | None = None) -
         return (Message(default_role, value),)
     if not isinstance(value, list):
         expected = "a string or a list of messages" if default_role else "a list of messages"
-        raise RecordError(field_name, f"expected {expected}, got {type(value).__name__}")
+        raise RecordError(field_name, f"expected {expected}, got {json_type(value)}")
     if not value:
         raise RecordError(field_name, "is an empty list (at least one message is needed)")
     out = []
     for i, m in enumerate(value):
         where = f"{field_name}[{i}]"
         if not isinstance(m, dict):
-            raise RecordError(where, f"expected a message object with role and content, got {type(m).__name__}")
+            raise RecordError(where, f"expected a message object with role and content, got {json_type(m)}")
         if "role" not in m:
             raise RecordError(f"{where}.role", "is missing")
         if "content" not in m:
@@ -85,7 +102,7 @@ def _messages(value: Any, field_name: str, *, default_role: str | None = None) -
         if role not in ROLES:
             raise RecordError(f"{where}.role", f"unknown role {role!r} (expected one of {', '.join(ROLES)})")
         if not isinstance(content, str):
-            raise RecordError(f"{where}.content", f"expected a string, got {type(content).__name__}")
+            raise RecordError(f"{where}.content", f"expected a string, got {json_type(content)}")
         out.append(Message(role, content))
     return tuple(out)
 
@@ -95,7 +112,7 @@ def _string(d: dict, key: str) -> str:
         raise RecordError(key, "is missing")
     v = d[key]
     if not isinstance(v, str):
-        raise RecordError(key, f"expected a string, got {type(v).__name__}")
+        raise RecordError(key, f"expected a string, got {json_type(v)}")
     if not v.strip():
         raise RecordError(key, "is empty")
     return v
@@ -224,7 +241,7 @@ class PreferencePair:
             raise RecordError("rejected", "is identical to chosen (a preference needs two different responses)")
         margin = d.get("margin")
         if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float))):
-            raise RecordError("margin", f"expected a number, got {type(margin).__name__}")
+            raise RecordError("margin", f"expected a number, got {json_type(margin)}")
         return cls(prompt, chosen, rejected, None if margin is None else float(margin),
                    _plain(d, "prompt", "chosen", "rejected"))
 
@@ -302,7 +319,7 @@ class Rating:
             raise RecordError("scores", "expected a non-empty object of scale: number, e.g. {\"helpful\": 4}")
         for name, v in raw.items():
             if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise RecordError(f"scores.{name}", f"expected a number, got {type(v).__name__}")
+                raise RecordError(f"scores.{name}", f"expected a number, got {json_type(v)}")
         bounds = d.get("scales") or {}
         if not isinstance(bounds, dict):
             raise RecordError("scales", "expected an object of scale: [min, max]")
@@ -388,7 +405,7 @@ def parse_record(d: Any, accept: tuple[type, ...] | None = None) -> Record:
     the other fields becoming its reference, and a `messages` row ending in a user turn as that prompt).
     Else the kind is detected from the keys, and a kind the consumer does not accept is refused."""
     if not isinstance(d, dict):
-        raise RecordError("(row)", f"expected a JSON object, got {type(d).__name__}")
+        raise RecordError("(row)", f"expected a JSON object, got {json_type(d)}")
     if accept is not None and Prompt in accept and "messages" in d and "prompt" not in d:
         msgs = _messages(d["messages"], "messages")
         # a reader of conversations too (generate) takes one without an assistant turn as a prompt to answer
