@@ -112,6 +112,25 @@ def test_tokenize_dataset_names_the_row_and_counts_drops(tiny_tok, caplog):
         tokenize_dataset(records[1:2], tiny_tok, DataConfig(max_length=8, truncation="skip"), source="d.jsonl")
 
 
+def test_every_row_too_long_is_counted_and_the_cut_ones_reported(tiny_tok, caplog):
+    """data.truncation=error named only the first long row (fix one, rerun, find the next); truncate said nothing
+    of the rows it cut."""
+    long_text = Text(" ".join(["word"] * 40))
+    records = [Text("one two"), long_text, Conversation(MULTI_TURN), long_text, long_text, Text("three")]
+    with pytest.raises(DataError) as err:
+        tokenize_dataset(records, tiny_tok, DataConfig(max_length=8), source="data.jsonl")
+    lines = str(err.value).splitlines()
+    assert lines[0].startswith("data.jsonl: 4 of 6 rows are longer than data.max_length=8") and lines[0].endswith(
+        "first 3:")
+    assert [line.split(":")[1] for line in lines[1:]] == [" row 2", " row 3", " row 4"]
+    caplog.clear()
+    kept = tokenize_dataset(records, tiny_tok, DataConfig(max_length=8, truncation="truncate"), source="data.jsonl")
+    assert [e.truncated for e in kept] == [False, True, True, True, False]  # the chat's first 8 tokens train nothing
+    assert "cut 3 of 6 examples to their first data.max_length=8 tokens" in caplog.text
+    assert "dropped 1 of 6 examples with nothing left to train on once cut (data.truncation=truncate): " \
+           "data.jsonl: row 3" in caplog.text
+
+
 def test_prompt_and_completion_ids_split_the_whole_conversation(tiny_tok):
     prompt, completion = MULTI_TURN[:3], MULTI_TURN[3:]
     prompt_ids, completion_ids = tokenize_completion(prompt, completion, tiny_tok)

@@ -146,13 +146,21 @@ def row_location(source: str, row: int) -> str:
     """Where the `row`-th row (1-based, in reading order) of `source` is: `file.jsonl:LINE`, `file.csv:LINE`,
     `file.parquet row N`, ... as the loader names it, for errors found after loading (tokenization).
     Reads the source again up to that row; only called on the error path."""
+    return row_locations(source, [row])[0]
+
+
+def row_locations(source: str, rows: list[int]) -> list[str]:
+    """`row_location` of each of `rows`, reading the source once."""
+    wanted, found = set(rows), {}
     try:
         for i, (where, _) in enumerate(_rows(source), start=1):
-            if i == row:
-                return where
+            if i in wanted:
+                found[i] = where
+                if len(found) == len(wanted):
+                    break
     except DataError:
         pass
-    return f"{source}: row {row}"
+    return [found.get(r, f"{source}: row {r}") for r in rows]
 
 
 def _without_nulls(row: Any) -> Any:

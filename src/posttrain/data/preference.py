@@ -25,7 +25,7 @@ Sequences longer than data.max_length (prompt + response; each side is checked):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -50,6 +50,8 @@ class PreferenceExample:
     chosen_ids: tuple[int, ...]
     rejected_ids: tuple[int, ...]
     row: int
+    truncated: bool = field(default=False, compare=False)
+    """A side was cut to data.max_length by data.truncation=truncate."""
 
     @property
     def chosen(self) -> Example:
@@ -95,7 +97,7 @@ def tokenize_pair(pair: PreferencePair, tokenizer, *, row: int, max_length: int,
         chosen_ids, rejected_ids = chosen_ids[: max(room, 0)], rejected_ids[: max(room, 0)]
         if not chosen_ids or not rejected_ids or chosen_ids == rejected_ids:
             return None
-    return PreferenceExample(tuple(prompt_ids), tuple(chosen_ids), tuple(rejected_ids), row)
+    return PreferenceExample(tuple(prompt_ids), tuple(chosen_ids), tuple(rejected_ids), row, longest > max_length)
 
 
 def tokenize_preferences(records: list, tokenizer, data: DataConfig, *, source: str) -> list[PreferenceExample]:

@@ -40,11 +40,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from posttrain.data.load import row_location
+from posttrain.data.load import SHOWN_ERRORS, row_location, row_locations
 from posttrain.data.records import Conversation, Messages, PromptCompletion, Text
 from posttrain.errors import ConfigError, DataError, ModelError
 
@@ -93,6 +93,8 @@ class Example:
 
     input_ids: list[int]
     loss_mask: list[bool]
+    truncated: bool = field(default=False, compare=False)
+    """Cut to data.max_length by data.truncation=truncate (counted and reported by `tokenize_all`)."""
 
     def __post_init__(self) -> None:
         if len(self.input_ids) != len(self.loss_mask):
@@ -182,7 +184,7 @@ def _fit(input_ids: list[int], loss_mask: list[bool], max_length: int, truncatio
         raise TooLong(len(input_ids), max_length)
     if truncation == "skip":
         return None
-    example = Example(input_ids[:max_length], loss_mask[:max_length])
+    example = Example(input_ids[:max_length], loss_mask[:max_length], truncated=True)
     return example if example.n_target_tokens else None
 
 
@@ -234,28 +236,57 @@ def tokenize_record(record, tokenizer, *, max_length: int, truncation: str = "er
 def tokenize_all(records: list, make: Callable[[Any, int], Iterable[T | None]], data: DataConfig, *, source: str,
                  unit: str) -> list[T]:
     """Every record through `make(record, row)`, which gives the record's tokenized items (`unit`s: examples,
-    pairs, groups), None for each one data.truncation drops. An error names the row's place (file:LINE); the
-    dropped ones are counted and reported, and a source that keeps none is refused."""
+    pairs, groups), None for each one data.truncation drops. An error names the row's place (file:LINE); rows
+    too long for data.truncation=error are all counted and the first few named, as the loader does for bad rows.
+    The dropped and the cut (`truncated`) items are counted and reported, and a source that keeps none is
+    refused."""
     items: list[T] = []
-    dropped = total = 0
+    total = cut = 0
+    dropped: list[int] = []  # the row of each dropped item
+    too_long: list[tuple[int, TooLong]] = []
     for row, record in enumerate(records, start=1):
         try:
             made = list(make(record, row))
+        except TooLong as e:
+            too_long.append((row, e))
+            continue
         except DataError as e:
             raise DataError(f"{row_location(source, row)}: {e}") from None
         total += len(made)
         for item in made:
             if item is None:
-                dropped += 1
+                dropped.append(row)
             else:
                 items.append(item)
+                cut += getattr(item, "truncated", False)  # only Example and PreferenceExample can be cut
+    if too_long:
+        raise DataError(_too_long_message(source, len(records), too_long))
+    if cut:
+        log.warning("%s: cut %d of %d %s to their first data.max_length=%d tokens (data.truncation=truncate)",
+                    source, cut, total, unit, data.max_length)
     if dropped:
-        log.warning("%s: dropped %d of %d %s longer than data.max_length=%d (data.truncation=%s)",
-                    source, dropped, total, unit, data.max_length, data.truncation)
+        why = ("with nothing left to train on once cut" if data.truncation == "truncate" else
+               f"longer than data.max_length={data.max_length}")
+        rows = sorted(set(dropped))
+        places = ", ".join(row_locations(source, rows[:SHOWN_ERRORS])) + (", ..." if len(rows) > SHOWN_ERRORS else "")
+        log.warning("%s: dropped %d of %d %s %s (data.truncation=%s): %s", source, len(dropped), total, unit, why,
+                    data.truncation, places)
     if total and not items:
         raise DataError(f"{source}: every {unit.rstrip('s')} was dropped by data.truncation={data.truncation}; "
                         f"raise --data.max-length (now {data.max_length})")
     return items
+
+
+def _too_long_message(source: str, n_rows: int, too_long: list[tuple[int, TooLong]]) -> str:
+    """One row: `file:LINE: N tokens, more than ...`; several: their count, then the first few, each with its length."""
+    if len(too_long) == 1:
+        row, e = too_long[0]
+        return f"{row_location(source, row)}: {e}"
+    shown = too_long[:SHOWN_ERRORS]
+    head = (f"{source}: {len(too_long)} of {n_rows} rows are longer than data.max_length={shown[0][1].max_length} "
+            f"(raise --data.max-length, or set --data.truncation to skip or truncate); first {len(shown)}:")
+    places = row_locations(source, [row for row, _ in shown])
+    return "\n".join([head, *(f"  {where}: {e.length} tokens" for where, (_, e) in zip(places, shown))])
 
 
 def tokenize_dataset(records: list, tokenizer, data: DataConfig, *, source: str) -> list[Example]:
