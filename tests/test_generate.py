@@ -79,3 +79,18 @@ def test_eval_of_a_reward_model_says_so_in_one_line(tmp_path, capsys, tiny_dir):
     assert main(["eval", "--model.name", str(rm), "--limit", "2", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is a reward model" in err and "RewardFunction.load" in err, err
+
+
+def test_a_base_model_with_a_message_list_prompt_names_the_row_and_a_fix_the_command_has(tmp_path, capsys):
+    """generate and eval said 'pass --data.chat-template chatml', an option they do not have, naming no row and
+    the model by its cache path."""
+    prompts = tmp_path / "mixed.jsonl"
+    rows = [{"prompt": "What is 1+1?", "answer": "2"},
+            {"messages": [{"role": "user", "content": "What is 3+3?"}], "answer": "6"}]
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for command in (["generate", "--prompts"], ["eval", "--tasks"]):
+        assert main([*command, str(prompts), "--model.name", "tiny-qwen2-base", "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1, err
+        assert err.startswith(f"posttrain {command[0]}: error: {prompts}:2: model tiny-qwen2-base has no chat template")
+        assert "--data.chat-template chatml (its final/ keeps the template)" in err and "pass --data" not in err

@@ -46,6 +46,7 @@ class GenerateConfig(SamplingCommandConfig):
 def generate(cfg: GenerateConfig) -> list[dict[str, Any]]:
     """Load prompts and model, sample, then print a table or write `cfg.output`. Returns the JSONL rows."""
     from posttrain.data.load import load_records
+    from posttrain.data.tokenize import check_prompt_template
     from posttrain.sampling.sampler import command_sampler, sample_messages
 
     if cfg.prompt is not None:
@@ -53,6 +54,7 @@ def generate(cfg: GenerateConfig) -> list[dict[str, Any]]:
     else:
         records = [as_prompt(r) for r in load_records(cfg.prompts, accept=(Prompt, Conversation), limit=cfg.limit)]
     sampler, tokenizer = command_sampler(cfg)
+    check_prompt_template(records, tokenizer, "--prompt" if cfg.prompt is not None else cfg.prompts, cfg.model.name)
     rollout = sample_messages(sampler, records, tokenizer, cfg.n, cfg.sampling)
     rows = completion_rows(records, rollout)
     if cfg.output is None:

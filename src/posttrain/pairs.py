@@ -163,6 +163,7 @@ def check_output(output: str, overwrite: bool) -> None:
 def make_pairs(cfg: PairsConfig) -> PairStats:
     """Load prompts and policy, sample k responses each, judge, write `cfg.output`; return the counts."""
     from posttrain.data.load import load_records
+    from posttrain.data.tokenize import check_prompt_template
     from posttrain.files import write_jsonl
     from posttrain.sampling.sampler import command_sampler, sample_messages
 
@@ -171,6 +172,7 @@ def make_pairs(cfg: PairsConfig) -> PairStats:
     check_references(prompts, cfg.prompts)
     rater = make_rater(cfg.rater, cfg.noise, cfg.seed)
     sampler, tokenizer = command_sampler(cfg)
+    check_prompt_template(prompts, tokenizer, cfg.prompts, cfg.model.name)
     params = cfg.sampling if cfg.sampling.seed is not None else dataclasses.replace(cfg.sampling, seed=cfg.seed)
     rollout = sample_messages(sampler, prompts, tokenizer, cfg.k, params)
     texts = [rollout.texts[i * cfg.k : (i + 1) * cfg.k] for i in range(len(prompts))]  # a group's samples are adjacent

@@ -186,3 +186,19 @@ def test_the_sampler_continues_a_plain_prompt_as_its_text():
     chat = parse_record({"prompt": [{"role": "user", "content": "What is 2 + 3?"}]}, accept=(Prompt,))
     with pytest.raises(DataError, match="has no chat template"):
         sample_messages(ModelSampler(model, tokenizer), [chat], tokenizer, 1, SamplingParams(max_new_tokens=4))
+
+
+def test_rl_prompts_that_need_a_template_name_the_row_and_the_option(tmp_path):
+    """RL has --data.chat-template: its message says so, naming the first message-list row, before any sampling."""
+    from posttrain.errors import DataError
+    from posttrain.rl.setup import load_prompts
+
+    source = tmp_path / "mixed.jsonl"
+    rows = [{"prompt": "What is 1+1?", "answer": "2"}, {"prompt": [{"role": "user", "content": "3+3?"}], "answer": "6"}]
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError) as err:
+        load_prompts(str(source), load_tokenizer(BASE), None, 512, BASE)
+    assert str(err.value).startswith(f"{source}:2: model {BASE} has no chat template")
+    assert "pass --data.chat-template chatml (or a Jinja file)" in str(err.value)
+    prompts, ids = load_prompts(str(source), load_tokenizer(BASE), 1, 512, BASE)  # the plain row alone is fine
+    assert len(prompts) == len(ids) == 1

@@ -297,6 +297,22 @@ def tokenize_dataset(records: list, tokenizer, data: DataConfig, *, source: str)
     return tokenize_all(records, make, data, source=source, unit="examples")
 
 
+# What a sampling command (generate, eval, data pairs), which cannot set a template, tells a user whose prompts need one.
+NO_TEMPLATE_FIX = ('give the prompt as a plain string ("prompt": "What is 2+3?"), or sample a model trained with '
+                   "--data.chat-template chatml (its final/ keeps the template)")
+
+
+def check_prompt_template(prompts: list, tokenizer, source: str, model: str, fix: str = NO_TEMPLATE_FIX) -> None:
+    """A DataError naming the first row of `source` whose prompt is a message list when `model`'s tokenizer has no
+    chat template to render it (a base model); `fix` says what to do in the command at hand."""
+    if has_chat_template(tokenizer):
+        return
+    first = next((i for i, p in enumerate(prompts, start=1) if not getattr(p, "plain", True)), None)
+    if first is not None:
+        raise DataError(f"{row_location(source, first)}: model {model} has no chat template, so this row's prompt, a "
+                        f"message list, cannot be tokenized; {fix}")
+
+
 def tokenize_prompt(prompt: Messages, tokenizer, *, plain: bool = False) -> list[int]:
     """The prompt rendered with the generation prompt (the assistant header): what a sampler continues.
     A plain prompt on a model without a chat template is its text's tokens."""

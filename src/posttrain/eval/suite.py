@@ -206,12 +206,14 @@ def sample_model(cfg: SuiteConfig, label: str, name: str, tasks: list[Task]) -> 
     """Load `name` once, sample every task, free it; one samples.jsonl row per (task, prompt, sample)."""
     import torch
 
+    from posttrain.data.tokenize import check_prompt_template
     from posttrain.sampling.sampler import command_sampler, sample_messages
 
     sampler, tokenizer = command_sampler(cfg, name)
     params = sampling_params(cfg)
     rows = []
     for task in tasks:
+        check_prompt_template(task.prompts, tokenizer, task.name, name)
         rollout = sample_messages(sampler, task.prompts, tokenizer, cfg.n_samples, params)
         prompts = [task.prompts[g] for g in rollout.group]
         scores, why = explain_completions(task.reward, prompts, rollout.texts)  # ("extracted 41, expected 42")

@@ -128,14 +128,16 @@ def run_policy_optimization(cfg, d: Dist, label: str, advantages: Callable[..., 
     use_chat_template(tokenizer, cfg.data.chat_template)
     spec = reward_spec(cfg.rl.reward, cfg.data.train, "rl.reward")
     reward = resolve_reward(spec, tokenizer=tokenizer, device=cfg.run.device, option="rl.reward")
-    prompts, prompt_ids = load_prompts(cfg.data.train, tokenizer, cfg.data.limit, cfg.data.max_prompt_length)
+    prompts, prompt_ids = load_prompts(cfg.data.train, tokenizer, cfg.data.limit, cfg.data.max_prompt_length,
+                                        cfg.model.name)
     check_reference_fields(reward, prompts, cfg.data.train)
     eval_source = heldout_source(cfg.data)
     eval_prompts, eval_ids, eval_reward = [], [], None
     if eval_source:
         eval_reward = resolve_reward(eval_reward_spec(cfg.rl.eval_reward, spec, eval_source), tokenizer=tokenizer,
                                      device=cfg.run.device, option="rl.eval_reward" if cfg.rl.eval_reward else "rl.reward")
-        eval_prompts, eval_ids = load_prompts(eval_source, tokenizer, cfg.data.eval_prompts, cfg.data.max_prompt_length)
+        eval_prompts, eval_ids = load_prompts(eval_source, tokenizer, cfg.data.eval_prompts,
+                                                  cfg.data.max_prompt_length, cfg.model.name)
         check_reference_fields(eval_reward, eval_prompts, eval_source)
     check_world_size(cfg.rl, d)
     check_heldout(len(eval_prompts), d, cfg.dist, "--data.eval-prompts")  # a prompt per sharded process

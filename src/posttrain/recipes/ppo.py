@@ -382,12 +382,14 @@ def run_ppo(cfg: PPOConfig, d: Dist) -> Path:
               f"({cfg.data.train}); value model: {cfg.ppo.value_model}", file=sys.stderr)
     reward = resolve_reward(spec, tokenizer=tokenizer, device=cfg.run.device,
                             option="reward" if cfg.ppo.reward_model else "rl.reward")
-    prompts, prompt_ids = load_prompts(cfg.data.train, tokenizer, cfg.data.limit, cfg.data.max_prompt_length)
+    prompts, prompt_ids = load_prompts(cfg.data.train, tokenizer, cfg.data.limit, cfg.data.max_prompt_length,
+                                        cfg.model.name)
     check_reference_fields(reward, prompts, cfg.data.train)
     eval_source = heldout_source(cfg.data)
     eval_prompts, eval_ids = [], []
     if eval_source:
-        eval_prompts, eval_ids = load_prompts(eval_source, tokenizer, cfg.data.eval_prompts, cfg.data.max_prompt_length)
+        eval_prompts, eval_ids = load_prompts(eval_source, tokenizer, cfg.data.eval_prompts,
+                                                  cfg.data.max_prompt_length, cfg.model.name)
         check_reference_fields(reward, eval_prompts, eval_source)
     gold = gold_scorer(cfg, eval_prompts, eval_source)
     check_world_size(cfg.rl, d)

@@ -11,9 +11,9 @@ from typing import Literal
 import torch
 
 from posttrain.config import OptimConfig, check
-from posttrain.data.load import BUILTIN_PREFIX, default_heldout, load_records, parse_builtin
+from posttrain.data.load import BUILTIN_PREFIX, default_heldout, load_records, parse_builtin, row_location
 from posttrain.data.records import Prompt
-from posttrain.data.tokenize import tokenize_prompt
+from posttrain.data.tokenize import check_prompt_template, tokenize_prompt
 from posttrain.errors import ConfigError, DataError
 from posttrain.tasks import TASKS
 from posttrain.training.distributed import Dist
@@ -187,16 +187,20 @@ def heldout_source(data: PromptDataConfig) -> str | None:
     return default_heldout(data.train)
 
 
-def load_prompts(source: str, tokenizer, limit: int | None, max_length: int) -> tuple[list[Prompt], list[list[int]]]:
+def load_prompts(source: str, tokenizer, limit: int | None, max_length: int, model: str = "the model"
+                 ) -> tuple[list[Prompt], list[list[int]]]:
     """The Prompt records of `source` and their token ids (chat template applied, assistant turn opened);
-    a DataError naming the first prompt longer than `max_length` tokens."""
+    a DataError naming the first prompt longer than `max_length` tokens, or a message list `model` has no chat
+    template for."""
     prompts = load_records(source, accept=(Prompt,), limit=limit)
     if not prompts:
         raise DataError(f"{source}: holds no prompts")
+    check_prompt_template(prompts, tokenizer, source, model, "pass --data.chat-template chatml (or a Jinja file), or "
+                          'give the prompts as plain strings ("prompt": "What is 2+3?")')
     ids = [tokenize_prompt(p.prompt, tokenizer, plain=p.plain) for p in prompts]
-    for i, row in enumerate(ids):
+    for i, row in enumerate(ids, start=1):
         if len(row) > max_length:
-            raise DataError(f"{source} row {i + 1}: the prompt is {len(row)} tokens, over data.max_prompt_length="
+            raise DataError(f"{row_location(source, i)}: the prompt is {len(row)} tokens, over data.max_prompt_length="
                             f"{max_length}; raise it or shorten the prompt")
     return prompts, ids
 
