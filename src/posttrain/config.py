@@ -75,11 +75,12 @@ class DataConfig:
     """Maximum tokens per example (prompt + response)."""
     truncation: Literal["error", "skip", "truncate"] = "error"
     """What to do with an example longer than max_length: `error` stops before training and names it,
-    `skip` drops it and reports the count, `truncate` keeps the first max_length tokens (the loss mask is
-    cut with it; an example whose trained tokens are all cut off is dropped and counted)."""
+    `skip` drops it and reports the count, `truncate` keeps the first max_length tokens (sft: the loss mask is
+    cut with it; dpo: both responses are cut; an example left with nothing to train on is dropped and counted).
+    rm refuses `truncate`: it reads the reward at the last token, which truncation cuts off."""
     packing: bool = False
-    """Pack several short examples into one row of max_length tokens; attention never crosses examples
-    (separate position_ids per document, as flash-attention varlen kernels use)."""
+    """sft only (dpo and rm refuse it): pack several short examples into one row of max_length tokens; attention
+    never crosses examples (separate position_ids per document, as flash-attention varlen kernels use)."""
     bucket_by_length: bool = True
     """Group examples of similar length into the same micro-batch to waste less compute on padding."""
     limit: int | None = None

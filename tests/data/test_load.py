@@ -248,8 +248,8 @@ def test_a_row_of_null_fields_says_they_count_as_absent(tmp_path):
 def test_kind_the_consumer_does_not_accept(tmp_path):
     source = write_jsonl(tmp_path / "pairs.jsonl", [PAIR])
     message = error_of(source, accept=SFT_KINDS)
-    needs = "text, conversation, prompt_completion"
-    assert message == f"{source}:1: row is a preference record, but this command needs: {needs}"
+    needs = "text, conversation, prompt-completion"
+    assert message == f"{source}:1: row is a preference record (read by dpo and rm), but this command needs: {needs}"
 
 
 def test_json_top_level_must_be_an_array(tmp_path):

@@ -132,7 +132,7 @@ def test_a_row_of_several_kinds_is_read_as_the_commands_kind():
 
 
 def test_a_row_fitting_none_of_the_commands_kinds_is_still_refused_by_its_detected_kind():
-    with pytest.raises(RecordError, match="is a conversation record, but this command needs: preference"):
+    with pytest.raises(RecordError, match=r"is a conversation record \(read by sft\), but this command needs: preference"):
         parse_record({"messages": chat((U, "Hi"), (A, "Hello"))}, accept=(PreferencePair,))
     with pytest.raises(RecordError, match='field "rejected": is missing'):
         parse_record({"prompt": "Hi", "chosen": "a", "id": 3}, accept=(PreferencePair,))

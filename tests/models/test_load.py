@@ -92,6 +92,14 @@ def test_unknown_hub_id_offline_fails_at_once(isolated_cache):
     assert time.perf_counter() - start < 3.0
 
 
+def test_an_unknown_name_lists_every_built_in_model_and_the_closest(isolated_cache):
+    """The message named two built-in models of six (tiny, smollm2)."""
+    with pytest.raises(ModelError) as err:
+        resolve_model_dir("tiny30m")
+    assert all(name in str(err.value) for name in load.known_models())
+    assert str(err.value).endswith("did you mean tiny-30m?")
+
+
 @pytest.mark.parametrize("name", ["./nope", "../nope/model", "/no/such/dir"])
 def test_missing_local_path_is_named(isolated_cache, name):
     with pytest.raises(ModelError, match=rf"model '{name}' not found: no such directory"):

@@ -345,12 +345,17 @@ Record = Union[Text, Conversation, PromptCompletion, Prompt, PreferencePair, Ran
 KINDS: dict[str, type] = {
     "text": Text,
     "conversation": Conversation,
-    "prompt_completion": PromptCompletion,
+    "prompt-completion": PromptCompletion,
     "prompt": Prompt,
     "preference": PreferencePair,
     "ranking": Ranking,
     "rating": Rating,
 }
+
+
+# The commands that train on or read each kind, named when a row of it reaches another command.
+READ_BY = {"text": "sft", "conversation": "sft", "prompt-completion": "sft", "prompt": "generate, eval and RL",
+           "preference": "dpo and rm", "ranking": "rm and dpo"}
 
 
 # The keys each kind cannot do without, in the order a row that fits several kinds is read as one.
@@ -418,7 +423,8 @@ def parse_record(d: Any, accept: tuple[type, ...] | None = None) -> Record:
     if accept is not None and kind not in accept:
         names = ", ".join(k for k, v in KINDS.items() if v in accept)
         got = next(k for k, v in KINDS.items() if v is kind)
-        raise RecordError("(row)", f"is a {got} record, but this command needs: {names}")
+        readers = f" (read by {READ_BY[got]})" if got in READ_BY else ""
+        raise RecordError("(row)", f"is a {got} record{readers}, but this command needs: {names}")
     return kind.from_dict(d)
 
 

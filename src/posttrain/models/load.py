@@ -21,6 +21,7 @@ lock, so several processes (e.g. under torchrun) can ask for the same model at o
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import importlib.util
@@ -255,9 +256,12 @@ def _hub_dir(repo_id: str) -> Path:
         return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=offline))
     except LocalEntryNotFoundError:
         if offline:
+            names = [*_tiny_names(), "smollm2"]
+            close = difflib.get_close_matches(repo_id, names, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
             raise ModelError(
-                f"model {repo_id!r} is not a local directory, not a built-in name (tiny, smollm2) and the hub "
-                "is offline (HF_HUB_OFFLINE=1); pass a local directory or a .gguf file"
+                f"model {repo_id!r} is not a local directory, not a built-in name ({', '.join(names)}: posttrain "
+                f"models list) and the hub is offline (HF_HUB_OFFLINE=1); pass a local directory or a .gguf file{hint}"
             ) from None
         raise ModelError(
             f"model {repo_id!r}: cannot reach the Hugging Face hub and it is not in the local cache"
