@@ -201,7 +201,17 @@ def bad_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
     (tmp / "broken" / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2,\n')
     (tmp / "other.json").write_text('{"accuracy": 1}')
     good = write_run(tmp / "good")
+    (tmp / "weird.json").write_text('{"format": "posttrain-eval/1", "accuracy": "x"}')
+    partial = json.loads(write_eval(tmp / "partial", {"sft": ["0"]}).read_text())
+    del partial["accuracy"][0]["ci_low"]
+    (tmp / "partial" / "results.json").write_text(json.dumps(partial))
+    (tmp / "control").mkdir()
+    (tmp / "control" / "results.json").write_text('{"format": "posttrain-eval/1", "created": "a\tb"}')
     return {
+        "fields missing": ([str(tmp / "weird.json")], 'weird.json: field "models" is missing; is it a results.json'),
+        "a row without ci_low": ([str(tmp / "partial")], 'results.json: accuracy[0]: field "ci_low" is missing'),
+        "the whole JSON error": ([str(tmp / "control")], "control/results.json:1: not JSON (Invalid control "
+                                                         "character at: line 1 column"),
         "missing": ([str(tmp / "nope")], "nope: no such file or directory"),
         "no metrics": ([str(tmp / "no-metrics")], "no-metrics: no metrics.jsonl (not a run directory)"),
         "empty metrics": ([str(tmp / "empty")], "metrics.jsonl: empty"),
@@ -213,7 +223,8 @@ def bad_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
 
 
 @pytest.mark.parametrize("case", ["missing", "no metrics", "empty metrics", "bad line", "foreign json", "nothing",
-                                  "output is a folder"])
+                                  "output is a folder", "fields missing", "a row without ci_low",
+                                  "the whole JSON error"])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args, message = bad_cases(tmp_path)[case]

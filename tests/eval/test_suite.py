@@ -180,7 +180,7 @@ def test_compare_to_says_outside_noise_only_when_the_interval_excludes_zero(tmp_
 
 def test_compare_to_pairs_one_new_model_with_one_old_and_skips_changed_task_data(tmp_path, capsys):
     """The docs' `--models runs/dpo/final --compare-to runs/sft/eval/results.json`: one model in each pairs them
-    though their labels differ; a task evaluated on other prompts (another sha256) is named and not compared."""
+    though their labels differ; a task evaluated on other prompts (another --limit) is named and not compared."""
     eval_cli(tmp_path / "one", "--model.name", "tiny", "--labels", "sft", "--limit", "10", "--reward", REWARD)
     old = tmp_path / "one" / "out" / "results.json"
     capsys.readouterr()
@@ -191,7 +191,7 @@ def test_compare_to_pairs_one_new_model_with_one_old_and_skips_changed_task_data
     eval_cli(tmp_path / "three", "--model.name", "tiny", "--labels", "dpo", "--limit", "8", "--reward", REWARD,
              "--compare-to", str(old))
     out = " ".join(capsys.readouterr().out.split())
-    assert "its data changed since the earlier evaluation" in out and "nothing to compare" in out
+    assert "not compared (10 prompts then, 8 now: another --limit)" in out and "nothing to compare" in out
     assert "within noise" not in out
 
 

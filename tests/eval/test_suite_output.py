@@ -1,6 +1,6 @@
 """What `posttrain eval` prints and how `--compare-to` lines two evaluations up (unit tier, hand-made results, no
 model): tables legible in logs and pipes, a folder given to --compare-to, ratings paired only when comparable,
-fractions printed as percentages."""
+fractions printed as percentages, a malformed results.json refused in one line before any model loads."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import json
 import pytest
 from rich.console import Console
 
-from posttrain.errors import UserError
-from posttrain.eval.compare import FORMAT, compare_plan, compare_results, read_results
+from posttrain.cli import main
+from posttrain.errors import DataError, UserError
+from posttrain.eval.compare import FORMAT, check_results, compare_plan, compare_results, read_results
 from posttrain.eval.suite import new_table, print_changes, print_results
 
 LONG = "builtin:arithmetic/heldout"
@@ -145,3 +146,87 @@ def test_print_results_with_changes_end_to_end(capsys):
     out = capsys.readouterr().out
     assert "--compare-to: ratings: not compared (judged by rater:concise then, by verifier now)" in out
     assert "36.9% -> 36.9%" in out and "+0.0 pts" in out
+
+
+def test_a_file_task_evaluated_with_another_limit_is_named_not_compared():
+    """A file task's sha256 is the whole file's whatever --limit took of it, so the number of prompts tells
+    10 prompts of it from 30: not compared, and the ratings over it neither."""
+    old, new = results(tasks=("mytask.jsonl", LONG)), results(tasks=("mytask.jsonl", LONG))
+    old["tasks"][0]["n"], new["tasks"][0]["n"] = 30, 10  # the same sha256 (the file's) in both
+    plan = compare_plan(old, new)
+    assert plan.tasks == {LONG} and not plan.ratings
+    assert "task mytask.jsonl: not compared (30 prompts then, 10 now: another --limit)" in plan.notes
+    assert {c["what"].split()[-1] for c in compare_results(old, new) if c["figure"] == "accuracy"} == {LONG}
+
+
+def test_win_rates_of_models_listed_in_the_other_order_pair_as_their_mirror():
+    """B over A now pairs with A over B then: 1 - 0.7 = 0.3, interval [1 - 0.8, 1 - 0.55] = [0.2, 0.45]. A new
+    win rate equal to that mirror differs by 0, MOVER: ±sqrt(0.1² + 0.15²) = ±0.1803."""
+    old, new = results(), results(models=MODELS[::-1])
+    for w in old["win_rates"]:
+        w.update(value=0.7, ci_low=0.55, ci_high=0.8)
+    for w in new["win_rates"]:
+        w.update(value=0.3, ci_low=0.2, ci_high=0.45)
+    wins = [c for c in compare_results(old, new) if c["figure"] == "win_rate"]
+    assert len(wins) == 2 and all(c["what"].startswith(f"{MODELS[1]} vs {MODELS[0]} ") for c in wins)
+    for c in wins:
+        assert c["old"] == pytest.approx(0.3) and c["diff"] == pytest.approx(0.0) and not c["outside_noise"]
+        assert c["ci_low"] == pytest.approx(-0.1803, abs=1e-4) and c["ci_high"] == pytest.approx(0.1803, abs=1e-4)
+
+
+def test_win_rates_under_another_judge_are_named_not_dropped_silently():
+    notes = compare_plan(results(judge="rater:concise"), results()).notes
+    assert "win rates: not compared (judged by rater:concise then, by verifier now)" in notes
+    assert not [n for n in compare_plan(results(), results()).notes if n.startswith("win rates:")]
+
+
+def malformed(**change) -> dict:
+    r = results()
+    r.update(change)
+    return r
+
+
+def without(key: str, field: str) -> dict:
+    r = results()
+    del r[key][0][field]
+    return r
+
+
+MALFORMED = {  # what the file holds -> the words the one-line message must have
+    "a list that is a string": (malformed(accuracy="x"),
+                                'field "accuracy" expected a list of rows, got a string; is it a results.json'),
+    "no models": ({"format": FORMAT, "accuracy": []}, 'field "models" is missing'),
+    "a row without ci_low": (without("accuracy", "ci_low"), 'accuracy[0]: field "ci_low" is missing'),
+    "a value that is not a number": (malformed(win_rates=[{**results()["win_rates"][0], "value": "oops"}]),
+                                     'win_rates[0]: field "value" expected a number, got a string'),
+    "a row that is not an object": (malformed(ratings=[3]), "ratings[0] expected an object, got a number"),
+    "a task without its n": (without("tasks", "n"), 'tasks[0]: field "n" is missing'),
+}
+
+
+@pytest.mark.parametrize("kind", MALFORMED)
+def test_a_malformed_compare_to_is_one_line_exit_2_before_any_model_loads(kind, tmp_path, capsys, monkeypatch):
+    """The right "format" but a field missing or of another type: one line naming the file and the field, exit
+    2, nothing written. The model named does not exist, so an error about it would mean the check came later."""
+    content, words = MALFORMED[kind]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weird.json").write_text(json.dumps(content))
+    code = main(["eval", "--models", "no/such/model", "--compare-to", "weird.json", "--output-dir", "out",
+                 "--limit", "2", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and err.count("\n") == 1, err
+    assert err.startswith("posttrain eval: error: --compare-to weird.json: ") and words in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_results_as_written_pass_the_check_unchanged():
+    assert check_results(results(), "r.json") == results()
+    with pytest.raises(DataError, match=r'^r.json: field "settings" expected an object, got a list;'):
+        check_results(malformed(settings=[]), "r.json")
+
+
+def test_a_corrupt_results_json_in_a_folder_is_named_with_the_whole_json_error(tmp_path):
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "results.json").write_text('{"format": "posttrain-eval/1", "accur')
+    with pytest.raises(UserError, match=r"--compare-to \S+/eval/results.json: not JSON \(.*: line 1 column \d+"):
+        read_results(str(tmp_path / "eval"))

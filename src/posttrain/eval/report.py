@@ -23,6 +23,7 @@ from typing import Annotated, Any
 import tyro
 
 from posttrain.errors import UserError
+from posttrain.eval.compare import check_results
 from posttrain.files import jsonl_lines
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -76,7 +77,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{i}: not JSON ({e.msg})") from None
+            raise UserError(f"{path}:{i}: not JSON ({e.msg}: column {e.colno})") from None
         if not isinstance(row, dict):
             raise UserError(f"{path}:{i}: expected a JSON object, got {type(row).__name__}")
         rows.append(row)
@@ -87,7 +88,7 @@ def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise UserError(f"{path}:{e.lineno}: not JSON ({e.msg})") from None
+        raise UserError(f"{path}:{e.lineno}: not JSON ({e})") from None  # e: the message, line and column
 
 
 def load_run(path: Path) -> RunData:
@@ -132,6 +133,7 @@ def load_evaluation(path: Path, name: str) -> Evaluation:
     if not isinstance(results, dict) or not str(results.get("format", "")).startswith(EVAL_FORMAT):
         raise UserError(f"{path}: not a posttrain evaluation (expected \"format\": \"posttrain-eval/1\"); "
                         "pass the results.json that posttrain eval wrote")
+    check_results(results, str(path))  # the rows and fields the tables read, before anything is rendered
     samples_file = path.parent / "samples.jsonl"
     samples = read_jsonl(samples_file) if samples_file.is_file() else []
     return Evaluation(name, path, results, samples)

@@ -160,8 +160,11 @@ def model_lineage(name: str) -> dict[str, Any] | None:
 
 
 def weights_sha256(name: str) -> str:
-    """One digest of a model's weight files (sorted by name): what names a reward model across evaluations
-    (`--compare-to` pairs its figures only under the same weights), whatever folder it is in."""
+    """One digest of a model's weight files: what names a reward model across evaluations (`--compare-to` pairs
+    its figures only under the same weights), whatever folder it is in. Not any one file's `sha256sum`: the
+    sha256 of the weight files' (*.safetensors, *.bin, *.gguf, sorted by name) lowercase hex sha256 digests
+    joined with nothing between them, e.g. for one file `sha256sum model.safetensors | cut -c1-64 | tr -d '\\n' |
+    sha256sum`."""
     from posttrain.data.load import file_sha256
     from posttrain.models.load import resolve_model_dir
 
