@@ -230,3 +230,20 @@ def test_a_corrupt_results_json_in_a_folder_is_named_with_the_whole_json_error(t
     (tmp_path / "eval" / "results.json").write_text('{"format": "posttrain-eval/1", "accur')
     with pytest.raises(UserError, match=r"--compare-to \S+/eval/results.json: not JSON \(.*: line 1 column \d+"):
         read_results(str(tmp_path / "eval"))
+
+
+def test_a_win_rate_of_mostly_ties_that_holds_half_says_its_interval_is_wide():
+    """8 wins, 72 ties, 0 losses: the Wilson interval (ties as coin flips) holds 50% while the version never lost;
+    the trial read it as 'not distinguishable'. The note points to the ratings; a balanced or tie-free row has none."""
+    from posttrain.eval.suite import tie_notes
+    from posttrain.eval.winrate import win_rate
+
+    rate, low, high = win_rate([1.0] * 8 + [0.5] * 72)
+    assert low < 0.5 < high  # the case itself: [39.8%, 69.3%] in the trial
+    row = {"a": "sft300", "b": "sft20", "task": "t", "wins": 8, "ties": 72, "losses": 0, "ci_low": low,
+           "ci_high": high}
+    (note,) = tie_notes([row])
+    assert note.startswith("note: sft300 vs sft20 on t: 72 of 80 judgments are ties and the others went 8-0")
+    assert tie_notes([{**row, "wins": 4, "losses": 4}]) == []  # decisive judgments balanced: nothing to add
+    assert tie_notes([{**row, "ties": 30, "losses": 42}]) == []  # ties not the majority
+    assert tie_notes([{**row, "ci_low": 0.51}]) == []  # the interval already excludes 50%

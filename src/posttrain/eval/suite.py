@@ -501,6 +501,8 @@ def print_results(results: dict[str, Any]) -> None:
             first = [("" if f[k] is None else f"{f[k]:.1%}") for k in ("a_first_win_rate", "b_first_win_rate")]
             wins.add_row(escape(f["a"]), escape(f["b"]), escape(f["task"]), cell(f), f"{f['wins']}/{f['ties']}/{f['losses']}", *first)
         console.print(wins)
+        for line in tie_notes(results["win_rates"]):
+            console.print(escape(line))
     if results["ratings"]:
         ratings = new_table("Bradley-Terry ratings (95% bootstrap over prompts; ranks tie where intervals overlap)",
                             ("rank", "model", "rating", "95% interval"))
@@ -509,6 +511,21 @@ def print_results(results: dict[str, Any]) -> None:
         console.print(ratings)
     if "changes" in results:
         print_changes(console, results["changes"], results.get("change_notes", []))
+
+
+def tie_notes(win_rates: list[dict[str, Any]]) -> list[str]:
+    """A note for each win rate whose interval holds 50% while most of its judgments are ties and the decisive ones
+    lean one way: the Wilson interval counts a tie as a coin flip, so it is much wider there than the outcomes'
+    spread (winrate.py), and a version that never loses can look indistinguishable."""
+    notes = []
+    for f in win_rates:
+        n = f["wins"] + f["ties"] + f["losses"]
+        if 2 * f["ties"] > n and f["wins"] != f["losses"] and f["ci_low"] <= 0.5 <= f["ci_high"]:
+            notes.append(f"note: {f['a']} vs {f['b']} on {f['task']}: {f['ties']} of {n} judgments are ties and the "
+                         f"others went {f['wins']}-{f['losses']}; the interval counts a tie as a coin flip, so it is "
+                         "wide here; the ratings below (a bootstrap over prompts) are the sharper test "
+                         "(docs/evaluation.md)")
+    return notes
 
 
 def print_changes(console, changes: list[dict[str, Any]], notes: list[str]) -> None:

@@ -3,8 +3,10 @@
 `win_rate` turns outcomes (1 win, 0.5 tie, 0 loss) into a rate and a Wilson score interval
 (Wilson 1927; Brown, Cai & DasGupta 2001 recommend it over the normal interval for small n and
 rates near 0 or 1). Ties count as half a win, as in AlpacaEval (arXiv:2305.14387); the interval
-then treats the n outcomes as Bernoulli draws with mean p̂, which slightly overstates the spread
-when there are ties (a tie varies less than a coin flip), so it errs on the wide side.
+then treats the n outcomes as Bernoulli draws with mean p̂, which overstates the spread when there are
+ties (a tie varies less than a coin flip), so it errs on the wide side: a little with few ties, a lot when
+most outcomes are ties (8 wins, 72 ties: [44.1%, 65.4%] though no outcome went the other way; `eval.suite`'s
+`tie_notes` says so under the table, and the Bradley-Terry bootstrap over prompts is the sharper test).
 
 `compare_policies` judges paired responses with any `tasks.raters.Rater` (e.g. a simulated rater
 from `tasks.arithmetic_raters`); `sample_and_compare` samples both policies first (greedy by
