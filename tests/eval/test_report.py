@@ -207,7 +207,10 @@ def bad_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
     (tmp / "partial" / "results.json").write_text(json.dumps(partial))
     (tmp / "control").mkdir()
     (tmp / "control" / "results.json").write_text('{"format": "posttrain-eval/1", "created": "a\tb"}')
+    (tmp / "latin1").mkdir()
+    (tmp / "latin1" / "metrics.jsonl").write_bytes(b'{"step": 1, "note": "caf\xe9"}\n')
     return {
+        "not UTF-8": ([str(tmp / "latin1")], "metrics.jsonl: is not UTF-8 text (byte 0xe9 at offset 24)"),
         "fields missing": ([str(tmp / "weird.json")], 'weird.json: field "models" is missing; is it a results.json'),
         "a row without ci_low": ([str(tmp / "partial")], 'results.json: accuracy[0]: field "ci_low" is missing'),
         "the whole JSON error": ([str(tmp / "control")], "control/results.json:1: not JSON (Invalid control "
@@ -224,7 +227,7 @@ def bad_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
 
 @pytest.mark.parametrize("case", ["missing", "no metrics", "empty metrics", "bad line", "foreign json", "nothing",
                                   "output is a folder", "fields missing", "a row without ci_low",
-                                  "the whole JSON error"])
+                                  "the whole JSON error", "not UTF-8"])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args, message = bad_cases(tmp_path)[case]

@@ -71,7 +71,7 @@ class Evaluation:
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """The objects of a JSONL file; a bad line is a one-line error naming the file and line."""
     rows = []
-    for i, line in enumerate(jsonl_lines(path.read_text(encoding="utf-8")), 1):
+    for i, line in enumerate(jsonl_lines(read_text(path)), 1):
         if not line.strip():
             continue
         try:
@@ -84,9 +84,19 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def read_text(path: Path) -> str:
+    """A run's or an evaluation's file as text; a one-line error for one that is not UTF-8 (a binary or a
+    hand-saved file), naming it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); give the "
+                        "file posttrain wrote") from None
+
+
 def read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_text(path))
     except json.JSONDecodeError as e:
         raise UserError(f"{path}:{e.lineno}: not JSON ({e})") from None  # e: the message, line and column
 
