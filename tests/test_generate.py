@@ -94,3 +94,17 @@ def test_a_base_model_with_a_message_list_prompt_names_the_row_and_a_fix_the_com
         assert err.count("\n") == 1, err
         assert err.startswith(f"posttrain {command[0]}: error: {prompts}:2: model tiny-qwen2-base has no chat template")
         assert "--data.chat-template chatml (its final/ keeps the template)" in err and "pass --data" not in err
+
+
+def test_an_output_that_is_the_prompts_file_itself_is_refused_and_the_prompts_kept(tmp_path, monkeypatch, capsys):
+    """generate --prompts p.jsonl --output p.jsonl replaced the prompts with completions; data pairs did too with
+    --overwrite."""
+    monkeypatch.chdir(tmp_path)
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "What is 1+1?", "answer": "2"}\n')
+    before = prompts.read_bytes()
+    for command in (["generate", "--output", "./p.jsonl"], ["data", "pairs", "--output", "p.jsonl", "--overwrite"]):
+        assert main([*command, "--prompts", "p.jsonl", "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "is the prompts file itself" in err, err
+    assert prompts.read_bytes() == before

@@ -48,6 +48,15 @@ def jsonl_lines(text: str) -> list[str]:
     return [line.removesuffix("\r") for line in text.split("\n")]
 
 
+def is_same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one existing file (`runs/../p.jsonl` and `p.jsonl`, a link and its target): an
+    output written there would replace the input it was made from."""
+    try:
+        return Path(a).is_file() and Path(b).is_file() and Path(a).samefile(b)
+    except OSError:
+        return False
+
+
 def write_jsonl(rows: Iterable[dict[str, Any]], path: str | Path) -> Path:
     """Write one JSON object a line, atomically."""
     return write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))

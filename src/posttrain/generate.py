@@ -17,7 +17,7 @@ from typing import Any
 from posttrain.config import SamplingCommandConfig, check
 from posttrain.data.records import Conversation, Prompt, parse_record
 from posttrain.errors import DataError
-from posttrain.files import write_jsonl
+from posttrain.files import is_same_file, write_jsonl
 from posttrain.sampling.sampler import Rollout
 
 
@@ -41,6 +41,9 @@ class GenerateConfig(SamplingCommandConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.n >= 1, "n", "must be >= 1 (completions per prompt)", self.n)
+        check(self.output is None or self.prompt is not None or not is_same_file(self.output, self.prompts),
+              "output", "is the prompts file itself: the completions would replace the prompts; name another file",
+              self.output)
 
 
 def generate(cfg: GenerateConfig) -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ from typing import Literal
 from posttrain.config import SamplingCommandConfig, SamplingParams, check
 from posttrain.data.records import Message, PreferencePair, Prompt, Ranking, to_dict
 from posttrain.errors import ConfigError, DataError
+from posttrain.files import is_same_file
 from posttrain.tasks.arithmetic_raters import check_references, is_correct, make_rater
 from posttrain.tasks.raters import Judgment, SimulatedRater
 
@@ -61,6 +62,8 @@ class PairsConfig(SamplingCommandConfig):
         check(0.0 <= self.noise < 0.5, "noise", "must be in [0, 0.5) (0.5 makes every judgment a coin flip)",
               self.noise)
         check(Path(self.output).suffix == ".jsonl", "output", "must be a .jsonl file (one record a line)", self.output)
+        check(not is_same_file(self.output, self.prompts), "output", "is the prompts file itself: the pairs would "
+              "replace the prompts, --overwrite or not; name another file", self.output)
 
 
 @dataclass
