@@ -149,7 +149,8 @@ def _score(argv: list[str]) -> int:
 
 def _eval(argv: list[str]) -> int:
     from posttrain.config_parse import parse_config
-    from posttrain.eval.suite import SuiteConfig, print_results, run_suite
+    from posttrain.eval.suite import SuiteConfig, run_suite
+    from posttrain.eval.tables import print_results
 
     _register_sources()
     print_results(run_suite(parse_config(SuiteConfig, argv, prog="posttrain eval")))

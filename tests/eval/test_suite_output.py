@@ -13,7 +13,7 @@ from rich.console import Console
 from posttrain.cli import main
 from posttrain.errors import DataError, UserError
 from posttrain.eval.compare import FORMAT, check_results, compare_plan, compare_results, read_results
-from posttrain.eval.suite import new_table, print_changes, print_results
+from posttrain.eval.tables import new_table, print_changes, print_results
 
 LONG = "builtin:arithmetic/heldout"
 LONGER = "builtin:arithmetic/heldout?ops=+&digits=2"
@@ -235,7 +235,7 @@ def test_a_corrupt_results_json_in_a_folder_is_named_with_the_whole_json_error(t
 def test_a_win_rate_of_mostly_ties_that_holds_half_says_its_interval_is_wide():
     """8 wins, 72 ties, 0 losses: the Wilson interval (ties as coin flips) holds 50% while the version never lost;
     the trial read it as 'not distinguishable'. The note points to the ratings; a balanced or tie-free row has none."""
-    from posttrain.eval.suite import tie_notes
+    from posttrain.eval.tables import tie_notes
     from posttrain.eval.winrate import win_rate
 
     rate, low, high = win_rate([1.0] * 8 + [0.5] * 72)

@@ -5,8 +5,8 @@ For every (model, task): verifier accuracy (Wilson 95% interval), pass@k for k =
 tokens and the finish reasons. For every pair of models: win rates judged by the verifier's scores, the reward
 model's scores or a simulated rater (ties half; a rater sees each pair in both orders and both are reported),
 and, from all the pairwise outcomes, Bradley-Terry ratings with a bootstrap over prompts and Arena ranks
-(`eval.stats`). Writes DIR/results.json and DIR/samples.jsonl (the format of docs/evaluation.md) and prints
-tables; `--compare-to OLD` (a results.json or its folder) prints what changed and whether it is outside noise
+(`eval.stats`). Writes DIR/results.json and DIR/samples.jsonl (the format of docs/evaluation.md), which
+`eval/tables.py` prints; `--compare-to OLD` (a results.json or its folder) prints what changed and whether it is outside noise
 (which figures pair up, and their differences: `eval/compare.py`).
 
 The steps, top to bottom: `load_tasks` -> `sample_model` (per model, all tasks, then the model is freed) ->
@@ -21,7 +21,6 @@ import itertools
 import json
 import sys
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from posttrain.data.records import Prompt, to_dict
 from posttrain.errors import ConfigError, ModelError
 from posttrain.eval import stats
 from posttrain.eval.accuracy import task_reward
-from posttrain.eval.compare import FORMAT, change_cells, compare_plan, compare_results, read_results
+from posttrain.eval.compare import FORMAT, compare_plan, compare_results, read_results
 from posttrain.eval.winrate import wilson_interval
 from posttrain.rewards.functions import RewardFn, check_reference_fields
 from posttrain.rewards.score import explain_completions
@@ -447,99 +446,3 @@ def run_suite(cfg: SuiteConfig) -> dict[str, Any]:
         results["changes"] = compare_results(old, results)
         results["change_notes"] = compare_plan(old, results).notes
     return {**results, "output_dir": str(out_dir)}
-
-
-def table_console():
-    """A console for tables: a terminal's own width; elsewhere (a log, CI, `| tee`, `> file`) wide enough that no
-    cell is cut, where rich would otherwise fall back to 80 columns."""
-    from rich.console import Console
-
-    console = Console()
-    return console if console.is_terminal else Console(width=100_000)
-
-
-def new_table(title: str, columns: Iterable[str]):
-    """A table whose cells fold onto more lines when narrowed, never cut with an ellipsis: two task names that share
-    a prefix stay apart. Cells are rich markup: pass names through `rich.markup.escape`."""
-    from rich.table import Table
-
-    table = Table(title=title)
-    for col in columns:
-        table.add_column(col, overflow="fold")
-    return table
-
-
-def print_results(results: dict[str, Any]) -> None:
-    from rich.markup import escape
-
-    console = table_console()
-
-    def cell(f: dict | None, fmt: str = "{:.1%}") -> str:
-        return "" if f is None else f"{fmt.format(f['value'])} [{fmt.format(f['ci_low'])}, {fmt.format(f['ci_high'])}]"
-
-    ks = sorted({f["k"] for f in results["pass_at_k"]})
-    has_rm = bool(results["rm_score"])
-    table = new_table(f"posttrain eval -> {escape(results['output_dir'])}",
-                      ["model", "task", "accuracy", *[f"pass@{k}" for k in ks], *(["rm score"] if has_rm else []),
-                       "length (tokens)", "finish"])
-    find = {(kind, f["model"], f["task"], f.get("k")): f for kind in ("accuracy", "pass_at_k", "rm_score", "length")
-            for f in results[kind]}
-    for m in results["models"]:
-        for t in results["tasks"]:
-            key = (m["label"], t["name"])
-            reasons = next(f["counts"] for f in results["finish_reasons"] if (f["model"], f["task"]) == key)
-            rm = [cell(find.get(("rm_score", *key, None)), "{:.3f}")] if has_rm else []
-            table.add_row(escape(m["label"]), escape(t["name"]), cell(find.get(("accuracy", *key, None))),
-                          *[cell(find.get(("pass_at_k", *key, k))) for k in ks], *rm,
-                          cell(find.get(("length", *key, None)), "{:.1f}"),
-                          " ".join(f"{r}:{c}" for r, c in sorted(reasons.items())))
-    console.print(table)
-    if results["win_rates"]:
-        wins = new_table(f"win rates (judge: {escape(results['settings']['judge'])}; ties count half)",
-                         ("A", "B", "task", "A wins", "W/T/L", "A shown first", "B shown first"))
-        for f in results["win_rates"]:
-            first = [("" if f[k] is None else f"{f[k]:.1%}") for k in ("a_first_win_rate", "b_first_win_rate")]
-            wins.add_row(escape(f["a"]), escape(f["b"]), escape(f["task"]), cell(f), f"{f['wins']}/{f['ties']}/{f['losses']}", *first)
-        console.print(wins)
-        for line in tie_notes(results["win_rates"]):
-            console.print(escape(line))
-    if results["ratings"]:
-        ratings = new_table("Bradley-Terry ratings (95% bootstrap over prompts; ranks tie where intervals overlap)",
-                            ("rank", "model", "rating", "95% interval"))
-        for r in results["ratings"]:
-            ratings.add_row(str(r["rank"]), escape(r["model"]), f"{r['rating']:.0f}", f"[{r['ci_low']:.0f}, {r['ci_high']:.0f}]")
-        console.print(ratings)
-    if "changes" in results:
-        print_changes(console, results["changes"], results.get("change_notes", []))
-
-
-def tie_notes(win_rates: list[dict[str, Any]]) -> list[str]:
-    """A note for each win rate whose interval holds 50% while most of its judgments are ties and the decisive ones
-    lean one way: the Wilson interval counts a tie as a coin flip, so it is much wider there than the outcomes'
-    spread (winrate.py), and a version that never loses can look indistinguishable."""
-    notes = []
-    for f in win_rates:
-        n = f["wins"] + f["ties"] + f["losses"]
-        if 2 * f["ties"] > n and f["wins"] != f["losses"] and f["ci_low"] <= 0.5 <= f["ci_high"]:
-            notes.append(f"note: {f['a']} vs {f['b']} on {f['task']}: {f['ties']} of {n} judgments are ties and the "
-                         f"others went {f['wins']}-{f['losses']}; the interval counts a tie as a coin flip, so it is "
-                         "wide here; the ratings below (a bootstrap over prompts) are the sharper test "
-                         "(docs/evaluation.md)")
-    return notes
-
-
-def print_changes(console, changes: list[dict[str, Any]], notes: list[str]) -> None:
-    from rich.markup import escape
-
-    for note in notes:
-        console.print(f"--compare-to: {escape(note)}")
-    if not changes:
-        console.print("--compare-to: no figure of this evaluation is in the earlier one, so nothing to compare")
-        return
-
-    table = new_table("against --compare-to: old -> new, the difference with its 95% interval (MOVER)",
-                      ("figure", "what", "old -> new", "difference [95%]", ""))
-    for c in changes:
-        table.add_row(c["figure"], escape(c["what"]), *change_cells(c),
-                      "outside noise" if c["outside_noise"] else "within noise")
-    console.print(table)

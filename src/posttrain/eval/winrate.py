@@ -5,7 +5,7 @@
 rates near 0 or 1). Ties count as half a win, as in AlpacaEval (arXiv:2305.14387); the interval
 then treats the n outcomes as Bernoulli draws with mean p̂, which overstates the spread when there are
 ties (a tie varies less than a coin flip), so it errs on the wide side: a little with few ties, a lot when
-most outcomes are ties (8 wins, 72 ties: [44.1%, 65.4%] though no outcome went the other way; `eval.suite`'s
+most outcomes are ties (8 wins, 72 ties: [44.1%, 65.4%] though no outcome went the other way; `eval.tables`'s
 `tie_notes` says so under the table, and the Bradley-Terry bootstrap over prompts is the sharper test).
 
 `compare_policies` judges paired responses with any `tasks.raters.Rater` (e.g. a simulated rater
