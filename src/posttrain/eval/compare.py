@@ -1,6 +1,6 @@
 """What changed since an earlier evaluation (`posttrain eval --compare-to`): read its results.json, decide which
 figures of the two evaluations pair up (models, tasks, ratings: `compare_plan`), and give each paired figure's
-difference with its 95% interval (`compare_results`). Printing is eval/suite.py's `print_changes`."""
+difference with its 95% interval (`compare_results`). Printing is eval/tables.py's `print_changes`."""
 
 from __future__ import annotations
 
