@@ -158,7 +158,8 @@ class RunConfig:
     """Resume from this checkpoint directory of the run (`runs/NAME/checkpoints/step-N`) instead of the last one;
     implies resume. Later checkpoints and final/ are removed when training starts again."""
     overwrite: bool = False
-    """Replace an existing run directory of the same name instead of refusing."""
+    """Replace an existing run directory of the same name instead of refusing; only a run (config.json beside
+    checkpoints/): a folder of other files under that name is refused, never deleted."""
     device: str = "auto"
     """`auto` (CUDA when available, else CPU), `cpu`, `cuda` or `cuda:N`."""
     log_every: int = 10
@@ -188,7 +189,8 @@ class RunConfig:
         self.trackers = tuple(self.trackers)  # a config file or a caller may pass a list
         if self.resume_from:
             self.resume = True
-        check(bool(self.name) and "/" not in self.name, "run.name", "must be a non-empty name without '/'", self.name)
+        check(bool(self.name) and "/" not in self.name and self.name not in (".", ".."), "run.name",
+              "must be a folder name, not empty, '.' or '..' and without '/' (the run is output_dir/name)", self.name)
         for k in ("log_every", "eval_every", "save_every"):
             check(getattr(self, k) >= 0, f"run.{k}", "must be >= 0", getattr(self, k))
         check(self.log_every >= 1, "run.log_every", "must be >= 1", self.log_every)

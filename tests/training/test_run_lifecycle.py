@@ -211,6 +211,24 @@ def test_resume_without_a_checkpoint_is_one_line_and_writes_nothing(tmp_path, ti
     assert not (tmp_path / "runs" / "nowhere").exists()
 
 
+def test_overwrite_replaces_runs_only_and_never_a_folder_above_or_beside_the_run(tmp_path, tiny_dir, capsys):
+    """--run.name .. --run.overwrite deleted the output folder's parent (every sibling of it), --run.name . the whole
+    output folder (every other run), and --run.overwrite any folder of the user's that had the run's name."""
+    runs = tmp_path / "runs"
+    (runs / "precious").mkdir(parents=True)
+    (runs / "precious" / "data.txt").write_text("keep")
+    (tmp_path / "sibling.txt").write_text("keep")
+    before = tree(tmp_path)
+    for name in ("..", ".", "precious"):
+        assert main(flags(tmp_path, name, "--run.overwrite")) == 2
+        line = one_line(capsys.readouterr().err)
+        assert ("must be a folder name" in line) if name != "precious" else ("is not a posttrain run" in line), line
+    assert {k: v for k, v in tree(tmp_path).items() if k != "chats.jsonl"} == {
+        k: v for k, v in before.items() if k != "chats.jsonl"}
+    assert main(flags(tmp_path, "real")) == 0 and main(flags(tmp_path, "real", "--run.overwrite")) == 0  # a run: yes
+    capsys.readouterr()
+
+
 def test_resume_from_an_earlier_checkpoint_trains_again_to_the_same_end(tmp_path, tiny_dir):
     """Checkpoints at steps 2, 4 and 6; resuming from step-2 drops step-4, step-6 and final/, retrains steps 3-6
     to the same weights, and TensorBoard has each step once (the point of step 2, the checkpoint's, kept)."""

@@ -127,7 +127,16 @@ def check_run_dir(cfg: RunConfig) -> Path:
             f"{path} already exists; pass --run.resume to continue it, --run.overwrite to replace it, "
             "or choose another --run.name"
         )
+    elif cfg.overwrite and path.exists() and any(path.iterdir()) and not is_run_dir(path):
+        raise UserError(f"{path} holds files but is not a posttrain run (no config.json and checkpoints/): "
+                        "--run.overwrite replaces runs only; move the files, or choose another --run.name")
     return path
+
+
+def is_run_dir(path: Path) -> bool:
+    """Whether `path` is a run directory as `prepare_run_dir` makes one (config.json beside checkpoints/): what
+    --run.overwrite may delete. A model folder has a config.json too, but no checkpoints/."""
+    return (path / "config.json").is_file() and (path / "checkpoints").is_dir()
 
 
 def prepare_run_dir(cfg: RunConfig, config: dict[str, Any], is_main: bool = True) -> tuple[Path, bool]:
@@ -137,6 +146,8 @@ def prepare_run_dir(cfg: RunConfig, config: dict[str, Any], is_main: bool = True
     created = not cfg.resume
     if is_main and created:
         if cfg.overwrite and path.exists():
+            if any(path.iterdir()) and not is_run_dir(path):  # check_run_dir refused it; never delete a user's files
+                raise UserError(f"{path} is not a posttrain run; --run.overwrite replaces runs only")
             shutil.rmtree(path)
         (path / "checkpoints").mkdir(parents=True, exist_ok=True)
         write_json_atomic(path / "config.json", config)
