@@ -302,3 +302,17 @@ def test_the_given_options_are_those_of_the_command_line_and_its_config_file(tmp
             "--optim.betas", "0.9", "0.95"]
     assert given_options(SFTConfig, argv) == {"optim.lr", "run.name", "optim.max_steps", "data.train", "run.progress",
                                               "optim.betas"}
+
+
+def test_resume_from_another_runs_checkpoint_names_that_run(tmp_path, tiny_dir, capsys):
+    """--run.resume-from runs/k2/checkpoints/step-N without --run.name k2 said 'runs/sft: nothing to resume (no run
+    there); drop --run.resume', an option the user had not given."""
+    assert main(flags(tmp_path, "k2", "--run.save-every", "2", "--run.keep-checkpoints", "5")) == 0
+    step = tmp_path / "runs" / "k2" / "checkpoints" / "step-2"
+    assert step.is_dir()
+    for name in ("sft", "k9"):
+        assert main(flags(tmp_path, name, "--run.resume-from", str(step))) == 2
+        line = one_line(capsys.readouterr().err)
+        assert f"a checkpoint of {tmp_path / 'runs' / 'k2'}" in line and line.endswith(
+            f"add --run.name k2 to resume {tmp_path / 'runs' / 'k2'} from it"), line
+        assert not (tmp_path / "runs" / name).exists()

@@ -40,8 +40,15 @@ def resume_checkpoint(cfg: RunConfig) -> Path:
     """The checkpoint a resume starts from: `resume_from`, or the run's last one. Refuses, in one line, a run
     that is not there or has no checkpoint, and a `resume_from` that is not one of the run's checkpoints."""
     path = run_path(cfg)
+    if cfg.resume_from:
+        owner = Path(cfg.resume_from).parent.parent  # runs/NAME of runs/NAME/checkpoints/step-N
+        if owner.resolve() != path.resolve() and is_run_dir(owner):
+            where = "" if owner.parent.resolve() == Path(cfg.output_dir).resolve() else f" --run.output-dir {owner.parent}"
+            raise UserError(f"--run.resume-from {cfg.resume_from}: a checkpoint of {owner}, and this run is {path}; "
+                            f"add --run.name {owner.name}{where} to resume {owner} from it")
     if not (path / "config.json").is_file():
-        raise UserError(f"{path}: nothing to resume (no run there); drop --run.resume to start a new run")
+        given = "--run.resume-from" if cfg.resume_from else "--run.resume"
+        raise UserError(f"{path}: nothing to resume (no run there); drop {given} to start a new run")
     if cfg.resume_from:
         chosen = Path(cfg.resume_from)
         steps = checkpoint_steps(path / "checkpoints")
