@@ -12,6 +12,7 @@ import importlib.util
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -316,3 +317,35 @@ def test_resume_from_another_runs_checkpoint_names_that_run(tmp_path, tiny_dir, 
         assert f"a checkpoint of {tmp_path / 'runs' / 'k2'}" in line and line.endswith(
             f"add --run.name k2 to resume {tmp_path / 'runs' / 'k2'} from it"), line
         assert not (tmp_path / "runs" / name).exists()
+
+
+def test_a_damaged_checkpoint_or_config_is_one_line_naming_what_to_resume_from(tmp_path, tiny_dir, capsys):
+    """A checkpoint damaged after it was written (a copy, a disk) and an unparsable config.json ended in
+    safetensors' and json's tracebacks; nothing of the run may be deleted."""
+    assert main(flags(tmp_path, "k4", "--run.save-every", "2", "--run.keep-checkpoints", "5")) == 0
+    run = tmp_path / "runs" / "k4"
+    shutil.rmtree(run / "final")  # an unfinished run, as after a kill
+    last = run / "checkpoints" / "step-6"
+    with open(last / "trainable.safetensors", "r+b") as f:
+        f.truncate(100)
+    before = tree(run)
+    assert main(flags(tmp_path, "k4", "--run.resume")) == 2
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith(f"posttrain sft: error: {last}: cannot be read (") and line.endswith(
+        f"resume from an earlier one with --run.resume-from {run / 'checkpoints' / 'step-4'}"), line
+    assert tree(run) == before
+    (run / "config.json").write_text("{")
+    assert main(flags(tmp_path, "k4", "--run.resume")) == 2
+    assert f"{run / 'config.json'}: not JSON" in one_line(capsys.readouterr().err)
+
+
+def test_report_refuses_to_write_over_a_file_that_is_not_html(tmp_path, tiny_dir, capsys):
+    """posttrain report runs/y1 -o runs/y1/metrics.jsonl replaced the run's metrics (or its weights) with HTML."""
+    assert main(flags(tmp_path, "y1")) == 0
+    run = tmp_path / "runs" / "y1"
+    for target in (run / "metrics.jsonl", run / "final" / "model.safetensors"):
+        before = target.read_bytes()
+        assert main(["report", str(run), "-o", str(target)]) == 2
+        assert "exists and is not an HTML file" in one_line(capsys.readouterr().err)
+        assert target.read_bytes() == before
+    assert main(["report", str(run), "-o", str(run / "report.html")]) == 0  # a report over a report: yes

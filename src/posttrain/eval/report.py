@@ -316,6 +316,8 @@ def write_report(paths: list[str], output: str | Path, max_samples: int = 50,
     out = Path(output)
     if out.is_dir():
         raise UserError(f"-o {out}: is a directory; name the HTML file to write, e.g. {out / 'report.html'}")
+    if out.exists() and out.suffix.lower() not in (".html", ".htm"):  # a run's weights or metrics, by a typo
+        raise UserError(f"-o {out}: exists and is not an HTML file, which a report would replace; name a .html file")
     runs, evals = load_inputs(paths)
     return write_text_atomic(out, render_report(runs, evals, max_samples, compare, title))
 

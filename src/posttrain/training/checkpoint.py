@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -24,8 +25,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from posttrain.errors import UserError
 from posttrain.models.lora import unwrap
 from posttrain.models.sharding import is_sharded
 
@@ -128,7 +131,21 @@ def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
 def load_checkpoint(
     path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, rank: int = 0
 ) -> dict[str, Any]:
-    """Restore weights, optimizer, scheduler and this rank's RNGs; return the saved state dict."""
+    """Restore weights, optimizer, scheduler and this rank's RNGs; return the saved state dict. A checkpoint whose
+    files cannot be read (damaged after it was written: posttrain writes them atomically) is a one-line UserError
+    naming it and the earlier checkpoints to resume from instead."""
+    try:
+        return _load_checkpoint(path, model, optimizer, scheduler, rank)
+    except (OSError, EOFError, ValueError, RuntimeError, pickle.UnpicklingError, SafetensorError) as e:
+        earlier = [s for s in checkpoint_steps(path.parent) if path.name != f"step-{s}"]
+        way = (f"resume from an earlier one with --run.resume-from {path.parent / f'step-{earlier[-1]}'}" if earlier
+               else "no other checkpoint is kept; start the run again with --run.overwrite")
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"{path}: cannot be read ({reason}); {way}") from None
+
+
+def _load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                     rank: int) -> dict[str, Any]:
     if (path / SHARDED).is_dir():
         _load_sharded(path / SHARDED, model, optimizer)
     else:

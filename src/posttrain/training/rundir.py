@@ -78,7 +78,12 @@ def resume_config(cfg: T, given: Collection[str] | None = None) -> T:
         return cfg
     resume_checkpoint(run_cfg)
     path = run_path(run_cfg)
-    saved, today = _flatten(json.loads((path / "config.json").read_text())), _flatten(to_jsonable(cfg))
+    try:
+        saved = _flatten(json.loads((path / "config.json").read_text()))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"{path / 'config.json'}: not JSON ({e}); the run's saved config is damaged: restore it, or "
+                        "start again with --run.overwrite") from None
+    today = _flatten(to_jsonable(cfg))
     given = set(today if given is None else given)
     differ = [k for k in sorted(given - {*RESUME_LOCATES, *RESUME_MAY_CHANGE}) if today.get(k) != saved.get(k)]
     if differ:
