@@ -349,3 +349,12 @@ def test_report_refuses_to_write_over_a_file_that_is_not_html(tmp_path, tiny_dir
         assert "exists and is not an HTML file" in one_line(capsys.readouterr().err)
         assert target.read_bytes() == before
     assert main(["report", str(run), "-o", str(run / "report.html")]) == 0  # a report over a report: yes
+
+
+def test_an_output_dir_that_is_a_file_is_one_line_before_anything_loads(tmp_path, capsys):
+    (tmp_path / "run.yaml").write_text("x: 1\n")
+    args = flags(tmp_path, "x")
+    args[args.index("--run.output-dir") + 1] = str(tmp_path / "run.yaml")
+    assert main(args) == 2
+    assert "run.yaml is a file, not a folder" in one_line(capsys.readouterr().err)
+    assert (tmp_path / "run.yaml").read_text() == "x: 1\n"

@@ -132,6 +132,10 @@ def check_run_dir(cfg: RunConfig) -> Path:
     """Refuse to clobber an existing run; refuse to resume a run that cannot be resumed. Creates nothing.
     The last of a recipe's checks, so that a data error shows even where the run directory exists."""
     path = run_path(cfg)
+    blocking = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:  # mkdir would raise NotADirectoryError once the model is loaded
+        raise UserError(f"--run.output-dir {cfg.output_dir}: {blocking} is a file, not a folder; name a folder for "
+                        "the runs")
     if cfg.resume:
         resume_checkpoint(cfg)
     elif path.exists() and any(path.iterdir()) and not cfg.overwrite:
