@@ -242,3 +242,11 @@ def test_building_a_built_in_model_draws_no_transformers_bar(empty_cache, capfd)
     assert (load.resolve_model_dir("tiny") / "config.json").is_file()
     err = capfd.readouterr().err
     assert "Writing model shards" not in err and "Loading weights" not in err
+
+
+def test_a_training_checkpoint_is_not_a_model_and_the_message_says_what_to_use(tmp_path):
+    step = tmp_path / "runs" / "y1" / "checkpoints" / "step-5"
+    step.mkdir(parents=True)
+    (step / "state.json").write_text('{"step": 5}')
+    with pytest.raises(ModelError, match=r"is a training checkpoint of .*runs/y1, not a model: use .*runs/y1/final"):
+        resolve_model_dir(str(step))

@@ -113,3 +113,13 @@ def test_adapter_save_needs_lora():
 
     with pytest.raises(ConfigError, match="lora_save='adapter'.*lora_r > 0"):
         ModelConfig(name="tiny", lora_save="adapter")
+
+
+def test_a_target_module_the_model_lacks_is_one_line_naming_what_it_has(isolated_cache):
+    """--model.lora-target-modules foo_proj ended in peft's NoMatchingPeftModuleError traceback."""
+    from posttrain.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        load_model(ModelConfig(name="tiny", lora_r=4, lora_target_modules="foo_proj"))
+    assert str(err.value).startswith("model.lora_target_modules='foo_proj': no such module in the model; it has ")
+    assert "q_proj" in str(err.value) and "lm_head" not in str(err.value)

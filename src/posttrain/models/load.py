@@ -199,6 +199,11 @@ def _local_dir(path: Path) -> Path:
         raise ModelError(f"model directory {str(path)!r} is a posttrain run directory, not a model; {hint}")
     if (path / ADAPTER_CONFIG).is_file() and not (path / "config.json").is_file():
         return _adapter_dir(path)
+    if path.parent.name == "checkpoints" and (path / "state.json").is_file():  # runs/NAME/checkpoints/step-N
+        run = path.parent.parent
+        raise ModelError(f"model directory {str(path)!r} is a training checkpoint of {run}, not a model: use "
+                         f"{run / 'final'} (written at the end), or --run.name {run.name} --run.resume-from {path} "
+                         "to continue training from it")
     if not (path / "config.json").is_file():
         raise ModelError(
             f"model directory {str(path)!r} has no config.json; "

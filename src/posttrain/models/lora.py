@@ -15,6 +15,7 @@ from contextlib import contextmanager
 import torch
 
 from posttrain.config import ModelConfig
+from posttrain.errors import ConfigError
 
 
 def is_lora(model: torch.nn.Module) -> bool:
@@ -55,8 +56,16 @@ def apply_lora(
         modules_to_save=modules_to_save,
         task_type=task_type,
     )
-    with quiet_peft():
-        return get_peft_model(model, lora)
+    from peft.utils.error import NoMatchingPeftModuleError
+
+    try:
+        with quiet_peft():
+            return get_peft_model(model, lora)
+    except NoMatchingPeftModuleError:
+        linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
+                         if isinstance(m, torch.nn.Linear) and "." in name})
+        raise ConfigError(f"model.lora_target_modules={cfg.lora_target_modules!r}: no such module in the model; it "
+                          f"has {', '.join(linear)} (or all-linear)") from None
 
 
 @contextmanager
