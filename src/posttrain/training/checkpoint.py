@@ -137,9 +137,10 @@ def load_checkpoint(
     try:
         return _load_checkpoint(path, model, optimizer, scheduler, rank)
     except (OSError, EOFError, ValueError, RuntimeError, pickle.UnpicklingError, SafetensorError) as e:
-        earlier = [s for s in checkpoint_steps(path.parent) if path.name != f"step-{s}"]
+        step = int(path.name.split("-", 1)[1])  # step-N, as resume_checkpoint checked
+        earlier = [s for s in checkpoint_steps(path.parent) if s < step]
         way = (f"resume from an earlier one with --run.resume-from {path.parent / f'step-{earlier[-1]}'}" if earlier
-               else "no other checkpoint is kept; start the run again with --run.overwrite")
+               else "no earlier checkpoint is kept; start the run again with --run.overwrite")
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise UserError(f"{path}: cannot be read ({reason}); {way}") from None
 
