@@ -60,8 +60,9 @@ LOGGED = ("train/loss", "train/reward", "train/reward_std", "train/frac_reward_z
           "perf/sampler_tokens_per_second", "perf/tokens_per_second", "train/grad_norm")
 
 
-def test_grpo_run_logs_and_writes_a_loadable_model(tmp_path, reward_module):
+def test_grpo_run_logs_and_writes_a_loadable_model(tmp_path, reward_module, capsys):
     run_dir = train(cfg_for(tmp_path, "g", reward=f"{reward_module}+0.5*numeric", kl_beta=0.05))
+    assert "equal rewards" not in capsys.readouterr().err  # rewards that vary: no note
     rows = metrics(run_dir)
     steps = [r for r in rows if "train/loss" in r]
     assert [r["step"] for r in steps] == [1, 2, 3]
@@ -93,7 +94,7 @@ CONSTANT_REWARD = "def same(prompt, completion):\n    return 1.0\n"
 
 
 @pytest.mark.parametrize("drop", [True, False])
-def test_a_step_whose_groups_are_all_dropped_leaves_the_weights_alone(tmp_path, monkeypatch, drop):
+def test_a_step_whose_groups_are_all_dropped_leaves_the_weights_alone(tmp_path, monkeypatch, capsys, drop):
     """Every group's rewards are equal, so --rl.drop-zero-variance leaves nothing to train on: no optimizer
     update at all, so AdamW's weight decay (and momentum) do not move the weights either. Without the flag the
     same run takes zero-gradient steps, and weight decay does move them (the contrast the check needs)."""
@@ -108,6 +109,8 @@ def test_a_step_whose_groups_are_all_dropped_leaves_the_weights_alone(tmp_path, 
     after = final_weights(run_dir)
     same = all(torch.equal(start[k], after[k]) for k in start)
     assert same == drop
+    err = capsys.readouterr().err  # the run says that its first steps learned nothing, once
+    assert err.count("every prompt's 4 completions got equal rewards (mean reward 1)") == 1
 
 
 def test_rloo_runs_with_the_same_loop(tmp_path, reward_module):

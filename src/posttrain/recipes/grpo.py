@@ -17,6 +17,7 @@ inputs -> set up -> loop (sample, score, advantages, update) -> save. The step i
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from posttrain.models.reference import Reference
 from posttrain.rewards.functions import check_reference_fields, resolve_reward
 from posttrain.rl.advantages import group_advantages, zero_variance_groups
 from posttrain.rl.engine import (
+    FlatStart,
     Layout,
     PromptOrder,
     evaluate_policy,
@@ -179,6 +181,7 @@ def run_policy_optimization(cfg, d: Dist, label: str, advantages: Callable[..., 
 
     # -- loop -----------------------------------------------------------------------------------------------
     completions_done = 0
+    flat_start = FlatStart(total_steps - run.start_step, group_size)  # says so when the first steps learn nothing
     with interruptible(run, model, optimizer, scheduler):  # Ctrl-C: keep the last step, say how to resume
         if eval_prompts and run.start_step == 0:
             run.sink.log(0, evaluate_heldout(0))  # the starting policy, to compare with
@@ -208,6 +211,8 @@ def run_policy_optimization(cfg, d: Dist, label: str, advantages: Callable[..., 
             metrics = {**stats, **rollout_metrics(rollout, scores, rewards, group_size, zero_std, sample_seconds, d),
                        "train/lr": scheduler.get_last_lr()[0], "perf/update_seconds": update_seconds,
                        "perf/completions_per_second": completions_done / max(1e-9, time.perf_counter() - run.t0)}
+            if (note := flat_start.see(metrics)) and d.is_main:
+                print(note, file=sys.stderr)
             end_step(run, step + 1, metrics, tokens, (lambda s=step + 1: evaluate_heldout(s)) if eval_prompts else None,
                      model, optimizer, scheduler)
 

@@ -398,6 +398,42 @@ def rollout_metrics(rollout: Rollout, scores: Scores, rewards: torch.Tensor, gro
     return out
 
 
+class FlatStart:
+    """Says once when every group of each of a run's first `after` steps got G equal rewards
+    (train/frac_reward_zero_std = 1): every advantage was 0, so those steps learned nothing from the reward, and
+    a run that goes on like this ends as it started without an error anywhere. Usually the reward does not fit
+    the task's answers (or reads a field the prompts lack), or the policy cannot yet produce any answer it
+    rewards, or already gets every one right."""
+
+    def __init__(self, total_steps: int, group_size: int, after: int = 3):
+        self.after, self.group_size = max(1, min(after, total_steps)), group_size
+        self.rewards: list[float] = []
+        self.done = False
+
+    def see(self, metrics: dict[str, float]) -> str | None:
+        """The note after the `after`-th step in a row with only flat groups, else None (and None ever after
+        a step with a group whose rewards differ)."""
+        if self.done:
+            return None
+        if metrics["train/frac_reward_zero_std"] < 1.0:
+            self.done = True
+            return None
+        self.rewards.append(metrics["train/reward"])
+        if len(self.rewards) < self.after:
+            return None
+        self.done = True
+        low, high = min(self.rewards), max(self.rewards)
+        value = f"{low:.3g}" if low == high else f"{low:.3g} to {high:.3g}"
+        n = len(self.rewards)
+        steps = "the first step" if n == 1 else f"each of the first {n} steps"
+        return (f"note: in {steps}, every prompt's {self.group_size} completions got equal rewards (mean reward "
+                f"{value}), so every advantage was 0 and nothing was learned from the reward. Look at what the "
+                "policy writes and how the reward scores it (posttrain generate, then posttrain score --reward "
+                "with this run's spec): the reward may not fit the task's answers, the policy may produce no "
+                "answer it rewards yet (start from an SFT model), or it may get every one right already (a harder "
+                "task); more varied samples help too (--sampling.temperature, --rl.group-size)")
+
+
 def sample_reference(prompt: Prompt, taken: tuple[str, ...]) -> dict[str, Any]:
     """A held-out sample row's copy of the prompt's plain reference fields (`answer`, ...), leaving out the
     names the row's own fields `taken` use."""
