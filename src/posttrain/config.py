@@ -153,7 +153,8 @@ class RunConfig:
     data position), with the config saved in its config.json: `--run.name NAME --run.resume` is enough. Options
     given on the command line or in --config must agree with the saved ones, except run.name, run.output_dir,
     run.resume, run.resume_from and, as they leave the numbers alone, run.progress, run.device, run.threads,
-    run.save_every and run.keep_checkpoints. A finished run (final/ written) is left as it is."""
+    run.save_every, run.keep_checkpoints, run.log_every and run.trackers. A finished run (final/ written) is left
+    as it is."""
     resume_from: str | None = None
     """Resume from this checkpoint directory of the run (`runs/NAME/checkpoints/step-N`) instead of the last one;
     implies resume. Later checkpoints and final/ are removed when training starts again."""

@@ -245,6 +245,23 @@ def test_resume_from_an_earlier_checkpoint_trains_again_to_the_same_end(tmp_path
     assert [r["from_step"] for r in json.loads((run / "lineage.json").read_text())["resumes"]] == [2]
 
 
+def test_a_resume_may_log_less_often_and_drop_a_tracker_and_still_trains_the_same(tmp_path, tiny_dir):
+    """--run.log-every and --run.trackers set what is written, not what is computed: a resume may change them
+    (refused before), ends at the uninterrupted run's weights, logs at the new cadence, and records the change."""
+    assert main(flags(tmp_path, "r", "--run.save-every", "3")) == 0
+    run = tmp_path / "runs" / "r"
+    first, logged = weights(run), metrics(run)
+    assert main(["sft", "--run.output-dir", str(tmp_path / "runs"), "--run.name", "r", "--run.resume-from",
+                 str(run / "checkpoints" / "step-3"), "--run.log-every", "2", "--run.trackers", "--run.no-progress"]) == 0
+    for name, value in first.items():
+        assert torch.equal(value, weights(run)[name]), name
+    steps = [r["step"] for r in metrics(run) if "train/loss" in r]
+    assert steps == [1, 2, 3, 4, 6]
+    assert [r for r in metrics(run) if r["step"] in (4, 6)] == [r for r in logged if r["step"] in (4, 6)]
+    assert json.loads((run / "lineage.json").read_text())["resumes"][0]["changed"] == {
+        "run.log_every": 2, "run.trackers": []}
+
+
 def test_resume_from_a_path_that_is_not_a_checkpoint_of_the_run_is_refused(tmp_path, tiny_dir, capsys):
     assert main(flags(tmp_path, "x")) == 0
     capsys.readouterr()

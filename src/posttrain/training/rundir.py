@@ -29,7 +29,10 @@ T = TypeVar("T")
 # Options a resume takes from today's config, whatever the saved one says: they say which run to continue, and
 # from where. The `may change` ones are taken from today's config when given; they leave the numbers alone.
 RESUME_LOCATES = ("run.name", "run.output_dir", "run.resume", "run.resume_from")
-RESUME_MAY_CHANGE = ("run.progress", "run.device", "run.threads", "run.save_every", "run.keep_checkpoints")
+# what a resume may change: where and how it runs, what it keeps and logs, none of which changes a number it
+# trains (log_every and trackers set what is written, not what is computed; every step's metrics are computed)
+RESUME_MAY_CHANGE = ("run.progress", "run.device", "run.threads", "run.save_every", "run.keep_checkpoints",
+                     "run.log_every", "run.trackers")
 
 
 def run_path(cfg: RunConfig) -> Path:
