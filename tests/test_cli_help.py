@@ -89,6 +89,22 @@ def test_config_file_keys_as_options_or_fields(tmp_path, suffix, text):
     assert (cfg.optim.max_steps, cfg.optim.warmup_steps, cfg.data.max_length, cfg.optim.lr) == (7, 3, 99, 0.5)
 
 
+def test_a_list_option_takes_one_value_in_a_file_as_on_the_command_line(tmp_path):
+    """`trackers: tensorboard` was refused ('expected a list, got str') where --run.trackers tensorboard works; a
+    value of the wrong kind in the list is still named."""
+    from posttrain.errors import ConfigError
+    from posttrain.generate import GenerateConfig
+
+    path = tmp_path / "run.yaml"
+    path.write_text("run:\n  trackers: wandb\n")
+    assert parse_config(SFTConfig, ["--config", str(path)]).run.trackers == ("wandb",)
+    path.write_text("sampling:\n  stop: END\n")
+    assert parse_config(GenerateConfig, ["--config", str(path)]).sampling.stop == ("END",)
+    path.write_text("run:\n  trackers: [tensorboard, 3]\n")
+    with pytest.raises(ConfigError, match=r"run.trackers\[1\]=3: expected one of"):
+        parse_config(SFTConfig, ["--config", str(path)])
+
+
 def test_config_key_given_twice_is_refused(tmp_path):
     from posttrain.errors import ConfigError
 
