@@ -165,9 +165,12 @@ def test_local_directory_and_full_model_save_round_trip(isolated_cache, tmp_path
     assert load_tokenizer(str(out)).chat_template == tokenizer.chat_template
 
 
-def test_cli_init_tiny_writes_a_loadable_dir(tmp_path):
+def test_cli_init_tiny_writes_a_loadable_dir(tmp_path, capfd):
     out = tmp_path / "tiny"
-    assert main(["models", "init-tiny", "--out", str(out), "--seed", "1"]) == 0
+    assert main(["models", "init-tiny", "-o", str(out), "--seed", "1"]) == 0  # --output's short form, as report's
+    printed, err = capfd.readouterr()
+    assert printed == f"{out}\nuse it with --model.name {out}\n"
+    assert "Writing model shards" not in err  # transformers' bar for a one-file save
     model = AutoModelForCausalLM.from_pretrained(out)
     assert isinstance(model, LlamaForCausalLM) and model.config.hidden_size == 128
 
