@@ -160,7 +160,9 @@ class RunConfig:
     implies resume. Later checkpoints and final/ are removed when training starts again."""
     overwrite: bool = False
     """Replace an existing run directory of the same name instead of refusing; only a run (config.json beside
-    checkpoints/): a folder of other files under that name is refused, never deleted."""
+    checkpoints/): a folder of other files under that name is refused, never deleted. The old run is kept in
+    output_dir/.NAME.replaced until the new run writes its first checkpoint, and put back if the new run stops
+    before that (an error, Ctrl-C)."""
     device: str = "auto"
     """`auto` (CUDA when available, else CPU), `cpu`, `cuda` or `cuda:N`."""
     log_every: int = 10

@@ -230,6 +230,48 @@ def test_overwrite_replaces_runs_only_and_never_a_folder_above_or_beside_the_run
     capsys.readouterr()
 
 
+def test_overwrite_keeps_the_old_run_until_the_new_one_has_a_checkpoint(tmp_path, tiny_dir, capsys, monkeypatch,
+                                                                       interrupt_in_step):
+    """--run.overwrite deleted the old run before the new one had trained anything, so a new run stopped in its
+    first steps (a Ctrl-C, a crash) lost the good one. Until the new run's first checkpoint the old one waits in
+    .NAME.replaced and comes back when the new run stops without a checkpoint; a finished new run leaves none."""
+    assert main(flags(tmp_path, "a")) == 0
+    run, aside = tmp_path / "runs" / "a", tmp_path / "runs" / ".a.replaced"
+    good = tree(run)
+    capsys.readouterr()
+    interrupt_in_step(1)
+    assert main(flags(tmp_path, "a", "--run.overwrite")) == 130
+    assert f"the run it replaced is back in {run}" in capsys.readouterr().err
+    assert tree(run) == good and not aside.exists()
+    monkeypatch.undo()
+
+    real, calls = sft.sft_step_loss, {"n": 0}
+
+    def crash_in_step_3(model, batch):  # a bug found in step 3, before any checkpoint (the default: at the end)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("out of memory")
+        return real(model, batch)
+
+    monkeypatch.setattr(sft, "sft_step_loss", crash_in_step_3)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        main(flags(tmp_path, "a", "--run.overwrite"))
+    assert "stopped in step 3 of 6, with no checkpoint to resume from" in capsys.readouterr().err
+    assert tree(run) == good and not aside.exists()
+    monkeypatch.undo()
+
+    aside.mkdir()  # as a new run killed outright before its first checkpoint leaves it
+    (aside / "config.json").write_text("{}")
+    (tmp_path / "runs" / "b" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "runs" / "b" / "config.json").write_text("{}")
+    (tmp_path / "runs" / ".b.replaced").mkdir()
+    assert main(flags(tmp_path, "b", "--run.resume")) == 2
+    assert f"is kept in {tmp_path / 'runs' / '.b.replaced'}" in one_line(capsys.readouterr().err)
+    assert main(flags(tmp_path, "a", "--run.overwrite")) == 0  # a new run that finishes replaces the old for good
+    assert not aside.exists() and (run / "final").is_dir()
+    capsys.readouterr()
+
+
 def test_resume_from_an_earlier_checkpoint_trains_again_to_the_same_end(tmp_path, tiny_dir):
     """Checkpoints at steps 2, 4 and 6; resuming from step-2 drops step-4, step-6 and final/, retrains steps 3-6
     to the same weights, and TensorBoard has each step once (the point of step 2, the checkpoint's, kept)."""

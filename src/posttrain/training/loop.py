@@ -57,7 +57,16 @@ from posttrain.training.checkpoint import (
 )
 from posttrain.training.distributed import Dist, all_reduce_sum, no_sync
 from posttrain.training.metrics import MetricsSink, TrainProgress
-from posttrain.training.rundir import discard_after, prepare_run_dir, record_resume, resume_checkpoint, write_lineage
+from posttrain.training.rundir import (
+    discard_after,
+    drop_replaced,
+    prepare_run_dir,
+    put_back,
+    record_resume,
+    replaced_path,
+    resume_checkpoint,
+    write_lineage,
+)
 
 
 class Batch(Protocol):
@@ -166,7 +175,7 @@ def start_run(
         sink = MetricsSink(run_dir, d.is_main, run_cfg.trackers, {"config": config, "lineage": lineage}, start)
     except BaseException:
         if created and d.is_main:
-            shutil.rmtree(run_dir, ignore_errors=True)
+            put_back(run_dir)  # the new run is removed; a run --run.overwrite replaced is back
         raise
     bar = TrainProgress(total_steps, start, run_cfg.progress and d.is_main, label)
     return Run(run_dir, run_cfg, d, start, total_steps, sink, bar, label, created, completed=start, updating=start,
@@ -285,6 +294,8 @@ def end_step(
                         {"world_size": run.d.world_size, "total_steps": run.total_steps, "recipe": run.state}, run.d.rank,
                         run.cfg.keep_checkpoints)
         run.checkpoint_seconds += time.perf_counter() - t0
+        if run.created and run.d.is_main:
+            drop_replaced(run.dir)  # the new run can be resumed: the one --run.overwrite replaces goes now
     run.completed = step
     if not run.d.enabled:  # an interrupt is kept as a checkpoint only by a single process (see interruptible)
         run.rng = rng_state()
@@ -344,25 +355,41 @@ def interruptible(run: Run, model: torch.nn.Module, optimizer: torch.optim.Optim
         if run.d.is_main:
             where = f"interrupted in step {run.completed + 1} of {run.total_steps}"
             if kept is not None:
+                if run.created:
+                    drop_replaced(run.dir)  # the new run can be resumed: what --run.overwrite replaced goes
                 print(f"{where}: step {checkpoint_steps(kept.parent)[-1]} is kept in {kept}\n"
                       f"resume with: {resume_command(run)}", file=sys.stderr)
-            elif run.created and run.completed == 0:
-                shutil.rmtree(run.dir, ignore_errors=True)
-                print(f"{where}, before any step was complete: {run.dir} removed", file=sys.stderr)
+            elif undone := _undo_new_run(run, run.completed == 0):
+                print(f"{where}, {undone}", file=sys.stderr)
             else:
                 print(f"{where}: no checkpoint to keep; start again with --run.overwrite", file=sys.stderr)
         raise
-    except UserError:  # a mistake found only once the run began (a reward that raises on its first completions)
-        if run.created and run.completed == 0:  # nothing trained: the retry after the fix is not refused
+    except Exception as e:  # a mistake found once the run began (a reward that raises on its first completions), a crash
+        if run.d.is_main and (undone := _undo_new_run(run, isinstance(e, UserError) and run.completed == 0)):
             run.bar.close()
             run.sink.close()
-            if run.d.is_main:
-                shutil.rmtree(run.dir, ignore_errors=True)
+            if not isinstance(e, UserError) or "replaced" in undone:
+                print(f"the run stopped in step {run.completed + 1} of {run.total_steps}, {undone}", file=sys.stderr)
         raise
     finally:
         if run.held_sigint is not None:  # left inside a step (a second Ctrl-C, an error): Python's handler back
             signal.signal(signal.SIGINT, run.held_sigint)
             run.held_sigint = None
+
+
+def _undo_new_run(run: Run, remove: bool) -> str | None:
+    """A new run stopped with no checkpoint to resume from: with `remove` (it completed no step, so that the retry
+    after the fix is not refused), or where --run.overwrite set a run aside for it, the new run is removed and the
+    one it replaced put back. What was done, in words; None where nothing was (a resumed run, a new run with a
+    checkpoint, or one whose steps stay to be looked at)."""
+    if not run.created or latest_checkpoint(run.dir / "checkpoints") is not None:
+        return None
+    if not (remove or replaced_path(run.dir).is_dir()):
+        return None
+    before = "before any step was complete" if run.completed == 0 else "with no checkpoint to resume from"
+    if put_back(run.dir):
+        return f"{before}: the new run is removed and the run it replaced is back in {run.dir}"
+    return f"{before}: {run.dir} removed"
 
 
 def _keep_on_interrupt(run: Run, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any

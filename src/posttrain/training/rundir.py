@@ -61,9 +61,12 @@ def resume_checkpoint(cfg: RunConfig) -> Path:
         return chosen
     last = latest_checkpoint(path / "checkpoints")
     if last is None:
+        aside = replaced_path(path)
+        kept = (f"; the run it replaced with --run.overwrite is kept in {aside}: to have that one back, "
+                f"rm -r {path} && mv {aside} {path}") if aside.is_dir() else ""
         raise UserError(f"{path}: nothing to resume (no checkpoint in {path / 'checkpoints'}: none was written "
                         "before it stopped; --run.save-every N writes one every N steps); pass --run.overwrite "
-                        "instead of --run.resume to start it again")
+                        f"instead of --run.resume to start it again{kept}")
     return last
 
 
@@ -167,10 +170,45 @@ def prepare_run_dir(cfg: RunConfig, config: dict[str, Any], is_main: bool = True
         if cfg.overwrite and path.exists():
             if any(path.iterdir()) and not is_run_dir(path):  # check_run_dir refused it; never delete a user's files
                 raise UserError(f"{path} is not a posttrain run; --run.overwrite replaces runs only")
-            shutil.rmtree(path)
+            set_aside(path)
         (path / "checkpoints").mkdir(parents=True, exist_ok=True)
         write_json_atomic(path / "config.json", config)
     return path, created
+
+
+def replaced_path(path: Path) -> Path:
+    """Where --run.overwrite keeps the run it replaces until the new run's first checkpoint: OUTPUT/.NAME.replaced."""
+    return path.with_name(f".{path.name}.replaced")
+
+
+def set_aside(path: Path) -> None:
+    """--run.overwrite: move the old run to `replaced_path` rather than delete it, so that a new run that stops
+    before its first checkpoint (a mistake found in step 1, Ctrl-C) can put it back (`put_back`). Where one is set
+    aside already (a new run killed outright before its first checkpoint), the run with checkpoints is kept."""
+    aside = replaced_path(path)
+    if aside.exists():
+        if latest_checkpoint(path / "checkpoints") is None:  # the killed run trained nothing: keep the one it replaced
+            shutil.rmtree(path)
+            return
+        shutil.rmtree(aside)
+    path.rename(aside)
+
+
+def put_back(path: Path) -> bool:
+    """Remove the new run at `path` (it completed no step) and move the run it replaced back; whether there was one."""
+    shutil.rmtree(path, ignore_errors=True)
+    aside = replaced_path(path)
+    if not aside.is_dir():
+        return False
+    aside.rename(path)
+    return True
+
+
+def drop_replaced(path: Path) -> None:
+    """The new run has a checkpoint to resume from: the run it replaced is deleted, as --run.overwrite asked."""
+    aside = replaced_path(path)
+    if aside.exists():
+        shutil.rmtree(aside)
 
 
 def code_version() -> dict[str, str]:
