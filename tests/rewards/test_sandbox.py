@@ -110,6 +110,20 @@ def test_a_forged_report_without_the_nonce_has_not_passed():
     assert (result.passed, result.reason) == (False, "crashed: a forged report (wrong nonce)")
 
 
+def test_a_program_that_empties_the_test_list_in_memory_has_not_passed():
+    """A newcomer's hack, generic and without the runner's names: find the list of test strings on the heap and
+    blank it; the tests are compiled into a tuple before the program runs now, so they run as sent."""
+    hack = ("import gc\nfor o in gc.get_objects():\n"
+            "    if isinstance(o, list) and o and all(isinstance(x, str) for x in o) and any('assert' in x for x in o):\n"
+            "        o[:] = ['pass' for _ in o]\n"
+            "def add(a, b):\n    return 0\n")
+    result = run_program(hack, ADD_TESTS, limits=FAST)
+    assert (result.passed, result.passed_tests, result.total_tests) == (False, 1, 2)  # add(-1, 1) == 0 holds
+    assert result.reason.startswith("failed: AssertionError") and "(test 1 of" in result.reason
+    bad = run_program(ADD, ["assert add(1, 2) == 3", "assert add(1,", "assert add(2, 2) == 4"], limits=FAST)
+    assert (bad.passed, bad.passed_tests) == (False, 2) and "SyntaxError" in bad.reason and "(test 2 of 3)" in bad.reason
+
+
 def test_a_fork_bomb_is_blocked_by_the_hook():
     result = run_program("import os\nwhile True:\n    os.fork()\n", ["assert True"], limits=FAST)
     assert (result.passed, result.reason) == (False, "blocked: os.fork")

@@ -176,10 +176,14 @@ def _read_capped(path: str, limit: int) -> tuple[str, bool]:
 
 
 def _reason(report: dict | None, nonce: str, returncode: int | None, timed_out: bool, limits: SandboxLimits,
-            stderr: str, capped: bool) -> tuple[bool, str, int]:
-    """(passed, reason, tests passed) from what the runner reported and how the process ended."""
+            stderr: str, capped: bool, sent: int) -> tuple[bool, str, int]:
+    """(passed, reason, tests passed) from what the runner reported and how the process ended (`sent`: the number
+    of tests sent to it)."""
     blocked = (report or {}).get("blocked") or []
     if report and report.get("status") == "done" and report.get("nonce") == nonce:
+        if report.get("total") != sent or not 0 <= report.get("passed", -1) <= sent:
+            return False, f"crashed: the runner reported {report.get('passed')} of {report.get('total')} tests, " \
+                          f"{sent} were sent", 0
         failure = report.get("failure")
         if failure is None:
             return True, "passed", report["passed"]
@@ -240,7 +244,7 @@ def run_program(program: str, tests: Sequence[str], setup: str = "", limits: San
         except json.JSONDecodeError:
             report = None
         passed, reason, n_passed = _reason(report, nonce, returncode, timed_out, limits, stderr,
-                                           out_capped or err_capped)
+                                           out_capped or err_capped, len(tests))
         return Result(passed, reason, n_passed, len(tests), stdout, stderr, time.monotonic() - start)
     finally:
         shutil.rmtree(base, ignore_errors=True)

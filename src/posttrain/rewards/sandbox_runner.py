@@ -8,7 +8,8 @@ It reads one JSON job from stdin (program, setup, tests, limits, the nonce, the 
    then asks to be SIGKILLed when the trainer dies (PR_SET_PDEATHSIG);
 4. installs an audit hook (PEP 578) that refuses sockets, process spawning, ctypes, signals to other processes,
    rlimit changes and any write outside the working directory; it cannot be removed by the code;
-5. runs the program, then the setup, then each test, in one namespace, and writes one JSON line to the report
+5. compiles the tests into an immutable tuple (so the program cannot edit them in memory), runs the program,
+   then the setup, then each test, in one namespace, and writes one JSON line to the report
    fd: {"status": "done", "nonce": ..., "passed": k, "total": n, "error": first failure or null} only after the
    last test has run; {"status": "error", ...} when the program itself raised.
 The parent trusts "done" only with the right nonce, so a program that exits early (`sys.exit`, `os._exit`,
@@ -175,9 +176,22 @@ def _short(error: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def _compile_tests(tests: list) -> tuple:
+    """The tests as an immutable tuple of (text, code or the SyntaxError), made before the program runs: a
+    program that searched the heap for the test list (`gc.get_objects()`) and emptied it passed every test."""
+    out = []
+    for i, text in enumerate(tests):
+        try:
+            out.append((text, compile(text, f"<test {i + 1}>", "exec")))
+        except BaseException as e:  # noqa: B036  raised in its turn, a failure of that test
+            out.append((text, e))
+    return tuple(out)
+
+
 def run_job(job: dict, report) -> None:
     """Program, setup, then each test in one namespace; report the outcome (see the module docstring)."""
     compile_, exec_, nonce, blocked = compile, exec, job["nonce"], job["blocked"]
+    tests = _compile_tests(job.pop("tests"))  # nothing the program can reach holds them mutably any more
     namespace = {"__name__": "__main__"}
     for label, source in (("program", job["program"]), ("setup", job["setup"])):
         try:
@@ -186,10 +200,12 @@ def run_job(job: dict, report) -> None:
             report({"status": "error", "where": label, "error": _short(e), "type": type(e).__name__,
                     "blocked": list(blocked)})
             return
-    passed, first_failure, tests = 0, None, job["tests"]
-    for i, test in enumerate(tests):
+    passed, first_failure = 0, None
+    for i, (test, code) in enumerate(tests):
         try:
-            exec_(compile_(test, f"<test {i + 1}>", "exec"), namespace)
+            if isinstance(code, BaseException):
+                raise code
+            exec_(code, namespace)
             passed += 1
         except BaseException as e:  # noqa: B036
             if first_failure is None:
