@@ -105,7 +105,10 @@ def test_resolve_reward_names_and_module_function():
     ("format(pattern='a)", ["unclosed '"]),
     ("numeric)", ["a ')' closes no '('"]),
     ("numeric(x=1)", ["numeric takes no arguments"]),
-    ("length(target=ten)", ["target='ten' is not a number", "usage: length(target=N,zero_at=N)"]),
+    ("length(target=ten)", ["target='ten' is not a whole number", "usage: length(target=INT,zero_at=INT)"]),
+    ("code(cpu_s=0.2)", ["cpu_s='0.2' is not a whole number", "cpu_s=INT"]),
+    ("1e-3*code", ["the weight '1e-3' is not a plain decimal", "0.001*code"]),
+    ("code(wall_s=1e9)", ["wall_s must be at most 86400"]),  # was an OverflowError once the first job ran
     ("length(target=10,zero_at=5)", ["target_chars < zero_at_chars"]),
     ("length(target=10,target=20)", ["argument 'target' is given twice"]),
     ("length(10)", ["argument '10' should be written key=value"]),

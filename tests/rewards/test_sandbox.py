@@ -234,9 +234,12 @@ def test_prompts_without_tests_or_with_bad_tests_are_a_data_error():
     reward = CodeReward(FAST)
     with pytest.raises(DataError, match='"tests"'):
         reward(Prompt.from_dict({"prompt": "Write add."}), ADD)
-    for bad in ([1, 2], [], "", "  \n", ["assert add(1, 2) == 3", ""]):  # an empty test passes anything
+    for bad in ([1, 2], []):
         with pytest.raises(DataError, match="non-empty list of strings"):
             reward(prompt(bad), ADD)
+    for bad, which in (("", "test 1 of 1"), ("  \n", "test 1 of 1"), (["assert add(1, 2) == 3", ""], "test 2 of 2")):
+        with pytest.raises(DataError, match=f'{which} in "tests" is empty \\(it would pass any program\\)'):
+            reward(prompt(bad), ADD)  # an empty test passes anything: named, not 'must be a non-empty list'
     with pytest.raises(DataError, match='"setup" must be a string'):
         reward(prompt(ADD_TESTS, setup=["import math"]), ADD)
 

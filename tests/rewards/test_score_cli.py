@@ -53,6 +53,17 @@ def test_a_scored_file_can_be_rescored_and_a_single_reward_has_no_parts(tmp_path
     assert scored[0]["reason"].endswith("differs from '68' (case and spaces folded)")
 
 
+def test_an_empty_completion_is_scored_not_refused(tmp_path):
+    """A model that stopped at once writes "": one such row refused the whole file ('field "completion" is
+    empty'); it is scored as it is now (numeric finds no number)."""
+    rows = [{**ROWS[1], "completion": ""}, ROWS[0]]
+    data, out = write_rows(tmp_path / "rows.jsonl", rows), tmp_path / "scored.jsonl"
+    assert main(["score", "--reward", "numeric", "--data", data, "--output", str(out)]) == 0
+    scored = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["completion"], r["reward"]) for r in scored] == [("", 0.0), (ROWS[0]["completion"], 1.0)]
+    assert scored[0]["reason"].startswith("no number found")
+
+
 def bad(argv, capsys) -> str:
     assert main(argv) == 2
     err = capsys.readouterr().err

@@ -59,12 +59,15 @@ class ScoreConfig:
 def read_scoring_rows(source: str) -> tuple[list[dict[str, Any]], list[Prompt], list[str]]:
     """The rows of `source`, and each as a Prompt (its other fields the reference, and those of a `reference`
     object, as `posttrain generate` writes them) and a completion text (a message list's contents joined by
-    newlines); a row without `prompt` or `completion` is a DataError naming `file:line`."""
+    newlines; an empty string is scored as it is, as the output of a model that stopped at once); a row without
+    `prompt` or `completion` is a DataError naming `file:line`."""
     rows, prompts, completions = [], [], []
     for where, row in load_rows(source):
         fields = {k: v for k, v in row.items() if v is not None and k not in WRITTEN}
+        completion = fields.get("completion")
+        blank = isinstance(completion, str) and not completion.strip()  # a model that stopped at once: a real output
         try:
-            record = PromptCompletion.from_dict(fields)
+            record = PromptCompletion.from_dict({**fields, "completion": "-"} if blank else fields)
         except RecordError as e:
             raise DataError(row_error(where, e)) from None
         reference = {k: v for k, v in fields.items() if k not in ("prompt", "completion", "reference")}
@@ -73,7 +76,7 @@ def read_scoring_rows(source: str) -> tuple[list[dict[str, Any]], list[Prompt], 
             reference = {**nested, **reference}
         rows.append(row)
         prompts.append(Prompt(record.prompt, reference, record.plain))
-        completions.append("\n".join(m.content for m in record.completion))
+        completions.append(completion if blank else "\n".join(m.content for m in record.completion))
     return rows, prompts, completions
 
 

@@ -293,6 +293,9 @@ def resolve_reward(spec: str, *, tokenizer: Any = None, device: str = "auto", op
     for term in terms:
         weighted = _WEIGHTED.fullmatch(term)
         weight, atom = (float(weighted[1]), weighted[2].strip()) if weighted else (1.0, term.strip())
+        if not weighted and "*" in atom and not _CALL.fullmatch(atom):  # 1e-3*code, 1/2*code: not read as a weight
+            raise ConfigError(f"{option}={spec!r}: the weight {atom.partition('*')[0].strip()!r} is not a plain "
+                              f"decimal (write 0.001*code, not 1e-3*code); {FORMS}")
         if not atom:
             raise ConfigError(f"{option}={spec!r}: an empty term; {FORMS}")
         try:
@@ -341,14 +344,11 @@ def _arguments(text: str) -> dict[str, str]:
     return args
 
 
-_NUMBERS = (int, int | None, float)
-
-
 def _usage(name: str, factory: Callable[..., RewardFn]) -> str:
     """`overlong(max=N,cache=N)`: the spec form of a factory, from its typed parameters."""
     params = [p for p in inspect.signature(factory, eval_str=True).parameters.values() if p.name != "tokenizer"]
-    shown = [f"{p.name}=" + ("N" if p.annotation in _NUMBERS else "BOOL" if p.annotation is bool else "VALUE")
-             for p in params]
+    shown = [f"{p.name}=" + ("INT" if p.annotation in (int, int | None) else "N" if p.annotation is float
+                              else "BOOL" if p.annotation is bool else "VALUE") for p in params]
     return f"{name}({','.join(shown)})" if params else name
 
 
@@ -383,8 +383,8 @@ def _build(name: str, factory: Callable[..., RewardFn], args: dict[str, str], to
         try:
             kwargs[key] = _convert(kind, value)
         except ValueError:
-            raise ValueError(f"{name}: {key}={value!r} is not {'true or false' if kind is bool else 'a number'} "
-                             f"{usage}") from None
+            what = "true or false" if kind is bool else "a whole number" if kind in (int, int | None) else "a number"
+            raise ValueError(f"{name}: {key}={value!r} is not {what} {usage}") from None
     if "tokenizer" in params:
         if tokenizer is None:
             raise ValueError(f"{name} counts tokens with the policy's tokenizer, and none was given "

@@ -61,7 +61,8 @@ class SandboxLimits:
     output_bytes: int = 65536
     """Bytes kept of stdout and of stderr each, and the largest file the program may write (RLIMIT_FSIZE)."""
     max_processes: int = 16
-    """Processes and threads the job's uid may have (RLIMIT_NPROC); as non-root, on top of those it has already."""
+    """Processes and threads the job's uid may have (RLIMIT_NPROC, which counts every thread as a task: a program
+    that starts more threads gets "can't start new thread"); as non-root, on top of those it has already."""
     audit_hook: bool = True
     """Refuse sockets, spawning, ctypes and writes outside the working directory with a clear reason. Turn off
     only to check that the kernel layers hold by themselves."""
@@ -73,6 +74,9 @@ class SandboxLimits:
         for name in ("wall_s", "cpu_s", "memory_mb", "output_bytes", "max_processes"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"SandboxLimits.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("wall_s", "cpu_s"):  # past a day the OS timers overflow (OverflowError) once the first job runs
+            if not getattr(self, name) <= 86400:
+                raise ValueError(f"SandboxLimits.{name} must be at most 86400 (a day), got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -317,6 +321,11 @@ def tests_of(prompt: Prompt) -> tuple[list[str], str]:
     tests = reference_field(prompt, "tests", "code")
     if isinstance(tests, str):
         tests = [tests]
+    if isinstance(tests, list) and tests and all(isinstance(t, str) for t in tests):
+        blank = next((i for i, t in enumerate(tests, start=1) if not t.strip()), None)
+        if blank is not None:  # an empty test would pass any program: a free reward, not a check
+            raise DataError(f'prompt {prompt.text[:40]!r}: test {blank} of {len(tests)} in "tests" is empty (it '
+                            'would pass any program); remove it or write the statement it should check')
     if not isinstance(tests, list) or not tests or not all(isinstance(t, str) and t.strip() for t in tests):
         # an empty test would pass any program: a free reward, not a check
         raise DataError(f'prompt {prompt.text[:40]!r}: "tests" must be a non-empty list of strings (each a test '

@@ -190,7 +190,7 @@ def _compile_tests(tests: list) -> tuple:
 
 def run_job(job: dict, report) -> None:
     """Program, setup, then each test in one namespace; report the outcome (see the module docstring)."""
-    compile_, exec_, nonce, blocked = compile, exec, job["nonce"], job["blocked"]
+    compile_, exec_, nonce, blocked = compile, exec, job.pop("nonce"), job["blocked"]  # not left in a dict on the heap
     tests = _compile_tests(job.pop("tests"))  # nothing the program can reach holds them mutably any more
     namespace = {"__name__": "__main__"}
     for label, source in (("program", job["program"]), ("setup", job["setup"])):
