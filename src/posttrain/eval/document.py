@@ -104,7 +104,7 @@ def hub_base_model(name: str | None) -> str | None:
 
 
 def model_card(run_dir: Path, algorithm: str) -> str:
-    """final/README.md of a finished run: YAML front matter (base_model, datasets, tags, library_name,
+    """final/README.md of a finished run: YAML front matter (base_model, tags, library_name,
     pipeline_tag), then the algorithm and its settings, the evaluation results and the lineage."""
     tag, what, auto_class, pipeline, doc = ALGORITHMS[algorithm]
     run_dir = Path(run_dir)
@@ -117,8 +117,9 @@ def model_card(run_dir: Path, algorithm: str) -> str:
     tags = ["posttrain", tag] + ([objective] if objective and objective != tag else [])
     started_from = base.get("name") or (config.get("model") or {}).get("name")
     # the Hub id where there is one; else (a random-init built-in, a local folder) the name the run started from
-    meta = {"base_model": hub_base_model(started_from) or started_from,
-            "datasets": [d["source"] for d in data if d.get("source")], "tags": tags,
+    # no `datasets`: the Hub reads it as dataset repository ids, and a run's sources are local files, built-in
+    # tasks or feedback campaigns (named, with their sha256 or export id, in the card's lineage table)
+    meta = {"base_model": hub_base_model(started_from) or started_from, "tags": tags,
             "library_name": "transformers", "pipeline_tag": pipeline}
     code = lineage.get("code") or {}
     version = code.get("posttrain", __version__) + (f", commit {code['git_commit']}" if code.get("git_commit") else "")
