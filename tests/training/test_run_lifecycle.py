@@ -304,6 +304,31 @@ def test_a_resume_may_log_less_often_and_drop_a_tracker_and_still_trains_the_sam
         "run.log_every": 2, "run.trackers": []}
 
 
+def test_a_resume_on_another_number_of_processes_is_refused_before_anything_loads(tmp_path, tiny_dir, capsys):
+    """A newcomer resumed a 2-process run as 1 process: the global batch halved and the data position moved
+    back without a word (1 -> 2 ended in 'cannot be read ... rng-1.pt' and advice to --run.overwrite). The number
+    of processes that wrote the checkpoint is checked with the run directory now."""
+    from posttrain.errors import ConfigError
+    from posttrain.training.rundir import check_world_size
+
+    assert main(flags(tmp_path, "w", "--run.save-every", "3")) == 0
+    run = tmp_path / "runs" / "w"
+    state = run / "checkpoints" / "step-6" / "state.json"
+    saved = json.loads(state.read_text())
+    state.write_text(json.dumps({**saved, "world_size": 2}))  # as torchrun --nproc-per-node 2 writes it
+    shutil.rmtree(run / "final")
+    before = tree(run)
+    capsys.readouterr()
+    assert main(flags(tmp_path, "w", "--run.resume")) == 2
+    line = one_line(capsys.readouterr().err)
+    assert "was written by 2 processes and this launch has 1" in line
+    assert "resume with torchrun --nproc-per-node 2 -m posttrain" in line
+    assert tree(run) == before
+    state.write_text(json.dumps(saved))
+    with pytest.raises(ConfigError, match="written by 1 process and this launch has 2: .* posttrain ... .no torchrun."):
+        check_world_size(state.parent, 2)
+
+
 def test_resume_from_a_path_that_is_not_a_checkpoint_of_the_run_is_refused(tmp_path, tiny_dir, capsys):
     assert main(flags(tmp_path, "x")) == 0
     capsys.readouterr()

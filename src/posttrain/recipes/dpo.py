@@ -251,7 +251,7 @@ def _train(cfg: DPOConfig, d: Dist) -> Path:
     train_examples, eval_examples, data_lineage = prepare_data(cfg, tokenizer)
     check_heldout(len(eval_examples), d, cfg.dist)
     check_trackers(cfg.run.trackers)
-    check_run_dir(cfg.run)
+    check_run_dir(cfg.run, d.world_size)
     splits = {"train": train_examples, "eval": eval_examples}
 
     # -- set up ------------------------------------------------------------------------------

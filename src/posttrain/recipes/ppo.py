@@ -397,7 +397,7 @@ def run_ppo(cfg: PPOConfig, d: Dist) -> Path:
     check_sampler(cfg, d)
     order = PromptOrder(len(prompts), cfg.rl.prompts_per_step, cfg.run.seed)
     check_trackers(cfg.run.trackers)
-    check_run_dir(cfg.run)
+    check_run_dir(cfg.run, d.world_size)
     note_untrained_start(cfg.model.name, d)
 
     # -- set up ---------------------------------------------------------------------------------------------

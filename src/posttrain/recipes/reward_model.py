@@ -156,7 +156,7 @@ def _train(cfg: RewardModelConfig, d: Dist) -> Path:
               "`margin` field; rankings have none); the others train without one", file=sys.stderr)
     check_heldout(len(eval_groups), d, cfg.dist)
     check_trackers(cfg.run.trackers)
-    check_run_dir(cfg.run)
+    check_run_dir(cfg.run, d.world_size)
 
     # -- set up ------------------------------------------------------------------------------
     seed_everything(cfg.run.seed)

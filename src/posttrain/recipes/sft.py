@@ -111,7 +111,7 @@ def _train(cfg: SFTConfig, d: Dist) -> Path:
     train_examples, eval_examples, data_lineage = prepare_data(cfg, tokenizer)
     check_heldout(len(eval_examples), d, cfg.dist)
     check_trackers(cfg.run.trackers)
-    check_run_dir(cfg.run)
+    check_run_dir(cfg.run, d.world_size)
 
     # -- set up ------------------------------------------------------------------------------
     seed_everything(cfg.run.seed)

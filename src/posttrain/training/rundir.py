@@ -134,16 +134,17 @@ def run_finished(cfg: RunConfig, is_main: bool = True) -> bool:
     return True
 
 
-def check_run_dir(cfg: RunConfig) -> Path:
-    """Refuse to clobber an existing run; refuse to resume a run that cannot be resumed. Creates nothing.
-    The last of a recipe's checks, so that a data error shows even where the run directory exists."""
+def check_run_dir(cfg: RunConfig, world_size: int = 1) -> Path:
+    """Refuse to clobber an existing run; refuse to resume a run that cannot be resumed, on another number of
+    processes (`world_size`, this launch's) included. Creates nothing. The last of a recipe's checks, so that a
+    data error shows even where the run directory exists."""
     path = run_path(cfg)
     blocking = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
     if blocking is not None:  # mkdir would raise NotADirectoryError once the model is loaded
         raise UserError(f"--run.output-dir {cfg.output_dir}: {blocking} is a file, not a folder; name a folder for "
                         "the runs")
     if cfg.resume:
-        resume_checkpoint(cfg)
+        check_world_size(resume_checkpoint(cfg), world_size)
     elif path.exists() and any(path.iterdir()) and not cfg.overwrite:
         raise UserError(
             f"{path} already exists; pass --run.resume to continue it, --run.overwrite to replace it, "
@@ -153,6 +154,23 @@ def check_run_dir(cfg: RunConfig) -> Path:
         raise UserError(f"{path} holds files but is not a posttrain run (no config.json and checkpoints/): "
                         "--run.overwrite replaces runs only; move the files, or choose another --run.name")
     return path
+
+
+def check_world_size(checkpoint: Path, world_size: int) -> None:
+    """A ConfigError (rank 0 says it) when `checkpoint` was written by another number of processes than this launch
+    has: each process's batch share, place in the data and random state are saved per process, so a resume keeps
+    the number (2 -> 1 halved the global batch and moved the data position back without a word; 1 -> 2 found no
+    random state for rank 1)."""
+    try:
+        saved = int(json.loads((checkpoint / "state.json").read_text()).get("world_size", 1))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return  # a damaged state.json: loading the checkpoint names it
+    if saved == world_size:
+        return
+    launch = f"torchrun --nproc-per-node {saved} -m posttrain ..." if saved > 1 else "posttrain ... (no torchrun)"
+    raise ConfigError(f"{checkpoint} was written by {saved} process{'es' if saved > 1 else ''} and this launch has "
+                      f"{world_size}: a resume keeps the number (the global batch, each process's place in the data "
+                      f"and its random state depend on it); resume with {launch}")
 
 
 def is_run_dir(path: Path) -> bool:
