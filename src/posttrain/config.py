@@ -219,7 +219,7 @@ class DistConfig:
     reshard_after_forward: bool = True
     """fsdp: free a block's gathered weights after its forward and gather them again for its backward (least
     memory, as ZeRO-3); false keeps them from the forward to the backward (one all-gather fewer per block and
-    step, the gathered weights of every block held at once)."""
+    step, the gathered weights of every block held at once; refused with ddp)."""
     mixed_precision: Literal["none", "bf16"] = "none"
     """fsdp: `bf16` computes forward and backward in bfloat16 from float32 weights, and reduces gradients in
     float32 (FSDP2's MixedPrecisionPolicy; for GPUs: bfloat16 is slow on most CPUs). `none`: compute in the
@@ -231,6 +231,9 @@ class DistConfig:
               self.mixed_precision)
         check(self.mixed_precision == "none" or self.strategy == "fsdp", "dist.mixed_precision",
               "applies to --dist.strategy fsdp only (with ddp, set --model.dtype)", self.mixed_precision)
+        check(self.reshard_after_forward or self.strategy == "fsdp", "dist.reshard_after_forward",
+              "false (--dist.no-reshard-after-forward) applies to --dist.strategy fsdp only: ddp holds the whole "
+              "model on every process, with nothing to reshard", self.reshard_after_forward)
 
 
 @dataclass

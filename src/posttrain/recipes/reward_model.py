@@ -154,7 +154,7 @@ def _train(cfg: RewardModelConfig, d: Dist) -> Path:
     if cfg.margin and with_margin < len(train_groups) and d.is_main:  # the option would do less than asked
         print(f"warning: --margin: {with_margin} of {len(train_groups)} training groups carry a margin (a pair's "
               "`margin` field; rankings have none); the others train without one", file=sys.stderr)
-    check_heldout(len(eval_groups), d, cfg.dist)
+    check_heldout(len(eval_groups), d, cfg.dist, source=cfg.data.eval)
     check_trackers(cfg.run.trackers)
     check_run_dir(cfg.run, d.world_size)
 

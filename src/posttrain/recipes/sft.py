@@ -109,7 +109,7 @@ def _train(cfg: SFTConfig, d: Dist) -> Path:
     # -- check every input before anything is written; the run directory last, so a data error shows first --
     tokenizer = load_tokenizer(cfg.model.name)
     train_examples, eval_examples, data_lineage = prepare_data(cfg, tokenizer)
-    check_heldout(len(eval_examples), d, cfg.dist)
+    check_heldout(len(eval_examples), d, cfg.dist, source=cfg.data.eval)
     check_trackers(cfg.run.trackers)
     check_run_dir(cfg.run, d.world_size)
 

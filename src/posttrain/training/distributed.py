@@ -75,12 +75,15 @@ def parallelize(model: torch.nn.Module, d: Dist, cfg: DistConfig, reference: Ref
     return torch.nn.parallel.DistributedDataParallel(model)
 
 
-def check_heldout(n_heldout: int, d: Dist, cfg: DistConfig, more: str = "--data.eval-fraction") -> None:
+def check_heldout(n_heldout: int, d: Dist, cfg: DistConfig, more: str = "--data.eval-fraction",
+                  source: str | None = None) -> None:
     """A ConfigError when a sharded run's held-out set has examples but fewer than the processes: the processes of a
-    sharded model evaluate in step, each on a share of its own (training.loop.eval_order)."""
+    sharded model evaluate in step, each on a share of its own (training.loop.eval_order). `source`: the held-out
+    file where one was given (--data.eval), which `more` (the option that holds out more) does not change."""
     if cfg.strategy == "fsdp" and d.enabled and 0 < n_heldout < d.world_size:
+        fix = f"add rows to {source}" if source else f"hold out more ({more})"
         raise ConfigError(f"the held-out set has {n_heldout} example(s) for {d.world_size} processes: with "
-                          f"--dist.strategy fsdp each process needs one of its own; hold out more ({more})")
+                          f"--dist.strategy fsdp each process needs one of its own; {fix}, or use --dist.strategy ddp")
 
 
 def no_sync(model: torch.nn.Module, last: bool):
