@@ -148,3 +148,18 @@ def test_help_into_a_closed_pipe_stops_quietly():
     out = subprocess.run(f"set -o pipefail; {sys.executable} -m posttrain sft --help | true", shell=True,
                          capture_output=True, text=True, timeout=120, executable="/bin/bash")
     assert (out.returncode, out.stderr) == (141, ""), out.stderr
+
+
+def test_ctrl_c_under_torchrun_says_interrupted_once(capsys, monkeypatch):
+    """Ctrl-C reaches every torchrun process: 'posttrain sft: interrupted' came once per rank."""
+    from posttrain import cli
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli.COMMANDS, "sft", interrupted)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank, said in (("1", ""), ("0", "posttrain sft: interrupted\n")):
+        monkeypatch.setenv("RANK", rank)
+        assert cli.main(["sft"]) == 130
+        assert capsys.readouterr().err == said

@@ -273,8 +273,9 @@ def _main(argv: list[str] | None) -> int:
         elif not isinstance(e, ConfigError):  # an option's check fails alike on every process: rank 0 says it
             print(f"posttrain {cmd} (rank {rank}): error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"posttrain {cmd}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt:  # under torchrun, Ctrl-C reaches every process: rank 0 says it
+        if os.environ.get("RANK", "0") == "0" or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            print(f"posttrain {cmd}: interrupted", file=sys.stderr)
         return 130
 
 
