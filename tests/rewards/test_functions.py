@@ -82,6 +82,17 @@ def test_resolve_reward_names_and_module_function():
     assert resolve_reward(f"{__name__}:with_defaults") is with_defaults  # extra parameters with defaults are fine
 
 
+def test_a_reward_file_that_does_not_parse_or_raises_on_import_is_one_line(tmp_path, monkeypatch):
+    """A syntax error in one's own reward file ended in a 59-line traceback, exit 1 (newcomer trial 8)."""
+    (tmp_path / "broken_reward.py").write_text("def r(prompt, completion)\n    return 1.0\n")
+    (tmp_path / "raising_reward.py").write_text("import json\nVALUE = 1 / 0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError, match=r"module 'broken_reward' does not parse: .*broken_reward.py:1: "):
+        resolve_reward("broken_reward:r")
+    with pytest.raises(ConfigError, match="importing module 'raising_reward' raised ZeroDivisionError"):
+        resolve_reward("raising_reward:r")
+
+
 @pytest.mark.parametrize("spec, words", [
     ("numerik", ["reward='numerik'", "unknown reward 'numerik' (did you mean numeric?)"]),
     ("gym", ["unknown reward 'gym' (did you mean reasoning_gym?)"]),

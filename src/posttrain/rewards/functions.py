@@ -436,6 +436,11 @@ def _user_function(spec: str) -> RewardFn:
                              "the folder that holds it (or put that folder on PYTHONPATH)") from None
         raise ValueError(f"cannot import module {module_name!r} ({e}; looked on sys.path and in "
                          f"{os.getcwd()})") from None
+    except SyntaxError as e:  # the user's own file: where, not the import machinery's traceback
+        raise ValueError(f"module {module_name!r} does not parse: {e.filename}:{e.lineno}: {e.msg}; fix the "
+                         "file") from None
+    except Exception as e:  # noqa: BLE001  code at the module's top level raised while importing it
+        raise ValueError(f"importing module {module_name!r} raised {type(e).__name__}: {e}") from None
     if not hasattr(module, attr):
         raise ValueError(f"module {module_name!r} has no attribute {attr!r}")
     function = getattr(module, attr)
