@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test test-fast test-vllm bench docs clean chromium
+.PHONY: demo test test-fast test-vllm bench docs lint clean chromium
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ bench: $(VENV)/.installed
 
 docs: $(VENV)/.installed
 	$(PY) -c 'from posttrain.cli import config_reference; print(config_reference())' > docs/config.md
+
+lint: $(VENV)/.installed  # ruff, as pyproject.toml configures it
+	$(PY) -m pip install -q "ruff>=0.6,<1"
+	$(VENV)/bin/ruff check src tests bench scripts
 
 clean:
 	rm -rf $(VENV) .venv-vllm runs .cache .pytest_cache
