@@ -290,10 +290,12 @@ def test_a_dpo_card_names_its_objective_and_evaluation(tmp_path, tiny_dir):
     from posttrain.eval.document import model_card
 
     run = write_run(tmp_path / "dpo")
-    (run / "config.json").write_text(json.dumps({"optim": {"lr": 5e-4}, "dpo": {"loss": "ipo", "beta": 0.1}}))
+    (run / "config.json").write_text(json.dumps({"optim": {"lr": 5e-4}, "dpo": {"loss": "ipo", "beta": 0.1, "label_smoothing": 0.0,
+                                                                                "simpo_gamma_beta_ratio": 0.5}}))
     write_eval(run / "eval", {"sft": ["0", "2", "4"], "dpo": ["0", "2", "4"]})
     card = model_card(run, "dpo")
     assert front_matter(card)["tags"] == ["posttrain", "dpo", "ipo"]
+    assert "dpo.beta" in card and "label_smoothing" not in card and "simpo_gamma" not in card  # DPO's, SimPO's
     assert "| `dpo.beta` | 0.1 |" in card
     assert "| win rate of dpo over sft (verifier) | `builtin:arithmetic/heldout` | 0.62 | [0.57, 0.67] | 3 |" in card
 

@@ -20,6 +20,7 @@ from posttrain import __version__
 from posttrain.eval.figures import SKIPPED
 from posttrain.eval.report import flatten, last_values, write_report
 from posttrain.files import write_text_atomic
+from posttrain.losses.preference import ONE_OBJECTIVE_PARAMETERS
 from posttrain.training.metrics import read_metrics
 
 # algorithm -> (tag, what it is, how the saved model loads, pipeline tag, docs page)
@@ -53,10 +54,13 @@ def _read(path: Path) -> Any:
 
 def key_settings(config: dict[str, Any]) -> dict[str, Any]:
     """The settings a model card lists: KEY_SETTINGS that config.json has (LoRA's only with LoRA on), and every
-    setting of the algorithm's own sections (`dpo.*`, a reward model's `margin`, ...)."""
+    setting of the algorithm's own sections (`dpo.*` but another objective's parameters, a reward model's
+    `margin`, ...)."""
     flat = dict(flatten(config))
     keys = [k for k in KEY_SETTINGS if k in flat and not (k.startswith("model.lora_a") and not flat.get("model.lora_r"))]
-    own = {k: v for k, v in flat.items() if k.split(".")[0] not in SECTIONS}
+    own = {k: v for k, v in flat.items() if k.split(".")[0] not in SECTIONS
+           # a DPO-family run reads only its own objective's parameters: an IPO card shows no label_smoothing
+           and not (k.startswith("dpo.") and ONE_OBJECTIVE_PARAMETERS.get(k[4:], flat.get("dpo.loss")) != flat.get("dpo.loss"))}
     return {**{k: flat[k] for k in keys}, **own}
 
 

@@ -18,6 +18,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+# The objective-specific parameters, by the one objective that reads each (dpo_loss's label_smoothing, simpo_loss's
+# gamma/beta ratio): the DPO recipe refuses one given with another objective, and a model card leaves it out there.
+ONE_OBJECTIVE_PARAMETERS = {"label_smoothing": "dpo", "simpo_gamma_beta_ratio": "simpo"}
+
 
 def _check_same_shape(**tensors: torch.Tensor) -> None:
     shapes = {name: tuple(t.shape) for name, t in tensors.items()}

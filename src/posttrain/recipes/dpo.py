@@ -21,6 +21,7 @@ over the micro-batch, which changes with how a step is split); the reference is 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from posttrain.data.splits import train_and_heldout
 from posttrain.data.tokenize import use_chat_template
 from posttrain.errors import ConfigError
 from posttrain.eval.document import document_run
-from posttrain.losses.preference import dpo_loss, ipo_loss, simpo_loss
+from posttrain.losses.preference import ONE_OBJECTIVE_PARAMETERS, dpo_loss, ipo_loss, simpo_loss
 from posttrain.models.attention import pair_layout
 from posttrain.models.load import load_model, load_tokenizer, save_model
 from posttrain.models.logprobs import pair_logps
@@ -105,11 +106,13 @@ class PreferenceConfig:
                "use >= 1 (the authors use 2.0-2.5): pass --dpo.beta 2.0", self.beta)
         check(0 <= self.label_smoothing < 0.5, "dpo.label_smoothing",
                "must be in [0, 0.5) (0.5 means labels are coin flips)", self.label_smoothing)
-        check(self.label_smoothing == 0 or self.loss == "dpo", "dpo.label_smoothing",
+        default = {f.name: f.default for f in dataclasses.fields(self)}  # not retyped: a new default stays right
+        check(self.label_smoothing == default["label_smoothing"] or self.loss == "dpo", "dpo.label_smoothing",
                f"is conservative DPO and only applies with --dpo.loss dpo (not {self.loss})", self.label_smoothing)
         check(self.simpo_gamma_beta_ratio >= 0, "dpo.simpo_gamma_beta_ratio", "must be >= 0",
                self.simpo_gamma_beta_ratio)
-        check(self.simpo_gamma_beta_ratio == 0.5 or self.loss == "simpo", "dpo.simpo_gamma_beta_ratio",
+        check(self.simpo_gamma_beta_ratio == default["simpo_gamma_beta_ratio"] or self.loss == "simpo",
+              "dpo.simpo_gamma_beta_ratio",
                f"only applies with --dpo.loss simpo (not {self.loss})", self.simpo_gamma_beta_ratio)
         check(self.nll_coef >= 0, "dpo.nll_coef", "must be >= 0 (0 disables the NLL term)", self.nll_coef)
         check(self.reference == "precompute" or self.loss != "simpo", "dpo.reference",
@@ -226,7 +229,7 @@ def reference_logps_for_run(cfg: DPOConfig, splits: dict[str, list[PreferenceExa
     return logps, key, True
 
 
-ONE_LOSS_OPTIONS = {"dpo.simpo_gamma_beta_ratio": "simpo", "dpo.label_smoothing": "dpo"}
+ONE_LOSS_OPTIONS = {f"dpo.{name}": loss for name, loss in ONE_OBJECTIVE_PARAMETERS.items()}
 """Options that only one --dpo.loss reads: given with another, they are refused even at their default value."""
 
 
