@@ -134,8 +134,8 @@ def _parser_message(e: Exception) -> str:
 
 
 CONFIG_HELP = ("A YAML, TOML or JSON file of option values, read before the command line, which overrides it. Its "
-               "keys are the option names, nested by section (`optim: {max-steps: 5}`; `max_steps` works too); a list option takes a list or one "
-               "value (`run: {trackers: wandb}`).")
+               "keys are the option names, nested by section (`optim: {max-steps: 5}`; `max_steps` works too); a "
+               "list option takes a list or one value (`run: {trackers: wandb}`).")
 HELP_WIDTH = 120  # tyro puts option groups side by side from 130 columns; one column reads top to bottom
 
 

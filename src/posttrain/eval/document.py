@@ -58,9 +58,9 @@ def key_settings(config: dict[str, Any]) -> dict[str, Any]:
     `margin`, ...)."""
     flat = dict(flatten(config))
     keys = [k for k in KEY_SETTINGS if k in flat and not (k.startswith("model.lora_a") and not flat.get("model.lora_r"))]
-    own = {k: v for k, v in flat.items() if k.split(".")[0] not in SECTIONS
-           # a DPO-family run reads only its own objective's parameters: an IPO card shows no label_smoothing
-           and not (k.startswith("dpo.") and ONE_OBJECTIVE_PARAMETERS.get(k[4:], flat.get("dpo.loss")) != flat.get("dpo.loss"))}
+    # a DPO-family run reads only its own objective's parameters: an IPO card shows no label_smoothing
+    unread = {f"dpo.{name}" for name, loss in ONE_OBJECTIVE_PARAMETERS.items() if loss != flat.get("dpo.loss")}
+    own = {k: v for k, v in flat.items() if k.split(".")[0] not in SECTIONS and k not in unread}
     return {**{k: flat[k] for k in keys}, **own}
 
 

@@ -344,17 +344,20 @@ def _arguments(text: str) -> dict[str, str]:
     return args
 
 
+_INTS = (int, int | None)  # the parameter types a spec value must be a whole number for
+
+
 def _usage(name: str, factory: Callable[..., RewardFn]) -> str:
     """`overlong(max=N,cache=N)`: the spec form of a factory, from its typed parameters."""
     params = [p for p in inspect.signature(factory, eval_str=True).parameters.values() if p.name != "tokenizer"]
-    shown = [f"{p.name}=" + ("INT" if p.annotation in (int, int | None) else "N" if p.annotation is float
+    shown = [f"{p.name}=" + ("INT" if p.annotation in _INTS else "N" if p.annotation is float
                               else "BOOL" if p.annotation is bool else "VALUE") for p in params]
     return f"{name}({','.join(shown)})" if params else name
 
 
 def _convert(kind: Any, value: str) -> Any:
     """A spec argument as its parameter's type: int, float, bool (`true`/`false`) or str; ValueError if not."""
-    if kind in (int, int | None):
+    if kind in _INTS:
         return int(value)
     if kind is float:
         return float(value)
@@ -383,7 +386,7 @@ def _build(name: str, factory: Callable[..., RewardFn], args: dict[str, str], to
         try:
             kwargs[key] = _convert(kind, value)
         except ValueError:
-            what = "true or false" if kind is bool else "a whole number" if kind in (int, int | None) else "a number"
+            what = "true or false" if kind is bool else "a whole number" if kind in _INTS else "a number"
             raise ValueError(f"{name}: {key}={value!r} is not {what} {usage}") from None
     if "tokenizer" in params:
         if tokenizer is None:

@@ -321,15 +321,13 @@ def tests_of(prompt: Prompt) -> tuple[list[str], str]:
     tests = reference_field(prompt, "tests", "code")
     if isinstance(tests, str):
         tests = [tests]
-    if isinstance(tests, list) and tests and all(isinstance(t, str) for t in tests):
-        blank = next((i for i, t in enumerate(tests, start=1) if not t.strip()), None)
-        if blank is not None:  # an empty test would pass any program: a free reward, not a check
-            raise DataError(f'prompt {prompt.text[:40]!r}: test {blank} of {len(tests)} in "tests" is empty (it '
-                            'would pass any program); remove it or write the statement it should check')
-    if not isinstance(tests, list) or not tests or not all(isinstance(t, str) and t.strip() for t in tests):
-        # an empty test would pass any program: a free reward, not a check
+    if not isinstance(tests, list) or not tests or not all(isinstance(t, str) for t in tests):
         raise DataError(f'prompt {prompt.text[:40]!r}: "tests" must be a non-empty list of strings (each a test '
                         f'statement such as "assert f(1) == 2") or one string of test code, got {tests!r:.80}')
+    blank = next((i for i, t in enumerate(tests, start=1) if not t.strip()), None)
+    if blank is not None:  # an empty test would pass any program: a free reward, not a check
+        raise DataError(f'prompt {prompt.text[:40]!r}: test {blank} of {len(tests)} in "tests" is empty (it '
+                        'would pass any program); remove it or write the statement it should check')
     setup = prompt.reference.get("setup", "")
     if not isinstance(setup, str):
         raise DataError(f'prompt {prompt.text[:40]!r}: "setup" must be a string of Python code, got {setup!r:.80}')

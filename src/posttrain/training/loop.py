@@ -365,10 +365,11 @@ def interruptible(run: Run, model: torch.nn.Module, optimizer: torch.optim.Optim
                 print(f"{where}: no checkpoint to keep; start again with --run.overwrite", file=sys.stderr)
         raise
     except Exception as e:  # a mistake found once the run began (a reward that raises on its first completions), a crash
+        replaced = replaced_path(run.dir).is_dir()  # a run --run.overwrite set aside, which comes back
         if run.d.is_main and (undone := _undo_new_run(run, isinstance(e, UserError) and run.completed == 0)):
             run.bar.close()
             run.sink.close()
-            if not isinstance(e, UserError) or "replaced" in undone:
+            if not isinstance(e, UserError) or replaced:  # a UserError's own line says the rest
                 print(f"the run stopped in step {run.completed + 1} of {run.total_steps}, {undone}", file=sys.stderr)
         raise
     finally:
