@@ -26,6 +26,9 @@ def test_ranking_order_maps_positions_to_indices():
     assert read_answer("ranking", {"order": [1, 2, 0]}, [2, 0, 1], [])["order"] == [0, 1, 2]
     with pytest.raises(AnswerError, match="once"):
         read_answer("ranking", {"order": [1, 1, 0]}, [2, 0, 1], [])
+    for order in ([0, 1, "2"], [0, None, 1], [[0], 1, 2], [0, 1, 2.0], [True, 0, 2]):  # not a TypeError (a 500)
+        with pytest.raises(AnswerError, match="once"):
+            read_answer("ranking", {"order": order}, [2, 0, 1], [])
 
 
 def test_rubric_scores_are_stored_per_response_and_checked_against_the_scales():
@@ -34,6 +37,10 @@ def test_rubric_scores_are_stored_per_response_and_checked_against_the_scales():
     assert out["scores"] == [{"helpful": 2}, {"helpful": 5}]
     with pytest.raises(AnswerError, match="1..5"):
         read_answer("rubric", {"scores": [{"helpful": 6}, {"helpful": 2}]}, [1, 0], scales)
+    with pytest.raises(AnswerError, match=r"response B \(scores\[1\]\): helpful must"):  # the page's label, the API's index
+        read_answer("rubric", {"scores": [{"helpful": 5}, {"helpful": "2"}]}, [1, 0], scales)
+    with pytest.raises(AnswerError, match=r"response A \(scores\[0\]\): 'x' is not a scale of this campaign \(helpful\)"):
+        read_answer("rubric", {"scores": [{"helpful": 4, "x": 1}, {"helpful": 2}]}, [1, 0], scales)
 
 
 def test_correction_flags_and_comment():

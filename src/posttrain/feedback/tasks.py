@@ -72,8 +72,8 @@ def read_answer(task_type: str, answer: dict[str, Any], presentation: list[int],
         out = {"choice": choice, "winner": presentation["AB".index(choice)] if choice in ("A", "B") else None}
     elif task_type == "ranking":
         order = answer.get("order")
-        if not isinstance(order, list) or sorted(order) != list(range(k)) or \
-                any(isinstance(i, bool) for i in order):
+        if not isinstance(order, list) or any(isinstance(i, bool) or not isinstance(i, int) for i in order) or \
+                sorted(order) != list(range(k)):  # ints first: sorted() of [0, "2"] raises TypeError
             raise AnswerError(f"order must list each of the {k} positions 0..{k - 1} once, best first (got {order!r})")
         out = {"order": [presentation[i] for i in order]}
     elif task_type == "rubric":
@@ -81,14 +81,19 @@ def read_answer(task_type: str, answer: dict[str, Any], presentation: list[int],
         if not isinstance(scores, list) or len(scores) != k:
             raise AnswerError(f"scores must hold one object per response ({k})")
         stored: list[dict[str, int] | None] = [None] * k
+        names = [s["name"] for s in rubric]
         for pos, given in enumerate(scores):
+            where = f"response {chr(ord('A') + pos)} (scores[{pos}])"  # as the page labels it, and as the API counts
             if not isinstance(given, dict):
-                raise AnswerError(f"scores[{pos}] must be an object of scale: value")
+                raise AnswerError(f"{where} must be an object of scale: value")
+            unknown = [name for name in given if name not in names]
+            if unknown:
+                raise AnswerError(f"{where}: {unknown[0]!r} is not a scale of this campaign ({', '.join(names)})")
             row = {}
             for s in rubric:
                 v = given.get(s["name"])
                 if isinstance(v, bool) or not isinstance(v, int) or not s["min"] <= v <= s["max"]:
-                    raise AnswerError(f"response {pos + 1}: {s['name']} must be an integer {s['min']}..{s['max']}")
+                    raise AnswerError(f"{where}: {s['name']} must be an integer {s['min']}..{s['max']}")
                 row[s["name"]] = v
             stored[presentation[pos]] = row
         out = {"scores": stored}
