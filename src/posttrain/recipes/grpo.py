@@ -27,49 +27,42 @@ from typing import Literal
 import torch
 
 from posttrain.config import DistConfig, ModelConfig, OptimConfig, RunConfig, SamplingParams, VLLMConfig, check
-from posttrain.data.load import describe_source
 from posttrain.data.tokenize import use_chat_template
 from posttrain.eval.document import document_run
 from posttrain.files import write_jsonl
-from posttrain.models.attention import pair_layout
 from posttrain.models.load import load_model, load_tokenizer, save_model
 from posttrain.models.reference import Reference
-from posttrain.rewards.functions import check_reference_fields, resolve_reward
+from posttrain.rewards.functions import resolve_reward
 from posttrain.rl.advantages import group_advantages, zero_variance_groups
 from posttrain.rl.engine import (
     FlatStart,
-    Layout,
     PromptOrder,
     evaluate_policy,
     global_std,
     make_groups,
     rollout_metrics,
-    sample_groups,
-    score_rollout,
-    step_seeds,
-    step_share,
+    sample_step,
     update,
+    update_layout,
 )
-from posttrain.rl.samplers import check_sampler, push_weights, rollout_sampler
+from posttrain.rl.samplers import push_weights, rollout_sampler
 from posttrain.rl.setup import (
     PromptDataConfig,
     RLConfig,
     check_rl_optim,
-    check_world_size,
+    check_run_start,
     eval_reward_spec,
     heldout_source,
-    load_prompts,
-    note_untrained_start,
+    load_run_prompts,
     reward_spec,
+    start_rl_run,
 )
 from posttrain.sampling.sampler import ModelSampler
 from posttrain.sampling.vllm_sampler import VLLMSampler
 from posttrain.training.checkpoint import seed_everything
-from posttrain.training.distributed import Dist, check_heldout, distributed, parallelize
-from posttrain.training.loop import end_step, finish_run, interruptible, start_run
-from posttrain.training.metrics import check_trackers
-from posttrain.training.optim import build_optimizer, build_scheduler
-from posttrain.training.rundir import check_run_dir, resume_config, run_finished, run_path
+from posttrain.training.distributed import Dist, distributed, parallelize
+from posttrain.training.loop import end_step, finish_run, interruptible
+from posttrain.training.rundir import resume_config, run_finished, run_path
 from posttrain.training.summary import print_summary
 
 # The held-out figure printed when training ends.
@@ -130,75 +123,49 @@ def run_policy_optimization(cfg, d: Dist, label: str, advantages: Callable[..., 
     use_chat_template(tokenizer, cfg.data.chat_template)
     spec = reward_spec(cfg.rl.reward, cfg.data.train, "rl.reward")
     reward = resolve_reward(spec, tokenizer=tokenizer, device=cfg.run.device, option="rl.reward")
-    prompts, prompt_ids = load_prompts(cfg.data.train, tokenizer, cfg.data.limit, cfg.data.max_prompt_length,
-                                        cfg.model.name)
-    check_reference_fields(reward, prompts, cfg.data.train)
     eval_source = heldout_source(cfg.data)
-    eval_prompts, eval_ids, eval_reward = [], [], None
-    if eval_source:
-        eval_reward = resolve_reward(eval_reward_spec(cfg.rl.eval_reward, spec, eval_source), tokenizer=tokenizer,
-                                     device=cfg.run.device, option="rl.eval_reward" if cfg.rl.eval_reward else "rl.reward")
-        eval_prompts, eval_ids = load_prompts(eval_source, tokenizer, cfg.data.eval_prompts,
-                                                  cfg.data.max_prompt_length, cfg.model.name)
-        check_reference_fields(eval_reward, eval_prompts, eval_source)
-    check_world_size(cfg.rl, d)
-    check_heldout(len(eval_prompts), d, cfg.dist, "--data.eval-prompts")  # a prompt per sharded process
-    check_sampler(cfg, d)
-    order = PromptOrder(len(prompts), cfg.rl.prompts_per_step, cfg.run.seed)
-    check_trackers(cfg.run.trackers)
-    check_run_dir(cfg.run, d.world_size)
-    note_untrained_start(cfg.model.name, d)
+    eval_reward = None if not eval_source else resolve_reward(
+        eval_reward_spec(cfg.rl.eval_reward, spec, eval_source), tokenizer=tokenizer, device=cfg.run.device,
+        option="rl.eval_reward" if cfg.rl.eval_reward else "rl.reward")
+    prompts = load_run_prompts(cfg.data, tokenizer, cfg.model.name, reward, eval_reward)
+    order = PromptOrder(len(prompts.train), cfg.rl.prompts_per_step, cfg.run.seed)
+    check_run_start(cfg, d, len(prompts.heldout))
 
     # -- set up ---------------------------------------------------------------------------------------------
     seed_everything(cfg.run.seed)
     model, _ = load_model(cfg.model, d.device)
     # the starting policy, before any update or checkpoint load (under LoRA: the base, adapters off)
     reference = Reference(model, keep_copy=True) if cfg.rl.kl_beta > 0 else None
-    pairs = pair_layout(model, cfg.data.share_prompt)  # a block mask? logits_to_keep? the last layer where scored?
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    layout = Layout(pairs.share_prompt, pairs.mask_dtype, pairs.trim_logits, pad_id, d.device,
-                    pairs.last_layer)  # the reference is the same model, or a copy of it
+    layout = update_layout(model, tokenizer, cfg.data.share_prompt, d.device)  # the reference: the same model or a copy
     model.train()
     policy = model
     model = parallelize(model, d, cfg.dist, reference)  # DDP or FSDP2 under torchrun (--dist.strategy)
-    optimizer = build_optimizer(model, cfg.optim)
-    total_steps = cfg.optim.max_steps or max(1, int(cfg.optim.epochs * order.steps_per_epoch))
-    updates_per_step = cfg.rl.updates_per_batch * cfg.rl.minibatches
-    scheduler = build_scheduler(optimizer, total_steps * updates_per_step, cfg.optim)
-    data_lineage = [describe_source(s) for s in (cfg.data.train, eval_source) if s]
-    run = start_run(cfg.run, cfg, d, model, optimizer, scheduler, total_steps, data_lineage, cfg.model.name, label,
-                    reward=spec)
+    run, optimizer, scheduler = start_rl_run(cfg, d, model, order.steps_per_epoch, prompts, label, spec)
     group_size = cfg.rl.group_size
     sampler = rollout_sampler(cfg, policy, tokenizer)
     engine = sampler if isinstance(sampler, VLLMSampler) else None  # its weights are pushed after each update
     eval_sampler = engine or ModelSampler(policy, tokenizer, batch_size=64)
 
     def evaluate_heldout(step: int) -> dict[str, float]:
-        metrics, samples = evaluate_policy(policy, eval_sampler, eval_prompts, eval_ids, eval_reward, cfg.sampling, d)
+        metrics, samples = evaluate_policy(policy, eval_sampler, prompts.heldout, prompts.heldout_ids, eval_reward,
+                                           cfg.sampling, d)
         if d.is_main:
             write_jsonl(samples, run.dir / "samples" / f"eval-step-{step}.jsonl")
         return metrics
 
     # -- loop -----------------------------------------------------------------------------------------------
     completions_done = 0
-    flat_start = FlatStart(total_steps - run.start_step, group_size)  # says so when the first steps learn nothing
+    flat_start = FlatStart(run.total_steps - run.start_step, group_size)  # says so when the first steps learn nothing
     with interruptible(run, model, optimizer, scheduler):  # Ctrl-C: keep the last step, say how to resume
-        if eval_prompts and run.start_step == 0:
+        if prompts.heldout and run.start_step == 0:
             run.sink.log(0, evaluate_heldout(0))  # the starting policy, to compare with
-        for step in range(run.start_step, total_steps):
-            step_prompts = order.step(step)
-            mine, positions = step_share(step_prompts, cfg.rl, d)  # this process's prompts, their places in the step
-            t0 = time.perf_counter()
-            rollout = sample_groups(sampler, prompt_ids, mine, group_size, cfg.sampling,
-                                    step_seeds(cfg.run.seed, step, mine))
-            sample_seconds = time.perf_counter() - t0
-            if engine:
-                engine.sleep()  # with --vllm.sleep-mode: its GPU memory is the update's until the weights come back
-            scores = score_rollout(reward, prompts, mine, rollout)
+        for step in range(run.start_step, run.total_steps):
+            sampled = sample_step(sampler, reward, prompts, order, step, cfg, d)
+            rollout, scores = sampled.rollout, sampled.scores
             rewards = torch.tensor(scores.total, dtype=torch.float32)  # (N,), G per group
             adv = advantages(cfg, rewards, d)  # (N,)
             zero_std = zero_variance_groups(rewards, group_size)  # (groups,)
-            groups = make_groups(rollout, adv, group_size, positions)
+            groups = make_groups(rollout, adv, group_size, sampled.positions)
             if cfg.rl.drop_zero_variance:
                 groups = groups.select([g for g in range(len(groups)) if not zero_std[g]])
             t1 = time.perf_counter()
@@ -208,13 +175,13 @@ def run_policy_optimization(cfg, d: Dist, label: str, advantages: Callable[..., 
             stats |= push_weights(engine, policy)  # before end_step: a held-out evaluation there samples with it
             completions_done += cfg.rl.prompts_per_step * group_size
             tokens = sum(len(p) + len(c) for p, c in zip(rollout.prompt_ids, rollout.completion_ids))
-            metrics = {**stats, **rollout_metrics(rollout, scores, rewards, group_size, zero_std, sample_seconds, d),
+            metrics = {**stats, **rollout_metrics(rollout, scores, rewards, group_size, zero_std, sampled.seconds, d),
                        "train/lr": scheduler.get_last_lr()[0], "perf/update_seconds": update_seconds,
                        "perf/completions_per_second": completions_done / max(1e-9, time.perf_counter() - run.t0)}
             if (note := flat_start.see(metrics)) and d.is_main:
                 print(note, file=sys.stderr)
-            end_step(run, step + 1, metrics, tokens, (lambda s=step + 1: evaluate_heldout(s)) if eval_prompts else None,
-                     model, optimizer, scheduler)
+            end_step(run, step + 1, metrics, tokens, (lambda s=step + 1: evaluate_heldout(s)) if prompts.heldout
+                     else None, model, optimizer, scheduler)
 
     # -- save -----------------------------------------------------------------------------------------------
     finish_run(run, model, tokenizer, save=lambda plain, out: save_model(plain, tokenizer, out, cfg.model))

@@ -30,14 +30,12 @@ from typing import Literal
 import torch
 
 from posttrain.config import DistConfig, ModelConfig, OptimConfig, RunConfig, SamplingParams, VLLMConfig, check
-from posttrain.data.load import describe_source
 from posttrain.data.records import Prompt
 from posttrain.data.tokenize import use_chat_template
 from posttrain.errors import ConfigError, ModelError
 from posttrain.eval.document import document_run
 from posttrain.files import write_jsonl
 from posttrain.losses.value import clipped_value_loss
-from posttrain.models.attention import pair_layout
 from posttrain.models.heads import (
     VALUE_HEAD,
     RewardModel,
@@ -49,7 +47,7 @@ from posttrain.models.heads import (
 from posttrain.models.last_layer import supports_last_layer_at
 from posttrain.models.load import load_model, load_tokenizer, resolve_dtype, resolve_model_dir, save_model
 from posttrain.models.reference import Reference
-from posttrain.rewards.functions import check_reference_fields, resolve_reward
+from posttrain.rewards.functions import resolve_reward
 from posttrain.rewards.score import explain_completions
 from posttrain.rl.advantages import gae, whiten
 from posttrain.rl.batch import RolloutBatch, completion_logps_and_values, completion_values
@@ -67,33 +65,29 @@ from posttrain.rl.engine import (
     prepare_update,
     rollout_metrics,
     run_updates,
-    sample_groups,
     sample_reference,
-    score_rollout,
+    sample_step,
     step_seeds,
-    step_share,
+    update_layout,
 )
 from posttrain.rl.kl import AdaptiveKLController, FixedKLController, kl_penalty
-from posttrain.rl.samplers import check_sampler, push_weights, rollout_sampler
+from posttrain.rl.samplers import push_weights, rollout_sampler
 from posttrain.rl.setup import (
     PromptDataConfig,
     RLConfig,
     check_rl_optim,
-    check_world_size,
-    heldout_source,
-    load_prompts,
-    note_untrained_start,
+    check_run_start,
+    load_run_prompts,
+    start_rl_run,
 )
 from posttrain.rl.setup import reward_spec as task_reward_spec
 from posttrain.rl.token_rewards import explained_variance, penalize_unfinished, sequence_kl, token_rewards
 from posttrain.sampling.sampler import ModelSampler, Sampler
 from posttrain.sampling.vllm_sampler import VLLMSampler
 from posttrain.training.checkpoint import seed_everything
-from posttrain.training.distributed import Dist, all_reduce_sum, check_heldout, distributed, gather_to_main, parallelize
-from posttrain.training.loop import end_step, finish_run, interruptible, start_run
-from posttrain.training.metrics import check_trackers
-from posttrain.training.optim import build_optimizer, build_scheduler
-from posttrain.training.rundir import check_run_dir, resume_config, run_finished, run_path
+from posttrain.training.distributed import Dist, all_reduce_sum, distributed, gather_to_main, parallelize
+from posttrain.training.loop import end_step, finish_run, interruptible
+from posttrain.training.rundir import resume_config, run_finished, run_path
 from posttrain.training.summary import print_summary
 
 # The held-out figures printed when training ends (with rl.reward, eval/proxy_score is that reward's score, or the sum's).
@@ -382,42 +376,21 @@ def run_ppo(cfg: PPOConfig, d: Dist) -> Path:
               f"({cfg.data.train}); value model: {cfg.ppo.value_model}", file=sys.stderr)
     reward = resolve_reward(spec, tokenizer=tokenizer, device=cfg.run.device,
                             option="reward" if cfg.ppo.reward_model else "rl.reward")
-    prompts, prompt_ids = load_prompts(cfg.data.train, tokenizer, cfg.data.limit, cfg.data.max_prompt_length,
-                                        cfg.model.name)
-    check_reference_fields(reward, prompts, cfg.data.train)
-    eval_source = heldout_source(cfg.data)
-    eval_prompts, eval_ids = [], []
-    if eval_source:
-        eval_prompts, eval_ids = load_prompts(eval_source, tokenizer, cfg.data.eval_prompts,
-                                                  cfg.data.max_prompt_length, cfg.model.name)
-        check_reference_fields(reward, eval_prompts, eval_source)
-    gold = gold_scorer(cfg, eval_prompts, eval_source)
-    check_world_size(cfg.rl, d)
-    check_heldout(len(eval_prompts), d, cfg.dist, "--data.eval-prompts")  # a prompt per sharded process
-    check_sampler(cfg, d)
-    order = PromptOrder(len(prompts), cfg.rl.prompts_per_step, cfg.run.seed)
-    check_trackers(cfg.run.trackers)
-    check_run_dir(cfg.run, d.world_size)
-    note_untrained_start(cfg.model.name, d)
+    prompts = load_run_prompts(cfg.data, tokenizer, cfg.model.name, reward, reward)
+    gold = gold_scorer(cfg, prompts.heldout, prompts.eval_source)
+    order = PromptOrder(len(prompts.train), cfg.rl.prompts_per_step, cfg.run.seed)
+    check_run_start(cfg, d, len(prompts.heldout))
 
     # -- set up ---------------------------------------------------------------------------------------------
     seed_everything(cfg.run.seed)
     policy, _ = load_model(cfg.model, d.device)
     reference = Reference(policy, keep_copy=True)  # the starting policy (under LoRA: the base, adapters off)
     value = load_value_model(cfg, d.device, policy)
-    pairs = pair_layout(policy, cfg.data.share_prompt)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    layout = Layout(pairs.share_prompt, pairs.mask_dtype, pairs.trim_logits, pad_id, d.device,
-                    pairs.last_layer and supports_last_layer_at(value.backbone))
+    layout = update_layout(policy, tokenizer, cfg.data.share_prompt, d.device, supports_last_layer_at(value.backbone))
     policy.train()
     model = PolicyAndValue(policy, value)
     model = parallelize(model, d, cfg.dist, reference)  # DDP or FSDP2 under torchrun (--dist.strategy)
-    optimizer = build_optimizer(model, cfg.optim)
-    total_steps = cfg.optim.max_steps or max(1, int(cfg.optim.epochs * order.steps_per_epoch))
-    scheduler = build_scheduler(optimizer, total_steps * cfg.rl.updates_per_batch * cfg.rl.minibatches, cfg.optim)
-    data_lineage = [describe_source(s) for s in (cfg.data.train, eval_source) if s]
-    run = start_run(cfg.run, cfg, d, model, optimizer, scheduler, total_steps, data_lineage, cfg.model.name, "ppo",
-                    reward=spec)
+    run, optimizer, scheduler = start_rl_run(cfg, d, model, order.steps_per_epoch, prompts, "ppo", spec)
     controller = (AdaptiveKLController(cfg.ppo.kl_coef, cfg.ppo.kl_target, cfg.ppo.kl_horizon) if cfg.ppo.kl_target
                   else FixedKLController(cfg.ppo.kl_coef))
     if "kl_controller" in run.state:  # resumed: β as it was after the checkpoint's step
@@ -428,8 +401,8 @@ def run_ppo(cfg: PPOConfig, d: Dist) -> Path:
     eval_sampler = engine or ModelSampler(policy, tokenizer, batch_size=64)
 
     def evaluate_heldout(step: int) -> dict[str, float]:
-        metrics, samples = evaluate_ppo(cfg, policy, reference, eval_sampler, eval_prompts, eval_ids, reward, gold,
-                                        layout, d)
+        metrics, samples = evaluate_ppo(cfg, policy, reference, eval_sampler, prompts.heldout, prompts.heldout_ids,
+                                        reward, gold, layout, d)
         if d.is_main:
             write_jsonl(samples, run.dir / "samples" / f"eval-step-{step}.jsonl")
         return metrics
@@ -437,21 +410,15 @@ def run_ppo(cfg: PPOConfig, d: Dist) -> Path:
     # -- loop -----------------------------------------------------------------------------------------------
     completions_done = 0
     with interruptible(run, model, optimizer, scheduler):  # Ctrl-C: keep the last step, say how to resume
-        if eval_prompts and run.start_step == 0:
+        if prompts.heldout and run.start_step == 0:
             run.sink.log(0, evaluate_heldout(0))  # the starting policy, to compare with
-        for step in range(run.start_step, total_steps):
-            step_prompts = order.step(step)
-            mine, positions = step_share(step_prompts, cfg.rl, d)  # this process's prompts, their places in the step
-            t0 = time.perf_counter()
-            rollout = sample_groups(sampler, prompt_ids, mine, group_size, cfg.sampling, step_seeds(cfg.run.seed, step, mine))
-            sample_seconds = time.perf_counter() - t0
-            if engine:
-                engine.sleep()  # with --vllm.sleep-mode: its GPU memory is the update's until the weights come back
-            scores = score_rollout(reward, prompts, mine, rollout)
+        for step in range(run.start_step, run.total_steps):
+            sampled = sample_step(sampler, reward, prompts, order, step, cfg, d)
+            rollout, scores = sampled.rollout, sampled.scores
             raw = torch.tensor(scores.total, dtype=torch.float32)  # (N,)
             ended = torch.tensor([r != "length" for r in rollout.finish_reasons])  # (N,)
             penalized = penalize_unfinished(raw, ended, cfg.ppo.eos_penalty)  # (N,)
-            groups = make_groups(rollout, torch.zeros(len(rollout)), group_size, positions)
+            groups = make_groups(rollout, torch.zeros(len(rollout)), group_size, sampled.positions)
             t1 = time.perf_counter()
             parts, aggregate = prepare_update(groups, cfg.rl, layout, cfg.sampling.max_new_tokens, reference, policy,
                                               d)
@@ -470,7 +437,7 @@ def run_ppo(cfg: PPOConfig, d: Dist) -> Path:
             metrics = {
                 **policy_metrics(done), **scored,
                 **rollout_metrics(rollout, scores, penalized, group_size, torch.zeros(0, dtype=torch.bool),
-                                  sample_seconds, d),
+                                  sampled.seconds, d),
                 "ppo/score": global_moments(raw, d)[1], "ppo/kl_coef": kl_coef,
                 "train/value_loss": done.totals.get("value_loss_sum", 0.0) / n_tokens,
                 "train/value_clip_ratio": done.totals.get("value_clip_tokens", 0.0) / n_tokens,
@@ -480,8 +447,8 @@ def run_ppo(cfg: PPOConfig, d: Dist) -> Path:
                 "perf/completions_per_second": completions_done / max(1e-9, time.perf_counter() - run.t0), **sync,
             }
             metrics.pop("train/frac_reward_zero_std", None)  # a group statistic; PPO has no groups
-            end_step(run, step + 1, metrics, tokens, (lambda s=step + 1: evaluate_heldout(s)) if eval_prompts else None,
-                     model, optimizer, scheduler)
+            end_step(run, step + 1, metrics, tokens, (lambda s=step + 1: evaluate_heldout(s)) if prompts.heldout
+                     else None, model, optimizer, scheduler)
 
     # -- save -----------------------------------------------------------------------------------------------
     def save(plain: PolicyAndValue, out: Path) -> None:

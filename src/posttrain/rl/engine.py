@@ -31,12 +31,14 @@ from posttrain.config import SamplingParams
 from posttrain.data.records import Prompt
 from posttrain.errors import DataError
 from posttrain.losses.policy import clipped_policy_loss, constant_normalizer_sum, sequence_mean_sum, token_sum
+from posttrain.models.attention import pair_layout
 from posttrain.rewards.score import Scores, explain_completions, score_completions
 from posttrain.rl.batch import RolloutBatch, completion_logps, rollout_batch
 from posttrain.rl.kl import kl_penalty
 from posttrain.rl.mismatch import truncated_importance_weights
-from posttrain.rl.setup import RLConfig
+from posttrain.rl.setup import RLConfig, RunPrompts
 from posttrain.sampling.sampler import Rollout, Sampler
+from posttrain.sampling.vllm_sampler import VLLMSampler
 from posttrain.training.distributed import Dist, all_reduce_max, all_reduce_sum, gather_to_main
 from posttrain.training.loop import Run, accumulate, optimizer_step, skip_update
 
@@ -99,6 +101,31 @@ def score_rollout(reward: Any, prompts: list[Prompt], indices: list[int], rollou
     return score_completions(reward, records, rollout.texts)
 
 
+@dataclass
+class StepSample:
+    """This process's share of a step, sampled and scored (`sample_step`)."""
+
+    rollout: Rollout
+    scores: Scores
+    positions: list[int]  # the places of its prompts in the step (`step_share`)
+    seconds: float  # the sampling's wall time
+
+
+def sample_step(sampler: Sampler, reward: Any, prompts: RunPrompts, order: PromptOrder, step: int, cfg: Any,
+                d: Dist) -> StepSample:
+    """Step `step`'s prompts (`order`), this process's share of them sampled rl.group_size times each from the
+    step's seeds and scored by `reward`. A vLLM engine sleeps after sampling (with --vllm.sleep-mode its GPU memory
+    is the update's until the weights come back)."""
+    mine, positions = step_share(order.step(step), cfg.rl, d)
+    t0 = time.perf_counter()
+    rollout = sample_groups(sampler, prompts.train_ids, mine, cfg.rl.group_size, cfg.sampling,
+                            step_seeds(cfg.run.seed, step, mine))
+    seconds = time.perf_counter() - t0
+    if isinstance(sampler, VLLMSampler):
+        sampler.sleep()
+    return StepSample(rollout, score_rollout(reward, prompts.train, mine, rollout), positions, seconds)
+
+
 def global_moments(values: torch.Tensor, d: Dist) -> tuple[int, float, float]:
     """(count, mean, unbiased variance) of `values` over every process's values; mean 0 with no values, variance 0
     with fewer than 2. Every process must call it (a collective), with or without values of its own."""
@@ -159,6 +186,18 @@ class Layout:
     pad_id: int
     device: torch.device
     last_layer: bool = False  # the last decoder layer at the scored positions only (models/last_layer.py)
+
+
+def update_layout(model: torch.nn.Module, tokenizer: Any, share_prompt: bool, device: torch.device,
+                  last_layer: bool = True) -> Layout:
+    """The fastest layout `model` takes exactly (`models.attention.pair_layout`: one row per group with a block
+    mask, the LM head from the last prompt token on, the last decoder layer at the scored positions only), padded
+    with the tokenizer's pad token (its end token when it has none). `last_layer=False`: not the last of these,
+    when another model in the update cannot take it (PPO's value model)."""
+    pairs = pair_layout(model, share_prompt)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return Layout(pairs.share_prompt, pairs.mask_dtype, pairs.trim_logits, pad_id, device,
+                  pairs.last_layer and last_layer)
 
 
 def micro_batches(groups: Groups, rl: RLConfig, layout: Layout, aggregation_units: Callable[[RolloutBatch], int]

@@ -6,17 +6,30 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
 from posttrain.config import OptimConfig, check
-from posttrain.data.load import BUILTIN_PREFIX, default_heldout, load_records, parse_builtin, row_location
+from posttrain.data.load import (
+    BUILTIN_PREFIX,
+    default_heldout,
+    describe_source,
+    load_records,
+    parse_builtin,
+    row_location,
+)
 from posttrain.data.records import Prompt
 from posttrain.data.tokenize import check_prompt_template, tokenize_prompt
 from posttrain.errors import ConfigError, DataError
+from posttrain.rewards.functions import check_reference_fields
+from posttrain.rl.samplers import check_sampler
 from posttrain.tasks import TASKS
-from posttrain.training.distributed import Dist
+from posttrain.training.distributed import Dist, check_heldout
+from posttrain.training.loop import Run, start_run
+from posttrain.training.metrics import check_trackers
+from posttrain.training.optim import build_optimizer, build_scheduler
+from posttrain.training.rundir import check_run_dir
 
 
 @dataclass
@@ -204,6 +217,34 @@ def load_prompts(source: str, tokenizer, limit: int | None, max_length: int, mod
                             f"{max_length}; raise it or shorten the prompt")
     return prompts, ids
 
+
+@dataclass
+class RunPrompts:
+    """An online-RL run's prompts, read and checked before anything is sampled: the training ones and the held-out
+    ones (none when the run holds none out), each with its token ids (chat template applied, assistant turn
+    opened)."""
+
+    train: list[Prompt]
+    train_ids: list[list[int]]
+    eval_source: str | None  # where the held-out prompts come from (`heldout_source`)
+    heldout: list[Prompt]
+    heldout_ids: list[list[int]]
+
+
+def load_run_prompts(data: PromptDataConfig, tokenizer, model_name: str, reward: Any, eval_reward: Any
+                     ) -> RunPrompts:
+    """`data`'s training and held-out prompts (`load_prompts`), every row checked for the fields its reward reads
+    (`eval_reward` for the held-out ones), naming the first row that lacks one by its file:line."""
+    train, train_ids = load_prompts(data.train, tokenizer, data.limit, data.max_prompt_length, model_name)
+    check_reference_fields(reward, train, data.train)
+    eval_source = heldout_source(data)
+    heldout, heldout_ids = [], []
+    if eval_source:
+        heldout, heldout_ids = load_prompts(eval_source, tokenizer, data.eval_prompts, data.max_prompt_length,
+                                            model_name)
+        check_reference_fields(eval_reward, heldout, eval_source)
+    return RunPrompts(train, train_ids, eval_source, heldout, heldout_ids)
+
 # -- checks before the first step -------------------------------------------------------------------------
 
 
@@ -238,3 +279,31 @@ def check_world_size(rl: RLConfig, d: Dist) -> None:
         raise ConfigError(f"rl.prompts_per_step={rl.prompts_per_step}: must be a multiple of rl.minibatches x the "
                           f"processes ({rl.minibatches} x {d.world_size}), so that each process samples an equal "
                           "share of every minibatch")
+
+
+def check_run_start(cfg: Any, d: Dist, n_heldout: int) -> None:
+    """The checks every online-RL run makes last, before it loads a model: the processes' shares of a step, a
+    sharded run's held-out share, the sampler, the trackers, then the run directory (last: a run that exists is
+    said after every mistake in the options); and the note on a random-init start."""
+    check_world_size(cfg.rl, d)
+    check_heldout(n_heldout, d, cfg.dist, "--data.eval-prompts")  # a prompt per sharded process
+    check_sampler(cfg, d)
+    check_trackers(cfg.run.trackers)
+    check_run_dir(cfg.run, d.world_size)
+    note_untrained_start(cfg.model.name, d)
+
+# -- the run's start -------------------------------------------------------------------------------------------
+
+
+def start_rl_run(cfg: Any, d: Dist, model: Any, steps_per_epoch: int, prompts: RunPrompts, label: str, spec: str
+                 ) -> tuple[Run, Any, Any]:
+    """The optimizer, the learning-rate schedule over every optimizer step of the run (rl.updates_per_batch x
+    rl.minibatches per step) and the run (`training.loop.start_run`: its directory, or a resumed one's checkpoint),
+    with the prompts' sources and the reward spec in its lineage; returns (run, optimizer, scheduler)."""
+    optimizer = build_optimizer(model, cfg.optim)
+    total_steps = cfg.optim.max_steps or max(1, int(cfg.optim.epochs * steps_per_epoch))
+    scheduler = build_scheduler(optimizer, total_steps * cfg.rl.updates_per_batch * cfg.rl.minibatches, cfg.optim)
+    data_lineage = [describe_source(s) for s in (cfg.data.train, prompts.eval_source) if s]
+    run = start_run(cfg.run, cfg, d, model, optimizer, scheduler, total_steps, data_lineage, cfg.model.name, label,
+                    reward=spec)
+    return run, optimizer, scheduler
