@@ -208,6 +208,30 @@ def test_expired_leases_return_items_to_the_queue_over_http(fb):
     assert c2.get("/c/2/next", follow_redirects=False).status_code == 303
 
 
+def test_a_late_form_answer_is_kept_unless_its_place_was_given_away_and_then_says_why(fb):
+    """The task page posted after the lease ran out: stored while nobody took the slot; once another rater was
+    given it, a 409 page saying so (not a bare 404 'no such task of yours', trial 12)."""
+    from posttrain.feedback.db import Lease
+
+    c1, c2 = TestClient(fb.app), TestClient(fb.app)
+    csrf = login(c1, "rater1")
+    login(c2, "rater2")
+    for name, kept in (("kept", True), ("lost", False)):
+        cid = add_campaign(fb.db, name, items=pairwise_items(1), overlap=1, lease_seconds=1)
+        task = c1.get(f"/c/{cid}/next", follow_redirects=False).headers["location"]
+        with fb.db() as s, s.begin():
+            s.query(Lease).update({Lease.expires_at: utcnow().replace(year=2000)})
+        if not kept:
+            assert c2.get(f"/c/{cid}/next", follow_redirects=False).status_code == 303  # rater2 is given its place
+        r = c1.post(task, data={"choice": "A", "client_id": name, "csrf_token": csrf}, follow_redirects=False)
+        if kept:
+            assert r.status_code == 303
+        else:
+            assert r.status_code == 409 and "another rater was given its place" in r.text and "not stored" in r.text
+    with fb.db() as s:
+        assert [j.client_id for j in s.query(Judgment)] == ["kept"]
+
+
 def test_openapi_schema_lists_the_json_api(fb):
     c = TestClient(fb.app)
     assert c.get("/openapi.json").status_code == 401  # anonymous

@@ -41,6 +41,40 @@ def test_an_open_lease_is_handed_back_until_it_expires_then_reclaimed(fb):
         assert s.scalar(select(func.count()).select_from(Judgment).where(Judgment.campaign_id == cid)) == 1
 
 
+def test_a_late_answer_is_kept_while_nobody_needed_its_slot(fb):
+    """Another rater asking for work (and getting another item) does not take a run-out lease's slot: its late
+    answer is stored, and its rater asking again gets the same lease back, renewed (trial 12: the answer was lost
+    by chance, when anyone asked for work meanwhile)."""
+    r1, r2 = fb.users["rater1"], fb.users["rater2"]
+    cid = add_campaign(fb.db, "two", items=pairwise_items(2), overlap=1, lease_seconds=60)
+    first = assign.next_lease(fb.db, cid, r1, T0)
+    other = assign.next_lease(fb.db, cid, r2, T0 + dt.timedelta(seconds=70))  # first has run out; the free item
+    assert other not in (None, first)
+    assert assign.next_lease(fb.db, cid, r1, T0 + dt.timedelta(seconds=80)) == first  # back, renewed
+    assert assign.next_lease(fb.db, cid, r2, T0 + dt.timedelta(seconds=90)) == other
+    with fb.db() as s:
+        assert s.get(Lease, first).expires_at == T0 + dt.timedelta(seconds=140)
+    assert assign.submit(fb.db, first, r1, "late-but-kept", {"choice": "A"}, T0 + dt.timedelta(seconds=300)).created
+    with fb.db() as s:
+        assert s.scalar(select(func.count()).select_from(Judgment).where(Judgment.campaign_id == cid)) == 1
+
+
+def test_a_run_out_lease_gives_its_slot_to_the_next_rater_and_then_refuses_the_late_answer(fb):
+    """Overlap 2: the slot of the lease that ran out is the one given away; the live one keeps its own."""
+    r1, r2, r3 = fb.users["rater1"], fb.users["rater2"], fb.users["manager"]
+    cid = add_campaign(fb.db, "pair", items=pairwise_items(1), overlap=2, lease_seconds=60)
+    early = assign.next_lease(fb.db, cid, r1, T0)
+    live = assign.next_lease(fb.db, cid, r2, T0 + dt.timedelta(seconds=30))
+    taken = assign.next_lease(fb.db, cid, r3, T0 + dt.timedelta(seconds=61))
+    with fb.db() as s:
+        assert s.get(Lease, early) is None and s.get(Lease, live) is not None
+        assert s.get(Lease, taken).slot == 0
+    with pytest.raises(assign.Conflict, match="another rater was given its place.*not stored"):
+        assign.submit(fb.db, early, r1, "too-late", {"choice": "A"}, T0 + dt.timedelta(seconds=62))
+    assign.submit(fb.db, live, r2, "r2", {"choice": "A"}, T0 + dt.timedelta(seconds=95))  # run out, still its own
+    assert assign.next_lease(fb.db, cid, r1, T0 + dt.timedelta(seconds=100)) is None  # both slots are held
+
+
 def test_a_judged_lease_is_never_reclaimed(fb):
     r1, r2 = fb.users["rater1"], fb.users["rater2"]
     cid = add_campaign(fb.db, "one", items=pairwise_items(1), overlap=1, lease_seconds=60)

@@ -13,8 +13,13 @@ move the clock) and returns plain values. Why it is race-free, on SQLite and on 
 - A judgment is written in the same transaction that marks its lease judged, with a conditional UPDATE
   (`... WHERE judged = false`): of two concurrent submits for one lease (a double click), the second's UPDATE
   waits for the first's row lock and then matches no row, and it returns the first's judgment (same client id)
-  instead of writing a second. An expired lease that another rater's request reclaims is DELETEd with
-  `WHERE judged = false`, so a reclaim and a late submit cannot both win either: whichever commits first decides.
+  instead of writing a second.
+- A lease that has run out still holds its slot until another rater is given that slot: only then is it
+  DELETEd, `WHERE judged = false AND expires_at <= now`, in the transaction that inserts the new lease. So a
+  late answer is taken whenever nobody needed its slot meanwhile (whatever else other raters asked for), and its
+  rater asking for work again gets it back, renewed (an UPDATE with the same conditions). A take-over, a late
+  submit and a renewal of one lease cannot both win: each one's conditional statement waits for the other's row
+  lock and then matches nothing, or the INSERT into the slot meets UNIQUE(item, slot) and retries.
 """
 
 from __future__ import annotations
@@ -26,11 +31,11 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
-from sqlalchemy import and_, bindparam, delete, exists, func, insert, select, update
+from sqlalchemy import and_, bindparam, delete, exists, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from posttrain.feedback.db import Audit, Campaign, Item, Judgment, Lease, Skip
+from posttrain.feedback.db import Audit, Campaign, Item, Judgment, Lease, Skip, utcnow
 from posttrain.feedback.tasks import AnswerError, presentation_order, read_answer
 
 T = TypeVar("T")
@@ -40,6 +45,10 @@ CANDIDATES = 16  # a rater picks at random among the first few open items, so co
 
 class Conflict(Exception):
     """The request cannot be honoured as asked (lease gone, already judged, not yours); the message says why."""
+
+
+GONE = ("this task is no longer yours, or never was (its time ran out and another rater was given its place, or "
+        "there is no such lease)")
 
 
 class AnsweredOtherwise(Conflict):
@@ -86,12 +95,20 @@ def _is_race(e: Exception) -> bool:
     return isinstance(e, IntegrityError) or code in ("40001", "40P01") or "locked" in str(e)
 
 
-def _open_items(campaign_id: Any, overlap: Any, rater_id: Any, from_position: Any = 0):  # noqa: ANN202
-    """Items of `campaign` with a free slot that this rater has neither leased nor skipped, in file order from
-    `from_position` (the database walks the (campaign, position) index and stops at the LIMIT; raters sweep from
-    the front, so items fill up in order). The arguments are values or bound parameters (`_OPEN`)."""
-    taken = select(func.count()).where(Lease.item_id == Item.id).correlate(Item).scalar_subquery()
-    return (select(Item.id, func.json_array_length(Item.responses), Item.position)
+def _live(now: Any):  # noqa: ANN202
+    """A lease that holds its slot at `now`: judged, or not yet run out."""
+    return or_(Lease.judged.is_(True), Lease.expires_at > now)
+
+
+def _open_items(campaign_id: Any, overlap: Any, rater_id: Any, now: Any, from_position: Any = 0):  # noqa: ANN202
+    """Items of `campaign` with a free slot at `now` (a run-out lease's slot is free) that this rater has neither
+    leased nor skipped, in file order from `from_position` (the database walks the (campaign, position) index and
+    stops at the LIMIT; raters sweep from the front, so items fill up in order). The arguments are values or
+    bound parameters (`_OPEN`)."""
+    taken = (select(func.count()).where(Lease.item_id == Item.id, _live(now)).correlate(Item)
+             .scalar_subquery())
+    leased = select(func.count()).where(Lease.item_id == Item.id).correlate(Item).scalar_subquery()
+    return (select(Item.id, func.json_array_length(Item.responses), Item.position, leased < overlap)
             .where(Item.campaign_id == campaign_id, Item.position >= from_position, taken < overlap,
                    ~exists().where(and_(Lease.item_id == Item.id, Lease.rater_id == rater_id)),
                    ~exists().where(and_(Skip.item_id == Item.id, Skip.rater_id == rater_id)))
@@ -103,13 +120,16 @@ def _open_items(campaign_id: Any, overlap: Any, rater_id: Any, from_position: An
 # cache key. They run on the session's Connection (Core), which skips the ORM's per-statement bookkeeping.
 _p = bindparam
 _LEASES, _ITEMS, _JUDGMENTS = Lease.__table__, Item.__table__, Judgment.__table__
-_OPEN = _open_items(_p("campaign"), _p("overlap"), _p("rater"), _p("start")).limit(CANDIDATES)
-_HELD = (select(Lease.id).join(Item, Item.id == Lease.item_id)
-         .where(Item.campaign_id == _p("campaign"), Lease.rater_id == _p("rater"), Lease.judged.is_(False),
-                Lease.expires_at > _p("now")).limit(1))
-_SLOTS = select(Lease.slot).where(Lease.item_id == _p("item"))
-_RECLAIM = delete(Lease).where(Lease.judged.is_(False), Lease.expires_at <= _p("now"),
-                               Lease.item_id.in_(select(Item.id).where(Item.campaign_id == _p("campaign"))))
+_OPEN = _open_items(_p("campaign"), _p("overlap"), _p("rater"), _p("now"), _p("start")).limit(CANDIDATES)
+_HELD = (select(Lease.id, Lease.expires_at).join(Item, Item.id == Lease.item_id)
+         .where(Item.campaign_id == _p("campaign"), Lease.rater_id == _p("rater"), Lease.judged.is_(False))
+         .order_by(Lease.expires_at.desc()).limit(1))  # run out or not: nobody has needed its slot
+_RUN_OUT = (Lease.judged.is_(False), Lease.expires_at <= _p("now"))
+_RENEW = update(Lease).where(Lease.id == _p("lease"), *_RUN_OUT).values(expires_at=_p("until"))
+_SLOTS = select(Lease.slot, _live(_p("now"))).where(Lease.item_id == _p("item"))  # (slot, held)
+_TAKE_OVER = delete(Lease).where(Lease.item_id == _p("item"), Lease.slot == _p("slot"), *_RUN_OUT)
+_RAN_OUT_SINCE = (select(Lease.id).join(Item, Item.id == Lease.item_id)
+                  .where(Item.campaign_id == _p("campaign"), *_RUN_OUT, Lease.expires_at > _p("since")).limit(1))
 _NEW_LEASE = insert(_LEASES)
 _SAME_CLIENT = (select(Judgment.id, Judgment.rater_id, Judgment.campaign_id, Judgment.payload, Judgment.presentation)
                 .where(Judgment.client_id == _p("client")))
@@ -131,14 +151,14 @@ class _CampaignRules:
 
 
 # Per database (engine), kept only while the engine lives: campaign settings, which never change once made, and
-# when each campaign's expired leases were last reclaimed.
+# when each campaign was last looked at for leases that ran out.
 _rules: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # engine -> {campaign id: _CampaignRules}
-_reclaimed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # engine -> {campaign id: datetime}
+_looked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # engine -> {campaign id: datetime}
 # engine -> {(campaign, rater): position}: where the rater's last search found its first open item. Items before
-# it were full or the rater's own; only a reclaim can reopen one, so a reclaim that deletes leases forgets these.
-# A hint only: a search from it that finds nothing searches again from the start before saying "nothing left".
+# it were full or the rater's own; only a lease running out can reopen one, so seeing one forgets these. A hint
+# only: a search from it that finds nothing searches again from the start before saying "nothing left".
 _frontiers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-RECLAIM_EVERY = dt.timedelta(seconds=1)
+LOOK_EVERY = dt.timedelta(seconds=1)
 
 
 def _campaign_rules(s: Session, campaign_id: int) -> _CampaignRules:
@@ -148,25 +168,24 @@ def _campaign_rules(s: Session, campaign_id: int) -> _CampaignRules:
     return known[campaign_id]
 
 
-def _reclaim(s: Session, campaign_id: int, now: dt.datetime, force: bool) -> bool:
-    """Delete the campaign's expired, unjudged leases (at most once a second unless `force`d: a reclaim is
-    always correct, only its timing is a trade-off). Returns whether it ran."""
-    times = _reclaimed.setdefault(s.get_bind(), {})
+def _look_for_run_out(s: Session, campaign_id: int, now: dt.datetime) -> None:
+    """Forget the search frontiers when a lease of the campaign ran out since the last look (at most once a
+    second: the frontiers are a hint, so only how soon a reopened item is offered again depends on it)."""
+    times = _looked.setdefault(s.get_bind(), {})
     last = times.get(campaign_id)
-    if not force and last is not None and last <= now < last + RECLAIM_EVERY:
-        return False
-    gone = s.connection().execute(_RECLAIM, {"now": now, "campaign": campaign_id})
-    if gone.rowcount:
+    if last is not None and last <= now < last + LOOK_EVERY:
+        return
+    since = last if last is not None and last <= now else dt.datetime.min
+    if s.connection().execute(_RAN_OUT_SINCE, {"campaign": campaign_id, "now": now, "since": since}).first():
         _frontiers.pop(s.get_bind(), None)
     times[campaign_id] = now
-    return True
 
 
-def _candidates(s: Session, campaign_id: int, overlap: int, rater_id: int) -> list:
-    """Up to CANDIDATES open items for the rater: (id, number of responses, position)."""
+def _candidates(s: Session, campaign_id: int, overlap: int, rater_id: int, now: dt.datetime) -> list:
+    """Up to CANDIDATES open items for the rater: (id, number of responses, position, has an unleased slot)."""
     marks = _frontiers.setdefault(s.get_bind(), {})
     start = marks.get((campaign_id, rater_id), 0)
-    params = {"campaign": campaign_id, "overlap": overlap, "rater": rater_id, "start": start}
+    params = {"campaign": campaign_id, "overlap": overlap, "rater": rater_id, "now": now, "start": start}
     rows = s.connection().execute(_OPEN, params).all()
     if not rows and start:
         rows = s.connection().execute(_OPEN, {**params, "start": 0}).all()
@@ -179,31 +198,37 @@ def _lease_work(s: Session, campaign_id: int, rater_id: int, now: dt.datetime, r
     """next_lease's transaction."""
     conn = s.connection()
     rules = _campaign_rules(s, campaign_id)
-    held = conn.execute(_HELD, {"campaign": campaign_id, "rater": rater_id, "now": now}).scalar()
+    until = now + dt.timedelta(seconds=rules.lease_seconds)
+    held = conn.execute(_HELD, {"campaign": campaign_id, "rater": rater_id}).first()
     if held is not None:
-        return held
-    reclaimed = _reclaim(s, campaign_id, now, force=False)
-    candidates = _candidates(s, campaign_id, rules.overlap, rater_id)
-    if not candidates and not reclaimed and _reclaim(s, campaign_id, now, force=True):
-        candidates = _candidates(s, campaign_id, rules.overlap, rater_id)
+        if held.expires_at <= now and conn.execute(_RENEW, {"lease": held.id, "now": now, "until": until}
+                                                   ).rowcount != 1:
+            raise _Raced()  # another rater took its slot (or it was judged) since it was read
+        return held.id
+    _look_for_run_out(s, campaign_id, now)
+    candidates = _candidates(s, campaign_id, rules.overlap, rater_id, now)
     if not candidates:
         return None
-    item_id, n_responses, _ = rng.choice(candidates)
-    free = set(range(rules.overlap)) - set(conn.execute(_SLOTS, {"item": item_id}).scalars())
+    # an item with a slot no lease holds first: a lease that ran out keeps its rater's late answer while it can
+    item_id, n_responses, _, _ = rng.choice([c for c in candidates if c[3]] or candidates)
+    slots = dict(conn.execute(_SLOTS, {"item": item_id, "now": now}).all())  # slot -> held
+    free = [x for x in range(rules.overlap) if x not in slots] + [x for x, held in slots.items() if not held]
     if not free:  # taken by others since the candidates were read (each statement sees the latest commits)
         raise _Raced()
+    if free[0] in slots:  # a lease that ran out gives its slot up now, unless it was judged or renewed meanwhile
+        conn.execute(_TAKE_OVER, {"item": item_id, "slot": free[0], "now": now})
     # The INSERT: a racing rater who took this slot first makes it raise (UNIQUE(item, slot)), and we retry.
     return conn.execute(_NEW_LEASE, {
-        "item_id": item_id, "rater_id": rater_id, "slot": min(free), "overlap": rules.overlap,
+        "item_id": item_id, "rater_id": rater_id, "slot": free[0], "overlap": rules.overlap,
         "presentation": presentation_order(n_responses, campaign_id, item_id, rater_id), "created_at": now,
-        "expires_at": now + dt.timedelta(seconds=rules.lease_seconds), "judged": False}).inserted_primary_key[0]
+        "expires_at": until, "judged": False}).inserted_primary_key[0]
 
 
 def next_lease(db: sessionmaker, campaign_id: int, rater_id: int, now: dt.datetime,
                rng: random.Random | None = None) -> int | None:
     """The id of a lease for this rater on an item that still needs judgments; their open lease if they hold
-    one; None when nothing is left for them. Expired, unjudged leases are reclaimed (at least once a second, and
-    always before answering None)."""
+    one (renewed for lease_seconds when it ran out: nobody has needed its slot); None when nothing is left for
+    them. The slot of another rater's lease that ran out counts as free, and is taken from it."""
     rng = rng or random.Random()
     return _retry(db, lambda s: _lease_work(s, campaign_id, rater_id, now, rng))
 
@@ -217,8 +242,7 @@ def _submit_work(s: Session, lease_id: int, rater_id: int, client_id: str, answe
         return again
     lease = conn.execute(_LEASE_TO_JUDGE, {"lease": lease_id}).first()
     if lease is None or lease.rater_id != rater_id:
-        raise Conflict("this task is no longer yours, or never was (its lease expired and went back to the "
-                       "queue, or there is no such lease); take the next")
+        raise Conflict(f"{GONE}; your answer was not stored; take the next")
     rules = _campaign_rules(s, lease.campaign_id)
     payload = read_answer(rules.task_type, answer, lease.presentation, rules.rubric)
     claimed = conn.execute(_CLAIM, {"lease": lease_id, "rater": rater_id}).rowcount
@@ -226,6 +250,8 @@ def _submit_work(s: Session, lease_id: int, rater_id: int, client_id: str, answe
         again = _same_client(s, client_id, rater_id, answer)
         if again is not None:
             return again
+        if conn.execute(_LEASE_TO_JUDGE, {"lease": lease_id}).first() is None:  # its slot was taken meanwhile
+            raise Conflict(f"{GONE}; your answer was not stored; take the next")
         raise Conflict("you already judged this item; edit your judgment instead")
     new_id = conn.execute(_NEW_JUDGMENT, {
         "client_id": client_id, "campaign_id": lease.campaign_id, "item_id": lease.item_id, "rater_id": rater_id,
@@ -329,8 +355,8 @@ def progress(s: Session, campaign: Campaign, rater_id: int) -> Progress:
                                                             Judgment.revision == 0)
     mine = s.scalar(base.where(Judgment.rater_id == rater_id))
     judged = s.scalar(base)
-    open_for_me = s.scalar(select(func.count()).select_from(_open_items(campaign.id, campaign.overlap,
-                                                                        rater_id).subquery()))
+    open_for_me = s.scalar(select(func.count()).select_from(_open_items(campaign.id, campaign.overlap, rater_id,
+                                                                        utcnow()).subquery()))
     items = s.scalar(select(func.count()).select_from(Item).where(Item.campaign_id == campaign.id))
     return Progress(mine, open_for_me, judged, items * campaign.overlap)
 
