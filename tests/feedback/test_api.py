@@ -114,11 +114,41 @@ def test_behind_a_proxy_the_public_url_is_the_allowed_origin(tmp_path):
 
 
 def test_failed_logins_are_rate_limited_with_429(fb):
+    """Five wrong passwords lock that name at that address for a minute, on the login page (not JSON); another
+    rater behind the same address still logs in (trial 12: one rater's typos locked out the whole office)."""
     c = TestClient(fb.app)
     for _ in range(5):
         assert c.post("/login", data={"username": "rater1", "password": "wrong"}).status_code == 401
     r = c.post("/login", data={"username": "rater1", "password": PASSWORD})
     assert r.status_code == 429 and r.headers["retry-after"] == "60"
+    assert r.headers["content-type"].startswith("text/html") and "too many failed logins" in r.text
+    assert c.post("/login", data={"username": "rater2", "password": PASSWORD},
+                  follow_redirects=False).status_code == 303
+    for i in range(45):  # one address trying many names is stopped at 10x the limit
+        c.post("/login", data={"username": f"guess{i}", "password": "wrong"})
+    assert c.post("/login", data={"username": "admin", "password": PASSWORD}).status_code == 429
+
+
+def test_login_from_another_sites_page_is_refused(fb):
+    """Login CSRF: a form on another origin must not log the browser in as the attacker's user."""
+    c = TestClient(fb.app)
+    r = c.post("/login", data={"username": "rater1", "password": PASSWORD}, headers={"Origin": "http://evil.example"},
+               follow_redirects=False)
+    assert r.status_code == 403 and "another site" in r.text and "pt_session" not in r.headers.get("set-cookie", "")
+    assert c.post("/login", data={"username": "rater1", "password": PASSWORD}, follow_redirects=False,
+                  headers={"Origin": "http://testserver"}).status_code == 303
+
+
+def test_a_deactivated_user_with_the_right_password_is_told_so(fb):
+    from posttrain.feedback.db import User
+
+    with fb.db() as s, s.begin():
+        s.query(User).filter_by(username="rater2").update({User.active: False})
+    c = TestClient(fb.app)
+    r = c.post("/login", data={"username": "rater2", "password": PASSWORD})
+    assert r.status_code == 403 and "deactivated" in r.text
+    r = c.post("/login", data={"username": "rater2", "password": "wrong"})  # a guesser learns nothing
+    assert r.status_code == 401 and "wrong user name or password" in r.text
 
 
 def test_session_cookie_and_security_headers(fb):

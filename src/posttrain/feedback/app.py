@@ -35,7 +35,7 @@ class Settings:
     public_url: str | None = None  # https://feedback.example.org: the Origin that state-changing requests must have
     secure_cookies: bool = False  # set the cookie's Secure flag (on when public_url is https)
     session_hours: float = 12.0
-    login_limit: int = 5  # failed logins per minute per client address or user name, then 429
+    login_limit: int = 5  # failed logins a minute per user name from one address, then 429 (security.login_keys)
     upload_limit_mb: float = 20.0  # the largest item file a manager may upload on /manage/upload
     migrate: bool = True
 
@@ -85,7 +85,7 @@ def create_app(settings: Settings) -> FastAPI:
     # it to a worker thread and back cost more CPU than the write (on 2 cores: 216-271 -> 370-402 judgments/s,
     # bench/feedback.py). PostgreSQL writes in parallel over the network, so there it stays in the thread pool.
     app.state.inline_writes = engine.dialect.name == "sqlite"
-    app.state.login_limiter = RateLimiter(settings.login_limit, 60.0)
+    app.state.login_limiter = RateLimiter(60.0)
     app.state.principals = PrincipalCache()
     templates = Jinja2Templates(directory=str(HERE / "templates"))  # autoescape on for .html
     templates.env.filters["markdown"] = markdown_html
@@ -104,7 +104,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, e: HTTPException):  # noqa: ANN202
-        if request.url.path.startswith("/api/") or request.url.path == "/login" and e.status_code == 429:
+        if request.url.path.startswith("/api/"):
             return JSONResponse({"detail": e.detail}, status_code=e.status_code, headers=e.headers)
         return render(request, "error.html", status=e.status_code, message=e.detail)
 

@@ -44,7 +44,9 @@ class ServeConfig:
     """The address users open (e.g. `https://feedback.example.org`) when a reverse proxy sits in front: requests
     that change state must come from this origin. Unset: the address the request was sent to."""
     login_limit: int = 5
-    """Failed logins allowed per minute per client address and per user name before 429."""
+    """Failed logins allowed a minute per user name from one client address before 429; 4x that per user name
+    from all addresses, 10x per address over all names (so one rater's typos do not lock out the others behind
+    the same office address)."""
     upload_limit_mb: float = 20.0
     """The largest item file (MB) a manager may upload on the campaign upload page (`/manage/upload`)."""
     workers: int = 1

@@ -14,7 +14,7 @@ from sqlalchemy.orm import aliased
 from posttrain.feedback import assign
 from posttrain.feedback.db import ApiToken, Audit, Campaign, Item, Judgment, Lease, User, utcnow
 from posttrain.feedback.db import Session as DbSession
-from posttrain.feedback.security import burn_time, check_password, new_token, token_hash
+from posttrain.feedback.security import burn_time, check_password, login_keys, new_token, origin_allowed, token_hash
 from posttrain.feedback.tasks import CHOICES, FLAGS, AnswerError
 from posttrain.feedback.web import COOKIE, Need, Principal, campaign_or_404, render, session_expiry
 
@@ -30,28 +30,38 @@ def login_page(request: Request) -> Response:
 
 @router.post("/login")
 async def login(request: Request) -> Response:
+    settings = request.app.state.settings
+    if not origin_allowed(request.headers.get("origin"), request.headers.get("referer"), settings.public_url,
+                          str(request.base_url)):  # login CSRF: another site's form logging a rater in as its user
+        return render(request, "login.html", status=403, error="a login from another site's page is refused; "
+                      "open this app's own login page (set --public-url to the address users open)")
     form = await request.form()
     username, password = str(form.get("username", "")), str(form.get("password", ""))
     client = request.client.host if request.client else "?"
-    limiter, keys = request.app.state.login_limiter, (f"ip:{client}", f"user:{username.lower()}")
-    if limiter.blocked(*keys):
-        raise HTTPException(429, "too many failed logins; wait a minute", headers={"Retry-After": "60"})
-    settings = request.app.state.settings
+    limiter, keys = request.app.state.login_limiter, login_keys(client, username, settings.login_limit)
+    if limiter.blocked(keys):
+        response = render(request, "login.html", status=429, error="too many failed logins; wait a minute")
+        response.headers["Retry-After"] = "60"
+        return response
     with request.app.state.db() as s, s.begin():
         user = s.scalar(select(User).where(User.username == username))
-        ok = user is not None and user.active and check_password(user.password_hash, password)
+        right = user is not None and check_password(user.password_hash, password)
+        ok = right and user.active
         if user is None:
             burn_time()
         if not ok:
             s.add(Audit(user_id=user.id if user else None, action="login.fail", target=f"user:{username[:80]}",
-                        detail={"ip": client}))
+                        detail={"ip": client, **({"inactive": True} if right else {})}))
         else:
             raw = new_token()
             s.add(DbSession(token_hash=token_hash(raw), user_id=user.id, csrf_token=new_token(),
                             expires_at=session_expiry(settings.session_hours)))
             s.add(Audit(user_id=user.id, action="login", target=f"user:{username}", detail={"ip": client}))
+    if right and not ok:  # the right password: telling them the account is off reveals nothing to a guesser
+        return render(request, "login.html", status=403, error="this account is deactivated; ask an admin to "
+                      "turn it back on")
     if not ok:
-        limiter.failed(*keys)
+        limiter.failed(keys)
         return render(request, "login.html", status=401, error="wrong user name or password")
     response = RedirectResponse("/", status_code=303)
     response.set_cookie(COOKIE, raw, httponly=True, samesite="lax", max_age=int(settings.session_hours * 3600),

@@ -6,7 +6,9 @@
   authenticates, as the form field `csrf_token` or the `X-CSRF-Token` header (HTMX sends it); and the request's
   Origin (else Referer), when the browser sends one, must be the app's own: the configured public URL behind a
   reverse proxy, else the Host the request was sent to. API calls with a bearer token carry no cookie and need none.
-- Login rate limit: failed logins per client address and per user name in a sliding window -> 429.
+- Login rate limit: failed logins in a sliding minute per user name from one address, and (more of them) per
+  user name from anywhere and per address over all names -> 429 (`login_keys`): one rater's typos lock out only
+  that name at that address, not every rater behind the same office address.
 - Headers: a strict Content-Security-Policy (scripts and styles only from our own static files, nothing inline),
   nosniff, no framing, no referrer leaking across sites.
 """
@@ -83,11 +85,19 @@ def origin_allowed(origin: str | None, referer: str | None, public_url: str | No
     return sent.lower() == expected
 
 
-class RateLimiter:
-    """At most `limit` failures per key in the last `window` seconds; in memory (one server process)."""
+def login_keys(address: str, username: str, limit: int) -> dict[str, int]:
+    """The rate limiter's keys for a login and each one's failures a minute: `limit` for this name from this
+    address, 4x for this name from all addresses (a guesser spread over many), 10x for this address over all
+    names (one trying many names)."""
+    name = username.lower()
+    return {f"ip+user:{address}:{name}": limit, f"user:{name}": 4 * limit, f"ip:{address}": 10 * limit}
 
-    def __init__(self, limit: int = 5, window: float = 60.0, clock=time.monotonic):  # noqa: ANN001
-        self.limit, self.window, self.clock = limit, window, clock
+
+class RateLimiter:
+    """At most a key's limit of failures in the last `window` seconds; in memory (one server process)."""
+
+    def __init__(self, window: float = 60.0, clock=time.monotonic):  # noqa: ANN001
+        self.window, self.clock = window, clock
         self._events: dict[str, deque[float]] = defaultdict(deque)
         self._lock = threading.Lock()
 
@@ -97,11 +107,12 @@ class RateLimiter:
             q.popleft()
         return q
 
-    def blocked(self, *keys: str) -> bool:
+    def blocked(self, limits: dict[str, int]) -> bool:
+        """Whether any key has reached its limit (`limits`: key -> failures allowed in the window)."""
         with self._lock:
-            return any(len(self._recent(k)) >= self.limit for k in keys)
+            return any(len(self._recent(k)) >= n for k, n in limits.items())
 
-    def failed(self, *keys: str) -> None:
+    def failed(self, limits: dict[str, int]) -> None:
         with self._lock:
-            for k in keys:
+            for k in limits:
                 self._recent(k).append(self.clock())
