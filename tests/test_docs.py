@@ -29,4 +29,16 @@ def test_every_arxiv_id_cited_in_src_is_listed_in_papers_md():
     for path in (root / "src").rglob("*.py"):
         cited |= set(re.findall(r"arXiv:(\d{4}\.\d{4,5})", path.read_text()))
     papers = (root / "docs" / "papers.md").read_text()
-    assert cited and not sorted(i for i in cited if f"[{i}]" not in papers)
+    missing = sorted(i for i in cited if f"[{i}]" not in papers)
+    assert cited and not missing, (f"add a row for arXiv {', '.join(missing)} to docs/papers.md (the paper, and "
+                                   "where the code uses it), as the other rows are written")
+
+
+def test_every_built_in_reward_is_in_the_table_of_rewards_md():
+    """A reward registered in REWARDS or FACTORIES (rewards/functions.py) has its row in docs/rewards.md."""
+    from posttrain.rewards.functions import FACTORIES, REWARDS
+
+    table = (ROOT / "docs" / "rewards.md").read_text()
+    rows = set(re.findall(r"^\| `([a-z_]+)", table, flags=re.M))
+    missing = sorted((set(REWARDS) | set(FACTORIES)) - rows)
+    assert not missing, f"docs/rewards.md's table of built-in rewards has no row for {', '.join(missing)}; add one"

@@ -107,7 +107,7 @@ def test_a_reward_file_that_does_not_parse_or_raises_on_import_is_one_line(tmp_p
     ("numeric+0.2*", ["an empty term"]),
     ("numeric+0.2*thinkformat", ["term 'thinkformat'", "did you mean think_format?"]),
     ("numeric+0.2*no_such_module_here:f", ["term 'no_such_module_here:f'", "cannot import"]),
-    ("format", ["format needs pattern=...", "usage: format(pattern=VALUE)"]),
+    ("format", ["format needs pattern=...", "usage: format(pattern=PATTERN)"]),
     ("format(x=1)", ["format takes no argument 'x'"]),
     ("code(walls=1)", ["code takes no argument 'walls' (did you mean wall_s?)"]),
     ("rewards/no_such_file.py:f", ["'rewards/no_such_file.py' is a file name", "no_such_file:f"]),
@@ -120,6 +120,8 @@ def test_a_reward_file_that_does_not_parse_or_raises_on_import_is_one_line(tmp_p
     ("code(cpu_s=0.2)", ["cpu_s='0.2' is not a whole number", "cpu_s=INT"]),
     ("1e-3*code", ["the weight '1e-3' is not a plain decimal", "0.001*code"]),
     ("code(wall_s=1e9)", ["wall_s must be at most 86400"]),  # was an OverflowError once the first job ran
+    ("code(wall_s=nan)", ["wall_s='nan' is not a finite number"]),  # nan passed every range check
+    ("code(wall_s=inf)", ["wall_s='inf' is not a finite number"]),
     ("length(target=10,zero_at=5)", ["target_chars < zero_at_chars"]),
     ("length(target=10,target=20)", ["argument 'target' is given twice"]),
     ("length(10)", ["argument '10' should be written key=value"]),
@@ -133,8 +135,11 @@ def test_resolve_reward_errors_are_one_line_and_say_what_to_write(spec, words):
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith(f"reward={spec!r}: ")
-    assert message.endswith("rm:PATH, module:function, or a weighted sum such as numeric+0.2*think_format "
-                            "(docs/rewards.md)")
+    # a wrong argument gets the reward's usage; anything else the list of every form a spec may take
+    about_arguments = "(usage: " in message or "takes no arguments" in message
+    lists_forms = message.endswith("rm:PATH, module:function, or a weighted sum such as numeric+0.2*think_format "
+                                   "(docs/rewards.md)")
+    assert about_arguments != lists_forms, message
     for word in words:
         assert word in message, message
 

@@ -37,9 +37,9 @@ class ScoreConfig:
     `reason` fields, plus a summary table. Use it to check a reward function before spending an RL run on it."""
 
     reward: str
-    """The reward spec (docs/rewards.md): a built-in name (`numeric`, `exact`, `math`, `think_format`,
-    `format(pattern=REGEX)`, `length(target=N)`, `overlong(max=N,cache=N)`, `code`, `reasoning_gym`), `rm:PATH`,
-    `module:function`, or a weighted sum such as `numeric+0.2*think_format`."""
+    """The reward spec: a built-in reward (`numeric`, `math`, `overlong(max=256,cache=64)`, ...; docs/rewards.md
+    lists them all, and a wrong name is answered with the list), `rm:PATH`, `module:function`, or a weighted sum
+    such as `numeric+0.2*think_format`."""
     data: str
     """Rows with `prompt`, `completion` and the reference fields the reward reads (at the top level or in a
     `reference` object, as `posttrain generate` writes them): a JSONL, JSON, CSV or Parquet file."""

@@ -29,6 +29,7 @@ import difflib
 import functools
 import importlib
 import inspect
+import math
 import os
 import re
 import sys
@@ -239,9 +240,18 @@ FACTORIES: dict[str, Callable[..., RewardFn]] = {"format": format_reward, "lengt
 """The built-in rewards made from arguments (`overlong(max=256,cache=64)`), by name. A `tokenizer` parameter is
 filled with the policy's tokenizer (resolve_reward's keyword), never from the spec."""
 
-FORMS = ("write a built-in name (numeric, exact, math, think_format, format(pattern=REGEX), "
-         "length(target=N), overlong(max=N,cache=N), code, reasoning_gym), rm:PATH, module:function, "
-         "or a weighted sum such as numeric+0.2*think_format (docs/rewards.md)")
+
+
+class ArgumentError(ValueError):
+    """A built-in reward's arguments do not fit it; the message gives its usage (no list of every form)."""
+
+
+def _forms() -> str:
+    """What a spec may name, for the error messages: every key of REWARDS and FACTORIES (with the arguments that
+    have no default, `_usage`), so a new built-in is listed the moment it is registered."""
+    built_in = [*REWARDS, *(_usage(name, factory, required_only=True) for name, factory in FACTORIES.items())]
+    return (f"write a built-in name ({', '.join(built_in)}), rm:PATH, module:function, or a weighted sum such as "
+            "numeric+0.2*think_format (docs/rewards.md)")
 
 
 @dataclass(eq=False)
@@ -288,21 +298,22 @@ def resolve_reward(spec: str, *, tokenizer: Any = None, device: str = "auto", op
     try:
         terms = _split(spec, "+")
     except ValueError as e:
-        raise ConfigError(f"{option}={spec!r}: {e}; {FORMS}") from None
+        raise ConfigError(f"{option}={spec!r}: {e}; {_forms()}") from None
     parts = []
     for term in terms:
         weighted = _WEIGHTED.fullmatch(term)
         weight, atom = (float(weighted[1]), weighted[2].strip()) if weighted else (1.0, term.strip())
         if not weighted and "*" in atom and not _CALL.fullmatch(atom):  # 1e-3*code, 1/2*code: not read as a weight
             raise ConfigError(f"{option}={spec!r}: the weight {atom.partition('*')[0].strip()!r} is not a plain "
-                              f"decimal (write 0.001*code, not 1e-3*code); {FORMS}")
+                              f"decimal (write 0.001*code, not 1e-3*code); {_forms()}")
         if not atom:
-            raise ConfigError(f"{option}={spec!r}: an empty term; {FORMS}")
+            raise ConfigError(f"{option}={spec!r}: an empty term; {_forms()}")
         try:
             parts.append((atom, weight, _resolve_atom(atom, tokenizer, device)))
         except ValueError as e:
             where = f" term {atom!r}:" if len(terms) > 1 else ""
-            raise ConfigError(f"{option}={spec!r}:{where} {e}; {FORMS}") from None
+            forms = "" if isinstance(e, ArgumentError) else f"; {_forms()}"  # its usage is in the message
+            raise ConfigError(f"{option}={spec!r}:{where} {e}{forms}") from None
     if len(parts) == 1 and parts[0][1] == 1.0:
         return parts[0][2]
     names = [name for name, _, _ in parts]
@@ -320,7 +331,7 @@ def _resolve_atom(atom: str, tokenizer: Any, device: str) -> RewardFn:
     name, args = (call[1], _arguments(call[2])) if call else (atom, None)
     if name in REWARDS:
         if args is not None:
-            raise ValueError(f"{name} takes no arguments")
+            raise ArgumentError(f"{name} takes no arguments")
         return REWARDS[name]
     if name in FACTORIES:
         return _build(name, FACTORIES[name], args or {}, tokenizer)
@@ -347,11 +358,13 @@ def _arguments(text: str) -> dict[str, str]:
 _INTS = (int, int | None)  # the parameter types a spec value must be a whole number for
 
 
-def _usage(name: str, factory: Callable[..., RewardFn]) -> str:
-    """`overlong(max=N,cache=N)`: the spec form of a factory, from its typed parameters."""
-    params = [p for p in inspect.signature(factory, eval_str=True).parameters.values() if p.name != "tokenizer"]
+def _usage(name: str, factory: Callable[..., RewardFn], required_only: bool = False) -> str:
+    """`overlong(max=INT,cache=INT)`: the spec form of a factory, from its typed parameters (`required_only`: those
+    without a default)."""
+    params = [p for p in inspect.signature(factory, eval_str=True).parameters.values() if p.name != "tokenizer"
+              and not (required_only and p.default is not p.empty)]
     shown = [f"{p.name}=" + ("INT" if p.annotation in _INTS else "N" if p.annotation is float
-                              else "BOOL" if p.annotation is bool else "VALUE") for p in params]
+                              else "BOOL" if p.annotation is bool else p.name.upper()) for p in params]
     return f"{name}({','.join(shown)})" if params else name
 
 
@@ -360,7 +373,10 @@ def _convert(kind: Any, value: str) -> Any:
     if kind in _INTS:
         return int(value)
     if kind is float:
-        return float(value)
+        number = float(value)
+        if not math.isfinite(number):  # nan passes every range check (nan < 0 and nan >= 1 are both False)
+            raise ValueError(value)
+        return number
     if kind is bool:
         if value.lower() not in ("true", "false"):
             raise ValueError(value)
@@ -376,18 +392,18 @@ def _build(name: str, factory: Callable[..., RewardFn], args: dict[str, str], to
     if unknown:
         close = difflib.get_close_matches(unknown[0], [k for k in params if k != "tokenizer"], n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
-        raise ValueError(f"{name} takes no argument {unknown[0]!r}{hint} {usage}")
+        raise ArgumentError(f"{name} takes no argument {unknown[0]!r}{hint} {usage}")
     missing = [p for p in params.values() if p.default is p.empty and p.name not in args and p.name != "tokenizer"]
     if missing:
-        raise ValueError(f"{name} needs {missing[0].name}=... {usage}")
+        raise ArgumentError(f"{name} needs {missing[0].name}=... {usage}")
     kwargs: dict[str, Any] = {}
     for key, value in args.items():
         kind = params[key].annotation
         try:
             kwargs[key] = _convert(kind, value)
         except ValueError:
-            what = "true or false" if kind is bool else "a whole number" if kind in _INTS else "a number"
-            raise ValueError(f"{name}: {key}={value!r} is not {what} {usage}") from None
+            what = "true or false" if kind is bool else "a whole number" if kind in _INTS else "a finite number"
+            raise ArgumentError(f"{name}: {key}={value!r} is not {what} {usage}") from None
     if "tokenizer" in params:
         if tokenizer is None:
             raise ValueError(f"{name} counts tokens with the policy's tokenizer, and none was given "
@@ -396,7 +412,7 @@ def _build(name: str, factory: Callable[..., RewardFn], args: dict[str, str], to
     try:
         return factory(**kwargs)
     except ValueError as e:
-        raise ValueError(f"{name}: {e}") from None
+        raise ArgumentError(f"{name}: {e} {usage}") from None
 
 
 def _reward_model(path: str, device: str) -> RewardFn:
