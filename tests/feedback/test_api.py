@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 from starlette.routing import Mount
 
 from posttrain.feedback import assign
-from posttrain.feedback.db import Judgment, utcnow
+from posttrain.feedback.db import Item, Judgment, utcnow
 
 from .conftest import PASSWORD, add_campaign, add_users, login, pairwise_items
 
@@ -285,6 +285,27 @@ def test_manager_creates_a_campaign_through_the_api_and_exports_it(fb):
     assert len(rows) == 1 and sorted(rows[0]["order"]) == [0, 1, 2]
     dup = c.post("/api/campaigns", json=body, headers={"X-CSRF-Token": csrf})
     assert dup.status_code == 422 and "exists already" in dup.json()["detail"]
+
+
+def test_the_api_takes_campaign_items_in_the_item_files_forms(fb):
+    """POST /api/campaigns reads the item file's lines (trial 12: it wanted a third shape of its own, and
+    refused the documented {"prompt": "p", "responses": ["a", "b"]})."""
+    c = TestClient(fb.app)
+    csrf = login(c, "manager")
+    items = [{"prompt": "2+2?", "responses": ["4", "5"], "models": ["v2", "v1"]},
+             {"prompt": "3+3?", "chosen": "6", "rejected": "7"},
+             {"prompt": "4+4?", "completion": "8", "model": "v2"}, {"prompt": "4+4?", "completion": "9", "model": "v1"}]
+    r = c.post("/api/campaigns", json={"name": "forms", "items": items}, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 201, r.text
+    with fb.db() as s:
+        stored = [(i.prompt[0]["content"], [x["text"] for x in i.responses])
+                  for i in s.query(Item).filter_by(campaign_id=r.json()["id"]).order_by(Item.position)]
+    assert stored == [("2+2?", ["4", "5"]), ("3+3?", ["6", "7"]), ("4+4?", ["8", "9"])]
+    bad = c.post("/api/campaigns", json={"name": "bad", "items": [items[0], {"prompt": "x"}]},
+                 headers={"X-CSRF-Token": csrf})
+    assert bad.status_code == 422 and bad.json()["detail"].startswith("items[1]: responses: missing")
+    empty = c.post("/api/campaigns", json={"name": "empty", "items": []}, headers={"X-CSRF-Token": csrf})
+    assert empty.status_code == 422 and "at least one item" in empty.json()["detail"]
 
 
 @pytest.mark.parametrize("role", ["rater", "manager"])

@@ -1,6 +1,7 @@
 """Items from several models' answers (`model_items`): pairwise items take the pairs of models in turn."""
 
 import itertools
+import json
 
 from posttrain.feedback.campaigns import model_items
 from posttrain.feedback.tasks import check_campaign
@@ -48,3 +49,12 @@ def test_an_item_file_keeps_responses_holding_unicode_line_separators_whole():
 
     text = json.dumps({"prompt": "hi", "responses": ["a\u2028b", "c\x85d"]}, ensure_ascii=False) + "\n"
     assert [r["text"] for r in parse_items(text, "items.jsonl")[0]["responses"]] == ["a\u2028b", "c\x85d"]
+
+
+def test_items_that_repeat_an_earlier_one_are_found_whatever_the_order_of_their_responses():
+    from posttrain.feedback.campaigns import parse_items, repeated_items
+
+    lines = [{"prompt": "a", "responses": ["x", "y"]}, {"prompt": "b", "responses": ["x", "y"]},
+             {"prompt": "a", "responses": ["y", "x"]}, {"prompt": "a", "chosen": "x", "rejected": "y"}]
+    items = parse_items("".join(json.dumps(row) + "\n" for row in lines), "items.jsonl")
+    assert repeated_items(items) == [("items.jsonl:3", "items.jsonl:1"), ("items.jsonl:4", "items.jsonl:1")]

@@ -13,7 +13,7 @@ from sqlalchemy import bindparam, select
 
 from posttrain.errors import DataError
 from posttrain.feedback import assign
-from posttrain.feedback.campaigns import create_campaign
+from posttrain.feedback.campaigns import create_campaign, items_from_rows
 from posttrain.feedback.db import Campaign, Item, Lease, utcnow
 from posttrain.feedback.export import export_rows, set_exclusion
 from posttrain.feedback.tasks import AnswerError
@@ -38,11 +38,6 @@ class CampaignOut(BaseModel):
     rubric: list[dict[str, Any]]
 
 
-class ItemIn(BaseModel):
-    prompt: list[dict[str, str]]
-    responses: list[dict[str, str]]  # {"text", "model"}
-
-
 class CampaignIn(BaseModel):
     name: str
     task_type: str = "pairwise"
@@ -50,7 +45,10 @@ class CampaignIn(BaseModel):
     guidelines: str = ""
     rubric: list[dict[str, Any]] = []
     lease_seconds: int = 900
-    items: list[ItemIn]
+    items: list[dict[str, Any]] = Field(description="the lines of an item file, as JSON objects: "
+                                        '{"prompt", "responses"} (strings, message lists or {"text", "model"}) '
+                                        'with optional "models", {"prompt", "chosen", "rejected"}, or '
+                                        '{"prompt", "completion", "model"} (docs/feedback.md, Item files)')
 
 
 class Task(BaseModel):
@@ -99,7 +97,8 @@ def list_campaigns(request: Request, who: Principal = Depends(rater)) -> list[Ca
 def new_campaign(request: Request, body: CampaignIn, who: Principal = Depends(manager)) -> CampaignOut:
     try:
         with request.app.state.db() as s, s.begin():
-            c = create_campaign(s, body.name, body.task_type, [i.model_dump() for i in body.items],
+            items = items_from_rows([(f"items[{i}]", row) for i, row in enumerate(body.items)])
+            c = create_campaign(s, body.name, body.task_type, items,
                                 overlap=body.overlap, guidelines=body.guidelines, rubric=body.rubric,
                                 lease_seconds=body.lease_seconds, user_id=who.user_id)
             return _campaign_out(c)

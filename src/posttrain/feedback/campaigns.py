@@ -89,16 +89,26 @@ def read_items(path: str | Path) -> list[dict[str, Any]]:
 
 def parse_items(text: str, source: str) -> list[dict[str, Any]]:
     """Items from the text of a JSONL item file; `source` names the file in error messages (FILE:LINE: field)."""
-    items: list[dict[str, Any]] = []
-    gathered: dict[str, dict[str, Any]] = {}
+    rows = []
     for n, line in enumerate(jsonl_lines(text), 1):
         if not line.strip():
             continue
-        where = f"{source}:{n}"
         try:
-            row = json.loads(line)
+            rows.append((f"{source}:{n}", json.loads(line)))
         except json.JSONDecodeError as e:
-            raise DataError(f"{where}: not JSON ({e.msg})") from None
+            raise DataError(f"{source}:{n}: not JSON ({e.msg})") from None
+    items = items_from_rows(rows)
+    if not items:
+        raise DataError(f"{source}: has no items")
+    return items
+
+
+def items_from_rows(rows: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+    """Items from rows in the item file's forms (module docstring), each with where it came from (`FILE:LINE`,
+    or `items[N]` in the API's request), which errors and the item's `source` name."""
+    items: list[dict[str, Any]] = []
+    gathered: dict[str, dict[str, Any]] = {}
+    for where, row in rows:
         if not isinstance(row, dict) or "prompt" not in row:
             raise DataError(f"{where}: prompt: missing (a line needs a prompt and responses, or chosen/rejected, "
                             "or completion)")
@@ -127,9 +137,22 @@ def parse_items(text: str, source: str) -> list[dict[str, Any]]:
         else:
             raise DataError(f"{where}: responses: missing (a line needs responses, chosen and rejected, "
                             "or completion)")
-    if not items:
-        raise DataError(f"{source}: has no items")
     return items
+
+
+def repeated_items(items: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(where, where it came before) for each item with the same prompt and responses as an earlier one: each is
+    judged, by its own raters (twice the cost), which an import says."""
+    first: dict[str, str] = {}
+    repeats = []
+    for i, item in enumerate(items):
+        key = json.dumps([item["prompt"], sorted(r["text"] for r in item["responses"])], sort_keys=True)
+        where = item.get("source") or f"item {i + 1}"
+        if key in first:
+            repeats.append((where, first[key]))
+        else:
+            first[key] = where
+    return repeats
 
 
 def create_campaign(s: Session, name: str, task_type: str, items: list[dict[str, Any]], *, overlap: int = 1,
@@ -140,6 +163,8 @@ def create_campaign(s: Session, name: str, task_type: str, items: list[dict[str,
     rubric = rubric or []
     if not name.strip():
         raise DataError("a campaign needs a name")
+    if not items:
+        raise DataError("items: a campaign needs at least one item")
     if overlap < 1 or lease_seconds < 1:
         raise DataError(f"overlap and lease seconds must be >= 1 (got {overlap}, {lease_seconds})")
     if s.query(Campaign).filter_by(name=name).first() is not None:

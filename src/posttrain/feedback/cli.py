@@ -372,7 +372,7 @@ def parse_rubric(text: str | None) -> list:
 
 
 def import_items(cfg: ImportConfig) -> None:
-    from posttrain.feedback.campaigns import read_items, unnamed_items
+    from posttrain.feedback.campaigns import read_items, repeated_items, unnamed_items
 
     rubric = parse_rubric(cfg.rubric)
     guidelines = read_guidelines(cfg.guidelines)
@@ -383,6 +383,12 @@ def import_items(cfg: ImportConfig) -> None:
         print(f"note: {unnamed} of {len(items)} items name no model for a response (models, chosen_model/"
               "rejected_model or model): they are judged and exported, but left out of the leaderboard",
               file=sys.stderr)
+    repeats = repeated_items(items)
+    if repeats:
+        where, before = repeats[0]
+        print(f"note: {len(repeats)} of {len(items)} items repeat an earlier one's prompt and responses ({where} = "
+              f"{before}{', ...' if len(repeats) > 1 else ''}); each is judged on its own (--overlap sets how many "
+              "raters judge an item)", file=sys.stderr)
 
 
 def read_guidelines(path: str | None) -> str:
