@@ -86,6 +86,19 @@ def test_reading_commands_refuse_a_missing_sqlite_file_and_create_nothing(tmp_pa
     assert list(tmp_path.iterdir()) == []
 
 
+def test_three_slashes_for_a_path_from_the_root_get_the_four_slash_url(tmp_path, monkeypatch, capsys):
+    """sqlite:///tmp/x/fb.db is a path from the current folder; when the file is at /tmp/x/fb.db, say so (trial 12:
+    the typo a newcomer makes most was answered only 'no such database file')."""
+    monkeypatch.setenv("POSTTRAIN_ADMIN_PASSWORD", "s3cret-password")
+    db = tmp_path / "fb.db"
+    assert main(["feedback", "init", "--db", f"sqlite:///{db}", "--admin", "alice"]) == 0
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["feedback", "stats", "--db", f"sqlite://{db}", "--campaign", "x"]) == 2  # three slashes
+    err = capsys.readouterr().err.strip()
+    assert f"four slashes: sqlite:///{db}" in err and "\n" not in err, err
+
+
 def test_import_into_a_new_database_says_it_made_one_without_users(tmp_path, capsys):
     items = tmp_path / "items.jsonl"
     items.write_text('{"prompt": "2+2?", "responses": ["4", "5"]}\n')

@@ -64,6 +64,10 @@ def open_database(url: str, *, must_exist: bool = False):  # noqa: ANN201
 
     path = sqlite_file(url)
     if must_exist and path is not None and not path.is_file():
+        rooted = Path("/") / path
+        if not path.is_absolute() and rooted.is_file():  # sqlite:///tmp/x.db is tmp/x.db, from here
+            raise ConfigError(f"{url}: no such database file here ({path}); sqlite:/// takes a path from the "
+                              f"current folder, and one from / has four slashes: sqlite:///{rooted}")
         raise ConfigError(f"{url}: no such database file; create one with posttrain feedback init --db {url}")
     try:
         engine = make_engine(url)
