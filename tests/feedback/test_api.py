@@ -283,6 +283,12 @@ def test_manager_creates_a_campaign_through_the_api_and_exports_it(fb):
     assign.submit(fb.db, lease, fb.users["rater1"], "rank-1", {"order": [2, 0, 1]}, utcnow())
     rows = c.get(f"/api/campaigns/{cid}/export").json()
     assert len(rows) == 1 and sorted(rows[0]["order"]) == [0, 1, 2]
+    assert c.get(f"/manage/campaigns/{cid}/export").text.count("\n") == 1
+    from posttrain.feedback.db import Audit
+
+    with fb.db() as s:  # who took the judgments, and how
+        taken = [(a.user_id, a.detail["via"], a.detail["records"]) for a in s.query(Audit).filter_by(action="export")]
+    assert taken == [(fb.users["manager"], "api", 1), (fb.users["manager"], "page", 1)]
     dup = c.post("/api/campaigns", json=body, headers={"X-CSRF-Token": csrf})
     assert dup.status_code == 422 and "exists already" in dup.json()["detail"]
 

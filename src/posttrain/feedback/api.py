@@ -15,7 +15,7 @@ from posttrain.errors import DataError
 from posttrain.feedback import assign
 from posttrain.feedback.campaigns import create_campaign, items_from_rows
 from posttrain.feedback.db import Campaign, Item, Lease, utcnow
-from posttrain.feedback.export import export_rows, set_exclusion
+from posttrain.feedback.export import audited_export, set_exclusion
 from posttrain.feedback.tasks import AnswerError
 from posttrain.feedback.web import Need, Principal, campaign_or_404
 
@@ -185,9 +185,9 @@ def edit(request: Request, judgment_id: int, body: Answer, who: Principal = Depe
 @router.get("/campaigns/{campaign_id}/export")
 def export(request: Request, campaign_id: int, who: Principal = Depends(manager)) -> list[dict[str, Any]]:
     """The campaign's judgments as the project's records (see posttrain.feedback.export)."""
-    with request.app.state.read() as s:
+    with request.app.state.db() as s, s.begin():
         c = campaign_or_404(s, campaign_id)
-        return export_rows(s, c.name)[0]
+        return audited_export(s, c.name, who.user_id, "api")
 
 
 class ExclusionIn(BaseModel):

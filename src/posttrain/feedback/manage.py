@@ -14,7 +14,7 @@ from posttrain.errors import DataError
 from posttrain.feedback.accounts import add_user
 from posttrain.feedback.campaigns import create_campaign, parse_items
 from posttrain.feedback.db import ROLES, Audit, Campaign, Item, Judgment, User
-from posttrain.feedback.export import excluded_raters, export_rows, set_exclusion
+from posttrain.feedback.export import audited_export, excluded_raters, set_exclusion
 from posttrain.feedback.tasks import TASK_TYPES
 from posttrain.feedback.web import Need, Principal, campaign_or_404, render
 
@@ -38,9 +38,9 @@ def campaigns(request: Request, who: Principal = Depends(manager), created: int 
 
 @router.get("/manage/campaigns/{campaign_id}/export")
 def export(request: Request, campaign_id: int, who: Principal = Depends(manager)) -> Response:
-    with request.app.state.read() as s:
+    with request.app.state.db() as s, s.begin():
         c = campaign_or_404(s, campaign_id)
-        rows, _ = export_rows(s, c.name)
+        rows = audited_export(s, c.name, who.user_id, "page")
     body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     return Response(body, media_type="application/jsonl",
                     headers={"Content-Disposition": f'attachment; filename="campaign-{c.id}.jsonl"'})
