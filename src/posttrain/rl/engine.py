@@ -1,8 +1,8 @@
 """The online-RL step that GRPO, RLOO and PPO share, as plain functions: a recipe calls them in order.
 
-    mine, places = step_share(order.step(step), rl, d)     # this process's share of the step's prompts
-    rollout = sample_groups(sampler, ids, mine, G, ...)     # G completions each, with their log-probs
-    scores  = score_completions(reward, records, texts)     # rewards (rewards/score.py)
+    sampled = sample_step(sampler, reward, prompts, order, step, cfg, d)  # this process's share of the step's
+                                                            # prompts (step_share), G completions each with their
+                                                            # log-probs (sample_groups), rewards (score_rollout)
     adv     = advantages(...)                               # the recipe's choice (rl/advantages.py)
     stats   = update(model, optimizer, ..., groups)         # μ passes over minibatches, clipped surrogate
     metrics = rollout_metrics(...) | stats                  # logged by training/loop.py's end_step
@@ -15,7 +15,8 @@ under torchrun each process samples its share of the prompts and draws exactly w
 The update's loss is normalised over the whole step (all micro-batches, all processes; training/loop.py's
 `accumulate`), so 2 processes give the update of 1 with the same global batch.
 
-What a run sets up before its first step (its options, reward spec, prompts and checks) is rl/setup.py's.
+What a run sets up before its first step (its options, reward spec, prompts, checks and the run's start) is
+rl/setup.py's; the update's layout for the model is `update_layout`'s, here.
 """
 
 from __future__ import annotations
