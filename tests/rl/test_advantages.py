@@ -5,7 +5,14 @@ import math
 import pytest
 import torch
 
-from posttrain.rl.advantages import gae, group_advantages, leave_one_out_advantages, whiten, zero_variance_groups
+from posttrain.rl.advantages import (
+    gae,
+    group_advantages,
+    leave_one_out_advantages,
+    whiten,
+    zero_advantage_groups,
+    zero_variance_groups,
+)
 from posttrain.rl.engine import global_moments
 from posttrain.training.distributed import Dist
 
@@ -170,3 +177,26 @@ def test_gae_checks_its_inputs():
         gae(x, x, torch.tensor([[1, 0, 1], [1, 1, 1]], dtype=torch.bool), 1.0, 1.0)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         gae(x, x, torch.ones(2, 3, dtype=torch.bool), 1.5, 1.0)
+
+
+def test_a_group_of_equal_rewards_gets_advantages_of_exactly_zero():
+    """8 rewards of 0.7 in float32: their mean is a few ulps off 0.7, and dividing by their (as tiny) std made
+    GRPO's advantages ~6e-4 instead of 0; every estimator now gives exactly 0 to such a group, and the groups
+    that differ keep their values."""
+    for value in (0.1, 0.7, 1 / 3, 2.2):
+        for g in (3, 7, 8, 12, 16):
+            rewards = torch.cat([torch.full((g,), value), torch.arange(g, dtype=torch.float32) / g])  # flat, then not
+            for adv in (group_advantages(rewards, g), group_advantages(rewards, g, "batch"),
+                        group_advantages(rewards, g, "none"), leave_one_out_advantages(rewards, g)):
+                assert adv[:g].eq(0).all() and adv[g:].ne(0).any(), (value, g, adv)
+                assert zero_advantage_groups(adv, g).tolist() == [True, False]
+
+
+def test_zero_advantage_groups_is_about_the_advantages_not_the_rewards():
+    """A baseline over the whole batch (REINFORCE++) gives a group of equal rewards advantages that are not 0:
+    it is not a group without signal, though its rewards have no spread."""
+    rewards = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    batch_baseline = rewards - rewards.mean()  # (N,): 0.5, 0.5, -0.5, -0.5
+    assert zero_variance_groups(rewards, 2).tolist() == [True, True]
+    assert zero_advantage_groups(batch_baseline, 2).tolist() == [False, False]
+    assert zero_advantage_groups(torch.tensor([0.0, 0.0, 0.3, -0.3]), 2).tolist() == [True, False]

@@ -29,3 +29,10 @@ def test_flat_groups_at_different_values_give_the_range():
 def test_a_run_shorter_than_the_watch_is_judged_on_its_steps():
     watch = FlatStart(total_steps=1, group_size=4)
     assert "in the first step," in watch.see(step(1.0, 1.0))
+
+
+def test_steps_whose_advantages_are_not_zero_are_not_flat():
+    """A baseline over the batch gives equal-reward groups advantages: those steps learn, so no note (trial 13:
+    the note said nothing was learned while train/grad_norm was 0.77)."""
+    watch = FlatStart(total_steps=100, group_size=1)
+    assert [watch.see(step(1.0, r), no_advantage=False) for r in (131.0, 140.0, 150.0, 150.0)] == [None] * 4

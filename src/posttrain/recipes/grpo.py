@@ -33,7 +33,7 @@ from posttrain.files import write_jsonl
 from posttrain.models.load import load_model, load_tokenizer, save_model
 from posttrain.models.reference import Reference
 from posttrain.rewards.functions import resolve_reward
-from posttrain.rl.advantages import group_advantages, zero_variance_groups
+from posttrain.rl.advantages import group_advantages, zero_advantage_groups, zero_variance_groups
 from posttrain.rl.engine import (
     FlatStart,
     PromptOrder,
@@ -115,7 +115,9 @@ def train(cfg: GRPOConfig, given: Collection[str] | None = None) -> Path:
 
 
 def run_policy_optimization(cfg, d: Dist, label: str, advantages: Callable[..., torch.Tensor]) -> Path:
-    """The GRPO loop with `advantages(cfg, rewards, d)`: GRPO's group-normalised ones, RLOO's leave-one-out."""
+    """The GRPO loop with `advantages(cfg, rewards, d)`: GRPO's group-normalised ones, RLOO's leave-one-out, or
+    any (N,) -> (N,) function of the step's rewards (G per group). `label` is the command: the run's name in
+    its lineage and report, and the model card's algorithm (eval/document.py's ALGORITHMS)."""
     if run_finished(cfg.run, d.is_main):  # resuming a finished run changes nothing
         return run_path(cfg.run)
     # -- check every input before anything is sampled or written -----------------------------------------
@@ -164,10 +166,11 @@ def run_policy_optimization(cfg, d: Dist, label: str, advantages: Callable[..., 
             rollout, scores = sampled.rollout, sampled.scores
             rewards = torch.tensor(scores.total, dtype=torch.float32)  # (N,), G per group
             adv = advantages(cfg, rewards, d)  # (N,)
-            zero_std = zero_variance_groups(rewards, group_size)  # (groups,)
+            zero_std = zero_variance_groups(rewards, group_size)  # (groups,) G equal rewards
+            no_signal = zero_advantage_groups(adv, group_size)  # (groups,) all advantages 0: nothing to learn
             groups = make_groups(rollout, adv, group_size, sampled.positions)
             if cfg.rl.drop_zero_variance:
-                groups = groups.select([g for g in range(len(groups)) if not zero_std[g]])
+                groups = groups.select([g for g in range(len(groups)) if not no_signal[g]])
             t1 = time.perf_counter()
             stats = update(model, optimizer, scheduler, groups, cfg.rl, layout, cfg.sampling.max_new_tokens,
                            cfg.optim.max_grad_norm, run, step + 1, d, reference, policy)
@@ -178,7 +181,7 @@ def run_policy_optimization(cfg, d: Dist, label: str, advantages: Callable[..., 
             metrics = {**stats, **rollout_metrics(rollout, scores, rewards, group_size, zero_std, sampled.seconds, d),
                        "train/lr": scheduler.get_last_lr()[0], "perf/update_seconds": update_seconds,
                        "perf/completions_per_second": completions_done / max(1e-9, time.perf_counter() - run.t0)}
-            if (note := flat_start.see(metrics)) and d.is_main:
+            if (note := flat_start.see(metrics, bool(no_signal.all()))) and d.is_main:
                 print(note, file=sys.stderr)
             end_step(run, step + 1, metrics, tokens, (lambda s=step + 1: evaluate_heldout(s)) if prompts.heldout
                      else None, model, optimizer, scheduler)

@@ -30,6 +30,14 @@ def _std(values: torch.Tensor) -> torch.Tensor:
     return values.std(1, keepdim=True)
 
 
+def _centered(grouped: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
+    """grouped - baseline, exactly 0 in a group whose rewards are all equal: float rounding leaves their mean a
+    few ulps off (8 rewards of 0.7 in float32: 6e-8), which the group's std (as small) would scale up to an
+    advantage of ~6e-4 instead of 0 (with eps 1e-4), a gradient from a group that has nothing to teach."""
+    flat = grouped.amax(1, keepdim=True) == grouped.amin(1, keepdim=True)  # (groups, 1)
+    return torch.where(flat, 0.0, grouped - baseline)
+
+
 def group_advantages(rewards: torch.Tensor, group_size: int, scale: Literal["group", "batch", "none"] = "group",
                      eps: float = 1e-4) -> torch.Tensor:
     """(r - mean of r's group) / (std + eps): (N,) -> (N,).
@@ -39,7 +47,7 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale: Literal["gro
     advantages (arXiv:2503.20783), which do not up-weight prompts whose rewards barely differ.
     """
     grouped = _groups(rewards, group_size)  # (groups, G)
-    centered = grouped - grouped.mean(1, keepdim=True)  # (groups, G)
+    centered = _centered(grouped, grouped.mean(1, keepdim=True))  # (groups, G)
     if scale == "group":
         centered = centered / (_std(grouped) + eps)
     elif scale == "batch":
@@ -56,7 +64,7 @@ def leave_one_out_advantages(rewards: torch.Tensor, group_size: int) -> torch.Te
     if group_size < 2:
         raise ValueError("leave-one-out advantages need group_size >= 2: the baseline is the other samples' mean")
     baseline = (grouped.sum(1, keepdim=True) - grouped) / (group_size - 1)  # (groups, G)
-    return (grouped - baseline).flatten()  # (N,)
+    return _centered(grouped, baseline).flatten()  # (N,)
 
 
 def zero_variance_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -65,6 +73,14 @@ def zero_variance_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor
     verifiable rewards are discrete. A group of one is always True."""
     grouped = _groups(rewards, group_size)  # (groups, G)
     return grouped.amax(1) == grouped.amin(1)
+
+
+def zero_advantage_groups(advantages: torch.Tensor, group_size: int) -> torch.Tensor:
+    """(N,) -> (N // G,) bool: True where every advantage of a group is 0, so the group carries no gradient from
+    the reward. With a per-group baseline (GRPO's, RLOO's) these are the groups of equal rewards
+    (`zero_variance_groups`); with a baseline over the whole batch (REINFORCE++) a group of equal rewards still
+    has advantages, and only this says which groups teach nothing."""
+    return (_groups(advantages, group_size) == 0).all(1)
 
 
 def whiten(values: torch.Tensor, mask: torch.Tensor | None = None, shift_mean: bool = True,

@@ -450,12 +450,13 @@ class FlatStart:
         self.rewards: list[float] = []
         self.done = False
 
-    def see(self, metrics: dict[str, float]) -> str | None:
+    def see(self, metrics: dict[str, float], no_advantage: bool = True) -> str | None:
         """The note after the `after`-th step in a row with only flat groups, else None (and None ever after
-        a step with a group whose rewards differ)."""
+        a step with a group whose rewards differ). `no_advantage`: whether every advantage of this process's
+        step was 0 (False for a baseline over the batch, whose groups of equal rewards still learn)."""
         if self.done:
             return None
-        if metrics["train/frac_reward_zero_std"] < 1.0:
+        if metrics["train/frac_reward_zero_std"] < 1.0 or not no_advantage:
             self.done = True
             return None
         self.rewards.append(metrics["train/reward"])
