@@ -10,7 +10,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_config_reference_is_regenerated():
     expected = config_reference() + "\n"
-    assert (ROOT / "docs" / "config.md").read_text() == expected, "run `make docs` to regenerate docs/config.md"
+    assert (ROOT / "docs" / "config.md").read_text() == expected, (
+        "run `make docs` to regenerate docs/config.md (in an environment of your own: PYTHONPATH=src python -c "
+        "'from posttrain.cli import config_reference; print(config_reference())' > docs/config.md)")
 
 
 def test_every_algorithm_page_has_the_standard_sections():
@@ -42,3 +44,25 @@ def test_every_built_in_reward_is_in_the_table_of_rewards_md():
     rows = set(re.findall(r"^\| `([a-z_]+)", table, flags=re.M))
     missing = sorted((set(REWARDS) | set(FACTORIES)) - rows)
     assert not missing, f"docs/rewards.md's table of built-in rewards has no row for {', '.join(missing)}; add one"
+
+
+def test_every_trainer_has_a_model_card_row_and_every_command_its_options_in_config_md():
+    """What a new command must be registered in besides COMMANDS (cli.py, whose docstrings make posttrain
+    --help's list), checked here so that none is found missing after a run: a command that parses a config of
+    its own is in config_classes (its options in docs/config.md); a trainer (its config has `run: RunConfig`)
+    has its model card's row in ALGORITHMS."""
+    import typing
+
+    from posttrain.cli import COMMANDS, config_classes
+    from posttrain.config import RunConfig
+    from posttrain.eval.document import ALGORITHMS
+
+    configs = config_classes()
+    trainers = {key.removeprefix("posttrain ") for key, cls in configs.items()
+                if typing.get_type_hints(cls).get("run") is RunConfig}
+    assert trainers >= {"sft", "rm", "dpo", "grpo", "rloo", "ppo"}, trainers
+    missing = sorted(trainers - set(ALGORITHMS))
+    assert not missing, f"add {', '.join(missing)} to ALGORITHMS in src/posttrain/eval/document.py (its model card)"
+    with_actions = {"data", "models", "feedback"}  # their actions' configs are listed by action
+    for name in set(COMMANDS) - with_actions:
+        assert f"posttrain {name}" in configs, f"add posttrain {name}'s config to config_classes in cli.py"

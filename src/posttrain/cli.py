@@ -13,24 +13,7 @@ import sys
 
 from posttrain.errors import ConfigError, UserError
 
-USAGE = """usage: posttrain COMMAND [OPTIONS]   (posttrain COMMAND --help for every option; posttrain --version)
-
-commands:
-  demo       run the whole loop on the built-in tiny model and arithmetic task
-  sft        supervised fine-tuning on demonstrations (chat, prompt-completion or text)
-  dpo        preference optimization (DPO, IPO, SimPO) on prompt/chosen/rejected pairs
-  grpo       online RL on a checkable reward (GRPO: group-normalised advantages, clipped updates, optional KL)
-  rloo       online RL with the leave-one-out baseline (RLOO)
-  ppo        RLHF with PPO against a reward model: value model, GAE, clipped updates, a fixed or adaptive KL
-  rm         reward model (Bradley-Terry) on preference pairs and rankings
-  eval       models x tasks: accuracy, pass@k, win rates, Bradley-Terry ratings, each with a 95% interval
-  report     one self-contained HTML file: training curves, evaluation tables, responses side by side
-  generate   sample completions for prompts with the built-in batched sampler
-  score      score a file's completions with a reward spec (reward and reason per row, a summary table)
-  models     make the built-in tiny model, prepare SmolLM2, list known short names
-  data       data tools: `data pairs` samples a policy and lets a simulated rater make preference pairs
-  feedback   the human-feedback web app: `feedback init|serve|import|generate|export|stats`
-"""
+USAGE_HEAD = "usage: posttrain COMMAND [OPTIONS]   (posttrain COMMAND --help for every option; posttrain --version)"
 
 
 def _register_sources() -> None:
@@ -41,6 +24,7 @@ def _register_sources() -> None:
 
 
 def _sft(argv: list[str]) -> int:
+    """supervised fine-tuning on demonstrations (chat, prompt-completion or text)"""
     from posttrain.config_parse import parse_config
     from posttrain.recipes.sft import SFTConfig, train
 
@@ -50,6 +34,7 @@ def _sft(argv: list[str]) -> int:
 
 
 def _dpo(argv: list[str]) -> int:
+    """preference optimization (DPO, IPO, SimPO) on prompt/chosen/rejected pairs"""
     from posttrain.config_parse import parse_config
     from posttrain.recipes.dpo import DPOConfig, train
 
@@ -59,6 +44,7 @@ def _dpo(argv: list[str]) -> int:
 
 
 def _grpo(argv: list[str]) -> int:
+    """online RL on a checkable reward (GRPO: group-normalised advantages, clipped updates, optional KL)"""
     from posttrain.config_parse import parse_config
     from posttrain.recipes.grpo import GRPOConfig, train
 
@@ -68,6 +54,7 @@ def _grpo(argv: list[str]) -> int:
 
 
 def _ppo(argv: list[str]) -> int:
+    """RLHF with PPO against a reward model: value model, GAE, clipped updates, a fixed or adaptive KL"""
     from posttrain.config_parse import parse_config
     from posttrain.recipes.ppo import PPOConfig, train
 
@@ -77,6 +64,7 @@ def _ppo(argv: list[str]) -> int:
 
 
 def _rloo(argv: list[str]) -> int:
+    """online RL with the leave-one-out baseline (RLOO)"""
     from posttrain.config_parse import parse_config
     from posttrain.recipes.rloo import RLOOConfig, train
 
@@ -86,6 +74,7 @@ def _rloo(argv: list[str]) -> int:
 
 
 def _rm(argv: list[str]) -> int:
+    """reward model (Bradley-Terry) on preference pairs and rankings"""
     from posttrain.config_parse import parse_config
     from posttrain.recipes.reward_model import RewardModelConfig, train
 
@@ -126,12 +115,14 @@ def given_options(cls: type, argv: list[str]) -> set[str]:
 
 
 def _models(argv: list[str]) -> int:
+    """make the built-in tiny model, prepare SmolLM2, list known short names"""
     from posttrain.models.cli import main as models_main
 
     return models_main(argv)
 
 
 def _generate(argv: list[str]) -> int:
+    """sample completions for prompts with the built-in batched sampler"""
     from posttrain.config_parse import parse_config
     from posttrain.generate import GenerateConfig, generate
 
@@ -141,6 +132,7 @@ def _generate(argv: list[str]) -> int:
 
 
 def _score(argv: list[str]) -> int:
+    """score a file's completions with a reward spec (reward and reason per row, a summary table)"""
     from posttrain.rewards.cli import main as score_main
 
     _register_sources()
@@ -148,6 +140,7 @@ def _score(argv: list[str]) -> int:
 
 
 def _eval(argv: list[str]) -> int:
+    """models x tasks: accuracy, pass@k, win rates, Bradley-Terry ratings, each with a 95% interval"""
     from posttrain.config_parse import parse_config
     from posttrain.eval.suite import SuiteConfig, run_suite
     from posttrain.eval.tables import print_results
@@ -158,6 +151,7 @@ def _eval(argv: list[str]) -> int:
 
 
 def _report(argv: list[str]) -> int:
+    """one self-contained HTML file: training curves, evaluation tables, responses side by side"""
     from posttrain.config_parse import parse_config
     from posttrain.eval.report import ReportConfig, report_command
 
@@ -166,6 +160,7 @@ def _report(argv: list[str]) -> int:
 
 
 def _demo(argv: list[str]) -> int:
+    """run the whole loop on the built-in tiny model and arithmetic task"""
     from posttrain.config_parse import parse_config
     from posttrain.demo import DemoConfig, run_demo
 
@@ -174,6 +169,7 @@ def _demo(argv: list[str]) -> int:
 
 
 def _data(argv: list[str]) -> int:
+    """data tools: `data pairs` samples a policy and lets a simulated rater make preference pairs"""
     from posttrain import pairs
 
     _register_sources()
@@ -188,6 +184,7 @@ def _data(argv: list[str]) -> int:
 
 
 def _feedback(argv: list[str]) -> int:
+    """the human-feedback web app: `feedback init|serve|import|generate|export|stats`"""
     from posttrain.feedback.cli import main as feedback_main
 
     return feedback_main(argv)
@@ -224,22 +221,29 @@ def config_reference() -> str:
     return reference_markdown(config_classes())
 
 
-COMMANDS = {
-    "data": _data,
+COMMANDS = {  # posttrain --help lists them in this order, each with its function's docstring
     "demo": _demo,
-    "eval": _eval,
-    "report": _report,
     "sft": _sft,
     "dpo": _dpo,
     "grpo": _grpo,
     "rloo": _rloo,
     "ppo": _ppo,
     "rm": _rm,
+    "eval": _eval,
+    "report": _report,
     "generate": _generate,
     "score": _score,
     "models": _models,
+    "data": _data,
     "feedback": _feedback,
 }
+
+
+def usage() -> str:
+    """posttrain --help: every command of COMMANDS with the first line of its function's docstring."""
+    width = max(map(len, COMMANDS)) + 2
+    rows = [f"  {name:<{width}} {(run.__doc__ or '').strip()}" for name, run in COMMANDS.items()]
+    return "\n".join([USAGE_HEAD, "", "commands:", *rows]) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -253,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE)
+        print(usage())
         return 0
     if "--version" in argv:
         from posttrain import __version__
@@ -262,7 +266,7 @@ def _main(argv: list[str] | None) -> int:
         return 0
     cmd, rest = argv[0], argv[1:]
     if cmd not in COMMANDS:
-        print(f"posttrain: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
+        print(f"posttrain: unknown command {cmd!r}\n\n{usage()}", file=sys.stderr)
         return 2
     try:
         return COMMANDS[cmd](rest)

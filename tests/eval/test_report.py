@@ -300,6 +300,15 @@ def test_a_dpo_card_names_its_objective_and_evaluation(tmp_path, tiny_dir):
     assert "| win rate of dpo over sft (verifier) | `builtin:arithmetic/heldout` | 0.62 | [0.57, 0.67] | 3 |" in card
 
 
+def test_a_recipe_missing_from_algorithms_still_gets_a_card(tmp_path):
+    """A new recipe not yet in ALGORITHMS (trial 13: a KeyError traceback after the whole run, no card, no
+    report); tests/test_docs.py asks for its row."""
+    from posttrain.eval.document import model_card
+
+    card = model_card(write_run(tmp_path / "rpp", eval_rows=False), "reinforce_pp")
+    assert front_matter(card)["tags"] == ["posttrain", "reinforce_pp"] and "docs/algorithms/reinforce_pp.md" in card
+
+
 def test_a_reward_model_card_says_how_it_loads(tmp_path):
     """A reward model is a sequence classifier with one label; its own settings (margin, center_coef) are listed,
     LoRA's alpha only when LoRA was on."""
