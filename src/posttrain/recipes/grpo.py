@@ -116,8 +116,12 @@ def train(cfg: GRPOConfig, given: Collection[str] | None = None) -> Path:
 
 def run_policy_optimization(cfg, d: Dist, label: str, advantages: Callable[..., torch.Tensor]) -> Path:
     """The GRPO loop with `advantages(cfg, rewards, d)`: GRPO's group-normalised ones, RLOO's leave-one-out, or
-    any (N,) -> (N,) function of the step's rewards (G per group). `label` is the command: the run's name in
-    its lineage and report, and the model card's algorithm (eval/document.py's ALGORITHMS)."""
+    any (N,) -> (N,) function of the step's rewards. `rewards` are this process's share of the step (G per
+    prompt, adjacent); a statistic over the whole step (a batch mean or std) must be taken over every process
+    (`rl.engine.global_moments`, which every process calls). A group whose advantages are all 0 counts as one
+    with nothing to teach (--rl.drop-zero-variance, the flat-start note). `label` is the command: the run's
+    name in its progress, lineage and closing line, and the model card's algorithm (eval/document.py's
+    ALGORITHMS). `cfg` has the sections GRPOConfig has (grpo's own excepted)."""
     if run_finished(cfg.run, d.is_main):  # resuming a finished run changes nothing
         return run_path(cfg.run)
     # -- check every input before anything is sampled or written -----------------------------------------
