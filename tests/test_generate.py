@@ -108,3 +108,45 @@ def test_an_output_that_is_the_prompts_file_itself_is_refused_and_the_prompts_ke
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "is the prompts file itself" in err, err
     assert prompts.read_bytes() == before
+
+
+def test_every_prompt_of_a_file_is_sampled_unless_limited(tmp_path, capsys):
+    """A file's 12 prompts all get completions (trial 14: the default --limit 8 cut the file without a word);
+    a built-in task still gives a quick look at its first 8."""
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"q{i}"}) + "\n" for i in range(12)))
+    out = tmp_path / "o.jsonl"
+    base = ["generate", "--sampling.max-new-tokens", "2", "--no-progress"]
+    assert main([*base, "--prompts", str(prompts), "--output", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 12
+    assert main([*base, "--prompts", str(prompts), "--limit", "5", "--output", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 5 and "(replacing the file that was there)" in capsys.readouterr().err
+    assert main([*base, "--output", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 8
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_sampling(tmp_path, capsys):
+    """A folder given as --output (or a file as eval's --output-dir) was a traceback after all the work."""
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "keep.jsonl").write_text("{}\n")
+    for argv, words in ((["generate", "--output", str(tmp_path / "runs")], "output=", ),
+                        (["generate", "--output", str(tmp_path / "keep.jsonl" / "x.jsonl")], "is a file, not a folder"),
+                        (["score", "--reward", "numeric", "--data", str(tmp_path / "keep.jsonl"), "--output",
+                          str(tmp_path / "runs")], "is a folder; name a file in it"),
+                        (["eval", "--output-dir", str(tmp_path / "keep.jsonl")], "is a file; name a folder")):
+        assert main([*argv, "--no-progress"] if argv[0] != "score" else argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert words in err and "\n" not in err and "Traceback" not in err, err
+    assert (tmp_path / "keep.jsonl").read_text() == "{}\n" and list((tmp_path / "runs").iterdir()) == []
+
+
+def test_a_model_whose_weights_file_was_cut_short_is_one_line(tmp_path, capsys, tiny_dir):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_dir, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    assert main(["generate", "--model.name", str(broken), "--limit", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not valid safetensors" in err and "copy it again" in err and "\n" not in err, err

@@ -57,6 +57,31 @@ def is_same_file(a: str | Path, b: str | Path) -> bool:
         return False
 
 
+def _file_in_the_way(folder: Path) -> Path | None:
+    """The nearest of `folder` and its parents that exists, when it is a file (no folder can be made there)."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    return existing if existing is not None and not existing.is_dir() else None
+
+
+def output_file_problem(path: str | Path) -> str | None:
+    """Why a file cannot be written at `path` (it is a folder; a folder on its way is a file), checked before any
+    work whose result would go there; None when it can be."""
+    target = Path(path)
+    if target.is_dir():
+        return f"is a folder; name a file in it, e.g. {target / 'out.jsonl'}"
+    blocking = _file_in_the_way(target.parent)
+    return f"{blocking} is a file, not a folder" if blocking else None
+
+
+def output_dir_problem(path: str | Path) -> str | None:
+    """Why a folder cannot be made or filled at `path` (it, or a folder on its way, is a file); None when it
+    can be."""
+    blocking = _file_in_the_way(Path(path))
+    if blocking is None:
+        return None
+    return "is a file; name a folder" if blocking == Path(path) else f"{blocking} is a file, not a folder"
+
+
 def write_jsonl(rows: Iterable[dict[str, Any]], path: str | Path) -> Path:
     """Write one JSON object a line, atomically."""
     return write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from posttrain.config import SamplingCommandConfig, check
 from posttrain.data.records import Conversation, Prompt, parse_record
 from posttrain.errors import DataError
-from posttrain.files import is_same_file, write_jsonl
+from posttrain.files import is_same_file, output_file_problem, write_jsonl
 from posttrain.sampling.sampler import Rollout
 
 
@@ -34,7 +35,9 @@ class GenerateConfig(SamplingCommandConfig):
     """One prompt, inline (`--prompt "What is 2+3?"`), sent as the user's turn; it replaces `prompts`."""
     n: int = 1
     """Completions per prompt."""
-    limit: int | None = 8
+    limit: int | None = None
+    """Use only the first N prompts. Unset: every prompt of a file, and the first 8 of a built-in task (a quick
+    look; `--limit 200` for more)."""
     output: str | None = None
     """Write one JSON line per completion to this file; unset: print a table."""
 
@@ -44,18 +47,24 @@ class GenerateConfig(SamplingCommandConfig):
         check(self.output is None or self.prompt is not None or not is_same_file(self.output, self.prompts),
               "output", "is the prompts file itself: the completions would replace the prompts; name another file",
               self.output)
+        problem = output_file_problem(self.output) if self.output else None
+        check(problem is None, "output", problem or "", self.output)
+
+
+BUILTIN_LOOK = 8  # prompts of a built-in task that `posttrain generate` samples without --limit
 
 
 def generate(cfg: GenerateConfig) -> list[dict[str, Any]]:
     """Load prompts and model, sample, then print a table or write `cfg.output`. Returns the JSONL rows."""
-    from posttrain.data.load import load_records
+    from posttrain.data.load import BUILTIN_PREFIX, load_records
     from posttrain.data.tokenize import check_prompt_template
     from posttrain.sampling.sampler import command_sampler, sample_messages
 
     if cfg.prompt is not None:
         records = [parse_record({"prompt": cfg.prompt}, accept=(Prompt,))]
     else:
-        records = [as_prompt(r) for r in load_records(cfg.prompts, accept=(Prompt, Conversation), limit=cfg.limit)]
+        limit = cfg.limit if cfg.limit is not None or not cfg.prompts.startswith(BUILTIN_PREFIX) else BUILTIN_LOOK
+        records = [as_prompt(r) for r in load_records(cfg.prompts, accept=(Prompt, Conversation), limit=limit)]
     sampler, tokenizer = command_sampler(cfg)
     check_prompt_template(records, tokenizer, "--prompt" if cfg.prompt is not None else cfg.prompts, cfg.model.name)
     rollout = sample_messages(sampler, records, tokenizer, cfg.n, cfg.sampling)
@@ -63,8 +72,9 @@ def generate(cfg: GenerateConfig) -> list[dict[str, Any]]:
     if cfg.output is None:
         print_table(records, rows)
     else:
+        replacing = " (replacing the file that was there)" if Path(cfg.output).exists() else ""
         write_jsonl(rows, cfg.output)
-        print(f"wrote {len(rows)} completions to {cfg.output}", file=sys.stderr)
+        print(f"wrote {len(rows)} completions to {cfg.output}{replacing}", file=sys.stderr)
     return rows
 
 

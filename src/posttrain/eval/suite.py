@@ -35,6 +35,7 @@ from posttrain.eval import stats
 from posttrain.eval.accuracy import task_reward
 from posttrain.eval.compare import FORMAT, compare_plan, compare_results, read_results
 from posttrain.eval.winrate import wilson_interval
+from posttrain.files import output_dir_problem
 from posttrain.rewards.functions import RewardFn, check_reference_fields
 from posttrain.rewards.score import explain_completions
 
@@ -79,6 +80,8 @@ class SuiteConfig(SamplingCommandConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        problem = output_dir_problem(self.output_dir) if self.output_dir else None
+        check(problem is None, "output_dir", problem or "", self.output_dir)
         check(self.n_samples >= 1, "n_samples", "must be >= 1", self.n_samples)
         check(self.n_samples == 1 or self.sampling.temperature > 0, "n_samples",
               "above 1 needs --sampling.temperature > 0 (greedy samples are all the same)", self.n_samples)

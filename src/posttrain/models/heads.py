@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+from safetensors import SafetensorError
 
 from posttrain.config import ModelConfig
 from posttrain.errors import ModelError
@@ -48,6 +49,7 @@ from posttrain.models.load import (
     quiet_transformers,
     resolve_dtype,
     resolve_model_dir,
+    unreadable_weights,
 )
 from posttrain.models.lora import apply_lora, is_lora, merged_copy, transformers_model
 
@@ -145,8 +147,9 @@ def load_classifier(path: Path, dtype: torch.dtype, seed: int = 0) -> tuple[torc
         with _quiet_load_report():
             model, info = AutoModelForSequenceClassification.from_pretrained(
                 path, num_labels=1, dtype=dtype, output_loading_info=True)
-    except (OSError, ValueError, KeyError) as e:
-        raise ModelError(f"{path}: cannot load as a sequence classifier: {e}".replace("\n", " ")) from None
+    except (OSError, ValueError, KeyError, SafetensorError) as e:
+        raise ModelError(f"{path}: cannot load as a sequence classifier: {unreadable_weights(e)}".replace("\n", " ")
+                         ) from None
     missing = set(info["missing_keys"])
     head_keys = {k for k in missing if k.split(".")[0] == HEAD}
     if missing - head_keys:

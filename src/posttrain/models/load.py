@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 from filelock import FileLock
+from safetensors import SafetensorError
 
 from posttrain.config import ModelConfig
 from posttrain.errors import ConfigError, ModelError
@@ -339,6 +340,13 @@ def _tokenizer_from(path: Path):
     return tokenizer
 
 
+def unreadable_weights(e: Exception) -> str:
+    """What a failed load says, with what to do when the weights file itself is broken (a cut-off copy)."""
+    if isinstance(e, SafetensorError):
+        return f"its weights file is not valid safetensors ({e}); a copy or download cut short? copy it again"
+    return str(e)
+
+
 def load_model(cfg: ModelConfig, device: torch.device | str = "cpu"):
     """Load `(model, tokenizer)` for `cfg` on `device`, with LoRA adapters when `cfg.lora_r > 0`.
 
@@ -357,8 +365,8 @@ def load_model(cfg: ModelConfig, device: torch.device | str = "cpu"):
     quiet_transformers()
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(cfg.dtype, device))
-    except (OSError, ValueError) as e:
-        raise ModelError(f"{path}: cannot load the model: {e}".replace("\n", " ")) from None
+    except (OSError, ValueError, SafetensorError) as e:
+        raise ModelError(f"{path}: cannot load the model: {unreadable_weights(e)}".replace("\n", " ")) from None
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     if model.generation_config is not None and model.generation_config.pad_token_id is None:

@@ -23,7 +23,7 @@ from posttrain.config import check
 from posttrain.data.load import load_rows, row_error
 from posttrain.data.records import Prompt, PromptCompletion, RecordError
 from posttrain.errors import DataError
-from posttrain.files import write_jsonl
+from posttrain.files import output_file_problem, write_jsonl
 from posttrain.rewards.functions import check_reference_fields, resolve_reward
 from posttrain.rewards.score import Scores, explain_completions
 
@@ -54,6 +54,8 @@ class ScoreConfig:
 
     def __post_init__(self) -> None:
         check(bool(self.reward.strip()), "reward", "must name a reward (docs/rewards.md)", self.reward)
+        problem = output_file_problem(self.output) if self.output else None
+        check(problem is None, "output", problem or "", self.output)
 
 
 def read_scoring_rows(source: str) -> tuple[list[dict[str, Any]], list[Prompt], list[str]]:
