@@ -150,3 +150,13 @@ def test_a_model_whose_weights_file_was_cut_short_is_one_line(tmp_path, capsys, 
     assert main(["generate", "--model.name", str(broken), "--limit", "1", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert "not valid safetensors" in err and "copy it again" in err and "\n" not in err, err
+
+
+def test_a_built_in_task_on_a_model_without_a_chat_template_says_what_can_be_done(capsys):
+    """The built-in task's rows are not the user's to rewrite as plain strings (trial 14): the message says to
+    sample a model with a chat template instead. Several greedy completions of a prompt are refused, as in eval."""
+    assert main(["generate", "--model.name", "tiny-qwen2-base", "--limit", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "a built-in task's prompts are chat turns" in err and "plain string" not in err and "\n" not in err, err
+    assert main(["generate", "--n", "3", "--sampling.temperature", "0"]) == 2
+    assert "greedy completions of one prompt are all the same" in capsys.readouterr().err

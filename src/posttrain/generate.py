@@ -44,6 +44,8 @@ class GenerateConfig(SamplingCommandConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.n >= 1, "n", "must be >= 1 (completions per prompt)", self.n)
+        check(self.n == 1 or self.sampling.temperature > 0, "n", "above 1 needs --sampling.temperature > 0 "
+              "(greedy completions of one prompt are all the same)", self.n)
         check(self.output is None or self.prompt is not None or not is_same_file(self.output, self.prompts),
               "output", "is the prompts file itself: the completions would replace the prompts; name another file",
               self.output)

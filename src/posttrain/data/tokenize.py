@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from posttrain.data.load import SHOWN_ERRORS, row_location, row_locations
+from posttrain.data.load import BUILTIN_PREFIX, SHOWN_ERRORS, row_location, row_locations
 from posttrain.data.records import Conversation, Messages, PromptCompletion, Text
 from posttrain.errors import ConfigError, DataError, ModelError
 
@@ -309,6 +309,9 @@ def check_prompt_template(prompts: list, tokenizer, source: str, model: str, fix
         return
     first = next((i for i, p in enumerate(prompts, start=1) if not getattr(p, "plain", True)), None)
     if first is not None:
+        if source.startswith(BUILTIN_PREFIX) and fix == NO_TEMPLATE_FIX:  # its rows are not the user's to rewrite
+            fix = ("a built-in task's prompts are chat turns: sample a model that has a chat template (an instruct "
+                   "model such as smollm2, or one trained with --data.chat-template chatml, whose final/ keeps it)")
         raise DataError(f"{row_location(source, first)}: model {model} has no chat template, so this row's prompt, a "
                         f"message list, cannot be tokenized; {fix}")
 
