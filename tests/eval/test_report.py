@@ -170,7 +170,8 @@ def test_an_evaluation_alone_makes_a_report(tmp_path, capsys):
     assert f"wrote {out}" in capsys.readouterr().out
     html = out.read_text()
     assert "<svg" not in html and "Responses side by side: sft vs dpo" in html
-    assert "[0.6123, 0.8456]" in html and "Ratings (Bradley–Terry)" in html and "stop 2, length 1" in html
+    assert "[61.2%, 84.6%]" in html and "Ratings (Bradley–Terry)" in html and "stop 2, length 1" in html
+    assert "<td class=\"num\">62.0%</td>" in html and "[57.0%, 67.0%]" in html  # fractions as eval prints them
 
 
 def test_two_runs_share_axes_and_runs_of_the_same_name_are_told_apart(tmp_path):
@@ -344,7 +345,7 @@ def test_the_report_of_a_real_run_in_chromium(sft_run, page, tmp_path, capsys):
     legends = page.eval_on_selector_all(".figure svg", "svgs => svgs.map(s => s.textContent.includes('sft'))")
     assert all(legends)
     tables = page.inner_text("body")
-    assert "[0.6123, 0.8456]" in tables and "Win rates" in tables and "tiny vs sft" in tables
+    assert "[61.2%, 84.6%]" in tables and "Win rates" in tables and "tiny vs sft" in tables
     assert page.evaluate("[typeof window.__x, typeof window.__y]") == ["undefined", "undefined"]
     assert page.locator("img").count() == 0
     assert HOSTILE in page.locator("pre.completion").all_inner_texts()
