@@ -116,6 +116,9 @@ def test_skip_returns_the_item_to_others_but_not_to_the_skipper(fb):
     r1, r2 = fb.users["rater1"], fb.users["rater2"]
     lease = assign.next_lease(fb.db, cid, r1, T0)
     assign.skip(fb.db, lease, r1, T0)
+    assign.skip(fb.db, lease, r1, T0)  # sent again (a retry after a timeout): done already, not a 409 (trial 12)
+    with pytest.raises(assign.Conflict, match="not an open task of yours"):  # and not someone else's to repeat
+        assign.skip(fb.db, lease, r2, T0)
     assert assign.next_lease(fb.db, cid, r1, T0) is None
     assert assign.next_lease(fb.db, cid, r2, T0) is not None
 

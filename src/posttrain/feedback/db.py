@@ -145,6 +145,8 @@ class Skip(Base):
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
     rater_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    # the lease it gave back (deleted then), so that the same skip sent again is answered as the first was
+    lease_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     __table_args__ = (UniqueConstraint("item_id", "rater_id", name="uq_skips"),)
 
 
