@@ -262,6 +262,30 @@ def test_a_late_form_answer_is_kept_unless_its_place_was_given_away_and_then_say
         assert [j.client_id for j in s.query(Judgment)] == ["kept"]
 
 
+def assign_token(fb, name: str) -> str:
+    """A new API token of user `name`, made on their /tokens page."""
+    c = TestClient(fb.app)
+    csrf = login(c, name)
+    return re.search(r'id="new-token">([^<]+)<', c.post("/tokens", data={"csrf_token": csrf, "name": "t"}).text).group(1)
+
+
+def test_a_skip_sent_twice_goes_on_both_times(fb):
+    """A double click on skip, or a script's retry: the second is answered as the first (trial 12: a 409)."""
+    cid = add_campaign(fb.db, "skips", items=pairwise_items(2), overlap=1)
+    c = TestClient(fb.app)
+    csrf = login(c, "rater1")
+    task = c.get(f"/c/{cid}/next", follow_redirects=False).headers["location"]
+    for _ in range(2):
+        r = c.post(f"{task}/skip", data={"csrf_token": csrf}, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == f"/c/{cid}/next"
+    api = TestClient(fb.app)
+    auth = {"Authorization": f"Bearer {assign_token(fb, 'rater2')}"}
+    lease = api.post(f"/api/campaigns/{cid}/next", headers=auth).json()["lease_id"]
+    assert [api.post(f"/api/leases/{lease}/skip", headers=auth).status_code for _ in range(2)] == [204, 204]
+    assert api.post(f"/api/leases/{lease}/skip", headers={"Authorization": f"Bearer {assign_token(fb, 'manager')}"}
+                    ).status_code == 409  # not another rater's to repeat
+
+
 def test_openapi_schema_lists_the_json_api(fb):
     c = TestClient(fb.app)
     assert c.get("/openapi.json").status_code == 401  # anonymous

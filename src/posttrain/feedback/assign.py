@@ -328,21 +328,25 @@ def edit(db: sessionmaker, judgment_id: int, rater_id: int, client_id: str, answ
     return _retry(db, work)
 
 
-def skip(db: sessionmaker, lease_id: int, rater_id: int, now: dt.datetime) -> None:
-    """Give the lease back and never offer its item to this rater again; the same skip sent again (a retry after
-    a timeout) is done already, not a Conflict."""
+def skip(db: sessionmaker, lease_id: int, rater_id: int, now: dt.datetime) -> int:
+    """Give the lease back and never offer its item to this rater again; returns the campaign's id. The same skip
+    sent again (a double click, a retry after a timeout) is done already, not a Conflict."""
 
-    def work(s: Session) -> None:
+    def work(s: Session) -> int:
         lease = s.get(Lease, lease_id)
-        if lease is None and s.scalar(select(Skip.id).where(Skip.lease_id == lease_id, Skip.rater_id == rater_id)):
-            return
+        if lease is None:
+            done = s.scalar(select(Item.campaign_id).join(Skip, Skip.item_id == Item.id)
+                            .where(Skip.lease_id == lease_id, Skip.rater_id == rater_id))
+            if done is not None:
+                return done
         if lease is None or lease.rater_id != rater_id or lease.judged:
             raise Conflict("this task is not an open task of yours")
         s.delete(lease)
         s.add(Skip(item_id=lease.item_id, rater_id=rater_id, lease_id=lease_id, created_at=now))
         s.add(Audit(user_id=rater_id, action="item.skip", target=f"item:{lease.item_id}", at=now))
+        return s.get(Item, lease.item_id).campaign_id
 
-    _retry(db, work)
+    return _retry(db, work)
 
 
 @dataclass(frozen=True)
