@@ -315,7 +315,8 @@ class SamplingCommandConfig:
     device: str = "auto"
     """`auto` (CUDA when available, else CPU), `cpu`, `cuda` or `cuda:N`."""
     progress: bool = True
-    """Show a progress bar over sampling batches."""
+    """Show a progress bar over sampling batches; when the output is not a terminal (a log file), a line every
+    30 s of sampling instead."""
     sampler: Literal["builtin", "vllm"] = "builtin"
     """What samples: `builtin`, posttrain's batched KV-cache sampler; `vllm`, a vLLM engine in this process (faster
     for larger models and batches, an optional install: docs/scale.md), set up by `--vllm.*`. Greedy completions

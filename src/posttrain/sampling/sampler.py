@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import math
 import os
+import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -238,6 +240,21 @@ class _Sample:
     finish_reason: FinishReason = "length"
 
 
+LOG_EVERY_SECONDS = 30.0  # off a terminal, how often a long sampling says how far it is
+
+
+def _logged_progress(items: list, what: str, every: float):
+    """`items`, with a line on stderr at most every `every` seconds saying how many are done (for a log file,
+    where a progress bar draws nothing): a short run prints none."""
+    start = last = time.perf_counter()
+    for done, item in enumerate(items):
+        now = time.perf_counter()
+        if now - last >= every:
+            print(f"{what}: {done}/{len(items)} batches, {now - start:.0f} s", file=sys.stderr, flush=True)
+            last = now
+        yield item
+
+
 class ModelSampler:
     """`Sampler` for any Hugging Face causal LM and its tokenizer (see the module docstring for the loop).
 
@@ -292,8 +309,9 @@ class ModelSampler:
         from rich.console import Console
         from rich.progress import track
 
-        # off the terminal (a pipe, a log file) a transient bar draws nothing but leaves a blank line
-        return track(chunks, description="sampling", transient=True, disable=not Console().is_terminal)
+        if not Console().is_terminal:  # the bar's own stream is a pipe or a log file: a line now and then instead
+            return _logged_progress(chunks, "sampling", LOG_EVERY_SECONDS)
+        return track(chunks, description="sampling", transient=True)
 
     def _prefill(self, prompts: list[list[int]], n: int, capacity: int, preallocate: bool):
         """Encode each prompt once and repeat its cache n times: -> logits (R, V), cache, attention_mask (R, T).
