@@ -29,11 +29,11 @@ from posttrain.files import jsonl_lines
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 EVAL_FORMAT = "posttrain-eval/"
 # results.json keys whose rows are figures with an interval, with the columns that name a row before the value.
-# results.json key, title, the columns naming a row, and the filter its values are shown with (a fraction as a
-# percentage, as `posttrain eval` prints it; a score or a length as a number)
-FIGURE_TABLES = (("accuracy", "Accuracy", ("model", "task"), "pct"), ("pass_at_k", "pass@k", ("model", "task", "k"), "pct"),
-                 ("rm_score", "Reward-model score", ("model", "task"), "num"),
-                 ("length", "Response length (tokens)", ("model", "task"), "num"))
+# results.json key, title, the columns naming a row, and whether its values are fractions (shown as percentages,
+# as `posttrain eval` prints them; a score or a length as a number)
+FIGURE_TABLES = (("accuracy", "Accuracy", ("model", "task"), True), ("pass_at_k", "pass@k", ("model", "task", "k"), True),
+                 ("rm_score", "Reward-model score", ("model", "task"), False),
+                 ("length", "Response length (tokens)", ("model", "task"), False))
 
 
 @dataclass
@@ -273,7 +273,8 @@ def evaluation_tables(ev: Evaluation) -> dict[str, Any]:
     return {
         "name": ev.name, "path": str(ev.path), "created": r.get("created", ""), "models": r.get("models") or [],
         "tasks": r.get("tasks") or [], "settings": r.get("settings") or {},
-        "figures": [(title, keys, r.get(key) or [], shown) for key, title, keys, shown in FIGURE_TABLES if r.get(key)],
+        "figures": [(title, keys, r.get(key) or [], fraction) for key, title, keys, fraction in FIGURE_TABLES
+                    if r.get(key)],
         "win_rates": r.get("win_rates") or [], "ratings": r.get("ratings") or [],
         "finish_reasons": r.get("finish_reasons") or [],
     }
@@ -307,7 +308,7 @@ def render_report(runs: list[RunData], evals: list[Evaluation], max_samples: int
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["num"] = number
     env.filters["pct"] = percent
-    env.globals.update(number=number, percent=percent)  # a table's own choice of the two (FIGURE_TABLES)
+    env.globals.update(number=number, percent=percent)  # a figure table picks one (FIGURE_TABLES' fraction)
     return env.get_template("report.html").render(
         title=title, csp=Markup(CSP), version=__version__, created=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         runs=[{**run_summary(r), "config": flatten(r.config or {}), "lineage": r.lineage or {}} for r in runs],

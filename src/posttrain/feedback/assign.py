@@ -49,6 +49,7 @@ class Conflict(Exception):
 
 GONE = ("this task is no longer yours, or never was (its time ran out and another rater was given its place, or "
         "there is no such lease)")
+NOT_STORED = f"{GONE}; your answer was not stored; take the next"  # a submit for such a lease, page or API
 
 
 class AnsweredOtherwise(Conflict):
@@ -242,7 +243,7 @@ def _submit_work(s: Session, lease_id: int, rater_id: int, client_id: str, answe
         return again
     lease = conn.execute(_LEASE_TO_JUDGE, {"lease": lease_id}).first()
     if lease is None or lease.rater_id != rater_id:
-        raise Conflict(f"{GONE}; your answer was not stored; take the next")
+        raise Conflict(NOT_STORED)
     rules = _campaign_rules(s, lease.campaign_id)
     payload = read_answer(rules.task_type, answer, lease.presentation, rules.rubric)
     claimed = conn.execute(_CLAIM, {"lease": lease_id, "rater": rater_id}).rowcount
@@ -251,7 +252,7 @@ def _submit_work(s: Session, lease_id: int, rater_id: int, client_id: str, answe
         if again is not None:
             return again
         if conn.execute(_LEASE_TO_JUDGE, {"lease": lease_id}).first() is None:  # its slot was taken meanwhile
-            raise Conflict(f"{GONE}; your answer was not stored; take the next")
+            raise Conflict(NOT_STORED)
         raise Conflict("you already judged this item; edit your judgment instead")
     new_id = conn.execute(_NEW_JUDGMENT, {
         "client_id": client_id, "campaign_id": lease.campaign_id, "item_id": lease.item_id, "rater_id": rater_id,

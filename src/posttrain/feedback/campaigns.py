@@ -93,10 +93,11 @@ def parse_items(text: str, source: str) -> list[dict[str, Any]]:
     for n, line in enumerate(jsonl_lines(text), 1):
         if not line.strip():
             continue
+        where = f"{source}:{n}"
         try:
-            rows.append((f"{source}:{n}", json.loads(line)))
+            rows.append((where, json.loads(line)))
         except json.JSONDecodeError as e:
-            raise DataError(f"{source}:{n}: not JSON ({e.msg})") from None
+            raise DataError(f"{where}: not JSON ({e.msg})") from None
     items = items_from_rows(rows)
     if not items:
         raise DataError(f"{source}: has no items")

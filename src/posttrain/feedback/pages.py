@@ -100,15 +100,14 @@ def next_task(request: Request, campaign_id: int, who: Principal = Depends(rater
     return RedirectResponse(f"/task/{lease_id}", status_code=303)
 
 
-def _own_lease(request: Request, lease_id: int, who: Principal, gone: str = "take the next"
+def _own_lease(request: Request, lease_id: int, who: Principal, gone: str = f"{assign.GONE}; take the next"
                ) -> tuple[Lease, Item, Campaign]:
     """The lease, its item and campaign, if the lease is this user's; a 404 for another's lease (whether someone
-    else holds lease N is none of a rater's business), a 409 saying why (`assign.GONE`, then `gone`) for one that
-    is no more."""
+    else holds lease N is none of a rater's business), a 409 saying why (`gone`) for one that is no more."""
     with request.app.state.read() as s:
         lease = s.get(Lease, lease_id)
         if lease is None:
-            raise HTTPException(409, f"{assign.GONE}; {gone}")
+            raise HTTPException(409, gone)
         if lease.rater_id != who.user_id:
             raise HTTPException(404, "no such task of yours")
         item = s.get(Item, lease.item_id)
@@ -178,7 +177,7 @@ def form_fields(task_type: str, payload: dict[str, Any], presentation: list[int]
 
 @router.post("/task/{lease_id}")
 async def submit_task(request: Request, lease_id: int, who: Principal = Depends(rater)) -> Response:
-    lease, item, campaign = _own_lease(request, lease_id, who, gone="your answer was not stored; take the next")
+    lease, item, campaign = _own_lease(request, lease_id, who, gone=assign.NOT_STORED)
     form = await request.form()
     try:
         seconds = float(form.get("seconds", "") or 0) or None
