@@ -174,6 +174,18 @@ def test_an_evaluation_alone_makes_a_report(tmp_path, capsys):
     assert "<td class=\"num\">62.0%</td>" in html and "[57.0%, 67.0%]" in html  # fractions as eval prints them
 
 
+def test_the_position_column_only_for_a_judge_that_sees_an_order(tmp_path):
+    """A verifier's win rate (or the demo's, whose rater sees no order) has no figure by position: no column of
+    "– / –"; a rater judged in both orders gets its two figures."""
+    results = write_eval(tmp_path / "e", {"sft": ["0", "2", "5"], "dpo": ["0", "2", "4"]})
+    assert "shown first / second" not in render_report(*load_inputs([str(results)]))
+    data = json.loads(results.read_text())
+    data["win_rates"][0].update(judge="rater:concise", a_first_win_rate=0.6, b_first_win_rate=0.64)
+    results.write_text(json.dumps(data))
+    html = render_report(*load_inputs([str(results)]))
+    assert "shown first / second" in html and "60.0% / 64.0%" in html
+
+
 def test_two_runs_share_axes_and_runs_of_the_same_name_are_told_apart(tmp_path):
     a, b = write_run(tmp_path / "a" / "sft"), write_run(tmp_path / "b" / "sft", steps=4)
     runs, _ = load_inputs([str(a), str(b)])

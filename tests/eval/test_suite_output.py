@@ -51,9 +51,21 @@ def test_tables_printed_to_a_pipe_cut_no_cell(capsys):
     out = capsys.readouterr().out
     assert "…" not in out
     lines = out.splitlines()
-    for name in (LONG, LONGER, *MODELS, "length (tokens)", "accuracy", "B shown first"):
+    for name in (LONG, LONGER, *MODELS, "length (tokens)", "accuracy", "W/T/L"):
         assert any(name in line for line in lines), name
     assert any(LONGER in line and "36.9% [26.9%, 46.9%]" in line for line in lines)
+
+
+def test_position_columns_only_for_a_judge_that_sees_an_order(capsys):
+    """A verifier has no figure by position (None): no empty columns for it; a rater's are printed."""
+    print_results(results())
+    assert "shown first" not in capsys.readouterr().out
+    rated = results("rater:concise")
+    for f in rated["win_rates"]:
+        f.update(a_first_win_rate=0.48, b_first_win_rate=0.52)
+    print_results(rated)
+    out = capsys.readouterr().out
+    assert "B shown first" in out and "48.0%" in out and "52.0%" in out
 
 
 def test_a_narrow_terminal_folds_names_never_cuts_them():

@@ -56,10 +56,13 @@ def print_results(results: dict[str, Any]) -> None:
                           " ".join(f"{r}:{c}" for r, c in sorted(reasons.items())))
     console.print(table)
     if results["win_rates"]:
+        # a judge that sees no order (a verifier, a reward model) has no position figures: no columns for them
+        positions = ("a_first_win_rate", "b_first_win_rate")
+        by_position = any(f.get(k) is not None for f in results["win_rates"] for k in positions)
         wins = new_table(f"win rates (judge: {escape(results['settings']['judge'])}; ties count half)",
-                         ("A", "B", "task", "A wins", "W/T/L", "A shown first", "B shown first"))
+                         ("A", "B", "task", "A wins", "W/T/L", *(("A shown first", "B shown first") if by_position else ())))
         for f in results["win_rates"]:
-            first = [("" if f[k] is None else f"{f[k]:.1%}") for k in ("a_first_win_rate", "b_first_win_rate")]
+            first = [("" if f.get(k) is None else f"{f[k]:.1%}") for k in positions] if by_position else []
             wins.add_row(escape(f["a"]), escape(f["b"]), escape(f["task"]), cell(f), f"{f['wins']}/{f['ties']}/{f['losses']}", *first)
         console.print(wins)
         for line in tie_notes(results["win_rates"]):
