@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-from posttrain.errors import ConfigError, UserError
+from posttrain.errors import ConfigError, Terminated, UserError, sigterm_raises
 
 USAGE_HEAD = "usage: posttrain COMMAND [OPTIONS]   (posttrain COMMAND --help for every option; posttrain --version)"
 
@@ -269,7 +269,8 @@ def _main(argv: list[str] | None) -> int:
         print(f"posttrain: unknown command {cmd!r}\n\n{usage()}", file=sys.stderr)
         return 2
     try:
-        return COMMANDS[cmd](rest)
+        with sigterm_raises():  # `kill`, a scheduler's preemption: answered as a Ctrl-C is, exit status 143
+            return COMMANDS[cmd](rest)
     except UserError as e:
         rank = os.environ.get("RANK", "0") if int(os.environ.get("WORLD_SIZE", "1")) > 1 else "0"
         if rank == "0":
@@ -277,10 +278,11 @@ def _main(argv: list[str] | None) -> int:
         elif not isinstance(e, ConfigError):  # an option's check fails alike on every process: rank 0 says it
             print(f"posttrain {cmd} (rank {rank}): error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # under torchrun, Ctrl-C reaches every process: rank 0 says it
+    except KeyboardInterrupt as e:  # under torchrun, Ctrl-C (and a job's SIGTERM) reaches every process: rank 0 says it
         if os.environ.get("RANK", "0") == "0" or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-            print(f"posttrain {cmd}: interrupted", file=sys.stderr)
-        return 130
+            print(f"posttrain {cmd}: {'terminated (SIGTERM)' if isinstance(e, Terminated) else 'interrupted'}",
+                  file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130  # 128 + the signal's number, as a shell reports it
 
 
 if __name__ == "__main__":

@@ -171,8 +171,8 @@ class RunConfig:
     """Evaluate on held-out data every N optimizer steps (0: only at the end)."""
     save_every: int = 0
     """Write a checkpoint every N optimizer steps, and always after the last one (0: only after the last one).
-    Ctrl-C also keeps the last completed step as a checkpoint (one during a step's update first finishes that
-    step) and prints the command that resumes it."""
+    Ctrl-C (or SIGTERM: `kill`, a scheduler's preemption) also keeps the last completed step as a checkpoint (one
+    during a step's update first finishes that step) and prints the command that resumes it."""
     keep_checkpoints: int = 2
     """How many recent checkpoints to keep on disk."""
     progress: bool = True

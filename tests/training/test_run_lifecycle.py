@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import posttrain.recipes.sft as sft
 from posttrain.cli import main
+from posttrain.errors import sigterm_raises
 
 
 def chats(path: Path, n: int = 24) -> Path:
@@ -131,8 +133,8 @@ def test_ctrl_c_keeps_the_last_step_and_the_printed_command_resumes_to_the_unint
 
 @pytest.fixture
 def sigint_in_update(monkeypatch):
-    """Send this process SIGINT (a real Ctrl-C) `times` times from inside AdamW's update of step `n`."""
-    def arm(n: int, times: int = 1) -> None:
+    """Send this process SIGINT (a real Ctrl-C; or `sig`) `times` times from inside AdamW's update of step `n`."""
+    def arm(n: int, times: int = 1, sig: int = signal.SIGINT) -> None:
         calls = {"n": 0}
         real = torch.optim.AdamW.step
 
@@ -140,7 +142,7 @@ def sigint_in_update(monkeypatch):
             calls["n"] += 1
             if calls["n"] == n:
                 for _ in range(times):
-                    os.kill(os.getpid(), signal.SIGINT)  # handled before the next bytecode: inside the update
+                    os.kill(os.getpid(), sig)  # handled before the next bytecode: inside the update
             return real(self, *args, **kwargs)
 
         monkeypatch.setattr(torch.optim.AdamW, "step", step)
@@ -172,6 +174,39 @@ def test_ctrl_c_during_an_update_finishes_that_step_and_keeps_it(tmp_path, tiny_
     assert "(Ctrl-C again to stop now, keeping step 2, the last checkpoint)" in err
     assert "interrupted in step 4 of 6: step 2 is kept" in err
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_sigterm_is_answered_as_ctrl_c_with_exit_status_143(tmp_path, tiny_dir, capsys, monkeypatch,
+                                                             sigint_in_update):
+    """`kill` (a scheduler's preemption or time limit) inside step 4's update: step 4 is kept as a Ctrl-C keeps it
+    and resumes to the uninterrupted run; SIGTERM has its default action again once the command returns."""
+    assert main(flags(tmp_path, "full")) == 0
+    capsys.readouterr()
+    sigint_in_update(4, sig=signal.SIGTERM)
+    assert main(flags(tmp_path, "killed")) == 143
+    err = capsys.readouterr().err
+    run = tmp_path / "runs" / "killed"
+    assert "SIGTERM: finishing step 4 so that it is kept (SIGTERM again to stop now, with no checkpoint to keep)" in err
+    assert f"interrupted in step 5 of 6: step 4 is kept in {run / 'checkpoints' / 'step-4'}" in err
+    assert "posttrain sft: terminated (SIGTERM)" in err and "Traceback" not in err
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    monkeypatch.undo()
+    assert main(flags(tmp_path, "killed", "--run.resume")) == 0
+    for name, value in weights(tmp_path / "runs" / "full").items():
+        assert torch.equal(value, weights(run)[name]), name
+
+
+def test_a_process_forked_by_a_command_dies_of_sigterm_as_before():
+    """Python's handlers are inherited by a fork (a data loader's worker): there SIGTERM ends the process, as its
+    default action does, instead of raising in code that was never told of it."""
+    with sigterm_raises():
+        pid = os.fork()
+        if pid == 0:  # the child
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
 
 
 def test_ctrl_c_before_the_first_step_leaves_no_run_behind(tmp_path, tiny_dir, capsys, interrupt_in_step):
@@ -362,6 +397,7 @@ def test_trackio_gets_the_metrics_the_config_and_the_lineage(tmp_path, tiny_dir)
     code = f"""
 import json, sys
 from posttrain.cli import main
+from posttrain.errors import sigterm_raises
 assert main({flags(tmp_path, "tk", "--run.trackers", "trackio")!r}) == 0
 from trackio.sqlite_storage import SQLiteStorage
 print("RESULT", json.dumps({{"logs": SQLiteStorage.get_logs("posttrain", "tk"),

@@ -43,7 +43,7 @@ import torch
 from posttrain.config import RunConfig
 from posttrain.config_parse import to_jsonable
 from posttrain.data.collate import length_batches
-from posttrain.errors import TrainingDiverged, UserError
+from posttrain.errors import Terminated, TrainingDiverged, UserError, raise_terminated
 from posttrain.models.load import count_parameters, save_pretrained_merged
 from posttrain.models.lora import unwrap
 from posttrain.models.sharding import full_model
@@ -137,10 +137,10 @@ class Run:
     tokens: int = 0  # input tokens processed since this process started, all ranks
     completed: int = 0  # the last step whose end_step returned
     updating: int = 0  # the last step whose optimizer update began
-    # Ctrl-C while a step's update runs is held until the step ends (`hold_interrupts`): SIGINT's handler before
-    # that, and whether a Ctrl-C came meanwhile
-    held_sigint: Any = None
-    interrupt_pending: bool = False
+    # Ctrl-C or SIGTERM while a step's update runs is held until the step ends (`hold_interrupts`): the signals'
+    # handlers before that, and the signal that came meanwhile (0: none)
+    held: dict[int, Any] | None = None
+    interrupt_pending: int = 0
     rng: dict[str, Any] | None = None  # the RNG states right after step `completed`, for a checkpoint of it
     checkpoint_seconds: float = 0.0  # wall time of this process's checkpoint writes, part of time/train_seconds
     # a recipe's own state beyond weights, optimizer, scheduler and RNGs (PPO's KL coefficient), JSON-able: saved
@@ -302,43 +302,60 @@ def end_step(
     release_interrupts(run)
 
 
+HELD_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+"""The signals a step's update holds, by the name a message gives them; each is held only while its handler is
+the one that raises (Python's KeyboardInterrupt for SIGINT, `errors.raise_terminated` for SIGTERM)."""
+
+
 def hold_interrupts(run: Run) -> None:
-    """From the first update of a step to its end, a Ctrl-C waits for the step to finish, so that the interrupt
-    keeps that step (an update half done cannot be checkpointed exactly: with several updates per step, as PPO's
-    passes and minibatches, most of a step is its update). A second Ctrl-C stops at once, keeping the last
-    checkpoint on disk. One process only (under torchrun each process gets its own SIGINT), in the main thread, and only
-    where Ctrl-C still raises KeyboardInterrupt (Python's own handler)."""
-    if (run.held_sigint is not None or run.d.enabled or threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+    """From the first update of a step to its end, a Ctrl-C (or SIGTERM: `kill`, a scheduler's preemption) waits
+    for the step to finish, so that the interrupt keeps that step (an update half done cannot be checkpointed
+    exactly: with several updates per step, as PPO's passes and minibatches, most of a step is its update). A
+    second signal stops at once, keeping the last checkpoint on disk. One process only (under torchrun each
+    process gets its own signal), in the main thread."""
+    if run.held is not None or run.d.enabled or threading.current_thread() is not threading.main_thread():
+        return
+    raising = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: raise_terminated}
+    held = {s: signal.getsignal(s) for s in HELD_SIGNALS if signal.getsignal(s) is raising[s]}
+    if not held:
         return
 
-    def on_ctrl_c(signum: int, frame: Any) -> None:
+    def on_signal(signum: int, frame: Any) -> None:
         if run.interrupt_pending:
-            raise KeyboardInterrupt
-        run.interrupt_pending = True
+            raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+        run.interrupt_pending = signum
         on_disk = checkpoint_steps(run.dir / "checkpoints")
         now = f"keeping step {on_disk[-1]}, the last checkpoint" if on_disk else "with no checkpoint to keep"
-        print(f"\nCtrl-C: finishing step {run.updating} so that it is kept (Ctrl-C again to stop now, {now})",
+        name = HELD_SIGNALS[signum]
+        print(f"\n{name}: finishing step {run.updating} so that it is kept ({name} again to stop now, {now})",
               file=sys.stderr)
 
-    run.held_sigint = signal.signal(signal.SIGINT, on_ctrl_c)
+    for s in held:
+        signal.signal(s, on_signal)
+    run.held = held
 
 
 def release_interrupts(run: Run) -> None:
-    """At the end of a step: Python's Ctrl-C handler back, and the interrupt that came during the step raised."""
-    if run.held_sigint is None:
+    """At the end of a step: the signals' handlers back, and the interrupt that came during the step raised."""
+    if run.held is None:
         return
-    signal.signal(signal.SIGINT, run.held_sigint)
-    run.held_sigint = None
-    if run.interrupt_pending:
-        run.interrupt_pending = False
-        raise KeyboardInterrupt
+    _handlers_back(run)
+    if pending := run.interrupt_pending:
+        run.interrupt_pending = 0
+        raise Terminated if pending == signal.SIGTERM else KeyboardInterrupt
+
+
+def _handlers_back(run: Run) -> None:
+    for s, handler in (run.held or {}).items():
+        signal.signal(s, handler)
+    run.held = None
 
 
 @contextmanager
 def interruptible(run: Run, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> Iterator[None]:
-    """Around the loop: on Ctrl-C (KeyboardInterrupt) keep the last completed step as a checkpoint, close the
-    metrics, print the command that resumes, and let the interrupt go on (the CLI exits 130).
+    """Around the loop: on Ctrl-C (KeyboardInterrupt) or SIGTERM (`errors.Terminated`, one) keep the last completed
+    step as a checkpoint, close the metrics, print the command that resumes, and let the interrupt go on (the CLI
+    exits 130, or 143 for SIGTERM).
 
     The checkpoint is exact: the weights, optimizer and scheduler are still those of the last completed step
     until the next step's update begins, and the RNG states are the ones saved after that step. A Ctrl-C during
@@ -373,9 +390,7 @@ def interruptible(run: Run, model: torch.nn.Module, optimizer: torch.optim.Optim
                 print(f"the run stopped in step {run.completed + 1} of {run.total_steps}, {undone}", file=sys.stderr)
         raise
     finally:
-        if run.held_sigint is not None:  # left inside a step (a second Ctrl-C, an error): Python's handler back
-            signal.signal(signal.SIGINT, run.held_sigint)
-            run.held_sigint = None
+        _handlers_back(run)  # left inside a step (a second Ctrl-C, an error): the handlers from before the step
 
 
 def _undo_new_run(run: Run, remove: bool) -> str | None:
