@@ -2,6 +2,9 @@
 
 import datetime as dt
 
+import pytest
+from fastapi.testclient import TestClient
+
 from posttrain.data.load import load_records
 from posttrain.data.preference import PREFERENCE_KINDS, pairs_of
 from posttrain.data.records import PreferencePair, PromptCompletion, Ranking
@@ -9,7 +12,7 @@ from posttrain.feedback import assign
 from posttrain.feedback.export import export_campaign, export_id, export_rows
 from posttrain.files import write_jsonl
 
-from .conftest import add_campaign
+from .conftest import add_campaign, login
 
 T0 = dt.datetime(2026, 1, 1)
 
@@ -184,3 +187,58 @@ def test_the_manage_page_shows_exclusions_and_admins_change_them_there(fb):
     admin.post("/manage/campaigns/1/exclusions", data={"csrf_token": csrf, "rater": "rater1", "excluded": "0"})
     with fb.db() as s:
         assert len(export_campaign(s, "c1").rows) == 1
+
+
+def test_the_item_files_own_ids_and_metadata_come_back_with_each_record(fb):
+    """Each form of an item file line may carry `id` and `metadata`: kept through import, never part of what a
+    rater is shown (the items' prompt and responses), and in every exported record's `feedback`; an item without
+    them exports nulls. Lines of one prompt gathered into one item share the id a line gave."""
+    import json
+
+    from posttrain.feedback.campaigns import parse_items
+
+    lines = [{"prompt": "p1", "responses": ["a", "b"], "id": "uf-17", "metadata": {"source": "ultrafeedback"}},
+             {"prompt": "p2", "chosen": "c", "rejected": "d", "id": 42},
+             {"prompt": "p3", "completion": "e", "model": "v1"},
+             {"prompt": "p3", "completion": "f", "model": "v2", "id": "row-3", "metadata": {"split": "test"}},
+             {"prompt": "p4", "responses": ["g", "h"]}]
+    items = parse_items("".join(json.dumps(row) + "\n" for row in lines), "items.jsonl")
+    cid = add_campaign(fb.db, "ids", items=items, overlap=2)
+    client = TestClient(fb.app)
+    csrf = login(client, "rater2")
+    shown = []
+    for _ in items:  # each item as the task page and the API show it to a rater, skipped to get the next
+        shown.append(client.get(client.get(f"/c/{cid}/next", follow_redirects=False).headers["location"]).text)
+        task = client.post(f"/api/campaigns/{cid}/next", headers={"X-CSRF-Token": csrf}).json()
+        shown.append(json.dumps(task))
+        assert client.post(f"/api/leases/{task['lease_id']}/skip", headers={"X-CSRF-Token": csrf}).status_code == 204
+    assert all(f">p{n}<" in "".join(shown) for n in range(1, 5))
+    assert not any(secret in text for text in shown for secret in ("uf-17", "ultrafeedback", "row-3", "split"))
+    judge_all(fb, cid, "rater1", [{"choice": "A"}] * 4)
+    with fb.db() as s:
+        rows, _ = export_rows(s, "ids")
+    by_prompt = {row["prompt"][0]["content"]: row["feedback"] for row in rows}
+    assert {p: (m["item_id"], m["metadata"]) for p, m in by_prompt.items()} == {
+        "p1": ("uf-17", {"source": "ultrafeedback"}), "p2": ("42", None), "p3": ("row-3", {"split": "test"}),
+        "p4": (None, None)}
+
+
+@pytest.mark.parametrize("lines, message", [
+    ([{"prompt": "a", "responses": ["x", "y"], "id": "k"}, {"prompt": "b", "responses": ["x", "y"], "id": "k"}],
+     "items.jsonl:2: id: 'k' is also the id of items.jsonl:1 (an id names one item)"),
+    ([{"prompt": "a", "completion": "x", "id": "k1"}, {"prompt": "a", "completion": "y", "id": "k2"}],
+     "items.jsonl:2: id: differs from that of items.jsonl:1, a line of the same prompt"),
+    ([{"prompt": "a", "responses": ["x", "y"], "id": ["k"]}], 'items.jsonl:1: id: expected a string or an integer'),
+    ([{"prompt": "a", "responses": ["x", "y"], "id": "k" * 201}], "items.jsonl:1: id: 201 characters, at most 200"),
+    ([{"prompt": "a", "responses": ["x", "y"], "metadata": "ultrafeedback"}],
+     "items.jsonl:1: metadata: expected a JSON object"),
+])
+def test_an_item_id_or_metadata_that_cannot_be_kept_is_refused_by_its_line(lines, message):
+    import json
+
+    from posttrain.errors import DataError
+    from posttrain.feedback.campaigns import parse_items
+
+    with pytest.raises(DataError) as e:
+        parse_items("".join(json.dumps(row) + "\n" for row in lines), "items.jsonl")
+    assert str(e.value).startswith(message), str(e.value)

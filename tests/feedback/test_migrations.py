@@ -43,6 +43,7 @@ def test_first_revision_upgrades_to_head_keeping_rows(tmp_path):
     with app.state.db() as s:
         rows, _ = export_rows(s, "old")
     assert rows[0]["chosen"] == [{"role": "assistant", "content": "b"}]
+    assert rows[0]["feedback"]["item_id"] is None and rows[0]["feedback"]["metadata"] is None  # 0005's columns
 
 
 def test_models_match_the_head_migration(tmp_path):

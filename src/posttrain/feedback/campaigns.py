@@ -11,6 +11,12 @@ An item file is JSONL, one prompt per line, in the project's field names:
 A response whose model is not named keeps model None: it is judged and exported, and the leaderboard of model
 versions leaves its item out (a placeholder such as "chosen" would rank as if it were a model).
 
+Any form may give the item an `id` of the file's own (a string or integer, one item each) and `metadata` (a JSON
+object: its source data set, a category): both are kept, never shown to raters, and given back in each exported
+record's `feedback` (`item_id`, `metadata`), so that judgments can be joined with the rows they came from. Lines
+gathered into one item (the completion form) share its id and metadata: lines of one prompt that give different
+ones are refused.
+
 `model_items` makes items from several models' answers to the same prompts (`posttrain feedback generate`, the
 demo's campaign of its model versions).
 """
@@ -121,24 +127,56 @@ def items_from_rows(rows: list[tuple[str, Any]]) -> list[dict[str, Any]]:
             responses = [{"text": _text(r, f"{where}: responses[{i}]"),
                           "model": _model((r.get("model") if isinstance(r, dict) else None) or models[i])}
                          for i, r in enumerate(raw)]
-            items.append({"prompt": prompt, "responses": responses, "source": where})
+            items.append({"prompt": prompt, "responses": responses, "source": where, **_identity(row, where)})
         elif "chosen" in row and "rejected" in row:
             items.append({"prompt": prompt, "responses": [
                 {"text": _text(row["chosen"], f"{where}: chosen"), "model": _model(row.get("chosen_model"))},
                 {"text": _text(row["rejected"], f"{where}: rejected"), "model": _model(row.get("rejected_model"))},
-            ], "source": where})
+            ], "source": where, **_identity(row, where)})
         elif "completion" in row:
             key = json.dumps(prompt, sort_keys=True)
             item = gathered.get(key)
+            identity = _identity(row, where)
             if item is None:
-                item = gathered[key] = {"prompt": prompt, "responses": [], "source": where}
+                item = gathered[key] = {"prompt": prompt, "responses": [], "source": where, **identity}
                 items.append(item)
+            elif clash := [k for k, v in identity.items() if v is not None and item[k] is not None and v != item[k]]:
+                field = clash[0]
+                raise DataError(f"{where}: {'id' if field == 'external_id' else field}: differs from that of "
+                                f"{item['source']}, a line of the same prompt (lines of one prompt are one item: "
+                                "give them the same one, or give it on one line only)")
+            else:
+                item.update({k: v for k, v in identity.items() if v is not None})
             item["responses"].append({"text": _text(row["completion"], f"{where}: completion"),
                                       "model": _model(row.get("model"))})
         else:
             raise DataError(f"{where}: responses: missing (a line needs responses, chosen and rejected, "
                             "or completion)")
+    named: dict[str, str] = {}
+    for item in items:
+        if (key := item["external_id"]) is not None:
+            if key in named:
+                raise DataError(f"{item['source']}: id: {key!r} is also the id of {named[key]} (an id names one "
+                                "item)")
+            named[key] = item["source"]
     return items
+
+
+MAX_ID_LENGTH = 200  # items.external_id's width
+
+
+def _identity(row: dict[str, Any], where: str) -> dict[str, Any]:
+    """The line's own `id` (as a string) and `metadata`, None where it gives none."""
+    key, metadata = row.get("id"), row.get("metadata")
+    if key is not None:
+        if isinstance(key, bool) or not isinstance(key, (str, int)) or not str(key).strip():
+            raise DataError(f"{where}: id: expected a string or an integer, got {json.dumps(key)[:40]}")
+        if len(str(key)) > MAX_ID_LENGTH:
+            raise DataError(f"{where}: id: {len(str(key))} characters, at most {MAX_ID_LENGTH}")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise DataError(f"{where}: metadata: expected a JSON object ({{\"source\": ...}}), got "
+                        f"{type(metadata).__name__}")
+    return {"external_id": None if key is None else str(key), "metadata": metadata}
 
 
 def repeated_items(items: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -189,7 +227,8 @@ def create_campaign(s: Session, name: str, task_type: str, items: list[dict[str,
                  lease_seconds=lease_seconds)
     s.add(c)
     s.flush()
-    s.add_all(Item(campaign_id=c.id, position=i, prompt=item["prompt"], responses=item["responses"])
+    s.add_all(Item(campaign_id=c.id, position=i, prompt=item["prompt"], responses=item["responses"],
+                   external_id=item.get("external_id"), item_metadata=item.get("metadata"))
               for i, item in enumerate(items))
     s.add(Audit(user_id=user_id, action="campaign.create", target=f"campaign:{name}",
                 detail={"items": len(items), "task_type": task_type, "overlap": overlap}))

@@ -113,6 +113,9 @@ class Item(Base):
     position: Mapped[int] = mapped_column(Integer)
     prompt: Mapped[list[Any]] = mapped_column(JSON)  # messages [{"role", "content"}]
     responses: Mapped[list[Any]] = mapped_column(JSON)
+    # the item file's own `id` and `metadata` (never shown to raters), given back with each exported record
+    external_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    item_metadata: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     __table_args__ = (UniqueConstraint("campaign_id", "position", name="uq_items_position"),)
 
 

@@ -16,7 +16,8 @@ as repeated pairs. What each task type gives (`Export.rows`, the main output):
   `posttrain.data.records.Rating`).
 
 Every row has a `feedback` field for lineage (the loaders ignore fields they do not know): campaign, export id,
-item, rater (user name) and rater_id, judgment id, the model versions behind the responses (`models`: for a pair
+item (its place in the campaign), item_id and metadata (the item file's own, or null), rater (user name) and
+rater_id, judgment id, the model versions behind the responses (`models`: for a pair
 `{"chosen", "rejected"}`, for a ranking one per response, for a rating or correction `model`), and flags.
 
 Raters an admin has excluded from the campaign's exports (`export_exclusions`) are left out of every output.
@@ -110,6 +111,7 @@ def export_campaign(s: Session, campaign_name: str) -> Export:
         prompt, p = _msgs(item.prompt), j.payload
         texts, models = [r["text"] for r in item.responses], [r.get("model") for r in item.responses]
         meta = {"campaign": campaign.name, "export": out.export_id, "item": item.position,
+                "item_id": item.external_id, "metadata": item.item_metadata,  # the item file's own, or None
                 "rater": names.get(j.rater_id), "rater_id": j.rater_id, "judgment": j.id,
                 "flags": p.get("flags", [])}
         if campaign.task_type == "pairwise":
