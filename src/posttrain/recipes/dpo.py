@@ -145,8 +145,9 @@ class PreferenceDataConfig(DataConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(not self.packing, "data.packing", "is not supported for preference pairs (each pair is two "
-               "padded sequences); drop --data.packing", self.packing)
+        check(not self.packing, "data.packing", "is not supported for preference pairs (each pair is its own "
+               "row, [prompt, chosen, rejected], or two with --data.no-share-prompt); drop --data.packing",
+              self.packing)
 
 
 @dataclass
