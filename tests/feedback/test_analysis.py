@@ -275,3 +275,23 @@ def test_a_version_that_won_every_game_is_noted_as_unmeasured():
     assert len(notes) == 2 and "v1 won every one of its 10 games" in notes[0] and "v2 lost every one" in notes[1]
     mixed = leaderboard([("v1", "v2", 1.0, i) for i in range(9)] + [("v1", "v2", 0.0, 9)], n_resamples=50)
     assert separation_notes(mixed) == []
+
+
+def test_stats_name_the_raters_excluded_from_exports_and_can_leave_them_out(fb):
+    """An admin excluded the random rater from the exports: the figures count them unless asked not to (a note says
+    which), and without them α is the campaign's α without that rater."""
+    from posttrain.feedback.db import Campaign
+    from posttrain.feedback.export import set_exclusion
+
+    noisy_rater_campaign(fb, "excl", [0.1, 0.1, 1.0, 0.1, 0.1])
+    with fb.db() as s, s.begin():
+        set_exclusion(s, s.query(Campaign).filter_by(name="excl").one(), "excl-r2", True, "random", None)
+    with fb.db() as s:
+        counted = campaign_stats(s, "excl", n_resamples=50)
+        cleaned = campaign_stats(s, "excl", n_resamples=50, without_excluded=True)
+    assert counted.judgments == 500 and cleaned.judgments == 400 and cleaned.raters == 4
+    assert any("(excl-r2) are counted in these figures; `posttrain feedback stats --without-excluded`" in n for n in counted.notes)
+    assert any("(excl-r2) are left out of these figures" in n for n in cleaned.notes)
+    assert "excl-r2" not in {r.rater for r in cleaned.rater_agreement}
+    without_r2 = next(r for r in counted.rater_agreement if r.rater == "excl-r2").alpha_without
+    assert cleaned.alpha == pytest.approx(without_r2)

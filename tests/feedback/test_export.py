@@ -156,7 +156,9 @@ def test_an_admin_excludes_a_rater_from_exports_through_the_api_audited(fb):
         without = export_campaign(s, "c1")
     assert {row["feedback"]["rater"] for row in without.rows} == {"rater1"} and without.judgments == 1
     assert without.excluded_raters == ["rater2"] and without.export_id != both.export_id
-    assert without.counts["judgments of 1 excluded rater"] == both.judgments - without.judgments == 1
+    assert without.excluded_judgments == both.judgments - without.judgments == 1
+    assert without.excluded() == "1 judgment of excluded rater rater2 not exported"
+    assert sum(without.counts.values()) == without.judgments  # records and what was left out: the judgments exported
     r = admin.post("/api/campaigns/1/exclusions", json={"rater": "rater2", "excluded": False},
                    headers={"X-CSRF-Token": csrf_a})
     assert r.json() == []

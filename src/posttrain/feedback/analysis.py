@@ -33,13 +33,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from posttrain.errors import DataError
 from posttrain.eval import stats
 from posttrain.feedback.assign import current_judgments
 from posttrain.feedback.db import Campaign, Item, Judgment, User
-from posttrain.feedback.export import find_campaign
+from posttrain.feedback.export import excluded_raters, find_campaign
 
 MIN_COMMON = 5
 """Items two raters (or a rater and the others) must share before their κ is reported."""
@@ -221,16 +222,30 @@ def separation_notes(rows: list[LeaderRow]) -> list[str]:
     return notes
 
 
-def campaign_stats(s: Session, campaign_name: str, n_resamples: int = 1000, seed: int = 0) -> CampaignStats:
-    """Everything above for one campaign; DataError for an unknown campaign or one with no judgments yet."""
+def campaign_stats(s: Session, campaign_name: str, n_resamples: int = 1000, seed: int = 0,
+                   without_excluded: bool = False) -> CampaignStats:
+    """Everything above for one campaign; DataError for an unknown campaign or one with no judgments yet. Raters
+    excluded from the campaign's exports are counted (a note names them), or with `without_excluded` left out of
+    every figure, as the exports leave them out of the training data."""
     campaign: Campaign = find_campaign(s, campaign_name)
     judgments: list[Judgment] = current_judgments(s, campaign.id)
     items = {i.id: i for i in s.query(Item).filter_by(campaign_id=campaign.id)}
+    excluded = excluded_raters(s, campaign.id)
+    if without_excluded:
+        left_out = set(s.scalars(select(User.id).where(User.username.in_(excluded))))
+        judgments = [j for j in judgments if j.rater_id not in left_out]
     if not judgments:
-        raise DataError(f"campaign {campaign_name!r} has no judgments yet ({len(items)} items wait for raters); "
+        but = f" but those of raters excluded from its exports ({', '.join(excluded)})" if without_excluded and \
+            excluded else ""
+        raise DataError(f"campaign {campaign_name!r} has no judgments yet{but} ({len(items)} items wait for raters); "
                         "stats need at least one")
     names = {u.id: u.username for u in s.query(User).filter(User.id.in_({j.rater_id for j in judgments}))}
     out = CampaignStats(campaign.name, campaign.task_type, len(items), len(judgments), len(names))
+    if excluded:
+        out.notes.append(f"raters excluded from exports ({', '.join(excluded)}) are left out of these figures"
+                         if without_excluded else
+                         f"raters excluded from exports ({', '.join(excluded)}) are counted in these figures; "
+                         "`posttrain feedback stats --without-excluded` leaves them out, as the exports do")
     if campaign.task_type not in LABELLED:
         out.notes.append(f"{campaign.task_type} campaigns have no agreement, position bias or leaderboard here "
                          f"(only {' and '.join(LABELLED)})")

@@ -171,6 +171,9 @@ class StatsConfig:
     """Bootstrap resamples (of items) for the leaderboard's intervals."""
     seed: int = 0
     """Seed of the bootstrap."""
+    without_excluded: bool = False
+    """Leave the raters an admin excluded from the campaign's exports out of every figure (the leaderboard of the
+    judgments the exports train on); by default they are counted, and a note names them."""
 
     def __post_init__(self) -> None:
         check(self.resamples >= 10, "resamples", "must be >= 10", self.resamples)
@@ -446,8 +449,10 @@ def export(cfg: ExportConfig) -> None:
     output = cfg.output or re.sub(r"[^\w.-]", "_", cfg.campaign) + ".jsonl"
     write_jsonl(exported.rows, output)
     left = ", ".join(f"{n} {k}" for k, n in sorted(exported.counts.items()) if k != "records")
+    excluded = exported.excluded()
     print(f"export {exported.export_id}: wrote {len(exported.rows)} records of {exported.judgments} judgments to "
-          f"{output}" + (f" (left out: {left})" if left else ""), file=sys.stderr)
+          f"{output}" + (f" (left out: {left})" if left else "") + (f"; {excluded}" if excluded else ""),
+          file=sys.stderr)
     for path, rows, what in ((cfg.ties, exported.ties, "ties"),
                              (cfg.correction_pairs, exported.correction_pairs, "correction pairs")):
         if path is not None:
@@ -463,7 +468,7 @@ def stats(cfg: StatsConfig) -> None:
     from posttrain.files import write_json_atomic
 
     with Session(_engine(cfg.db, must_exist=True)) as s:
-        result = campaign_stats(s, cfg.campaign, cfg.resamples, cfg.seed)
+        result = campaign_stats(s, cfg.campaign, cfg.resamples, cfg.seed, cfg.without_excluded)
     print_stats(result, Console())
     if cfg.json:
         write_json_atomic(cfg.json, result.to_dict())

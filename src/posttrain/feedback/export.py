@@ -77,6 +77,16 @@ class Export:
     last_judgment: str | None = None
     """When the newest of them was stored (ISO 8601, UTC)."""
     excluded_raters: list[str] = field(default_factory=list)
+    excluded_judgments: int = 0
+    """Current judgments of the excluded raters: not exported, and not among `judgments`."""
+
+    def excluded(self) -> str:
+        """"31 judgments of excluded rater cho not exported", or "" when no rater is excluded."""
+        if not self.excluded_raters:
+            return ""
+        word = "judgment" if self.excluded_judgments == 1 else "judgments"
+        raters = ("rater " if len(self.excluded_raters) == 1 else "raters ") + ", ".join(self.excluded_raters)
+        return f"{self.excluded_judgments} {word} of excluded {raters} not exported"
 
     def state(self) -> dict[str, Any]:
         """The campaign's state for lineage.json: export id, judgment count, last judgment time, exclusions."""
@@ -144,9 +154,7 @@ def export_campaign(s: Session, campaign_name: str) -> Export:
                 out.rows.append({**to_dict(record), "feedback": {**meta, "response": i, "model": models[i]}})
     if out.rows:
         out.counts["records"] = len(out.rows)
-    if excluded:  # "48 records of 48 judgments" must not read as the whole campaign's 72
-        rater_word = "rater" if len(excluded) == 1 else "raters"
-        out.counts[f"judgments of {len(excluded)} excluded {rater_word}"] = len(current) - len(judgments)
+    out.excluded_judgments = len(current) - len(judgments)  # "48 records of 48 judgments" is not the whole 72
     return out
 
 
