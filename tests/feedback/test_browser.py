@@ -64,6 +64,10 @@ def test_judge_with_the_keyboard_keep_the_draft_skip_and_finish(live, page, shot
     page.click("text=start >> nth=0")
     page.wait_for_selector("#task-form")
     assert "arithmetic · 0 done, 3 to go, this one included" in " ".join(page.inner_text("#progress").split())
+    # the first task of a campaign opens with its guidelines; ? hides and shows them
+    assert page.is_visible("#guidelines") and "correctly" in page.inner_text("#guidelines")
+    page.keyboard.press("?")
+    assert not page.is_visible("#guidelines")
     page.keyboard.press("1")
     assert page.is_checked("input[name=choice][value=A]")
     page.fill("textarea[name=comment]", "A is right")
@@ -74,12 +78,12 @@ def test_judge_with_the_keyboard_keep_the_draft_skip_and_finish(live, page, shot
     assert page.is_checked("input[name=choice][value=A]")
     assert page.input_value("textarea[name=comment]") == "A is right"
     assert page.is_checked("input[name=flags][value=wrong]")
-    page.keyboard.press("?")
-    assert page.is_visible("#guidelines") and "correctly" in page.inner_text("#guidelines")
+    assert page.is_visible("#guidelines")  # still the first task: open again
     page.screenshot(path=str(shots / "feedback-task.png"), full_page=True)
     page.keyboard.press("Enter")
     page.wait_for_url(lambda u: u != first_url)
     second_url = page.url
+    assert not page.is_visible("#guidelines")  # read once: closed from the second task on
     page.keyboard.press("s")  # skip, through htmx (CSRF header from hx-headers) and its HX-Redirect
     page.wait_for_url(lambda u: u != second_url)
     page.keyboard.press("4")
@@ -267,8 +271,7 @@ def test_ranking_by_keyboard_with_undo_and_a_draft_across_reload(live_tasks, pag
     assert "rank" in page.inner_text(".error") and page.inner_text("#rank-order") == "C > B"
     page.keyboard.press("1")
     assert page.inner_text("#rank-order") == "C > B > A"
-    page.keyboard.press("?")
-    assert "Backspace" in page.inner_text("#guidelines")
+    assert page.is_visible("#guidelines") and "Backspace" in page.inner_text("#guidelines")  # open on a first task
     page.screenshot(path=str(shots / "feedback-ranking.png"), full_page=True)
     submitted(page, url)
     url = page.url

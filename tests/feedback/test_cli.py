@@ -285,7 +285,7 @@ def test_generate_rubric_takes_the_scales_and_raters_score_on_them(tmp_path, tin
     err = capsys.readouterr().err.strip()
     assert "a rubric campaign needs scales" in err and "\n" not in err
     assert main([*args, "--rubric", '[{"name": "helpful", "min": 1, "max": 5}]']) == 0
-    assert "campaign 'rated': 3 items, rubric" in capsys.readouterr().err
+    assert "campaign 'rated' (id 1): 3 items, rubric" in capsys.readouterr().err
     s = sessionmaker(make_engine(db))
     with s() as x:
         campaign = x.query(Campaign).filter_by(name="rated").one()

@@ -302,7 +302,10 @@ def print_stats(result: CampaignStats, console: Any) -> None:
         console.print(f"Krippendorff's alpha (nominal): {result.alpha:.3f}")
     if result.rater_agreement:
         table = Table(title=f"Each rater against the others (flagged: kappa more than {FLAG_MARGIN} below the "
-                            f"others' median, on {MIN_FLAG_ITEMS}+ items)")
+                            f"others' median, on {MIN_FLAG_ITEMS}+ items)",
+                      caption="compared: the rater's items on which the other raters have a majority (an even split "
+                              "is left out); alpha without: the campaign's alpha with this rater left out, so with "
+                              "two careful raters and a random one, leaving a careful one out leaves a low alpha")
         for col in ("rater", "judgments", "compared", "kappa vs majority", "alpha without", "flagged"):
             table.add_column(col, justify="left" if col == "rater" else "right")
         for r in result.rater_agreement:

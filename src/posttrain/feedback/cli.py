@@ -354,10 +354,11 @@ def _store(db: str, name: str, task: str, items: list[dict], overlap: int, guide
 
     engine = _engine(db)
     with Session(engine) as s, s.begin():
-        create_campaign(s, name, task, items, overlap=overlap, guidelines=guidelines, rubric=rubric,
-                        lease_seconds=lease_seconds)
+        campaign_id = create_campaign(s, name, task, items, overlap=overlap, guidelines=guidelines, rubric=rubric,
+                                      lease_seconds=lease_seconds).id
         users = s.query(User).count()
-    print(f"campaign {name!r}: {len(items)} items, {task}, overlap {overlap}", file=sys.stderr)
+    # the id is what the API's routes take (/api/campaigns/ID/next)
+    print(f"campaign {name!r} (id {campaign_id}): {len(items)} items, {task}, overlap {overlap}", file=sys.stderr)
     if engine.schema_was is None and not users:  # a new database: say so, in case the path was a typo
         print(f"created the database {public_url(db)}; it has no users yet: posttrain feedback init --db {db} "
               "makes the first admin", file=sys.stderr)
