@@ -172,6 +172,28 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
     assert not (runs / "x").exists()
 
 
+def test_a_campaign_with_judgments_but_no_record_to_train_on_is_one_line(tmp_path, capsys):
+    """Every judgment a tie: `rm` and `dpo` from the campaign say so in one line (it was a ZeroDivisionError in
+    the first step, with a half-made run directory left behind), as an empty file is."""
+    import datetime as dt
+
+    from posttrain.feedback import assign
+
+    from .conftest import add_users
+
+    url, db = new_db(tmp_path / "feedback.db")
+    cid = add_campaign(db, "ties", items=items_for(load_records("builtin:arithmetic", accept=(Prompt,), limit=2)))
+    uid = add_users(db, {"r": "rater"})["r"]
+    now = dt.datetime(2026, 1, 1)
+    assign.submit(db, assign.next_lease(db, cid, uid, now), uid, "tie-1", {"choice": "tie"}, now)
+    runs = tmp_path / "runs"
+    for cmd in ("rm", "dpo"):
+        assert main(short_run(cmd, f"feedback:{url}#ties", runs, cmd)) == 2
+        one_line_error(capsys, f"posttrain {cmd}: error:", "campaign 'ties' has 1 judgment and no record to train "
+                       "on (left out: 1 tie)")
+        assert not (runs / cmd).exists()
+
+
 def short_run(cmd: str, train: str, out: Path, name: str) -> list[str]:
     return [cmd, "--data.train", train, "--model.name", "tiny", "--data.max-length", "48", "--data.eval-fraction",
             "0", "--optim.max-steps", "2", "--optim.batch-size", "4", "--optim.warmup-steps", "1", "--run.name", name,
