@@ -162,6 +162,12 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
     one_line_error(capsys, "campaign 'empty' has no judgments")
     assert main(rm_args(f"feedback:{url}#empty", runs, "x")) == 2
     one_line_error(capsys, "posttrain rm: error:", "campaign 'empty' has no judgments")
+    for bad, says in ((str(tmp_path / "feedback.db"), f"is named by a URL, not a path: sqlite:///{tmp_path}/feedback.db"),
+                      ("mysql://u@h/fb", "a mysql database is not supported; use SQLite")):
+        assert main(["feedback", "stats", "--db", bad, "--campaign", "empty"]) == 2
+        one_line_error(capsys, "posttrain feedback: error:", says)
+        assert main(rm_args(f"feedback:{bad}#empty", runs, "x")) == 2
+        one_line_error(capsys, "posttrain rm: error:", says)
     for bad in ("postgresql://nobody:pw@127.0.0.1:1/feedback", f"sqlite:///{tmp_path}/no/such/dir/f.db"):
         assert main(["feedback", "export", "--db", bad, "--campaign", "x"]) == 2
         one_line_error(capsys, "posttrain feedback: error:")

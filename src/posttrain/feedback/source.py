@@ -62,6 +62,13 @@ def open_database(url: str, *, must_exist: bool = False):  # noqa: ANN201
     from posttrain.feedback import migrate
     from posttrain.feedback.db import make_engine
 
+    scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else None
+    if scheme is None:  # a bare path: the first guess of many
+        raise ConfigError(f"{url}: a database is named by a URL, not a path: sqlite:///{Path(url).resolve()} (a SQLite "
+                          "file) or postgresql://user@host/dbname")
+    if scheme not in ("sqlite", "postgresql", "postgres"):
+        raise ConfigError(f"{public_url(url)}: a {scheme} database is not supported; use SQLite (sqlite:///FILE) or "
+                          "PostgreSQL (postgresql://user@host/dbname)")
     path = sqlite_file(url)
     if must_exist and path is not None and not path.is_file():
         rooted = Path("/") / path
