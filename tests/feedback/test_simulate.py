@@ -151,3 +151,17 @@ def test_unknown_campaign_and_bad_noise(fb):
         SimulatedHttpRater(make_rater("correctness"), token).judge(client, "nope")
     with pytest.raises(ValueError, match="noise"):
         SimulatedHttpRater(make_rater("correctness"), token, noise=1.5)
+
+
+def test_an_arithmetic_rater_without_the_reference_answers_says_how_to_give_them():
+    """The API sends the prompt's text only; the arithmetic raters need its answer: one line naming `references=`
+    (it was the numeric reward's 'has no "answer" field', with no hint of where the answer could come from)."""
+    from posttrain.errors import DataError
+
+    (prompt,) = load_records("builtin:arithmetic/heldout", accept=(Prompt,), limit=1)
+    messages = [{"role": "user", "content": prompt.text}]
+    blind = SimulatedHttpRater(make_rater("concise"), "token")
+    with pytest.raises(DataError, match=r"simulated rater 'concise': .*references=reference_index\(prompts\)"):
+        blind.answer("pairwise", messages, ["1", "2"])
+    told = SimulatedHttpRater(make_rater("concise"), "token", references=reference_index([prompt]))
+    assert told.answer("pairwise", messages, [prompt.reference["answer"], "-1"]) == {"choice": "A"}

@@ -31,6 +31,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from posttrain.errors import DataError
 from posttrain.data.records import Message, Prompt
 from posttrain.tasks.raters import Judgment, Rater
 
@@ -74,7 +75,18 @@ class SimulatedHttpRater:
         return known if known is not None else Prompt(tuple(Message(m["role"], m["content"]) for m in messages))
 
     def answer(self, task_type: str, messages: list[dict[str, str]], responses: list[str]) -> dict[str, Any] | None:
-        """The answer (display positions) to one task, or None to skip it."""
+        """The answer (display positions) to one task, or None to skip it. A DataError says how to give the
+        reference answers when the rater needs them (the arithmetic raters do) and `references` has none."""
+        try:
+            return self._answer(task_type, messages, responses)
+        except DataError as e:
+            if _key(messages) in self.references:
+                raise
+            raise DataError(f"simulated rater {self.name!r}: {e}; the API sends only the prompt's text, so give the "
+                            "rater the prompt records the campaign was made from: SimulatedHttpRater(..., "
+                            "references=reference_index(prompts))") from None
+
+    def _answer(self, task_type: str, messages: list[dict[str, str]], responses: list[str]) -> dict[str, Any] | None:
         rng = _draw(self.seed, self.name, task_type, _key(messages), responses)
         random_answer = rng.random() < self.noise
         if task_type == "pairwise":
