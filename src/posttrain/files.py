@@ -73,6 +73,12 @@ def output_file_problem(path: str | Path) -> str | None:
     return f"{blocking} is a file, not a folder" if blocking else None
 
 
+def replacing(path: str | Path) -> str:
+    """" (replacing the file that was there)" for an output about to be written over a file, else "": said on the
+    line that names what was written, so that a file replaced is never replaced without a word."""
+    return " (replacing the file that was there)" if Path(path).is_file() else ""
+
+
 def output_dir_problem(path: str | Path) -> str | None:
     """Why a folder cannot be made or filled at `path` (it, or a folder on its way, is a file); None when it
     can be."""

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from posttrain.config import SamplingCommandConfig, check
 from posttrain.data.records import Conversation, Prompt, parse_record
 from posttrain.errors import DataError
-from posttrain.files import is_same_file, output_file_problem, write_jsonl
+from posttrain.files import is_same_file, output_file_problem, replacing, write_jsonl
 from posttrain.sampling.sampler import Rollout
 
 
@@ -74,9 +73,9 @@ def generate(cfg: GenerateConfig) -> list[dict[str, Any]]:
     if cfg.output is None:
         print_table(records, rows)
     else:
-        replacing = " (replacing the file that was there)" if Path(cfg.output).exists() else ""
+        replaced = replacing(cfg.output)
         write_jsonl(rows, cfg.output)
-        print(f"wrote {len(rows)} completions to {cfg.output}{replacing}", file=sys.stderr)
+        print(f"wrote {len(rows)} completions to {cfg.output}{replaced}", file=sys.stderr)
     return rows
 
 

@@ -46,6 +46,12 @@ def test_init_import_judge_export(tmp_path, monkeypatch, capsys):
     assert main(["feedback", "export", "--db", db, "--campaign", "sums", "-o", str(out)]) == 0
     records = load_records(str(out), accept=PREFERENCE_KINDS)
     assert sorted(r.chosen[0].content for r in records) == ["4", "6"] and texts
+    assert "(replacing the file that was there)" not in capsys.readouterr().err
+    assert main(["feedback", "export", "--db", db, "--campaign", "sums", "-o", str(out)]) == 0
+    assert f"to {out} (replacing the file that was there)" in capsys.readouterr().err  # never without a word
+    assert main(["feedback", "export", "--db", db, "--campaign", "sums", "-o", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "output" in err and "is a folder" in err and "\n" not in err.strip()  # before the database is read
     monkeypatch.chdir(tmp_path)
     assert main(["feedback", "export", "--db", db, "--campaign", "sums"]) == 0  # unset: named by the campaign
     assert (tmp_path / "sums.jsonl").read_text() == out.read_text()
@@ -198,7 +204,8 @@ def test_generate_with_two_models_makes_a_campaign_of_both_with_identities_hidde
                  str(model_b), "--prompts", "builtin:arithmetic/heldout", "--limit", "6",
                  "--sampling.temperature", "0", "--sampling.max-new-tokens", "12", "--device", "cpu",
                  "--guidelines", str(tmp_path / "guide.md"), "--lease-seconds", "120"]) == 0
-    assert "campaign 'ab'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "campaign 'ab' (id 1)" in err and "answers greedy (posttrain eval is greedy unless" in err
     s = sessionmaker(make_engine(db))
     with s() as x:
         campaign = x.query(Campaign).filter_by(name="ab").one()

@@ -156,6 +156,13 @@ class ExportConfig:
     """Also write a correction campaign's corrected text > the response it corrects as preference pairs to this
     JSONL file (for `posttrain rm` / `posttrain dpo`); unchanged corrections give no pair."""
 
+    def __post_init__(self) -> None:
+        from posttrain.files import output_file_problem
+
+        for name, path in (("output", self.output), ("ties", self.ties), ("correction_pairs", self.correction_pairs)):
+            problem = output_file_problem(path) if path else None
+            check(problem is None, name, problem or "", path)
+
 
 @dataclass
 class StatsConfig:
@@ -431,6 +438,9 @@ def generate_items(cfg: GenerateItemsConfig) -> None:
     items, identical = model_items([[m.to_dict() for m in r.prompt] for r in records], answers, cfg.task)
     if not items:
         raise DataError("every prompt got identical responses from the models; nothing to compare")
+    how = "greedy" if cfg.sampling.temperature == 0 else f"sampled at temperature {cfg.sampling.temperature:g}"
+    print(f"answers {how} (posttrain eval is greedy unless given --sampling.temperature; compare them at the same "
+          "temperature)", file=sys.stderr)
     if identical:
         print(f"left out {identical} prompts whose responses were identical", file=sys.stderr)
     _store(cfg.db, cfg.campaign, cfg.task, items, cfg.overlap, guidelines, rubric, cfg.lease_seconds)
@@ -438,7 +448,7 @@ def generate_items(cfg: GenerateItemsConfig) -> None:
 
 def export(cfg: ExportConfig) -> None:
     from posttrain.feedback.source import read_campaign
-    from posttrain.files import write_jsonl
+    from posttrain.files import replacing, write_jsonl
 
     exported = read_campaign(cfg.db, cfg.campaign)
     if cfg.ties is not None and exported.task_type != "pairwise":
@@ -448,17 +458,19 @@ def export(cfg: ExportConfig) -> None:
         raise ConfigError(f"--correction-pairs: campaign {cfg.campaign!r} is a {exported.task_type} campaign, "
                           "not a correction campaign")
     output = cfg.output or re.sub(r"[^\w.-]", "_", cfg.campaign) + ".jsonl"
+    replaced = replacing(output)
     write_jsonl(exported.rows, output)
     left = ", ".join(f"{n} {k}" for k, n in sorted(exported.counts.items()) if k != "records")
     excluded = exported.excluded()
     print(f"export {exported.export_id}: wrote {len(exported.rows)} records of {exported.judgments} judgments to "
-          f"{output}" + (f" (left out: {left})" if left else "") + (f"; {excluded}" if excluded else ""),
+          f"{output}{replaced}" + (f" (left out: {left})" if left else "") + (f"; {excluded}" if excluded else ""),
           file=sys.stderr)
     for path, rows, what in ((cfg.ties, exported.ties, "ties"),
                              (cfg.correction_pairs, exported.correction_pairs, "correction pairs")):
         if path is not None:
+            replaced = replacing(path)
             write_jsonl(rows, path)
-            print(f"wrote {len(rows)} {what if len(rows) != 1 else what[:-1]} to {path}", file=sys.stderr)
+            print(f"wrote {len(rows)} {what if len(rows) != 1 else what[:-1]} to {path}{replaced}", file=sys.stderr)
 
 
 def stats(cfg: StatsConfig) -> None:

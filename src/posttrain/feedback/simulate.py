@@ -31,8 +31,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from posttrain.errors import DataError
 from posttrain.data.records import Message, Prompt
+from posttrain.errors import DataError
 from posttrain.tasks.raters import Judgment, Rater
 
 CHOICE = {Judgment.A: "A", Judgment.B: "B", Judgment.TIE: "tie"}
