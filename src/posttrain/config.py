@@ -63,7 +63,8 @@ class DataConfig:
     """Where the examples come from and how they are cut into batches."""
 
     train: str = "builtin:arithmetic"
-    """Training data: a JSONL/JSON/CSV/Parquet file, a `datasets.save_to_disk` directory, or `builtin:NAME`."""
+    """Training data: a JSONL/JSON/CSV/Parquet file, a `datasets.save_to_disk` directory, `builtin:NAME`, or a
+    feedback campaign read from its database, `feedback:DB_URL#CAMPAIGN` (docs/feedback.md)."""
     eval: str | None = None
     """Held-out data, same forms as `train`. When unset: a built-in task's own held-out split, else a seeded
     `eval_fraction` of the training rows."""
