@@ -186,6 +186,21 @@ def test_the_position_column_only_for_a_judge_that_sees_an_order(tmp_path):
     assert "shown first / second" in html and "60.0% / 64.0%" in html
 
 
+def test_the_lineage_names_the_feedback_export_a_run_learned_from(tmp_path):
+    """A run trained on an export file (`export_ids`) or on a campaign (`export_id`, its excluded raters): the
+    report, the page a lead shares, names the export ids that tie the version to its judgments."""
+    run = write_run(tmp_path / "rm")
+    lineage = json.loads((run / "lineage.json").read_text())
+    lineage["data"] = [{"source": "judgments.jsonl", "sha256": "ab" * 32, "rows": 71, "export_ids": ["fb-af79eb47d09a0346"]},
+                       {"source": "feedback:sqlite:///fb.db#v1-vs-v2", "sha256": None, "rows": 54,
+                        "export_id": "fb-84c8e76ac3fe961e", "feedback": {"excluded_raters": ["cho"]}}]
+    (run / "lineage.json").write_text(json.dumps(lineage))
+    html = render_report(*load_inputs([str(run)]))
+    assert "feedback export <code>fb-af79eb47d09a0346</code>" in html
+    assert "feedback export <code>fb-84c8e76ac3fe961e</code> · raters excluded: cho" in html
+    assert "(54 rows) sha256" not in html  # a campaign has no file to hash
+
+
 def test_two_runs_share_axes_and_runs_of_the_same_name_are_told_apart(tmp_path):
     a, b = write_run(tmp_path / "a" / "sft"), write_run(tmp_path / "b" / "sft", steps=4)
     runs, _ = load_inputs([str(a), str(b)])
