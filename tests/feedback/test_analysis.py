@@ -249,6 +249,10 @@ def test_items_without_model_names_stay_out_of_the_leaderboard(fb, tmp_path, cap
     assert sorted(row.model for row in result.leaderboard) == ["v1", "v2"]
     assert any(n.startswith("leaderboard: 1 judged items left out, their responses name no model") for n in
                result.notes), result.notes
+    # four items: the leaderboard says it is a first look; one rater: the note says why there is no agreement
+    assert "leaderboard: only 4 judged items compare model versions (fewer than 20)" in " ".join(result.notes)
+    overlap = next(n for n in result.notes if n.startswith("agreement needs"))
+    assert "this campaign's overlap is 1 (make the next one with --overlap 2 or more)" in overlap  # import's default
     rows = read_campaign(fb.url, "mixed").rows
     assert len(rows) == 5  # every judgment is exported, the unnamed one with models null
     haiku = [r for r in rows if r["prompt"][0]["content"] == "Write a haiku"]
@@ -295,3 +299,14 @@ def test_stats_name_the_raters_excluded_from_exports_and_can_leave_them_out(fb):
     assert "excl-r2" not in {r.rater for r in cleaned.rater_agreement}
     without_r2 = next(r for r in counted.rater_agreement if r.rater == "excl-r2").alpha_without
     assert cleaned.alpha == pytest.approx(without_r2)
+
+
+def test_with_overlap_two_and_one_rater_so_far_the_note_says_no_item_has_two_judgments_yet(fb):
+    """The fixture's campaign has overlap 2: with one rater's judgments only, 'overlap >= 2' would read as a wrong
+    setting (a trial's finding); the note says that no item has its second judgment yet."""
+    rater = fb.users["rater1"]
+    while (lease := assign.next_lease(fb.db, 1, rater, T0)) is not None:
+        assign.submit(fb.db, lease, rater, f"one-{lease}", {"choice": "A"}, T0)
+    with fb.db() as s:
+        result = campaign_stats(s, "c1", 50, 0)
+    assert "agreement needs items judged by two raters or more: no item has two judgments yet" in result.notes

@@ -46,6 +46,10 @@ MIN_COMMON = 5
 """Items two raters (or a rater and the others) must share before their κ is reported."""
 FLAG_MARGIN = 0.25
 """A rater is flagged when their κ against the others' majority is this far below the other raters' median."""
+MIN_LEADERBOARD_ITEMS = 20
+"""Judged items below which the leaderboard gets a note: its bootstrap resamples a handful of items, some of them
+with a version that wins every game (no finite rating), so its intervals say little (a win rate over 20 items
+is already ±22 points)."""
 MIN_FLAG_ITEMS = 20
 """Compared items a rater needs before they can be flagged: on fewer, one κ's sampling error (about 0.15 at
 κ = 0.8 on 12 items) is as large as the margin, and careful raters would be flagged by chance."""
@@ -268,12 +272,18 @@ def campaign_stats(s: Session, campaign_name: str, n_resamples: int = 1000, seed
 
     out.alpha, out.kappas, out.rater_agreement = agreement(labels)
     if out.alpha is None:
-        out.notes.append("agreement needs items judged by two raters or more (overlap >= 2)")
+        out.notes.append("agreement needs items judged by two raters or more: " + (
+            "no item has two judgments yet" if campaign.overlap >= 2 else
+            f"this campaign's overlap is {campaign.overlap} (make the next one with --overlap 2 or more)"))
     rate, low, high = stats.position_bias(np.array(first))
     out.position_bias = PositionBias(rate, low, high, len(first))
     if games:
         out.leaderboard = leaderboard(games, n_resamples, seed)
         out.notes += separation_notes(out.leaderboard)
+        if (judged := len({g[3] for g in games})) < MIN_LEADERBOARD_ITEMS:  # a bootstrap over a handful of items
+            out.notes.append(f"leaderboard: only {judged} judged items compare model versions (fewer than "
+                             f"{MIN_LEADERBOARD_ITEMS}): its intervals rest on a bootstrap over so few items; read it "
+                             "as a first look, not a result")
     else:
         out.notes.append("no leaderboard: no judged item compares two named model versions")
     return out
