@@ -63,3 +63,23 @@ def test_a_tiny_held_out_split_is_warned_about(tmp_path, caplog):
     caplog.clear()
     train_and_heldout(DataConfig(train=str(large)), (Text,), tokens, key=lambda x: x[1], seed=0)  # 20 held out
     assert caplog.text == ""
+
+
+def test_held_out_rows_that_are_training_rows_are_warned_about(tmp_path, caplog):
+    """--data.eval naming the training data itself (a trial's "evaluate on the campaign"), or a file cut from it:
+    the warning counts the held-out records that are training records too; disjoint files say nothing."""
+    from posttrain.data.records import Text
+
+    train_file, part, other = tmp_path / "t.jsonl", tmp_path / "part.jsonl", tmp_path / "other.jsonl"
+    train_file.write_text("".join(json.dumps({"text": f"row {i}"}) + "\n" for i in range(10)))
+    part.write_text("".join(json.dumps({"text": t}) + "\n" for t in ("row 3", "row 4", "new")))
+    other.write_text(json.dumps({"text": "held"}) + "\n")
+    train_and_heldout(DataConfig(train=str(train_file), eval=str(train_file)), (Text,), tokens, lambda x: x[1], 0)
+    assert f"10 of 10 held-out records of {train_file} are training records of {train_file} too (the same data)" \
+        in caplog.text
+    caplog.clear()
+    train_and_heldout(DataConfig(train=str(train_file), eval=str(part)), (Text,), tokens, lambda x: x[1], 0)
+    assert f"2 of 3 held-out records of {part} are training records" in caplog.text and "the same" not in caplog.text
+    caplog.clear()
+    train_and_heldout(DataConfig(train=str(train_file), eval=str(other)), (Text,), tokens, lambda x: x[1], 0)
+    assert caplog.text == ""

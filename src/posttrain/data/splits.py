@@ -9,6 +9,7 @@ In this order:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -16,6 +17,7 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from posttrain.data.load import default_heldout, describe_source, load_records
+from posttrain.data.records import to_dict
 
 if TYPE_CHECKING:
     from posttrain.config import DataConfig
@@ -36,6 +38,22 @@ def split_by_key(items: Sequence[T], keys: Sequence[Hashable], fraction: float, 
     return [x for x, k in zip(items, keys) if k not in held], [x for x, k in zip(items, keys) if k in held]
 
 
+def warn_overlap(train: Sequence, held: Sequence, train_source: str, held_source: str) -> int:
+    """Warn (once, from the main process) when held-out records are training records too, as when --data.eval
+    names the training data itself: figures on them measure what was learned by heart. Returns how many are."""
+    def key(record: object) -> str:  # a record's JSON form (a Prompt's reference is a dict: records need not hash)
+        return json.dumps(to_dict(record), sort_keys=True)
+
+    seen = {key(r) for r in train}
+    shared = sum(key(r) in seen for r in held)
+    if shared and os.environ.get("RANK", "0") == "0":
+        same = " (the same data)" if shared == len(held) else ""
+        log.warning(f"warning: {shared} of {len(held)} held-out records of {held_source} are training records of "
+                    f"{train_source} too{same}: held-out figures on them measure what was learned, not how well it "
+                    "generalises; hold out other rows")
+    return shared
+
+
 def train_and_heldout(
     data: DataConfig, accept: tuple[type, ...], tokenize: Callable[[list, str], list[T]],
     key: Callable[[T], Hashable], seed: int,
@@ -45,11 +63,14 @@ def train_and_heldout(
     `tokenize(records, source)` makes a recipe's examples; `key(example)` is what must not straddle the split.
     Returns train, held-out, and the lineage entries of the sources read.
     """
-    train = tokenize(load_records(data.train, accept=accept, limit=data.limit), data.train)
+    train_records = load_records(data.train, accept=accept, limit=data.limit)
+    train = tokenize(train_records, data.train)
     lineage = [describe_source(data.train)]
     heldout_source = data.eval or default_heldout(data.train)
     if heldout_source:
-        held = tokenize(load_records(heldout_source, accept=accept), heldout_source)
+        held_records = load_records(heldout_source, accept=accept)
+        warn_overlap(train_records, held_records, data.train, heldout_source)
+        held = tokenize(held_records, heldout_source)
         return train, held, lineage + [describe_source(heldout_source)]
     train, held = split_by_key(train, [key(x) for x in train], data.eval_fraction, seed)
     if 0 < len(held) < FEW_HELD_OUT and os.environ.get("RANK", "0") == "0":

@@ -20,6 +20,7 @@ from posttrain.data.load import (
     row_location,
 )
 from posttrain.data.records import Prompt
+from posttrain.data.splits import warn_overlap
 from posttrain.data.tokenize import check_prompt_template, tokenize_prompt
 from posttrain.errors import ConfigError, DataError
 from posttrain.rewards.functions import check_reference_fields
@@ -243,6 +244,7 @@ def load_run_prompts(data: PromptDataConfig, tokenizer, model_name: str, reward:
         heldout, heldout_ids = load_prompts(eval_source, tokenizer, data.eval_prompts, data.max_prompt_length,
                                             model_name)
         check_reference_fields(eval_reward, heldout, eval_source)
+        warn_overlap(train, heldout, data.train, eval_source)  # --data.eval naming the training prompts
     return RunPrompts(train, train_ids, eval_source, heldout, heldout_ids)
 
 # -- checks before the first step -------------------------------------------------------------------------
