@@ -102,6 +102,32 @@ def test_the_feedback_source_reads_what_the_export_writes_and_describes_the_expo
     assert (tmp_path / "ties.jsonl").read_text() == ""  # correctness always tells these apart
 
 
+def test_a_file_joining_two_exports_of_one_campaign_is_warned_about(judged, tmp_path, caplog):
+    """An export appended to a file that holds an earlier export of the same campaign (a trial did so after
+    excluding a rater): every judgment would train twice; the lineage says which rows repeat. One export alone,
+    and two campaigns' exports joined, say nothing."""
+    out = tmp_path / "pairs.jsonl"
+    assert main(["feedback", "export", "--db", judged, "--campaign", "arith", "-o", str(out)]) == 0
+    rows = out.read_text().splitlines()
+    caplog.clear()
+    describe_source(str(out))
+    assert "repeat a judgment" not in caplog.text
+    again = [json.loads(r) for r in rows[:30]]
+    for r in again:  # the same judgments under a later export's id, as after an exclusion
+        r["feedback"]["export"] = "fb-0000000000000000"
+    joined = tmp_path / "joined.jsonl"
+    joined.write_text("\n".join(rows) + "\n" + "".join(json.dumps(r) + "\n" for r in again))
+    describe_source(str(joined))
+    assert f"{joined}: 30 rows repeat a judgment of an earlier row (campaign arith: exports " in caplog.text
+    other = [json.loads(r) for r in rows[:30]]
+    for r in other:
+        r["feedback"]["campaign"] = "another"
+    caplog.clear()
+    joined.write_text("\n".join(rows) + "\n" + "".join(json.dumps(r) + "\n" for r in other))
+    describe_source(str(joined))
+    assert "repeat a judgment" not in caplog.text
+
+
 def test_the_database_password_never_reaches_the_lineage():
     assert public_url("postgresql://rater:s3cret@db.example.org:5432/feedback") == \
         "postgresql://rater@db.example.org:5432/feedback"

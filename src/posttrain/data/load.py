@@ -26,6 +26,7 @@ import csv
 import difflib
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from functools import partial
@@ -38,6 +39,7 @@ from posttrain.errors import ConfigError, DataError
 from posttrain.extras import require
 from posttrain.tasks import TASKS
 
+log = logging.getLogger(__name__)
 BUILTIN_PREFIX = "builtin:"
 SHOWN_ERRORS = 3  # row errors quoted when several rows are invalid
 
@@ -470,8 +472,13 @@ def describe_source(source: str) -> dict[str, Any]:
 
 
 def _export_ids(source: str) -> set[str]:
-    """The export ids of a `posttrain feedback export` file (its rows' `feedback.export`), for lineage.json."""
+    """The export ids of a `posttrain feedback export` file (its rows' `feedback.export`), for lineage.json. Warns
+    when rows repeat a judgment (two exports of one campaign joined into one file, as when a campaign is exported
+    again after an exclusion and appended): each would train twice, and an excluded rater's rows come back."""
     found: set[str] = set()
+    judged: set[tuple] = set()
+    repeats = 0
+    exports_of: dict[str, set[str]] = {}
     for _, read in _rows(source):
         try:
             row = read()
@@ -480,6 +487,17 @@ def _export_ids(source: str) -> set[str]:
         meta = row.get("feedback") if isinstance(row, dict) else None
         if isinstance(meta, dict) and isinstance(meta.get("export"), str):
             found.add(meta["export"])
+            exports_of.setdefault(str(meta.get("campaign")), set()).add(meta["export"])
+            # one judgment gives one row of each kind (a rubric judgment one per response)
+            key = (meta.get("campaign"), meta.get("judgment"), meta.get("response"), tuple(sorted(set(row) - {"feedback"})))
+            repeats += key in judged
+            judged.add(key)
+    if repeats and os.environ.get("RANK", "0") == "0":
+        joined = "; ".join(f"campaign {c}: exports {', '.join(sorted(e))}" for c, e in sorted(exports_of.items())
+                           if len(e) > 1)
+        log.warning(f"warning: {source}: {repeats} rows repeat a judgment of an earlier row" +
+                    (f" ({joined})" if joined else "") + ": each would train twice, and a rater excluded since "
+                    "the first export comes back; export each campaign once (a new export replaces the old)")
     return found
 
 
