@@ -32,6 +32,8 @@ ACCESS = {
     ("POST", "/api/judgments/{judgment_id}/edit"): "rater",
     ("GET", "/api/campaigns/{campaign_id}/export"): "manager",
     ("POST", "/api/campaigns/{campaign_id}/exclusions"): "admin",
+    # last: they close campaign 1 for the requests after them
+    ("POST", "/manage/campaigns/{campaign_id}/close"): "manager", ("POST", "/api/campaigns/{campaign_id}/close"): "manager",
 }
 RANK = {"rater": 0, "manager": 1, "admin": 2}
 
@@ -372,3 +374,41 @@ def test_the_users_page_keeps_the_form_and_says_which_rule_a_new_user_breaks(fb)
         assert s.query(User).filter(User.username.in_(["new rater", "<b>eve</b>", "eve"])).count() == 0
         audit = s.query(Audit).filter_by(target="user:eve@school.org").one()
         assert audit.detail == {"role": "rater", "by": "page"} and audit.user_id == fb.users["admin"]
+
+
+def test_a_closed_campaign_gives_no_new_task_keeps_what_a_rater_holds_and_still_exports(fb):
+    """A manager closes c1 (the API; the manage page's form does the same): it leaves the raters' home page, their
+    next task is none (the page says it is closed), a task rater1 held before is still answered and stored, the
+    export holds every judgment; a rater may not close it; reopening gives tasks again. Both are audited."""
+    from posttrain.feedback.db import Audit
+
+    rater, manager = TestClient(fb.app), TestClient(fb.app)
+    csrf_r, csrf_m = login(rater, "rater1"), login(manager, "manager")
+    held = rater.post("/api/campaigns/1/next", headers={"X-CSRF-Token": csrf_r}).json()["lease_id"]
+    assert rater.post("/api/campaigns/1/close", json={"closed": True}, headers={"X-CSRF-Token": csrf_r}
+                      ).status_code == 403
+    r = manager.post("/api/campaigns/1/close", json={"closed": True}, headers={"X-CSRF-Token": csrf_m})
+    assert r.status_code == 200 and r.json()["closed"] is True
+    other = TestClient(fb.app)
+    csrf_o = login(other, "rater2")
+    assert ">c1<" not in other.get("/").text and "c1 is closed" in other.get("/c/1/next").text
+    assert other.post("/api/campaigns/1/next", headers={"X-CSRF-Token": csrf_o}).json() is None
+    # the task rater1 held: still theirs, and its answer is stored
+    assert rater.post("/api/campaigns/1/next", headers={"X-CSRF-Token": csrf_r}).json()["lease_id"] == held
+    stored = rater.post(f"/api/leases/{held}/judgment", json={"client_id": "closed-1", "answer": {"choice": "A"}},
+                        headers={"X-CSRF-Token": csrf_r})
+    assert stored.status_code == 200 and stored.json()["created"] is True
+    assert rater.post("/api/campaigns/1/next", headers={"X-CSRF-Token": csrf_r}).json() is None
+    export = manager.get("/api/campaigns/1/export", headers={"X-CSRF-Token": csrf_m})
+    assert export.status_code == 200 and len(export.text.splitlines()) == 1
+    listed = {c["name"]: c["closed"] for c in manager.get("/api/campaigns").json()}
+    assert listed["c1"] is True
+    page = manager.get("/manage").text
+    assert "closed" in page and "reopen" in page
+    assert manager.post("/manage/campaigns/1/close", data={"closed": "0", "csrf_token": csrf_m},
+                        follow_redirects=False).status_code == 303
+    assert ">c1<" in other.get("/").text
+    assert other.post("/api/campaigns/1/next", headers={"X-CSRF-Token": csrf_o}).json()["lease_id"] > held
+    with fb.db() as s:
+        assert [a.action for a in s.query(Audit).filter(Audit.action.like("campaign.%")).order_by(Audit.id)][-2:] \
+            == ["campaign.close", "campaign.reopen"]

@@ -55,6 +55,15 @@ def test_init_import_judge_export(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["feedback", "export", "--db", db, "--campaign", "sums"]) == 0  # unset: named by the campaign
     assert (tmp_path / "sums.jsonl").read_text() == out.read_text()
+    capsys.readouterr()
+    assert main(["feedback", "close", "--db", db, "--campaign", "sums"]) == 0
+    assert "campaign 'sums': closed" in capsys.readouterr().err
+    with s() as x:
+        assert x.query(Campaign).filter_by(name="sums").one().closed_at is not None
+    assert main(["feedback", "close", "--db", db, "--campaign", "sums", "--reopen"]) == 0
+    with s() as x:
+        assert x.query(Campaign).filter_by(name="sums").one().closed_at is None
+    assert main(["feedback", "close", "--db", db, "--campaign", "nope"]) == 2
 
 
 def test_bad_input_is_one_line(tmp_path, capsys):

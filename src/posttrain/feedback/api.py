@@ -13,7 +13,7 @@ from sqlalchemy import bindparam, select
 
 from posttrain.errors import DataError
 from posttrain.feedback import assign
-from posttrain.feedback.campaigns import create_campaign, items_from_rows
+from posttrain.feedback.campaigns import create_campaign, items_from_rows, set_closed
 from posttrain.feedback.db import Campaign, Item, Lease, utcnow
 from posttrain.feedback.export import audited_export, set_exclusion
 from posttrain.feedback.tasks import AnswerError
@@ -36,6 +36,7 @@ class CampaignOut(BaseModel):
     overlap: int
     guidelines: str
     rubric: list[dict[str, Any]]
+    closed: bool = Field(False, description="closed: no new tasks; its judgments stay and export")
 
 
 class CampaignIn(BaseModel):
@@ -84,7 +85,7 @@ def me(who: Principal = Depends(rater)) -> Me:
 
 def _campaign_out(c: Campaign) -> CampaignOut:
     return CampaignOut(id=c.id, name=c.name, task_type=c.task_type, overlap=c.overlap, guidelines=c.guidelines,
-                       rubric=c.rubric)
+                       rubric=c.rubric, closed=c.closed_at is not None)
 
 
 @router.get("/campaigns", response_model=list[CampaignOut])
@@ -195,6 +196,20 @@ class ExclusionIn(BaseModel):
     excluded: bool = Field(True, description="true: leave their judgments out of this campaign's exports; false: "
                                              "put them back")
     reason: str = Field("", max_length=2000)
+
+
+class CloseIn(BaseModel):
+    closed: bool = Field(True, description="true closes the campaign (raters get no new task), false reopens it")
+
+
+@router.post("/campaigns/{campaign_id}/close", response_model=CampaignOut)
+def close(request: Request, campaign_id: int, body: CloseIn, who: Principal = Depends(manager)) -> CampaignOut:
+    """Close a campaign, or reopen it: a closed one gives raters no new task and leaves their lists; a task a
+    rater holds can still be answered, and the judgments stay, export and count. Audited."""
+    with request.app.state.db() as s, s.begin():
+        c = campaign_or_404(s, campaign_id)
+        set_closed(s, c, body.closed, who.user_id)
+        return _campaign_out(c)
 
 
 @router.post("/campaigns/{campaign_id}/exclusions", response_model=list[str])

@@ -141,6 +141,7 @@ _CLAIM = (update(Lease).where(Lease.id == _p("lease"), Lease.rater_id == _p("rat
 _NEW_JUDGMENT = insert(_JUDGMENTS)
 _RULES = (select(Campaign.overlap, Campaign.lease_seconds, Campaign.task_type, Campaign.rubric)
           .where(Campaign.id == _p("campaign")))
+_CLOSED = select(Campaign.closed_at).where(Campaign.id == _p("campaign"))  # not in _RULES: those are cached
 
 
 @dataclass(frozen=True)
@@ -206,6 +207,8 @@ def _lease_work(s: Session, campaign_id: int, rater_id: int, now: dt.datetime, r
                                                    ).rowcount != 1:
             raise _Raced()  # another rater took its slot (or it was judged) since it was read
         return held.id
+    if conn.execute(_CLOSED, {"campaign": campaign_id}).scalar() is not None:  # closed: no new task
+        return None
     _look_for_run_out(s, campaign_id, now)
     candidates = _candidates(s, campaign_id, rules.overlap, rater_id, now)
     if not candidates:
@@ -229,7 +232,8 @@ def next_lease(db: sessionmaker, campaign_id: int, rater_id: int, now: dt.dateti
                rng: random.Random | None = None) -> int | None:
     """The id of a lease for this rater on an item that still needs judgments; their open lease if they hold
     one (renewed for lease_seconds when it ran out: nobody has needed its slot); None when nothing is left for
-    them. The slot of another rater's lease that ran out counts as free, and is taken from it."""
+    them, or the campaign is closed (a lease they hold is still theirs to answer: no answer is lost to a close).
+    The slot of another rater's lease that ran out counts as free, and is taken from it."""
     rng = rng or random.Random()
     return _retry(db, lambda s: _lease_work(s, campaign_id, rater_id, now, rng))
 

@@ -31,7 +31,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from posttrain.errors import DataError
-from posttrain.feedback.db import Audit, Campaign, Item
+from posttrain.feedback.db import Audit, Campaign, Item, utcnow
 from posttrain.feedback.tasks import TASK_TYPES, AnswerError, check_campaign
 from posttrain.files import jsonl_lines
 
@@ -192,6 +192,17 @@ def repeated_items(items: list[dict[str, Any]]) -> list[tuple[str, str]]:
         else:
             first[key] = where
     return repeats
+
+
+def set_closed(s: Session, campaign: Campaign, closed: bool, user_id: int | None) -> None:
+    """Close a campaign (raters get no new task from it, its judgments stay, export and count) or reopen it, in
+    the caller's transaction, audited; closing a closed campaign keeps the time it was first closed."""
+    if closed and campaign.closed_at is None:
+        campaign.closed_at = utcnow()
+    elif not closed:
+        campaign.closed_at = None
+    s.add(Audit(user_id=user_id, action="campaign.close" if closed else "campaign.reopen",
+                target=f"campaign:{campaign.name}", detail={}))
 
 
 def create_campaign(s: Session, name: str, task_type: str, items: list[dict[str, Any]], *, overlap: int = 1,

@@ -218,6 +218,19 @@ class TokenConfig:
     """A name for the token, shown on the user's /tokens page (where it can be revoked)."""
 
 
+@dataclass
+class CloseConfig:
+    """Close a campaign: raters get no new task from it and it leaves their list; a task a rater holds can still
+    be answered, and its judgments stay, export and count. `--reopen` opens it again. Audited."""
+
+    campaign: str
+    """Campaign to close (or reopen)."""
+    db: str = "sqlite:///feedback.db"
+    """Database URL: `sqlite:///feedback.db` (default, WAL mode) or `postgresql://user@host/dbname` (psycopg 3)."""
+    reopen: bool = False
+    """Reopen the campaign instead."""
+
+
 def _need_extra() -> None:
     for module in ("fastapi", "sqlalchemy", "alembic", "argon2", "nh3"):
         require(module, "feedback", "posttrain feedback")
@@ -329,6 +342,19 @@ def serve(cfg: ServeConfig) -> None:
     os.environ[SETTINGS_ENV] = json.dumps(dataclasses.asdict(settings))  # the workers are new processes
     uvicorn.run("posttrain.feedback.app:app_from_env", factory=True, workers=cfg.workers, host=cfg.host,
                 port=cfg.port, proxy_headers=True, log_level="warning")
+
+
+def close_campaign(cfg: CloseConfig) -> None:
+    from sqlalchemy.orm import Session
+
+    from posttrain.feedback.campaigns import set_closed
+    from posttrain.feedback.export import find_campaign
+
+    with Session(_engine(cfg.db, must_exist=True)) as s, s.begin():
+        campaign = find_campaign(s, cfg.campaign)
+        set_closed(s, campaign, not cfg.reopen, None)
+    print(f"campaign {cfg.campaign!r}: {'reopened' if cfg.reopen else 'closed: raters get no new task from it'}",
+          file=sys.stderr)
 
 
 def make_token(cfg: TokenConfig) -> None:
@@ -523,6 +549,7 @@ ACTIONS = {
     "stats": (StatsConfig, stats),
     "user": (UserConfig, add_users),
     "token": (TokenConfig, make_token),
+    "close": (CloseConfig, close_campaign),
 }
 
 

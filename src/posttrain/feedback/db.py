@@ -101,6 +101,8 @@ class Campaign(Base):
     rubric: Mapped[list[Any]] = mapped_column(JSON, default=list)  # [{"name", "min", "max", "help"}]
     lease_seconds: Mapped[int] = mapped_column(Integer, default=900)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    # closed: raters get no new task (a task already held can still be answered); judgments stay and export
+    closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     __table_args__ = (CheckConstraint("overlap >= 1", name="ck_campaigns_overlap"),)
 
 

@@ -12,7 +12,7 @@ from starlette.datastructures import UploadFile
 
 from posttrain.errors import DataError
 from posttrain.feedback.accounts import add_user
-from posttrain.feedback.campaigns import create_campaign, parse_items
+from posttrain.feedback.campaigns import create_campaign, parse_items, set_closed
 from posttrain.feedback.db import ROLES, Audit, Campaign, Item, Judgment, User
 from posttrain.feedback.export import audited_export, excluded_raters, set_exclusion
 from posttrain.feedback.tasks import TASK_TYPES
@@ -60,6 +60,15 @@ def campaign_stats_page(request: Request, campaign_id: int, who: Principal = Dep
             result, error = None, str(e)
     return render(request, "stats.html", c=c, stats=result, error=error, flag_margin=FLAG_MARGIN,
                   min_flag_items=MIN_FLAG_ITEMS)
+
+
+@router.post("/manage/campaigns/{campaign_id}/close")
+async def close(request: Request, campaign_id: int, who: Principal = Depends(manager)) -> Response:
+    """Close a campaign or reopen it (the API's route, as a form); audited."""
+    form = await request.form()
+    with request.app.state.db() as s, s.begin():
+        set_closed(s, campaign_or_404(s, campaign_id), form.get("closed", "1") == "1", who.user_id)
+    return RedirectResponse("/manage", status_code=303)
 
 
 @router.post("/manage/campaigns/{campaign_id}/exclusions")

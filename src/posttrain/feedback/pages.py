@@ -84,7 +84,8 @@ def logout(request: Request, who: Principal = Depends(rater)) -> Response:
 @router.get("/", response_class=HTMLResponse)
 def home(request: Request, who: Principal = Depends(rater)) -> Response:
     with request.app.state.read() as s:
-        rows = [(c, assign.progress(s, c, who.user_id)) for c in s.scalars(select(Campaign).order_by(Campaign.id))]
+        rows = [(c, assign.progress(s, c, who.user_id))
+                for c in s.scalars(select(Campaign).where(Campaign.closed_at.is_(None)).order_by(Campaign.id))]
     return render(request, "home.html", campaigns=rows)
 
 
