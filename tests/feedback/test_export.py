@@ -164,6 +164,10 @@ def test_an_admin_excludes_a_rater_from_exports_through_the_api_audited(fb):
     assert r.json() == []
     assert admin.post("/api/campaigns/1/exclusions", json={"rater": "ghost"},
                       headers={"X-CSRF-Token": csrf_a}).status_code == 404
+    # a real user who judged nothing here (a typo that hits another name): refused, naming the campaign's raters
+    r = admin.post("/api/campaigns/1/exclusions", json={"rater": "manager"}, headers={"X-CSRF-Token": csrf_a})
+    assert r.status_code == 404 and "'manager' has judged nothing in campaign 'c1' (its raters: rater1, rater2)" \
+        in r.json()["detail"]
     with fb.db() as s:
         assert export_campaign(s, "c1").export_id == both.export_id
         actions = [a.action for a in s.query(Audit).filter(Audit.action.like("export.%")).order_by(Audit.id)]

@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session
 from posttrain.data.records import Message, PreferencePair, PromptCompletion, Ranking, Rating, to_dict
 from posttrain.errors import DataError
 from posttrain.feedback.assign import current_judgments
-from posttrain.feedback.db import Audit, Campaign, ExportExclusion, Item, User
+from posttrain.feedback.db import Audit, Campaign, ExportExclusion, Item, Judgment, User
 
 
 def _msgs(messages: list[dict[str, str]]) -> tuple[Message, ...]:
@@ -167,10 +167,18 @@ def excluded_raters(s: Session, campaign_id: int) -> list[str]:
 def set_exclusion(s: Session, campaign: Campaign, username: str, excluded: bool, reason: str,
                   by_user_id: int | None) -> list[str]:
     """Exclude `username` from (or put them back into) the campaign's exports, audited, in the caller's
-    transaction; LookupError when there is no such user. Returns the user names excluded now."""
+    transaction; LookupError when there is no such user, or (excluding) when they judged nothing in the campaign:
+    a typo that names another real user must not pass unnoticed. Returns the user names excluded now."""
     user = s.scalar(select(User).where(User.username == username))
     if user is None:
         raise LookupError(f"no user named {username!r}")
+    judged = s.scalar(select(Judgment.id).where(Judgment.campaign_id == campaign.id, Judgment.rater_id == user.id)
+                      .limit(1))
+    if excluded and judged is None:
+        raters = s.scalars(select(User.username).join(Judgment, Judgment.rater_id == User.id)
+                           .where(Judgment.campaign_id == campaign.id).distinct().order_by(User.username)).all()
+        raise LookupError(f"{username!r} has judged nothing in campaign {campaign.name!r} (its raters: "
+                          f"{', '.join(raters) or 'none yet'})")
     row = s.scalar(select(ExportExclusion).where(ExportExclusion.campaign_id == campaign.id,
                                                   ExportExclusion.rater_id == user.id))
     if excluded and row is None:
