@@ -1,4 +1,5 @@
-"""Errors a user can fix. The CLI prints them as one line and exits non-zero, without a traceback."""
+"""Errors a user can fix. The CLI prints them as one line and exits non-zero, without a traceback. And SIGTERM as
+an exception (`Terminated`, `sigterm_raises`), so that a command stopped by `kill` ends as one stopped by Ctrl-C."""
 
 import os
 import signal

@@ -486,8 +486,7 @@ def export(cfg: ExportConfig) -> None:
     output = cfg.output or re.sub(r"[^\w.-]", "_", cfg.campaign) + ".jsonl"
     replaced = replacing(output)
     write_jsonl(exported.rows, output)
-    left = ", ".join(f"{n} {k}" for k, n in sorted(exported.counts.items()) if k != "records")
-    excluded = exported.excluded()
+    left, excluded = exported.left_out(), exported.excluded()
     print(f"export {exported.export_id}: wrote {len(exported.rows)} records of {exported.judgments} judgments to "
           f"{output}{replaced}" + (f" (left out: {left})" if left else "") + (f"; {excluded}" if excluded else ""),
           file=sys.stderr)

@@ -80,6 +80,10 @@ class Export:
     excluded_judgments: int = 0
     """Current judgments of the excluded raters: not exported, and not among `judgments`."""
 
+    def left_out(self) -> str:
+        """What of the judgments counted is not in the main output, by reason: "4 both_bad, 35 tie" (or "")."""
+        return ", ".join(f"{n} {k}" for k, n in sorted(self.counts.items()) if k != "records")
+
     def excluded(self) -> str:
         """"31 judgments of excluded rater cho not exported", or "" when no rater is excluded."""
         if not self.excluded_raters:

@@ -110,10 +110,9 @@ def _rows(source: str) -> Rows:
     url, campaign = parse(source)
     exported = _READ[source] = read_campaign(url, campaign)
     if not exported.rows:  # every judgment a tie, say: as an empty file is, one line before any run is made
-        left = ", ".join(f"{n} {k}" for k, n in sorted(exported.counts.items()))
         word = "judgment" if exported.judgments == 1 else "judgments"
         raise DataError(f"{source}: campaign {campaign!r} has {exported.judgments} {word} and no record to train on "
-                        f"(left out: {left}); let raters judge more of it")
+                        f"(left out: {exported.left_out()}); let raters judge more of it")
     for i, row in enumerate(exported.rows, start=1):  # counted from 1, as every source's rows
         yield f"{source} row {i}", (lambda row=row: row)
 
