@@ -259,7 +259,7 @@ def test_a_late_form_answer_is_kept_unless_its_place_was_given_away_and_then_say
         if kept:
             assert r.status_code == 303
         else:
-            assert r.status_code == 409 and "another rater was given its place" in r.text and "not stored" in r.text
+            assert r.status_code == 409 and "given to another rater" in r.text and "was not stored" in r.text
     with fb.db() as s:
         assert [j.client_id for j in s.query(Judgment)] == ["kept"]
 

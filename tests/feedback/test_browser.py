@@ -147,6 +147,7 @@ def test_the_markdown_view_formats_responses_safely_and_is_remembered(tmp_path, 
     app = create_app(Settings(db=f"sqlite:///{tmp_path}/md.db"))
     add_users(app.state.db, {"rater1": "rater"})
     add_campaign(app.state.db, "md", items=pairwise_items(2, text), overlap=1)
+    add_campaign(app.state.db, "short", items=pairwise_items(1), overlap=1, lease_seconds=60)
     server = ThreadServer(app)
     try:
         seen = watch(page)
@@ -157,9 +158,13 @@ def test_the_markdown_view_formats_responses_safely_and_is_remembered(tmp_path, 
             else page.locator(".response").nth(1)
         assert "**Four**" in first.locator(".response-text").inner_text()  # the exact text first
         assert not first.locator(".response-md").is_visible()
+        # the plain text holds Markdown: a hint says so, and the button says what it will show
+        assert page.is_visible("#md-hint") and page.inner_text("#md-toggle .md-label") == "show formatted"
+        assert "min to answer" in page.inner_text("#time-left")
         page.keyboard.press("m")
         md = first.locator(".response-md")
         assert md.is_visible() and not first.locator(".response-text").is_visible()
+        assert not page.is_visible("#md-hint") and page.inner_text("#md-toggle .md-label") == "show plain text"
         assert md.locator("strong").inner_text() == "Four" and md.locator("li").inner_text() == "see here"
         assert md.locator("a, script, img").count() == 0 and md.locator("code").count() == 1
         page.reload()
@@ -168,6 +173,10 @@ def test_the_markdown_view_formats_responses_safely_and_is_remembered(tmp_path, 
         page.click("#md-toggle")
         assert first.locator(".response-text").is_visible() and not first.locator(".response-md").is_visible()
         assert page.evaluate("window.__xss") is None and not [x for x in seen if x.startswith("dialog")], seen
+        page.goto(server.url + "/c/2/next")  # a task of one minute: the warning is there from the start
+        page.wait_for_selector("#task-form")
+        assert "1 min left: answer soon" in page.inner_text("#time-left")
+        assert "warn" in page.get_attribute("#time-left", "class")
     finally:
         server.stop()
 

@@ -138,3 +138,45 @@ def test_a_manager_uploads_a_campaign_file_and_errors_name_file_line_and_field(f
     assert r.status_code == 413 and "items.jsonl: over 0.1 MB" in r.text
     with fb.db() as s:
         assert s.scalar(select(Campaign).where(Campaign.name.in_(["nocsrf", "big"]))) is None
+
+
+@pytest.mark.parametrize("ranks, message", [
+    ({"rank-0": "1", "rank-1": "1", "rank-2": ""}, "give every response a rank: C has none yet"),
+    ({"rank-0": "2", "rank-1": "", "rank-2": ""}, "give every response a rank: B and C have none yet"),
+    ({"rank-0": "1", "rank-1": "1", "rank-2": "3"}, "each rank once: A and B both have rank 1; give each response a "
+                                                    "different rank 1..3"),
+    ({"rank-0": "1", "rank-1": "2", "rank-2": "4"}, "give each response a different rank 1..3"),
+])
+def test_a_ranking_refusal_names_the_responses_as_the_page_labels_them(ranks, message):
+    """A teacher gave A and B rank 1 and C none: the page said only 'give every response a rank'."""
+    from posttrain.feedback.tasks import AnswerError
+
+    with pytest.raises(AnswerError) as e:
+        answer_from_form("ranking", Form(ranks), 3, [])
+    assert str(e.value) == message
+
+
+def test_a_late_answer_is_said_in_a_raters_words_with_what_they_wrote_and_the_next_task(fb):
+    """The task's time ran out and another rater was given it: the page (not a bare 409 of internal words) says
+    the answer was not stored and why, shows the comment typed to copy, and links to the next task; a stored
+    answer is followed by "Your last answer was saved" on the next task. The task page says how long it has."""
+    c = TestClient(fb.app)
+    csrf = login(c, "rater1")
+    task_url = c.get("/c/1/next", follow_redirects=False).headers["location"]
+    page = c.get(task_url).text
+    assert 'id="time-left"' in page and "min to answer" in page and 'dir="auto"' in page
+    lease_id = int(task_url.rsplit("/", 1)[1])
+    with fb.db() as s, s.begin():  # its time ran out and another rater took its slot: the take-over deletes it
+        from posttrain.feedback.db import Lease
+
+        s.delete(s.get(Lease, lease_id))
+    r = c.post(task_url, data={"choice": "A", "comment": "B forgot the carry", "client_id": "late-answer-1",
+                               "campaign": "1", "csrf_token": csrf})
+    assert r.status_code == 409 and "This answer was not stored" in r.text and "given to another rater" in r.text
+    assert "B forgot the carry" in r.text and 'href="/c/1/next"' in r.text
+    assert "no longer yours, or never was" not in r.text
+    with fb.db() as s:
+        assert s.scalars(select(Judgment).where(Judgment.client_id == "late-answer-1")).first() is None
+    answered = c.post(c.get("/c/1/next", follow_redirects=False).headers["location"],
+                      data={"choice": "B", "client_id": "in-time-1", "campaign": "1", "csrf_token": csrf})
+    assert answered.status_code == 200 and "Your last answer was saved." in answered.text

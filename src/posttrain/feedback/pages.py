@@ -90,15 +90,15 @@ def home(request: Request, who: Principal = Depends(rater)) -> Response:
 
 
 @router.get("/c/{campaign_id}/next")
-def next_task(request: Request, campaign_id: int, who: Principal = Depends(rater)) -> Response:
+def next_task(request: Request, campaign_id: int, who: Principal = Depends(rater), saved: int = 0) -> Response:
     with request.app.state.read() as s:
         campaign = campaign_or_404(s, campaign_id)
     lease_id = assign.next_lease(request.app.state.db, campaign_id, who.user_id, utcnow())
     if lease_id is None:
         with request.app.state.read() as s:
             done = assign.progress(s, campaign, who.user_id)
-        return render(request, "done.html", campaign=campaign, progress=done)
-    return RedirectResponse(f"/task/{lease_id}", status_code=303)
+        return render(request, "done.html", campaign=campaign, progress=done, saved=bool(saved))
+    return RedirectResponse(f"/task/{lease_id}" + ("?saved=1" if saved else ""), status_code=303)
 
 
 def _own_lease(request: Request, lease_id: int, who: Principal, gone: str = f"{assign.GONE}; take the next"
@@ -116,22 +116,22 @@ def _own_lease(request: Request, lease_id: int, who: Principal, gone: str = f"{a
 
 
 def _task_page(request: Request, lease: Lease, item: Item, campaign: Campaign, who: Principal, status: int = 200,
-               error: str | None = None) -> Response:
+               error: str | None = None, saved: bool = False) -> Response:
     shown = [{"pos": pos, "label": chr(ord("A") + pos), "text": item.responses[i]["text"]}
              for pos, i in enumerate(lease.presentation)]  # text only: the model stays hidden
     with request.app.state.read() as s:
         prog = assign.progress(s, campaign, who.user_id)
     return render(request, "task.html", status=status, lease=lease, item=item, campaign=campaign, shown=shown,
                   progress=prog, error=error, flags=FLAGS, choices=CHOICES, action=f"/task/{lease.id}",
-                  draft_key=f"lease:{lease.id}", editing=None, prefill=None)
+                  draft_key=f"lease:{lease.id}", editing=None, prefill=None, saved=saved)
 
 
 @router.get("/task/{lease_id}", response_class=HTMLResponse)
-def task(request: Request, lease_id: int, who: Principal = Depends(rater)) -> Response:
+def task(request: Request, lease_id: int, who: Principal = Depends(rater), saved: int = 0) -> Response:
     lease, item, campaign = _own_lease(request, lease_id, who)
     if lease.judged:
         return RedirectResponse(f"/c/{campaign.id}/next", status_code=303)
-    return _task_page(request, lease, item, campaign, who)
+    return _task_page(request, lease, item, campaign, who, saved=bool(saved))
 
 
 def answer_from_form(task_type: str, form: Any, k: int, rubric: list[dict[str, Any]]) -> dict[str, Any]:
@@ -139,11 +139,17 @@ def answer_from_form(task_type: str, form: Any, k: int, rubric: list[dict[str, A
     answer: dict[str, Any] = {"flags": form.getlist("flags"), "comment": str(form.get("comment", ""))}
     if task_type == "pairwise":
         answer["choice"] = form.get("choice")
-    elif task_type == "ranking":  # rank-POS = 1..k (1 best)
-        try:
-            ranks = [int(form.get(f"rank-{pos}", "")) for pos in range(k)]
-        except ValueError:
-            raise AnswerError("give every response a rank") from None
+    elif task_type == "ranking":  # rank-POS = 1..k (1 best); a refusal names the responses, as the page labels them
+        given = [str(form.get(f"rank-{pos}", "")).strip() for pos in range(k)]
+        label = [chr(ord("A") + pos) for pos in range(k)]
+        if missing := [label[pos] for pos in range(k) if not given[pos].isdigit()]:
+            raise AnswerError(f"give every response a rank: {' and '.join(missing)} "
+                              f"{'has' if len(missing) == 1 else 'have'} none yet")
+        ranks = [int(g) for g in given]
+        for n in sorted(set(ranks)):
+            if (same := [label[pos] for pos in range(k) if ranks[pos] == n]) and len(same) > 1:
+                raise AnswerError(f"each rank once: {' and '.join(same)} {'both' if len(same) == 2 else 'all'} "
+                                  f"have rank {n}; give each response a different rank 1..{k}")
         if sorted(ranks) != list(range(1, k + 1)):
             raise AnswerError(f"give each response a different rank 1..{k}")
         answer["order"] = sorted(range(k), key=lambda pos: ranks[pos])
@@ -176,10 +182,29 @@ def form_fields(task_type: str, payload: dict[str, Any], presentation: list[int]
     return fields
 
 
+def _not_stored_page(request: Request, form: Any) -> Response:
+    """The task's time ran out and another rater was given it (or the lease is no more): the answer cannot be
+    stored. Said in a rater's words, with what they wrote to copy (a correction, a comment: nothing typed is lost
+    from sight) and a link on to the next task of the campaign (the form names it: the lease may be gone)."""
+    campaign = str(form.get("campaign", ""))
+    kept = [(label, str(form.get(key, "")).strip()) for key, label in (("text", "Your corrected text"),
+                                                                        ("comment", "Your comment"))]
+    return render(request, "error.html", status=409, message="This answer was not stored",
+                  detail="Your time on this task ran out and it was given to another rater. Nothing is wrong "
+                         "with your answer; take the next task.",
+                  kept=[(label, text) for label, text in kept if text],
+                  links=[(f"/c/{campaign}/next", "take the next task")] if campaign.isdigit() else [])
+
+
 @router.post("/task/{lease_id}")
 async def submit_task(request: Request, lease_id: int, who: Principal = Depends(rater)) -> Response:
-    lease, item, campaign = _own_lease(request, lease_id, who, gone=assign.NOT_STORED)
     form = await request.form()
+    try:
+        lease, item, campaign = _own_lease(request, lease_id, who, gone=assign.NOT_STORED)
+    except HTTPException as e:
+        if e.status_code == 409:
+            return _not_stored_page(request, form)
+        raise
     try:
         seconds = float(form.get("seconds", "") or 0) or None
     except ValueError:
@@ -195,8 +220,10 @@ async def submit_task(request: Request, lease_id: int, who: Principal = Depends(
                       links=[(f"/judgments/{e.judgment_id}/edit", "edit the answer that was kept"),
                              (f"/c/{campaign.id}/next", "take the next task")])
     except assign.Conflict as e:
+        if str(e) == assign.NOT_STORED:
+            return _not_stored_page(request, form)
         raise HTTPException(409, str(e)) from None
-    return RedirectResponse(f"/c/{campaign.id}/next", status_code=303)
+    return RedirectResponse(f"/c/{campaign.id}/next?saved=1", status_code=303)
 
 
 @router.post("/task/{lease_id}/skip")

@@ -8,9 +8,9 @@ import nh3
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 
-_md = MarkdownIt("commonmark", {"html": False, "linkify": False})
+_md = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable(["table", "strikethrough"])  # GFM's, as chat models write
 _TAGS = {"p", "h1", "h2", "h3", "h4", "ul", "ol", "li", "em", "strong", "code", "pre", "blockquote", "a", "hr",
-         "br", "table", "thead", "tbody", "tr", "th", "td"}
+         "br", "table", "thead", "tbody", "tr", "th", "td", "s", "del"}
 
 
 def markdown_html(text: str) -> Markup:

@@ -78,7 +78,14 @@
         var text = r.querySelector(".response-text"), md = r.querySelector(".response-md");
         if (text && md) { text.hidden = on; md.hidden = !on; }
       });
-      if (mdButton) mdButton.setAttribute("aria-pressed", on ? "true" : "false");
+      if (mdButton) {
+        mdButton.setAttribute("aria-pressed", on ? "true" : "false");
+        var label = mdButton.querySelector(".md-label");
+        if (label) label.textContent = on ? "show plain text" : "show formatted";
+      }
+      var hint = document.getElementById("md-hint");  // said once, where an answer's plain text holds Markdown
+      if (hint) hint.hidden = on || !Array.prototype.some.call(document.querySelectorAll(".response-text"),
+        function (t) { return /^\s*(#{1,6} |[-*] |\d+\. |\|.*\||```)|\*\*\S/m.test(t.textContent); });
     }
     function toggleMarkdown() {
       var on = localStorage.getItem("posttrain-markdown") !== "1";
@@ -86,6 +93,22 @@
       showMarkdown(on);
     }
     showMarkdown(localStorage.getItem("posttrain-markdown") === "1");
+
+    // How long the task stays the rater's (its lease): minutes left, a warning in the last two, and after it the
+    // truth: an answer is still stored unless another rater has been given the task meanwhile.
+    var left = document.getElementById("time-left");
+    if (left && left.dataset.expires) {
+      var until = Date.parse(left.dataset.expires);
+      var tick = function () {
+        var minutes = Math.ceil((until - Date.now()) / 60000);
+        left.classList.toggle("warn", minutes <= 2);
+        left.textContent = minutes > 2 ? minutes + " min to answer"
+          : minutes > 0 ? minutes + " min left: answer soon, or the task may go to another rater"
+          : "time is up: an answer now is still kept unless another rater has been given this task";
+      };
+      tick();
+      setInterval(tick, 15000);
+    }
     if (mdButton) mdButton.addEventListener("click", toggleMarkdown);
 
     var guide = document.getElementById("guidelines");
