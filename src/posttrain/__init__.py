@@ -9,8 +9,8 @@ Layers, bottom to top. A module imports only from its own layer or the ones belo
 1. `__init__, errors, files, extras, config, config_parse, cpu` — user-facing errors, atomic writers, optional
    dependencies, the typed configs every command shares and their parsing from files and the command line, the CPU
    thread count and allocator policy
-2. `data.records, tasks` — the records everything speaks; the built-in tasks' rows (the one registry of
-   built-in data, `tasks.TASKS`)
+2. `data.records, data.shapes, tasks` — the records everything speaks, and the public data sets' shapes read as
+   them; the built-in tasks' rows (the one registry of built-in data, `tasks.TASKS`)
 3. `data` — loading any source, chat-template tokenization, batches for every recipe, the held-out split
 4. `models` — the model loader, LoRA, reward heads, log-probs, attention layouts, the last layer at scored
    positions, the reference model

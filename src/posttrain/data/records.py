@@ -101,6 +101,10 @@ def _messages(value: Any, field_name: str, *, default_role: str | None = None) -
         role, content = m["role"], m["content"]
         if role not in ROLES:
             raise RecordError(f"{where}.role", f"unknown role {role!r} (expected one of {', '.join(ROLES)})")
+        if m.get("tool_calls"):  # dropped, it would train the turn without its call (an empty answer, often)
+            raise RecordError(f"{where}.tool_calls", "tool calls are not trained yet: posttrain keeps a message's "
+                              "content only, so the call would be dropped; leave such rows out, or write the call "
+                              "into the content as the model should write it")
         if not isinstance(content, str):
             raise RecordError(f"{where}.content", f"expected a string, got {json_type(content)}")
         out.append(Message(role, content))
@@ -151,6 +155,12 @@ class Conversation:
         msgs = _messages(_require(d, "messages", "conversation records need a list of messages"), "messages")
         if not any(m.role == "assistant" for m in msgs):
             raise RecordError("messages", "has no assistant turn (there is nothing to train on)")
+        # a conversation's assistant turns are trained: an empty one teaches an empty answer (a scored completion
+        # may be empty, as a model's output can be; a demonstration may not)
+        empty = next((i for i, m in enumerate(msgs) if m.role == "assistant" and not m.content.strip()), None)
+        if empty is not None:
+            raise RecordError(f"messages[{empty}].content", "is an empty assistant turn (trained, it teaches an "
+                              "empty answer); drop the turn or the row")
         return cls(msgs)
 
 
@@ -411,6 +421,9 @@ def parse_record(d: Any, accept: tuple[type, ...] | None = None) -> Record:
     Else the kind is detected from the keys, and a kind the consumer does not accept is refused."""
     if not isinstance(d, dict):
         raise RecordError("(row)", f"expected a JSON object, got {json_type(d)}")
+    from posttrain.data.shapes import as_record_row  # here: shapes.py raises this module's RecordError
+
+    d = as_record_row(d)  # ShareGPT, Alpaca, Anthropic HH rows in the project's fields
     if accept is not None and Prompt in accept and "messages" in d and "prompt" not in d:
         msgs = _messages(d["messages"], "messages")
         # a reader of conversations too (generate) takes one without an assistant turn as a prompt to answer
