@@ -63,6 +63,14 @@ def test_exact_reward_compares_the_whole_text():
     assert exact_reward(Prompt(PROMPT.prompt, {"answer": 68}), "68") == 1.0
 
 
+def test_contains_reward_says_where_it_looked():
+    from posttrain.rewards.functions import REWARDS
+
+    paris = Prompt(PROMPT.prompt, {"answer": "Paris"})
+    assert REWARDS["contains"](paris, "The capital of France is Paris.") == 1.0
+    assert REWARDS["contains"].explain(paris, "Lyon, I think") == (0.0, "'Paris' not found in 'Lyon, I think'")
+
+
 @pytest.mark.parametrize("reward, name", [(numeric_reward, "numeric"), (exact_reward, "exact")])
 def test_a_prompt_without_its_answer_is_a_data_error_naming_the_field(reward, name):
     with pytest.raises(DataError) as info:

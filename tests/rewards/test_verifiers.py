@@ -7,6 +7,7 @@ import pytest
 
 from posttrain.rewards.verifiers import (
     answer_tag,
+    contains_answer,
     exact_match,
     extract_final_number,
     length_penalty,
@@ -109,6 +110,20 @@ def test_exact_match_normalizes_case_and_whitespace():
     assert exact_match("Paris", "paris", normalize=False) == 0.0
     assert exact_match("Paris", "Paris", normalize=False) == 1.0
     assert exact_match("Paris.", "Paris") == 0.0
+
+
+@pytest.mark.parametrize("completion, answer, expected", [
+    ("The capital of France is Paris.", "Paris", 1.0),
+    ("the capital is  PARIS", "paris", 1.0),          # case and spaces folded
+    ("It is 14.", "4", 0.0),                          # whole words: 4 is not in 14
+    ("4, since 2 + 2 = 4", "4", 1.0),
+    ("New  York City", "new york", 1.0),              # a phrase, its spaces folded
+    ("Parisian food", "Paris", 0.0),
+    ("1+1 = 2 (mod 3)", "(mod 3)", 1.0),              # the answer is a literal, not a pattern
+    ("anything", "  ", 0.0),                          # an empty answer is never found
+])
+def test_contains_answer_finds_the_answer_as_whole_words(completion, answer, expected):
+    assert contains_answer(completion, answer) == expected
 
 
 def test_regex_format_needs_the_whole_stripped_completion_to_match():

@@ -19,8 +19,10 @@ class EvalConfig(SamplingCommandConfig):
     task: str = "builtin:arithmetic/heldout"
     """Prompts with reference fields (e.g. `answer`): a file or `builtin:NAME/heldout`."""
     reward: str | None = None
-    """How a completion is scored: unset uses a built-in task's own reward (else `numeric`); `numeric`,
-    `exact`, or `module:function` taking (prompt_record, completion) -> float in [0, 1]."""
+    """How a completion is scored: unset uses a built-in task's own reward (else `numeric`); `numeric`, `exact`,
+    `contains` (the answer anywhere in the reply, as whole words), `math`, any reward spec of docs/rewards.md, or
+    `module:function` taking (prompt, completion) -> float in [0, 1], where `prompt` is a
+    `posttrain.data.records.Prompt` (its row's other fields, e.g. `answer`, in `prompt.reference`)."""
     sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.0, max_new_tokens=32))
     output: str | None = None
     """Write every prompt, completion and score to this JSONL file."""

@@ -57,8 +57,10 @@ class SuiteConfig(SamplingCommandConfig):
     tasks: tuple[str, ...] = ("builtin:arithmetic/heldout",)
     """Prompts with reference fields (e.g. `answer`): files or `builtin:NAME/heldout`, each scored by its reward."""
     reward: str | None = None
-    """How a completion is scored: unset uses a built-in task's own reward (else `numeric`); `numeric`,
-    `exact`, or `module:function` taking (prompt_record, completion) -> float in [0, 1]."""
+    """How a completion is scored: unset uses a built-in task's own reward (else `numeric`); `numeric`, `exact`,
+    `contains` (the answer anywhere in the reply, as whole words), `math`, any reward spec of docs/rewards.md, or
+    `module:function` taking (prompt, completion) -> float in [0, 1], where `prompt` is a
+    `posttrain.data.records.Prompt` (its row's other fields, e.g. `answer`, in `prompt.reference`)."""
     sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.0, max_new_tokens=32))
     n_samples: int = 1
     """Completions per prompt; above 1 (with a temperature > 0) pass@k is reported for k = 1, 2, 4, ... <= n."""

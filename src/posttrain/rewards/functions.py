@@ -115,6 +115,13 @@ def explain_exact(prompt: Prompt, completion: str) -> tuple[float, str]:
     return score, f"{_short(completion.strip())} {verdict} {_short(answer)} (case and spaces folded)"
 
 
+def explain_contains(prompt: Prompt, completion: str) -> tuple[float, str]:
+    """`verifiers.contains_answer`: `answer` anywhere in the completion, as whole words (case, spaces folded)."""
+    answer = str(reference_field(prompt, "answer", "contains"))
+    score = verifiers.contains_answer(completion, answer)
+    return score, f"{_short(answer)} {'found' if score else 'not found'} in {_short(completion.strip())}"
+
+
 @functools.lru_cache(maxsize=4096)
 def _gold_math(answer: str) -> tuple:
     return tuple(verifiers.parse_math(answer, gold=True))
@@ -180,14 +187,16 @@ numeric_reward = Verifier("numeric", explain_numeric, frozenset({"answer"}), exp
 """1.0 when the completion's final number equals the prompt's `answer` (`verifiers.numeric_match`), else 0.0."""
 exact_reward = Verifier("exact", explain_exact, frozenset({"answer"}))
 """1.0 when the completion equals the prompt's `answer` up to case and whitespace (`verifiers.exact_match`)."""
+contains_reward = Verifier("contains", explain_contains, frozenset({"answer"}))
+"""1.0 when the prompt's `answer` appears in the completion as whole words (`verifiers.contains_answer`)."""
 math_reward = Verifier("math", explain_math, frozenset({"answer"}))  # no check_reference: math-verify takes
 # ~3 ms per answer, 20 s before a GSM8K-sized run; an unreadable answer is named by its prompt when scored
 """1.0 when math-verify finds the completion's answer equivalent to the prompt's LaTeX `answer`."""
 think_format_reward = Verifier("think_format", explain_think_format)
 """1.0 for exactly `<think>...</think><answer>...</answer>` (DeepSeek-R1, arXiv:2501.12948)."""
 
-REWARDS: dict[str, RewardFn] = {"numeric": numeric_reward, "exact": exact_reward, "math": math_reward,
-                                "think_format": think_format_reward}
+REWARDS: dict[str, RewardFn] = {"numeric": numeric_reward, "exact": exact_reward, "contains": contains_reward,
+                                "math": math_reward, "think_format": think_format_reward}
 """The built-in rewards that take no arguments, by the name a spec uses."""
 
 

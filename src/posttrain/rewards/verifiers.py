@@ -160,6 +160,17 @@ def exact_match(completion: str, answer: str, *, normalize: bool = True) -> floa
     return float(completion == answer)
 
 
+def contains_answer(completion: str, answer: str) -> float:
+    """1.0 when `answer` appears in the completion as whole words, both sides case-folded with whitespace
+    collapsed ("The capital is Paris." contains "paris"; "14" does not contain "4"), else 0.0. Lenient, as
+    short-answer evaluation of chat models needs; a completion that lists several answers gets the credit, so
+    for RL prefer `exact` or `numeric`."""
+    needle = _normalized(answer)
+    if not needle:
+        return 0.0
+    return float(re.search(rf"(?<!\w){re.escape(needle)}(?!\w)", _normalized(completion)) is not None)
+
+
 def regex_format(completion: str, pattern: str | re.Pattern[str]) -> float:
     """1.0 when the whole stripped completion matches `pattern` (`re.fullmatch`), else 0.0.
 
