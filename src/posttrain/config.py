@@ -9,7 +9,7 @@ Every field's docstring is its `--help` text and its entry in `docs/config.md`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from posttrain.errors import ConfigError
@@ -56,6 +56,12 @@ class ModelConfig:
         check(0.0 <= self.lora_dropout < 1.0, "model.lora_dropout", "must be in [0, 1)", self.lora_dropout)
         check(self.lora_save == "merged" or self.lora_r > 0, "model.lora_save",
               "'adapter' saves LoRA adapters, so it needs model.lora_r > 0", self.lora_save)
+        # a LoRA option with LoRA off (lora_r 0) trained every weight, at a LoRA learning rate, without a word
+        defaults = {f.name: f.default for f in fields(self)}
+        for name in ("lora_alpha", "lora_dropout", "lora_target_modules"):
+            check(self.lora_r > 0 or getattr(self, name) == defaults[name], f"model.{name}",
+                  "is a LoRA option, and LoRA is off (model.lora_r=0 trains every weight): give --model.lora-r R "
+                  "(e.g. 16), or drop it", getattr(self, name))
 
 
 @dataclass

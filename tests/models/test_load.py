@@ -92,6 +92,13 @@ def test_unknown_hub_id_offline_fails_at_once(isolated_cache):
     assert time.perf_counter() - start < 3.0
 
 
+def test_smollm2s_hub_id_offline_points_at_the_shipped_model(isolated_cache):
+    """A user copies the id from the hub's page; offline, it is the model that ships as `smollm2`."""
+    with pytest.raises(ModelError) as err:
+        resolve_model_dir("HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert str(err.value).endswith("this is the model that ships offline as `smollm2`: --model.name smollm2")
+
+
 def test_an_unknown_name_lists_every_built_in_model_and_the_closest(isolated_cache):
     """The message named two built-in models of six (tiny, smollm2)."""
     with pytest.raises(ModelError) as err:

@@ -121,5 +121,20 @@ def test_a_target_module_the_model_lacks_is_one_line_naming_what_it_has(isolated
 
     with pytest.raises(ConfigError) as err:
         load_model(ModelConfig(name="tiny", lora_r=4, lora_target_modules="foo_proj"))
-    assert str(err.value).startswith("model.lora_target_modules='foo_proj': no such module in the model; it has ")
+    assert str(err.value).startswith("model.lora_target_modules='foo_proj': foo_proj is no module of this model; it "
+                                     "has ")
     assert "q_proj" in str(err.value) and "lm_head" not in str(err.value)
+    # one good name beside a typo trained only the good one, without a word
+    with pytest.raises(ConfigError, match="'q_proj,c_attn': c_attn is no module of this model; it has down_proj"):
+        load_model(ModelConfig(name="tiny", lora_r=4, lora_target_modules="q_proj,c_attn"))
+
+
+@pytest.mark.parametrize("option", [{"lora_alpha": 32}, {"lora_dropout": 0.1}, {"lora_target_modules": "q_proj"}])
+def test_a_lora_option_with_lora_off_is_refused(option):
+    """--model.lora-alpha 32 without --model.lora-r trained all 135M weights at a LoRA learning rate."""
+    from posttrain.errors import ConfigError
+
+    (name, value), = option.items()
+    with pytest.raises(ConfigError, match=rf"model.{name}=.*is a LoRA option, and LoRA is off \(model.lora_r=0"):
+        ModelConfig(name="tiny", **option)
+    assert getattr(ModelConfig(name="tiny", lora_r=8, **option), name) == value

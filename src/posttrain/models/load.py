@@ -276,6 +276,8 @@ def _hub_dir(repo_id: str) -> Path:
             names = [*_tiny_names(), "smollm2"]
             close = difflib.get_close_matches(repo_id, names, n=1)
             hint = f"; did you mean {close[0]}?" if close else ""
+            if repo_id.casefold() == SMOLLM2_HUB_ID.casefold():  # the id a user copies from the hub's page
+                hint = "; this is the model that ships offline as `smollm2`: --model.name smollm2"
             raise ModelError(
                 f"model {repo_id!r} is not a local directory, not a built-in name ({', '.join(names)}: posttrain "
                 f"models list) and the hub is offline (HF_HUB_OFFLINE=1); pass a local directory or a .gguf file{hint}"

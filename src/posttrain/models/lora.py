@@ -47,12 +47,22 @@ def apply_lora(
     from peft import LoraConfig, get_peft_model
 
     targets = cfg.lora_target_modules.strip()
+    names = None if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
+    if names:  # peft refuses only a list of which no name matches: a typo beside a good name trained without a word
+        present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+        if unmatched := [n for n in names if n not in present and not any(n in full for full, _ in
+                                                                            model.named_modules())]:
+            linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
+                             if isinstance(m, torch.nn.Linear) and "." in name})
+            raise ConfigError(f"model.lora_target_modules={cfg.lora_target_modules!r}: {', '.join(unmatched)} "
+                              f"{'is' if len(unmatched) == 1 else 'are'} no module of this model; it has "
+                              f"{', '.join(linear)} (or all-linear)")
     lora = LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
         # "all-linear" is peft's keyword for every linear layer except the output head.
-        target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()],
+        target_modules=targets if names is None else names,
         modules_to_save=modules_to_save,
         task_type=task_type,
     )
