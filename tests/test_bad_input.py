@@ -161,7 +161,8 @@ def test_several_bad_rows_give_a_summary_first(tmp_path, capsys, monkeypatch, ti
     code, err = run_sft(tmp_path, data(rows, expect=[]), capsys, monkeypatch)
     assert code == 2 and "Traceback" not in err
     first, *rest = err.splitlines()
-    assert first == "posttrain sft: error: bad.jsonl: 3 of 4 rows are invalid; first 3:"
+    assert first == ("posttrain sft: error: bad.jsonl: 3 of 4 rows are invalid (--data.invalid skip drops invalid rows "
+                     "and says how many); first 3:")
     assert [line.split(":")[1] for line in rest] == ["2", "3", "4"]
     assert not (tmp_path / "tmp" / "x").exists()
 

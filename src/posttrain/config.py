@@ -85,6 +85,10 @@ class DataConfig:
     `skip` drops it and reports the count, `truncate` keeps the first max_length tokens (sft: the loss mask is
     cut with it; dpo: both responses are cut; an example left with nothing to train on is dropped and counted).
     rm refuses `truncate`: it reads the reward at the last token, which truncation cuts off."""
+    invalid: Literal["error", "skip"] = "error"
+    """What to do with a row that is not a valid record (a pair whose responses are identical, a field of the
+    wrong type, ...): `error` stops before training and names the first rows, `skip` drops them, says how many
+    and names the first (a file where every row is invalid still stops)."""
     packing: bool = False
     """sft only (dpo and rm refuse it): pack several short examples into one row of max_length tokens; attention
     never crosses examples (separate position_ids per document, as flash-attention varlen kernels use)."""

@@ -83,3 +83,28 @@ def test_held_out_rows_that_are_training_rows_are_warned_about(tmp_path, caplog)
     caplog.clear()
     train_and_heldout(DataConfig(train=str(train_file), eval=str(other)), (Text,), tokens, lambda x: x[1], 0)
     assert caplog.text == ""
+
+
+def test_data_invalid_skip_drops_bad_rows_says_so_and_still_stops_on_a_file_of_them(tmp_path, caplog):
+    """One identical chosen/rejected pair refused a whole preference dump (as public ones hold); with
+    --data.invalid skip it is dropped and named, and a file with no valid row still stops."""
+    import pytest
+
+    from posttrain.data.preference import PREFERENCE_KINDS
+    from posttrain.errors import DataError
+
+    rows = [{"prompt": f"q{i}", "chosen": "a", "rejected": "b"} for i in range(5)]
+    rows[2]["rejected"] = "a"  # identical to chosen: no preference
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    keep = lambda records, source: list(records)  # noqa: E731
+    with pytest.raises(DataError, match="pairs.jsonl:3: field \"rejected\" is identical to chosen"):
+        train_and_heldout(DataConfig(train=str(path), eval_fraction=0), PREFERENCE_KINDS, keep, id, 0)
+    train, _, _ = train_and_heldout(DataConfig(train=str(path), eval_fraction=0, invalid="skip"), PREFERENCE_KINDS,
+                                    keep, id, 0)
+    assert len(train) == 4
+    assert f"{path}: dropped 1 of 5 rows that are not valid records (data.invalid=skip); first: {path}:3:" \
+        in caplog.text
+    path.write_text(json.dumps(rows[2]) + "\n")
+    with pytest.raises(DataError, match="pairs.jsonl:1: field \"rejected\" is identical to chosen"):
+        train_and_heldout(DataConfig(train=str(path), eval_fraction=0, invalid="skip"), PREFERENCE_KINDS, keep, id, 0)

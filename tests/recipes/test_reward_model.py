@@ -190,7 +190,7 @@ def test_duplicate_ranking_positions_stop_with_one_line(tmp_path):
     with pytest.raises(DataError) as e:
         train(cfg_for(tmp_path, data, "bad"))
     assert str(e.value) == (f"{data}:2: field \"order\" must be a permutation of 0..2: response indices given twice [2]; "
-                            "response indices missing [1]")
+                            "response indices missing [1] (--data.invalid skip drops invalid rows and says how many)")
     assert not (tmp_path / "bad").exists()
 
 

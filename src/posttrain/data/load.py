@@ -120,9 +120,9 @@ def load_records_with_report(
                 errors.append(row_error(where, e))
         if limit is not None and len(records) == limit:
             break
-    if n_bad == 1 and not skip_invalid:
-        raise DataError(errors[0])
-    if n_bad and (not skip_invalid or not records):
+    if n_bad and (not skip_invalid or not records):  # nothing valid is left: refused even when skipping
+        if n_bad == 1:
+            raise DataError(errors[0])
         head = f"{source}: {n_bad} of {n_rows} rows are invalid; first {len(errors)}:"
         raise DataError("\n".join([head, *(f"  {m}" for m in errors)]))
     return records, LoadReport(source, n_rows, n_bad, tuple(errors))

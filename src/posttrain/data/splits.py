@@ -16,8 +16,9 @@ import random
 from collections.abc import Callable, Hashable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
-from posttrain.data.load import default_heldout, describe_source, load_records
+from posttrain.data.load import default_heldout, describe_source, load_records_with_report
 from posttrain.data.records import to_dict
+from posttrain.errors import DataError
 
 if TYPE_CHECKING:
     from posttrain.config import DataConfig
@@ -54,6 +55,23 @@ def warn_overlap(train: Sequence, held: Sequence, train_source: str, held_source
     return shared
 
 
+def _load(source: str, accept: tuple[type, ...], data: DataConfig, limit: int | None = None) -> list:
+    """`source`'s records; with data.invalid=skip its invalid rows dropped, counted and the first named, else a
+    DataError naming them that says how to drop them."""
+    records, report = load_records_with_report(source, accept, limit=limit, skip_invalid=True)
+    if report.n_skipped and data.invalid == "error":
+        hint = "--data.invalid skip drops invalid rows and says how many"
+        if report.n_skipped == 1:
+            raise DataError(f"{report.first_errors[0]} ({hint})")
+        head = f"{source}: {report.n_skipped} of {report.n_rows} rows are invalid ({hint}); first {len(report.first_errors)}:"
+        raise DataError("\n".join([head, *(f"  {m}" for m in report.first_errors)]))
+    if report.n_skipped and os.environ.get("RANK", "0") == "0":
+        first = "; ".join(report.first_errors)
+        log.warning(f"warning: {source}: dropped {report.n_skipped} of {report.n_rows} rows that are not valid records "
+                    f"(data.invalid=skip); first: {first}")
+    return records
+
+
 def train_and_heldout(
     data: DataConfig, accept: tuple[type, ...], tokenize: Callable[[list, str], list[T]],
     key: Callable[[T], Hashable], seed: int,
@@ -63,12 +81,12 @@ def train_and_heldout(
     `tokenize(records, source)` makes a recipe's examples; `key(example)` is what must not straddle the split.
     Returns train, held-out, and the lineage entries of the sources read.
     """
-    train_records = load_records(data.train, accept=accept, limit=data.limit)
+    train_records = _load(data.train, accept, data, limit=data.limit)
     train = tokenize(train_records, data.train)
     lineage = [describe_source(data.train)]
     heldout_source = data.eval or default_heldout(data.train)
     if heldout_source:
-        held_records = load_records(heldout_source, accept=accept)
+        held_records = _load(heldout_source, accept, data)
         warn_overlap(train_records, held_records, data.train, heldout_source)
         held = tokenize(held_records, heldout_source)
         return train, held, lineage + [describe_source(heldout_source)]
