@@ -162,6 +162,20 @@ def test_side_by_side_pairs_the_same_prompt_and_caps_the_rows(tmp_path):
         side_by_side([ev], ("sft", "rm"), cap=9)
 
 
+def test_side_by_side_shows_every_model_of_the_first_ones_prompts_and_names_the_rest(tmp_path):
+    """base, sft and dpo evaluated together: all three are columns (the DPO run's degenerate answers were left
+    out of the page when only the first two were shown); five models: four, and the page names the fifth."""
+    write_eval(tmp_path / "e", {"base": ["0", "2", "5"], "sft": ["0", "2", "4"], "dpo": ["0", "0", "0"]})
+    ev = Evaluation("e", tmp_path / "e" / "results.json", {}, [
+        json.loads(x) for x in (tmp_path / "e" / "samples.jsonl").read_text().splitlines()])
+    pairs = side_by_side([ev], None, cap=9)
+    assert pairs["models"] == ["base", "sft", "dpo"] and pairs["left_out"] == []
+    assert [c["completion"] for c in pairs["rows"][1]["cells"]] == ["2", "2", "0"]
+    five = write_eval(tmp_path / "f", {m: ["0", "2", "4"] for m in ("m1", "m2", "m3", "m4", "m5")})
+    html = render_report(*load_inputs([str(five)]))
+    assert "Responses side by side: m1 vs m2 vs m3 vs m4" in html and "Not shown: m5" in html
+
+
 def test_an_evaluation_alone_makes_a_report(tmp_path, capsys):
     """A results.json passed directly (no run): its tables and its samples side by side, no figure."""
     results = write_eval(tmp_path / "evals" / "e1", {"sft": ["0", "2", "5"], "dpo": ["0", "2", "4"]})

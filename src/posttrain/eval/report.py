@@ -50,7 +50,8 @@ class ReportConfig:
     """At most this many prompts in the side-by-side table."""
     compare: tuple[str, str] | None = None
     """The two models (labels in samples.jsonl, or an RL run's held-out answers as `RUN step N`) shown side by
-    side; unset: the first two found (an RL run alone: its first and last evaluation)."""
+    side; unset: the first found and up to three more that answered the same prompts (an RL run alone: its
+    first and last evaluation); the page names the others."""
 
 
 @dataclass
@@ -239,8 +240,14 @@ def flatten(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return [row for k, v in d.items() for row in flatten(v, f"{prefix}{k}.")]
 
 
+SIDE_BY_SIDE_MODELS = 4  # columns of answers a page can show side by side and still be read
+
+
 def side_by_side(evals: list[Evaluation], compare: tuple[str, str] | None, cap: int) -> dict[str, Any]:
-    """Rows of two models' first samples on the same (task, prompt_index), at most `cap` of them."""
+    """Rows of the models' first samples on the same (task, prompt_index), at most `cap` of them: the two of
+    `compare`, else the first model and every other that answered its prompts, up to SIDE_BY_SIDE_MODELS (a third
+    model, a DPO run after SFT, was left out of the page when only the first two were shown). `left_out`: the
+    models with samples not shown."""
     by_key: dict[tuple[str, int], dict[str, dict]] = {}
     models: list[str] = []
     for ev in evals:
@@ -260,12 +267,13 @@ def side_by_side(evals: list[Evaluation], compare: tuple[str, str] | None, cap: 
             raise UserError(f"--compare {' '.join(compare)}: no samples of {', '.join(missing)} (models with samples: "
                             f"{', '.join(models) or 'none'})")
         chosen = list(compare)
-    else:
-        chosen = models[:2]
+    else:  # the first model, and those that answered its prompts (an RL run's held-out answers are other prompts)
+        shared = [m for m in models if any(models[0] in cells and m in cells for cells in by_key.values())]
+        chosen = shared[:SIDE_BY_SIDE_MODELS]
     rows = [{"task": task, "prompt_index": i, "prompt": next(iter(cells.values())).get("prompt", ""),
              "answer": next(iter(cells.values())).get("answer"), "cells": [cells.get(m) for m in chosen]}
             for (task, i), cells in by_key.items() if all(m in cells for m in chosen)]
-    return {"models": chosen, "rows": rows[:cap], "total": len(rows)}
+    return {"models": chosen, "rows": rows[:cap], "total": len(rows), "left_out": [m for m in models if m not in chosen]}
 
 
 def evaluation_tables(ev: Evaluation) -> dict[str, Any]:
