@@ -52,11 +52,9 @@ def apply_lora(
         present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
         if unmatched := [n for n in names if n not in present and not any(n in full for full, _ in
                                                                             model.named_modules())]:
-            linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
-                             if isinstance(m, torch.nn.Linear) and "." in name})
             raise ConfigError(f"model.lora_target_modules={cfg.lora_target_modules!r}: {', '.join(unmatched)} "
                               f"{'is' if len(unmatched) == 1 else 'are'} no module of this model; it has "
-                              f"{', '.join(linear)} (or all-linear)")
+                              f"{_linear_names(model)} (or all-linear)")
     lora = LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
@@ -72,10 +70,14 @@ def apply_lora(
         with quiet_peft():
             return get_peft_model(model, lora)
     except NoMatchingPeftModuleError:
-        linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
-                         if isinstance(m, torch.nn.Linear) and "." in name})
         raise ConfigError(f"model.lora_target_modules={cfg.lora_target_modules!r}: no such module in the model; it "
-                          f"has {', '.join(linear)} (or all-linear)") from None
+                          f"has {_linear_names(model)} (or all-linear)") from None
+
+
+def _linear_names(model: torch.nn.Module) -> str:
+    """The names LoRA can target: the linear layers' own names (q_proj, ...), the output head left out."""
+    return ", ".join(sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
+                             if isinstance(m, torch.nn.Linear) and "." in name}))
 
 
 @contextmanager
