@@ -42,7 +42,7 @@ def test_docstring_line_breaks_are_spaces(capsys, monkeypatch):
     text = help_text("eval", capsys, monkeypatch)
     helps = option_helps(text)
     assert helps["--reward"].startswith("How a completion is scored: unset uses a built-in task's own reward (else "
-                                        "`numeric`); `numeric`, `exact`, or `module:function`")
+                                        "`numeric`); `numeric`, `exact`, `contains`")
     blocks = help_blocks(text)
     width = max(len(line) for lines in blocks.values() for line in lines)
     ragged = {name: lines for name, lines in blocks.items() if any(len(line) < width - 25 for line in lines[:-1])}

@@ -33,7 +33,7 @@ def reward(tmp_path, monkeypatch):
 
 def config(tmp: Path, name: str, reward: str, sampler: str, steps: int, lora_r: int = 0, cls=grpo.GRPOConfig):
     return cls(
-        model=ModelConfig(name="tiny", lora_r=lora_r, lora_alpha=2 * max(lora_r, 1)),
+        model=ModelConfig(name="tiny", lora_r=lora_r, **({"lora_alpha": 2 * lora_r} if lora_r else {})),
         data=PromptDataConfig(train=TASK, eval_prompts=8, limit=256),
         sampling=SamplingParams(max_new_tokens=8, temperature=1.0),
         optim=OptimConfig(lr=1e-2, warmup_steps=0, max_steps=steps, schedule="constant"),
