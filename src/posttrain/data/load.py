@@ -96,9 +96,11 @@ def load_records(
 
 
 def load_records_with_report(
-    source: str, accept: tuple[type, ...] | None = None, *, limit: int | None = None, skip_invalid: bool = False
+    source: str, accept: tuple[type, ...] | None = None, *, limit: int | None = None, skip_invalid: bool = False,
+    hint: str = "",
 ) -> tuple[list[Record], LoadReport]:
-    """Like `load_records`, plus a report; with `skip_invalid` bad rows are dropped and counted, not raised."""
+    """Like `load_records`, plus a report; with `skip_invalid` bad rows are dropped and counted, not raised.
+    `hint` (how to drop them, `--data.invalid skip`) is said in a refusal of rows that could have been skipped."""
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be at least 1, got {limit}")
     source = str(source)
@@ -121,9 +123,10 @@ def load_records_with_report(
         if limit is not None and len(records) == limit:
             break
     if n_bad and (not skip_invalid or not records):  # nothing valid is left: refused even when skipping
+        said = f" ({hint})" if hint and not skip_invalid else ""
         if n_bad == 1:
-            raise DataError(errors[0])
-        head = f"{source}: {n_bad} of {n_rows} rows are invalid; first {len(errors)}:"
+            raise DataError(errors[0] + said)
+        head = f"{source}: {n_bad} of {n_rows} rows are invalid{said}; first {len(errors)}:"
         raise DataError("\n".join([head, *(f"  {m}" for m in errors)]))
     return records, LoadReport(source, n_rows, n_bad, tuple(errors))
 

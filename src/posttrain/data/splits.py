@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, TypeVar
 
 from posttrain.data.load import default_heldout, describe_source, load_records_with_report
 from posttrain.data.records import to_dict
-from posttrain.errors import DataError
 
 if TYPE_CHECKING:
     from posttrain.config import DataConfig
@@ -58,13 +57,8 @@ def warn_overlap(train: Sequence, held: Sequence, train_source: str, held_source
 def _load(source: str, accept: tuple[type, ...], data: DataConfig, limit: int | None = None) -> list:
     """`source`'s records; with data.invalid=skip its invalid rows dropped, counted and the first named, else a
     DataError naming them that says how to drop them."""
-    records, report = load_records_with_report(source, accept, limit=limit, skip_invalid=True)
-    if report.n_skipped and data.invalid == "error":
-        hint = "--data.invalid skip drops invalid rows and says how many"
-        if report.n_skipped == 1:
-            raise DataError(f"{report.first_errors[0]} ({hint})")
-        head = f"{source}: {report.n_skipped} of {report.n_rows} rows are invalid ({hint}); first {len(report.first_errors)}:"
-        raise DataError("\n".join([head, *(f"  {m}" for m in report.first_errors)]))
+    records, report = load_records_with_report(source, accept, limit=limit, skip_invalid=data.invalid == "skip",
+                                               hint="--data.invalid skip drops invalid rows and says how many")
     if report.n_skipped and os.environ.get("RANK", "0") == "0":
         first = "; ".join(report.first_errors)
         log.warning(f"warning: {source}: dropped {report.n_skipped} of {report.n_rows} rows that are not valid records "
